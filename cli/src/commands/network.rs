@@ -1,0 +1,91 @@
+//! Commands about the node and the network: `node id`, `node status`, `peers`,
+//! `closest`.
+
+use anyhow::{bail, Context, Result};
+use p3_dht::identity;
+
+use crate::{
+    api::{protocol::Request, protocol::Response, Client},
+    args::NodeOpts,
+    config::DataDir,
+    output,
+};
+
+async fn client(opts: &NodeOpts) -> Result<Client> {
+    Client::connect(&DataDir::resolve(opts.data_dir.clone())?).await
+}
+
+fn unexpected(response: Response) -> anyhow::Error {
+    anyhow::anyhow!("the node sent an unexpected answer: {response:?}")
+}
+
+/// `p3ctl node id`: works without a running node.
+pub fn id(opts: &NodeOpts) -> Result<()> {
+    let dir = DataDir::resolve(opts.data_dir.clone())?;
+    dir.create()?;
+    let peer_id = identity::load_or_create(&dir.identity())?.public().to_peer_id().to_string();
+    if opts.json {
+        output::json(&serde_json::json!({ "peer_id": peer_id }))
+    } else {
+        println!("{peer_id}");
+        Ok(())
+    }
+}
+
+/// `p3ctl node status`.
+pub async fn status(opts: &NodeOpts) -> Result<()> {
+    let Response::Status(status) = client(opts).await?.call(Request::Status).await? else {
+        bail!("the node sent an unexpected answer to status");
+    };
+    if opts.json {
+        return output::json(&status);
+    }
+    println!("peer id:       {}", status.peer_id);
+    for (i, addr) in status.listen_addrs.iter().enumerate() {
+        println!("{}{addr}", if i == 0 { "listening on:  " } else { "               " });
+    }
+    println!("connected:     {} peers", status.connected_peers);
+    println!("routing table: {} peers", status.routing_table_size);
+    println!("uptime:        {}", output::duration(status.uptime_secs));
+    Ok(())
+}
+
+/// `p3ctl peers`.
+pub async fn peers(opts: &NodeOpts) -> Result<()> {
+    let peers = match client(opts).await?.call(Request::Peers).await? {
+        Response::Peers(peers) => peers,
+        other => return Err(unexpected(other)),
+    };
+    if opts.json {
+        return output::json(&peers);
+    }
+    for peer in peers {
+        let state = if peer.connected { "connected" } else { "not connected" };
+        println!("{}  {state}  {}", peer.peer_id, peer.addrs.join(" "));
+    }
+    Ok(())
+}
+
+/// `p3ctl closest KEY`.
+pub async fn closest(opts: &NodeOpts, key: &str, is_hex: bool, count: usize) -> Result<()> {
+    let key = if is_hex {
+        hex::decode(key).with_context(|| format!("KEY {key:?} is not valid hex"))?
+    } else {
+        key.as_bytes().to_vec()
+    };
+    if key.is_empty() {
+        bail!("KEY must not be empty");
+    }
+    let mut owners = match client(opts).await?.call(Request::Closest { key }).await? {
+        Response::Closest(owners) => owners,
+        other => return Err(unexpected(other)),
+    };
+    owners.truncate(count);
+    if opts.json {
+        return output::json(&owners);
+    }
+    for owner in owners {
+        println!("{owner}");
+    }
+    Ok(())
+}

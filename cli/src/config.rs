@@ -1,0 +1,234 @@
+//! The one home of a node's configuration: its data directory, the files in it,
+//! and the TOML config file that command-line flags override.
+//!
+//! ```text
+//! DATA_DIR/
+//!   identity.key   ed25519 key (protobuf), mode 0600; the PeerId survives restarts
+//!   config.toml    listen addresses, seeds, network timings (created on first start)
+//!   db/            RocksDB: Kademlia records and providers (objects later)
+//!   api.json       address + access token of the running node's local API, 0600;
+//!                  written at start, removed at clean shutdown
+//! ```
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use p3_dht::{Multiaddr, NetworkConfig};
+use serde::{Deserialize, Serialize};
+
+/// The default TCP port of a P³ node.
+pub const DEFAULT_PORT: u16 = 4370;
+
+/// A node's data directory and the paths inside it.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// `--data-dir` / `P3_DATA_DIR` if given, else `$XDG_DATA_HOME/p3`.
+    pub fn resolve(given: Option<PathBuf>) -> Result<Self> {
+        let root = match given {
+            Some(dir) => dir,
+            None => dirs::data_dir()
+                .context("cannot find a data directory for this user; pass --data-dir or set P3_DATA_DIR")?
+                .join("p3"),
+        };
+        Ok(Self { root })
+    }
+
+    /// Creates the directory (owner-only) if it does not exist.
+    pub fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).with_context(|| format!("cannot create data dir {}", self.root.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot restrict permissions of {}", self.root.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The ed25519 identity.
+    pub fn identity(&self) -> PathBuf {
+        self.root.join("identity.key")
+    }
+    /// The TOML configuration file.
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// The RocksDB directory.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+    /// Where the running node publishes its local API address and token.
+    pub fn api_file(&self) -> PathBuf {
+        self.root.join("api.json")
+    }
+}
+
+/// The contents of `config.toml`. Every field has a default, so an empty file
+/// (or none) is a valid configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Multiaddrs of nodes to join through; re-dialled when the routing table empties.
+    pub seeds: Vec<String>,
+    /// Network timings.
+    pub network: NetworkSection,
+}
+
+/// The `[network]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Seconds between Kademlia routing-table refreshes.
+    pub refresh_interval_secs: u64,
+    /// Seconds between checks for an empty routing table (then the seeds are re-dialled).
+    pub reconnect_interval_secs: u64,
+    /// Seconds an idle connection is kept open.
+    pub idle_connection_timeout_secs: u64,
+    /// Seconds a DHT query may take.
+    pub query_timeout_secs: u64,
+    /// Seconds a request to a peer may take.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self { listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")], seeds: Vec::new(), network: NetworkSection::default() }
+    }
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        let d = NetworkConfig::default();
+        Self {
+            refresh_interval_secs: d.refresh_interval.as_secs(),
+            reconnect_interval_secs: d.reconnect_interval.as_secs(),
+            idle_connection_timeout_secs: d.idle_connection_timeout.as_secs(),
+            query_timeout_secs: d.query_timeout.as_secs(),
+            request_timeout_secs: d.request_timeout.as_secs(),
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Reads the config file of `dir`, writing the defaults there first if it does
+    /// not exist so the user has a file to edit.
+    pub fn load_or_init(dir: &DataDir) -> Result<Self> {
+        let path = dir.config_file();
+        match fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).with_context(|| format!("config file {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let config = Self::default();
+                let text = format!(
+                    "# P³ node configuration. Command-line flags override it.\n{}",
+                    toml::to_string_pretty(&config)?
+                );
+                fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(config)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            // toml's own Display is a multi-line snippet; errors here are one line.
+            let line = e.span().and_then(|span| text.get(..span.start)).map_or(1, |before| before.matches('\n').count() + 1);
+            anyhow::anyhow!("line {line}: {}", e.message())
+        })?;
+        for (name, secs) in [
+            ("refresh_interval_secs", config.network.refresh_interval_secs),
+            ("reconnect_interval_secs", config.network.reconnect_interval_secs),
+            ("query_timeout_secs", config.network.query_timeout_secs),
+            ("request_timeout_secs", config.network.request_timeout_secs),
+        ] {
+            if secs == 0 {
+                bail!("network.{name} must be at least 1");
+            }
+        }
+        Ok(config)
+    }
+
+    /// The network settings: the file's, with `--listen` replacing its listen list
+    /// and `--bootstrap` adding to its seeds.
+    pub fn network(&self, listen: &[String], bootstrap: &[String]) -> Result<NetworkConfig> {
+        let listen = if listen.is_empty() { &self.listen } else { listen };
+        let n = &self.network;
+        Ok(NetworkConfig {
+            listen: parse_addrs(listen, "listen address")?,
+            bootstrap: parse_addrs(self.seeds.iter().chain(bootstrap), "seed address")?,
+            refresh_interval: Duration::from_secs(n.refresh_interval_secs),
+            reconnect_interval: Duration::from_secs(n.reconnect_interval_secs),
+            idle_connection_timeout: Duration::from_secs(n.idle_connection_timeout_secs),
+            query_timeout: Duration::from_secs(n.query_timeout_secs),
+            request_timeout: Duration::from_secs(n.request_timeout_secs),
+            ..NetworkConfig::default()
+        })
+    }
+}
+
+fn parse_addrs<'a>(addrs: impl IntoIterator<Item = &'a String>, what: &str) -> Result<Vec<Multiaddr>> {
+    addrs
+        .into_iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .with_context(|| format!("invalid {what} {a:?} (expected a multiaddr like /ip4/127.0.0.1/tcp/{DEFAULT_PORT})"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(ConfigFile::parse("").unwrap(), ConfigFile::default());
+    }
+
+    #[test]
+    fn written_defaults_parse_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::resolve(Some(dir.path().to_owned())).unwrap();
+        let first = ConfigFile::load_or_init(&data).unwrap();
+        assert!(data.config_file().exists());
+        assert_eq!(ConfigFile::load_or_init(&data).unwrap(), first);
+    }
+
+    #[test]
+    fn flags_override_and_extend_the_file() {
+        let config = ConfigFile::parse("seeds = [\"/ip4/127.0.0.1/tcp/1\"]\n[network]\nquery_timeout_secs = 7\n").unwrap();
+        let net = config
+            .network(&["/ip4/127.0.0.1/tcp/0".into()], &["/ip4/127.0.0.1/tcp/2".into()])
+            .unwrap();
+        assert_eq!(net.listen, vec!["/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(net.bootstrap.len(), 2);
+        assert_eq!(net.query_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let err = ConfigFile::parse("listen = 3").unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        let err = ConfigFile::parse("colour = \"red\"").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = ConfigFile::parse("[network]\nquery_timeout_secs = 0").unwrap_err();
+        assert!(err.to_string().contains("query_timeout_secs"), "{err}");
+        let err = ConfigFile::default().network(&["not-an-addr".into()], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("not-an-addr"), "{err:#}");
+    }
+}

@@ -1,0 +1,64 @@
+//! `p3ctl node start`: run a node in the foreground until SIGINT or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use p3_dht::{identity, Database, Node};
+use rand::RngCore;
+use tokio::{net::TcpListener, signal::unix};
+
+use crate::{
+    api::{self, ApiInfo},
+    config::{ConfigFile, DataDir},
+};
+
+/// Starts the node of `dir` and serves until a shutdown signal arrives; on the way
+/// out it stops the swarm, flushes RocksDB and removes `api.json`.
+pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Result<()> {
+    dir.create()?;
+    let config = ConfigFile::load_or_init(&dir)?;
+    let network = config.network(listen, bootstrap)?;
+    let key = identity::load_or_create(&dir.identity())?;
+    let db = Database::open(&dir.db(), p3_dht::db::COLUMN_FAMILIES)?;
+    // Handlers go in before the node exists so a signal during start-up still
+    // gets a clean shutdown.
+    let mut sigterm = unix::signal(unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sigint = unix::signal(unix::SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+
+    let (node, mut inbound) = Node::start(network, key, db.clone()).await?;
+    tracing::info!(peer_id = %node.peer_id(), data_dir = %dir.root().display(), "node started");
+
+    // Nothing above the network serves peer requests yet; answering none makes
+    // a peer's request fail fast instead of time out.
+    tokio::spawn(async move {
+        while let Some(request) = inbound.requests.recv().await {
+            tracing::debug!(peer = %request.peer, "no service for peer request; dropping it");
+        }
+    });
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot open the local API port")?;
+    let mut token = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut token);
+    let info = ApiInfo {
+        addr: listener.local_addr()?.to_string(),
+        token: hex::encode(token),
+        pid: std::process::id(),
+    };
+    identity::write_private(&dir.api_file(), serde_json::to_string(&info)?.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.api_file().display()))?;
+    let api_task = tokio::spawn(api::server::serve(listener, info.token.clone(), node.clone()));
+    tracing::info!(api = %info.addr, "local API ready");
+
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+    api_task.abort();
+    if let Err(e) = std::fs::remove_file(dir.api_file()) {
+        tracing::warn!(error = %e, "cannot remove api.json");
+    }
+    node.shutdown(Duration::from_secs(5)).await;
+    db.flush().context("cannot flush the database")?;
+    tracing::info!("node stopped");
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! # p3-cli — `p3ctl`, the node daemon and its client commands
+//!
+//! `p3ctl node start` runs a node in the foreground: it loads the node's identity,
+//! database and configuration from its data directory ([`config`]), starts the
+//! network ([`p3_dht::Node`]) and serves the local API ([`api`]) that every other
+//! command uses to talk to it.
+//!
+//! What it must never do: reach into a layer's internals (it only uses the public
+//! APIs of the crates below it), serve its API beyond the loopback interface or
+//! without the data directory's token, or print more than one line for an error.
+
+pub mod api;
+pub mod config;
+
+mod args;
+mod commands;
+mod daemon;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Parses the command line, runs the command, and turns an error into one line on
+/// stderr and a non-zero exit status.
+pub fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("p3ctl: {}", output::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

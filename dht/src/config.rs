@@ -1,0 +1,54 @@
+//! Settings of the network layer. The CLI's configuration file is the one home of
+//! all settings; it fills this struct.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use crate::store::StoreLimits;
+
+/// How a node joins and uses the network.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Addresses to listen on. A node that listens runs Kademlia in server mode.
+    pub listen: Vec<Multiaddr>,
+    /// Seeds: dialled at start-up and again whenever the routing table is empty.
+    /// Addresses may carry a `/p2p/PEERID` suffix; without it the peer id is
+    /// learned through identify.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Period of the Kademlia routing-table refresh (a bootstrap query).
+    pub refresh_interval: Duration,
+    /// How often the node checks whether its routing table is empty and, if so,
+    /// re-dials the seeds.
+    pub reconnect_interval: Duration,
+    /// Connections with no open stream are kept this long. P³ nodes keep their
+    /// cluster connected so a crashed peer is noticed quickly.
+    pub idle_connection_timeout: Duration,
+    /// Deadline of one Kademlia query (closest peers, providers).
+    pub query_timeout: Duration,
+    /// Deadline of one request-response exchange.
+    pub request_timeout: Duration,
+    /// Largest request body accepted from a peer, in bytes.
+    pub max_request_bytes: u64,
+    /// Largest response body accepted from a peer, in bytes.
+    pub max_response_bytes: u64,
+    /// Limits of the Kademlia record and provider store.
+    pub store_limits: StoreLimits,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            refresh_interval: Duration::from_secs(60),
+            reconnect_interval: Duration::from_secs(5),
+            idle_connection_timeout: Duration::from_secs(3600),
+            query_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            max_request_bytes: 4 << 20,
+            max_response_bytes: 16 << 20,
+            store_limits: StoreLimits::default(),
+        }
+    }
+}

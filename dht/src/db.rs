@@ -1,0 +1,87 @@
+//! The node's RocksDB database: one per node, one column family per kind of record.
+//! Each layer names the column families it owns; the node opens them all at once.
+
+use std::{path::Path, sync::Arc};
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+/// Column families owned by this crate (the Kademlia record and provider store).
+pub const COLUMN_FAMILIES: &[&str] = &[crate::store::CF_RECORDS, crate::store::CF_PROVIDERS];
+
+/// Why the database could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Another process (most likely another node) has the database open.
+    #[error("database {path} is in use by another process; is a node already running on this data dir?")]
+    Locked {
+        /// The database directory.
+        path: String,
+    },
+    /// Any other RocksDB failure.
+    #[error("database {path}: {source}")]
+    Rocks {
+        /// The database directory.
+        path: String,
+        /// What RocksDB said.
+        source: rocksdb::Error,
+    },
+}
+
+/// A cheap-to-clone handle on the node's RocksDB database.
+#[derive(Clone)]
+pub struct Database {
+    db: Arc<DB>,
+    path: String,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path` with the given column
+    /// families plus any that already exist on disk, so a newer layer's data is
+    /// never refused by an older binary.
+    pub fn open(path: &Path, column_families: &[&str]) -> Result<Self, DbError> {
+        let display = path.display().to_string();
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let mut names: Vec<String> = DB::list_cf(&options, path).unwrap_or_default();
+        for cf in column_families {
+            if !names.iter().any(|n| n == cf) {
+                names.push((*cf).to_owned());
+            }
+        }
+        let descriptors = names
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| {
+            if source.to_string().contains("lock") {
+                DbError::Locked { path: display.clone() }
+            } else {
+                DbError::Rocks { path: display.clone(), source }
+            }
+        })?;
+        Ok(Self { db: Arc::new(db), path: display })
+    }
+
+    /// The raw RocksDB handle, for the layers' own stores.
+    pub fn raw(&self) -> &DB {
+        &self.db
+    }
+
+    /// Flushes memtables and the WAL to disk; called on clean shutdown.
+    pub fn flush(&self) -> Result<(), DbError> {
+        let err = |source| DbError::Rocks { path: self.path.clone(), source };
+        self.db.flush_wal(true).map_err(err)?;
+        for name in DB::list_cf(&Options::default(), &self.path).unwrap_or_default() {
+            if let Some(cf) = self.db.cf_handle(&name) {
+                self.db.flush_cf(cf).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("path", &self.path).finish()
+    }
+}

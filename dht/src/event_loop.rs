@@ -1,0 +1,378 @@
+//! The task that owns the `Swarm`: it turns [`Command`]s from [`crate::Node`]
+//! handles into swarm calls and swarm events into answers, forwarded requests and
+//! gossip deliveries. Nothing here waits on anything but the swarm and its
+//! channels, so one slow caller never stalls the network.
+
+use std::{
+    collections::{HashMap, HashSet},
+    iter,
+    time::Instant,
+};
+
+use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
+use libp2p::{
+    gossipsub::{self, IdentTopic, TopicHash},
+    identify,
+    identity::Keypair,
+    kad::{self, GetClosestPeersError, GetProvidersOk, KBucketKey, QueryId, QueryResult, RecordKey},
+    multiaddr::Protocol,
+    noise, ping,
+    request_response::{self, OutboundRequestId, ResponseChannel},
+    swarm::SwarmEvent,
+    tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::{
+    behaviour::{Behaviour, BehaviourEvent},
+    config::NetworkConfig,
+    db::Database,
+    node::{peer_of, Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
+    DhtError, KAD_PROTOCOL,
+};
+
+type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
+
+/// Messages a slow gossip subscriber may fall behind by before it loses some.
+const GOSSIP_BUFFER: usize = 1024;
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    config: NetworkConfig,
+    started: Instant,
+    commands: mpsc::Receiver<Command>,
+    requests: mpsc::Sender<InboundRequest>,
+    closest: HashMap<QueryId, (Vec<u8>, Reply<Vec<PeerId>>)>,
+    providing: HashMap<QueryId, Reply<()>>,
+    providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
+    outbound: HashMap<OutboundRequestId, Reply<Vec<u8>>>,
+    /// Answers being prepared by the layer above for inbound requests.
+    responses: FuturesUnordered<BoxFuture<'static, Option<(ResponseChannel<Vec<u8>>, Vec<u8>)>>>,
+    topics: HashMap<TopicHash, broadcast::Sender<GossipMessage>>,
+}
+
+/// Builds the swarm, listens, dials the seeds and spawns the loop.
+pub(crate) fn spawn(
+    config: NetworkConfig,
+    key: Keypair,
+    db: Database,
+    commands: mpsc::Receiver<Command>,
+    requests: mpsc::Sender<InboundRequest>,
+) -> Result<(), DhtError> {
+    let behaviour = Behaviour::new(&key, &config, db)?;
+    let transport_err = |e: &dyn std::fmt::Display| DhtError::Transport(e.to_string());
+    let mut swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(&e))?
+        .with_dns()
+        .map_err(|e| transport_err(&e))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e: std::convert::Infallible| -> DhtError { match e {} })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
+        .build();
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| DhtError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+    }
+    let mut event_loop = EventLoop {
+        swarm,
+        config,
+        started: Instant::now(),
+        commands,
+        requests,
+        closest: HashMap::new(),
+        providing: HashMap::new(),
+        providers: HashMap::new(),
+        outbound: HashMap::new(),
+        responses: FuturesUnordered::new(),
+        topics: HashMap::new(),
+    };
+    event_loop.dial_seeds();
+    tokio::spawn(event_loop.run());
+    Ok(())
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut reconnect = tokio::time::interval(self.config.reconnect_interval);
+        reconnect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let done = loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => break Some(done),
+                    Some(command) => self.on_command(command),
+                    None => break None,
+                },
+                Some(answer) = self.responses.next(), if !self.responses.is_empty() => {
+                    if let Some((channel, body)) = answer {
+                        // Fails only if the peer has gone; it will see the request fail.
+                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, body);
+                    }
+                }
+                _ = reconnect.tick() => self.reconnect_if_isolated(),
+            }
+        };
+        tracing::debug!("swarm task stopping");
+        drop(self.swarm);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    fn routing_table_size(&mut self) -> usize {
+        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    /// Dials every seed; seeds that name their peer id go straight into the
+    /// routing table so the first bootstrap query has somewhere to start.
+    fn dial_seeds(&mut self) {
+        for addr in self.config.bootstrap.clone() {
+            if let Some(peer) = peer_of(&addr) {
+                if peer == *self.swarm.local_peer_id() {
+                    continue;
+                }
+                let without_peer: Multiaddr = addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+                self.swarm.behaviour_mut().kad.add_address(&peer, without_peer);
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial seed");
+            }
+        }
+    }
+
+    fn reconnect_if_isolated(&mut self) {
+        if !self.config.bootstrap.is_empty()
+            && self.swarm.connected_peers().next().is_none()
+            && self.routing_table_size() == 0
+        {
+            tracing::info!("routing table is empty; dialling the seeds again");
+            self.dial_seeds();
+        }
+    }
+
+    fn status(&mut self) -> NodeStatus {
+        let local = *self.swarm.local_peer_id();
+        NodeStatus {
+            peer_id: local.to_string(),
+            listen_addrs: self.swarm.listeners().map(|a| format!("{a}/p2p/{local}")).collect(),
+            connected_peers: self.swarm.connected_peers().count(),
+            routing_table_size: self.routing_table_size(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    fn peers(&mut self) -> Vec<PeerInfo> {
+        let mut peers: Vec<PeerInfo> = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                peers.push(PeerInfo {
+                    peer_id: entry.node.key.preimage().to_string(),
+                    addrs: entry.node.value.iter().map(ToString::to_string).collect(),
+                    connected: false,
+                    in_routing_table: true,
+                });
+            }
+        }
+        for peer in self.swarm.connected_peers() {
+            let id = peer.to_string();
+            if !peers.iter().any(|p| p.peer_id == id) {
+                peers.push(PeerInfo { peer_id: id, addrs: Vec::new(), connected: true, in_routing_table: false });
+            }
+        }
+        for info in &mut peers {
+            info.connected = info.peer_id.parse::<PeerId>().is_ok_and(|p| self.swarm.is_connected(&p));
+        }
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        peers
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peers());
+            }
+            Command::Closest { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(key.clone());
+                self.closest.insert(id, (key, reply));
+            }
+            Command::Request { peer, body, reply } => {
+                let id = self.swarm.behaviour_mut().rpc.send_request(&peer, body);
+                self.outbound.insert(id, reply);
+            }
+            Command::Publish { topic, data, reply } => {
+                let result = self.swarm.behaviour_mut().gossipsub.publish(IdentTopic::new(topic), data);
+                let _ = reply.send(result.map(drop).map_err(|e| DhtError::Gossip(e.to_string())));
+            }
+            Command::Subscribe { topic, reply } => {
+                let topic = IdentTopic::new(topic);
+                let result = self.swarm.behaviour_mut().gossipsub.subscribe(&topic);
+                let _ = reply.send(match result {
+                    Ok(_) => Ok(self
+                        .topics
+                        .entry(topic.hash())
+                        .or_insert_with(|| broadcast::channel(GOSSIP_BUFFER).0)
+                        .subscribe()),
+                    Err(e) => Err(DhtError::Gossip(e.to_string())),
+                });
+            }
+            Command::StartProviding { key, reply } => {
+                match self.swarm.behaviour_mut().kad.start_providing(RecordKey::new(&key)) {
+                    Ok(id) => {
+                        self.providing.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(DhtError::Kademlia(e.to_string())));
+                    }
+                }
+            }
+            Command::Providers { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(RecordKey::new(&key));
+                self.providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Shutdown(_) => unreachable!("handled by the run loop"),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}/p2p/{}", self.swarm.local_peer_id());
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+                tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // Only peers that speak our Kademlia protocol belong in the table.
+                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
+                    for addr in info.listen_addrs.into_iter().filter(is_dialable) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(error) }) => {
+                // A peer that stops answering pings is gone even if no RST arrived.
+                tracing::debug!(%peer, %error, "ping failed; closing connection");
+                self.swarm.close_connection(connection);
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
+                self.on_query_progress(id, result, step.last)
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, is_new_peer: true, .. }) => {
+                tracing::debug!(%peer, "added to routing table");
+            }
+            BehaviourEvent::Rpc(event) => self.on_rpc_event(event),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                if let Some(sender) = self.topics.get(&message.topic) {
+                    // No receiver left is fine: nobody listens any more.
+                    let _ = sender.send(GossipMessage {
+                        source: message.source,
+                        topic: message.topic.to_string(),
+                        data: message.data,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_query_progress(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        match result {
+            QueryResult::GetClosestPeers(result) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                if let Some((key, reply)) = self.closest.remove(&id) {
+                    let local = *self.swarm.local_peer_id();
+                    let _ = reply.send(Ok(by_distance(&key, peers.into_iter().map(|p| p.peer_id).chain(iter::once(local)))));
+                }
+            }
+            QueryResult::StartProviding(result) => {
+                if let Some(reply) = self.providing.remove(&id) {
+                    let _ = reply.send(result.map(drop).map_err(|e| DhtError::Kademlia(e.to_string())));
+                }
+            }
+            QueryResult::GetProviders(result) => {
+                if let Some((found, _)) = self.providers.get_mut(&id) {
+                    if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result {
+                        found.extend(providers);
+                    }
+                    // A timeout still returns whatever was found before it.
+                    if last {
+                        if let Some((found, reply)) = self.providers.remove(&id) {
+                            let _ = reply.send(Ok(found));
+                        }
+                    }
+                }
+            }
+            QueryResult::Bootstrap(result) => tracing::debug!(?result, "routing-table refresh"),
+            _ => {}
+        }
+    }
+
+    fn on_rpc_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                let (reply, answer) = oneshot::channel();
+                let inbound = InboundRequest { peer, body: request, reply };
+                match self.requests.try_send(inbound) {
+                    Ok(()) => self.responses.push(answer.map(move |body| body.ok().map(|b| (channel, b))).boxed()),
+                    // Dropping the channel fails the peer's request at once instead
+                    // of letting it time out.
+                    Err(e) => tracing::warn!(%peer, "dropping inbound request: {e}"),
+                }
+            }
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Err(DhtError::Request { peer, reason: error.to_string() }));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Unspecified addresses (`0.0.0.0`, `::`) announced by a peer cannot be dialled.
+fn is_dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+/// Deduplicates `peers` and sorts them by XOR distance to the Kademlia key of `key`.
+pub(crate) fn by_distance(key: &[u8], peers: impl Iterator<Item = PeerId>) -> Vec<PeerId> {
+    let target = KBucketKey::new(key.to_vec());
+    let mut peers: Vec<PeerId> = peers.collect::<HashSet<_>>().into_iter().collect();
+    peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+    peers
+}

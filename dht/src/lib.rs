@@ -1,0 +1,42 @@
+//! # p3-dht — the network layer of P³
+//!
+//! This crate owns the libp2p swarm of a P³ node: TCP + noise + yamux transport,
+//! Kademlia under the protocol id [`KAD_PROTOCOL`] (standard wire protocol, so any
+//! libp2p implementation configured with that id can join as a DHT peer), identify,
+//! ping, gossipsub and a request-response protocol whose bodies are size-limited
+//! CBOR. Upper layers reach the network only through the cloneable [`Node`] handle,
+//! backed by one task that owns the `Swarm`.
+//!
+//! It also owns the node's on-disk foundations that the swarm needs at start-up: the
+//! persistent ed25519 identity ([`identity`]) and the RocksDB [`Database`], whose
+//! Kademlia record and provider store lives in [`store`].
+//!
+//! What it must never do: know about namespaces, objects, locks or jobs (those are
+//! `p3-objectspace` and `p3-scheduler`); hand the `Swarm` to anyone; block the swarm
+//! task on disk I/O beyond the record store or on upper-layer work; panic or grow
+//! without bound on anything a peer sends.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod identity;
+pub mod store;
+
+mod behaviour;
+mod codec;
+mod event_loop;
+mod node;
+
+pub use config::NetworkConfig;
+pub use db::Database;
+pub use error::DhtError;
+pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
+pub use node::{GossipMessage, Inbound, InboundRequest, Node, NodeStatus, PeerInfo};
+
+/// Kademlia protocol id of P³ networks. Peers of other networks (e.g. IPFS's
+/// `/ipfs/kad/1.0.0`) never mix with ours.
+pub const KAD_PROTOCOL: &str = "/p3/kad/1.0.0";
+/// Request-response protocol id for object-space RPC between nodes.
+pub const RPC_PROTOCOL: &str = "/p3/rpc/1.0.0";
+/// Protocol version announced through identify.
+pub const IDENTIFY_PROTOCOL: &str = "/p3/1.0.0";

@@ -1,0 +1,193 @@
+//! The [`Node`] handle: the only way upper layers use the network.
+//!
+//! Each method sends a command to the swarm task ([`crate::event_loop`]) and awaits
+//! its answer, so the handle is cheap to clone and safe to use from any task.
+
+use std::{collections::HashSet, time::Duration};
+
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::{config::NetworkConfig, db::Database, event_loop, DhtError};
+
+/// What the swarm task is asked to do.
+pub(crate) enum Command {
+    Status(oneshot::Sender<NodeStatus>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Closest { key: Vec<u8>, reply: oneshot::Sender<Result<Vec<PeerId>, DhtError>> },
+    Request { peer: PeerId, body: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, DhtError>> },
+    Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), DhtError>> },
+    Subscribe { topic: String, reply: oneshot::Sender<Result<broadcast::Receiver<GossipMessage>, DhtError>> },
+    StartProviding { key: Vec<u8>, reply: oneshot::Sender<Result<(), DhtError>> },
+    Providers { key: Vec<u8>, reply: oneshot::Sender<Result<HashSet<PeerId>, DhtError>> },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A snapshot of the node's view of the network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node's PeerId.
+    pub peer_id: String,
+    /// Addresses the node listens on, each with its `/p2p/PEERID` suffix so it can
+    /// be pasted into another node's `--bootstrap`.
+    pub listen_addrs: Vec<String>,
+    /// Peers with at least one open connection.
+    pub connected_peers: usize,
+    /// Peers in the Kademlia routing table.
+    pub routing_table_size: usize,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+}
+
+/// A peer this node knows of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub peer_id: String,
+    /// Addresses the node would dial it on.
+    pub addrs: Vec<String>,
+    /// Whether a connection is open right now.
+    pub connected: bool,
+    /// Whether the peer is in the Kademlia routing table.
+    pub in_routing_table: bool,
+}
+
+/// A gossipsub message delivered to a subscriber.
+#[derive(Debug, Clone)]
+pub struct GossipMessage {
+    /// The peer that published it (messages are signed, so this is authenticated).
+    pub source: Option<PeerId>,
+    /// The topic it was published on.
+    pub topic: String,
+    /// Its payload.
+    pub data: Vec<u8>,
+}
+
+/// A request from a peer, waiting for the layer above to answer it.
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// The authenticated peer that sent it.
+    pub peer: PeerId,
+    /// The request body (CBOR, at most the configured request limit).
+    pub body: Vec<u8>,
+    pub(crate) reply: oneshot::Sender<Vec<u8>>,
+}
+
+impl InboundRequest {
+    /// Decodes the body; a malformed body is an error naming the peer, never a panic.
+    pub fn decode<Q: DeserializeOwned>(&self) -> Result<Q, DhtError> {
+        ciborium::from_reader(self.body.as_slice())
+            .map_err(|e| DhtError::Malformed { peer: self.peer, reason: e.to_string() })
+    }
+
+    /// Sends the answer. Dropping the request without answering makes the peer's
+    /// request fail instead of hang.
+    pub fn respond<A: Serialize>(self, answer: &A) -> Result<(), DhtError> {
+        let body = encode(answer)?;
+        // The peer may have given up already; nothing to do then.
+        let _ = self.reply.send(body);
+        Ok(())
+    }
+}
+
+/// What a node receives that nobody asked for: requests from peers. Handed out
+/// once, at start, to the layer that serves them.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Requests from peers, in arrival order.
+    pub requests: mpsc::Receiver<InboundRequest>,
+}
+
+/// Handle on a running node's swarm. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Node {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DhtError> {
+    let mut buf = Vec::new();
+    ciborium::into_writer(value, &mut buf).map_err(|e| DhtError::Encode(e.to_string()))?;
+    Ok(buf)
+}
+
+impl Node {
+    /// Builds the swarm, starts listening and dialling the seeds, and spawns the
+    /// task that drives it. Must be called inside a Tokio runtime.
+    pub async fn start(config: NetworkConfig, key: Keypair, db: Database) -> Result<(Node, Inbound), DhtError> {
+        let peer_id = key.public().to_peer_id();
+        let (commands, command_rx) = mpsc::channel(256);
+        let (request_tx, requests) = mpsc::channel(256);
+        event_loop::spawn(config, key, db, command_rx, request_tx)?;
+        Ok((Node { peer_id, commands }, Inbound { requests }))
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
+
+    /// Listen addresses, connection count, routing-table size and uptime.
+    pub async fn status(&self) -> Result<NodeStatus, DhtError> {
+        self.ask(Command::Status).await
+    }
+
+    /// Every peer in the routing table or connected right now.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, DhtError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// The peers the DHT says are closest to `key` (XOR distance of the Kademlia
+    /// key), this node included, nearest first: the owners of that key.
+    pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, DhtError> {
+        self.ask(|reply| Command::Closest { key, reply }).await?
+    }
+
+    /// Sends `request` to `peer` as CBOR and decodes its CBOR answer.
+    pub async fn request<Q: Serialize, A: DeserializeOwned>(&self, peer: PeerId, request: &Q) -> Result<A, DhtError> {
+        let body = encode(request)?;
+        let answer = self.ask(|reply| Command::Request { peer, body, reply }).await??;
+        ciborium::from_reader(answer.as_slice()).map_err(|e| DhtError::Malformed { peer, reason: e.to_string() })
+    }
+
+    /// Publishes `data` on a gossipsub topic.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), DhtError> {
+        self.ask(|reply| Command::Publish { topic: topic.to_owned(), data, reply }).await?
+    }
+
+    /// Subscribes to a gossipsub topic. Slow receivers lose the oldest messages
+    /// (the receiver reports how many) rather than stall the swarm.
+    pub async fn subscribe(&self, topic: &str) -> Result<broadcast::Receiver<GossipMessage>, DhtError> {
+        self.ask(|reply| Command::Subscribe { topic: topic.to_owned(), reply }).await?
+    }
+
+    /// Announces this node as a provider of `key` (a DHT provider record).
+    pub async fn start_providing(&self, key: Vec<u8>) -> Result<(), DhtError> {
+        self.ask(|reply| Command::StartProviding { key, reply }).await?
+    }
+
+    /// The peers that announced themselves as providers of `key`.
+    pub async fn providers(&self, key: Vec<u8>) -> Result<HashSet<PeerId>, DhtError> {
+        self.ask(|reply| Command::Providers { key, reply }).await?
+    }
+
+    /// Stops the swarm task; waits at most `timeout` for it to finish.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.ask(Command::Shutdown)).await;
+    }
+}
+
+/// Parses the peer id out of a `/p2p/PEERID` suffix, if the address has one.
+pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
