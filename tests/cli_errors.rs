@@ -7,7 +7,11 @@ use common::{p3ctl, NodeProc};
 fn one_line_error(out: &std::process::Output) -> String {
     assert!(!out.status.success(), "command should have failed");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "error should be one line, got:\n{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "error should be one line, got:\n{stderr}"
+    );
     stderr
 }
 
@@ -16,14 +20,20 @@ fn client_without_a_node_says_how_to_start_one() {
     let dir = tempfile::tempdir().unwrap();
     for args in [&["node", "status"][..], &["peers"], &["closest", "k"]] {
         let err = one_line_error(&p3ctl(dir.path(), args));
-        assert!(err.contains("no node is running") && err.contains("p3ctl node start"), "{err}");
+        assert!(
+            err.contains("no node is running") && err.contains("p3ctl node start"),
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn bad_arguments_and_config_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let err = one_line_error(&p3ctl(dir.path(), &["node", "start", "--listen", "nonsense"]));
+    let err = one_line_error(&p3ctl(
+        dir.path(),
+        &["node", "start", "--listen", "nonsense"],
+    ));
     assert!(err.contains("nonsense"), "{err}");
 
     std::fs::write(dir.path().join("config.toml"), "seeds = 1\n").unwrap();
@@ -36,7 +46,10 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("node");
     let _node = NodeProc::start(&dir, &[]);
-    let err = one_line_error(&p3ctl(&dir, &["node", "start", "--listen", "/ip4/127.0.0.1/tcp/0"]));
+    let err = one_line_error(&p3ctl(
+        &dir,
+        &["node", "start", "--listen", "/ip4/127.0.0.1/tcp/0"],
+    ));
     assert!(err.contains("already running"), "{err}");
 }
 
@@ -47,5 +60,7 @@ fn node_id_is_stable_without_a_running_node() {
     let second = p3ctl(dir.path(), &["node", "id"]);
     assert!(first.status.success());
     assert_eq!(first.stdout, second.stdout);
-    assert!(String::from_utf8_lossy(&first.stdout).trim().starts_with("12D3Koo"));
+    assert!(String::from_utf8_lossy(&first.stdout)
+        .trim()
+        .starts_with("12D3Koo"));
 }

@@ -10,7 +10,10 @@ use libp2p::{kad::KBucketKey, PeerId};
 /// computed here independently of the nodes.
 fn expected_owners(key: &str, peers: &[String], count: usize) -> Vec<String> {
     let target = KBucketKey::new(key.as_bytes().to_vec());
-    let mut peers: Vec<PeerId> = peers.iter().map(|p| p.parse().expect("bad PeerId")).collect();
+    let mut peers: Vec<PeerId> = peers
+        .iter()
+        .map(|p| p.parse().expect("bad PeerId"))
+        .collect();
     peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
     peers.iter().take(count).map(ToString::to_string).collect()
 }
@@ -21,18 +24,30 @@ fn five_nodes_form_a_network_and_agree_on_owners() {
     cluster.wait_formed();
 
     let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
-    for key in ["alpha", "beta", "global/readme.txt", "job-7f3a/task/17", "z"] {
+    for key in [
+        "alpha",
+        "beta",
+        "global/readme.txt",
+        "job-7f3a/task/17",
+        "z",
+    ] {
         let expected = expected_owners(key, &all, 3);
         for (i, node) in cluster.nodes.iter().enumerate() {
             let owners = node.json(&["closest", key]).expect("closest failed");
-            let owners: Vec<String> = serde_json::from_value(owners).expect("closest JSON is not a list");
-            assert_eq!(owners, expected, "node {i} disagrees on the owners of {key:?}");
+            let owners: Vec<String> =
+                serde_json::from_value(owners).expect("closest JSON is not a list");
+            assert_eq!(
+                owners, expected,
+                "node {i} disagrees on the owners of {key:?}"
+            );
         }
     }
     // The full ordering, not only the first three, is the same everywhere.
     let expected = expected_owners("alpha", &all, 5);
     for node in &cluster.nodes {
-        let owners: Vec<String> = serde_json::from_value(node.json(&["closest", "alpha", "--count", "5"]).unwrap()).unwrap();
+        let owners: Vec<String> =
+            serde_json::from_value(node.json(&["closest", "alpha", "--count", "5"]).unwrap())
+                .unwrap();
         assert_eq!(owners, expected);
     }
 }
@@ -45,20 +60,40 @@ fn restart_keeps_peer_id_and_rejoins() {
     let peer_id = cluster.nodes[2].peer_id.clone();
 
     let status = cluster.nodes[2].stop("TERM");
-    assert!(status.success(), "SIGTERM should shut the node down cleanly, got {status}");
-    assert!(!dir.join("api.json").exists(), "clean shutdown must remove api.json");
+    assert!(
+        status.success(),
+        "SIGTERM should shut the node down cleanly, got {status}"
+    );
+    assert!(
+        !dir.join("api.json").exists(),
+        "clean shutdown must remove api.json"
+    );
 
     let out = p3ctl(&dir, &["node", "id"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), peer_id, "PeerId changed on disk");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        peer_id,
+        "PeerId changed on disk"
+    );
 
     let seed = cluster.nodes[0].addr.clone();
     cluster.nodes[2] = NodeProc::start(&dir, &[&seed]);
-    assert_eq!(cluster.nodes[2].peer_id, peer_id, "PeerId changed after restart");
+    assert_eq!(
+        cluster.nodes[2].peer_id, peer_id,
+        "PeerId changed after restart"
+    );
     cluster.wait_formed();
     for i in 0..2 {
-        wait_for(&format!("node {i} to reconnect to the restarted node"), DEADLINE, || {
-            cluster.nodes[i].connected().contains(&peer_id).then_some(())
-        });
+        wait_for(
+            &format!("node {i} to reconnect to the restarted node"),
+            DEADLINE,
+            || {
+                cluster.nodes[i]
+                    .connected()
+                    .contains(&peer_id)
+                    .then_some(())
+            },
+        );
     }
 }
 
@@ -68,19 +103,28 @@ fn killed_node_is_dropped_from_connected_peers() {
     cluster.wait_formed();
     let victim = cluster.nodes[2].peer_id.clone();
     for i in 0..2 {
-        wait_for(&format!("node {i} to be connected to node 2"), DEADLINE, || {
-            cluster.nodes[i].connected().contains(&victim).then_some(())
-        });
+        wait_for(
+            &format!("node {i} to be connected to node 2"),
+            DEADLINE,
+            || cluster.nodes[i].connected().contains(&victim).then_some(()),
+        );
     }
 
     cluster.nodes[2].stop("KILL");
 
     for i in 0..2 {
-        wait_for(&format!("node {i} to drop the killed node"), DEADLINE, || {
-            (!cluster.nodes[i].connected().contains(&victim)).then_some(())
-        });
-        let status = cluster.nodes[i].json(&["node", "status"]).expect("status failed");
-        assert_eq!(status["connected_peers"], 1, "node {i} should be connected to the one survivor");
+        wait_for(
+            &format!("node {i} to drop the killed node"),
+            DEADLINE,
+            || (!cluster.nodes[i].connected().contains(&victim)).then_some(()),
+        );
+        let status = cluster.nodes[i]
+            .json(&["node", "status"])
+            .expect("status failed");
+        assert_eq!(
+            status["connected_peers"], 1,
+            "node {i} should be connected to the one survivor"
+        );
     }
     // The stale api.json of the killed node must not fool clients.
     let out = p3ctl(&cluster.nodes[2].dir, &["node", "status"]);

@@ -35,7 +35,11 @@ async fn a_plain_libp2p_kademlia_peer_joins_the_dht() {
     let local = key.public().to_peer_id();
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .unwrap()
         .with_behaviour(|key| Plain {
             kad: kad::Behaviour::with_config(
@@ -43,21 +47,34 @@ async fn a_plain_libp2p_kademlia_peer_joins_the_dht() {
                 MemoryStore::new(key.public().to_peer_id()),
                 kad::Config::new(StreamProtocol::new("/p3/kad/1.0.0")),
             ),
-            identify: identify::Behaviour::new(identify::Config::new("/plain/1.0.0".into(), key.public())),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/plain/1.0.0".into(),
+                key.public(),
+            )),
             ping: ping::Behaviour::default(),
         })
         .unwrap()
         .build();
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
     swarm.behaviour_mut().kad.set_mode(Some(Mode::Server));
 
     let seed: Multiaddr = cluster.nodes[0].addr.parse().unwrap();
-    let Some(Protocol::P2p(seed_peer)) = seed.iter().last() else { panic!("seed address without /p2p") };
-    let seed_addr: Multiaddr = seed.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+    let Some(Protocol::P2p(seed_peer)) = seed.iter().last() else {
+        panic!("seed address without /p2p")
+    };
+    let seed_addr: Multiaddr = seed
+        .iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect();
     swarm.behaviour_mut().kad.add_address(&seed_peer, seed_addr);
 
     // The plain peer finds every P³ node through a standard closest-peers query.
-    let query = swarm.behaviour_mut().kad.get_closest_peers(b"interop".to_vec());
+    let query = swarm
+        .behaviour_mut()
+        .kad
+        .get_closest_peers(b"interop".to_vec());
     let found = tokio::time::timeout(DEADLINE, async {
         loop {
             if let SwarmEvent::Behaviour(PlainEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -76,7 +93,11 @@ async fn a_plain_libp2p_kademlia_peer_joins_the_dht() {
     .expect("closest-peers query did not finish");
     let found: Vec<PeerId> = found.into_iter().map(|p| p.peer_id).collect();
     for node in &cluster.nodes {
-        assert!(found.contains(&node.peer_id.parse().unwrap()), "plain peer did not find {}", node.peer_id);
+        assert!(
+            found.contains(&node.peer_id.parse().unwrap()),
+            "plain peer did not find {}",
+            node.peer_id
+        );
     }
 
     // And every P³ node admits the plain peer to its routing table (learned
@@ -85,10 +106,18 @@ async fn a_plain_libp2p_kademlia_peer_joins_the_dht() {
     let local_id = local.to_string();
     let mut admitted = tokio::task::spawn_blocking(move || {
         for dir in dirs {
-            wait_for("a P³ node to add the plain peer to its routing table", DEADLINE, || {
-                let peers = p3ctl_json(&dir, &["peers"])?;
-                peers.as_array()?.iter().any(|p| p["peer_id"] == local_id.as_str() && p["in_routing_table"] == true).then_some(())
-            });
+            wait_for(
+                "a P³ node to add the plain peer to its routing table",
+                DEADLINE,
+                || {
+                    let peers = p3ctl_json(&dir, &["peers"])?;
+                    peers
+                        .as_array()?
+                        .iter()
+                        .any(|p| p["peer_id"] == local_id.as_str() && p["in_routing_table"] == true)
+                        .then_some(())
+                },
+            );
         }
     });
     loop {
@@ -98,4 +127,3 @@ async fn a_plain_libp2p_kademlia_peer_joins_the_dht() {
         }
     }
 }
-

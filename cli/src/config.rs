@@ -43,12 +43,14 @@ impl DataDir {
 
     /// Creates the directory (owner-only) if it does not exist.
     pub fn create(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).with_context(|| format!("cannot create data dir {}", self.root.display()))?;
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create data dir {}", self.root.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("cannot restrict permissions of {}", self.root.display()))?;
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700)).with_context(
+                || format!("cannot restrict permissions of {}", self.root.display()),
+            )?;
         }
         Ok(())
     }
@@ -106,7 +108,11 @@ pub struct NetworkSection {
 
 impl Default for ConfigFile {
     fn default() -> Self {
-        Self { listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")], seeds: Vec::new(), network: NetworkSection::default() }
+        Self {
+            listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")],
+            seeds: Vec::new(),
+            network: NetworkSection::default(),
+        }
     }
 }
 
@@ -129,14 +135,17 @@ impl ConfigFile {
     pub fn load_or_init(dir: &DataDir) -> Result<Self> {
         let path = dir.config_file();
         match fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text).with_context(|| format!("config file {}", path.display())),
+            Ok(text) => {
+                Self::parse(&text).with_context(|| format!("config file {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let config = Self::default();
                 let text = format!(
                     "# P³ node configuration. Command-line flags override it.\n{}",
                     toml::to_string_pretty(&config)?
                 );
-                fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 Ok(config)
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -147,12 +156,21 @@ impl ConfigFile {
     pub fn parse(text: &str) -> Result<Self> {
         let config: Self = toml::from_str(text).map_err(|e| {
             // toml's own Display is a multi-line snippet; errors here are one line.
-            let line = e.span().and_then(|span| text.get(..span.start)).map_or(1, |before| before.matches('\n').count() + 1);
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map_or(1, |before| before.matches('\n').count() + 1);
             anyhow::anyhow!("line {line}: {}", e.message())
         })?;
         for (name, secs) in [
-            ("refresh_interval_secs", config.network.refresh_interval_secs),
-            ("reconnect_interval_secs", config.network.reconnect_interval_secs),
+            (
+                "refresh_interval_secs",
+                config.network.refresh_interval_secs,
+            ),
+            (
+                "reconnect_interval_secs",
+                config.network.reconnect_interval_secs,
+            ),
             ("query_timeout_secs", config.network.query_timeout_secs),
             ("request_timeout_secs", config.network.request_timeout_secs),
         ] {
@@ -166,7 +184,11 @@ impl ConfigFile {
     /// The network settings: the file's, with `--listen` replacing its listen list
     /// and `--bootstrap` adding to its seeds.
     pub fn network(&self, listen: &[String], bootstrap: &[String]) -> Result<NetworkConfig> {
-        let listen = if listen.is_empty() { &self.listen } else { listen };
+        let listen = if listen.is_empty() {
+            &self.listen
+        } else {
+            listen
+        };
         let n = &self.network;
         Ok(NetworkConfig {
             listen: parse_addrs(listen, "listen address")?,
@@ -181,7 +203,10 @@ impl ConfigFile {
     }
 }
 
-fn parse_addrs<'a>(addrs: impl IntoIterator<Item = &'a String>, what: &str) -> Result<Vec<Multiaddr>> {
+fn parse_addrs<'a>(
+    addrs: impl IntoIterator<Item = &'a String>,
+    what: &str,
+) -> Result<Vec<Multiaddr>> {
     addrs
         .into_iter()
         .map(|a| {
@@ -211,11 +236,20 @@ mod tests {
 
     #[test]
     fn flags_override_and_extend_the_file() {
-        let config = ConfigFile::parse("seeds = [\"/ip4/127.0.0.1/tcp/1\"]\n[network]\nquery_timeout_secs = 7\n").unwrap();
+        let config = ConfigFile::parse(
+            "seeds = [\"/ip4/127.0.0.1/tcp/1\"]\n[network]\nquery_timeout_secs = 7\n",
+        )
+        .unwrap();
         let net = config
-            .network(&["/ip4/127.0.0.1/tcp/0".into()], &["/ip4/127.0.0.1/tcp/2".into()])
+            .network(
+                &["/ip4/127.0.0.1/tcp/0".into()],
+                &["/ip4/127.0.0.1/tcp/2".into()],
+            )
             .unwrap();
-        assert_eq!(net.listen, vec!["/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(
+            net.listen,
+            vec!["/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>().unwrap()]
+        );
         assert_eq!(net.bootstrap.len(), 2);
         assert_eq!(net.query_timeout, Duration::from_secs(7));
     }
@@ -228,7 +262,9 @@ mod tests {
         assert!(err.to_string().contains("colour"), "{err}");
         let err = ConfigFile::parse("[network]\nquery_timeout_secs = 0").unwrap_err();
         assert!(err.to_string().contains("query_timeout_secs"), "{err}");
-        let err = ConfigFile::default().network(&["not-an-addr".into()], &[]).unwrap_err();
+        let err = ConfigFile::default()
+            .network(&["not-an-addr".into()], &[])
+            .unwrap_err();
         assert!(format!("{err:#}").contains("not-an-addr"), "{err:#}");
     }
 }

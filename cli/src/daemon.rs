@@ -22,8 +22,10 @@ pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Resul
     let db = Database::open(&dir.db(), p3_dht::db::COLUMN_FAMILIES)?;
     // Handlers go in before the node exists so a signal during start-up still
     // gets a clean shutdown.
-    let mut sigterm = unix::signal(unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut sigint = unix::signal(unix::SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut sigterm =
+        unix::signal(unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sigint =
+        unix::signal(unix::SignalKind::interrupt()).context("cannot install SIGINT handler")?;
 
     let (node, mut inbound) = Node::start(network, key, db.clone()).await?;
     tracing::info!(peer_id = %node.peer_id(), data_dir = %dir.root().display(), "node started");
@@ -36,7 +38,9 @@ pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Resul
         }
     });
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot open the local API port")?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot open the local API port")?;
     let mut token = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut token);
     let info = ApiInfo {
@@ -46,7 +50,11 @@ pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Resul
     };
     identity::write_private(&dir.api_file(), serde_json::to_string(&info)?.as_bytes())
         .with_context(|| format!("cannot write {}", dir.api_file().display()))?;
-    let api_task = tokio::spawn(api::server::serve(listener, info.token.clone(), node.clone()));
+    let api_task = tokio::spawn(api::server::serve(
+        listener,
+        info.token.clone(),
+        node.clone(),
+    ));
     tracing::info!(api = %info.addr, "local API ready");
 
     tokio::select! {

@@ -45,7 +45,10 @@ mod tests {
     fn error_chain_is_one_line_without_repeats() {
         let root = anyhow::anyhow!("connection refused\n(os error 111)");
         let e = root.context("cannot reach the node");
-        assert_eq!(one_line(&e), "cannot reach the node: connection refused (os error 111)");
+        assert_eq!(
+            one_line(&e),
+            "cannot reach the node: connection refused (os error 111)"
+        );
     }
 
     #[test]

@@ -62,11 +62,23 @@ impl Behaviour {
         .map_err(|e| DhtError::Gossip(e.to_string()))?;
 
         let rpc = request_response::Behaviour::with_codec(
-            LimitedCodec { max_request: config.max_request_bytes, max_response: config.max_response_bytes },
-            [(StreamProtocol::new(RPC_PROTOCOL), request_response::ProtocolSupport::Full)],
+            LimitedCodec {
+                max_request: config.max_request_bytes,
+                max_response: config.max_response_bytes,
+            },
+            [(
+                StreamProtocol::new(RPC_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
             request_response::Config::default().with_request_timeout(config.request_timeout),
         );
 
-        Ok(Self { kad, identify, ping: ping::Behaviour::default(), gossipsub, rpc })
+        Ok(Self {
+            kad,
+            identify,
+            ping: ping::Behaviour::default(),
+            gossipsub,
+            rpc,
+        })
     }
 }

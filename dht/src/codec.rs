@@ -17,9 +17,21 @@ pub(crate) struct LimitedCodec {
     pub max_response: u64,
 }
 
-async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: u64, what: &str) -> io::Result<Vec<u8>> {
+async fn read_limited<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: u64,
+    what: &str,
+) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     io.take(max + 1).read_to_end(&mut buf).await?;
+    // No CBOR value is empty: an empty body is a peer that closed the stream
+    // instead of answering (e.g. because it refused our request).
+    if buf.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("peer closed the stream without a {what}"),
+        ));
+    }
     if buf.len() as u64 > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -53,14 +65,24 @@ impl request_response::Codec for LimitedCodec {
         read_limited(io, self.max_response, "response").await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_all(io, &req).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -77,13 +99,30 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_bodies_are_refused() {
-        let mut codec = LimitedCodec { max_request: 8, max_response: 4 };
+        let mut codec = LimitedCodec {
+            max_request: 8,
+            max_response: 4,
+        };
         let proto = StreamProtocol::new(crate::RPC_PROTOCOL);
-        let ok = codec.read_request(&proto, &mut Cursor::new(vec![1u8; 8])).await.unwrap();
+        let ok = codec
+            .read_request(&proto, &mut Cursor::new(vec![1u8; 8]))
+            .await
+            .unwrap();
         assert_eq!(ok.len(), 8);
-        let err = codec.read_request(&proto, &mut Cursor::new(vec![1u8; 9])).await.unwrap_err();
+        let err = codec
+            .read_request(&proto, &mut Cursor::new(vec![1u8; 9]))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let err = codec.read_response(&proto, &mut Cursor::new(vec![1u8; 5])).await.unwrap_err();
+        let err = codec
+            .read_response(&proto, &mut Cursor::new(vec![1u8; 5]))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("4-byte limit"));
+        let err = codec
+            .read_response(&proto, &mut Cursor::new(Vec::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

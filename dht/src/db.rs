@@ -12,7 +12,9 @@ pub const COLUMN_FAMILIES: &[&str] = &[crate::store::CF_RECORDS, crate::store::C
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// Another process (most likely another node) has the database open.
-    #[error("database {path} is in use by another process; is a node already running on this data dir?")]
+    #[error(
+        "database {path} is in use by another process; is a node already running on this data dir?"
+    )]
     Locked {
         /// The database directory.
         path: String,
@@ -54,12 +56,20 @@ impl Database {
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| {
             if source.to_string().contains("lock") {
-                DbError::Locked { path: display.clone() }
+                DbError::Locked {
+                    path: display.clone(),
+                }
             } else {
-                DbError::Rocks { path: display.clone(), source }
+                DbError::Rocks {
+                    path: display.clone(),
+                    source,
+                }
             }
         })?;
-        Ok(Self { db: Arc::new(db), path: display })
+        Ok(Self {
+            db: Arc::new(db),
+            path: display,
+        })
     }
 
     /// The raw RocksDB handle, for the layers' own stores.
@@ -69,7 +79,10 @@ impl Database {
 
     /// Flushes memtables and the WAL to disk; called on clean shutdown.
     pub fn flush(&self) -> Result<(), DbError> {
-        let err = |source| DbError::Rocks { path: self.path.clone(), source };
+        let err = |source| DbError::Rocks {
+            path: self.path.clone(),
+            source,
+        };
         self.db.flush_wal(true).map_err(err)?;
         for name in DB::list_cf(&Options::default(), &self.path).unwrap_or_default() {
             if let Some(cf) = self.db.cf_handle(&name) {
@@ -82,6 +95,8 @@ impl Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("path", &self.path).finish()
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .finish()
     }
 }

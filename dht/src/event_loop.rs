@@ -14,7 +14,9 @@ use libp2p::{
     gossipsub::{self, IdentTopic, TopicHash},
     identify,
     identity::Keypair,
-    kad::{self, GetClosestPeersError, GetProvidersOk, KBucketKey, QueryId, QueryResult, RecordKey},
+    kad::{
+        self, GetClosestPeersError, GetProvidersOk, KBucketKey, QueryId, QueryResult, RecordKey,
+    },
     multiaddr::Protocol,
     noise, ping,
     request_response::{self, OutboundRequestId, ResponseChannel},
@@ -63,7 +65,11 @@ pub(crate) fn spawn(
     let transport_err = |e: &dyn std::fmt::Display| DhtError::Transport(e.to_string());
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| transport_err(&e))?
         .with_dns()
         .map_err(|e| transport_err(&e))?
@@ -74,7 +80,10 @@ pub(crate) fn spawn(
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| DhtError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+            .map_err(|e| DhtError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
     }
     let mut event_loop = EventLoop {
         swarm,
@@ -123,7 +132,12 @@ impl EventLoop {
     }
 
     fn routing_table_size(&mut self) -> usize {
-        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum()
     }
 
     /// Dials every seed; seeds that name their peer id go straight into the
@@ -134,8 +148,14 @@ impl EventLoop {
                 if peer == *self.swarm.local_peer_id() {
                     continue;
                 }
-                let without_peer: Multiaddr = addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
-                self.swarm.behaviour_mut().kad.add_address(&peer, without_peer);
+                let without_peer: Multiaddr = addr
+                    .iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect();
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, without_peer);
             }
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "cannot dial seed");
@@ -157,7 +177,11 @@ impl EventLoop {
         let local = *self.swarm.local_peer_id();
         NodeStatus {
             peer_id: local.to_string(),
-            listen_addrs: self.swarm.listeners().map(|a| format!("{a}/p2p/{local}")).collect(),
+            listen_addrs: self
+                .swarm
+                .listeners()
+                .map(|a| format!("{a}/p2p/{local}"))
+                .collect(),
             connected_peers: self.swarm.connected_peers().count(),
             routing_table_size: self.routing_table_size(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -179,11 +203,19 @@ impl EventLoop {
         for peer in self.swarm.connected_peers() {
             let id = peer.to_string();
             if !peers.iter().any(|p| p.peer_id == id) {
-                peers.push(PeerInfo { peer_id: id, addrs: Vec::new(), connected: true, in_routing_table: false });
+                peers.push(PeerInfo {
+                    peer_id: id,
+                    addrs: Vec::new(),
+                    connected: true,
+                    in_routing_table: false,
+                });
             }
         }
         for info in &mut peers {
-            info.connected = info.peer_id.parse::<PeerId>().is_ok_and(|p| self.swarm.is_connected(&p));
+            info.connected = info
+                .peer_id
+                .parse::<PeerId>()
+                .is_ok_and(|p| self.swarm.is_connected(&p));
         }
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
         peers
@@ -198,7 +230,11 @@ impl EventLoop {
                 let _ = reply.send(self.peers());
             }
             Command::Closest { key, reply } => {
-                let id = self.swarm.behaviour_mut().kad.get_closest_peers(key.clone());
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_peers(key.clone());
                 self.closest.insert(id, (key, reply));
             }
             Command::Request { peer, body, reply } => {
@@ -206,8 +242,16 @@ impl EventLoop {
                 self.outbound.insert(id, reply);
             }
             Command::Publish { topic, data, reply } => {
-                let result = self.swarm.behaviour_mut().gossipsub.publish(IdentTopic::new(topic), data);
-                let _ = reply.send(result.map(drop).map_err(|e| DhtError::Gossip(e.to_string())));
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(IdentTopic::new(topic), data);
+                let _ = reply.send(
+                    result
+                        .map(drop)
+                        .map_err(|e| DhtError::Gossip(e.to_string())),
+                );
             }
             Command::Subscribe { topic, reply } => {
                 let topic = IdentTopic::new(topic);
@@ -222,7 +266,12 @@ impl EventLoop {
                 });
             }
             Command::StartProviding { key, reply } => {
-                match self.swarm.behaviour_mut().kad.start_providing(RecordKey::new(&key)) {
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(RecordKey::new(&key))
+                {
                     Ok(id) => {
                         self.providing.insert(id, reply);
                     }
@@ -232,7 +281,11 @@ impl EventLoop {
                 }
             }
             Command::Providers { key, reply } => {
-                let id = self.swarm.behaviour_mut().kad.get_providers(RecordKey::new(&key));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(RecordKey::new(&key));
                 self.providers.insert(id, (HashSet::new(), reply));
             }
             Command::Shutdown(_) => unreachable!("handled by the run loop"),
@@ -244,10 +297,17 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("listening on {address}/p2p/{}", self.swarm.local_peer_id());
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                cause,
+                num_established,
+                ..
+            } => {
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -268,15 +328,23 @@ impl EventLoop {
                     }
                 }
             }
-            BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(error) }) => {
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => {
                 // A peer that stops answering pings is gone even if no RST arrived.
                 tracing::debug!(%peer, %error, "ping failed; closing connection");
                 self.swarm.close_connection(connection);
             }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
-                self.on_query_progress(id, result, step.last)
-            }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, is_new_peer: true, .. }) => {
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            }) => self.on_query_progress(id, result, step.last),
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                ..
+            }) => {
                 tracing::debug!(%peer, "added to routing table");
             }
             BehaviourEvent::Rpc(event) => self.on_rpc_event(event),
@@ -303,12 +371,22 @@ impl EventLoop {
                 };
                 if let Some((key, reply)) = self.closest.remove(&id) {
                     let local = *self.swarm.local_peer_id();
-                    let _ = reply.send(Ok(by_distance(&key, peers.into_iter().map(|p| p.peer_id).chain(iter::once(local)))));
+                    let _ = reply.send(Ok(by_distance(
+                        &key,
+                        peers
+                            .into_iter()
+                            .map(|p| p.peer_id)
+                            .chain(iter::once(local)),
+                    )));
                 }
             }
             QueryResult::StartProviding(result) => {
                 if let Some(reply) = self.providing.remove(&id) {
-                    let _ = reply.send(result.map(drop).map_err(|e| DhtError::Kademlia(e.to_string())));
+                    let _ = reply.send(
+                        result
+                            .map(drop)
+                            .map_err(|e| DhtError::Kademlia(e.to_string())),
+                    );
                 }
             }
             QueryResult::GetProviders(result) => {
@@ -332,24 +410,54 @@ impl EventLoop {
     fn on_rpc_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         use request_response::{Event, Message};
         match event {
-            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
                 let (reply, answer) = oneshot::channel();
-                let inbound = InboundRequest { peer, body: request, reply };
+                let inbound = InboundRequest {
+                    peer,
+                    body: request,
+                    reply,
+                };
                 match self.requests.try_send(inbound) {
-                    Ok(()) => self.responses.push(answer.map(move |body| body.ok().map(|b| (channel, b))).boxed()),
+                    Ok(()) => self.responses.push(
+                        answer
+                            .map(move |body| body.ok().map(|b| (channel, b)))
+                            .boxed(),
+                    ),
                     // Dropping the channel fails the peer's request at once instead
                     // of letting it time out.
                     Err(e) => tracing::warn!(%peer, "dropping inbound request: {e}"),
                 }
             }
-            Event::Message { message: Message::Response { request_id, response }, .. } => {
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
                 if let Some(reply) = self.outbound.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
             }
-            Event::OutboundFailure { peer, request_id, error, .. } => {
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 if let Some(reply) = self.outbound.remove(&request_id) {
-                    let _ = reply.send(Err(DhtError::Request { peer, reason: error.to_string() }));
+                    let _ = reply.send(Err(DhtError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
                 }
             }
             Event::InboundFailure { peer, error, .. } => {

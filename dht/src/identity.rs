@@ -30,7 +30,10 @@ pub enum IdentityError {
 /// Loads the keypair at `path`, or creates, saves and returns a new ed25519 key if
 /// the file does not exist.
 pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
-    let io_err = |source| IdentityError::Io { path: path.display().to_string(), source };
+    let io_err = |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     match fs::read(path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
             path: path.display().to_string(),
@@ -38,10 +41,12 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| IdentityError::Corrupt {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| IdentityError::Corrupt {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             write_private(path, &bytes).map_err(io_err)?;
             Ok(key)
         }

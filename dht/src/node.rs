@@ -15,12 +15,32 @@ use crate::{config::NetworkConfig, db::Database, event_loop, DhtError};
 pub(crate) enum Command {
     Status(oneshot::Sender<NodeStatus>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
-    Closest { key: Vec<u8>, reply: oneshot::Sender<Result<Vec<PeerId>, DhtError>> },
-    Request { peer: PeerId, body: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, DhtError>> },
-    Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), DhtError>> },
-    Subscribe { topic: String, reply: oneshot::Sender<Result<broadcast::Receiver<GossipMessage>, DhtError>> },
-    StartProviding { key: Vec<u8>, reply: oneshot::Sender<Result<(), DhtError>> },
-    Providers { key: Vec<u8>, reply: oneshot::Sender<Result<HashSet<PeerId>, DhtError>> },
+    Closest {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<PeerId>, DhtError>>,
+    },
+    Request {
+        peer: PeerId,
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, DhtError>>,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), DhtError>>,
+    },
+    Subscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<broadcast::Receiver<GossipMessage>, DhtError>>,
+    },
+    StartProviding {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<(), DhtError>>,
+    },
+    Providers {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<HashSet<PeerId>, DhtError>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -77,8 +97,10 @@ pub struct InboundRequest {
 impl InboundRequest {
     /// Decodes the body; a malformed body is an error naming the peer, never a panic.
     pub fn decode<Q: DeserializeOwned>(&self) -> Result<Q, DhtError> {
-        ciborium::from_reader(self.body.as_slice())
-            .map_err(|e| DhtError::Malformed { peer: self.peer, reason: e.to_string() })
+        ciborium::from_reader(self.body.as_slice()).map_err(|e| DhtError::Malformed {
+            peer: self.peer,
+            reason: e.to_string(),
+        })
     }
 
     /// Sends the answer. Dropping the request without answering makes the peer's
@@ -115,7 +137,11 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DhtError> {
 impl Node {
     /// Builds the swarm, starts listening and dialling the seeds, and spawns the
     /// task that drives it. Must be called inside a Tokio runtime.
-    pub async fn start(config: NetworkConfig, key: Keypair, db: Database) -> Result<(Node, Inbound), DhtError> {
+    pub async fn start(
+        config: NetworkConfig,
+        key: Keypair,
+        db: Database,
+    ) -> Result<(Node, Inbound), DhtError> {
         let peer_id = key.public().to_peer_id();
         let (commands, command_rx) = mpsc::channel(256);
         let (request_tx, requests) = mpsc::channel(256);
@@ -128,9 +154,15 @@ impl Node {
         self.peer_id
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DhtError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| DhtError::Stopped)?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
         rx.await.map_err(|_| DhtError::Stopped)
     }
 
@@ -151,26 +183,48 @@ impl Node {
     }
 
     /// Sends `request` to `peer` as CBOR and decodes its CBOR answer.
-    pub async fn request<Q: Serialize, A: DeserializeOwned>(&self, peer: PeerId, request: &Q) -> Result<A, DhtError> {
+    pub async fn request<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        peer: PeerId,
+        request: &Q,
+    ) -> Result<A, DhtError> {
         let body = encode(request)?;
-        let answer = self.ask(|reply| Command::Request { peer, body, reply }).await??;
-        ciborium::from_reader(answer.as_slice()).map_err(|e| DhtError::Malformed { peer, reason: e.to_string() })
+        let answer = self
+            .ask(|reply| Command::Request { peer, body, reply })
+            .await??;
+        ciborium::from_reader(answer.as_slice()).map_err(|e| DhtError::Malformed {
+            peer,
+            reason: e.to_string(),
+        })
     }
 
     /// Publishes `data` on a gossipsub topic.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), DhtError> {
-        self.ask(|reply| Command::Publish { topic: topic.to_owned(), data, reply }).await?
+        self.ask(|reply| Command::Publish {
+            topic: topic.to_owned(),
+            data,
+            reply,
+        })
+        .await?
     }
 
     /// Subscribes to a gossipsub topic. Slow receivers lose the oldest messages
     /// (the receiver reports how many) rather than stall the swarm.
-    pub async fn subscribe(&self, topic: &str) -> Result<broadcast::Receiver<GossipMessage>, DhtError> {
-        self.ask(|reply| Command::Subscribe { topic: topic.to_owned(), reply }).await?
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+    ) -> Result<broadcast::Receiver<GossipMessage>, DhtError> {
+        self.ask(|reply| Command::Subscribe {
+            topic: topic.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     /// Announces this node as a provider of `key` (a DHT provider record).
     pub async fn start_providing(&self, key: Vec<u8>) -> Result<(), DhtError> {
-        self.ask(|reply| Command::StartProviding { key, reply }).await?
+        self.ask(|reply| Command::StartProviding { key, reply })
+            .await?
     }
 
     /// The peers that announced themselves as providers of `key`.

@@ -86,7 +86,13 @@ impl RocksStore {
     /// Opens the store on `db` (which must have been opened with
     /// [`crate::db::COLUMN_FAMILIES`]) for the node `local`.
     pub fn new(db: Database, local: PeerId, limits: StoreLimits) -> Self {
-        let mut store = Self { db, local, limits, records: 0, provider_keys: 0 };
+        let mut store = Self {
+            db,
+            local,
+            limits,
+            records: 0,
+            provider_keys: 0,
+        };
         store.records = store.scan(CF_RECORDS, &[]).count();
         let mut last: Option<Vec<u8>> = None;
         let mut provider_keys = 0;
@@ -110,9 +116,15 @@ impl RocksStore {
     }
 
     /// Entries of column family `cf` whose keys start with `prefix`.
-    fn scan<'a>(&'a self, cf: &str, prefix: &'a [u8]) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
+    fn scan<'a>(
+        &'a self,
+        cf: &str,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
         let iter = self.cf(cf).map(|cf| {
-            self.db.raw().iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
+            self.db
+                .raw()
+                .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
         });
         iter.into_iter()
             .flatten()
@@ -127,7 +139,9 @@ impl RocksStore {
     }
 
     fn write(&self, cf: &str, key: &[u8], value: &[u8]) -> bool {
-        let Some(handle) = self.cf(cf) else { return false };
+        let Some(handle) = self.cf(cf) else {
+            return false;
+        };
         match self.db.raw().put_cf(handle, key, value) {
             Ok(()) => true,
             Err(e) => {
@@ -200,7 +214,9 @@ impl RecordStore for RocksStore {
             expires_ms: r.expires.map(unix_ms_from_instant),
         };
         let mut buf = Vec::new();
-        if ciborium::into_writer(&stored, &mut buf).is_err() || !self.write(CF_RECORDS, r.key.as_ref(), &buf) {
+        if ciborium::into_writer(&stored, &mut buf).is_err()
+            || !self.write(CF_RECORDS, r.key.as_ref(), &buf)
+        {
             return Err(Error::MaxRecords);
         }
         if !exists {
@@ -239,7 +255,9 @@ impl RecordStore for RocksStore {
         };
         let mut buf = Vec::new();
         let key = provider_db_key(record.key.as_ref(), &record.provider);
-        if ciborium::into_writer(&stored, &mut buf).is_err() || !self.write(CF_PROVIDERS, &key, &buf) {
+        if ciborium::into_writer(&stored, &mut buf).is_err()
+            || !self.write(CF_PROVIDERS, &key, &buf)
+        {
             return Err(Error::MaxProvidedKeys);
         }
         if existing.is_empty() {
@@ -323,7 +341,8 @@ fn unix_ms_from_instant(at: Instant) -> u64 {
     } else {
         SystemTime::now() - (now - at)
     };
-    wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    wall.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn instant_from_unix_ms(ms: u64) -> Instant {
@@ -373,11 +392,17 @@ mod tests {
         assert_eq!(record.value, b"value");
         assert_eq!(record.publisher, Some(other));
         let drift = record.expires.unwrap().max(expires) - record.expires.unwrap().min(expires);
-        assert!(drift < Duration::from_secs(1), "expiry drifted by {drift:?}");
+        assert!(
+            drift < Duration::from_secs(1),
+            "expiry drifted by {drift:?}"
+        );
         assert_eq!(store.records().count(), 1);
         let providers = store.providers(&key);
         assert_eq!(providers.len(), 2);
-        assert_eq!(providers[0].addresses, vec!["/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(
+            providers[0].addresses,
+            vec!["/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>().unwrap()]
+        );
         let provided: Vec<_> = store.provided().collect();
         assert_eq!(provided.len(), 1);
         assert_eq!(provided[0].provider, local);
@@ -388,21 +413,42 @@ mod tests {
     #[test]
     fn limits_are_enforced() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = StoreLimits { max_records: 1, max_value_bytes: 10, max_providers_per_key: 1, max_provider_keys: 1 };
+        let limits = StoreLimits {
+            max_records: 1,
+            max_value_bytes: 10,
+            max_providers_per_key: 1,
+            max_provider_keys: 1,
+        };
         let mut store = RocksStore::new(open(dir.path()), PeerId::random(), limits);
-        assert!(matches!(store.put(Record::new(RecordKey::new(&b"a"), vec![0; 10])), Err(Error::ValueTooLarge)));
-        store.put(Record::new(RecordKey::new(&b"a"), vec![1])).unwrap();
-        assert!(matches!(store.put(Record::new(RecordKey::new(&b"b"), vec![1])), Err(Error::MaxRecords)));
+        assert!(matches!(
+            store.put(Record::new(RecordKey::new(&b"a"), vec![0; 10])),
+            Err(Error::ValueTooLarge)
+        ));
+        store
+            .put(Record::new(RecordKey::new(&b"a"), vec![1]))
+            .unwrap();
+        assert!(matches!(
+            store.put(Record::new(RecordKey::new(&b"b"), vec![1])),
+            Err(Error::MaxRecords)
+        ));
         // Overwriting an existing key is not a new record.
-        store.put(Record::new(RecordKey::new(&b"a"), vec![2])).unwrap();
+        store
+            .put(Record::new(RecordKey::new(&b"a"), vec![2]))
+            .unwrap();
         store.remove(&RecordKey::new(&b"a"));
-        store.put(Record::new(RecordKey::new(&b"b"), vec![1])).unwrap();
+        store
+            .put(Record::new(RecordKey::new(&b"b"), vec![1]))
+            .unwrap();
 
-        let provider = |key: &[u8]| ProviderRecord::new(RecordKey::new(&key), PeerId::random(), vec![]);
+        let provider =
+            |key: &[u8]| ProviderRecord::new(RecordKey::new(&key), PeerId::random(), vec![]);
         store.add_provider(provider(b"k")).unwrap();
         store.add_provider(provider(b"k")).unwrap(); // ignored: per-key limit
         assert_eq!(store.providers(&RecordKey::new(&b"k")).len(), 1);
-        assert!(matches!(store.add_provider(provider(b"j")), Err(Error::MaxProvidedKeys)));
+        assert!(matches!(
+            store.add_provider(provider(b"j")),
+            Err(Error::MaxProvidedKeys)
+        ));
     }
 
     #[test]
@@ -411,8 +457,12 @@ mod tests {
         let mut store = RocksStore::new(open(dir.path()), PeerId::random(), StoreLimits::default());
         let short = RecordKey::new(&b"ab");
         let long = RecordKey::new(&b"abc");
-        store.add_provider(ProviderRecord::new(short.clone(), PeerId::random(), vec![])).unwrap();
-        store.add_provider(ProviderRecord::new(long.clone(), PeerId::random(), vec![])).unwrap();
+        store
+            .add_provider(ProviderRecord::new(short.clone(), PeerId::random(), vec![]))
+            .unwrap();
+        store
+            .add_provider(ProviderRecord::new(long.clone(), PeerId::random(), vec![]))
+            .unwrap();
         assert_eq!(store.providers(&short).len(), 1);
         assert_eq!(store.providers(&long).len(), 1);
         let p = store.providers(&short)[0].provider;

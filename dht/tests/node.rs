@@ -23,9 +23,19 @@ async fn start(bootstrap: &[&str], config: NetworkConfig) -> TestNode {
         bootstrap: bootstrap.iter().map(|a| a.parse().unwrap()).collect(),
         ..config
     };
-    let (node, inbound) = Node::start(config, Keypair::generate_ed25519(), db).await.unwrap();
-    let addr = wait("a listen address", || async { node.status().await.unwrap().listen_addrs.first().cloned() }).await;
-    TestNode { node, inbound: Some(inbound), addr, _dir: dir }
+    let (node, inbound) = Node::start(config, Keypair::generate_ed25519(), db)
+        .await
+        .unwrap();
+    let addr = wait("a listen address", || async {
+        node.status().await.unwrap().listen_addrs.first().cloned()
+    })
+    .await;
+    TestNode {
+        node,
+        inbound: Some(inbound),
+        addr,
+        _dir: dir,
+    }
 }
 
 /// Polls `check` until it yields `Some`, panicking after the deadline.
@@ -48,7 +58,10 @@ async fn pair(config: NetworkConfig) -> (TestNode, TestNode) {
     let a = start(&[], config.clone()).await;
     let b = start(&[&a.addr], config).await;
     wait("the two nodes to find each other", || async {
-        let (sa, sb) = (a.node.status().await.unwrap(), b.node.status().await.unwrap());
+        let (sa, sb) = (
+            a.node.status().await.unwrap(),
+            b.node.status().await.unwrap(),
+        );
         (sa.routing_table_size == 1 && sb.routing_table_size == 1).then_some(())
     })
     .await;
@@ -57,7 +70,10 @@ async fn pair(config: NetworkConfig) -> (TestNode, TestNode) {
 
 #[tokio::test]
 async fn requests_are_answered_and_limits_hold() {
-    let config = NetworkConfig { max_request_bytes: 1024, ..NetworkConfig::default() };
+    let config = NetworkConfig {
+        max_request_bytes: 1024,
+        ..NetworkConfig::default()
+    };
     let (a, mut b) = pair(config).await;
     let mut requests = b.inbound.take().unwrap().requests;
     tokio::spawn(async move {
@@ -74,7 +90,11 @@ async fn requests_are_answered_and_limits_hold() {
     let answer: String = a.node.request(b_id, &"hello".to_owned()).await.unwrap();
     assert_eq!(answer, "HELLO");
 
-    let err = a.node.request::<_, String>(b_id, &"x".repeat(4096)).await.unwrap_err();
+    let err = a
+        .node
+        .request::<_, String>(b_id, &"x".repeat(4096))
+        .await
+        .unwrap_err();
     assert!(matches!(err, DhtError::Request { .. }), "{err}");
 
     let err = a.node.request::<_, String>(b_id, &42u32).await.unwrap_err();
@@ -91,8 +111,14 @@ async fn gossip_reaches_subscribers() {
     let mut messages = a.node.subscribe("events").await.unwrap();
     let _b_sub = b.node.subscribe("events").await.unwrap();
     // Publishing fails until b has heard of a's subscription; that is a real condition.
-    wait("gossipsub to know a subscriber", || async { b.node.publish("events", b"put x".to_vec()).await.ok() }).await;
-    let message = tokio::time::timeout(DEADLINE, messages.recv()).await.unwrap().unwrap();
+    wait("gossipsub to know a subscriber", || async {
+        b.node.publish("events", b"put x".to_vec()).await.ok()
+    })
+    .await;
+    let message = tokio::time::timeout(DEADLINE, messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(message.data, b"put x");
     assert_eq!(message.source, Some(b.node.peer_id()));
     assert_eq!(message.topic, "events");
@@ -127,7 +153,9 @@ async fn listening_on_a_taken_port_is_a_clear_error() {
         listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
         ..NetworkConfig::default()
     };
-    let err = Node::start(config, Keypair::generate_ed25519(), db).await.unwrap_err();
+    let err = Node::start(config, Keypair::generate_ed25519(), db)
+        .await
+        .unwrap_err();
     assert!(matches!(err, DhtError::Listen { .. }), "{err}");
     assert!(err.to_string().contains(&port.to_string()));
 }

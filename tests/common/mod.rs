@@ -38,7 +38,9 @@ pub fn p3ctl_json(dir: &Path, args: &[&str]) -> Option<Value> {
     let mut args = args.to_vec();
     args.push("--json");
     let out = p3ctl(dir, &args);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("p3ctl printed invalid JSON"))
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("p3ctl printed invalid JSON"))
 }
 
 /// Polls `check` until it returns `Some`, failing the test with `what` once the
@@ -49,7 +51,10 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(200));
     }
 }
@@ -72,31 +77,60 @@ impl NodeProc {
         fs::create_dir_all(dir).expect("cannot create data dir");
         let log = fs::File::create(dir.join("node.log")).expect("cannot create node log");
         let mut cmd = Command::new(p3ctl_bin());
-        cmd.args(["node", "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
-            .arg(dir)
-            .env_remove("P3_DATA_DIR")
-            .env("RUST_LOG", "info,p3_dht=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args([
+            "node",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("P3_DATA_DIR")
+        .env("RUST_LOG", "info,p3_dht=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
         for seed in bootstrap {
             cmd.args(["--bootstrap", seed]);
         }
         let child = cmd.spawn().expect("cannot spawn p3ctl node start");
-        let mut node = NodeProc { child: Some(child), dir: dir.to_owned(), peer_id: String::new(), addr: String::new() };
-        let status = wait_for(&format!("node on {} to serve its API", dir.display()), DEADLINE, || {
-            node.assert_running();
-            p3ctl_json(dir, &["node", "status"])
-        });
-        node.peer_id = status["peer_id"].as_str().expect("status without peer_id").to_owned();
-        node.addr = status["listen_addrs"][0].as_str().expect("status without listen address").to_owned();
+        let mut node = NodeProc {
+            child: Some(child),
+            dir: dir.to_owned(),
+            peer_id: String::new(),
+            addr: String::new(),
+        };
+        let status = wait_for(
+            &format!("node on {} to serve its API", dir.display()),
+            DEADLINE,
+            || {
+                node.assert_running();
+                p3ctl_json(dir, &["node", "status"])
+            },
+        );
+        node.peer_id = status["peer_id"]
+            .as_str()
+            .expect("status without peer_id")
+            .to_owned();
+        node.addr = status["listen_addrs"][0]
+            .as_str()
+            .expect("status without listen address")
+            .to_owned();
         node
     }
 
     /// Fails the test (showing the node's log) if the process has exited.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!("node on {} exited with {status}; log:\n{}", self.dir.display(), self.log());
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            panic!(
+                "node on {} exited with {status}; log:\n{}",
+                self.dir.display(),
+                self.log()
+            );
         }
     }
 
@@ -107,13 +141,18 @@ impl NodeProc {
 
     /// OS process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).expect("node already stopped")
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("node already stopped")
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the process to exit.
     pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node already stopped");
-        let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} failed");
         child.wait().expect("cannot wait for node")
     }
@@ -175,15 +214,23 @@ impl Cluster {
         let mut nodes = vec![NodeProc::start(&root.path().join("node0"), &[])];
         let seed = nodes[0].addr.clone();
         for i in 1..n {
-            nodes.push(NodeProc::start(&root.path().join(format!("node{i}")), &[&seed]));
+            nodes.push(NodeProc::start(
+                &root.path().join(format!("node{i}")),
+                &[&seed],
+            ));
         }
         Cluster { nodes, root }
     }
 
     /// The PeerIds of every node but `i`, sorted.
     pub fn others(&self, i: usize) -> Vec<String> {
-        let mut ids: Vec<String> =
-            self.nodes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, n)| n.peer_id.clone()).collect();
+        let mut ids: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| n.peer_id.clone())
+            .collect();
         ids.sort();
         ids
     }
@@ -192,10 +239,17 @@ impl Cluster {
     pub fn wait_formed(&self) {
         for (i, node) in self.nodes.iter().enumerate() {
             let others = self.others(i);
-            wait_for(&format!("node {i}'s routing table to hold the {} others", others.len()), DEADLINE, || {
-                let table = node.routing_table();
-                others.iter().all(|p| table.contains(p)).then_some(())
-            });
+            wait_for(
+                &format!(
+                    "node {i}'s routing table to hold the {} others",
+                    others.len()
+                ),
+                DEADLINE,
+                || {
+                    let table = node.routing_table();
+                    others.iter().all(|p| table.contains(p)).then_some(())
+                },
+            );
         }
     }
 }

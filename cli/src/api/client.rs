@@ -28,15 +28,23 @@ impl Client {
         let text = match std::fs::read_to_string(dir.api_file()) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_running()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.api_file().display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", dir.api_file().display()))
+            }
         };
-        let info: ApiInfo = serde_json::from_str(&text)
-            .with_context(|| format!("{} is corrupt; restart the node to rewrite it", dir.api_file().display()))?;
+        let info: ApiInfo = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is corrupt; restart the node to rewrite it",
+                dir.api_file().display()
+            )
+        })?;
         let mut stream = match TcpStream::connect(&info.addr).await {
             Ok(stream) => stream,
             // A node killed without a clean shutdown leaves its api.json behind.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(not_running()),
-            Err(e) => return Err(e).with_context(|| format!("cannot reach the node at {}", info.addr)),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot reach the node at {}", info.addr))
+            }
         };
         write_frame(&mut stream, &Hello { token: info.token }).await?;
         Ok(Self { stream })

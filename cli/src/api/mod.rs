@@ -46,7 +46,10 @@ pub enum FrameError {
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(io: &mut W, value: &T) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    io: &mut W,
+    value: &T,
+) -> Result<(), FrameError> {
     let mut body = Vec::new();
     ciborium::into_writer(value, &mut body).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if body.len() > MAX_FRAME {
@@ -59,7 +62,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(io: &mut W, value:
 }
 
 /// Reads one frame; `Ok(None)` if the peer closed the connection between frames.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(io: &mut R) -> Result<Option<T>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    io: &mut R,
+) -> Result<Option<T>, FrameError> {
     let mut len = [0u8; 4];
     match io.read_exact(&mut len).await {
         Ok(_) => {}
@@ -72,7 +77,9 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(io: &mut R) -
     }
     let mut body = vec![0u8; len];
     io.read_exact(&mut body).await?;
-    ciborium::from_reader(body.as_slice()).map(Some).map_err(|e| FrameError::Malformed(e.to_string()))
+    ciborium::from_reader(body.as_slice())
+        .map(Some)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -82,19 +89,30 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_limits_hold() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        write_frame(&mut a, &protocol::Request::Closest { key: b"k".to_vec() }).await.unwrap();
+        write_frame(&mut a, &protocol::Request::Closest { key: b"k".to_vec() })
+            .await
+            .unwrap();
         let got: protocol::Request = read_frame(&mut b).await.unwrap().unwrap();
         assert_eq!(got, protocol::Request::Closest { key: b"k".to_vec() });
 
-        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes()).await.unwrap();
-        let err = read_frame::<_, protocol::Request>(&mut b).await.unwrap_err();
+        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+            .await
+            .unwrap();
+        let err = read_frame::<_, protocol::Request>(&mut b)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(_)));
 
         let (mut a, mut b) = tokio::io::duplex(1024);
         a.write_all(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
-        let err = read_frame::<_, protocol::Request>(&mut b).await.unwrap_err();
+        let err = read_frame::<_, protocol::Request>(&mut b)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Malformed(_)));
         drop(a);
-        assert!(read_frame::<_, protocol::Request>(&mut b).await.unwrap().is_none());
+        assert!(read_frame::<_, protocol::Request>(&mut b)
+            .await
+            .unwrap()
+            .is_none());
     }
 }

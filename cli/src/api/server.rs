@@ -29,9 +29,12 @@ pub async fn serve(listener: TcpListener, token: String, node: Node) {
 }
 
 async fn connection(mut stream: TcpStream, token: &str, node: &Node) -> Result<(), FrameError> {
-    let Some(hello) = read_frame::<_, Hello>(&mut stream).await? else { return Ok(()) };
+    let Some(hello) = read_frame::<_, Hello>(&mut stream).await? else {
+        return Ok(());
+    };
     if !same(hello.token.as_bytes(), token.as_bytes()) {
-        let refusal = Response::Error("wrong API token; use the api.json of this node's data dir".into());
+        let refusal =
+            Response::Error("wrong API token; use the api.json of this node's data dir".into());
         return write_frame(&mut stream, &refusal).await;
     }
     while let Some(request) = read_frame::<_, Request>(&mut stream).await? {

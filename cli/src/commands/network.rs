@@ -23,7 +23,10 @@ fn unexpected(response: Response) -> anyhow::Error {
 pub fn id(opts: &NodeOpts) -> Result<()> {
     let dir = DataDir::resolve(opts.data_dir.clone())?;
     dir.create()?;
-    let peer_id = identity::load_or_create(&dir.identity())?.public().to_peer_id().to_string();
+    let peer_id = identity::load_or_create(&dir.identity())?
+        .public()
+        .to_peer_id()
+        .to_string();
     if opts.json {
         output::json(&serde_json::json!({ "peer_id": peer_id }))
     } else {
@@ -42,7 +45,14 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
     }
     println!("peer id:       {}", status.peer_id);
     for (i, addr) in status.listen_addrs.iter().enumerate() {
-        println!("{}{addr}", if i == 0 { "listening on:  " } else { "               " });
+        println!(
+            "{}{addr}",
+            if i == 0 {
+                "listening on:  "
+            } else {
+                "               "
+            }
+        );
     }
     println!("connected:     {} peers", status.connected_peers);
     println!("routing table: {} peers", status.routing_table_size);
@@ -60,7 +70,11 @@ pub async fn peers(opts: &NodeOpts) -> Result<()> {
         return output::json(&peers);
     }
     for peer in peers {
-        let state = if peer.connected { "connected" } else { "not connected" };
+        let state = if peer.connected {
+            "connected"
+        } else {
+            "not connected"
+        };
         println!("{}  {state}  {}", peer.peer_id, peer.addrs.join(" "));
     }
     Ok(())
