@@ -131,3 +131,32 @@ fn killed_node_is_dropped_from_connected_peers() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node is running"));
 }
+
+#[test]
+fn a_node_whose_seed_is_down_joins_once_the_seed_comes_up() {
+    let root = tempfile::tempdir().unwrap();
+    // A port that was free a moment ago; the seed is started on it later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let seed_addr = format!("/ip4/127.0.0.1/tcp/{port}");
+
+    let mut joiner = NodeProc::start(&root.path().join("joiner"), &[&seed_addr]);
+    assert!(joiner.routing_table().is_empty(), "nothing to join yet");
+
+    let seed = NodeProc::start_on(&root.path().join("seed"), &seed_addr, &[]);
+    wait_for("the joiner to re-dial its seed", DEADLINE, || {
+        joiner.routing_table().contains(&seed.peer_id).then_some(())
+    });
+    wait_for("the seed to add the joiner", DEADLINE, || {
+        seed.routing_table().contains(&joiner.peer_id).then_some(())
+    });
+
+    let status = joiner.stop("TERM");
+    assert!(
+        status.success(),
+        "SIGTERM should shut the node down cleanly, got {status}"
+    );
+}

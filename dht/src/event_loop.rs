@@ -20,7 +20,7 @@ use libp2p::{
     multiaddr::Protocol,
     noise, ping,
     request_response::{self, OutboundRequestId, ResponseChannel},
-    swarm::SwarmEvent,
+    swarm::{ConnectionId, SwarmEvent},
     tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -34,6 +34,9 @@ use crate::{
 };
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
+/// An inbound request's answer, once the layer above has written it (`None` if it
+/// dropped the request).
+type PendingAnswer = BoxFuture<'static, Option<(ResponseChannel<Vec<u8>>, Vec<u8>)>>;
 
 /// Messages a slow gossip subscriber may fall behind by before it loses some.
 const GOSSIP_BUFFER: usize = 1024;
@@ -49,8 +52,10 @@ struct EventLoop {
     providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     outbound: HashMap<OutboundRequestId, Reply<Vec<u8>>>,
     /// Answers being prepared by the layer above for inbound requests.
-    responses: FuturesUnordered<BoxFuture<'static, Option<(ResponseChannel<Vec<u8>>, Vec<u8>)>>>,
+    responses: FuturesUnordered<PendingAnswer>,
     topics: HashMap<TopicHash, broadcast::Sender<GossipMessage>>,
+    /// Remote address of each open connection, to judge what its peer announces.
+    remotes: HashMap<ConnectionId, Multiaddr>,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -97,6 +102,7 @@ pub(crate) fn spawn(
         outbound: HashMap::new(),
         responses: FuturesUnordered::new(),
         topics: HashMap::new(),
+        remotes: HashMap::new(),
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -298,16 +304,23 @@ impl EventLoop {
                 tracing::info!("listening on {address}/p2p/{}", self.swarm.local_peer_id());
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.remotes
+                    .insert(connection_id, endpoint.get_remote_address().clone());
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 cause,
                 num_established,
                 ..
             } => {
+                self.remotes.remove(&connection_id);
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -320,12 +333,19 @@ impl EventLoop {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                // Only peers that speak our Kademlia protocol belong in the table.
-                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
-                    for addr in info.listen_addrs.into_iter().filter(is_dialable) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            // Only peers that speak our Kademlia protocol belong in the table.
+            BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                connection_id,
+            }) if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) => {
+                let via_loopback = self.remotes.get(&connection_id).is_some_and(is_loopback);
+                for addr in info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(|a| worth_dialling(a, via_loopback))
+                {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
             BehaviourEvent::Ping(ping::Event {
@@ -468,11 +488,23 @@ impl EventLoop {
     }
 }
 
-/// Unspecified addresses (`0.0.0.0`, `::`) announced by a peer cannot be dialled.
-fn is_dialable(addr: &Multiaddr) -> bool {
-    !addr.iter().any(|p| match p {
+/// Whether an address a peer announced is worth putting in the routing table.
+/// Unspecified addresses (`0.0.0.0`, `::`) cannot be dialled, and a peer on
+/// another machine that listens on all interfaces also announces its loopback
+/// address, which from here would reach this machine instead.
+fn worth_dialling(addr: &Multiaddr, via_loopback: bool) -> bool {
+    let unspecified = addr.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_unspecified(),
         Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    });
+    !unspecified && (via_loopback || !is_loopback(addr))
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
         _ => false,
     })
 }
@@ -483,4 +515,33 @@ pub(crate) fn by_distance(key: &[u8], peers: impl Iterator<Item = PeerId>) -> Ve
     let mut peers: Vec<PeerId> = peers.collect::<HashSet<_>>().into_iter().collect();
     peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
     peers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_addresses_are_filtered_by_how_the_peer_is_reached() {
+        let addr = |s: &str| s.parse::<Multiaddr>().unwrap();
+        assert!(!worth_dialling(&addr("/ip4/0.0.0.0/tcp/4370"), true));
+        assert!(worth_dialling(&addr("/ip4/127.0.0.1/tcp/4370"), true));
+        assert!(!worth_dialling(&addr("/ip4/127.0.0.1/tcp/4370"), false));
+        assert!(!worth_dialling(&addr("/ip6/::1/tcp/4370"), false));
+        assert!(worth_dialling(&addr("/ip4/10.0.0.5/tcp/4370"), false));
+        assert!(worth_dialling(&addr("/dns4/node.example/tcp/4370"), false));
+    }
+
+    #[test]
+    fn owners_are_sorted_by_xor_distance_without_duplicates() {
+        let peers: Vec<PeerId> = (0..8).map(|_| PeerId::random()).collect();
+        let sorted = by_distance(b"key", peers.iter().chain(peers.iter()).copied());
+        assert_eq!(sorted.len(), peers.len());
+        let target = KBucketKey::new(b"key".to_vec());
+        let distances: Vec<_> = sorted
+            .iter()
+            .map(|p| target.distance(&KBucketKey::from(*p)))
+            .collect();
+        assert!(distances.windows(2).all(|w| w[0] < w[1]));
+    }
 }

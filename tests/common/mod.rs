@@ -74,22 +74,21 @@ impl NodeProc {
     /// Starts a node on `dir` listening on a free 127.0.0.1 port, joining through
     /// `bootstrap`, and waits until its local API answers.
     pub fn start(dir: &Path, bootstrap: &[&str]) -> NodeProc {
+        Self::start_on(dir, "/ip4/127.0.0.1/tcp/0", bootstrap)
+    }
+
+    /// Like [`NodeProc::start`], listening on `listen`.
+    pub fn start_on(dir: &Path, listen: &str, bootstrap: &[&str]) -> NodeProc {
         fs::create_dir_all(dir).expect("cannot create data dir");
         let log = fs::File::create(dir.join("node.log")).expect("cannot create node log");
         let mut cmd = Command::new(p3ctl_bin());
-        cmd.args([
-            "node",
-            "start",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env_remove("P3_DATA_DIR")
-        .env("RUST_LOG", "info,p3_dht=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
+        cmd.args(["node", "start", "--listen", listen, "--data-dir"])
+            .arg(dir)
+            .env_remove("P3_DATA_DIR")
+            .env("RUST_LOG", "info,p3_dht=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
         for seed in bootstrap {
             cmd.args(["--bootstrap", seed]);
         }
