@@ -64,3 +64,44 @@ fn node_id_is_stable_without_a_running_node() {
         .trim()
         .starts_with("12D3Koo"));
 }
+
+#[test]
+fn the_local_api_refuses_a_wrong_token_and_keeps_serving() {
+    use p3::cli::api::{self, protocol::Hello, protocol::Response, ApiInfo};
+
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    let node = NodeProc::start(&dir, &[]);
+    let info: ApiInfo =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("api.json")).unwrap()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer: Option<Response> = runtime.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(&info.addr).await.unwrap();
+        api::write_frame(
+            &mut stream,
+            &Hello {
+                token: "0".repeat(64),
+            },
+        )
+        .await
+        .unwrap();
+        api::read_frame(&mut stream).await.unwrap()
+    });
+    match answer {
+        Some(Response::Error(reason)) => assert!(reason.contains("wrong API token"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Garbage instead of a frame closes that connection only.
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(&info.addr).await.unwrap();
+        stream.write_all(&[0xff; 64]).await.unwrap();
+    });
+    assert!(
+        node.json(&["node", "status"]).is_some(),
+        "node stopped serving after bad API input"
+    );
+}

@@ -151,6 +151,21 @@ impl RocksStore {
         }
     }
 
+    /// Whether a record is stored under `key`, without decoding it (keeps the
+    /// record count exact even if a stored value were corrupt).
+    fn has_record(&self, key: &RecordKey) -> bool {
+        let Some(cf) = self.cf(CF_RECORDS) else {
+            return false;
+        };
+        match self.db.raw().get_pinned_cf(cf, key.as_ref()) {
+            Ok(value) => value.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "record store read failed");
+                false
+            }
+        }
+    }
+
     fn delete(&self, cf: &str, key: &[u8]) {
         if let Some(handle) = self.cf(cf) {
             if let Err(e) = self.db.raw().delete_cf(handle, key) {
@@ -204,7 +219,7 @@ impl RecordStore for RocksStore {
         if r.value.len() >= self.limits.max_value_bytes {
             return Err(Error::ValueTooLarge);
         }
-        let exists = self.get(&r.key).is_some();
+        let exists = self.has_record(&r.key);
         if !exists && self.records >= self.limits.max_records {
             return Err(Error::MaxRecords);
         }
@@ -226,7 +241,7 @@ impl RecordStore for RocksStore {
     }
 
     fn remove(&mut self, k: &RecordKey) {
-        if self.get(k).is_some() {
+        if self.has_record(k) {
             self.delete(CF_RECORDS, k.as_ref());
             self.records = self.records.saturating_sub(1);
         }
