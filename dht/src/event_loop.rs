@@ -29,7 +29,7 @@ use crate::{
     behaviour::{Behaviour, BehaviourEvent},
     config::NetworkConfig,
     db::Database,
-    node::{peer_of, Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
+    node::{Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
     DhtError, KAD_PROTOCOL,
 };
 
@@ -486,6 +486,14 @@ impl EventLoop {
             Event::ResponseSent { .. } => {}
         }
     }
+}
+
+/// Parses the peer id out of a `/p2p/PEERID` suffix, if the address has one.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
 }
 
 /// Whether an address a peer announced is worth putting in the routing table.

@@ -5,7 +5,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use libp2p::{identity::Keypair, PeerId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -236,12 +236,4 @@ impl Node {
     pub async fn shutdown(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.ask(Command::Shutdown)).await;
     }
-}
-
-/// Parses the peer id out of a `/p2p/PEERID` suffix, if the address has one.
-pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
-        _ => None,
-    })
 }

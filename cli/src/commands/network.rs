@@ -37,8 +37,9 @@ pub fn id(opts: &NodeOpts) -> Result<()> {
 
 /// `p3ctl node status`.
 pub async fn status(opts: &NodeOpts) -> Result<()> {
-    let Response::Status(status) = client(opts).await?.call(Request::Status).await? else {
-        bail!("the node sent an unexpected answer to status");
+    let status = match client(opts).await?.call(Request::Status).await? {
+        Response::Status(status) => status,
+        other => return Err(unexpected(other)),
     };
     if opts.json {
         return output::json(&status);
