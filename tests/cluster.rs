@@ -133,7 +133,7 @@ fn killed_node_is_dropped_from_connected_peers() {
 }
 
 #[test]
-fn a_node_whose_seed_is_down_joins_once_the_seed_comes_up() {
+fn nodes_whose_seed_is_down_join_once_the_seed_comes_up() {
     let root = tempfile::tempdir().unwrap();
     // A port that was free a moment ago; the seed is started on it later.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -142,19 +142,33 @@ fn a_node_whose_seed_is_down_joins_once_the_seed_comes_up() {
         .unwrap()
         .port();
     let seed_addr = format!("/ip4/127.0.0.1/tcp/{port}");
+    // The seed's identity exists before it runs, so a joiner can name its PeerId:
+    // that puts a not-yet-reachable entry into the joiner's routing table.
+    let seed_dir = root.path().join("seed");
+    let out = p3ctl(&seed_dir, &["node", "id"]);
+    let seed_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let seed_with_id = format!("{seed_addr}/p2p/{seed_id}");
 
-    let mut joiner = NodeProc::start(&root.path().join("joiner"), &[&seed_addr]);
-    assert!(joiner.routing_table().is_empty(), "nothing to join yet");
+    let mut joiners = [
+        NodeProc::start(&root.path().join("by-address"), &[&seed_addr]),
+        NodeProc::start(&root.path().join("by-peer-id"), &[&seed_with_id]),
+    ];
+    for joiner in &joiners {
+        assert!(joiner.connected().is_empty(), "nothing to join yet");
+    }
 
-    let seed = NodeProc::start_on(&root.path().join("seed"), &seed_addr, &[]);
-    wait_for("the joiner to re-dial its seed", DEADLINE, || {
-        joiner.routing_table().contains(&seed.peer_id).then_some(())
-    });
-    wait_for("the seed to add the joiner", DEADLINE, || {
-        seed.routing_table().contains(&joiner.peer_id).then_some(())
-    });
+    let seed = NodeProc::start_on(&seed_dir, &seed_addr, &[]);
+    assert_eq!(seed.peer_id, seed_id);
+    for joiner in &joiners {
+        wait_for("a joiner to re-dial its seed", DEADLINE, || {
+            joiner.connected().contains(&seed.peer_id).then_some(())
+        });
+        wait_for("the seed to add the joiner", DEADLINE, || {
+            seed.routing_table().contains(&joiner.peer_id).then_some(())
+        });
+    }
 
-    let status = joiner.stop("TERM");
+    let status = joiners[0].stop("TERM");
     assert!(
         status.success(),
         "SIGTERM should shut the node down cleanly, got {status}"

@@ -84,7 +84,7 @@ impl DataDir {
 pub struct ConfigFile {
     /// Multiaddrs to listen on.
     pub listen: Vec<String>,
-    /// Multiaddrs of nodes to join through; re-dialled when the routing table empties.
+    /// Multiaddrs of nodes to join through; re-dialled whenever no peer is connected.
     pub seeds: Vec<String>,
     /// Network timings.
     pub network: NetworkSection,
@@ -96,7 +96,7 @@ pub struct ConfigFile {
 pub struct NetworkSection {
     /// Seconds between Kademlia routing-table refreshes.
     pub refresh_interval_secs: u64,
-    /// Seconds between checks for an empty routing table (then the seeds are re-dialled).
+    /// Seconds between checks for having no connected peer (then the seeds are re-dialled).
     pub reconnect_interval_secs: u64,
     /// Seconds an idle connection is kept open.
     pub idle_connection_timeout_secs: u64,

@@ -12,13 +12,13 @@ use crate::store::StoreLimits;
 pub struct NetworkConfig {
     /// Addresses to listen on. A node that listens runs Kademlia in server mode.
     pub listen: Vec<Multiaddr>,
-    /// Seeds: dialled at start-up and again whenever the routing table is empty.
+    /// Seeds: dialled at start-up and again whenever no peer is connected.
     /// Addresses may carry a `/p2p/PEERID` suffix; without it the peer id is
     /// learned through identify.
     pub bootstrap: Vec<Multiaddr>,
     /// Period of the Kademlia routing-table refresh (a bootstrap query).
     pub refresh_interval: Duration,
-    /// How often the node checks whether its routing table is empty and, if so,
+    /// How often the node checks whether it has any connected peer and, if not,
     /// re-dials the seeds.
     pub reconnect_interval: Duration,
     /// Connections with no open stream are kept this long. P³ nodes keep their

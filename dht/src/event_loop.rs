@@ -4,7 +4,7 @@
 //! channels, so one slow caller never stalls the network.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     iter,
     time::Instant,
 };
@@ -169,12 +169,12 @@ impl EventLoop {
         }
     }
 
+    /// A node with no live connection is cut off whatever its routing table says:
+    /// the table keeps entries of peers that died (Kademlia never drops a peer's
+    /// last address), including seeds that were down when the node started.
     fn reconnect_if_isolated(&mut self) {
-        if !self.config.bootstrap.is_empty()
-            && self.swarm.connected_peers().next().is_none()
-            && self.routing_table_size() == 0
-        {
-            tracing::info!("routing table is empty; dialling the seeds again");
+        if !self.config.bootstrap.is_empty() && self.swarm.connected_peers().next().is_none() {
+            tracing::info!("no connected peer; dialling the seeds again");
             self.dial_seeds();
         }
     }
@@ -195,36 +195,30 @@ impl EventLoop {
     }
 
     fn peers(&mut self) -> Vec<PeerInfo> {
-        let mut peers: Vec<PeerInfo> = Vec::new();
+        let mut table: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
         for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
             for entry in bucket.iter() {
-                peers.push(PeerInfo {
-                    peer_id: entry.node.key.preimage().to_string(),
-                    addrs: entry.node.value.iter().map(ToString::to_string).collect(),
-                    connected: false,
-                    in_routing_table: true,
-                });
+                let addrs = entry.node.value.iter().map(ToString::to_string).collect();
+                table.insert(*entry.node.key.preimage(), addrs);
             }
         }
-        for peer in self.swarm.connected_peers() {
-            let id = peer.to_string();
-            if !peers.iter().any(|p| p.peer_id == id) {
-                peers.push(PeerInfo {
-                    peer_id: id,
-                    addrs: Vec::new(),
-                    connected: true,
-                    in_routing_table: false,
-                });
-            }
-        }
-        for info in &mut peers {
-            info.connected = info
-                .peer_id
-                .parse::<PeerId>()
-                .is_ok_and(|p| self.swarm.is_connected(&p));
-        }
-        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        peers
+        let known: BTreeSet<PeerId> = table
+            .keys()
+            .chain(self.swarm.connected_peers())
+            .copied()
+            .collect();
+        known
+            .into_iter()
+            .map(|peer| {
+                let addrs = table.remove(&peer);
+                PeerInfo {
+                    peer_id: peer.to_string(),
+                    in_routing_table: addrs.is_some(),
+                    addrs: addrs.unwrap_or_default(),
+                    connected: self.swarm.is_connected(&peer),
+                }
+            })
+            .collect()
     }
 
     fn on_command(&mut self, command: Command) {
