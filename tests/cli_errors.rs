@@ -67,7 +67,7 @@ fn node_id_is_stable_without_a_running_node() {
 
 #[test]
 fn the_local_api_refuses_a_wrong_token_and_keeps_serving() {
-    use p3::cli::api::{self, protocol::Hello, protocol::Response, ApiInfo};
+    use p3::objectspace::api::{self, protocol::Hello, protocol::Response, ApiInfo};
 
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("node");
@@ -91,7 +91,9 @@ fn the_local_api_refuses_a_wrong_token_and_keeps_serving() {
         api::read_frame(&mut stream).await.unwrap()
     });
     match answer {
-        Some(Response::Error(reason)) => assert!(reason.contains("wrong API token"), "{reason}"),
+        Some(Response::Error(reason)) => {
+            assert!(reason.to_string().contains("wrong API token"), "{reason}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Garbage instead of a frame closes that connection only.

@@ -1,8 +1,11 @@
 //! The command line, as clap sees it.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use p3_objectspace::object::MetaValue;
+
+use crate::parse;
 
 /// P³: a peer-to-peer object space.
 #[derive(Debug, Parser)]
@@ -49,6 +52,127 @@ pub enum Command {
         #[command(flatten)]
         opts: NodeOpts,
     },
+    /// Write an object: its value from FILE, or from stdin.
+    Put {
+        /// The object, NAMESPACE/NAME (e.g. global/readme.txt).
+        path: String,
+        /// Where the value comes from; `-` or nothing means stdin.
+        file: Option<PathBuf>,
+        /// Type tag, free text (e.g. text/plain).
+        #[arg(long = "type", value_name = "T", default_value = "")]
+        type_tag: String,
+        /// User metadata (repeatable); V is stored as a number if it reads as one.
+        #[arg(long = "meta", value_name = "K=V", value_parser = parse::meta)]
+        meta: Vec<(String, MetaValue)>,
+        /// Remove the object after this long: 500ms, 30s, 5m, 2h, 1d, or seconds.
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+        ttl: Option<Duration>,
+        /// Write only if the current version is N (0: only if the object is absent).
+        #[arg(long, value_name = "N")]
+        if_version: Option<u64>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Read an object's value to stdout (raw bytes) or to a file.
+    Get {
+        /// The object, NAMESPACE/NAME.
+        path: String,
+        /// Write the value to FILE (replaced only once the whole value arrived).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Show an object's version, size, hash, type, metadata, times and replicas.
+    Stat {
+        /// The object, NAMESPACE/NAME.
+        path: String,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Remove an object.
+    Rm {
+        /// The object, NAMESPACE/NAME.
+        path: String,
+        /// Remove only if the current version is N.
+        #[arg(long, value_name = "N")]
+        if_version: Option<u64>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// List the objects of a namespace, optionally only names starting with PREFIX.
+    Ls {
+        /// NAMESPACE or NAMESPACE/PREFIX.
+        #[arg(value_name = "NS[/PREFIX]")]
+        target: String,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Create, remove or list namespaces.
+    Ns {
+        #[command(subcommand)]
+        command: NsCommand,
+    },
+    /// Measure the running node: time many puts or gets of SIZE-byte objects.
+    Bench {
+        #[command(flatten)]
+        bench: BenchArgs,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NsCommand {
+    /// Create a namespace.
+    Create {
+        /// The namespace: 1-63 characters from a-z, 0-9, '.', '_', '-'.
+        name: String,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Remove a namespace and every object in it.
+    Rm {
+        /// The namespace.
+        name: String,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// List the namespaces.
+    Ls {
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+}
+
+/// What `p3ctl bench` measures and how hard it pushes.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The operation to time.
+    pub op: BenchOp,
+    /// Bytes per object: 4096, 4k, 1KiB, 1M, 1MiB, 1MB...
+    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse::size)]
+    pub size: u64,
+    /// Operations in total, spread over the connections.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Connections to the node, each running its operations one after another.
+    #[arg(long, value_name = "C", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// Namespace to write into (created if missing).
+    #[arg(long, value_name = "NS", default_value = "bench")]
+    pub namespace: String,
+}
+
+/// The operations `p3ctl bench` can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    /// Write new objects.
+    Put,
+    /// Read objects written beforehand (untimed).
+    Get,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use p3_dht::{Multiaddr, NetworkConfig};
+use p3_objectspace::SpaceConfig;
 use serde::{Deserialize, Serialize};
 
 /// The default TCP port of a P³ node.
@@ -73,7 +74,7 @@ impl DataDir {
     }
     /// Where the running node publishes its local API address and token.
     pub fn api_file(&self) -> PathBuf {
-        self.root.join("api.json")
+        self.root.join(p3_objectspace::api::API_FILE)
     }
 }
 
@@ -88,6 +89,34 @@ pub struct ConfigFile {
     pub seeds: Vec<String>,
     /// Network timings.
     pub network: NetworkSection,
+    /// Object-space settings.
+    pub space: SpaceSection,
+}
+
+/// The `[space]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpaceSection {
+    /// Owners per object (R). Every node of a network should use the same value.
+    pub replicas: usize,
+    /// Largest value a client may write, in bytes.
+    pub max_object_bytes: u64,
+    /// Bytes of fetched blobs this node keeps as a cache.
+    pub cache_bytes: u64,
+    /// Seconds between full repair rounds when no peer comes or goes.
+    pub repair_interval_secs: u64,
+}
+
+impl Default for SpaceSection {
+    fn default() -> Self {
+        let d = SpaceConfig::default();
+        Self {
+            replicas: d.replicas,
+            max_object_bytes: d.max_object_bytes,
+            cache_bytes: d.cache_bytes,
+            repair_interval_secs: d.repair_interval.as_secs(),
+        }
+    }
 }
 
 /// The `[network]` table.
@@ -112,6 +141,7 @@ impl Default for ConfigFile {
             listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")],
             seeds: Vec::new(),
             network: NetworkSection::default(),
+            space: SpaceSection::default(),
         }
     }
 }
@@ -178,7 +208,21 @@ impl ConfigFile {
                 bail!("network.{name} must be at least 1");
             }
         }
+        if config.space.replicas == 0 || config.space.repair_interval_secs == 0 {
+            bail!("space.replicas and space.repair_interval_secs must be at least 1");
+        }
         Ok(config)
+    }
+
+    /// The object-space settings.
+    pub fn space(&self) -> SpaceConfig {
+        SpaceConfig {
+            replicas: self.space.replicas,
+            max_object_bytes: self.space.max_object_bytes,
+            cache_bytes: self.space.cache_bytes,
+            repair_interval: Duration::from_secs(self.space.repair_interval_secs),
+            rpc_timeout: Duration::from_secs(self.network.request_timeout_secs),
+        }
     }
 
     /// The network settings: the file's, with `--listen` replacing its listen list

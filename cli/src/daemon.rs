@@ -4,13 +4,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use p3_dht::{identity, Database, Node};
+use p3_objectspace::{
+    api::{self, ApiInfo},
+    service,
+    store::{self, Store},
+    ObjectSpace,
+};
 use rand::RngCore;
 use tokio::{net::TcpListener, signal::unix};
 
-use crate::{
-    api::{self, ApiInfo},
-    config::{ConfigFile, DataDir},
-};
+use crate::config::{ConfigFile, DataDir};
 
 /// Starts the node of `dir` and serves until a shutdown signal arrives; on the way
 /// out it stops the swarm, flushes RocksDB and removes `api.json`.
@@ -19,7 +22,14 @@ pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Resul
     let config = ConfigFile::load_or_init(&dir)?;
     let network = config.network(listen, bootstrap)?;
     let key = identity::load_or_create(&dir.identity())?;
-    let db = Database::open(&dir.db(), p3_dht::db::COLUMN_FAMILIES)?;
+    let column_families: Vec<&str> = p3_dht::db::COLUMN_FAMILIES
+        .iter()
+        .chain(store::COLUMN_FAMILIES)
+        .copied()
+        .collect();
+    let db = Database::open(&dir.db(), &column_families)?;
+    let space_config = config.space();
+    let store = Store::open(db.clone(), space_config.cache_bytes)?;
     // Handlers go in before the node exists so a signal during start-up still
     // gets a clean shutdown.
     let mut sigterm =
@@ -27,16 +37,10 @@ pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Resul
     let mut sigint =
         unix::signal(unix::SignalKind::interrupt()).context("cannot install SIGINT handler")?;
 
-    let (node, mut inbound) = Node::start(network, key, db.clone()).await?;
+    let (node, inbound) = Node::start(network, key, db.clone()).await?;
     tracing::info!(peer_id = %node.peer_id(), data_dir = %dir.root().display(), "node started");
-
-    // Nothing above the network serves peer requests yet; answering none makes
-    // a peer's request fail fast instead of time out.
-    tokio::spawn(async move {
-        while let Some(request) = inbound.requests.recv().await {
-            tracing::debug!(peer = %request.peer, "no service for peer request; dropping it");
-        }
-    });
+    let space = ObjectSpace::new(node.clone(), store, space_config);
+    service::start(&space, inbound)?;
 
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -50,11 +54,7 @@ pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Resul
     };
     identity::write_private(&dir.api_file(), serde_json::to_string(&info)?.as_bytes())
         .with_context(|| format!("cannot write {}", dir.api_file().display()))?;
-    let api_task = tokio::spawn(api::server::serve(
-        listener,
-        info.token.clone(),
-        node.clone(),
-    ));
+    let api_task = tokio::spawn(api::server::serve(listener, info.token.clone(), space));
     tracing::info!(api = %info.addr, "local API ready");
 
     tokio::select! {

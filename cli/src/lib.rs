@@ -2,20 +2,22 @@
 //!
 //! `p3ctl node start` runs a node in the foreground: it loads the node's identity,
 //! database and configuration from its data directory ([`config`]), starts the
-//! network ([`p3_dht::Node`]) and serves the local API ([`api`]) that every other
-//! command uses to talk to it.
+//! network ([`p3_dht::Node`]) and serves the local API ([`p3_objectspace::api`])
+//! that every other command uses to talk to it, through
+//! [`p3_objectspace::api::Space`].
 //!
 //! What it must never do: reach into a layer's internals (it only uses the public
 //! APIs of the crates below it), serve its API beyond the loopback interface or
 //! without the data directory's token, or print more than one line for an error.
 
-pub mod api;
 pub mod config;
 
 mod args;
 mod commands;
 mod daemon;
 mod output;
+mod parse;
+mod progress;
 
 use std::process::ExitCode;
 

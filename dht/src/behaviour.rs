@@ -25,6 +25,8 @@ pub(crate) struct Behaviour {
     pub ping: ping::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
     pub rpc: request_response::Behaviour<LimitedCodec>,
+    /// Raw streams for bulk bytes (blob transfer), driven by the layer above.
+    pub streams: libp2p_stream::Behaviour,
 }
 
 impl Behaviour {
@@ -79,6 +81,7 @@ impl Behaviour {
             ping: ping::Behaviour::default(),
             gossipsub,
             rpc,
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -53,7 +53,7 @@ impl Database {
         }
         let descriptors = names
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|source| {
             if source.to_string().contains("lock") {
                 DbError::Locked {
@@ -91,6 +91,19 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// Options of every column family. Large values (blob chunks) go to RocksDB's
+/// blob files, so compaction never rewrites them; small memtables keep a node's
+/// memory flat however large the values written through it.
+fn cf_options() -> Options {
+    let mut options = Options::default();
+    options.set_enable_blob_files(true);
+    options.set_min_blob_size(16 << 10);
+    options.set_enable_blob_gc(true);
+    options.set_write_buffer_size(16 << 20);
+    options.set_max_write_buffer_number(2);
+    options
 }
 
 impl std::fmt::Debug for Database {

@@ -30,7 +30,7 @@ use crate::{
     config::NetworkConfig,
     db::Database,
     node::{Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
-    DhtError, KAD_PROTOCOL,
+    DhtError, KAD_PROTOCOL, RPC_PROTOCOL,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
@@ -56,6 +56,9 @@ struct EventLoop {
     topics: HashMap<TopicHash, broadcast::Sender<GossipMessage>>,
     /// Remote address of each open connection, to judge what its peer announces.
     remotes: HashMap<ConnectionId, Multiaddr>,
+    /// Connected peers that identify says speak P³'s RPC: the ones that can own
+    /// objects (a plain Kademlia peer can be in the table but cannot).
+    p3_peers: HashSet<PeerId>,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -65,8 +68,9 @@ pub(crate) fn spawn(
     db: Database,
     commands: mpsc::Receiver<Command>,
     requests: mpsc::Sender<InboundRequest>,
-) -> Result<(), DhtError> {
+) -> Result<libp2p_stream::Control, DhtError> {
     let behaviour = Behaviour::new(&key, &config, db)?;
+    let streams = behaviour.streams.new_control();
     let transport_err = |e: &dyn std::fmt::Display| DhtError::Transport(e.to_string());
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -103,10 +107,11 @@ pub(crate) fn spawn(
         responses: FuturesUnordered::new(),
         topics: HashMap::new(),
         remotes: HashMap::new(),
+        p3_peers: HashSet::new(),
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
-    Ok(())
+    Ok(streams)
 }
 
 impl EventLoop {
@@ -288,6 +293,21 @@ impl EventLoop {
                     .get_providers(RecordKey::new(&key));
                 self.providers.insert(id, (HashSet::new(), reply));
             }
+            Command::StopProviding(key) => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&RecordKey::new(&key));
+            }
+            Command::Connected(reply) => {
+                let connected = self
+                    .swarm
+                    .connected_peers()
+                    .filter(|p| self.p3_peers.contains(p))
+                    .copied()
+                    .collect();
+                let _ = reply.send(connected);
+            }
             Command::Shutdown(_) => unreachable!("handled by the run loop"),
         }
     }
@@ -315,6 +335,9 @@ impl EventLoop {
                 ..
             } => {
                 self.remotes.remove(&connection_id);
+                if num_established == 0 {
+                    self.p3_peers.remove(&peer_id);
+                }
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -333,6 +356,9 @@ impl EventLoop {
                 info,
                 connection_id,
             }) if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) => {
+                if info.protocols.iter().any(|p| p.as_ref() == RPC_PROTOCOL) {
+                    self.p3_peers.insert(peer_id);
+                }
                 let via_loopback = self.remotes.get(&connection_id).is_some_and(is_loopback);
                 for addr in info
                     .listen_addrs
@@ -512,7 +538,7 @@ fn is_loopback(addr: &Multiaddr) -> bool {
 }
 
 /// Deduplicates `peers` and sorts them by XOR distance to the Kademlia key of `key`.
-pub(crate) fn by_distance(key: &[u8], peers: impl Iterator<Item = PeerId>) -> Vec<PeerId> {
+pub fn by_distance(key: &[u8], peers: impl Iterator<Item = PeerId>) -> Vec<PeerId> {
     let target = KBucketKey::new(key.to_vec());
     let mut peers: Vec<PeerId> = peers.collect::<HashSet<_>>().into_iter().collect();
     peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));

@@ -30,8 +30,13 @@ mod node;
 pub use config::NetworkConfig;
 pub use db::Database;
 pub use error::DhtError;
+pub use event_loop::by_distance;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
-pub use node::{GossipMessage, Inbound, InboundRequest, Node, NodeStatus, PeerInfo};
+pub use node::{
+    GossipMessage, Inbound, InboundRequest, IncomingStreams, Node, NodeStatus, PeerInfo, Stream,
+};
+/// Stream protocol id for blob transfer between nodes.
+pub const BLOB_PROTOCOL: &str = "/p3/blob/1.0.0";
 
 /// Kademlia protocol id of P³ networks. Peers of other networks (e.g. IPFS's
 /// `/ipfs/kad/1.0.0`) never mix with ours.

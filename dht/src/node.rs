@@ -5,7 +5,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use libp2p::{identity::Keypair, PeerId};
+use libp2p::{identity::Keypair, PeerId, StreamProtocol};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -41,6 +41,8 @@ pub(crate) enum Command {
         key: Vec<u8>,
         reply: oneshot::Sender<Result<HashSet<PeerId>, DhtError>>,
     },
+    StopProviding(Vec<u8>),
+    Connected(oneshot::Sender<Vec<PeerId>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -122,11 +124,23 @@ pub struct Inbound {
 }
 
 /// Handle on a running node's swarm. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    streams: libp2p_stream::Control,
 }
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.peer_id).finish()
+    }
+}
+
+/// A raw libp2p stream (futures `AsyncRead + AsyncWrite`) to or from a peer.
+pub use libp2p::Stream;
+/// Inbound streams of one protocol, as `(peer, stream)` pairs.
+pub use libp2p_stream::IncomingStreams;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DhtError> {
     let mut buf = Vec::new();
@@ -145,8 +159,15 @@ impl Node {
         let peer_id = key.public().to_peer_id();
         let (commands, command_rx) = mpsc::channel(256);
         let (request_tx, requests) = mpsc::channel(256);
-        event_loop::spawn(config, key, db, command_rx, request_tx)?;
-        Ok((Node { peer_id, commands }, Inbound { requests }))
+        let streams = event_loop::spawn(config, key, db, command_rx, request_tx)?;
+        Ok((
+            Node {
+                peer_id,
+                commands,
+                streams,
+            },
+            Inbound { requests },
+        ))
     }
 
     /// This node's PeerId.
@@ -230,6 +251,45 @@ impl Node {
     /// The peers that announced themselves as providers of `key`.
     pub async fn providers(&self, key: Vec<u8>) -> Result<HashSet<PeerId>, DhtError> {
         self.ask(|reply| Command::Providers { key, reply }).await?
+    }
+
+    /// Withdraws this node's provider record for `key` (the copies other nodes
+    /// hold expire on their own).
+    pub async fn stop_providing(&self, key: Vec<u8>) -> Result<(), DhtError> {
+        self.commands
+            .send(Command::StopProviding(key))
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
+    /// P³ peers (identified as speaking its RPC) with an open connection right
+    /// now: the node's view of who is alive and can own objects.
+    pub async fn connected(&self) -> Result<Vec<PeerId>, DhtError> {
+        self.ask(Command::Connected).await
+    }
+
+    /// Opens a stream to `peer` speaking `protocol`, dialling it if needed.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<Stream, DhtError> {
+        self.streams
+            .clone()
+            .open_stream(peer, StreamProtocol::new(protocol))
+            .await
+            .map_err(|e| DhtError::Request {
+                peer,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Accepts inbound streams of `protocol`; one acceptor per protocol.
+    pub fn accept_streams(&self, protocol: &'static str) -> Result<IncomingStreams, DhtError> {
+        self.streams
+            .clone()
+            .accept(StreamProtocol::new(protocol))
+            .map_err(|_| DhtError::Transport(format!("{protocol} is already being accepted")))
     }
 
     /// Stops the swarm task; waits at most `timeout` for it to finish.

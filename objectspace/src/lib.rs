@@ -1,15 +1,40 @@
-//! # p3-objectspace — namespaces, objects, blobs, owners, locks
+//! # p3-objectspace — namespaces, objects, blobs, owners, replication
 //!
-//! The data model of P³ on top of [`p3_dht`]: content-addressed blobs, mutable
-//! named objects owned by the nodes closest to their key, replication, locks, take,
-//! watch and search. So far it holds the foundations every other part builds on:
-//! validated [`name`]s and the DHT [`key`]s derived from them.
+//! The data model of P³ on top of [`p3_dht`]:
+//! - [`blob`]: immutable values addressed by their blake3 hash, chunked and
+//!   verified chunk by chunk; [`transfer`] moves them over libp2p streams.
+//! - [`object`]: mutable names `(namespace, name)` pointing at blobs, with a
+//!   version, type, metadata and TTL.
+//! - [`space`]: the engine — the R nodes closest to an object's key own it; the
+//!   closest live one (the primary) orders writes and has the others store them
+//!   before it acknowledges ([`service`]); reads ask every owner and take the
+//!   newest version; [`repair`] brings every object back to R copies when owners
+//!   change.
+//! - [`store`]: the node's RocksDB-backed share of all this, with an LRU cache of
+//!   fetched blobs.
+//! - [`namespaces`]: the namespace registry; [`api`]: the local client API and
+//!   its Rust client, [`api::Space`].
 //!
-//! What it must never do: touch the libp2p swarm except through [`p3_dht::Node`],
-//! or know about jobs and schedulers.
+//! What it must never do: touch the libp2p swarm except through [`p3_dht::Node`];
+//! know about jobs and schedulers; hold a whole value in memory (values move a
+//! chunk at a time); trust a byte from a peer before checking it.
 
+pub mod api;
+pub mod blob;
+pub mod error;
 pub mod key;
 pub mod name;
+pub mod namespaces;
+pub mod object;
+pub mod protocol;
+pub mod repair;
+pub mod service;
+pub mod space;
+pub mod store;
+pub mod transfer;
 
+pub use api::Space;
+pub use error::SpaceError;
 pub use key::{blob_provider_key, object_key};
 pub use name::{NameError, Namespace, ObjectName, ObjectPath};
+pub use space::{ObjectSpace, SpaceConfig};

@@ -1,13 +1,17 @@
 //! One function per `p3ctl` command.
 
+mod bench;
+mod namespaces;
 mod network;
+mod objects;
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use p3_objectspace::api::Space;
 
 use crate::{
-    args::{Cli, Command, NodeCommand},
+    args::{Cli, Command, NodeCommand, NodeOpts, NsCommand},
     config::DataDir,
 };
 
@@ -43,9 +47,47 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 count,
                 opts,
             } => network::closest(&opts, &key, hex, count).await?,
+            Command::Put {
+                path,
+                file,
+                type_tag,
+                meta,
+                ttl,
+                if_version,
+                opts,
+            } => {
+                let options = objects::put_options(type_tag, meta, ttl, if_version);
+                objects::put(&opts, &path, file.as_deref(), options).await?
+            }
+            Command::Get { path, output, opts } => {
+                objects::get(&opts, &path, output.as_deref()).await?
+            }
+            Command::Stat { path, opts } => objects::stat(&opts, &path).await?,
+            Command::Rm {
+                path,
+                if_version,
+                opts,
+            } => objects::remove(&opts, &path, if_version).await?,
+            Command::Ls { target, opts } => objects::list(&opts, &target).await?,
+            Command::Ns {
+                command: NsCommand::Create { name, opts },
+            } => namespaces::create(&opts, &name).await?,
+            Command::Ns {
+                command: NsCommand::Rm { name, opts },
+            } => namespaces::remove(&opts, &name).await?,
+            Command::Ns {
+                command: NsCommand::Ls { opts },
+            } => namespaces::list(&opts).await?,
+            Command::Bench { bench, opts } => bench::run(&opts, &bench).await?,
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A connection to the node of the command's data directory.
+async fn space(opts: &NodeOpts) -> Result<Space> {
+    let dir = DataDir::resolve(opts.data_dir.clone())?;
+    Ok(Space::connect(dir.root()).await?)
 }
 
 /// Logs go to stderr; `RUST_LOG` (e.g. `p3_dht=debug`) adjusts them, default `info`.

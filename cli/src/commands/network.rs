@@ -4,20 +4,8 @@
 use anyhow::{bail, Context, Result};
 use p3_dht::identity;
 
-use crate::{
-    api::{protocol::Request, protocol::Response, Client},
-    args::NodeOpts,
-    config::DataDir,
-    output,
-};
-
-async fn client(opts: &NodeOpts) -> Result<Client> {
-    Client::connect(&DataDir::resolve(opts.data_dir.clone())?).await
-}
-
-fn unexpected(response: Response) -> anyhow::Error {
-    anyhow::anyhow!("the node sent an unexpected answer: {response:?}")
-}
+use super::space;
+use crate::{args::NodeOpts, config::DataDir, output};
 
 /// `p3ctl node id`: works without a running node.
 pub fn id(opts: &NodeOpts) -> Result<()> {
@@ -37,10 +25,7 @@ pub fn id(opts: &NodeOpts) -> Result<()> {
 
 /// `p3ctl node status`.
 pub async fn status(opts: &NodeOpts) -> Result<()> {
-    let status = match client(opts).await?.call(Request::Status).await? {
-        Response::Status(status) => status,
-        other => return Err(unexpected(other)),
-    };
+    let status = space(opts).await?.status().await?;
     if opts.json {
         return output::json(&status);
     }
@@ -63,10 +48,7 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
 
 /// `p3ctl peers`.
 pub async fn peers(opts: &NodeOpts) -> Result<()> {
-    let peers = match client(opts).await?.call(Request::Peers).await? {
-        Response::Peers(peers) => peers,
-        other => return Err(unexpected(other)),
-    };
+    let peers = space(opts).await?.peers().await?;
     if opts.json {
         return output::json(&peers);
     }
@@ -91,10 +73,7 @@ pub async fn closest(opts: &NodeOpts, key: &str, is_hex: bool, count: usize) -> 
     if key.is_empty() {
         bail!("KEY must not be empty");
     }
-    let mut owners = match client(opts).await?.call(Request::Closest { key }).await? {
-        Response::Closest(owners) => owners,
-        other => return Err(unexpected(other)),
-    };
+    let mut owners = space(opts).await?.closest(key).await?;
     owners.truncate(count);
     if opts.json {
         return output::json(&owners);

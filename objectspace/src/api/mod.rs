@@ -1,4 +1,4 @@
-//! The local API: how client commands (and Rust programs, through [`Client`]) talk
+//! The local API: how client commands (and Rust programs, through [`Space`]) talk
 //! to the node running on a data directory.
 //!
 //! Transport: TCP on `127.0.0.1`, an ephemeral port. The node writes the address
@@ -6,7 +6,7 @@
 //! someone who can read that file can use the API. Wire format: frames of a 4-byte
 //! big-endian length followed by that many bytes of CBOR, at most [`MAX_FRAME`].
 //! The first frame from the client is a [`protocol::Hello`] carrying the token;
-//! then each [`protocol::Request`] frame gets exactly one [`protocol::Response`].
+//! then requests and answers as [`protocol`] describes.
 
 pub mod client;
 pub mod protocol;
@@ -15,7 +15,10 @@ pub mod server;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub use client::Client;
+pub use client::Space;
+
+/// Name of the file in the data directory that says where the API listens.
+pub const API_FILE: &str = "api.json";
 
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;

@@ -1,0 +1,371 @@
+//! [`Space`]: the client of a node's local API, used by `p3ctl` and by Rust
+//! programs (the scheduler, the mount) that work with the object space.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use p3_dht::{NodeStatus, PeerInfo};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+
+use super::{
+    protocol::{Hello, Request, Response, Written, DATA_FRAME},
+    read_frame, write_frame, ApiInfo, FrameError, API_FILE,
+};
+use crate::{
+    error::{Result, SpaceError},
+    object::{PutOptions, Stat},
+};
+
+/// How long the client waits for any one answer before it gives up on a node
+/// that accepts connections but does not answer (hung, or stopped with SIGSTOP).
+/// Longer than any network deadline of the node, so a slow but working answer
+/// still arrives.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A connection to the node of a data directory. One request at a time; open
+/// several for concurrency.
+pub struct Space {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+fn lost(e: FrameError) -> SpaceError {
+    SpaceError::Unavailable(e.to_string())
+}
+
+impl Space {
+    /// Connects to the node running on `data_dir` (through its `api.json`).
+    pub async fn connect(data_dir: &Path) -> Result<Self> {
+        let api_file: PathBuf = data_dir.join(API_FILE);
+        let not_running = || {
+            SpaceError::Unavailable(format!(
+                "no node is running on data dir {0}; start one with `p3ctl node start --data-dir {0}`",
+                data_dir.display()
+            ))
+        };
+        let text = match std::fs::read_to_string(&api_file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_running()),
+            Err(e) => {
+                return Err(SpaceError::Unavailable(format!(
+                    "cannot read {}: {e}",
+                    api_file.display()
+                )))
+            }
+        };
+        let info: ApiInfo = serde_json::from_str(&text).map_err(|_| {
+            SpaceError::Unavailable(format!(
+                "{} is corrupt; restart the node to rewrite it",
+                api_file.display()
+            ))
+        })?;
+        let mut stream = match TcpStream::connect(&info.addr).await {
+            Ok(stream) => stream,
+            // A node killed without a clean shutdown leaves its api.json behind.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(not_running()),
+            Err(e) => {
+                return Err(SpaceError::Unavailable(format!(
+                    "cannot reach the node at {}: {e}",
+                    info.addr
+                )))
+            }
+        };
+        stream.set_nodelay(true).ok();
+        write_frame(&mut stream, &Hello { token: info.token })
+            .await
+            .map_err(lost)?;
+        Ok(Self {
+            stream,
+            timeout: CALL_TIMEOUT,
+        })
+    }
+
+    /// Replaces [`CALL_TIMEOUT`] for this connection.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn send(&mut self, request: &Request) -> Result<()> {
+        write_frame(&mut self.stream, request).await.map_err(lost)
+    }
+
+    /// Reads the next answer; a [`Response::Error`] becomes the error.
+    async fn receive(&mut self) -> Result<Response> {
+        let answer = timeout(self.timeout, read_frame(&mut self.stream))
+            .await
+            .map_err(|_| {
+                SpaceError::Unavailable(format!(
+                    "the node did not answer within {:?}; it may be hung (check its log)",
+                    self.timeout
+                ))
+            })?
+            .map_err(lost)?;
+        match answer {
+            Some(Response::Error(e)) => Err(e),
+            Some(response) => Ok(response),
+            None => Err(SpaceError::Unavailable(
+                "the node closed the connection (is it shutting down?)".into(),
+            )),
+        }
+    }
+
+    /// Sends one request and returns its one answer.
+    pub async fn call(&mut self, request: Request) -> Result<Response> {
+        self.send(&request).await?;
+        self.receive().await
+    }
+
+    /// The node's status.
+    pub async fn status(&mut self) -> Result<NodeStatus> {
+        match self.call(Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The peers the node knows.
+    pub async fn peers(&mut self) -> Result<Vec<PeerInfo>> {
+        match self.call(Request::Peers).await? {
+            Response::Peers(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The nodes closest to `key`, nearest first.
+    pub async fn closest(&mut self, key: Vec<u8>) -> Result<Vec<String>> {
+        match self.call(Request::Closest { key }).await? {
+            Response::Closest(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes `path` (`NS/NAME`) with the bytes of `value`, streamed in frames so
+    /// a value of any size passes without being held in memory. `size`, if
+    /// known, lets the node refuse an oversized value before it is sent.
+    /// `progress` is called with the bytes sent so far.
+    pub async fn put(
+        &mut self,
+        path: &str,
+        options: &PutOptions,
+        size: Option<u64>,
+        mut value: impl AsyncRead + Unpin,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Written> {
+        self.send(&Request::Put {
+            path: path.to_owned(),
+            options: options.clone(),
+            size,
+        })
+        .await?;
+        let mut buf = vec![0u8; DATA_FRAME];
+        let mut sent = 0u64;
+        loop {
+            let n = value
+                .read(&mut buf)
+                .await
+                .map_err(|e| SpaceError::Invalid(format!("cannot read the value: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = self.send(&Request::Data(buf[..n].to_vec())).await {
+                // The node may have refused the value and closed; its reason
+                // is more useful than the broken pipe.
+                return Err(self.receive().await.err().unwrap_or(e));
+            }
+            sent += n as u64;
+            progress(sent);
+        }
+        self.send(&Request::End).await?;
+        match self.receive().await? {
+            Response::Written(w) => Ok(w),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes a value held in memory.
+    pub async fn put_bytes(
+        &mut self,
+        path: &str,
+        options: &PutOptions,
+        value: &[u8],
+    ) -> Result<Written> {
+        self.put(path, options, Some(value.len() as u64), value, |_| {})
+            .await
+    }
+
+    /// Reads `path` into `out`, streaming; returns its metadata. The bytes are
+    /// verified against the object's hash by the node; `progress` gets the bytes
+    /// received so far.
+    pub async fn get(
+        &mut self,
+        path: &str,
+        mut out: impl AsyncWrite + Unpin,
+        mut progress: impl FnMut(&Stat, u64),
+    ) -> Result<Stat> {
+        let stat = match self
+            .call(Request::Get {
+                path: path.to_owned(),
+            })
+            .await?
+        {
+            Response::Object(stat) => stat,
+            other => return Err(unexpected(other)),
+        };
+        let mut received = 0u64;
+        loop {
+            match self.receive().await? {
+                Response::Data(bytes) => {
+                    out.write_all(&bytes)
+                        .await
+                        .map_err(|e| SpaceError::Invalid(format!("cannot write the value: {e}")))?;
+                    received += bytes.len() as u64;
+                    progress(&stat, received);
+                }
+                Response::End => break,
+                other => return Err(unexpected(other)),
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| SpaceError::Invalid(format!("cannot write the value: {e}")))?;
+        if received != stat.size {
+            return Err(SpaceError::Corrupt(format!(
+                "received {received} of {} bytes",
+                stat.size
+            )));
+        }
+        Ok(stat)
+    }
+
+    /// Reads a value into memory.
+    pub async fn get_bytes(&mut self, path: &str) -> Result<(Stat, Vec<u8>)> {
+        let mut out = Vec::new();
+        let stat = self.get(path, &mut out, |_, _| {}).await?;
+        Ok((stat, out))
+    }
+
+    /// Metadata of `path` and the versions its owners hold.
+    pub async fn stat(&mut self, path: &str) -> Result<Stat> {
+        match self
+            .call(Request::Stat {
+                path: path.to_owned(),
+            })
+            .await?
+        {
+            Response::Object(stat) => Ok(stat),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes `path`, optionally only at version `if_version`.
+    pub async fn remove(&mut self, path: &str, if_version: Option<u64>) -> Result<Written> {
+        match self
+            .call(Request::Remove {
+                path: path.to_owned(),
+                if_version,
+            })
+            .await?
+        {
+            Response::Written(w) => Ok(w),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Objects of `namespace` whose names start with `prefix`, in name order.
+    pub async fn list(&mut self, namespace: &str, prefix: &str) -> Result<Vec<Stat>> {
+        match self
+            .call(Request::List {
+                namespace: namespace.to_owned(),
+                prefix: prefix.to_owned(),
+            })
+            .await?
+        {
+            Response::Objects(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a namespace.
+    pub async fn create_namespace(&mut self, name: &str) -> Result<()> {
+        self.done(Request::CreateNamespace(name.to_owned())).await
+    }
+
+    /// Removes a namespace and every object in it.
+    pub async fn remove_namespace(&mut self, name: &str) -> Result<()> {
+        self.done(Request::RemoveNamespace(name.to_owned())).await
+    }
+
+    /// The namespaces that exist, `global` included.
+    pub async fn namespaces(&mut self) -> Result<Vec<String>> {
+        match self.call(Request::ListNamespaces).await? {
+            Response::Namespaces(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn done(&mut self, request: Request) -> Result<()> {
+        match self.call(request).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(response: Response) -> SpaceError {
+    let name = format!("{response:?}");
+    let name = name.split(['(', ' ', '{']).next().unwrap_or("?").to_owned();
+    SpaceError::Unavailable(format!("the node sent an unexpected {name} answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_that_never_answers_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        // Accepts connections and reads, but never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let info = ApiInfo {
+            addr: listener.local_addr().unwrap().to_string(),
+            token: "t".into(),
+            pid: 0,
+        };
+        std::fs::write(
+            dir.path().join(API_FILE),
+            serde_json::to_string(&info).unwrap(),
+        )
+        .unwrap();
+        let silent = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut sink = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut sink)
+                .await
+                .ok();
+        });
+
+        let space = Space::connect(dir.path()).await.unwrap();
+        let err = space
+            .with_timeout(Duration::from_millis(200))
+            .status()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("did not answer"), "{err}");
+        silent.abort();
+    }
+
+    #[tokio::test]
+    async fn no_api_file_means_no_node_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Space::connect(dir.path()).await.err().unwrap();
+        assert!(err.to_string().contains("p3ctl node start --data-dir"), "{err}");
+    }
+}

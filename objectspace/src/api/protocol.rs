@@ -1,0 +1,126 @@
+//! The messages of the local API.
+//!
+//! Most requests get exactly one [`Response`]. Two stream bytes:
+//! - [`Request::Put`] is followed by [`Request::Data`] frames (at most
+//!   [`DATA_FRAME`] bytes each) and one [`Request::End`]; then the node answers.
+//! - [`Request::Get`] is answered by [`Response::Object`], then [`Response::Data`]
+//!   frames, then [`Response::End`] (or a [`Response::Error`] at any point).
+
+use p3_dht::{NodeStatus, PeerInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::SpaceError,
+    object::{PutOptions, Stat},
+};
+
+/// Largest payload of one data frame.
+pub const DATA_FRAME: usize = 1 << 20;
+
+/// First frame of every connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The token from `api.json`.
+    pub token: String,
+}
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// The node's status.
+    Status,
+    /// The peers the node knows.
+    Peers,
+    /// The nodes closest to a key, nearest first.
+    Closest {
+        /// The key's bytes.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Write `NS/NAME`; the value follows as [`Request::Data`] frames.
+    Put {
+        /// `NS/NAME`.
+        path: String,
+        /// Type, metadata, TTL, condition.
+        options: PutOptions,
+        /// The value's size if known up front (checked against the node's limit
+        /// before any byte moves).
+        size: Option<u64>,
+    },
+    /// A piece of the value of a [`Request::Put`].
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The value of a [`Request::Put`] is complete.
+    End,
+    /// Read the value of `NS/NAME`.
+    Get {
+        /// `NS/NAME`.
+        path: String,
+    },
+    /// Metadata of `NS/NAME` and which owners hold it.
+    Stat {
+        /// `NS/NAME`.
+        path: String,
+    },
+    /// Remove `NS/NAME`.
+    Remove {
+        /// `NS/NAME`.
+        path: String,
+        /// Remove only if the current version is this.
+        if_version: Option<u64>,
+    },
+    /// Objects of a namespace whose names start with a prefix.
+    List {
+        /// The namespace.
+        namespace: String,
+        /// Name prefix ("" for all).
+        prefix: String,
+    },
+    /// Create a namespace.
+    CreateNamespace(String),
+    /// Remove a namespace and its objects.
+    RemoveNamespace(String),
+    /// The namespaces that exist.
+    ListNamespaces,
+}
+
+/// The result of a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// `NS/NAME`.
+    pub path: String,
+    /// The new version.
+    pub version: u64,
+    /// blake3 hash of the value (hex); empty for a removal.
+    pub hash: String,
+    /// Value size in bytes.
+    pub size: u64,
+    /// Owners that acknowledged it.
+    pub acked_by: usize,
+}
+
+/// The node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(NodeStatus),
+    /// Answer to [`Request::Peers`].
+    Peers(Vec<PeerInfo>),
+    /// Answer to [`Request::Closest`]: PeerIds, nearest first.
+    Closest(Vec<String>),
+    /// A write or removal is acknowledged.
+    Written(Written),
+    /// The object about to be streamed, or the answer to [`Request::Stat`].
+    Object(Stat),
+    /// A piece of a value being read.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The value is complete.
+    End,
+    /// Answer to [`Request::List`], in name order.
+    Objects(Vec<Stat>),
+    /// Answer to [`Request::ListNamespaces`].
+    Namespaces(Vec<String>),
+    /// A namespace operation succeeded.
+    Done,
+    /// The request failed.
+    Error(SpaceError),
+}

@@ -1,0 +1,207 @@
+//! The node's side of the local API.
+
+use std::sync::Arc;
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+
+use super::{
+    protocol::{Hello, Request, Response, DATA_FRAME},
+    read_frame, write_frame, FrameError,
+};
+use crate::{
+    error::{Result, SpaceError},
+    name::{Namespace, ObjectPath},
+    namespaces::SYSTEM,
+    object::PutOptions,
+    space::ObjectSpace,
+};
+
+/// Accepts API connections until the task is dropped.
+pub async fn serve(listener: TcpListener, token: String, space: ObjectSpace) {
+    let token = Arc::new(token);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (token, space) = (token.clone(), space.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, &token, &space).await {
+                        tracing::debug!(error = %e, "API connection ended");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "API accept failed"),
+        }
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    token: &str,
+    space: &ObjectSpace,
+) -> Result<(), FrameError> {
+    stream.set_nodelay(true).ok();
+    let Some(hello) = read_frame::<_, Hello>(&mut stream).await? else {
+        return Ok(());
+    };
+    if !same(hello.token.as_bytes(), token.as_bytes()) {
+        let refusal = Response::Error(SpaceError::Invalid(
+            "wrong API token; use the api.json of this node's data dir".into(),
+        ));
+        return write_frame(&mut stream, &refusal).await;
+    }
+    while let Some(request) = read_frame::<_, Request>(&mut stream).await? {
+        match request {
+            Request::Put {
+                path,
+                options,
+                size,
+            } => {
+                let answer = match put(&mut stream, space, &path, options, size).await {
+                    Ok(answer) => answer,
+                    Err(Abort(e)) => {
+                        // The rest of the value is still in flight; answer and
+                        // close rather than read gigabytes to throw away.
+                        write_frame(&mut stream, &Response::Error(e)).await?;
+                        return Ok(());
+                    }
+                };
+                write_frame(&mut stream, &answer).await?;
+            }
+            Request::Get { path } => get(&mut stream, space, &path).await?,
+            request => {
+                let answer = handle(request, space).await.unwrap_or_else(Response::Error);
+                write_frame(&mut stream, &answer).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn path_of(path: &str) -> Result<ObjectPath> {
+    Ok(ObjectPath::parse(path)?)
+}
+
+fn writable(path: &ObjectPath) -> Result<()> {
+    if path.namespace.as_str() == SYSTEM {
+        return Err(SpaceError::Invalid(format!(
+            "namespace {SYSTEM} is reserved for P³ itself"
+        )));
+    }
+    Ok(())
+}
+
+/// A failure in the middle of receiving a value: the connection must close.
+struct Abort(SpaceError);
+
+async fn put(
+    stream: &mut TcpStream,
+    space: &ObjectSpace,
+    path: &str,
+    options: PutOptions,
+    size: Option<u64>,
+) -> Result<Response, Abort> {
+    let checked = async {
+        let path = path_of(path)?;
+        writable(&path)?;
+        let max = space.config().max_object_bytes;
+        if let Some(size) = size.filter(|s| *s > max) {
+            return Err(SpaceError::TooLarge { size, max });
+        }
+        space.check_namespace(&path.namespace).await?;
+        Ok(path)
+    };
+    let path = checked.await.map_err(Abort)?;
+    let mut ingest = space.ingest();
+    loop {
+        let frame = read_frame::<_, Request>(stream)
+            .await
+            .map_err(|e| Abort(SpaceError::Invalid(e.to_string())))?;
+        match frame {
+            Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
+                tokio::task::block_in_place(|| ingest.push(&bytes)).map_err(Abort)?;
+            }
+            Some(Request::End) => break,
+            Some(_) => {
+                return Err(Abort(SpaceError::Invalid(
+                    "expected the value's data frames".into(),
+                )))
+            }
+            None => return Err(Abort(SpaceError::Invalid("the value was cut short".into()))),
+        }
+    }
+    let (hash, size, _pin) = tokio::task::block_in_place(|| ingest.finish()).map_err(Abort)?;
+    Ok(match space.put(&path, options, hash, size).await {
+        Ok(written) => Response::Written(written),
+        Err(e) => Response::Error(e),
+    })
+}
+
+async fn get(stream: &mut TcpStream, space: &ObjectSpace, path: &str) -> Result<(), FrameError> {
+    let found = match async { space.find(&path_of(path)?, true).await }.await {
+        Ok(found) => found,
+        Err(e) => return write_frame(stream, &Response::Error(e)).await,
+    };
+    write_frame(stream, &Response::Object(found.record.stat())).await?;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let producer = async move { space.stream_value(&found, &tx).await };
+    let consumer = async {
+        while let Some(chunk) = rx.recv().await {
+            for piece in chunk.chunks(DATA_FRAME) {
+                write_frame(stream, &Response::Data(piece.to_vec())).await?;
+            }
+        }
+        Ok::<_, FrameError>(stream)
+    };
+    let (produced, consumed) = tokio::join!(producer, consumer);
+    let stream = consumed?;
+    let last = match produced {
+        Ok(()) => Response::End,
+        Err(e) => Response::Error(e),
+    };
+    write_frame(stream, &last).await
+}
+
+async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
+    let node = space.node();
+    let namespaces = &space.inner.namespaces;
+    Ok(match request {
+        Request::Status => Response::Status(node.status().await?),
+        Request::Peers => Response::Peers(node.peers().await?),
+        Request::Closest { key } => Response::Closest(
+            node.closest_peers(key)
+                .await?
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
+        Request::Stat { path } => Response::Object(space.stat(&path_of(&path)?).await?),
+        Request::Remove { path, if_version } => {
+            let path = path_of(&path)?;
+            writable(&path)?;
+            Response::Written(space.remove(&path, if_version).await?)
+        }
+        Request::List { namespace, prefix } => {
+            Response::Objects(space.list(&Namespace::new(&namespace)?, &prefix).await?)
+        }
+        Request::CreateNamespace(name) => {
+            namespaces.create(space, &Namespace::new(&name)?).await?;
+            Response::Done
+        }
+        Request::RemoveNamespace(name) => {
+            namespaces.remove(space, &Namespace::new(&name)?).await?;
+            Response::Done
+        }
+        Request::ListNamespaces => Response::Namespaces(namespaces.list(space).await?),
+        Request::Put { .. } | Request::Get { .. } | Request::Data(_) | Request::End => {
+            return Err(SpaceError::Invalid("unexpected request".into()))
+        }
+    })
+}
+
+/// Token comparison in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

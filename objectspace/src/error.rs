@@ -1,0 +1,89 @@
+//! The errors of the object space. They cross the wire (between nodes and from a
+//! node to its API clients), so they are plain data; each message says what was
+//! wrong and, where there is something to do, what to do.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything an object-space operation can fail with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum SpaceError {
+    /// A namespace, object name or path that does not validate.
+    #[error("{0}")]
+    InvalidName(String),
+    /// The namespace has not been created (or was removed).
+    #[error("namespace {0} does not exist; create it with `p3ctl ns create {0}`")]
+    NoSuchNamespace(String),
+    /// `ns create` of a namespace that exists.
+    #[error("namespace {0} already exists")]
+    NamespaceExists(String),
+    /// The object does not exist (never written, removed, or expired).
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// `--if-version` did not match the current version (0 means "absent").
+    #[error("version conflict on {path}: expected version {expected}, current version is {current}")]
+    VersionConflict {
+        /// The object.
+        path: String,
+        /// The version the writer expected.
+        expected: u64,
+        /// The version it found (0 if the object does not exist).
+        current: u64,
+    },
+    /// A value over the configured maximum object size.
+    #[error("value of {size} bytes is over the {max}-byte limit (max_object_bytes in the node's config.toml)")]
+    TooLarge {
+        /// The value's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Too few owners confirmed a write for it to count as acknowledged.
+    #[error("only {acked} of the {needed} owners needed acknowledged the write to {path}; it may or may not be visible later — retry")]
+    NotEnoughOwners {
+        /// The object.
+        path: String,
+        /// Owners that hold it now.
+        acked: usize,
+        /// Owners that had to hold it.
+        needed: usize,
+    },
+    /// No peer that should have an answer gave one.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A request that makes no sense (reserved namespace, bad option, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Received bytes did not match their hash, or a peer sent garbage.
+    #[error("integrity check failed: {0}")]
+    Corrupt(String),
+    /// The local database failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The node is shutting down or its network task is gone.
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+impl From<crate::name::NameError> for SpaceError {
+    fn from(e: crate::name::NameError) -> Self {
+        SpaceError::InvalidName(e.to_string())
+    }
+}
+
+impl From<rocksdb::Error> for SpaceError {
+    fn from(e: rocksdb::Error) -> Self {
+        SpaceError::Storage(e.to_string())
+    }
+}
+
+impl From<p3_dht::DhtError> for SpaceError {
+    fn from(e: p3_dht::DhtError) -> Self {
+        match e {
+            p3_dht::DhtError::Stopped => SpaceError::Stopped,
+            e => SpaceError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Result of object-space operations.
+pub type Result<T, E = SpaceError> = std::result::Result<T, E>;

@@ -1,0 +1,237 @@
+//! Messages between nodes (request-response, CBOR, size-limited by the network
+//! layer). Every field from a peer is validated on decode ([`crate::name`] types
+//! refuse bad names) or checked before use; a bad message gets an error answer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    blob::BlobHash,
+    error::SpaceError,
+    name::{Namespace, ObjectName},
+    object::{Metadata, ObjectRecord},
+};
+
+/// Most entries one [`PeerRequest::Sync`] carries.
+pub const SYNC_BATCH: usize = 512;
+/// Most records one [`PeerResponse::Records`] carries.
+pub const LIST_BATCH: usize = 2000;
+
+/// A change to an object, as the node that took it from a client asks the
+/// primary to apply it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Point the name at a blob.
+    Put {
+        /// The value's blob.
+        blob: BlobHash,
+        /// Its size.
+        size: u64,
+        /// Type tag.
+        type_tag: String,
+        /// User metadata.
+        meta: Metadata,
+        /// Time to live.
+        ttl_ms: Option<u64>,
+    },
+    /// Remove the name (leaves a tombstone).
+    Remove,
+}
+
+/// A write for the primary to order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// Namespace.
+    pub ns: Namespace,
+    /// Name.
+    pub name: ObjectName,
+    /// Incarnation of the namespace the writer saw.
+    pub ns_incarnation: u64,
+    /// What to do.
+    pub op: WriteOp,
+    /// Apply only at this version (0: only if absent).
+    pub if_version: Option<u64>,
+    /// Small values, so no stream is needed.
+    #[serde(with = "serde_bytes")]
+    pub inline: Option<Vec<u8>>,
+    /// A peer holding the blob (the node the client wrote through).
+    pub origin: String,
+    /// The owners as the writer sees them.
+    pub owners: Vec<String>,
+    /// How many times the write was redirected to another primary already.
+    pub hops: u8,
+}
+
+/// A request from one node to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Order and replicate a write (to the primary).
+    Write(WriteRequest),
+    /// Hold this version (from the primary, repair, or a reader that saw an old
+    /// copy). The blob comes inline or from `sources`.
+    Replicate {
+        /// The record.
+        record: ObjectRecord,
+        /// The value, if small.
+        #[serde(with = "serde_bytes")]
+        inline: Option<Vec<u8>>,
+        /// Peers that hold the blob.
+        sources: Vec<String>,
+    },
+    /// Send the record of a name (and its value, if small and `inline`).
+    Head {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+        /// Whether to include a small value.
+        inline: bool,
+    },
+    /// Repair: which of these versions do you lack, and which do you have newer?
+    Sync(Vec<SyncEntry>),
+    /// Records of a namespace with a name prefix, after a name, in name order.
+    List {
+        /// Namespace.
+        ns: Namespace,
+        /// Name prefix.
+        prefix: String,
+        /// Continue after this name.
+        after: Option<ObjectName>,
+    },
+    /// Drop every record of a namespace that was removed.
+    DropNamespace(Namespace),
+}
+
+/// One record's identity and version, for repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncEntry {
+    /// Namespace.
+    pub ns: Namespace,
+    /// Name.
+    pub name: ObjectName,
+    /// [`ObjectRecord::order`] of the sender's copy.
+    pub order: (u64, u64, Option<BlobHash>),
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// The write is ordered and held by `acked` owners.
+    Written {
+        /// The record as written.
+        record: ObjectRecord,
+        /// Owners that hold it.
+        acked: usize,
+    },
+    /// Send the write to this peer instead: it is closer to the key.
+    NotPrimary(String),
+    /// The replica holds the version.
+    Replicated,
+    /// The replica holds a newer version than the one sent.
+    Stale(Box<ObjectRecord>),
+    /// Answer to [`PeerRequest::Head`].
+    Head {
+        /// The record, if any (tombstones included).
+        record: Option<Box<ObjectRecord>>,
+        /// The value, if asked for and small.
+        #[serde(with = "serde_bytes")]
+        inline: Option<Vec<u8>>,
+    },
+    /// Answer to [`PeerRequest::Sync`].
+    Sync {
+        /// Indices of the entries the sender should push here.
+        want: Vec<u32>,
+        /// Records held here that are newer than the sender's.
+        newer: Vec<ObjectRecord>,
+    },
+    /// Answer to [`PeerRequest::List`]; fewer than [`LIST_BATCH`] means the end.
+    Records(Vec<ObjectRecord>),
+    /// Done.
+    Done,
+    /// The request failed.
+    Error(SpaceError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::MetaValue;
+    use proptest::prelude::*;
+
+    fn round_trip<T: Serialize + for<'de> Deserialize<'de>>(value: &T) -> T {
+        let mut buf = Vec::new();
+        ciborium::into_writer(value, &mut buf).unwrap();
+        ciborium::from_reader(buf.as_slice()).unwrap()
+    }
+
+    fn meta_value() -> impl Strategy<Value = MetaValue> {
+        prop_oneof![
+            (-1e12f64..1e12).prop_map(MetaValue::Num),
+            "[a-zA-Z0-9 ]{0,20}".prop_map(MetaValue::Str),
+        ]
+    }
+
+    prop_compose! {
+        fn record()(
+            ns in "[a-z0-9][a-z0-9._-]{0,20}",
+            name in "[^\u{0}]{1,60}",
+            version in any::<u64>(),
+            blob in proptest::option::of(any::<[u8; 32]>()),
+            size in any::<u64>(),
+            type_tag in ".{0,20}",
+            meta in proptest::collection::btree_map("[a-z]{1,8}", meta_value(), 0..5),
+            times in any::<(u64, u64)>(),
+            expires in proptest::option::of(any::<u64>()),
+        ) -> ObjectRecord {
+            ObjectRecord {
+                ns: Namespace::new(&ns).unwrap(),
+                name: ObjectName::new(&name).unwrap(),
+                version,
+                ns_incarnation: version ^ 7,
+                blob: blob.map(BlobHash),
+                size,
+                type_tag,
+                meta,
+                created_ms: times.0,
+                modified_ms: times.1,
+                expires_ms: expires,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(record in record()) {
+            prop_assert_eq!(round_trip(&record), record.clone());
+            let msg = PeerRequest::Replicate { record, inline: Some(vec![1, 2, 3]), sources: vec!["x".into()] };
+            prop_assert_eq!(round_trip(&msg), msg);
+        }
+
+        #[test]
+        fn answers_round_trip(record in record(), want in proptest::collection::vec(any::<u32>(), 0..20)) {
+            for msg in [
+                PeerResponse::Sync { want: want.clone(), newer: vec![record.clone()] },
+                PeerResponse::Stale(Box::new(record.clone())),
+                PeerResponse::Head { record: Some(Box::new(record.clone())), inline: None },
+                PeerResponse::Error(SpaceError::VersionConflict { path: "a/b".into(), expected: 1, current: 2 }),
+            ] {
+                prop_assert_eq!(round_trip(&msg), msg);
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ciborium::from_reader::<PeerRequest, _>(bytes.as_slice());
+        }
+    }
+
+    #[test]
+    fn invalid_names_from_a_peer_are_refused_on_decode() {
+        #[derive(Serialize)]
+        enum Raw {
+            DropNamespace(String),
+        }
+        let mut buf = Vec::new();
+        ciborium::into_writer(&Raw::DropNamespace("Bad Name".into()), &mut buf).unwrap();
+        assert!(ciborium::from_reader::<PeerRequest, _>(buf.as_slice()).is_err());
+    }
+}

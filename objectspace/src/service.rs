@@ -1,0 +1,340 @@
+//! The owner's side of the object space: answering other nodes' requests
+//! (ordering writes as primary, holding replicas, heads, listings, repair syncs)
+//! and the tasks a node runs in the background.
+
+use std::sync::Arc;
+
+use p3_dht::{Inbound, InboundRequest, PeerId};
+use tokio::sync::Semaphore;
+
+use crate::{
+    blob::{BlobHash, INLINE_MAX},
+    error::{Result, SpaceError},
+    key::object_key,
+    object::{now_ms, ObjectRecord},
+    protocol::{PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, SYNC_BATCH},
+    repair,
+    space::{read_small, ObjectSpace},
+    store::Pin,
+    transfer::{self, blocking},
+};
+
+/// Peer requests handled at once; more wait in the network layer's queue.
+const MAX_HANDLING: usize = 128;
+
+/// Starts serving peers (requests and blob streams) and the repair loop.
+pub fn start(space: &ObjectSpace, mut inbound: Inbound) -> Result<()> {
+    let blobs = space.clone();
+    let incoming = space.node().accept_streams(p3_dht::BLOB_PROTOCOL)?;
+    tokio::spawn(async move {
+        transfer::serve(incoming, blobs.store().clone()).await;
+    });
+    let requests = space.clone();
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(MAX_HANDLING));
+        while let Some(request) = inbound.requests.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let space = requests.clone();
+            tokio::spawn(async move {
+                answer(&space, request).await;
+                drop(slot);
+            });
+        }
+    });
+    tokio::spawn(repair::run(space.clone()));
+    Ok(())
+}
+
+async fn answer(space: &ObjectSpace, request: InboundRequest) {
+    let peer = request.peer;
+    let response = match request.decode::<PeerRequest>() {
+        Ok(decoded) => handle(space, peer, decoded).await,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "malformed peer request");
+            PeerResponse::Error(SpaceError::Invalid(e.to_string()))
+        }
+    };
+    if let Err(e) = request.respond(&response) {
+        tracing::warn!(%peer, error = %e, "cannot answer peer");
+    }
+}
+
+/// Answers one request from `peer` (which may be this node itself).
+pub(crate) async fn handle(space: &ObjectSpace, peer: PeerId, request: PeerRequest) -> PeerResponse {
+    let result = match request {
+        PeerRequest::Write(write) => handle_write(space, write).await,
+        PeerRequest::Replicate {
+            record,
+            inline,
+            sources,
+        } => {
+            let mut sources: Vec<PeerId> = sources.iter().filter_map(|s| s.parse().ok()).collect();
+            sources.push(peer);
+            accept_replica(space, record, inline, &sources).await
+        }
+        PeerRequest::Head { ns, name, inline } => {
+            let store = space.store().clone();
+            blocking(move || {
+                let record = store.record(&ns, &name)?;
+                let value = match &record {
+                    Some(r) if inline && r.is_live(now_ms()) && r.size <= INLINE_MAX => match r.blob {
+                        Some(hash) if store.has_blob(&hash)? => Some(read_small(&store, &hash)?),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                Ok(PeerResponse::Head {
+                    record: record.map(Box::new),
+                    inline: value,
+                })
+            })
+            .await
+        }
+        PeerRequest::Sync(entries) => sync(space, entries).await,
+        PeerRequest::List { ns, prefix, after } => {
+            let store = space.store().clone();
+            blocking(move || {
+                Ok(PeerResponse::Records(store.list(
+                    &ns,
+                    &prefix,
+                    after.as_ref(),
+                    LIST_BATCH,
+                )?))
+            })
+            .await
+        }
+        PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns).await.map(|()| PeerResponse::Done),
+    };
+    result.unwrap_or_else(PeerResponse::Error)
+}
+
+/// Makes sure the blob is here (from the message or from `sources`), pinned.
+async fn ensure_blob(
+    space: &ObjectSpace,
+    hash: BlobHash,
+    size: u64,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<Pin> {
+    let store = space.store().clone();
+    let pin = store.pin(hash);
+    let check = store.clone();
+    if blocking(move || check.has_blob(&hash)).await? {
+        return Ok(pin);
+    }
+    if size > space.config().max_object_bytes {
+        return Err(SpaceError::TooLarge {
+            size,
+            max: space.config().max_object_bytes,
+        });
+    }
+    if let Some(bytes) = inline {
+        if bytes.len() as u64 != size || BlobHash::of(&bytes) != hash {
+            return Err(SpaceError::Corrupt(format!("inline value does not match {hash}")));
+        }
+        let mut ingest = space.ingest();
+        let pin = blocking(move || {
+            ingest.push(&bytes)?;
+            let (_, _, pin) = ingest.finish()?;
+            Ok(pin)
+        })
+        .await?;
+        space.announce(hash);
+        return Ok(pin);
+    }
+    let (_, pin) = transfer::fetch(space.node(), &store, hash, sources, None).await?;
+    space.announce(hash);
+    Ok(pin)
+}
+
+/// The primary's part of a write: order it after every earlier write of the
+/// key, store it, and have the other owners store it before answering.
+async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerResponse> {
+    let me = space.me();
+    let key = object_key(&write.ns, &write.name);
+    let live = space.node().connected().await?;
+    let owners = space.owners_among(&key, live);
+    if owners.first() != Some(&me) && write.hops < 2 {
+        return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
+    }
+    let origin: Option<PeerId> = write.origin.parse().ok();
+    let _pin = match &write.op {
+        WriteOp::Put { blob, size, .. } => {
+            let sources: Vec<PeerId> = origin.into_iter().collect();
+            Some(ensure_blob(space, *blob, *size, write.inline.clone(), &sources).await?)
+        }
+        WriteOp::Remove => None,
+    };
+    let path = format!("{}/{}", write.ns, write.name);
+    let lock = space.key_lock(key);
+    let _ordered = lock.lock().await;
+    for _attempt in 0..3 {
+        let store = space.store().clone();
+        let (ns, name) = (write.ns.clone(), write.name.clone());
+        let current = blocking(move || store.record(&ns, &name)).await?;
+        let now = now_ms();
+        let live_version = current.as_ref().map_or(0, |c| c.live_version(now));
+        if let Some(expected) = write.if_version {
+            if expected != live_version {
+                return Err(SpaceError::VersionConflict {
+                    path,
+                    expected,
+                    current: live_version,
+                });
+            }
+        }
+        let version = current.as_ref().map_or(0, |c| c.version) + 1;
+        let created = match &current {
+            Some(c) if live_version > 0 => c.created_ms,
+            _ => now,
+        };
+        let record = match &write.op {
+            WriteOp::Put {
+                blob,
+                size,
+                type_tag,
+                meta,
+                ttl_ms,
+            } => ObjectRecord {
+                ns: write.ns.clone(),
+                name: write.name.clone(),
+                version,
+                ns_incarnation: write.ns_incarnation,
+                blob: Some(*blob),
+                size: *size,
+                type_tag: type_tag.clone(),
+                meta: meta.clone(),
+                created_ms: created,
+                modified_ms: now,
+                expires_ms: ttl_ms.map(|t| now.saturating_add(t)),
+            },
+            WriteOp::Remove => {
+                if live_version == 0 {
+                    return Err(SpaceError::NotFound(path));
+                }
+                ObjectRecord {
+                    ns: write.ns.clone(),
+                    name: write.name.clone(),
+                    version,
+                    ns_incarnation: write.ns_incarnation,
+                    blob: None,
+                    size: 0,
+                    type_tag: String::new(),
+                    meta: Default::default(),
+                    created_ms: created,
+                    modified_ms: now,
+                    expires_ms: None,
+                }
+            }
+        };
+        let store = space.store().clone();
+        let stored = record.clone();
+        blocking(move || store.put_record(&stored)).await?;
+
+        let replicas = owners.iter().filter(|p| **p != me).map(|&peer| {
+            let request = PeerRequest::Replicate {
+                record: record.clone(),
+                inline: write.inline.clone(),
+                sources: vec![me.to_string()],
+            };
+            async move { (peer, space.ask(peer, request).await) }
+        });
+        let mut acked = 1;
+        let mut newer: Option<(PeerId, ObjectRecord)> = None;
+        for (peer, answer) in futures::future::join_all(replicas).await {
+            match answer {
+                Ok(PeerResponse::Replicated) => acked += 1,
+                Ok(PeerResponse::Stale(theirs)) => {
+                    if newer.as_ref().is_none_or(|(_, n)| theirs.order() > n.order()) {
+                        newer = Some((peer, *theirs));
+                    }
+                }
+                Ok(other) => tracing::warn!(%peer, ?other, "unexpected answer to replicate"),
+                Err(e) => tracing::debug!(%peer, error = %e, "replica unreachable"),
+            }
+        }
+        if let Some((peer, theirs)) = newer {
+            // An owner saw a write this node missed (it was not primary then):
+            // adopt it and order this write after it.
+            adopt(space, theirs, None, &[peer]).await?;
+            continue;
+        }
+        let needed = owners.len() / 2 + 1;
+        if acked < needed {
+            return Err(SpaceError::NotEnoughOwners {
+                path,
+                acked,
+                needed,
+            });
+        }
+        return Ok(PeerResponse::Written { record, acked });
+    }
+    Err(SpaceError::Unavailable(format!(
+        "the owners of {path} keep disagreeing about its newest version; retry"
+    )))
+}
+
+/// A replica's part: hold `record` unless a newer version is already here.
+pub(crate) async fn accept_replica(
+    space: &ObjectSpace,
+    record: ObjectRecord,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<PeerResponse> {
+    let lock = space.key_lock(object_key(&record.ns, &record.name));
+    let _ordered = lock.lock().await;
+    adopt(space, record, inline, sources).await
+}
+
+/// [`accept_replica`] for a caller that holds the key's lock already.
+async fn adopt(
+    space: &ObjectSpace,
+    record: ObjectRecord,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<PeerResponse> {
+    let store = space.store().clone();
+    let (ns, name) = (record.ns.clone(), record.name.clone());
+    let local = blocking(move || store.record(&ns, &name)).await?;
+    if let Some(local) = local {
+        if local.order() == record.order() {
+            return Ok(PeerResponse::Replicated);
+        }
+        if local.order() > record.order() {
+            return Ok(PeerResponse::Stale(Box::new(local)));
+        }
+    }
+    let _pin = match record.blob {
+        Some(hash) => Some(ensure_blob(space, hash, record.size, inline, sources).await?),
+        None => None,
+    };
+    let store = space.store().clone();
+    blocking(move || store.put_record(&record)).await?;
+    Ok(PeerResponse::Replicated)
+}
+
+/// Compares a peer's versions with ours: which it should send, which are newer here.
+async fn sync(space: &ObjectSpace, entries: Vec<SyncEntry>) -> Result<PeerResponse> {
+    if entries.len() > SYNC_BATCH {
+        return Err(SpaceError::Invalid(format!(
+            "sync of {} entries is over the {SYNC_BATCH} limit",
+            entries.len()
+        )));
+    }
+    let store = space.store().clone();
+    blocking(move || {
+        let mut want = Vec::new();
+        let mut newer = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            match store.record(&entry.ns, &entry.name)? {
+                Some(local) if local.order() > entry.order => newer.push(local),
+                Some(local) if local.order() == entry.order => {}
+                _ => want.push(i as u32),
+            }
+        }
+        Ok(PeerResponse::Sync { want, newer })
+    })
+    .await
+}
