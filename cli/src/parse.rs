@@ -9,7 +9,8 @@ use p3_objectspace::object::MetaValue;
 /// Zero is refused: its one use, a TTL, would make an object that is gone before
 /// anyone can read it.
 pub fn duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: use e.g. 500ms, 30s, 5m, 2h, 1d or plain seconds");
+    let bad =
+        || format!("invalid duration {text:?}: use e.g. 500ms, 30s, 5m, 2h, 1d or plain seconds");
     let trimmed = text.trim();
     let digits = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -87,7 +88,17 @@ mod tests {
 
     #[test]
     fn bad_durations_name_the_value() {
-        for bad in ["", "s", "5x", "-5s", "1.5h", "5 m", "0", "0ms", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "5x",
+            "-5s",
+            "1.5h",
+            "5 m",
+            "0",
+            "0ms",
+            "99999999999999999999d",
+        ] {
             let err = duration(bad).unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
             assert!(!err.contains('\n'), "{err}");
@@ -135,7 +146,10 @@ mod tests {
     #[test]
     fn meta_refuses_a_missing_equals_sign_or_an_empty_key() {
         let err = meta("owner").unwrap_err();
-        assert!(err.contains("\"owner\"") && err.contains("KEY=VALUE"), "{err}");
+        assert!(
+            err.contains("\"owner\"") && err.contains("KEY=VALUE"),
+            "{err}"
+        );
         let err = meta("=alice").unwrap_err();
         assert!(err.contains("key is empty"), "{err}");
         assert!(meta(" =x").is_err());

@@ -42,7 +42,7 @@ impl Progress {
     /// learns it only from the first answer).
     pub fn update(&mut self, done: u64, total: Option<u64>) {
         if self.bar.is_none() && self.wants_bar(done, total) {
-            self.bar = Some(self.make_bar(total));
+            self.bar = Some(self.make_bar(done, total));
         }
         if let Some(bar) = &self.bar {
             if let Some(total) = total {
@@ -58,9 +58,7 @@ impl Progress {
         self.enabled && (done >= THRESHOLD || total.is_some_and(|t| t >= THRESHOLD))
     }
 
-    fn make_bar(&self, total: Option<u64>) -> ProgressBar {
-        // The bar may start late (a stream of unknown size); backdating it keeps
-        // the rate and ETA honest.
+    fn make_bar(&self, done: u64, total: Option<u64>) -> ProgressBar {
         let (bar, template) = match total {
             Some(total) => (
                 ProgressBar::new(total),
@@ -75,11 +73,18 @@ impl Progress {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(self.label);
-        bar.with_elapsed(self.started.elapsed())
+        // The bar may start late, with bytes already moved (a stream of unknown
+        // size): the elapsed time is backdated, but the rate is measured only
+        // from here on, or the jump from 0 would read as an absurd speed.
+        let bar = bar.with_elapsed(self.started.elapsed());
+        bar.set_position(done);
+        bar.reset_eta();
+        bar
     }
 
     /// Whether a bar is on screen.
-    pub fn is_shown(&self) -> bool {
+    #[cfg(test)]
+    fn is_shown(&self) -> bool {
         self.bar.is_some()
     }
 }

@@ -16,6 +16,9 @@ use crate::{
     IDENTIFY_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL,
 };
 
+/// Longest any request-response exchange may take.
+const REQUEST_OUTER_BOUND: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Every protocol a P³ node speaks. Identify and ping are what other libp2p
 /// implementations require before they admit a peer to their routing table.
 #[derive(NetworkBehaviour)]
@@ -72,7 +75,11 @@ impl Behaviour {
                 StreamProtocol::new(RPC_PROTOCOL),
                 request_response::ProtocolSupport::Full,
             )],
-            request_response::Config::default().with_request_timeout(config.request_timeout),
+            // Only an outer bound: a request that moves a large value (a replica
+            // fetching its blob before it answers) may rightly take long, so
+            // callers set each request's deadline (see `Node::request`).
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout.max(REQUEST_OUTER_BOUND)),
         );
 
         Ok(Self {

@@ -133,7 +133,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("peer_id", &self.peer_id).finish()
+        f.debug_struct("Node")
+            .field("peer_id", &self.peer_id)
+            .finish()
     }
 }
 
@@ -203,7 +205,9 @@ impl Node {
         self.ask(|reply| Command::Closest { key, reply }).await?
     }
 
-    /// Sends `request` to `peer` as CBOR and decodes its CBOR answer.
+    /// Sends `request` to `peer` as CBOR and decodes its CBOR answer. The network
+    /// only bounds the exchange loosely (an hour); callers put their own deadline
+    /// on it, sized to the work the request asks for.
     pub async fn request<Q: Serialize, A: DeserializeOwned>(
         &self,
         peer: PeerId,

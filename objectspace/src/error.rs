@@ -20,7 +20,9 @@ pub enum SpaceError {
     #[error("{0} does not exist")]
     NotFound(String),
     /// `--if-version` did not match the current version (0 means "absent").
-    #[error("version conflict on {path}: expected version {expected}, current version is {current}")]
+    #[error(
+        "version conflict on {path}: expected version {expected}, current version is {current}"
+    )]
     VersionConflict {
         /// The object.
         path: String,

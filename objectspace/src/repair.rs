@@ -70,15 +70,20 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
     let me = space.me();
     let live = space.node().connected().await?;
     // Without a fresh namespace list nothing is dropped for its namespace.
-    let registry = space.inner.namespaces.fetch(space).await.ok().map(|(r, _)| r);
+    let registry = space
+        .inner
+        .namespaces
+        .fetch(space)
+        .await
+        .ok()
+        .map(|(r, _)| r);
     let started = now_ms();
     let mut after: Option<Vec<u8>> = None;
     let (mut pushed, mut handed_off) = (0usize, 0usize);
     loop {
         let store = space.store().clone();
         let from = after.clone();
-        let page =
-            blocking(move || store.all_records(from.as_deref(), SYNC_BATCH)).await?;
+        let page = blocking(move || store.all_records(from.as_deref(), SYNC_BATCH)).await?;
         let Some(last) = page.last() else { break };
         after = Some(record_key(&last.ns, &last.name));
 
@@ -121,7 +126,10 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
         }
     }
     for hash in space.store().take_evicted() {
-        let _ = space.node().stop_providing(blob_provider_key(&hash.0)).await;
+        let _ = space
+            .node()
+            .stop_providing(blob_provider_key(&hash.0))
+            .await;
     }
     if pushed + handed_off > 0 {
         tracing::info!(pushed, handed_off, "repair round done");
@@ -156,7 +164,10 @@ async fn hand_off(space: &ObjectSpace, record: &ObjectRecord) -> Result<bool> {
     let store = space.store().clone();
     let (ns, name, order) = (record.ns.clone(), record.name.clone(), record.order());
     blocking(move || {
-        if store.record(&ns, &name)?.is_some_and(|r| r.order() == order) {
+        if store
+            .record(&ns, &name)?
+            .is_some_and(|r| r.order() == order)
+        {
             store.delete_record(&ns, &name)?;
             return Ok(true);
         }

@@ -12,7 +12,9 @@ use crate::{
     error::{Result, SpaceError},
     key::object_key,
     object::{now_ms, ObjectRecord},
-    protocol::{PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, SYNC_BATCH},
+    protocol::{
+        PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, SYNC_BATCH,
+    },
     repair,
     space::{read_small, ObjectSpace},
     store::Pin,
@@ -62,7 +64,11 @@ async fn answer(space: &ObjectSpace, request: InboundRequest) {
 }
 
 /// Answers one request from `peer` (which may be this node itself).
-pub(crate) async fn handle(space: &ObjectSpace, peer: PeerId, request: PeerRequest) -> PeerResponse {
+pub(crate) async fn handle(
+    space: &ObjectSpace,
+    peer: PeerId,
+    request: PeerRequest,
+) -> PeerResponse {
     let result = match request {
         PeerRequest::Write(write) => handle_write(space, write).await,
         PeerRequest::Replicate {
@@ -79,10 +85,14 @@ pub(crate) async fn handle(space: &ObjectSpace, peer: PeerId, request: PeerReque
             blocking(move || {
                 let record = store.record(&ns, &name)?;
                 let value = match &record {
-                    Some(r) if inline && r.is_live(now_ms()) && r.size <= INLINE_MAX => match r.blob {
-                        Some(hash) if store.has_blob(&hash)? => Some(read_small(&store, &hash)?),
-                        _ => None,
-                    },
+                    Some(r) if inline && r.is_live(now_ms()) && r.size <= INLINE_MAX => {
+                        match r.blob {
+                            Some(hash) if store.has_blob(&hash)? => {
+                                Some(read_small(&store, &hash)?)
+                            }
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
                 Ok(PeerResponse::Head {
@@ -105,7 +115,9 @@ pub(crate) async fn handle(space: &ObjectSpace, peer: PeerId, request: PeerReque
             })
             .await
         }
-        PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns).await.map(|()| PeerResponse::Done),
+        PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
+            .await
+            .map(|()| PeerResponse::Done),
     };
     result.unwrap_or_else(PeerResponse::Error)
 }
@@ -132,7 +144,9 @@ async fn ensure_blob(
     }
     if let Some(bytes) = inline {
         if bytes.len() as u64 != size || BlobHash::of(&bytes) != hash {
-            return Err(SpaceError::Corrupt(format!("inline value does not match {hash}")));
+            return Err(SpaceError::Corrupt(format!(
+                "inline value does not match {hash}"
+            )));
         }
         let mut ingest = space.ingest();
         let pin = blocking(move || {
@@ -247,7 +261,10 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             match answer {
                 Ok(PeerResponse::Replicated) => acked += 1,
                 Ok(PeerResponse::Stale(theirs)) => {
-                    if newer.as_ref().is_none_or(|(_, n)| theirs.order() > n.order()) {
+                    if newer
+                        .as_ref()
+                        .is_none_or(|(_, n)| theirs.order() > n.order())
+                    {
                         newer = Some((peer, *theirs));
                     }
                 }

@@ -178,7 +178,11 @@ impl ObjectSpace {
         Ok(self.owners_among(key, live))
     }
 
-    pub(crate) fn owners_among(&self, key: &[u8], live: impl IntoIterator<Item = PeerId>) -> Vec<PeerId> {
+    pub(crate) fn owners_among(
+        &self,
+        key: &[u8],
+        live: impl IntoIterator<Item = PeerId>,
+    ) -> Vec<PeerId> {
         let mut owners = by_distance(key, live.into_iter().chain([self.me()]));
         owners.truncate(self.inner.config.replicas.max(1));
         owners
@@ -190,7 +194,7 @@ impl ObjectSpace {
         if peer == self.me() {
             return Ok(crate::service::handle(self, peer, request).await);
         }
-        let deadline = self.inner.config.rpc_timeout;
+        let deadline = self.inner.config.rpc_timeout + transfer_allowance(&request);
         match timeout(deadline, self.inner.node.request(peer, &request)).await {
             Ok(Ok(PeerResponse::Error(e))) => Err(e),
             Ok(Ok(answer)) => Ok(answer),
@@ -264,7 +268,11 @@ impl ObjectSpace {
         if_version: Option<u64>,
         inline: Option<Vec<u8>>,
     ) -> Result<Written> {
-        let ns_incarnation = self.inner.namespaces.incarnation(self, &path.namespace).await?;
+        let ns_incarnation = self
+            .inner
+            .namespaces
+            .incarnation(self, &path.namespace)
+            .await?;
         let key = object_key(&path.namespace, &path.name);
         let owners = self.owners(&key).await?;
         let mut request = WriteRequest {
@@ -415,7 +423,9 @@ impl ObjectSpace {
         };
         if let Some(bytes) = &found.inline {
             if BlobHash::of(bytes) != hash {
-                return Err(SpaceError::Corrupt(format!("inline value of {hash} does not match")));
+                return Err(SpaceError::Corrupt(format!(
+                    "inline value of {hash} does not match"
+                )));
             }
             return sink.send(bytes.clone()).await.map_err(|_| gone());
         }
@@ -511,7 +521,9 @@ impl ObjectSpace {
             }
         }
         if answered == 0 {
-            return Err(SpaceError::Unavailable("no node answered the listing".into()));
+            return Err(SpaceError::Unavailable(
+                "no node answered the listing".into(),
+            ));
         }
         let now = now_ms();
         Ok(newest
@@ -536,7 +548,9 @@ impl ObjectSpace {
                 after: after.clone(),
             };
             let PeerResponse::Records(batch) = self.ask(peer, request).await? else {
-                return Err(SpaceError::Unavailable(format!("{peer}: unexpected answer")));
+                return Err(SpaceError::Unavailable(format!(
+                    "{peer}: unexpected answer"
+                )));
             };
             let done = batch.len() < LIST_BATCH;
             after = batch.last().map(|r| r.name.clone());
@@ -546,6 +560,23 @@ impl ObjectSpace {
             }
         }
     }
+}
+
+/// Slowest transfer rate a request that moves a value is allowed.
+const MIN_RATE: u64 = 8 << 20;
+
+/// Extra time for a request whose answer waits for a value to be transferred
+/// (a replica fetches the blob before it acknowledges).
+pub(crate) fn transfer_allowance(request: &PeerRequest) -> Duration {
+    let bytes = match request {
+        PeerRequest::Write(WriteRequest {
+            op: WriteOp::Put { size, .. },
+            ..
+        }) => size.saturating_mul(2), // the primary's fetch, then its replicas'
+        PeerRequest::Replicate { record, .. } => record.size,
+        _ => 0,
+    };
+    Duration::from_secs(bytes / MIN_RATE)
 }
 
 /// Reads a value that fits in one chunk.

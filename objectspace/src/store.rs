@@ -286,7 +286,9 @@ impl Store {
         start.push(0);
         start.extend_from_slice(prefix.as_bytes());
         let after = after.map(|a| record_key(ns, a));
-        self.scan(&start, after.as_deref(), limit, |key| key.starts_with(&start))
+        self.scan(&start, after.as_deref(), limit, |key| {
+            key.starts_with(&start)
+        })
     }
 
     /// Every record, in batches: those after `after` (a record key), at most `limit`.
@@ -444,11 +446,12 @@ impl BlobWriter {
         let size = manifest.size();
         let entry = BlobEntry { manifest, refs: 0 };
         // Synced: a record that points at this blob may be acknowledged next.
-        store
-            .inner
-            .db
-            .raw()
-            .put_cf_opt(store.cf(CF_BLOBS)?, hash.0, encode(&entry)?, &sync_write())?;
+        store.inner.db.raw().put_cf_opt(
+            store.cf(CF_BLOBS)?,
+            hash.0,
+            encode(&entry)?,
+            &sync_write(),
+        )?;
         self.staged.clear();
         cache.touch(hash, size);
         store.evict(&mut cache)?;

@@ -48,7 +48,9 @@ pub enum FetchHeader {
 
 async fn write_frame(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     timeout(STALL, async {
-        stream.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+        stream
+            .write_all(&(bytes.len() as u32).to_be_bytes())
+            .await?;
         stream.write_all(bytes).await
     })
     .await
@@ -117,7 +119,10 @@ async fn serve_one(mut stream: Stream, store: Store) -> std::io::Result<()> {
     let hash = request.hash;
     let _pin = store.pin(hash);
     let lookup = store.clone();
-    let manifest = blocking(move || lookup.manifest(&hash)).await.ok().flatten();
+    let manifest = blocking(move || lookup.manifest(&hash))
+        .await
+        .ok()
+        .flatten();
     let Some(manifest) = manifest else {
         write_frame(&mut stream, &cbor(&FetchHeader::Missing)).await?;
         return stream.close().await;
@@ -210,16 +215,21 @@ impl Fetch<'_> {
             hash: self.hash,
             from_chunk: self.next,
         };
-        write_frame(&mut stream, &cbor(&request)).await.map_err(io)?;
-        let header: FetchHeader = uncbor(&read_frame(&mut stream, MAX_HEADER).await.map_err(io)?)
-            .map_err(|e| SpaceError::Corrupt(format!("bad blob header: {e}")))?;
+        write_frame(&mut stream, &cbor(&request))
+            .await
+            .map_err(io)?;
+        let header: FetchHeader =
+            uncbor(&read_frame(&mut stream, MAX_HEADER).await.map_err(io)?)
+                .map_err(|e| SpaceError::Corrupt(format!("bad blob header: {e}")))?;
         let theirs = match header {
             FetchHeader::Found(m) => m,
             FetchHeader::Missing => return Err(SpaceError::Unavailable("does not hold it".into())),
         };
         let manifest = self.manifest.get_or_insert_with(|| theirs.clone()).clone();
         if manifest != theirs {
-            return Err(SpaceError::Corrupt("a different manifest than another holder".into()));
+            return Err(SpaceError::Corrupt(
+                "a different manifest than another holder".into(),
+            ));
         }
         while self.next < manifest.chunks().len() as u64 {
             let index = self.next as usize;

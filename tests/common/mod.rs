@@ -5,6 +5,7 @@
 
 use std::{
     fs,
+    io::{Read, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     thread,
@@ -31,6 +32,123 @@ pub fn p3ctl(dir: &Path, args: &[&str]) -> Output {
         .env_remove("P3_DATA_DIR")
         .output()
         .expect("cannot run p3ctl")
+}
+
+/// Starts `p3ctl ARGS --data-dir DIR` without waiting for it, stdout and stderr
+/// piped (collect them with `wait_with_output`).
+pub fn p3ctl_spawn(dir: &Path, args: &[&str]) -> Child {
+    Command::new(p3ctl_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("P3_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run p3ctl")
+}
+
+/// Runs `p3ctl ARGS --data-dir DIR`, failing the test (with its stderr) unless
+/// it succeeds.
+pub fn p3ctl_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = p3ctl(dir, args);
+    assert!(
+        out.status.success(),
+        "`p3ctl {}` against {} failed with {}: {}",
+        args.join(" "),
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    );
+    out
+}
+
+/// Runs `p3ctl ARGS --data-dir DIR`, expecting it to fail with a one-line error
+/// on stderr; returns that line.
+pub fn p3ctl_err(dir: &Path, args: &[&str]) -> String {
+    let out = p3ctl(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    assert!(
+        !out.status.success(),
+        "`p3ctl {}` against {} should have failed; stdout: {:.300}; stderr: {stderr}",
+        args.join(" "),
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "`p3ctl {}`: the error should be one line, got:\n{stderr}",
+        args.join(" ")
+    );
+    assert!(stderr.starts_with("p3ctl: "), "{stderr}");
+    stderr
+}
+
+/// Deterministic pseudo-random bytes (SplitMix64 of `seed`): different seeds give
+/// different, incompressible contents, the same seed the same contents.
+pub struct PseudoRandom(u64);
+
+impl PseudoRandom {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Fills `buf` with the next bytes of the stream.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// `len` pseudo-random bytes from `seed`.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    PseudoRandom::new(seed).fill(&mut bytes);
+    bytes
+}
+
+/// Writes `len` pseudo-random bytes from `seed` to `path` a MiB at a time (the
+/// content never sits in memory whole); returns its blake3 hash in hex.
+pub fn write_pseudo_random_file(path: &Path, len: u64, seed: u64) -> String {
+    let mut file = std::io::BufWriter::new(fs::File::create(path).expect("cannot create file"));
+    let mut rng = PseudoRandom::new(seed);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).expect("cannot write file");
+        left -= n as u64;
+    }
+    file.flush().expect("cannot write file");
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The blake3 hash (hex) and size of a file, read a MiB at a time.
+pub fn blake3_file(path: &Path) -> (String, u64) {
+    let mut file = fs::File::open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut size = 0;
+    loop {
+        let n = file.read(&mut buf).expect("cannot read file");
+        if n == 0 {
+            return (hasher.finalize().to_hex().to_string(), size);
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
 }
 
 /// Runs a `--json` command and parses its output; `None` if it failed.
@@ -146,6 +264,28 @@ impl NodeProc {
             .expect("node already stopped")
     }
 
+    /// Whether the process is still ours to signal (not stopped by [`NodeProc::stop`]).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A `kB` field of /proc/PID/status, e.g. "VmRSS" (resident memory now) or
+    /// "VmHWM" (peak resident memory), in bytes.
+    pub fn proc_status_bytes(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("cannot read /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"));
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+        kib * 1024
+    }
+
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the process to exit.
     pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node already stopped");
@@ -232,6 +372,31 @@ impl Cluster {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// The index of the node with PeerId `peer`.
+    pub fn index_of(&self, peer: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.peer_id == peer)
+    }
+
+    /// Stops every node (node `i` with signal `signal(i)`, e.g. "TERM" or "KILL",
+    /// returning the exit statuses), then starts them again on the same data dirs
+    /// and new ports: node 0 first, the others joining through its new address.
+    pub fn restart_all(&mut self, signal: impl Fn(usize) -> &'static str) -> Vec<std::process::ExitStatus> {
+        let statuses = self
+            .nodes
+            .iter_mut()
+            .enumerate()
+            .map(|(i, node)| node.stop(signal(i)))
+            .collect();
+        let dirs: Vec<PathBuf> = self.nodes.iter().map(|n| n.dir.clone()).collect();
+        self.nodes.clear();
+        self.nodes.push(NodeProc::start(&dirs[0], &[]));
+        let seed = self.nodes[0].addr.clone();
+        for dir in &dirs[1..] {
+            self.nodes.push(NodeProc::start(dir, &[&seed]));
+        }
+        statuses
     }
 
     /// Waits until every node's routing table holds every other node.

@@ -65,7 +65,13 @@ impl Plan {
 
     async fn write(&self, space: &mut Space, path: &str, i: u64) -> Result<(), SpaceError> {
         space
-            .put(path, &PutOptions::default(), Some(self.size), self.value(i), |_| {})
+            .put(
+                path,
+                &PutOptions::default(),
+                Some(self.size),
+                self.value(i),
+                |_| {},
+            )
             .await
             .map(drop)
     }
@@ -200,7 +206,13 @@ pub async fn run(opts: &NodeOpts, args: &BenchArgs) -> Result<()> {
     if let Some(e) = plan.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
     }
-    let report = Report::new(&plan, args.concurrency, elapsed, latencies, cleanup_failures);
+    let report = Report::new(
+        &plan,
+        args.concurrency,
+        elapsed,
+        latencies,
+        cleanup_failures,
+    );
     if opts.json {
         output::json(&report)
     } else {

@@ -66,14 +66,21 @@ pub async fn put(
         }
         None => {
             if std::io::stdin().is_terminal() {
-                eprintln!("p3ctl: reading the value of {path} from the terminal; end it with Ctrl-D");
+                eprintln!(
+                    "p3ctl: reading the value of {path} from the terminal; end it with Ctrl-D"
+                );
             }
-            (std_file(std::io::stdin().as_fd()).context("cannot read stdin")?, None)
+            (
+                std_file(std::io::stdin().as_fd()).context("cannot read stdin")?,
+                None,
+            )
         }
     };
     let mut progress = Progress::new("put", size);
     let written = space
-        .put(path, &options, size, value, |sent| progress.update(sent, size))
+        .put(path, &options, size, value, |sent| {
+            progress.update(sent, size)
+        })
         .await?;
     drop(progress);
     if opts.json {
@@ -101,7 +108,9 @@ pub async fn get(opts: &NodeOpts, path: &str, output: Option<&Path>) -> Result<(
     let Some(output) = output else {
         let stdout = std_file(std::io::stdout().as_fd()).context("cannot write stdout")?;
         space
-            .get(path, stdout, |stat, got| progress.update(got, Some(stat.size)))
+            .get(path, stdout, |stat, got| {
+                progress.update(got, Some(stat.size))
+            })
             .await?;
         return Ok(());
     };
@@ -151,9 +160,13 @@ impl Partial {
     }
 
     async fn commit(mut self, dest: &Path) -> Result<()> {
-        tokio::fs::rename(&self.path, dest)
-            .await
-            .with_context(|| format!("cannot rename {} to {}", self.path.display(), dest.display()))?;
+        tokio::fs::rename(&self.path, dest).await.with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.path.display(),
+                dest.display()
+            )
+        })?;
         self.committed = true;
         Ok(())
     }

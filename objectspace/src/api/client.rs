@@ -99,12 +99,15 @@ impl Space {
 
     /// Reads the next answer; a [`Response::Error`] becomes the error.
     async fn receive(&mut self) -> Result<Response> {
-        let answer = timeout(self.timeout, read_frame(&mut self.stream))
+        self.receive_within(self.timeout).await
+    }
+
+    async fn receive_within(&mut self, deadline: Duration) -> Result<Response> {
+        let answer = timeout(deadline, read_frame(&mut self.stream))
             .await
             .map_err(|_| {
                 SpaceError::Unavailable(format!(
-                    "the node did not answer within {:?}; it may be hung (check its log)",
-                    self.timeout
+                    "the node did not answer within {deadline:?}; it may be hung (check its log)"
                 ))
             })?
             .map_err(lost)?;
@@ -184,7 +187,10 @@ impl Space {
             progress(sent);
         }
         self.send(&Request::End).await?;
-        match self.receive().await? {
+        // The node answers once every owner holds the value: two transfers of it
+        // on top of the usual deadline, at no less than 8 MiB/s.
+        let deadline = self.timeout + Duration::from_secs(sent.saturating_mul(2) / (8 << 20));
+        match self.receive_within(deadline).await? {
             Response::Written(w) => Ok(w),
             other => Err(unexpected(other)),
         }
@@ -366,6 +372,9 @@ mod tests {
     async fn no_api_file_means_no_node_with_advice() {
         let dir = tempfile::tempdir().unwrap();
         let err = Space::connect(dir.path()).await.err().unwrap();
-        assert!(err.to_string().contains("p3ctl node start --data-dir"), "{err}");
+        assert!(
+            err.to_string().contains("p3ctl node start --data-dir"),
+            "{err}"
+        );
     }
 }

@@ -45,7 +45,9 @@ fn read_back(store: &Store, hash: &BlobHash) -> Vec<u8> {
 #[test]
 fn records_and_blobs_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..3 * crate::blob::CHUNK_SIZE + 5).map(|i| i as u8).collect();
+    let data: Vec<u8> = (0..3 * crate::blob::CHUNK_SIZE + 5)
+        .map(|i| i as u8)
+        .collect();
     let hash = {
         let store = open(dir.path(), 1 << 30);
         let (hash, _pin) = put_blob(&store, &data);
@@ -54,7 +56,10 @@ fn records_and_blobs_survive_reopen() {
     };
     let store = open(dir.path(), 1 << 30);
     let got = store
-        .record(&Namespace::new("global").unwrap(), &ObjectName::new("a/b").unwrap())
+        .record(
+            &Namespace::new("global").unwrap(),
+            &ObjectName::new("a/b").unwrap(),
+        )
         .unwrap()
         .unwrap();
     assert_eq!(got.blob, Some(hash));
@@ -71,7 +76,10 @@ fn unreferenced_blobs_are_evicted_least_recently_used_first() {
     store.touch(&a); // b is now the oldest
     let (c, _pin_c) = put_blob(&store, &[3u8; 1000]);
     assert!(store.has_blob(&a).unwrap());
-    assert!(!store.has_blob(&b).unwrap(), "least recently used goes first");
+    assert!(
+        !store.has_blob(&b).unwrap(),
+        "least recently used goes first"
+    );
     assert!(store.has_blob(&c).unwrap());
     assert!(store.cached_bytes() <= 2500);
     assert_eq!(store.take_evicted(), vec![b]);
@@ -102,7 +110,9 @@ fn shared_chunks_outlive_an_abandoned_upload() {
     abandoned
         .write_chunk(BlobHash::of(b"shared"), b"shared")
         .unwrap();
-    abandoned.write_chunk(BlobHash::of(b"other"), b"other").unwrap();
+    abandoned
+        .write_chunk(BlobHash::of(b"other"), b"other")
+        .unwrap();
     drop(abandoned);
     assert_eq!(read_back(&store, &hash), b"shared");
     assert!(store.chunk(&BlobHash::of(b"other")).unwrap().is_none());
@@ -119,8 +129,17 @@ fn listing_is_by_namespace_and_prefix_in_name_order() {
     let names = |records: Vec<ObjectRecord>| -> Vec<String> {
         records.into_iter().map(|r| r.name.to_string()).collect()
     };
-    assert_eq!(names(store.list(&ns, "dir/", None, 10).unwrap()), ["dir/a", "dir/b"]);
+    assert_eq!(
+        names(store.list(&ns, "dir/", None, 10).unwrap()),
+        ["dir/a", "dir/b"]
+    );
     let after = ObjectName::new("dir/a").unwrap();
-    assert_eq!(names(store.list(&ns, "dir", Some(&after), 10).unwrap()), ["dir/b", "dir2/c"]);
-    assert!(store.list(&Namespace::new("glob").unwrap(), "", None, 10).unwrap().is_empty());
+    assert_eq!(
+        names(store.list(&ns, "dir", Some(&after), 10).unwrap()),
+        ["dir/b", "dir2/c"]
+    );
+    assert!(store
+        .list(&Namespace::new("glob").unwrap(), "", None, 10)
+        .unwrap()
+        .is_empty());
 }
