@@ -78,7 +78,9 @@ impl Namespaces {
         if let Some(n) = self.cached().and_then(|r| r.incarnation(ns)) {
             return Ok(n);
         }
-        let (registry, _) = self.fetch(space).await?;
+        // Boxed: reading the registry is itself a read, which asks for the
+        // (always known) incarnation of the system namespace.
+        let (registry, _) = Box::pin(self.fetch(space)).await?;
         registry
             .incarnation(ns)
             .ok_or_else(|| SpaceError::NoSuchNamespace(ns.to_string()))

@@ -11,10 +11,12 @@ use crate::{
     object::{Metadata, ObjectRecord},
 };
 
-/// Most entries one [`PeerRequest::Sync`] carries.
-pub const SYNC_BATCH: usize = 512;
-/// Most records one [`PeerResponse::Records`] carries.
-pub const LIST_BATCH: usize = 2000;
+/// Most entries one [`PeerRequest::Sync`] carries. Answers may carry as many
+/// records, each up to ~66 KiB (name, type and metadata), and must stay under
+/// the network's 16 MiB response limit.
+pub const SYNC_BATCH: usize = 128;
+/// Most records one [`PeerResponse::Records`] carries (same bound).
+pub const LIST_BATCH: usize = 128;
 
 /// A change to an object, as the node that took it from a client asks the
 /// primary to apply it.

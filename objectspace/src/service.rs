@@ -158,7 +158,13 @@ async fn ensure_blob(
         space.announce(hash);
         return Ok(pin);
     }
-    let (_, pin) = transfer::fetch(space.node(), &store, hash, sources, None).await?;
+    let (manifest, pin) = transfer::fetch(space.node(), &store, hash, sources, None).await?;
+    if manifest.size() != size {
+        return Err(SpaceError::Corrupt(format!(
+            "blob {hash} has {} bytes, not the {size} its record says",
+            manifest.size()
+        )));
+    }
     space.announce(hash);
     Ok(pin)
 }

@@ -323,6 +323,11 @@ impl ObjectSpace {
     /// Asks every owner of `path` for its record; the newest live one wins.
     /// Owners holding older versions are brought up to date in the background.
     pub async fn find(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
+        let incarnation = self
+            .inner
+            .namespaces
+            .incarnation(self, &path.namespace)
+            .await?;
         let key = object_key(&path.namespace, &path.name);
         let owners = self.owners(&key).await?;
         let asks = owners.iter().map(|&peer| {
@@ -337,7 +342,12 @@ impl ObjectSpace {
         let mut failures = Vec::new();
         for (peer, answer) in join_all(asks).await {
             match answer {
-                Ok(PeerResponse::Head { record, inline }) => answers.push((peer, record, inline)),
+                Ok(PeerResponse::Head { record, inline }) => {
+                    // A copy from a removed namespace of the same name (its node
+                    // missed the removal) is no copy at all.
+                    let record = record.filter(|r| r.ns_incarnation == incarnation);
+                    answers.push((peer, record, inline))
+                }
                 Ok(_) => failures.push(format!("{peer}: unexpected answer")),
                 Err(e) => failures.push(format!("{peer}: {e}")),
             }
