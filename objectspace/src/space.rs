@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use futures::future::join_all;
+use futures::{future::join_all, stream::FuturesUnordered, StreamExt};
 use p3_dht::{by_distance, Node, PeerId};
 use tokio::{sync::Notify, time::timeout};
 
@@ -338,9 +338,23 @@ impl ObjectSpace {
             };
             async move { (peer, self.ask(peer, request).await) }
         });
+        let mut pending: FuturesUnordered<_> = asks.collect();
+        // A majority of owners overlaps every majority that acknowledged a
+        // write, so their newest version is the newest acknowledged one; the
+        // others get a moment more, not the full deadline of a hung peer.
+        let majority = owners.len() / 2 + 1;
+        let mut stragglers_until: Option<tokio::time::Instant> = None;
         let mut answers = Vec::new();
         let mut failures = Vec::new();
-        for (peer, answer) in join_all(asks).await {
+        loop {
+            let next = match stragglers_until {
+                Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => pending.next().await,
+            };
+            let Some((peer, answer)) = next else { break };
             match answer {
                 Ok(PeerResponse::Head { record, inline }) => {
                     // A copy from a removed namespace of the same name (its node
@@ -350,6 +364,9 @@ impl ObjectSpace {
                 }
                 Ok(_) => failures.push(format!("{peer}: unexpected answer")),
                 Err(e) => failures.push(format!("{peer}: {e}")),
+            }
+            if answers.len() >= majority && stragglers_until.is_none() {
+                stragglers_until = Some(tokio::time::Instant::now() + STRAGGLER_GRACE);
             }
         }
         if answers.is_empty() {
@@ -571,6 +588,9 @@ impl ObjectSpace {
         }
     }
 }
+
+/// How long a read waits for the remaining owners once a majority answered.
+const STRAGGLER_GRACE: Duration = Duration::from_millis(300);
 
 /// Slowest transfer rate a request that moves a value is allowed.
 const MIN_RATE: u64 = 8 << 20;
