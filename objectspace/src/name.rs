@@ -218,4 +218,52 @@ mod tests {
         let back: ObjectPath = ciborium::from_reader(buf.as_slice()).unwrap();
         assert_eq!(back, ObjectPath::parse("global/x").unwrap());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn cbor_round_trip<T: Serialize + for<'de> Deserialize<'de>>(value: &T) -> T {
+            let mut buf = Vec::new();
+            ciborium::into_writer(value, &mut buf).unwrap();
+            ciborium::from_reader(buf.as_slice()).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn every_name_of_the_pattern_is_a_namespace(name in "[a-z0-9][a-z0-9._-]{0,62}") {
+                let ns = Namespace::new(&name).unwrap();
+                prop_assert_eq!(ns.as_str(), name.as_str());
+                prop_assert_eq!(cbor_round_trip(&ns), ns);
+            }
+
+            #[test]
+            fn anything_outside_the_pattern_is_refused(name in ".{0,70}") {
+                let ok = name.len() <= MAX_NAMESPACE
+                    && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+                prop_assert_eq!(Namespace::new(&name).is_ok(), ok);
+            }
+
+            #[test]
+            fn object_names_are_any_utf8_without_nul(name in "[^\u{0}]{1,300}") {
+                let valid = name.len() <= MAX_OBJECT_NAME;
+                prop_assert_eq!(ObjectName::new(&name).is_ok(), valid);
+                if valid {
+                    let parsed = ObjectName::new(&name).unwrap();
+                    prop_assert_eq!(cbor_round_trip(&parsed), parsed);
+                }
+                let with_nul = format!("{name}\0");
+                prop_assert!(ObjectName::new(&with_nul).is_err());
+            }
+
+            #[test]
+            fn paths_print_as_they_parse(ns in "[a-z0-9][a-z0-9._-]{0,20}", name in "[^\u{0}]{1,100}") {
+                let text = format!("{ns}/{name}");
+                let path = ObjectPath::parse(&text).unwrap();
+                prop_assert_eq!(path.to_string(), text);
+                prop_assert_eq!(path.name.as_str(), name.as_str());
+            }
+        }
+    }
 }
