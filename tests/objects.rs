@@ -72,7 +72,10 @@ fn expected_owners(ns: &str, name: &str, peers: &[String], count: usize) -> Vec<
     hasher.update(&[0]);
     hasher.update(name.as_bytes());
     let target = KBucketKey::new(hasher.finalize().as_bytes().to_vec());
-    let mut peers: Vec<PeerId> = peers.iter().map(|p| p.parse().expect("bad PeerId")).collect();
+    let mut peers: Vec<PeerId> = peers
+        .iter()
+        .map(|p| p.parse().expect("bad PeerId"))
+        .collect();
     peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
     peers.iter().take(count).map(ToString::to_string).collect()
 }
@@ -99,7 +102,10 @@ fn five_nodes_put_on_one_get_on_another() {
             blake3_hex(&value).as_str(),
             "put must report the blake3 of the value: {written}"
         );
-        assert_eq!(written["acked_by"], 3, "all R=3 owners should ack: {written}");
+        assert_eq!(
+            written["acked_by"], 3,
+            "all R=3 owners should ack: {written}"
+        );
 
         let read = get(&last.dir, &path);
         assert_same_bytes(&read, &value, &format!("{path} read through node 5"));
@@ -108,7 +114,10 @@ fn five_nodes_put_on_one_get_on_another() {
         assert_eq!(meta["hash"], written["hash"], "{meta}");
         assert_eq!(meta["size"], size, "{meta}");
     }
-    eprintln!("five_nodes_put_on_one_get_on_another: {:?}", started.elapsed());
+    eprintln!(
+        "five_nodes_put_on_one_get_on_another: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -116,79 +125,117 @@ fn large_object_streams_without_memory_growth() {
     const SIZE: u64 = 300 * MIB;
     // The bound on each node's peak resident memory (VmHWM). A node that held
     // the whole value in memory even once (receiving, hashing or serving it)
-    // would peak above SIZE = 300 MiB. Measured on a 2-core dev VM: ~24 MiB
-    // idle, ~85-105 MiB peak after moving the value (RocksDB write buffers and
-    // block cache, chunks in flight). 200 MiB is about twice what was measured
-    // and still 100 MiB short of a single in-memory copy of the value.
+    // would peak above SIZE = 300 MiB. Measured on a 2-core dev VM: 24 MiB idle;
+    // after moving the value 75-110 MiB on the owners and the reader and
+    // 130-150 MiB on the writer (RocksDB write buffers and caches, chunks in
+    // flight). The same run with a 900 MiB value peaked at 139 MiB, so the
+    // peak does not grow with the value. 200 MiB leaves ~50 MiB of headroom
+    // over the worst measurement and is still 100 MiB short of one copy.
     const PEAK_RSS_BOUND: u64 = 200 * MIB;
 
     let started = Instant::now();
     let cluster = Cluster::start(5);
     cluster.wait_formed();
-    let (first, last) = (&cluster.nodes[0], &cluster.nodes[4]);
-    let baseline = [
-        first.proc_status_bytes("VmHWM"),
-        last.proc_status_bytes("VmHWM"),
-    ];
-
-    // A name neither node 1 nor node 5 owns, so node 1 only takes the value in
-    // from the client for the owners and node 5 streams it from them: the paths
-    // where a node might buffer a value it does not keep.
     let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
-    let name = (0..)
-        .map(|k| format!("large-{k}"))
-        .find(|name| {
-            let owners = expected_owners("global", name, &all, 3);
-            !owners.contains(&first.peer_id) && !owners.contains(&last.peer_id)
-        })
-        .unwrap();
-    let path = format!("global/{name}");
+    let idle: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.proc_status_bytes("VmHWM"))
+        .collect();
+
+    // The value goes in through one of the two nodes that do not own it and
+    // comes out through the other: the paths where a node might buffer a value
+    // it does not keep. The three owners store it (the primary fetching it from
+    // the writer, the replicas from the primary).
+    let path = "global/large";
+    let owners = expected_owners("global", "large", &all, 3);
+    let mut others = (0..5).filter(|&i| !owners.contains(&all[i]));
+    let (writer, reader) = (others.next().unwrap(), others.next().unwrap());
+    let role = |i: usize| match i {
+        _ if i == writer => "writer".to_owned(),
+        _ if i == reader => "reader".to_owned(),
+        _ => format!(
+            "owner {}",
+            owners.iter().position(|o| *o == all[i]).unwrap() + 1
+        ),
+    };
 
     let source = cluster.root.path().join("large.in");
     let want = write_pseudo_random_file(&source, SIZE, 300);
     let t = Instant::now();
-    let written = put(&first.dir, &path, &source, &[]);
+    let written = put(&cluster.nodes[writer].dir, path, &source, &[]);
     let put_time = t.elapsed();
     assert_eq!(written["size"], SIZE, "{written}");
     assert_eq!(written["hash"], want.as_str(), "{written}");
-    assert_eq!(written["acked_by"], 3, "{written}");
 
     let copy = cluster.root.path().join("large.out");
     let t = Instant::now();
     p3ctl_ok(
-        &last.dir,
-        &["get", &path, "-o", copy.to_str().unwrap()],
+        &cluster.nodes[reader].dir,
+        &["get", path, "-o", copy.to_str().unwrap()],
     );
     let get_time = t.elapsed();
     let (got, got_size) = blake3_file(&copy);
-    assert_eq!(got_size, SIZE, "size of the value read through node 5");
-    assert_eq!(got, want, "hash of the value read through node 5");
+    assert_eq!(
+        got_size,
+        SIZE,
+        "size of the value read through node {}",
+        reader + 1
+    );
+    assert_eq!(
+        got,
+        want,
+        "hash of the value read through node {}",
+        reader + 1
+    );
 
-    let owners = stat(&last.dir, &path)["replicas"].to_string();
-    let peaks = [
-        first.proc_status_bytes("VmHWM"),
-        last.proc_status_bytes("VmHWM"),
-    ];
+    let peaks: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.proc_status_bytes("VmHWM"))
+        .collect();
+    let now: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.proc_status_bytes("VmRSS"))
+        .collect();
     eprintln!(
-        "large_object_streams_without_memory_growth: put {put_time:?}, get {get_time:?}; \
-         peak RSS (VmHWM) node 1: {} MiB (idle {} MiB), node 5: {} MiB (idle {} MiB); \
-         current RSS node 1: {} MiB, node 5: {} MiB; owners {owners} (node 1 {}, node 5 {}); \
-         total {:?}",
-        peaks[0] / MIB,
-        baseline[0] / MIB,
-        peaks[1] / MIB,
-        baseline[1] / MIB,
-        first.proc_status_bytes("VmRSS") / MIB,
-        last.proc_status_bytes("VmRSS") / MIB,
-        first.peer_id,
-        last.peer_id,
+        "large_object_streams_without_memory_growth: put {put_time:?} (acked_by {}), get {get_time:?}, total {:?}",
+        written["acked_by"],
         started.elapsed()
     );
-    for (node, peak) in [(1, peaks[0]), (5, peaks[1])] {
+    for i in 0..5 {
+        eprintln!(
+            "  node {} ({}): peak RSS {} MiB, idle peak {} MiB, RSS now {} MiB",
+            i + 1,
+            role(i),
+            peaks[i] / MIB,
+            idle[i] / MIB,
+            now[i] / MIB
+        );
+    }
+    let replicas = stat(&cluster.nodes[reader].dir, path)["replicas"].clone();
+    let mut held: Vec<&str> = replicas
+        .as_array()
+        .expect("stat without replicas")
+        .iter()
+        .filter(|r| r["version"] == 1)
+        .filter_map(|r| r["peer"].as_str())
+        .collect();
+    held.sort();
+    let mut owners_sorted = owners.clone();
+    owners_sorted.sort();
+    assert_eq!(
+        held, owners_sorted,
+        "the expected owners should hold the value: {replicas}"
+    );
+    for i in 0..5 {
         assert!(
-            peak < PEAK_RSS_BOUND,
-            "node {node} peaked at {} MiB resident moving a {} MiB value; bound {} MiB",
-            peak / MIB,
+            peaks[i] < PEAK_RSS_BOUND,
+            "node {} ({}) peaked at {} MiB resident moving a {} MiB value; bound {} MiB",
+            i + 1,
+            role(i),
+            peaks[i] / MIB,
             SIZE / MIB,
             PEAK_RSS_BOUND / MIB
         );
@@ -210,7 +257,9 @@ fn kill_primary_after_put_keeps_data_and_repairs() {
     assert_eq!(written["acked_by"], 3, "{written}");
 
     let before = stat(&cluster.nodes[0].dir, "global/survivor");
-    let replicas = before["replicas"].as_array().expect("stat without replicas");
+    let replicas = before["replicas"]
+        .as_array()
+        .expect("stat without replicas");
     let primaries: Vec<&Value> = replicas.iter().filter(|r| r["primary"] == true).collect();
     assert_eq!(primaries.len(), 1, "exactly one primary: {before}");
     assert_eq!(replicas.len(), 3, "{before}");
@@ -218,7 +267,10 @@ fn kill_primary_after_put_keeps_data_and_repairs() {
     let victim = cluster
         .index_of(&primary)
         .unwrap_or_else(|| panic!("primary {primary} is none of the nodes"));
-    eprintln!("primary of global/survivor is node {}; killing it", victim + 1);
+    eprintln!(
+        "primary of global/survivor is node {}; killing it",
+        victim + 1
+    );
     cluster.nodes[victim].stop("KILL");
 
     let live: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != victim).collect();
@@ -341,8 +393,14 @@ fn concurrent_if_version_exactly_one_wins() {
             report.join("\n")
         );
         let (win, lose) = (winners[0], 1 - winners[0]);
+        eprintln!("round {round}: {}", report.join(" | "));
         let won: Value = serde_json::from_slice(&outputs[win].stdout).expect("invalid JSON");
-        assert_eq!(won["version"], round + 1, "round {round}:\n{}", report.join("\n"));
+        assert_eq!(
+            won["version"],
+            round + 1,
+            "round {round}:\n{}",
+            report.join("\n")
+        );
         let lost = String::from_utf8_lossy(&outputs[lose].stderr);
         assert!(
             lost.contains(&format!(
@@ -363,7 +421,10 @@ fn concurrent_if_version_exactly_one_wins() {
             report.join("\n")
         );
     }
-    eprintln!("concurrent_if_version_exactly_one_wins: {:?}", started.elapsed());
+    eprintln!(
+        "concurrent_if_version_exactly_one_wins: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -409,7 +470,11 @@ fn restart_all_nodes_keeps_every_object() {
     // acknowledged write must already be durable on its owners.
     let statuses = cluster.restart_all(|i| if i % 2 == 0 { "TERM" } else { "KILL" });
     for (i, status) in statuses.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
-        assert!(status.success(), "node {} on SIGTERM exited with {status}", i + 1);
+        assert!(
+            status.success(),
+            "node {} on SIGTERM exited with {status}",
+            i + 1
+        );
     }
     cluster.wait_formed();
 
@@ -430,7 +495,10 @@ fn restart_all_nodes_keeps_every_object() {
         );
         assert_eq!(stat(dir, path)["version"], 1, "{path}");
     }
-    eprintln!("restart_all_nodes_keeps_every_object: {:?}", started.elapsed());
+    eprintln!(
+        "restart_all_nodes_keeps_every_object: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -454,12 +522,15 @@ fn namespaces_and_bad_input() {
     let namespaces: Vec<String> = serde_json::from_slice(&out.stdout).expect("invalid JSON");
     assert_eq!(namespaces, ["global", "scratch"]);
 
-    // A missing namespace: the error says how to create it.
-    let err = p3ctl_err(dir, &["put", "nope/x", value_s]);
-    assert!(
-        err.contains("namespace nope does not exist; create it with `p3ctl ns create nope`"),
-        "{err}"
-    );
+    // A missing namespace: the error says how to create it, through any node.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let err = p3ctl_err(&node.dir, &["put", "nope/x", value_s]);
+        assert!(
+            err.contains("namespace nope does not exist; create it with `p3ctl ns create nope`"),
+            "put nope/x through node {}: {err}",
+            i + 1
+        );
+    }
 
     // Removing a namespace removes its objects, for good: a namespace of the same
     // name created later does not bring them back.
@@ -500,16 +571,68 @@ fn namespaces_and_bad_input() {
         "{err}"
     );
 
-    // Missing objects, and conditional removal.
-    let err = p3ctl_err(other, &["get", "global/never-written"]);
-    assert!(err.contains("global/never-written does not exist"), "{err}");
+    // Missing objects, and conditional writes and removals that do not match,
+    // through every node (the primary of the object among them: a node handles
+    // a write it is primary for itself, the others forward it).
     put(dir, "global/r", &value, &[]);
-    let err = p3ctl_err(other, &["rm", "global/r", "--if-version", "2"]);
-    assert!(
-        err.contains("version conflict on global/r: expected version 2, current version is 1"),
-        "{err}"
+    let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let primary_of = |name: &str| expected_owners("global", name, &all, 1)[0].clone();
+    let (r_primary, missing_primary) = (primary_of("r"), primary_of("never-written"));
+    // Every case through every node is tried before failing, to show the pattern.
+    let mut wrong = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let through = |primary: &str| {
+            let role = if node.peer_id == primary {
+                "primary"
+            } else {
+                "not primary"
+            };
+            format!("through node {} ({role})", i + 1)
+        };
+        let cases: [(&[&str], &str, &str); 4] = [
+            (
+                &["get", "global/never-written"],
+                "global/never-written does not exist",
+                &missing_primary,
+            ),
+            (
+                &["rm", "global/never-written"],
+                "global/never-written does not exist",
+                &missing_primary,
+            ),
+            (
+                &["rm", "global/r", "--if-version", "2"],
+                "version conflict on global/r: expected version 2, current version is 1",
+                &r_primary,
+            ),
+            (
+                &["put", "global/r", value_s, "--if-version", "0"],
+                "version conflict on global/r: expected version 0, current version is 1",
+                &r_primary,
+            ),
+        ];
+        for (args, want, primary) in cases {
+            let err = p3ctl_err(&node.dir, args);
+            if !err.contains(want) {
+                wrong.push(format!(
+                    "`p3ctl {}` {}: want {want:?}, got: {err}",
+                    args.join(" "),
+                    through(primary)
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "wrong errors:\n{}", wrong.join("\n"));
+    assert_eq!(
+        stat(other, "global/r")["version"],
+        1,
+        "refused writes must not change the object"
     );
-    assert_eq!(get(dir, "global/r"), b"some bytes", "a refused rm must not remove");
+    assert_eq!(
+        get(dir, "global/r"),
+        b"some bytes",
+        "a refused rm must not remove"
+    );
     p3ctl_ok(other, &["rm", "global/r", "--if-version", "1"]);
     let err = p3ctl_err(dir, &["get", "global/r"]);
     assert!(err.contains("global/r does not exist"), "{err}");
@@ -533,7 +656,9 @@ fn namespaces_and_bad_input() {
     put(dir, "global/brief", &value, &["--ttl", "1s"]);
     put(dir, "global/lasting", &value, &["--ttl", "1h"]);
     let lasting = stat(other, "global/lasting");
-    let expires = lasting["expires_ms"].as_u64().expect("no expires_ms with --ttl");
+    let expires = lasting["expires_ms"]
+        .as_u64()
+        .expect("no expires_ms with --ttl");
     assert!(
         (before + 3_600_000..=now_ms() + 3_600_000).contains(&expires),
         "expires_ms should be about now + 1 h: {lasting}"
@@ -548,7 +673,10 @@ fn namespaces_and_bad_input() {
     assert_eq!(get(other, "global/lasting"), b"some bytes");
     let out = p3ctl_ok(other, &["ls", "global", "--json"]);
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(!listed.contains("global/brief"), "expired object listed: {listed}");
+    assert!(
+        !listed.contains("global/brief"),
+        "expired object listed: {listed}"
+    );
     assert!(listed.contains("global/lasting"), "{listed}");
     eprintln!("namespaces_and_bad_input: {:?}", started.elapsed());
 }

@@ -136,8 +136,8 @@ pub fn write_pseudo_random_file(path: &Path, len: u64, seed: u64) -> String {
 
 /// The blake3 hash (hex) and size of a file, read a MiB at a time.
 pub fn blake3_file(path: &Path) -> (String, u64) {
-    let mut file = fs::File::open(path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let mut file =
+        fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0; 1 << 20];
     let mut size = 0;
@@ -203,7 +203,11 @@ impl NodeProc {
         cmd.args(["node", "start", "--listen", listen, "--data-dir"])
             .arg(dir)
             .env_remove("P3_DATA_DIR")
-            .env("RUST_LOG", "info,p3_dht=debug")
+            // P3_TEST_RUST_LOG overrides the nodes' log filter when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("P3_TEST_RUST_LOG").unwrap_or_else(|_| "info,p3_dht=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -382,7 +386,10 @@ impl Cluster {
     /// Stops every node (node `i` with signal `signal(i)`, e.g. "TERM" or "KILL",
     /// returning the exit statuses), then starts them again on the same data dirs
     /// and new ports: node 0 first, the others joining through its new address.
-    pub fn restart_all(&mut self, signal: impl Fn(usize) -> &'static str) -> Vec<std::process::ExitStatus> {
+    pub fn restart_all(
+        &mut self,
+        signal: impl Fn(usize) -> &'static str,
+    ) -> Vec<std::process::ExitStatus> {
         let statuses = self
             .nodes
             .iter_mut()
