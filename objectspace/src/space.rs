@@ -192,7 +192,10 @@ impl ObjectSpace {
     /// within the RPC deadline.
     pub(crate) async fn ask(&self, peer: PeerId, request: PeerRequest) -> Result<PeerResponse> {
         if peer == self.me() {
-            return Ok(crate::service::handle(self, peer, request).await);
+            return match crate::service::handle(self, peer, request).await {
+                PeerResponse::Error(e) => Err(e),
+                answer => Ok(answer),
+            };
         }
         let deadline = self.inner.config.rpc_timeout + transfer_allowance(&request);
         match timeout(deadline, self.inner.node.request(peer, &request)).await {

@@ -162,12 +162,17 @@ impl Space {
         mut value: impl AsyncRead + Unpin,
         mut progress: impl FnMut(u64),
     ) -> Result<Written> {
-        self.send(&Request::Put {
-            path: path.to_owned(),
-            options: options.clone(),
-            size,
-        })
-        .await?;
+        match self
+            .call(Request::Put {
+                path: path.to_owned(),
+                options: options.clone(),
+                size,
+            })
+            .await?
+        {
+            Response::Ready => {}
+            other => return Err(unexpected(other)),
+        }
         let mut buf = vec![0u8; DATA_FRAME];
         let mut sent = 0u64;
         loop {
@@ -178,11 +183,7 @@ impl Space {
             if n == 0 {
                 break;
             }
-            if let Err(e) = self.send(&Request::Data(buf[..n].to_vec())).await {
-                // The node may have refused the value and closed; its reason
-                // is more useful than the broken pipe.
-                return Err(self.receive().await.err().unwrap_or(e));
-            }
+            self.send(&Request::Data(buf[..n].to_vec())).await?;
             sent += n as u64;
             progress(sent);
         }

@@ -1,8 +1,11 @@
 //! The messages of the local API.
 //!
 //! Most requests get exactly one [`Response`]. Two stream bytes:
-//! - [`Request::Put`] is followed by [`Request::Data`] frames (at most
-//!   [`DATA_FRAME`] bytes each) and one [`Request::End`]; then the node answers.
+//! - [`Request::Put`] is answered by [`Response::Ready`] (or an error: bad path,
+//!   unknown namespace, too large) before any byte of the value moves; then the
+//!   client sends [`Request::Data`] frames (at most [`DATA_FRAME`] bytes each)
+//!   and one [`Request::End`], and the node answers [`Response::Written`] (or an
+//!   error, after reading the value to its end so the connection stays usable).
 //! - [`Request::Get`] is answered by [`Response::Object`], then [`Response::Data`]
 //!   frames, then [`Response::End`] (or a [`Response::Error`] at any point).
 
@@ -107,6 +110,8 @@ pub enum Response {
     Peers(Vec<PeerInfo>),
     /// Answer to [`Request::Closest`]: PeerIds, nearest first.
     Closest(Vec<String>),
+    /// Send the value of the [`Request::Put`].
+    Ready,
     /// A write or removal is acknowledged.
     Written(Written),
     /// The object about to be streamed, or the answer to [`Request::Stat`].

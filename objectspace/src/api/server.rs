@@ -16,7 +16,7 @@ use crate::{
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::PutOptions,
-    space::ObjectSpace,
+    space::{Ingest, ObjectSpace},
 };
 
 /// Accepts API connections until the task is dropped.
@@ -58,18 +58,7 @@ async fn connection(
                 path,
                 options,
                 size,
-            } => {
-                let answer = match put(&mut stream, space, &path, options, size).await {
-                    Ok(answer) => answer,
-                    Err(Abort(e)) => {
-                        // The rest of the value is still in flight; answer and
-                        // close rather than read gigabytes to throw away.
-                        write_frame(&mut stream, &Response::Error(e)).await?;
-                        return Ok(());
-                    }
-                };
-                write_frame(&mut stream, &answer).await?;
-            }
+            } => put(&mut stream, space, &path, options, size).await?,
             Request::Get { path } => get(&mut stream, space, &path).await?,
             request => {
                 let answer = handle(request, space).await.unwrap_or_else(Response::Error);
@@ -93,16 +82,15 @@ fn writable(path: &ObjectPath) -> Result<()> {
     Ok(())
 }
 
-/// A failure in the middle of receiving a value: the connection must close.
-struct Abort(SpaceError);
-
+/// Receives a value and writes it. Checks that need no value happen before the
+/// client sends it; a failure while it arrives is answered after its end.
 async fn put(
     stream: &mut TcpStream,
     space: &ObjectSpace,
     path: &str,
     options: PutOptions,
     size: Option<u64>,
-) -> Result<Response, Abort> {
+) -> Result<(), FrameError> {
     let checked = async {
         let path = path_of(path)?;
         writable(&path)?;
@@ -113,30 +101,37 @@ async fn put(
         space.check_namespace(&path.namespace).await?;
         Ok(path)
     };
-    let path = checked.await.map_err(Abort)?;
-    let mut ingest = space.ingest();
+    let path = match checked.await {
+        Ok(path) => path,
+        Err(e) => return write_frame(stream, &Response::Error(e)).await,
+    };
+    write_frame(stream, &Response::Ready).await?;
+    // After a failure the rest of the value is read and dropped.
+    let mut ingest: Result<Ingest> = Ok(space.ingest());
     loop {
-        let frame = read_frame::<_, Request>(stream)
-            .await
-            .map_err(|e| Abort(SpaceError::Invalid(e.to_string())))?;
-        match frame {
+        match read_frame::<_, Request>(stream).await? {
             Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
-                tokio::task::block_in_place(|| ingest.push(&bytes)).map_err(Abort)?;
+                if let Ok(open) = ingest.as_mut() {
+                    if let Err(e) = tokio::task::block_in_place(|| open.push(&bytes)) {
+                        ingest = Err(e);
+                    }
+                }
             }
             Some(Request::End) => break,
             Some(_) => {
-                return Err(Abort(SpaceError::Invalid(
-                    "expected the value's data frames".into(),
-                )))
+                let e = SpaceError::Invalid("expected the value's data frames".into());
+                write_frame(stream, &Response::Error(e)).await?;
+                return Err(FrameError::Malformed("unexpected frame in a value".into()));
             }
-            None => return Err(Abort(SpaceError::Invalid("the value was cut short".into()))),
+            None => return Ok(()), // the client went away mid-value
         }
     }
-    let (hash, size, _pin) = tokio::task::block_in_place(|| ingest.finish()).map_err(Abort)?;
-    Ok(match space.put(&path, options, hash, size).await {
-        Ok(written) => Response::Written(written),
-        Err(e) => Response::Error(e),
-    })
+    let written = match ingest.and_then(|ingest| tokio::task::block_in_place(|| ingest.finish())) {
+        Ok((hash, size, _pin)) => space.put(&path, options, hash, size).await,
+        Err(e) => Err(e),
+    };
+    let answer = written.map_or_else(Response::Error, Response::Written);
+    write_frame(stream, &answer).await
 }
 
 async fn get(stream: &mut TcpStream, space: &ObjectSpace, path: &str) -> Result<(), FrameError> {
