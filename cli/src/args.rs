@@ -87,6 +87,9 @@ pub enum Command {
     Stat {
         /// The object, NAMESPACE/NAME.
         path: String,
+        /// Show only this node's own copy (no network): what repair has put here.
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         opts: NodeOpts,
     },

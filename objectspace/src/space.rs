@@ -443,6 +443,23 @@ impl ObjectSpace {
         Ok(stat)
     }
 
+    /// This node's own live copy of `path`, without asking anyone.
+    pub async fn stat_local(&self, path: &ObjectPath) -> Result<Stat> {
+        let store = self.inner.store.clone();
+        let (ns, name) = (path.namespace.clone(), path.name.clone());
+        let record = blocking(move || store.record(&ns, &name)).await?;
+        let record = record
+            .filter(|r| r.is_live(now_ms()))
+            .ok_or_else(|| SpaceError::NotFound(format!("{path} (on this node)")))?;
+        let mut stat = record.stat();
+        stat.replicas = vec![Replica {
+            peer: self.me().to_string(),
+            version: record.version,
+            primary: false,
+        }];
+        Ok(stat)
+    }
+
     /// Sends the value of a found object to `sink`, chunk by chunk, from the
     /// local store, the answer itself, or other holders (owners first, then
     /// nodes that cached it); a fetched blob stays in the local cache.

@@ -62,7 +62,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Get { path, output, opts } => {
                 objects::get(&opts, &path, output.as_deref()).await?
             }
-            Command::Stat { path, opts } => objects::stat(&opts, &path).await?,
+            Command::Stat { path, local, opts } => objects::stat(&opts, &path, local).await?,
             Command::Rm {
                 path,
                 if_version,

@@ -180,10 +180,15 @@ impl Drop for Partial {
     }
 }
 
-/// `p3ctl stat NS/NAME`.
-pub async fn stat(opts: &NodeOpts, path: &str) -> Result<()> {
+/// `p3ctl stat NS/NAME [--local]`.
+pub async fn stat(opts: &NodeOpts, path: &str, local: bool) -> Result<()> {
     check_path(path)?;
-    let stat = space(opts).await?.stat(path).await?;
+    let mut space = space(opts).await?;
+    let stat = if local {
+        space.stat_local(path).await?
+    } else {
+        space.stat(path).await?
+    };
     if opts.json {
         return output::json(&stat);
     }

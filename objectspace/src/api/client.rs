@@ -261,12 +261,22 @@ impl Space {
 
     /// Metadata of `path` and the versions its owners hold.
     pub async fn stat(&mut self, path: &str) -> Result<Stat> {
-        match self
-            .call(Request::Stat {
-                path: path.to_owned(),
-            })
-            .await?
-        {
+        self.stat_request(path, false).await
+    }
+
+    /// The copy of `path` this node holds itself, if any, without asking other
+    /// nodes (and so without read repair): how operators and tests see where
+    /// replicas are.
+    pub async fn stat_local(&mut self, path: &str) -> Result<Stat> {
+        self.stat_request(path, true).await
+    }
+
+    async fn stat_request(&mut self, path: &str, local: bool) -> Result<Stat> {
+        let request = Request::Stat {
+            path: path.to_owned(),
+            local,
+        };
+        match self.call(request).await? {
             Response::Object(stat) => Ok(stat),
             other => Err(unexpected(other)),
         }

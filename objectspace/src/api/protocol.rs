@@ -63,6 +63,8 @@ pub enum Request {
     Stat {
         /// `NS/NAME`.
         path: String,
+        /// Only this node's own copy, without asking the owners.
+        local: bool,
     },
     /// Remove `NS/NAME`.
     Remove {

@@ -172,7 +172,12 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
                 .map(ToString::to_string)
                 .collect(),
         ),
-        Request::Stat { path } => Response::Object(space.stat(&path_of(&path)?).await?),
+        Request::Stat { path, local: false } => {
+            Response::Object(space.stat(&path_of(&path)?).await?)
+        }
+        Request::Stat { path, local: true } => {
+            Response::Object(space.stat_local(&path_of(&path)?).await?)
+        }
         Request::Remove { path, if_version } => {
             let path = path_of(&path)?;
             writable(&path)?;
