@@ -6,7 +6,6 @@
 //! hold the value durably (fsynced), a get asks every owner for the newest version.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Duration;

@@ -85,7 +85,7 @@ struct RawManifest {
 impl TryFrom<RawManifest> for Manifest {
     type Error = String;
     fn try_from(raw: RawManifest) -> Result<Self, String> {
-        if raw.chunks.len() % 32 != 0 {
+        if !raw.chunks.len().is_multiple_of(32) {
             return Err("chunk list is not a whole number of hashes".into());
         }
         let chunks: Vec<BlobHash> = raw
