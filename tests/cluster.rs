@@ -4,18 +4,11 @@
 mod common;
 
 use common::{p3ctl, wait_for, Cluster, NodeProc, DEADLINE};
-use libp2p::{kad::KBucketKey, PeerId};
 
 /// The `count` PeerIds of `peers` nearest to `key` by Kademlia's XOR metric,
 /// computed here independently of the nodes.
 fn expected_owners(key: &str, peers: &[String], count: usize) -> Vec<String> {
-    let target = KBucketKey::new(key.as_bytes().to_vec());
-    let mut peers: Vec<PeerId> = peers
-        .iter()
-        .map(|p| p.parse().expect("bad PeerId"))
-        .collect();
-    peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
-    peers.iter().take(count).map(ToString::to_string).collect()
+    common::closest_by_xor(key.as_bytes(), peers, count)
 }
 
 #[test]

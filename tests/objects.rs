@@ -14,7 +14,6 @@ use common::{
     blake3_file, p3ctl, p3ctl_err, p3ctl_ok, p3ctl_spawn, pseudo_random, wait_for,
     write_pseudo_random_file, Cluster, DEADLINE,
 };
-use libp2p::{kad::KBucketKey, PeerId};
 use serde_json::Value;
 
 const KIB: u64 = 1 << 10;
@@ -71,13 +70,7 @@ fn expected_owners(ns: &str, name: &str, peers: &[String], count: usize) -> Vec<
     hasher.update(ns.as_bytes());
     hasher.update(&[0]);
     hasher.update(name.as_bytes());
-    let target = KBucketKey::new(hasher.finalize().as_bytes().to_vec());
-    let mut peers: Vec<PeerId> = peers
-        .iter()
-        .map(|p| p.parse().expect("bad PeerId"))
-        .collect();
-    peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
-    peers.iter().take(count).map(ToString::to_string).collect()
+    common::closest_by_xor(hasher.finalize().as_bytes(), peers, count)
 }
 
 #[test]

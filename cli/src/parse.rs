@@ -5,18 +5,23 @@ use std::time::Duration;
 
 use p3_objectspace::object::MetaValue;
 
+/// Splits `30s` into `(30, "s")`; `None` without leading digits.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    Some((number.parse().ok()?, unit))
+}
+
 /// A duration such as `500ms`, `30s`, `5m`, `2h`, `1d`, or plain seconds (`90`).
 /// Zero is refused: its one use, a TTL, would make an object that is gone before
 /// anyone can read it.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid duration {text:?}: use e.g. 500ms, 30s, 5m, 2h, 1d or plain seconds");
-    let trimmed = text.trim();
-    let digits = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(digits);
-    let number: u64 = number.parse().map_err(|_| bad())?;
+    let (number, unit) = number_and_unit(text).ok_or_else(bad)?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
@@ -39,12 +44,7 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 /// (`1kB`, `1MB`, `1GB`; powers of 1000).
 pub fn size(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {text:?}: use e.g. 4096, 4k, 1KiB, 1M, 1MiB or 1MB");
-    let trimmed = text.trim();
-    let digits = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(digits);
-    let number: u64 = number.parse().map_err(|_| bad())?;
+    let (number, unit) = number_and_unit(text).ok_or_else(bad)?;
     let multiplier: u64 = match unit {
         "" | "B" | "b" => 1,
         "k" | "K" | "KiB" | "kiB" => 1 << 10,

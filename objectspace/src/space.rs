@@ -262,6 +262,20 @@ impl ObjectSpace {
         self.submit(path, WriteOp::Remove, if_version, None).await
     }
 
+    /// The incarnation of the path's namespace (an error if it does not exist)
+    /// and the path's owners.
+    async fn locate(&self, path: &ObjectPath) -> Result<(u64, Vec<PeerId>)> {
+        let incarnation = self
+            .inner
+            .namespaces
+            .incarnation(self, &path.namespace)
+            .await?;
+        let owners = self
+            .owners(&object_key(&path.namespace, &path.name))
+            .await?;
+        Ok((incarnation, owners))
+    }
+
     /// Sends a write to the key's primary, following redirects and skipping
     /// owners that cannot be reached.
     async fn submit(
@@ -271,13 +285,7 @@ impl ObjectSpace {
         if_version: Option<u64>,
         inline: Option<Vec<u8>>,
     ) -> Result<Written> {
-        let ns_incarnation = self
-            .inner
-            .namespaces
-            .incarnation(self, &path.namespace)
-            .await?;
-        let key = object_key(&path.namespace, &path.name);
-        let owners = self.owners(&key).await?;
+        let (ns_incarnation, owners) = self.locate(path).await?;
         let mut request = WriteRequest {
             ns: path.namespace.clone(),
             name: path.name.clone(),
@@ -326,13 +334,7 @@ impl ObjectSpace {
     /// Asks every owner of `path` for its record; the newest live one wins.
     /// Owners holding older versions are brought up to date in the background.
     pub async fn find(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
-        let incarnation = self
-            .inner
-            .namespaces
-            .incarnation(self, &path.namespace)
-            .await?;
-        let key = object_key(&path.namespace, &path.name);
-        let owners = self.owners(&key).await?;
+        let (incarnation, owners) = self.locate(path).await?;
         let asks = owners.iter().map(|&peer| {
             let request = PeerRequest::Head {
                 ns: path.namespace.clone(),

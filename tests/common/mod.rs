@@ -424,3 +424,16 @@ impl Cluster {
         }
     }
 }
+
+/// The `count` of `peers` closest to `key` by Kademlia's XOR metric, nearest
+/// first: the owners of `key`, computed independently of the nodes.
+pub fn closest_by_xor(key: &[u8], peers: &[String], count: usize) -> Vec<String> {
+    use libp2p::{kad::KBucketKey, PeerId};
+    let target = KBucketKey::new(key.to_vec());
+    let mut peers: Vec<PeerId> = peers
+        .iter()
+        .map(|p| p.parse().expect("bad PeerId"))
+        .collect();
+    peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+    peers.iter().take(count).map(ToString::to_string).collect()
+}
