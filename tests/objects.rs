@@ -694,3 +694,63 @@ fn namespaces_and_bad_input() {
     assert!(listed.contains("global/lasting"), "{listed}");
     eprintln!("namespaces_and_bad_input: {:?}", started.elapsed());
 }
+
+#[test]
+fn joining_nodes_receive_what_they_now_own_and_others_let_go() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_formed();
+    let names: Vec<String> = (0..8).map(|i| format!("spread/{i}")).collect();
+    let mut versions = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let file = cluster.root.path().join(format!("v{i}"));
+        fs::write(&file, pseudo_random(2000 + i * 100_000, i as u64)).unwrap();
+        versions.push(
+            put(
+                &cluster.nodes[i % 3].dir,
+                &format!("global/{name}"),
+                &file,
+                &[],
+            )["version"]
+                .clone(),
+        );
+    }
+
+    // Two more nodes join; some objects now belong (partly) to them.
+    let seed = cluster.nodes[0].addr.clone();
+    for i in 3..5 {
+        let dir = cluster.root.path().join(format!("node{i}"));
+        cluster.nodes.push(common::NodeProc::start(&dir, &[&seed]));
+    }
+    cluster.wait_formed();
+    let peers: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+
+    // Without any read (so without read repair), each object ends up exactly on
+    // its three new owners: pushed to the newcomers, dropped by the nodes that
+    // no longer own it once the owners hold it.
+    let mut moved = 0;
+    for (name, version) in names.iter().zip(&versions) {
+        let owners = expected_owners("global", name, &peers, 3);
+        moved += owners
+            .iter()
+            .filter(|o| **o == peers[3] || **o == peers[4])
+            .count();
+        let path = format!("global/{name}");
+        wait_for(
+            &format!("{path} to sit on exactly its owners"),
+            DEADLINE,
+            || {
+                cluster
+                    .nodes
+                    .iter()
+                    .all(|node| {
+                        let held = node
+                            .json(&["stat", &path, "--local"])
+                            .is_some_and(|s| s["version"] == *version);
+                        held == owners.contains(&node.peer_id)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    assert!(moved > 0, "no object moved to a newcomer; pick other names");
+}
