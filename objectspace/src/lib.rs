@@ -7,9 +7,9 @@
 //!   version, type, metadata and TTL.
 //! - [`space`]: the engine — the R nodes closest to an object's key own it; the
 //!   closest live one (the primary) orders writes and has the others store them
-//!   before it acknowledges ([`service`]); reads ask every owner and take the
-//!   newest version; [`repair`] brings every object back to R copies when owners
-//!   change.
+//!   before it acknowledges ([`write`] sends them, [`service`] runs them); reads
+//!   ask every owner and take the newest version ([`read`]); [`repair`] brings
+//!   every object back to R copies when owners change.
 //! - [`store`]: the node's RocksDB-backed share of all this, with an LRU cache of
 //!   fetched blobs.
 //! - [`namespaces`]: the namespace registry; [`api`]: the local client API and
@@ -27,14 +27,18 @@ pub mod name;
 pub mod namespaces;
 pub mod object;
 pub mod protocol;
+pub mod read;
 pub mod repair;
 pub mod service;
 pub mod space;
 pub mod store;
 pub mod transfer;
+pub mod write;
 
 pub use api::Space;
 pub use error::SpaceError;
 pub use key::{blob_provider_key, object_key};
 pub use name::{NameError, Namespace, ObjectName, ObjectPath};
+pub use read::Found;
 pub use space::{ObjectSpace, SpaceConfig};
+pub use write::Ingest;

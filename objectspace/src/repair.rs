@@ -24,8 +24,9 @@ use crate::{
     namespaces::Registry,
     object::{now_ms, ObjectRecord},
     protocol::{PeerRequest, PeerResponse, SyncEntry, SYNC_BATCH},
+    read::read_small,
     service::accept_replica,
-    space::{read_small, ObjectSpace},
+    space::ObjectSpace,
     store::record_key,
     transfer::blocking,
 };

@@ -15,8 +15,9 @@ use crate::{
     protocol::{
         PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, SYNC_BATCH,
     },
+    read::read_small,
     repair,
-    space::{read_small, ObjectSpace},
+    space::ObjectSpace,
     store::Pin,
     transfer::{self, blocking},
 };

@@ -16,7 +16,8 @@ use crate::{
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::PutOptions,
-    space::{Ingest, ObjectSpace},
+    space::ObjectSpace,
+    write::Ingest,
 };
 
 /// Accepts API connections until the task is dropped.

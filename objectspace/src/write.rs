@@ -1,0 +1,157 @@
+//! The client side of writes: taking a value from a client into the local store,
+//! then sending the write to the key's primary (which [`crate::service`] runs).
+
+use p3_dht::PeerId;
+
+use crate::{
+    api::protocol::Written,
+    blob::{BlobHash, Chunker, INLINE_MAX},
+    error::{Result, SpaceError},
+    name::ObjectPath,
+    object::{PutOptions, MAX_META_BYTES},
+    protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
+    read::read_small,
+    space::ObjectSpace,
+    store::{BlobWriter, Pin},
+    transfer::blocking,
+};
+
+/// A value being received from a client, chunked and stored as it arrives.
+pub struct Ingest {
+    chunker: Chunker,
+    writer: BlobWriter,
+    max: u64,
+}
+
+impl Ingest {
+    /// Stores the next bytes of the value (blocking on disk).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        let size = self.chunker.size() + bytes.len() as u64;
+        if size > self.max {
+            return Err(SpaceError::TooLarge {
+                size,
+                max: self.max,
+            });
+        }
+        let writer = &mut self.writer;
+        self.chunker
+            .push(bytes, |hash, chunk| writer.write_chunk(hash, chunk))
+    }
+
+    /// Completes the value: its hash, size, and a pin that keeps it stored
+    /// until a record points at it.
+    pub fn finish(self) -> Result<(BlobHash, u64, Pin)> {
+        let mut writer = self.writer;
+        let (hash, manifest) = self
+            .chunker
+            .finish(|hash, chunk| writer.write_chunk(hash, chunk))?;
+        let size = manifest.size();
+        Ok((hash, size, writer.commit(hash, manifest)?))
+    }
+}
+
+impl ObjectSpace {
+    /// Starts receiving a value from a client.
+    pub fn ingest(&self) -> Ingest {
+        Ingest {
+            chunker: Chunker::new(),
+            writer: self.inner.store.writer(),
+            max: self.inner.config.max_object_bytes,
+        }
+    }
+
+    /// Writes `path` to point at a blob already in the local store.
+    pub async fn put(
+        &self,
+        path: &ObjectPath,
+        options: PutOptions,
+        blob: BlobHash,
+        size: u64,
+    ) -> Result<Written> {
+        let meta_size = options.type_tag.len()
+            + options
+                .meta
+                .iter()
+                .map(|(k, v)| k.len() + v.to_string().len())
+                .sum::<usize>();
+        if meta_size > MAX_META_BYTES {
+            return Err(SpaceError::Invalid(format!(
+                "type and metadata take {meta_size} bytes; the limit is {MAX_META_BYTES}"
+            )));
+        }
+        let inline = if size <= INLINE_MAX {
+            let store = self.inner.store.clone();
+            Some(blocking(move || read_small(&store, &blob)).await?)
+        } else {
+            None
+        };
+        let op = WriteOp::Put {
+            blob,
+            size,
+            type_tag: options.type_tag,
+            meta: options.meta,
+            ttl_ms: options.ttl_ms,
+        };
+        self.submit(path, op, options.if_version, inline).await
+    }
+
+    /// Removes `path`.
+    pub async fn remove(&self, path: &ObjectPath, if_version: Option<u64>) -> Result<Written> {
+        self.submit(path, WriteOp::Remove, if_version, None).await
+    }
+
+    /// Sends a write to the key's primary, following redirects and skipping
+    /// owners that cannot be reached.
+    async fn submit(
+        &self,
+        path: &ObjectPath,
+        op: WriteOp,
+        if_version: Option<u64>,
+        inline: Option<Vec<u8>>,
+    ) -> Result<Written> {
+        let (ns_incarnation, owners) = self.locate(path).await?;
+        let mut request = WriteRequest {
+            ns: path.namespace.clone(),
+            name: path.name.clone(),
+            ns_incarnation,
+            op,
+            if_version,
+            inline,
+            origin: self.me().to_string(),
+            owners: owners.iter().map(ToString::to_string).collect(),
+            hops: 0,
+        };
+        let mut candidates: Vec<PeerId> = owners.clone();
+        candidates.reverse();
+        let mut failures = Vec::new();
+        while let Some(target) = candidates.pop() {
+            match self.ask(target, PeerRequest::Write(request.clone())).await {
+                Ok(PeerResponse::Written { record, acked }) => {
+                    return Ok(Written {
+                        path: path.to_string(),
+                        version: record.version,
+                        hash: record.blob.map(|b| b.to_string()).unwrap_or_default(),
+                        size: record.size,
+                        acked_by: acked,
+                    })
+                }
+                Ok(PeerResponse::NotPrimary(primary)) if request.hops < 3 => {
+                    request.hops += 1;
+                    match primary.parse::<PeerId>() {
+                        Ok(p) => candidates.push(p),
+                        Err(_) => failures.push(format!("{target}: bad redirect")),
+                    }
+                }
+                Ok(other) => failures.push(format!("{target}: unexpected answer {other:?}")),
+                Err(e @ (SpaceError::Unavailable(_) | SpaceError::Stopped)) => {
+                    failures.push(format!("{target}: {e}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SpaceError::Unavailable(format!(
+            "no owner of {path} took the write: {}",
+            failures.join("; ")
+        )))
+    }
+}
