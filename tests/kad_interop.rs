@@ -126,4 +126,66 @@ async fn a_plain_libp2p_kademlia_peer_joins_the_dht() {
             _ = swarm.select_next_some() => {}
         }
     }
+
+    // Content: after a put, the plain peer finds the nodes that hold the value
+    // through standard provider records under the multihash key 0x1e 0x20 ‖ blake3.
+    let value = b"content any Kademlia peer can locate".to_vec();
+    let hash = blake3::hash(&value);
+    let dir = cluster.nodes[0].dir.clone();
+    let mut put = tokio::task::spawn_blocking(move || {
+        let file = dir.join("value");
+        std::fs::write(&file, value).unwrap();
+        let out = common::p3ctl(&dir, &["put", "global/located", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    loop {
+        tokio::select! {
+            result = &mut put => { result.expect("put failed"); break; }
+            _ = swarm.select_next_some() => {}
+        }
+    }
+    let mut key = vec![0x1e, 0x20];
+    key.extend_from_slice(hash.as_bytes());
+    let holders: Vec<PeerId> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.peer_id.parse().unwrap())
+        .collect();
+    let mut providers = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    // Announcements are made in the background after the put; ask until every
+    // holder (all three nodes own the object) has announced itself.
+    while !holders.iter().all(|h| providers.contains(h)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "providers of {hash} found: {providers:?}, expected all of {holders:?}"
+        );
+        let query = swarm.behaviour_mut().kad.get_providers(key.clone().into());
+        loop {
+            if let SwarmEvent::Behaviour(PlainEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetProviders(result),
+                step,
+                ..
+            })) = swarm.select_next_some().await
+            {
+                if id != query {
+                    continue;
+                }
+                if let Ok(kad::GetProvidersOk::FoundProviders {
+                    providers: found, ..
+                }) = result
+                {
+                    providers.extend(found);
+                }
+                if step.last {
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -92,7 +92,10 @@ impl ObjectSpace {
             meta: options.meta,
             ttl_ms: options.ttl_ms,
         };
-        self.submit(path, op, options.if_version, inline).await
+        let written = self.submit(path, op, options.if_version, inline).await?;
+        // This node holds the value too (owner or not): say so.
+        self.announce(blob);
+        Ok(written)
     }
 
     /// Removes `path`.
