@@ -107,3 +107,59 @@ fn the_local_api_refuses_a_wrong_token_and_keeps_serving() {
         "node stopped serving after bad API input"
     );
 }
+
+#[test]
+fn a_value_over_the_configured_limit_is_refused_and_the_node_keeps_serving() {
+    use std::io::Write;
+
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "[space]\nmax_object_bytes = 1000\n",
+    )
+    .unwrap();
+    let _node = NodeProc::start(&dir, &[]);
+
+    // Known size (a file): refused before any byte moves.
+    let big = root.path().join("big");
+    std::fs::write(&big, vec![7u8; 2000]).unwrap();
+    let err = one_line_error(&p3ctl(&dir, &["put", "global/big", big.to_str().unwrap()]));
+    assert!(
+        err.contains("2000 bytes is over the 1000-byte limit"),
+        "{err}"
+    );
+
+    // Unknown size (stdin): refused once the limit is crossed.
+    let mut child = std::process::Command::new(common::p3ctl_bin())
+        .args(["put", "global/piped", "-", "--data-dir"])
+        .arg(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(&[7u8; 5000])
+        .unwrap(); // closing stdin ends the value
+    let err = one_line_error(&child.wait_with_output().unwrap());
+    assert!(err.contains("over the 1000-byte limit"), "{err}");
+
+    // Nothing was stored, and values within the limit still are.
+    for name in ["global/big", "global/piped"] {
+        let err = one_line_error(&p3ctl(&dir, &["get", name]));
+        assert!(err.contains("does not exist"), "{err}");
+    }
+    let small = root.path().join("small");
+    std::fs::write(&small, vec![7u8; 1000]).unwrap();
+    let out = p3ctl(&dir, &["put", "global/small", small.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
