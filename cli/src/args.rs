@@ -80,6 +80,21 @@ pub enum Command {
         /// Write the value to FILE (replaced only once the whole value arrived).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Wait up to DURATION for the object to exist (the node is told of the
+        /// write; it does not poll).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+        wait: Option<Duration>,
+        /// With --wait: wait for a version greater than N.
+        #[arg(long, value_name = "N", requires = "wait")]
+        after_version: Option<u64>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Print one line (or JSON object) per put, removal and expiry of the objects
+    /// of NS whose names start with PREFIX, until interrupted.
+    Watch {
+        /// NAMESPACE or NAMESPACE/PREFIX.
+        target: String,
         #[command(flatten)]
         opts: NodeOpts,
     },

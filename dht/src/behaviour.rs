@@ -19,6 +19,9 @@ use crate::{
 /// Longest any request-response exchange may take.
 const REQUEST_OUTER_BOUND: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Requests one connection may have in flight in each direction.
+const MAX_CONCURRENT_REQUESTS: usize = 8192;
+
 /// Every protocol a P³ node speaks. Identify and ping are what other libp2p
 /// implementations require before they admit a peer to their routing table.
 #[derive(NetworkBehaviour)]
@@ -79,7 +82,10 @@ impl Behaviour {
             // fetching its blob before it answers) may rightly take long, so
             // callers set each request's deadline (see `Node::request`).
             request_response::Config::default()
-                .with_request_timeout(config.request_timeout.max(REQUEST_OUTER_BOUND)),
+                .with_request_timeout(config.request_timeout.max(REQUEST_OUTER_BOUND))
+                // Blocking reads park a request at the primary for as long as
+                // they wait; the default 100 per connection would starve others.
+                .with_max_concurrent_streams(MAX_CONCURRENT_REQUESTS),
         );
 
         Ok(Self {

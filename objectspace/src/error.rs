@@ -61,6 +61,9 @@ pub enum SpaceError {
     /// The local database failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A wait ended before what it waited for happened.
+    #[error("{0}")]
+    TimedOut(String),
     /// The node is shutting down or its network task is gone.
     #[error("the node is shutting down")]
     Stopped,

@@ -33,6 +33,7 @@ pub mod service;
 pub mod space;
 pub mod store;
 pub mod transfer;
+pub mod watch;
 pub mod write;
 
 pub use api::Space;

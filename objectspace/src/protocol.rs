@@ -101,6 +101,18 @@ pub enum PeerRequest {
     },
     /// Drop every record of a namespace that was removed.
     DropNamespace(Namespace),
+    /// Answer once a live version newer than `after` is acknowledged here (as
+    /// primary), or after `wait_ms`.
+    WaitNewer {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+        /// The version the reader has seen (0: none).
+        after: u64,
+        /// How long to wait.
+        wait_ms: u64,
+    },
 }
 
 /// One record's identity and version, for repair.
@@ -147,6 +159,9 @@ pub enum PeerResponse {
     },
     /// Answer to [`PeerRequest::List`]; fewer than [`LIST_BATCH`] means the end.
     Records(Vec<ObjectRecord>),
+    /// Answer to [`PeerRequest::WaitNewer`]: the newer version, or `None` if
+    /// the wait ended first.
+    Newer(Option<u64>),
     /// Done.
     Done,
     /// The request failed.

@@ -2,7 +2,7 @@
 //! (ordering writes as primary, holding replicas, heads, listings, repair syncs)
 //! and the tasks a node runs in the background.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use p3_dht::{Inbound, InboundRequest, PeerId};
 use tokio::sync::Semaphore;
@@ -22,8 +22,13 @@ use crate::{
     transfer::{self, blocking},
 };
 
+/// Longest a blocking read waits at the primary in one request.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 /// Peer requests handled at once; more wait in the network layer's queue.
 const MAX_HANDLING: usize = 128;
+/// Blocking reads parked here at once; more are refused (the reader retries).
+const MAX_WAITING: usize = 4096;
 
 /// Starts serving peers (requests and blob streams) and the repair loop.
 pub fn start(space: &ObjectSpace, mut inbound: Inbound) -> Result<()> {
@@ -35,13 +40,29 @@ pub fn start(space: &ObjectSpace, mut inbound: Inbound) -> Result<()> {
     let requests = space.clone();
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(MAX_HANDLING));
+        // Blocking reads park for long; they get their own, larger allowance so
+        // they never hold up writes.
+        let waits = Arc::new(Semaphore::new(MAX_WAITING));
         while let Some(request) = inbound.requests.recv().await {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
+            let decoded = request.decode::<PeerRequest>();
+            let slot = if matches!(decoded, Ok(PeerRequest::WaitNewer { .. })) {
+                match waits.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        let busy = SpaceError::Unavailable("too many blocking reads here".into());
+                        let _ = request.respond(&PeerResponse::Error(busy));
+                        continue;
+                    }
+                }
+            } else {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                slot
             };
             let space = requests.clone();
             tokio::spawn(async move {
-                answer(&space, request).await;
+                answer(&space, request, decoded).await;
                 drop(slot);
             });
         }
@@ -50,9 +71,13 @@ pub fn start(space: &ObjectSpace, mut inbound: Inbound) -> Result<()> {
     Ok(())
 }
 
-async fn answer(space: &ObjectSpace, request: InboundRequest) {
+async fn answer(
+    space: &ObjectSpace,
+    request: InboundRequest,
+    decoded: Result<PeerRequest, p3_dht::DhtError>,
+) {
     let peer = request.peer;
-    let response = match request.decode::<PeerRequest>() {
+    let response = match decoded {
         Ok(decoded) => handle(space, peer, decoded).await,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "malformed peer request");
@@ -115,6 +140,16 @@ pub(crate) async fn handle(
                 )?))
             })
             .await
+        }
+        PeerRequest::WaitNewer {
+            ns,
+            name,
+            after,
+            wait_ms,
+        } => {
+            // Bounded so a peer cannot park requests here forever.
+            let wait = Duration::from_millis(wait_ms).min(MAX_WAIT);
+            space.wait_here(ns, name, after, wait).await
         }
         PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
             .await
@@ -293,6 +328,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 needed,
             });
         }
+        space.written(&record);
         return Ok(PeerResponse::Written { record, acked });
     }
     Err(SpaceError::Unavailable(format!(

@@ -17,7 +17,10 @@ use std::{
 };
 
 use p3_dht::{by_distance, Node, PeerId};
-use tokio::{sync::Notify, time::timeout};
+use tokio::{
+    sync::{broadcast, mpsc, Notify},
+    time::timeout,
+};
 
 use crate::{
     blob::BlobHash,
@@ -27,6 +30,7 @@ use crate::{
     namespaces::Namespaces,
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
     store::Store,
+    watch::{self, Event, Waiters, LOCAL_EVENTS},
 };
 
 /// The knobs of the object space; the node's config file sets them.
@@ -66,6 +70,13 @@ pub(crate) struct Inner {
     pub namespaces: Namespaces,
     /// Wakes the repair loop early.
     pub repair_now: Notify,
+    /// Blocking reads waiting for writes this node orders.
+    pub waiters: Waiters,
+    /// Events of writes this node ordered, for its own watchers (gossip does
+    /// not deliver a node's messages to itself).
+    pub events: broadcast::Sender<Event>,
+    /// Events to gossip, in order.
+    pub gossip: mpsc::Sender<Event>,
 }
 
 /// The object-space engine of a node. Cheap to clone.
@@ -75,8 +86,10 @@ pub struct ObjectSpace {
 }
 
 impl ObjectSpace {
-    /// Builds the engine; [`crate::service::start`] runs its background parts.
+    /// Builds the engine (inside a Tokio runtime: it starts the event
+    /// publisher); [`crate::service::start`] runs the other background parts.
     pub fn new(node: Node, store: Store, config: SpaceConfig) -> Self {
+        let gossip = watch::publisher(node.clone());
         Self {
             inner: Arc::new(Inner {
                 node,
@@ -85,6 +98,9 @@ impl ObjectSpace {
                 key_locks: Mutex::new(HashMap::new()),
                 namespaces: Namespaces::default(),
                 repair_now: Notify::new(),
+                waiters: Waiters::default(),
+                events: broadcast::channel(LOCAL_EVENTS).0,
+                gossip,
             }),
         }
     }
@@ -202,6 +218,7 @@ pub(crate) fn transfer_allowance(request: &PeerRequest) -> Duration {
             ..
         }) => size.saturating_mul(2), // the primary's fetch, then its replicas'
         PeerRequest::Replicate { record, .. } => record.size,
+        PeerRequest::WaitNewer { wait_ms, .. } => return Duration::from_millis(*wait_ms),
         _ => 0,
     };
     Duration::from_secs(bytes / MIN_RATE)

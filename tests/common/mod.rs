@@ -437,3 +437,13 @@ pub fn closest_by_xor(key: &[u8], peers: &[String], count: usize) -> Vec<String>
     peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
     peers.iter().take(count).map(ToString::to_string).collect()
 }
+
+/// A client process that is killed when the guard drops (also when a test fails).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -4,11 +4,12 @@ mod bench;
 mod namespaces;
 mod network;
 mod objects;
+mod watch;
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use p3_objectspace::api::Space;
+use p3_objectspace::api::{protocol::Wait, Space};
 
 use crate::{
     args::{Cli, Command, NodeCommand, NodeOpts, NsCommand},
@@ -59,9 +60,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 let options = objects::put_options(type_tag, meta, ttl, if_version);
                 objects::put(&opts, &path, file.as_deref(), options).await?
             }
-            Command::Get { path, output, opts } => {
-                objects::get(&opts, &path, output.as_deref()).await?
+            Command::Get {
+                path,
+                output,
+                wait,
+                after_version,
+                opts,
+            } => {
+                let wait = wait.map(|w| Wait {
+                    ms: w.as_millis().try_into().unwrap_or(u64::MAX),
+                    after_version,
+                });
+                objects::get(&opts, &path, output.as_deref(), wait).await?
             }
+            Command::Watch { target, opts } => watch::run(&opts, &target).await?,
             Command::Stat { path, local, opts } => objects::stat(&opts, &path, local).await?,
             Command::Rm {
                 path,

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use p3_objectspace::{
-    api::protocol::Written,
+    api::protocol::{Wait, Written},
     object::{MetaValue, PutOptions, Stat},
     Namespace, ObjectPath,
 };
@@ -100,15 +100,20 @@ fn std_file(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<tokio::fs::File>
     Ok(tokio::fs::File::from_std(std::fs::File::from(owned)))
 }
 
-/// `p3ctl get NS/NAME [-o FILE]`.
-pub async fn get(opts: &NodeOpts, path: &str, output: Option<&Path>) -> Result<()> {
+/// `p3ctl get NS/NAME [-o FILE] [--wait DURATION [--after-version N]]`.
+pub async fn get(
+    opts: &NodeOpts,
+    path: &str,
+    output: Option<&Path>,
+    wait: Option<Wait>,
+) -> Result<()> {
     check_path(path)?;
     let mut space = space(opts).await?;
     let mut progress = Progress::new("get", None);
     let Some(output) = output else {
         let stdout = std_file(std::io::stdout().as_fd()).context("cannot write stdout")?;
         space
-            .get(path, stdout, |stat, got| {
+            .get_waiting(path, wait, stdout, |stat, got| {
                 progress.update(got, Some(stat.size))
             })
             .await?;
@@ -117,7 +122,7 @@ pub async fn get(opts: &NodeOpts, path: &str, output: Option<&Path>) -> Result<(
     let partial = Partial::create(output)?;
     let mut file = partial.open().await?;
     space
-        .get(path, &mut file, |stat, got| {
+        .get_waiting(path, wait, &mut file, |stat, got| {
             progress.update(got, Some(stat.size))
         })
         .await?;

@@ -15,12 +15,13 @@ use tokio::{
 };
 
 use super::{
-    protocol::{Hello, Request, Response, Written, DATA_FRAME},
+    protocol::{Hello, Request, Response, Wait, Written, DATA_FRAME},
     read_frame, write_frame, ApiInfo, FrameError, API_FILE,
 };
 use crate::{
     error::{Result, SpaceError},
     object::{PutOptions, Stat},
+    watch::Event,
 };
 
 /// How long the client waits for any one answer before it gives up on a node
@@ -214,15 +215,29 @@ impl Space {
     pub async fn get(
         &mut self,
         path: &str,
+        out: impl AsyncWrite + Unpin,
+        progress: impl FnMut(&Stat, u64),
+    ) -> Result<Stat> {
+        self.get_waiting(path, None, out, progress).await
+    }
+
+    /// [`Space::get`] that first waits, up to `wait`, until the object exists
+    /// (with a version above [`Wait::after_version`], if given). The node waits
+    /// for the write to happen rather than asking again and again.
+    pub async fn get_waiting(
+        &mut self,
+        path: &str,
+        wait: Option<Wait>,
         mut out: impl AsyncWrite + Unpin,
         mut progress: impl FnMut(&Stat, u64),
     ) -> Result<Stat> {
-        let stat = match self
-            .call(Request::Get {
-                path: path.to_owned(),
-            })
-            .await?
-        {
+        let patience = wait.map_or(Duration::ZERO, |w| Duration::from_millis(w.ms));
+        self.send(&Request::Get {
+            path: path.to_owned(),
+            wait,
+        })
+        .await?;
+        let stat = match self.receive_within(self.timeout + patience).await? {
             Response::Object(stat) => stat,
             other => return Err(unexpected(other)),
         };
@@ -257,6 +272,19 @@ impl Space {
         let mut out = Vec::new();
         let stat = self.get(path, &mut out, |_, _| {}).await?;
         Ok((stat, out))
+    }
+
+    /// Turns this connection into a stream of the events of `namespace` for the
+    /// objects whose names start with `prefix`; returns once the node watches.
+    pub async fn watch(mut self, namespace: &str, prefix: &str) -> Result<Watching> {
+        let request = Request::Watch {
+            namespace: namespace.to_owned(),
+            prefix: prefix.to_owned(),
+        };
+        match self.call(request).await? {
+            Response::Watching => Ok(Watching { space: self }),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Metadata of `path` and the versions its owners hold.
@@ -332,6 +360,26 @@ impl Space {
         match self.call(request).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A connection delivering watch events.
+pub struct Watching {
+    space: Space,
+}
+
+impl Watching {
+    /// The next event (waits as long as it takes).
+    pub async fn next(&mut self) -> Result<Event> {
+        let answer = read_frame(&mut self.space.stream).await.map_err(lost)?;
+        match answer {
+            Some(Response::Event(event)) => Ok(event),
+            Some(Response::Error(e)) => Err(e),
+            Some(other) => Err(unexpected(other)),
+            None => Err(SpaceError::Unavailable(
+                "the node closed the connection (is it shutting down?)".into(),
+            )),
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod server;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub use client::Space;
+pub use client::{Space, Watching};
 
 /// Name of the file in the data directory that says where the API listens.
 pub const API_FILE: &str = "api.json";

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::SpaceError,
     object::{PutOptions, Stat},
+    watch::Event,
 };
 
 /// Largest payload of one data frame.
@@ -58,6 +59,17 @@ pub enum Request {
     Get {
         /// `NS/NAME`.
         path: String,
+        /// Wait for the object to exist (or to pass a version) first.
+        wait: Option<Wait>,
+    },
+    /// Stream the events of a namespace's objects whose names start with a
+    /// prefix: answered by [`Response::Watching`], then [`Response::Event`]s
+    /// until the client closes the connection.
+    Watch {
+        /// The namespace.
+        namespace: String,
+        /// Name prefix ("" for all).
+        prefix: String,
     },
     /// Metadata of `NS/NAME` and which owners hold it.
     Stat {
@@ -86,6 +98,15 @@ pub enum Request {
     RemoveNamespace(String),
     /// The namespaces that exist.
     ListNamespaces,
+}
+
+/// How long a blocking get waits, and for what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wait {
+    /// At most this long, in milliseconds.
+    pub ms: u64,
+    /// For a version greater than this one (`None`: for any version).
+    pub after_version: Option<u64>,
 }
 
 /// The result of a write.
@@ -128,6 +149,10 @@ pub enum Response {
     Namespaces(Vec<String>),
     /// A namespace operation succeeded.
     Done,
+    /// The watch is established.
+    Watching,
+    /// One event of a watch.
+    Event(Event),
     /// The request failed.
     Error(SpaceError),
 }

@@ -1,6 +1,6 @@
 //! The node's side of the local API.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -8,7 +8,7 @@ use tokio::{
 };
 
 use super::{
-    protocol::{Hello, Request, Response, DATA_FRAME},
+    protocol::{Hello, Request, Response, Wait, DATA_FRAME},
     read_frame, write_frame, FrameError,
 };
 use crate::{
@@ -60,7 +60,10 @@ async fn connection(
                 options,
                 size,
             } => put(&mut stream, space, &path, options, size).await?,
-            Request::Get { path } => get(&mut stream, space, &path).await?,
+            Request::Get { path, wait } => get(&mut stream, space, &path, wait).await?,
+            Request::Watch { namespace, prefix } => {
+                return watch(stream, space, &namespace, &prefix).await;
+            }
             request => {
                 let answer = handle(request, space).await.unwrap_or_else(Response::Error);
                 write_frame(&mut stream, &answer).await?;
@@ -135,8 +138,23 @@ async fn put(
     write_frame(stream, &answer).await
 }
 
-async fn get(stream: &mut TcpStream, space: &ObjectSpace, path: &str) -> Result<(), FrameError> {
-    let found = match async { space.find(&path_of(path)?, true).await }.await {
+async fn get(
+    stream: &mut TcpStream,
+    space: &ObjectSpace,
+    path: &str,
+    wait: Option<Wait>,
+) -> Result<(), FrameError> {
+    let found = async {
+        let path = path_of(path)?;
+        match wait {
+            Some(w) => {
+                let patience = Duration::from_millis(w.ms);
+                space.find_newer(&path, w.after_version, patience).await
+            }
+            None => space.find(&path, true).await,
+        }
+    };
+    let found = match found.await {
         Ok(found) => found,
         Err(e) => return write_frame(stream, &Response::Error(e)).await,
     };
@@ -158,6 +176,32 @@ async fn get(stream: &mut TcpStream, space: &ObjectSpace, path: &str) -> Result<
         Err(e) => Response::Error(e),
     };
     write_frame(stream, &last).await
+}
+
+/// Sends events until the client hangs up (or the node stops).
+async fn watch(
+    mut stream: TcpStream,
+    space: &ObjectSpace,
+    namespace: &str,
+    prefix: &str,
+) -> Result<(), FrameError> {
+    let started = async { space.watch(&Namespace::new(namespace)?, prefix).await };
+    let mut events = match started.await {
+        Ok(events) => events,
+        Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
+    };
+    write_frame(&mut stream, &Response::Watching).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    loop {
+        tokio::select! {
+            // The client sends nothing more; this ends when it hangs up.
+            _ = read_frame::<_, Request>(&mut reader) => return Ok(()),
+            event = events.next() => match event {
+                Ok(event) => write_frame(&mut writer, &Response::Event(event)).await?,
+                Err(e) => return write_frame(&mut writer, &Response::Error(e)).await,
+            },
+        }
+    }
 }
 
 async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
@@ -196,9 +240,11 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
             Response::Done
         }
         Request::ListNamespaces => Response::Namespaces(namespaces.list(space).await?),
-        Request::Put { .. } | Request::Get { .. } | Request::Data(_) | Request::End => {
-            return Err(SpaceError::Invalid("unexpected request".into()))
-        }
+        Request::Put { .. }
+        | Request::Get { .. }
+        | Request::Watch { .. }
+        | Request::Data(_)
+        | Request::End => return Err(SpaceError::Invalid("unexpected request".into())),
     })
 }
 
