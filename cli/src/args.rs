@@ -90,6 +90,20 @@ pub enum Command {
         #[command(flatten)]
         opts: NodeOpts,
     },
+    /// Take an object: read and remove it in one step (of concurrent takers
+    /// exactly one gets it). Its name goes to stderr, its value to stdout or FILE.
+    Take {
+        /// The object, NAMESPACE/NAME.
+        path: String,
+        /// Wait up to DURATION for the object to exist.
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+        wait: Option<Duration>,
+        /// Write the value to FILE (replaced only once the whole value arrived).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
     /// Print one line (or JSON object) per put, removal and expiry of the objects
     /// of NS whose names start with PREFIX, until interrupted.
     Watch {

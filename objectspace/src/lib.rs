@@ -32,6 +32,7 @@ pub mod repair;
 pub mod service;
 pub mod space;
 pub mod store;
+pub mod take;
 pub mod transfer;
 pub mod watch;
 pub mod write;

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use p3_objectspace::api::{protocol::Wait, Space};
 
+use self::objects::Read;
+
 use crate::{
     args::{Cli, Command, NodeCommand, NodeOpts, NsCommand},
     config::DataDir,
@@ -71,9 +73,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     ms: w.as_millis().try_into().unwrap_or(u64::MAX),
                     after_version,
                 });
-                objects::get(&opts, &path, output.as_deref(), wait).await?
+                objects::read(&opts, &path, output.as_deref(), Read::Get(wait)).await?
             }
             Command::Watch { target, opts } => watch::run(&opts, &target).await?,
+            Command::Take {
+                path,
+                wait,
+                output,
+                opts,
+            } => objects::read(&opts, &path, output.as_deref(), Read::Take(wait)).await?,
             Command::Stat { path, local, opts } => objects::stat(&opts, &path, local).await?,
             Command::Rm {
                 path,

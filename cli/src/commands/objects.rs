@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context, Result};
 use p3_objectspace::{
     api::protocol::{Wait, Written},
+    api::Space,
     object::{MetaValue, PutOptions, Stat},
     Namespace, ObjectPath,
 };
@@ -100,31 +101,48 @@ fn std_file(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<tokio::fs::File>
     Ok(tokio::fs::File::from_std(std::fs::File::from(owned)))
 }
 
-/// `p3ctl get NS/NAME [-o FILE] [--wait DURATION [--after-version N]]`.
-pub async fn get(
-    opts: &NodeOpts,
-    path: &str,
-    output: Option<&Path>,
-    wait: Option<Wait>,
-) -> Result<()> {
+/// How `get` and `take` obtain a value.
+pub enum Read {
+    /// `p3ctl get`, optionally waiting for the object (or a newer version).
+    Get(Option<Wait>),
+    /// `p3ctl take`, optionally waiting for the object.
+    Take(Option<Duration>),
+}
+
+impl Read {
+    async fn fetch(
+        &self,
+        space: &mut Space,
+        path: &str,
+        out: impl tokio::io::AsyncWrite + Unpin,
+        progress: &mut Progress,
+    ) -> Result<Stat> {
+        let progress = |stat: &Stat, got| progress.update(got, Some(stat.size));
+        let stat = match self {
+            Read::Get(wait) => space.get_waiting(path, *wait, out, progress).await?,
+            Read::Take(wait) => space.take(path, *wait, out, progress).await?,
+        };
+        if let Read::Take(_) = self {
+            eprintln!("took {} (version {})", stat.path, stat.version);
+        }
+        Ok(stat)
+    }
+}
+
+/// `p3ctl get NS/NAME [-o FILE] [--wait DURATION [--after-version N]]` and
+/// `p3ctl take NS/NAME [-o FILE] [--wait DURATION]`.
+pub async fn read(opts: &NodeOpts, path: &str, output: Option<&Path>, how: Read) -> Result<()> {
     check_path(path)?;
     let mut space = space(opts).await?;
     let mut progress = Progress::new("get", None);
     let Some(output) = output else {
         let stdout = std_file(std::io::stdout().as_fd()).context("cannot write stdout")?;
-        space
-            .get_waiting(path, wait, stdout, |stat, got| {
-                progress.update(got, Some(stat.size))
-            })
-            .await?;
+        how.fetch(&mut space, path, stdout, &mut progress).await?;
         return Ok(());
     };
     let partial = Partial::create(output)?;
     let mut file = partial.open().await?;
-    space
-        .get_waiting(path, wait, &mut file, |stat, got| {
-            progress.update(got, Some(stat.size))
-        })
+    how.fetch(&mut space, path, &mut file, &mut progress)
         .await?;
     drop(progress);
     file.sync_all()

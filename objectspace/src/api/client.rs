@@ -228,15 +228,44 @@ impl Space {
         &mut self,
         path: &str,
         wait: Option<Wait>,
+        out: impl AsyncWrite + Unpin,
+        progress: impl FnMut(&Stat, u64),
+    ) -> Result<Stat> {
+        let patience = wait.map_or(Duration::ZERO, |w| Duration::from_millis(w.ms));
+        let request = Request::Get {
+            path: path.to_owned(),
+            wait,
+        };
+        self.receive_value(request, patience, out, progress).await
+    }
+
+    /// Takes `path` (reads and removes it in one step; of concurrent takers
+    /// exactly one gets it), waiting up to `wait` for it to exist, and writes its
+    /// value to `out`.
+    pub async fn take(
+        &mut self,
+        path: &str,
+        wait: Option<Duration>,
+        out: impl AsyncWrite + Unpin,
+        progress: impl FnMut(&Stat, u64),
+    ) -> Result<Stat> {
+        let request = Request::Take {
+            path: path.to_owned(),
+            wait_ms: wait.map(|w| w.as_millis().try_into().unwrap_or(u64::MAX)),
+        };
+        self.receive_value(request, wait.unwrap_or_default(), out, progress)
+            .await
+    }
+
+    /// Sends a request answered by a value and streams the value to `out`.
+    async fn receive_value(
+        &mut self,
+        request: Request,
+        patience: Duration,
         mut out: impl AsyncWrite + Unpin,
         mut progress: impl FnMut(&Stat, u64),
     ) -> Result<Stat> {
-        let patience = wait.map_or(Duration::ZERO, |w| Duration::from_millis(w.ms));
-        self.send(&Request::Get {
-            path: path.to_owned(),
-            wait,
-        })
-        .await?;
+        self.send(&request).await?;
         let stat = match self.receive_within(self.timeout + patience).await? {
             Response::Object(stat) => stat,
             other => return Err(unexpected(other)),

@@ -62,6 +62,14 @@ pub enum Request {
         /// Wait for the object to exist (or to pass a version) first.
         wait: Option<Wait>,
     },
+    /// Take `NS/NAME`: read and remove it in one step. Answered like
+    /// [`Request::Get`].
+    Take {
+        /// `NS/NAME`.
+        path: String,
+        /// Wait up to this many milliseconds for it to exist.
+        wait_ms: Option<u64>,
+    },
     /// Stream the events of a namespace's objects whose names start with a
     /// prefix: answered by [`Response::Watching`], then [`Response::Event`]s
     /// until the client closes the connection.

@@ -16,6 +16,7 @@ use crate::{
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::PutOptions,
+    read::Found,
     space::ObjectSpace,
     write::Ingest,
 };
@@ -61,6 +62,7 @@ async fn connection(
                 size,
             } => put(&mut stream, space, &path, options, size).await?,
             Request::Get { path, wait } => get(&mut stream, space, &path, wait).await?,
+            Request::Take { path, wait_ms } => take(&mut stream, space, &path, wait_ms).await?,
             Request::Watch { namespace, prefix } => {
                 return watch(stream, space, &namespace, &prefix).await;
             }
@@ -154,13 +156,39 @@ async fn get(
             None => space.find(&path, true).await,
         }
     };
-    let found = match found.await {
-        Ok(found) => found,
-        Err(e) => return write_frame(stream, &Response::Error(e)).await,
+    match found.await {
+        Ok(found) => send_value(stream, space, &found).await,
+        Err(e) => write_frame(stream, &Response::Error(e)).await,
+    }
+}
+
+async fn take(
+    stream: &mut TcpStream,
+    space: &ObjectSpace,
+    path: &str,
+    wait_ms: Option<u64>,
+) -> Result<(), FrameError> {
+    let taken = async {
+        let path = path_of(path)?;
+        writable(&path)?;
+        space.take(&path, wait_ms.map(Duration::from_millis)).await
     };
+    match taken.await {
+        // The hold on the value lasts until it is sent.
+        Ok(taken) => send_value(stream, space, &taken.found).await,
+        Err(e) => write_frame(stream, &Response::Error(e)).await,
+    }
+}
+
+/// Sends an object's metadata, then its value as data frames, then the end.
+async fn send_value(
+    stream: &mut TcpStream,
+    space: &ObjectSpace,
+    found: &Found,
+) -> Result<(), FrameError> {
     write_frame(stream, &Response::Object(found.record.stat())).await?;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
-    let producer = async move { space.stream_value(&found, &tx).await };
+    let producer = async move { space.stream_value(found, &tx).await };
     let consumer = async {
         while let Some(chunk) = rx.recv().await {
             for piece in chunk.chunks(DATA_FRAME) {
@@ -242,6 +270,7 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
         Request::ListNamespaces => Response::Namespaces(namespaces.list(space).await?),
         Request::Put { .. }
         | Request::Get { .. }
+        | Request::Take { .. }
         | Request::Watch { .. }
         | Request::Data(_)
         | Request::End => return Err(SpaceError::Invalid("unexpected request".into())),

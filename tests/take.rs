@@ -1,0 +1,106 @@
+//! take (Linda's `in`): of any number of concurrent takers on different nodes,
+//! exactly one gets each object, and nothing is lost. Real node processes on
+//! 127.0.0.1; every taker is a separate `p3ctl` process.
+
+mod common;
+
+use std::{io::Read, thread, time::Duration};
+
+use common::{p3ctl_err, p3ctl_ok, p3ctl_spawn, pseudo_random, Cluster, KillOnDrop, DEADLINE};
+
+/// Output of a finished taker: success, stdout, stderr. Its pipes are drained
+/// while it runs (a value larger than a pipe buffer would block it otherwise).
+fn finish(mut child: KillOnDrop) -> (bool, Vec<u8>, String) {
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut stderr = child.0.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).map(|_| out)
+    });
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    let status = child.0.wait().unwrap();
+    (status.success(), out.join().unwrap().unwrap(), err)
+}
+
+#[test]
+fn concurrent_takers_on_five_nodes_each_object_goes_to_exactly_one() {
+    let cluster = Cluster::start(5);
+    cluster.wait_formed();
+    let values: Vec<Vec<u8>> = (0..8)
+        .map(|i| {
+            // One value large enough to travel over a blob stream, not inline.
+            let len = if i == 0 { 3 << 20 } else { 100 + i * 10 };
+            pseudo_random(len, i as u64)
+        })
+        .collect();
+    for (i, value) in values.iter().enumerate() {
+        let file = cluster.root.path().join(format!("task-{i}"));
+        std::fs::write(&file, value).unwrap();
+        p3ctl_ok(
+            &cluster.nodes[i % 5].dir,
+            &["put", &format!("global/bag/{i}"), file.to_str().unwrap()],
+        );
+    }
+
+    for (i, value) in values.iter().enumerate() {
+        let path = format!("global/bag/{i}");
+        let takers: Vec<KillOnDrop> = cluster
+            .nodes
+            .iter()
+            .map(|node| KillOnDrop(p3ctl_spawn(&node.dir, &["take", &path])))
+            .collect();
+        let results: Vec<_> = takers.into_iter().map(finish).collect();
+        let winners: Vec<_> = results.iter().filter(|(ok, _, _)| *ok).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "{path}: {} takers got it: {results:?}",
+            winners.len()
+        );
+        assert!(winners[0].1 == *value, "{path}: the taker got other bytes");
+        assert!(
+            winners[0].2.contains(&format!("took {path}")),
+            "{}",
+            winners[0].2
+        );
+        for (ok, _, err) in &results {
+            if !ok {
+                assert!(err.contains("does not exist"), "{path}: a loser said {err}");
+            }
+        }
+        // It is gone for everyone.
+        let err = p3ctl_err(&cluster.nodes[4].dir, &["get", &path]);
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}
+
+#[test]
+fn take_waits_for_the_object_to_be_written() {
+    let cluster = Cluster::start(3);
+    cluster.wait_formed();
+    let mut taker = KillOnDrop(p3ctl_spawn(
+        &cluster.nodes[0].dir,
+        &["take", "global/job", "--wait", "60s"],
+    ));
+    assert!(
+        taker.0.try_wait().unwrap().is_none(),
+        "take returned before the write"
+    );
+    let file = cluster.root.path().join("job");
+    std::fs::write(&file, b"work item").unwrap();
+    p3ctl_ok(
+        &cluster.nodes[2].dir,
+        &["put", "global/job", file.to_str().unwrap()],
+    );
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while taker.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "take did not return");
+        thread::sleep(Duration::from_millis(10)); // polling a local process's exit
+    }
+    let (ok, out, err) = finish(taker);
+    assert!(ok, "{err}");
+    assert_eq!(out, b"work item");
+    let err = p3ctl_err(&cluster.nodes[1].dir, &["get", "global/job"]);
+    assert!(err.contains("does not exist"), "{err}");
+}
