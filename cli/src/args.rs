@@ -70,6 +70,9 @@ pub enum Command {
         /// Write only if the current version is N (0: only if the object is absent).
         #[arg(long, value_name = "N")]
         if_version: Option<u64>,
+        /// Write under a held write lock: its fencing token (`$P3_FENCING_TOKEN`).
+        #[arg(long, value_name = "N")]
+        token: Option<u64>,
         #[command(flatten)]
         opts: NodeOpts,
     },
@@ -104,6 +107,30 @@ pub enum Command {
         #[command(flatten)]
         opts: NodeOpts,
     },
+    /// Hold a lock on an object while a command runs, like `flock`: acquires it,
+    /// runs CMD with P3_FENCING_TOKEN set, releases it when CMD exits, and exits
+    /// with CMD's status.
+    Lock {
+        /// The object, NAMESPACE/NAME.
+        path: String,
+        /// A shared lock (many readers at once).
+        #[arg(long, conflicts_with = "write")]
+        read: bool,
+        /// An exclusive lock (the default).
+        #[arg(long)]
+        write: bool,
+        /// Lease: how long the lock outlives this node if it dies.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse::duration)]
+        lease: Duration,
+        /// Give up after waiting this long (default: wait as long as it takes).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        opts: NodeOpts,
+        /// The command to run, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Print one line (or JSON object) per put, removal and expiry of the objects
     /// of NS whose names start with PREFIX, until interrupted.
     Watch {
@@ -129,6 +156,9 @@ pub enum Command {
         /// Remove only if the current version is N.
         #[arg(long, value_name = "N")]
         if_version: Option<u64>,
+        /// Remove under a held write lock: its fencing token.
+        #[arg(long, value_name = "N")]
+        token: Option<u64>,
         #[command(flatten)]
         opts: NodeOpts,
     },

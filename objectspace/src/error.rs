@@ -61,6 +61,10 @@ pub enum SpaceError {
     /// The local database failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A write to an object locked by someone else, or with a token that is no
+    /// longer valid.
+    #[error("{0}")]
+    Fenced(String),
     /// A wait ended before what it waited for happened.
     #[error("{0}")]
     TimedOut(String),

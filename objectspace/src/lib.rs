@@ -23,6 +23,7 @@ pub mod api;
 pub mod blob;
 pub mod error;
 pub mod key;
+pub mod lock;
 pub mod name;
 pub mod namespaces;
 pub mod object;

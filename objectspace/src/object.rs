@@ -55,6 +55,8 @@ pub struct PutOptions {
     pub ttl_ms: Option<u64>,
     /// Write only if the current version is this (0: only if absent).
     pub if_version: Option<u64>,
+    /// The fencing token of the write lock this write is made under.
+    pub token: Option<u64>,
 }
 
 /// One version of an object as its owners store it. A removal is stored too, as

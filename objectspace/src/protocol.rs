@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     blob::BlobHash,
     error::SpaceError,
+    lock::{Grant, LockRequest, LockState},
     name::{Namespace, ObjectName},
     object::{Metadata, ObjectRecord},
 };
@@ -61,6 +62,8 @@ pub struct WriteRequest {
     pub owners: Vec<String>,
     /// How many times the write was redirected to another primary already.
     pub hops: u8,
+    /// Fencing token of the write lock the writer holds.
+    pub token: Option<u64>,
 }
 
 /// A request from one node to another.
@@ -101,6 +104,17 @@ pub enum PeerRequest {
     },
     /// Drop every record of a namespace that was removed.
     DropNamespace(Namespace),
+    /// A lock request, renewal or release, for the key's primary.
+    Lock(LockRequest),
+    /// Hold this lock state (from the primary).
+    LockState {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+        /// The state.
+        state: LockState,
+    },
     /// Answer once a live version newer than `after` is acknowledged here (as
     /// primary), or after `wait_ms`.
     WaitNewer {
@@ -162,6 +176,8 @@ pub enum PeerResponse {
     /// Answer to [`PeerRequest::WaitNewer`]: the newer version, or `None` if
     /// the wait ended first.
     Newer(Option<u64>),
+    /// A lock was granted (or renewed).
+    Granted(Grant),
     /// Done.
     Done,
     /// The request failed.

@@ -151,6 +151,8 @@ pub(crate) async fn handle(
             let wait = Duration::from_millis(wait_ms).min(MAX_WAIT);
             space.wait_here(ns, name, after, wait).await
         }
+        PeerRequest::Lock(request) => space.handle_lock(request).await,
+        PeerRequest::LockState { ns, name, state } => space.hold_lock_state(ns, name, state).await,
         PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
             .await
             .map(|()| PeerResponse::Done),
@@ -226,6 +228,10 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     let path = format!("{}/{}", write.ns, write.name);
     let lock = space.key_lock(key);
     let _ordered = lock.lock().await;
+    space
+        .lock_state(key)
+        .await?
+        .admits(&path, write.token, now_ms())?;
     for _attempt in 0..3 {
         let store = space.store().clone();
         let (ns, name) = (write.ns.clone(), write.name.clone());

@@ -26,6 +26,7 @@ use crate::{
     blob::BlobHash,
     error::{Result, SpaceError},
     key::{blob_provider_key, object_key},
+    lock::Queues,
     name::{Namespace, ObjectPath},
     namespaces::Namespaces,
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
@@ -77,6 +78,8 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<Event>,
     /// Events to gossip, in order.
     pub gossip: mpsc::Sender<Event>,
+    /// Lock waiting lines of keys this node is primary of.
+    pub queues: Queues,
 }
 
 /// The object-space engine of a node. Cheap to clone.
@@ -101,6 +104,7 @@ impl ObjectSpace {
                 waiters: Waiters::default(),
                 events: broadcast::channel(LOCAL_EVENTS).0,
                 gossip,
+                queues: Queues::default(),
             }),
         }
     }

@@ -24,6 +24,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::{
     blob::{BlobHash, Manifest},
     error::{Result, SpaceError},
+    lock::LockState,
     name::{Namespace, ObjectName},
     object::ObjectRecord,
 };
@@ -36,8 +37,10 @@ pub const CF_BLOBS: &str = "blobs";
 pub const CF_CHUNKS: &str = "chunks";
 /// Column family of chunk reference counts.
 pub const CF_CHUNK_REFS: &str = "chunk_refs";
+/// Column family of lock states (object key → [`crate::lock::LockState`]).
+pub const CF_LOCKS: &str = "locks";
 /// Every column family this crate owns.
-pub const COLUMN_FAMILIES: &[&str] = &[CF_OBJECTS, CF_BLOBS, CF_CHUNKS, CF_CHUNK_REFS];
+pub const COLUMN_FAMILIES: &[&str] = &[CF_OBJECTS, CF_BLOBS, CF_CHUNKS, CF_CHUNK_REFS, CF_LOCKS];
 
 /// A blob the node holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +191,21 @@ impl Store {
     /// The record of `ns/name`, tombstones included.
     pub fn record(&self, ns: &Namespace, name: &ObjectName) -> Result<Option<ObjectRecord>> {
         self.get(CF_OBJECTS, &record_key(ns, name))
+    }
+
+    /// The lock state of an object key.
+    pub fn lock_state(&self, key: &[u8; 32]) -> Result<Option<LockState>> {
+        self.get(CF_LOCKS, key)
+    }
+
+    /// Stores a lock state durably.
+    pub fn put_lock_state(&self, key: &[u8; 32], state: &LockState) -> Result<()> {
+        let cf = self.cf(CF_LOCKS)?;
+        Ok(self
+            .inner
+            .db
+            .raw()
+            .put_cf_opt(cf, key, encode(state)?, &sync_write())?)
     }
 
     /// Stores `record` durably (synced to disk before returning), replacing the

@@ -38,7 +38,7 @@ impl ObjectSpace {
                 None => self.find(path, true).await?,
             };
             let pin = self.hold_value(&found).await?;
-            match self.remove(path, Some(found.record.version)).await {
+            match self.remove(path, Some(found.record.version), None).await {
                 Ok(_) => return Ok(Taken { found, _pin: pin }),
                 // Another taker was first, or a writer changed it: read again.
                 Err(SpaceError::VersionConflict { .. } | SpaceError::NotFound(_)) => {}

@@ -92,15 +92,23 @@ impl ObjectSpace {
             meta: options.meta,
             ttl_ms: options.ttl_ms,
         };
-        let written = self.submit(path, op, options.if_version, inline).await?;
+        let conditions = (options.if_version, options.token);
+        let written = self.submit(path, op, conditions, inline).await?;
         // This node holds the value too (owner or not): say so.
         self.announce(blob);
         Ok(written)
     }
 
-    /// Removes `path`.
-    pub async fn remove(&self, path: &ObjectPath, if_version: Option<u64>) -> Result<Written> {
-        self.submit(path, WriteOp::Remove, if_version, None).await
+    /// Removes `path` (only at version `if_version`, if given; under the write
+    /// lock with fencing token `token`, if given).
+    pub async fn remove(
+        &self,
+        path: &ObjectPath,
+        if_version: Option<u64>,
+        token: Option<u64>,
+    ) -> Result<Written> {
+        self.submit(path, WriteOp::Remove, (if_version, token), None)
+            .await
     }
 
     /// Sends a write to the key's primary, following redirects and skipping
@@ -109,7 +117,7 @@ impl ObjectSpace {
         &self,
         path: &ObjectPath,
         op: WriteOp,
-        if_version: Option<u64>,
+        (if_version, token): (Option<u64>, Option<u64>),
         inline: Option<Vec<u8>>,
     ) -> Result<Written> {
         let (ns_incarnation, owners) = self.locate(path).await?;
@@ -123,6 +131,7 @@ impl ObjectSpace {
             origin: self.me().to_string(),
             owners: owners.iter().map(ToString::to_string).collect(),
             hops: 0,
+            token,
         };
         let mut candidates: Vec<PeerId> = owners.clone();
         candidates.reverse();

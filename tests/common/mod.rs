@@ -23,25 +23,28 @@ pub fn p3ctl_bin() -> &'static str {
     env!("CARGO_BIN_EXE_p3ctl")
 }
 
-/// Runs `p3ctl ARGS --data-dir DIR` to completion.
-pub fn p3ctl(dir: &Path, args: &[&str]) -> Output {
-    Command::new(p3ctl_bin())
-        .args(args)
+/// `p3ctl ARGS` for the node of `dir`: `--data-dir DIR` goes before a `--`
+/// (after it, everything belongs to the command `p3ctl lock` runs).
+pub fn p3ctl_command(dir: &Path, args: &[&str]) -> Command {
+    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let mut cmd = Command::new(p3ctl_bin());
+    cmd.args(&args[..split])
         .arg("--data-dir")
         .arg(dir)
-        .env_remove("P3_DATA_DIR")
-        .output()
-        .expect("cannot run p3ctl")
+        .args(&args[split..])
+        .env_remove("P3_DATA_DIR");
+    cmd
+}
+
+/// Runs `p3ctl ARGS --data-dir DIR` to completion.
+pub fn p3ctl(dir: &Path, args: &[&str]) -> Output {
+    p3ctl_command(dir, args).output().expect("cannot run p3ctl")
 }
 
 /// Starts `p3ctl ARGS --data-dir DIR` without waiting for it, stdout and stderr
 /// piped (collect them with `wait_with_output`).
 pub fn p3ctl_spawn(dir: &Path, args: &[&str]) -> Child {
-    Command::new(p3ctl_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("P3_DATA_DIR")
+    p3ctl_command(dir, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,6 +1,7 @@
 //! One function per `p3ctl` command.
 
 mod bench;
+mod lock;
 mod namespaces;
 mod network;
 mod objects;
@@ -9,7 +10,10 @@ mod watch;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use p3_objectspace::api::{protocol::Wait, Space};
+use p3_objectspace::{
+    api::{protocol::Wait, Space},
+    lock::LockMode,
+};
 
 use self::objects::Read;
 
@@ -57,9 +61,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 meta,
                 ttl,
                 if_version,
+                token,
                 opts,
             } => {
-                let options = objects::put_options(type_tag, meta, ttl, if_version);
+                let options = objects::put_options(type_tag, meta, ttl, if_version, token);
                 objects::put(&opts, &path, file.as_deref(), options).await?
             }
             Command::Get {
@@ -76,6 +81,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 objects::read(&opts, &path, output.as_deref(), Read::Get(wait)).await?
             }
             Command::Watch { target, opts } => watch::run(&opts, &target).await?,
+            Command::Lock {
+                path,
+                read,
+                write: _,
+                lease,
+                timeout,
+                opts,
+                command,
+            } => {
+                let mode = if read {
+                    LockMode::Read
+                } else {
+                    LockMode::Write
+                };
+                return lock::run(&opts, &path, mode, lease, timeout, &command).await;
+            }
             Command::Take {
                 path,
                 wait,
@@ -86,8 +107,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Rm {
                 path,
                 if_version,
+                token,
                 opts,
-            } => objects::remove(&opts, &path, if_version).await?,
+            } => objects::remove(&opts, &path, if_version, token).await?,
             Command::Ls { target, opts } => objects::list(&opts, &target).await?,
             Command::Ns {
                 command: NsCommand::Create { name, opts },

@@ -24,6 +24,7 @@ pub fn put_options(
     meta: Vec<(String, MetaValue)>,
     ttl: Option<Duration>,
     if_version: Option<u64>,
+    token: Option<u64>,
 ) -> PutOptions {
     PutOptions {
         type_tag,
@@ -31,6 +32,7 @@ pub fn put_options(
         // A TTL beyond u64 milliseconds is forever for any practical purpose.
         ttl_ms: ttl.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         if_version,
+        token,
     }
 }
 
@@ -252,9 +254,17 @@ fn print_stat(stat: &Stat) {
 }
 
 /// `p3ctl rm NS/NAME`.
-pub async fn remove(opts: &NodeOpts, path: &str, if_version: Option<u64>) -> Result<()> {
+pub async fn remove(
+    opts: &NodeOpts,
+    path: &str,
+    if_version: Option<u64>,
+    token: Option<u64>,
+) -> Result<()> {
     check_path(path)?;
-    let written: Written = space(opts).await?.remove(path, if_version).await?;
+    let written: Written = space(opts)
+        .await?
+        .remove_fenced(path, if_version, token)
+        .await?;
     if opts.json {
         return output::json(&written);
     }
@@ -301,11 +311,13 @@ mod tests {
             vec![("n".into(), MetaValue::Num(1.0))],
             Some(Duration::from_millis(1500)),
             Some(0),
+            Some(7),
         );
         assert_eq!(options.type_tag, "text/plain");
         assert_eq!(options.meta.get("n"), Some(&MetaValue::Num(1.0)));
         assert_eq!(options.ttl_ms, Some(1500));
         assert_eq!(options.if_version, Some(0));
+        assert_eq!(options.token, Some(7));
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     error::{Result, SpaceError},
+    lock::{Grant, LockMode},
     object::{PutOptions, Stat},
     watch::Event,
 };
@@ -316,6 +317,35 @@ impl Space {
         }
     }
 
+    /// Acquires a lock on `path`, waiting up to `timeout` (forever if `None`).
+    /// This connection then belongs to the lock: the node renews its lease
+    /// while the connection is open, and releases it when it closes.
+    pub async fn lock(
+        mut self,
+        path: &str,
+        mode: LockMode,
+        lease: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<HeldLock> {
+        let ms = |d: Duration| d.as_millis().try_into().unwrap_or(u64::MAX);
+        let request = Request::Lock {
+            path: path.to_owned(),
+            mode,
+            lease_ms: ms(lease),
+            timeout_ms: timeout.map(ms),
+        };
+        self.send(&request).await?;
+        // Waiting in line can take as long as the holders keep the lock.
+        let patience = timeout.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        match self
+            .receive_within(self.timeout.saturating_add(patience))
+            .await?
+        {
+            Response::Locked(grant) => Ok(HeldLock { space: self, grant }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Metadata of `path` and the versions its owners hold.
     pub async fn stat(&mut self, path: &str) -> Result<Stat> {
         self.stat_request(path, false).await
@@ -341,10 +371,21 @@ impl Space {
 
     /// Removes `path`, optionally only at version `if_version`.
     pub async fn remove(&mut self, path: &str, if_version: Option<u64>) -> Result<Written> {
+        self.remove_fenced(path, if_version, None).await
+    }
+
+    /// [`Space::remove`] under a write lock: `token` is its fencing token.
+    pub async fn remove_fenced(
+        &mut self,
+        path: &str,
+        if_version: Option<u64>,
+        token: Option<u64>,
+    ) -> Result<Written> {
         match self
             .call(Request::Remove {
                 path: path.to_owned(),
                 if_version,
+                token,
             })
             .await?
         {
@@ -387,6 +428,29 @@ impl Space {
 
     async fn done(&mut self, request: Request) -> Result<()> {
         match self.call(request).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A lock held through a connection to the node.
+pub struct HeldLock {
+    space: Space,
+    grant: Grant,
+}
+
+impl HeldLock {
+    /// The fencing token: writes under this lock carry it.
+    pub fn token(&self) -> u64 {
+        self.grant.token
+    }
+
+    /// Releases the lock; an error if it was lost meanwhile (its lease ended
+    /// because the node could not renew it).
+    pub async fn release(mut self) -> Result<()> {
+        self.space.send(&Request::Unlock).await?;
+        match self.space.receive().await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::SpaceError,
+    lock::{Grant, LockMode},
     object::{PutOptions, Stat},
     watch::Event,
 };
@@ -70,6 +71,21 @@ pub enum Request {
         /// Wait up to this many milliseconds for it to exist.
         wait_ms: Option<u64>,
     },
+    /// Acquire a lock on `NS/NAME`: answered by [`Response::Locked`] once
+    /// granted. The node renews the lease while the connection stays open and
+    /// releases the lock on [`Request::Unlock`] or when the connection closes.
+    Lock {
+        /// `NS/NAME`.
+        path: String,
+        /// Read or write.
+        mode: LockMode,
+        /// Lease length.
+        lease_ms: u64,
+        /// Give up after this long in line (`None`: wait as long as it takes).
+        timeout_ms: Option<u64>,
+    },
+    /// Release the lock of this connection (answered by [`Response::Done`]).
+    Unlock,
     /// Stream the events of a namespace's objects whose names start with a
     /// prefix: answered by [`Response::Watching`], then [`Response::Event`]s
     /// until the client closes the connection.
@@ -92,6 +108,8 @@ pub enum Request {
         path: String,
         /// Remove only if the current version is this.
         if_version: Option<u64>,
+        /// Fencing token of the write lock held.
+        token: Option<u64>,
     },
     /// Objects of a namespace whose names start with a prefix.
     List {
@@ -157,6 +175,8 @@ pub enum Response {
     Namespaces(Vec<String>),
     /// A namespace operation succeeded.
     Done,
+    /// The lock is held.
+    Locked(Grant),
     /// The watch is established.
     Watching,
     /// One event of a watch.

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     error::{Result, SpaceError},
+    lock::LockMode,
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::PutOptions,
@@ -63,6 +64,12 @@ async fn connection(
             } => put(&mut stream, space, &path, options, size).await?,
             Request::Get { path, wait } => get(&mut stream, space, &path, wait).await?,
             Request::Take { path, wait_ms } => take(&mut stream, space, &path, wait_ms).await?,
+            Request::Lock {
+                path,
+                mode,
+                lease_ms,
+                timeout_ms,
+            } => return hold_lock(stream, space, &path, mode, lease_ms, timeout_ms).await,
             Request::Watch { namespace, prefix } => {
                 return watch(stream, space, &namespace, &prefix).await;
             }
@@ -206,6 +213,61 @@ async fn send_value(
     write_frame(stream, &last).await
 }
 
+/// Acquires a lock and holds it for the client: renews its lease while the
+/// connection is open, releases it on `Unlock` or when the client goes away.
+async fn hold_lock(
+    mut stream: TcpStream,
+    space: &ObjectSpace,
+    path: &str,
+    mode: LockMode,
+    lease_ms: u64,
+    timeout_ms: Option<u64>,
+) -> Result<(), FrameError> {
+    let lease = Duration::from_millis(lease_ms.max(MIN_LEASE_MS));
+    let acquired = async {
+        let path = path_of(path)?;
+        // "Forever" is a year; the acquirer retries with each new primary.
+        let wait = timeout_ms.map_or(Duration::from_secs(365 * 24 * 3600), Duration::from_millis);
+        let grant = space.acquire(&path, mode, lease, wait).await?;
+        Ok::<_, SpaceError>((path, grant))
+    };
+    let (path, grant) = match acquired.await {
+        Ok(held) => held,
+        Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
+    };
+    write_frame(&mut stream, &Response::Locked(grant.clone())).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    let mut renew = tokio::time::interval(lease / 3);
+    renew.tick().await; // the first tick is immediate
+    let mut lost: Option<SpaceError> = None;
+    loop {
+        tokio::select! {
+            frame = read_frame::<_, Request>(&mut reader) => {
+                let answer = match lost.take() {
+                    Some(e) => Response::Error(e),
+                    None => match space.release(&path, grant.holder).await {
+                        Ok(()) => Response::Done,
+                        Err(e) => Response::Error(e),
+                    },
+                };
+                if matches!(frame, Ok(Some(Request::Unlock))) {
+                    write_frame(&mut writer, &answer).await?;
+                }
+                return Ok(());
+            }
+            _ = renew.tick(), if lost.is_none() => {
+                if let Err(e) = space.renew(&path, grant.holder, lease).await {
+                    tracing::warn!(%path, error = %e, "cannot renew a lock");
+                    lost = Some(e);
+                }
+            }
+        }
+    }
+}
+
+/// Shortest lease: renewals every third of it must be able to keep up.
+const MIN_LEASE_MS: u64 = 300;
+
 /// Sends events until the client hangs up (or the node stops).
 async fn watch(
     mut stream: TcpStream,
@@ -251,10 +313,14 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
         Request::Stat { path, local: true } => {
             Response::Object(space.stat_local(&path_of(&path)?).await?)
         }
-        Request::Remove { path, if_version } => {
+        Request::Remove {
+            path,
+            if_version,
+            token,
+        } => {
             let path = path_of(&path)?;
             writable(&path)?;
-            Response::Written(space.remove(&path, if_version).await?)
+            Response::Written(space.remove(&path, if_version, token).await?)
         }
         Request::List { namespace, prefix } => {
             Response::Objects(space.list(&Namespace::new(&namespace)?, &prefix).await?)
@@ -271,6 +337,8 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
         Request::Put { .. }
         | Request::Get { .. }
         | Request::Take { .. }
+        | Request::Lock { .. }
+        | Request::Unlock
         | Request::Watch { .. }
         | Request::Data(_)
         | Request::End => return Err(SpaceError::Invalid("unexpected request".into())),

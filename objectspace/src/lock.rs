@@ -1,0 +1,522 @@
+//! Read/write locks held by an object's primary owner, with leases and fencing
+//! tokens (P³'s p3readLock / p3writeLock).
+//!
+//! - The primary keeps each key's [`LockState`]: the grants (holder, mode, token,
+//!   lease end) and the next token. Every change is stored (fsync) and sent to the
+//!   other owners before it is answered, so a lock outlives its primary.
+//! - Acquirers wait in one FIFO queue per key at the primary; a request is granted
+//!   only when it is compatible with the grants *and* first in line, so readers
+//!   arriving after a waiting writer queue behind it (no writer starvation).
+//! - Every grant gets a fencing token one above the last one of that key. The
+//!   holder's node renews the lease while the holder lives; a holder that dies
+//!   (or whose node dies) loses the lock when its lease ends.
+//! - Writes check the state: while any lock is held, a write must carry the
+//!   token of the write lock; a token that no longer matches a live grant is
+//!   refused (see [`LockState::admits`]).
+//!
+//! Waiting queues live only in the primary's memory: when it dies, waiters'
+//! requests fail and their nodes ask the new primary, which has the grants.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use futures::{future::BoxFuture, FutureExt};
+use p3_dht::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, Notify};
+
+use crate::{
+    error::{Result, SpaceError},
+    key::object_key,
+    name::{Namespace, ObjectName, ObjectPath},
+    object::now_ms,
+    protocol::{PeerRequest, PeerResponse},
+    space::ObjectSpace,
+    transfer::blocking,
+};
+
+/// Shared (read) or exclusive (write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Many holders at once, no writer.
+    Read,
+    /// One holder, no readers.
+    Write,
+}
+
+/// One holder's grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Random id of the holder (one per acquisition).
+    pub holder: u64,
+    /// Its mode.
+    pub mode: LockMode,
+    /// Its fencing token.
+    pub token: u64,
+    /// When its lease ends unless renewed (ms since the Unix epoch).
+    pub lease_until_ms: u64,
+}
+
+/// The lock state of one object key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    /// Grows with every change; replicas keep the highest.
+    pub revision: u64,
+    /// The last token handed out.
+    pub last_token: u64,
+    /// Current grants (some may have expired; see [`LockState::prune`]).
+    pub grants: Vec<Grant>,
+}
+
+impl LockState {
+    /// Drops grants whose lease has ended; whether any was dropped.
+    pub fn prune(&mut self, now: u64) -> bool {
+        let before = self.grants.len();
+        self.grants.retain(|g| g.lease_until_ms > now);
+        self.grants.len() != before
+    }
+
+    fn compatible(&self, mode: LockMode) -> bool {
+        match mode {
+            LockMode::Read => self.grants.iter().all(|g| g.mode == LockMode::Read),
+            LockMode::Write => self.grants.is_empty(),
+        }
+    }
+
+    /// Whether a write carrying `token` may proceed at `now`; the error says why not.
+    pub fn admits(&self, path: &str, token: Option<u64>, now: u64) -> Result<()> {
+        let live: Vec<&Grant> = self
+            .grants
+            .iter()
+            .filter(|g| g.lease_until_ms > now)
+            .collect();
+        let writer = live.iter().find(|g| g.mode == LockMode::Write);
+        match (writer, token) {
+            (Some(g), Some(t)) if g.token == t => Ok(()),
+            (_, Some(t)) => Err(SpaceError::Fenced(format!(
+                "fencing token {t} is no longer valid for {path} (its lock was released, expired, or granted again)"
+            ))),
+            (Some(g), None) => Err(SpaceError::Fenced(format!(
+                "{path} is write-locked (fencing token {}); write under the lock with --token",
+                g.token
+            ))),
+            (None, None) if !live.is_empty() => Err(SpaceError::Fenced(format!(
+                "{path} is read-locked; it cannot be written until the readers release it"
+            ))),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// What a node asks a key's primary about locks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LockRequest {
+    /// Acquire, waiting up to `wait_ms` in line.
+    Acquire {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+        /// Holder id.
+        holder: u64,
+        /// Mode.
+        mode: LockMode,
+        /// Lease length.
+        lease_ms: u64,
+        /// How long to wait in line.
+        wait_ms: u64,
+    },
+    /// Extend a held lease.
+    Renew {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+        /// Holder id.
+        holder: u64,
+        /// New lease length from now.
+        lease_ms: u64,
+    },
+    /// Give a lock back.
+    Release {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+        /// Holder id.
+        holder: u64,
+    },
+}
+
+/// Someone waiting in line at the primary.
+struct Waiter {
+    holder: u64,
+    mode: LockMode,
+    lease_ms: u64,
+    granted: oneshot::Sender<Grant>,
+}
+
+/// The primary's waiting lines, one per key, and what wakes them.
+#[derive(Default)]
+pub(crate) struct Queues {
+    lines: Mutex<HashMap<[u8; 32], VecDeque<Waiter>>>,
+    changed: Notify,
+}
+
+/// Longest lease a holder may ask for, and longest a request waits in line.
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+
+impl ObjectSpace {
+    /// The primary's side of every [`LockRequest`].
+    pub(crate) async fn handle_lock(&self, request: LockRequest) -> Result<PeerResponse> {
+        let (ns, name) = match &request {
+            LockRequest::Acquire { ns, name, .. }
+            | LockRequest::Renew { ns, name, .. }
+            | LockRequest::Release { ns, name, .. } => (ns.clone(), name.clone()),
+        };
+        let key = object_key(&ns, &name);
+        let owners = self.owners(&key).await?;
+        if owners[0] != self.me() {
+            return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
+        }
+        match request {
+            LockRequest::Acquire {
+                holder,
+                mode,
+                lease_ms,
+                wait_ms,
+                ..
+            } => {
+                let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64).max(1);
+                let (tx, rx) = oneshot::channel();
+                self.inner
+                    .queues
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(key)
+                    .or_default()
+                    .push_back(Waiter {
+                        holder,
+                        mode,
+                        lease_ms,
+                        granted: tx,
+                    });
+                self.serve_line(&ns, &name).await?;
+                let wait = Duration::from_millis(wait_ms).min(MAX_LEASE);
+                match tokio::time::timeout(wait, rx).await {
+                    Ok(Ok(grant)) => Ok(PeerResponse::Granted(grant)),
+                    _ => {
+                        self.leave_line(key, holder);
+                        Err(SpaceError::TimedOut(format!(
+                            "{ns}/{name} is still locked after waiting {wait:?}"
+                        )))
+                    }
+                }
+            }
+            LockRequest::Renew {
+                holder, lease_ms, ..
+            } => {
+                let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64);
+                let grant = self
+                    .change_state(&ns, &name, |state| {
+                        let grant = state.grants.iter_mut().find(|g| g.holder == holder)?;
+                        grant.lease_until_ms = now_ms() + lease_ms;
+                        Some(grant.clone())
+                    })
+                    .await?;
+                grant.map(PeerResponse::Granted).ok_or_else(|| {
+                    SpaceError::Fenced(format!(
+                        "the lock on {ns}/{name} was lost (its lease ended before it was renewed)"
+                    ))
+                })
+            }
+            LockRequest::Release { holder, .. } => {
+                self.change_state(&ns, &name, |state| {
+                    let before = state.grants.len();
+                    state.grants.retain(|g| g.holder != holder);
+                    (state.grants.len() != before).then_some(())
+                })
+                .await?;
+                self.serve_line(&ns, &name).await?;
+                Ok(PeerResponse::Done)
+            }
+        }
+    }
+
+    /// The lock state of a key as stored here.
+    pub(crate) async fn lock_state(&self, key: [u8; 32]) -> Result<LockState> {
+        let store = self.store().clone();
+        Ok(blocking(move || store.lock_state(&key))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Applies `change` to the key's state under the key's lock; if it returns
+    /// `Some`, stores the new state and replicates it before returning.
+    async fn change_state<T>(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        change: impl FnOnce(&mut LockState) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let key = object_key(ns, name);
+        let lock = self.key_lock(key);
+        let _ordered = lock.lock().await;
+        let mut state = self.lock_state(key).await?;
+        let pruned = state.prune(now_ms());
+        let result = change(&mut state);
+        if result.is_some() || pruned {
+            self.commit_state(ns, name, &mut state).await?;
+        }
+        Ok(result)
+    }
+
+    /// Stores a changed state here and on a majority of the owners.
+    async fn commit_state(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        state: &mut LockState,
+    ) -> Result<()> {
+        let key = object_key(ns, name);
+        state.revision += 1;
+        let store = self.store().clone();
+        let stored = state.clone();
+        blocking(move || store.put_lock_state(&key, &stored)).await?;
+        let owners = self.owners(&key).await?;
+        let sends = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
+            let request = PeerRequest::LockState {
+                ns: ns.clone(),
+                name: name.clone(),
+                state: state.clone(),
+            };
+            async move { self.ask(peer, request).await }
+        });
+        let acked = 1 + futures::future::join_all(sends)
+            .await
+            .iter()
+            .filter(|r| matches!(r, Ok(PeerResponse::Done)))
+            .count();
+        let needed = owners.len() / 2 + 1;
+        if acked < needed {
+            return Err(SpaceError::NotEnoughOwners {
+                path: format!("{ns}/{name} (lock)"),
+                acked,
+                needed,
+            });
+        }
+        self.inner.queues.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// A replica's side: keep the newest state.
+    pub(crate) async fn hold_lock_state(
+        &self,
+        ns: Namespace,
+        name: ObjectName,
+        state: LockState,
+    ) -> Result<PeerResponse> {
+        let key = object_key(&ns, &name);
+        let lock = self.key_lock(key);
+        let _ordered = lock.lock().await;
+        if self.lock_state(key).await?.revision < state.revision {
+            let store = self.store().clone();
+            blocking(move || store.put_lock_state(&key, &state)).await?;
+        }
+        Ok(PeerResponse::Done)
+    }
+
+    /// Grants the head of the key's line for as long as it is compatible, and
+    /// keeps serving the line (as leases run out) while anyone waits in it.
+    /// (Boxed with an explicit `Send` type: it schedules itself again.)
+    fn serve_line(&self, ns: &Namespace, name: &ObjectName) -> BoxFuture<'static, Result<()>> {
+        let (space, ns, name) = (self.clone(), ns.clone(), name.clone());
+        async move { space.serve_line_once(&ns, &name).await }.boxed()
+    }
+
+    async fn serve_line_once(&self, ns: &Namespace, name: &ObjectName) -> Result<()> {
+        let key = object_key(ns, name);
+        {
+            let next_expiry = {
+                let lock = self.key_lock(key);
+                let _ordered = lock.lock().await;
+                let mut state = self.lock_state(key).await?;
+                let mut changed = state.prune(now_ms());
+                let mut granted = Vec::new();
+                {
+                    let mut lines = self
+                        .inner
+                        .queues
+                        .lines
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let line = lines.entry(key).or_default();
+                    line.retain(|w| !w.granted.is_closed());
+                    while let Some(head) = line.front() {
+                        if !state.compatible(head.mode) {
+                            break;
+                        }
+                        let Some(w) = line.pop_front() else { break };
+                        state.last_token += 1;
+                        let grant = Grant {
+                            holder: w.holder,
+                            mode: w.mode,
+                            token: state.last_token,
+                            lease_until_ms: now_ms() + w.lease_ms,
+                        };
+                        state.grants.push(grant.clone());
+                        granted.push((w.granted, grant));
+                        changed = true;
+                    }
+                    if line.is_empty() {
+                        lines.remove(&key);
+                    }
+                }
+                if changed {
+                    self.commit_state(ns, name, &mut state).await?;
+                }
+                for (tx, grant) in granted {
+                    let _ = tx.send(grant);
+                }
+                let waiting = self
+                    .inner
+                    .queues
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&key);
+                if !waiting {
+                    return Ok(());
+                }
+                state.grants.iter().map(|g| g.lease_until_ms).min()
+            };
+            // Someone waits: wake when a lease ends or anything changes.
+            let until_expiry = next_expiry
+                .map(|t| Duration::from_millis(t.saturating_sub(now_ms()) + 1))
+                .unwrap_or(Duration::from_secs(1));
+            let space = self.clone();
+            let (ns, name) = (ns.clone(), name.clone());
+            // Serve on in the background so the caller's request can wait for
+            // its own grant.
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(until_expiry, space.inner.queues.changed.notified()).await;
+                if let Err(e) = space.serve_line(&ns, &name).await {
+                    tracing::debug!(error = %e, "serving a lock line failed");
+                }
+            });
+            Ok(())
+        }
+    }
+
+    fn leave_line(&self, key: [u8; 32], holder: u64) {
+        let mut lines = self
+            .inner
+            .queues
+            .lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(line) = lines.get_mut(&key) {
+            line.retain(|w| w.holder != holder);
+            if line.is_empty() {
+                lines.remove(&key);
+            }
+        }
+    }
+
+    /// Sends a lock request to the key's primary, following redirects and
+    /// retrying while the primary changes, until `deadline`.
+    async fn to_primary(
+        &self,
+        path: &ObjectPath,
+        request: LockRequest,
+        deadline: Instant,
+    ) -> Result<PeerResponse> {
+        let key = object_key(&path.namespace, &path.name);
+        let mut target: Option<PeerId> = None;
+        loop {
+            let primary = match target.take() {
+                Some(p) => p,
+                None => self.owners(&key).await?[0],
+            };
+            match self.ask(primary, PeerRequest::Lock(request.clone())).await {
+                Ok(PeerResponse::NotPrimary(p)) => target = p.parse().ok(),
+                Ok(answer) => return Ok(answer),
+                Err(SpaceError::Unavailable(e)) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "lock primary unreachable; asking again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Acquires a lock on `path` for a new holder, waiting up to `wait`.
+    pub async fn acquire(
+        &self,
+        path: &ObjectPath,
+        mode: LockMode,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Grant> {
+        let holder = rand::random::<u64>();
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let request = LockRequest::Acquire {
+                ns: path.namespace.clone(),
+                name: path.name.clone(),
+                holder,
+                mode,
+                lease_ms: lease.as_millis() as u64,
+                wait_ms: left.as_millis() as u64,
+            };
+            match self.to_primary(path, request, deadline).await {
+                Ok(PeerResponse::Granted(grant)) => return Ok(grant),
+                Ok(other) => {
+                    return Err(SpaceError::Unavailable(format!(
+                        "unexpected answer {other:?}"
+                    )))
+                }
+                // The primary died while this request waited: ask the new one.
+                Err(SpaceError::Unavailable(_)) if Instant::now() < deadline => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Renews a held lock's lease.
+    pub async fn renew(&self, path: &ObjectPath, holder: u64, lease: Duration) -> Result<Grant> {
+        let request = LockRequest::Renew {
+            ns: path.namespace.clone(),
+            name: path.name.clone(),
+            holder,
+            lease_ms: lease.as_millis() as u64,
+        };
+        match self
+            .to_primary(path, request, Instant::now() + lease)
+            .await?
+        {
+            PeerResponse::Granted(grant) => Ok(grant),
+            other => Err(SpaceError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Releases a held lock.
+    pub async fn release(&self, path: &ObjectPath, holder: u64) -> Result<()> {
+        let request = LockRequest::Release {
+            ns: path.namespace.clone(),
+            name: path.name.clone(),
+            holder,
+        };
+        let deadline = Instant::now() + self.config().rpc_timeout;
+        self.to_primary(path, request, deadline).await.map(drop)
+    }
+}

@@ -1,0 +1,285 @@
+//! Owner-held read/write locks with leases and fencing tokens, used through
+//! `p3ctl lock` from separate processes on a 5-node cluster on 127.0.0.1.
+
+mod common;
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{p3ctl_bin, p3ctl_err, p3ctl_ok, Cluster, KillOnDrop, DEADLINE};
+
+/// `p3ctl ARGS --data-dir DIR` with P3 pointing at the binary, for scripts.
+fn spawn(dir: &Path, args: &[&str]) -> KillOnDrop {
+    KillOnDrop(
+        common::p3ctl_command(dir, args)
+            .env("P3", p3ctl_bin())
+            .env("D", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run p3ctl"),
+    )
+}
+
+/// Waits for a client process; its success and stderr.
+fn finish(mut child: KillOnDrop) -> (bool, String) {
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.0.wait().unwrap();
+    (status.success(), err)
+}
+
+fn wait_file(path: &Path) {
+    common::wait_for(&format!("{} to appear", path.display()), DEADLINE, || {
+        path.exists().then_some(())
+    });
+}
+
+fn read_token(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Shell loop: COUNT read-increment-write cycles of global/counter, each under
+/// the lock or not.
+fn counter_loop(locked: bool, count: u32) -> String {
+    let cycle = r#"v=$("$P" get global/counter --data-dir "$D") && echo $((v+1)) | "$P" put global/counter - --data-dir "$D" ${P3_FENCING_TOKEN:+--token $P3_FENCING_TOKEN} >/dev/null"#;
+    let step = if locked {
+        format!(r#""$P" lock global/counter --write --data-dir "$D" -- sh -c '{cycle}'"#)
+    } else {
+        cycle.to_owned()
+    };
+    format!("for i in $(seq {count}); do {step} || exit 1; done")
+}
+
+fn run_counters(cluster: &Cluster, locked: bool) -> u64 {
+    let file = cluster.root.path().join("zero");
+    std::fs::write(&file, "0").unwrap();
+    p3ctl_ok(
+        &cluster.nodes[0].dir,
+        &["put", "global/counter", file.to_str().unwrap()],
+    );
+    let clients: Vec<KillOnDrop> = (1..5)
+        .map(|i| {
+            let dir = &cluster.nodes[i].dir;
+            KillOnDrop(
+                Command::new("sh")
+                    .args(["-c", &counter_loop(locked, 50)])
+                    .env("P", p3ctl_bin())
+                    .env("D", dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for client in clients {
+        let (ok, err) = finish(client);
+        assert!(ok, "a client failed: {err}");
+    }
+    let out = p3ctl_ok(&cluster.nodes[0].dir, &["get", "global/counter"]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn write_locks_exclude_and_without_them_updates_are_lost() {
+    let cluster = Cluster::start(5);
+    cluster.wait_formed();
+    let locked = run_counters(&cluster, true);
+    assert_eq!(locked, 200, "4 clients x 50 locked increments");
+    let unlocked = run_counters(&cluster, false);
+    eprintln!("without the lock: {unlocked} of 200");
+    assert!(
+        unlocked < 200,
+        "the unlocked run lost no update; the test shows nothing"
+    );
+}
+
+#[test]
+fn readers_share_and_a_writer_waits_for_both() {
+    let cluster = Cluster::start(5);
+    cluster.wait_formed();
+    let tmp = cluster.root.path();
+    let f = |name: &str| tmp.join(name);
+    // Each reader marks that it holds the lock, then holds it until both hold
+    // it at once and the test says go (bounded: 30 s).
+    let reader = |i: usize| {
+        let script = format!(
+            "touch {me}; n=0; until [ -e {r1} ] && [ -e {r2} ] && [ -e {go} ]; do n=$((n+1)); [ $n -gt 600 ] && exit 1; sleep 0.05; done; touch {me}.done",
+            me = f(&format!("r{i}")).display(),
+            r1 = f("r1").display(),
+            r2 = f("r2").display(),
+            go = f("go").display(),
+        );
+        spawn(
+            &cluster.nodes[i].dir,
+            &["lock", "global/shared", "--read", "--", "sh", "-c", &script],
+        )
+    };
+    let r1 = reader(1);
+    let r2 = reader(2);
+    wait_file(&f("r1"));
+    wait_file(&f("r2")); // both hold the read lock at once
+    let check = format!(
+        "test -e {}.done && test -e {}.done",
+        f("r1").display(),
+        f("r2").display()
+    );
+    let mut writer = spawn(
+        &cluster.nodes[3].dir,
+        &["lock", "global/shared", "--write", "--", "sh", "-c", &check],
+    );
+    // The writer is queued behind the readers, not running.
+    thread::sleep(Duration::from_millis(300)); // a chance to run early, were it wrong
+    assert!(
+        writer.0.try_wait().unwrap().is_none(),
+        "the writer did not wait for the readers"
+    );
+    std::fs::write(f("go"), "").unwrap();
+    for r in [r1, r2] {
+        let (ok, err) = finish(r);
+        assert!(ok, "a reader failed: {err}");
+    }
+    let (ok, err) = finish(writer);
+    assert!(ok, "the writer ran before both readers were done: {err}");
+}
+
+#[test]
+fn a_dead_holders_lock_ends_with_its_lease_and_its_token_is_refused() {
+    let mut cluster = Cluster::start(5);
+    cluster.wait_formed();
+    let tmp: PathBuf = cluster.root.path().to_owned();
+    let token_file = tmp.join("token");
+    let script = format!(
+        "echo $P3_FENCING_TOKEN > {}; sleep 600",
+        token_file.display()
+    );
+    let holder = spawn(
+        &cluster.nodes[1].dir,
+        &[
+            "lock",
+            "global/res",
+            "--lease",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    wait_file(&token_file);
+    common::wait_for("the token to be written", DEADLINE, || {
+        std::fs::read_to_string(&token_file)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    });
+    let dead_token = read_token(&token_file);
+    cluster.nodes[1].stop("KILL");
+    drop(holder);
+
+    let started = Instant::now();
+    let token2 = tmp.join("token2");
+    let script = format!("echo $P3_FENCING_TOKEN > {}", token2.display());
+    p3ctl_ok(
+        &cluster.nodes[2].dir,
+        &[
+            "lock",
+            "global/res",
+            "--timeout",
+            "30s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    eprintln!(
+        "acquired {:?} after the holder's node died",
+        started.elapsed()
+    );
+    assert!(read_token(&token2) > dead_token, "tokens must grow");
+
+    let value = tmp.join("v");
+    std::fs::write(&value, "late").unwrap();
+    let err = p3ctl_err(
+        &cluster.nodes[3].dir,
+        &[
+            "put",
+            "global/res",
+            value.to_str().unwrap(),
+            "--token",
+            &dead_token.to_string(),
+        ],
+    );
+    assert!(err.contains("no longer valid"), "{err}");
+}
+
+#[test]
+fn a_lock_survives_its_primarys_death_and_can_still_be_released() {
+    let mut cluster = Cluster::start(5);
+    cluster.wait_formed();
+    let peers: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let mut key = blake3::Hasher::new();
+    key.update(b"global\0guarded");
+    let owners = common::closest_by_xor(key.finalize().as_bytes(), &peers, 3);
+    let primary = cluster.index_of(&owners[0]).unwrap();
+    let others: Vec<usize> = (0..5).filter(|i| *i != primary).collect();
+    let (holder_node, contender_node) = (others[0], others[1]);
+
+    let tmp: PathBuf = cluster.root.path().to_owned();
+    let (held, release) = (tmp.join("held"), tmp.join("release"));
+    let script = format!(
+        "touch {}; n=0; until [ -e {} ]; do n=$((n+1)); [ $n -gt 1200 ] && exit 1; sleep 0.05; done",
+        held.display(),
+        release.display()
+    );
+    let holder = spawn(
+        &cluster.nodes[holder_node].dir,
+        &[
+            "lock",
+            "global/guarded",
+            "--lease",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    wait_file(&held);
+    cluster.nodes[primary].stop("KILL");
+
+    // Still held, beyond its lease: renewals reach the new primary.
+    let err = p3ctl_err(
+        &cluster.nodes[contender_node].dir,
+        &["lock", "global/guarded", "--timeout", "4s", "--", "true"],
+    );
+    assert!(err.contains("still locked"), "{err}");
+
+    std::fs::write(&release, "").unwrap();
+    let (ok, err) = finish(holder);
+    assert!(
+        ok && !err.contains("warning"),
+        "the holder could not release: {err}"
+    );
+    p3ctl_ok(
+        &cluster.nodes[contender_node].dir,
+        &["lock", "global/guarded", "--timeout", "10s", "--", "true"],
+    );
+}
