@@ -96,14 +96,29 @@ pub enum Command {
     /// Take an object: read and remove it in one step (of concurrent takers
     /// exactly one gets it). Its name goes to stderr, its value to stdout or FILE.
     Take {
-        /// The object, NAMESPACE/NAME.
-        path: String,
-        /// Wait up to DURATION for the object to exist.
+        /// The object, NAMESPACE/NAME; with --match, the NAMESPACE.
+        target: String,
+        /// Take any one object of the namespace that matches QUERY (see
+        /// `p3ctl search`).
+        #[arg(long = "match", value_name = "QUERY")]
+        query: Option<String>,
+        /// Wait up to DURATION for the object (or a match) to exist.
         #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
         wait: Option<Duration>,
         /// Write the value to FILE (replaced only once the whole value arrived).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// List the objects of a namespace that match a query, e.g.
+    /// `type = task and meta.size > 10 and name ~ "jobs/*"` (the README has the
+    /// syntax).
+    Search {
+        /// The namespace.
+        namespace: String,
+        /// The query; `*` matches everything.
+        query: String,
         #[command(flatten)]
         opts: NodeOpts,
     },

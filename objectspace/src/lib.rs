@@ -22,12 +22,14 @@
 pub mod api;
 pub mod blob;
 pub mod error;
+pub mod index;
 pub mod key;
 pub mod lock;
 pub mod name;
 pub mod namespaces;
 pub mod object;
 pub mod protocol;
+pub mod query;
 pub mod read;
 pub mod repair;
 pub mod service;

@@ -22,7 +22,6 @@ use crate::{
     object::PutOptions,
     protocol::{PeerRequest, PeerResponse},
     space::ObjectSpace,
-    transfer::blocking,
 };
 
 /// The reserved namespace of P³'s own objects; users cannot write to it.
@@ -108,18 +107,12 @@ impl Namespaces {
         let mut bytes = Vec::new();
         ciborium::into_writer(registry, &mut bytes)
             .map_err(|e| SpaceError::Storage(e.to_string()))?;
-        let mut ingest = space.ingest();
-        let (hash, size, _pin) = blocking(move || {
-            ingest.push(&bytes)?;
-            ingest.finish()
-        })
-        .await?;
         let options = PutOptions {
             type_tag: "p3/namespaces".into(),
             if_version: Some(version),
             ..PutOptions::default()
         };
-        space.put(&registry_path(), options, hash, size).await?;
+        space.put_small(&registry_path(), bytes, options).await?;
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), registry.clone()));
         Ok(())
@@ -178,6 +171,15 @@ impl Namespaces {
             return Err(SpaceError::Unavailable(
                 "the namespace list keeps changing under this update; retry".into(),
             ));
+        }
+        for shard in 0..crate::index::SHARDS {
+            match space
+                .remove(&crate::index::shard_path(ns, shard), None, None)
+                .await
+            {
+                Ok(_) | Err(SpaceError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove an index shard"),
+            }
         }
         // Nodes missed here drop the objects in their next repair round.
         let mut peers = space.node().connected().await?;

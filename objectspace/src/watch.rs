@@ -135,6 +135,7 @@ impl ObjectSpace {
             self.inner.waiters.notify(key, record.version);
         }
         self.publish(Event::of(record, kind));
+        self.index(record.clone());
         if let Some(expires) = record.expires_ms {
             let space = self.clone();
             let record = record.clone();

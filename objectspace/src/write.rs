@@ -99,6 +99,23 @@ impl ObjectSpace {
         Ok(written)
     }
 
+    /// Writes a small value held in memory (P³'s own objects: the namespace
+    /// list, index shards).
+    pub(crate) async fn put_small(
+        &self,
+        path: &ObjectPath,
+        bytes: Vec<u8>,
+        options: PutOptions,
+    ) -> Result<Written> {
+        let mut ingest = self.ingest();
+        let (hash, size, _pin) = blocking(move || {
+            ingest.push(&bytes)?;
+            ingest.finish()
+        })
+        .await?;
+        self.put(path, options, hash, size).await
+    }
+
     /// Removes `path` (only at version `if_version`, if given; under the write
     /// lock with fencing token `token`, if given).
     pub async fn remove(

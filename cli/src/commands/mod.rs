@@ -98,11 +98,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 return lock::run(&opts, &path, mode, lease, timeout, &command).await;
             }
             Command::Take {
-                path,
+                target,
+                query,
                 wait,
                 output,
                 opts,
-            } => objects::read(&opts, &path, output.as_deref(), Read::Take(wait)).await?,
+            } => {
+                let how = match query {
+                    Some(query) => Read::TakeMatch(query, wait),
+                    None => Read::Take(wait),
+                };
+                objects::read(&opts, &target, output.as_deref(), how).await?
+            }
+            Command::Search {
+                namespace,
+                query,
+                opts,
+            } => objects::search(&opts, &namespace, &query).await?,
             Command::Stat { path, local, opts } => objects::stat(&opts, &path, local).await?,
             Command::Rm {
                 path,

@@ -109,6 +109,8 @@ pub enum Read {
     Get(Option<Wait>),
     /// `p3ctl take`, optionally waiting for the object.
     Take(Option<Duration>),
+    /// `p3ctl take NS --match QUERY`, optionally waiting for a match.
+    TakeMatch(String, Option<Duration>),
 }
 
 impl Read {
@@ -123,8 +125,11 @@ impl Read {
         let stat = match self {
             Read::Get(wait) => space.get_waiting(path, *wait, out, progress).await?,
             Read::Take(wait) => space.take(path, *wait, out, progress).await?,
+            Read::TakeMatch(query, wait) => {
+                space.take_match(path, query, *wait, out, progress).await?
+            }
         };
-        if let Read::Take(_) = self {
+        if let Read::Take(_) | Read::TakeMatch(..) = self {
             eprintln!("took {} (version {})", stat.path, stat.version);
         }
         Ok(stat)
@@ -134,7 +139,10 @@ impl Read {
 /// `p3ctl get NS/NAME [-o FILE] [--wait DURATION [--after-version N]]` and
 /// `p3ctl take NS/NAME [-o FILE] [--wait DURATION]`.
 pub async fn read(opts: &NodeOpts, path: &str, output: Option<&Path>, how: Read) -> Result<()> {
-    check_path(path)?;
+    match how {
+        Read::TakeMatch(..) => drop(Namespace::new(path)?),
+        _ => check_path(path)?,
+    }
     let mut space = space(opts).await?;
     let mut progress = Progress::new("get", None);
     let Some(output) = output else {
@@ -269,6 +277,19 @@ pub async fn remove(
         return output::json(&written);
     }
     println!("{} removed (version {})", written.path, written.version);
+    Ok(())
+}
+
+/// `p3ctl search NS QUERY`: matching names, one per line (with metadata in JSON).
+pub async fn search(opts: &NodeOpts, namespace: &str, query: &str) -> Result<()> {
+    Namespace::new(namespace)?;
+    let found = space(opts).await?.search(namespace, query).await?;
+    if opts.json {
+        return output::json(&found);
+    }
+    for entry in found {
+        println!("{}", entry.summary.name);
+    }
     Ok(())
 }
 

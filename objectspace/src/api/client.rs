@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     error::{Result, SpaceError},
+    index::Entry,
     lock::{Grant, LockMode},
     object::{PutOptions, Stat},
     watch::Event,
@@ -256,6 +257,37 @@ impl Space {
         };
         self.receive_value(request, wait.unwrap_or_default(), out, progress)
             .await
+    }
+
+    /// Takes any one object of `namespace` matching `query`, waiting up to
+    /// `wait` for one, and writes its value to `out`.
+    pub async fn take_match(
+        &mut self,
+        namespace: &str,
+        query: &str,
+        wait: Option<Duration>,
+        out: impl AsyncWrite + Unpin,
+        progress: impl FnMut(&Stat, u64),
+    ) -> Result<Stat> {
+        let request = Request::TakeMatch {
+            namespace: namespace.to_owned(),
+            query: query.to_owned(),
+            wait_ms: wait.map(|w| w.as_millis().try_into().unwrap_or(u64::MAX)),
+        };
+        self.receive_value(request, wait.unwrap_or_default(), out, progress)
+            .await
+    }
+
+    /// The objects of `namespace` matching `query` (see [`crate::query`]).
+    pub async fn search(&mut self, namespace: &str, query: &str) -> Result<Vec<Entry>> {
+        let request = Request::Search {
+            namespace: namespace.to_owned(),
+            query: query.to_owned(),
+        };
+        match self.call(request).await? {
+            Response::Matches(found) => Ok(found),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Sends a request answered by a value and streams the value to `out`.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::SpaceError,
+    index::Entry,
     lock::{Grant, LockMode},
     object::{PutOptions, Stat},
     watch::Event,
@@ -70,6 +71,23 @@ pub enum Request {
         path: String,
         /// Wait up to this many milliseconds for it to exist.
         wait_ms: Option<u64>,
+    },
+    /// Take any one object of a namespace that matches a query (see
+    /// [`crate::query`]). Answered like [`Request::Get`].
+    TakeMatch {
+        /// The namespace.
+        namespace: String,
+        /// The query.
+        query: String,
+        /// Wait up to this many milliseconds for a match.
+        wait_ms: Option<u64>,
+    },
+    /// The objects of a namespace that match a query.
+    Search {
+        /// The namespace.
+        namespace: String,
+        /// The query.
+        query: String,
     },
     /// Acquire a lock on `NS/NAME`: answered by [`Response::Locked`] once
     /// granted. The node renews the lease while the connection stays open and
@@ -175,6 +193,8 @@ pub enum Response {
     Namespaces(Vec<String>),
     /// A namespace operation succeeded.
     Done,
+    /// Answer to [`Request::Search`], in name order (without content).
+    Matches(Vec<Entry>),
     /// The lock is held.
     Locked(Grant),
     /// The watch is established.

@@ -17,6 +17,7 @@ use crate::{
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::PutOptions,
+    query::Query,
     read::Found,
     space::ObjectSpace,
     write::Ingest,
@@ -64,6 +65,26 @@ async fn connection(
             } => put(&mut stream, space, &path, options, size).await?,
             Request::Get { path, wait } => get(&mut stream, space, &path, wait).await?,
             Request::Take { path, wait_ms } => take(&mut stream, space, &path, wait_ms).await?,
+            Request::TakeMatch {
+                namespace,
+                query,
+                wait_ms,
+            } => {
+                let taken = async {
+                    let ns = Namespace::new(&namespace)?;
+                    if ns.as_str() == SYSTEM {
+                        return Err(SpaceError::Invalid(format!(
+                            "namespace {SYSTEM} is reserved"
+                        )));
+                    }
+                    let wait = Duration::from_millis(wait_ms.unwrap_or(0));
+                    space.take_match(&ns, &Query::parse(&query)?, wait).await
+                };
+                match taken.await {
+                    Ok(taken) => send_value(&mut stream, space, &taken.found).await?,
+                    Err(e) => write_frame(&mut stream, &Response::Error(e)).await?,
+                }
+            }
             Request::Lock {
                 path,
                 mode,
@@ -334,9 +355,18 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
             Response::Done
         }
         Request::ListNamespaces => Response::Namespaces(namespaces.list(space).await?),
+        Request::Search { namespace, query } => {
+            let query = Query::parse(&query)?;
+            let mut found = space.search(&Namespace::new(&namespace)?, &query).await?;
+            for entry in &mut found {
+                entry.summary.content = None;
+            }
+            Response::Matches(found)
+        }
         Request::Put { .. }
         | Request::Get { .. }
         | Request::Take { .. }
+        | Request::TakeMatch { .. }
         | Request::Lock { .. }
         | Request::Unlock
         | Request::Watch { .. }

@@ -1,0 +1,227 @@
+//! Search through per-namespace index shards.
+//!
+//! Each namespace has [`SHARDS`] index shards; an object belongs to the shard
+//! `blake3(name)[0] % SHARDS`. A shard is itself an object,
+//! `p3.system/index/NAMESPACE/N`, holding the searchable summary of each of its
+//! objects — so it is owned, replicated and repaired like any object, and kept
+//! consistent by compare-and-set on its version. The primary of an object
+//! updates the object's shard after acknowledging a write. A search reads the
+//! namespace's shards — [`SHARDS`] requests whatever the size of the network —
+//! and filters them with a [`Query`]; expired objects are filtered at query time.
+//!
+//! A template take searches, then takes a random match (exactly one taker gets
+//! each object); with nothing to take it waits for a write to the namespace.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    blob::BlobHash,
+    error::{Result, SpaceError},
+    name::{Namespace, ObjectName, ObjectPath},
+    namespaces::SYSTEM,
+    object::{now_ms, ObjectRecord, PutOptions},
+    query::{Query, Searchable, CONTENT_MAX},
+    read::read_small,
+    space::ObjectSpace,
+    take::Taken,
+    transfer::blocking,
+};
+
+/// Index shards per namespace: the number of requests a search makes.
+pub const SHARDS: u8 = 16;
+/// How long one shard update keeps trying against concurrent updates of the
+/// same shard before giving up.
+const UPDATE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// One object's entry in its shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The version the entry describes.
+    pub version: u64,
+    /// When it expires.
+    pub expires_ms: Option<u64>,
+    /// What a query sees.
+    pub summary: Searchable,
+}
+
+/// A shard's value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Shard {
+    entries: BTreeMap<String, Entry>,
+    /// The last version seen of removed names, so a late older update cannot
+    /// bring them back.
+    removed: BTreeMap<String, u64>,
+}
+
+/// The shard an object name belongs to.
+pub fn shard_of(name: &ObjectName) -> u8 {
+    blake3::hash(name.as_str().as_bytes()).as_bytes()[0] % SHARDS
+}
+
+pub(crate) fn shard_path(ns: &Namespace, shard: u8) -> ObjectPath {
+    ObjectPath {
+        namespace: Namespace::new(SYSTEM).unwrap_or_else(|_| unreachable!("valid constant")),
+        name: ObjectName::new(&format!("index/{ns}/{shard}"))
+            .unwrap_or_else(|_| unreachable!("namespaces make valid names")),
+    }
+}
+
+impl ObjectSpace {
+    async fn read_shard(&self, ns: &Namespace, shard: u8) -> Result<(Shard, u64)> {
+        match self.read_all(&shard_path(ns, shard)).await {
+            Ok((record, bytes)) => {
+                let shard = ciborium::from_reader(bytes.as_slice()).map_err(|e| {
+                    SpaceError::Corrupt(format!("index shard does not decode: {e}"))
+                })?;
+                Ok((shard, record.version))
+            }
+            Err(SpaceError::NotFound(_)) => Ok((Shard::default(), 0)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Brings the index up to date with `record` (called by the primary after
+    /// acknowledging it; runs in the background).
+    pub(crate) fn index(&self, record: ObjectRecord) {
+        if record.ns.as_str() == SYSTEM {
+            return;
+        }
+        let space = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = space.update_shard(&record).await {
+                tracing::warn!(ns = %record.ns, name = %record.name, error = %e, "index update failed");
+            }
+        });
+    }
+
+    async fn update_shard(&self, record: &ObjectRecord) -> Result<()> {
+        let content = match record.blob {
+            Some(hash) if record.size <= CONTENT_MAX => Some(self.small_value(hash).await?),
+            _ => None,
+        };
+        let shard_no = shard_of(&record.name);
+        let path = shard_path(&record.ns, shard_no);
+        let name = record.name.to_string();
+        let deadline = Instant::now() + UPDATE_PATIENCE;
+        while Instant::now() < deadline {
+            let (mut shard, version) = self.read_shard(&record.ns, shard_no).await?;
+            let known = shard
+                .entries
+                .get(&name)
+                .map(|e| e.version)
+                .max(shard.removed.get(&name).copied());
+            if known.is_some_and(|v| v >= record.version) {
+                return Ok(()); // a newer update got there first
+            }
+            let now = now_ms();
+            shard
+                .entries
+                .retain(|_, e| e.expires_ms.is_none_or(|t| t > now));
+            if record.blob.is_some() {
+                shard.removed.remove(&name);
+                shard.entries.insert(
+                    name.clone(),
+                    Entry {
+                        version: record.version,
+                        expires_ms: record.expires_ms,
+                        summary: Searchable {
+                            name: name.clone(),
+                            type_tag: record.type_tag.clone(),
+                            size: record.size,
+                            meta: record.meta.clone(),
+                            content: content.clone(),
+                        },
+                    },
+                );
+            } else {
+                shard.entries.remove(&name);
+                shard.removed.insert(name.clone(), record.version);
+            }
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&shard, &mut bytes)
+                .map_err(|e| SpaceError::Storage(e.to_string()))?;
+            let options = PutOptions {
+                type_tag: "p3/index".into(),
+                if_version: Some(version),
+                ..PutOptions::default()
+            };
+            match self.put_small(&path, bytes, options).await {
+                Ok(_) => return Ok(()),
+                Err(SpaceError::VersionConflict { .. }) => {
+                    // Another update of this shard won; back off a random
+                    // moment so that contenders spread out.
+                    let pause = rand::random::<u64>() % 40 + 5;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SpaceError::Unavailable(format!(
+            "index shard {path} is too busy"
+        )))
+    }
+
+    async fn small_value(&self, hash: BlobHash) -> Result<Vec<u8>> {
+        let store = self.store().clone();
+        blocking(move || read_small(&store, &hash)).await
+    }
+
+    /// The live objects of `ns` matching `query`, in name order.
+    pub async fn search(&self, ns: &Namespace, query: &Query) -> Result<Vec<Entry>> {
+        self.check_namespace(ns).await?;
+        let shards = join_all((0..SHARDS).map(|i| self.read_shard(ns, i))).await;
+        let now = now_ms();
+        let mut found = Vec::new();
+        for shard in shards {
+            let (shard, _) = shard?;
+            found.extend(
+                shard
+                    .entries
+                    .into_values()
+                    .filter(|e| e.expires_ms.is_none_or(|t| t > now) && query.matches(&e.summary)),
+            );
+        }
+        found.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
+        Ok(found)
+    }
+
+    /// Takes one object of `ns` matching `query`, waiting up to `wait` for one.
+    pub async fn take_match(&self, ns: &Namespace, query: &Query, wait: Duration) -> Result<Taken> {
+        let deadline = Instant::now() + wait;
+        // Index shards are objects too: a change to one of this namespace's
+        // is exactly when a new match can appear. Subscribed before searching,
+        // so a change in between wakes us.
+        let system = Namespace::new(SYSTEM).unwrap_or_else(|_| unreachable!("valid constant"));
+        let mut changes = self.watch(&system, &format!("index/{ns}/")).await?;
+        loop {
+            let mut candidates = self.search(ns, query).await?;
+            use rand::seq::SliceRandom;
+            candidates.shuffle(&mut rand::thread_rng());
+            for entry in candidates {
+                let path = ObjectPath {
+                    namespace: ns.clone(),
+                    name: ObjectName::new(&entry.summary.name)?,
+                };
+                match self.take(&path, None).await {
+                    Ok(taken) => return Ok(taken),
+                    // Taken by someone else since the search: next one.
+                    Err(SpaceError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SpaceError::NotFound(format!(
+                    "an object of {ns} matching the query"
+                )));
+            }
+            let _ = tokio::time::timeout(left, changes.next()).await;
+        }
+    }
+}
