@@ -250,6 +250,11 @@ pub enum BenchOp {
     Put,
     /// Read objects written beforehand (untimed).
     Get,
+    /// Acquire and release a write lock on one object; with --concurrency 1
+    /// uncontended, with more every connection contends for the same lock.
+    Lock,
+    /// Take (read and remove) objects written beforehand (untimed), each once.
+    Take,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,7 +18,7 @@
 //! requests fail and their nodes ask the new primary, which has the grants.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -160,11 +160,25 @@ struct Waiter {
     granted: oneshot::Sender<Grant>,
 }
 
-/// The primary's waiting lines, one per key, and what wakes them.
+/// The waiting lines of the keys this node is primary of, and which keys have
+/// a pump task serving their line.
+#[derive(Default)]
+struct Lines {
+    waiting: HashMap<[u8; 32], VecDeque<Waiter>>,
+    pumps: HashSet<[u8; 32]>,
+}
+
+/// The primary's waiting lines and what wakes their pumps.
 #[derive(Default)]
 pub(crate) struct Queues {
-    lines: Mutex<HashMap<[u8; 32], VecDeque<Waiter>>>,
+    lines: Mutex<Lines>,
     changed: Notify,
+}
+
+impl Queues {
+    fn lines(&self) -> std::sync::MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Longest lease a holder may ask for, and longest a request waits in line.
@@ -195,9 +209,8 @@ impl ObjectSpace {
                 let (tx, rx) = oneshot::channel();
                 self.inner
                     .queues
-                    .lines
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .lines()
+                    .waiting
                     .entry(key)
                     .or_default()
                     .push_back(Waiter {
@@ -331,100 +344,109 @@ impl ObjectSpace {
         Ok(PeerResponse::Done)
     }
 
-    /// Grants the head of the key's line for as long as it is compatible, and
-    /// keeps serving the line (as leases run out) while anyone waits in it.
-    /// (Boxed with an explicit `Send` type: it schedules itself again.)
+    /// Grants the head of the key's line for as long as it is compatible; if
+    /// anyone is left waiting, makes sure one pump task serves the line as
+    /// leases run out and locks are released.
+    ///
+    /// Boxed with an explicit `Send` type: through [`ObjectSpace::ask`] a lock
+    /// operation can lead back to another, which the compiler cannot prove
+    /// `Send` for an unboxed future.
     fn serve_line(&self, ns: &Namespace, name: &ObjectName) -> BoxFuture<'static, Result<()>> {
         let (space, ns, name) = (self.clone(), ns.clone(), name.clone());
-        async move { space.serve_line_once(&ns, &name).await }.boxed()
+        async move {
+            let key = object_key(&ns, &name);
+            if space.serve_line_once(&ns, &name, false).await?.is_none() {
+                return Ok(());
+            }
+            let first = space.inner.queues.lines().pumps.insert(key);
+            if first {
+                tokio::spawn(async move { space.pump(&ns, &name).await });
+            }
+            Ok(())
+        }
+        .boxed()
     }
 
-    async fn serve_line_once(&self, ns: &Namespace, name: &ObjectName) -> Result<()> {
-        let key = object_key(ns, name);
-        {
-            let next_expiry = {
-                let lock = self.key_lock(key);
-                let _ordered = lock.lock().await;
-                let mut state = self.lock_state(key).await?;
-                let mut changed = state.prune(now_ms());
-                let mut granted = Vec::new();
-                {
-                    let mut lines = self
-                        .inner
-                        .queues
-                        .lines
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    let line = lines.entry(key).or_default();
-                    line.retain(|w| !w.granted.is_closed());
-                    while let Some(head) = line.front() {
-                        if !state.compatible(head.mode) {
-                            break;
-                        }
-                        let Some(w) = line.pop_front() else { break };
-                        state.last_token += 1;
-                        let grant = Grant {
-                            holder: w.holder,
-                            mode: w.mode,
-                            token: state.last_token,
-                            lease_until_ms: now_ms() + w.lease_ms,
-                        };
-                        state.grants.push(grant.clone());
-                        granted.push((w.granted, grant));
-                        changed = true;
-                    }
-                    if line.is_empty() {
-                        lines.remove(&key);
-                    }
+    /// Serves one key's line until nobody waits in it.
+    async fn pump(&self, ns: &Namespace, name: &ObjectName) {
+        loop {
+            // Armed before the step, so a change during it is not missed.
+            let changed = self.inner.queues.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let next = match self.serve_line_once(ns, name, true).await {
+                Ok(Some(next)) => next,
+                Ok(None) => return, // the step retired this pump
+                Err(e) => {
+                    tracing::debug!(error = %e, "serving a lock line failed; retrying");
+                    Duration::from_millis(200)
                 }
-                if changed {
-                    self.commit_state(ns, name, &mut state).await?;
-                }
-                for (tx, grant) in granted {
-                    let _ = tx.send(grant);
-                }
-                let waiting = self
-                    .inner
-                    .queues
-                    .lines
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&key);
-                if !waiting {
-                    return Ok(());
-                }
-                state.grants.iter().map(|g| g.lease_until_ms).min()
             };
-            // Someone waits: wake when a lease ends or anything changes.
-            let until_expiry = next_expiry
-                .map(|t| Duration::from_millis(t.saturating_sub(now_ms()) + 1))
-                .unwrap_or(Duration::from_secs(1));
-            let space = self.clone();
-            let (ns, name) = (ns.clone(), name.clone());
-            // Serve on in the background so the caller's request can wait for
-            // its own grant.
-            tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(until_expiry, space.inner.queues.changed.notified()).await;
-                if let Err(e) = space.serve_line(&ns, &name).await {
-                    tracing::debug!(error = %e, "serving a lock line failed");
-                }
-            });
-            Ok(())
+            let _ = tokio::time::timeout(next, changed).await;
         }
     }
 
+    /// One pass over the line. Returns `None` when nobody waits any more (and,
+    /// for the pump, retires it in the same breath so no waiter is left
+    /// without one), else how long until the next lease ends.
+    async fn serve_line_once(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        as_pump: bool,
+    ) -> Result<Option<Duration>> {
+        let key = object_key(ns, name);
+        let lock = self.key_lock(key);
+        let _ordered = lock.lock().await;
+        let mut state = self.lock_state(key).await?;
+        let mut changed = state.prune(now_ms());
+        let mut granted = Vec::new();
+        {
+            let mut lines = self.inner.queues.lines();
+            let line = lines.waiting.entry(key).or_default();
+            line.retain(|w| !w.granted.is_closed());
+            while line.front().is_some_and(|head| state.compatible(head.mode)) {
+                let Some(w) = line.pop_front() else { break };
+                state.last_token += 1;
+                let grant = Grant {
+                    holder: w.holder,
+                    mode: w.mode,
+                    token: state.last_token,
+                    lease_until_ms: now_ms() + w.lease_ms,
+                };
+                state.grants.push(grant.clone());
+                granted.push((w.granted, grant));
+                changed = true;
+            }
+            if line.is_empty() {
+                lines.waiting.remove(&key);
+            }
+        }
+        if changed {
+            self.commit_state(ns, name, &mut state).await?;
+        }
+        for (tx, grant) in granted {
+            let _ = tx.send(grant);
+        }
+        let mut lines = self.inner.queues.lines();
+        if !lines.waiting.contains_key(&key) {
+            if as_pump {
+                lines.pumps.remove(&key);
+            }
+            return Ok(None);
+        }
+        let next_expiry = state.grants.iter().map(|g| g.lease_until_ms).min();
+        Ok(Some(next_expiry.map_or(Duration::from_secs(1), |t| {
+            Duration::from_millis(t.saturating_sub(now_ms()) + 1)
+        })))
+    }
+
     fn leave_line(&self, key: [u8; 32], holder: u64) {
-        let mut lines = self
-            .inner
-            .queues
-            .lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(line) = lines.get_mut(&key) {
+        let mut lines = self.inner.queues.lines();
+        if let Some(line) = lines.waiting.get_mut(&key) {
             line.retain(|w| w.holder != holder);
             if line.is_empty() {
-                lines.remove(&key);
+                lines.waiting.remove(&key);
             }
         }
     }

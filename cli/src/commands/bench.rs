@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{anyhow, Context, Result};
 use futures::future::join_all;
-use p3_objectspace::{api::Space, object::PutOptions, Namespace, SpaceError};
+use p3_objectspace::{api::Space, lock::LockMode, object::PutOptions, Namespace, SpaceError};
 use rand::RngCore;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -45,6 +45,8 @@ struct Plan {
     base: Vec<u8>,
     /// Objects `bench get` reads, written before timing starts.
     targets: Vec<String>,
+    /// The node's data directory (lock operations each need a connection).
+    dir: std::path::PathBuf,
     /// Next operation number to hand out.
     next: AtomicU64,
     /// The first failure; once set, lanes stop taking operations.
@@ -81,6 +83,16 @@ impl Plan {
         if stat.size != self.size {
             return Err(anyhow!("read {} bytes, expected {}", stat.size, self.size));
         }
+        Ok(())
+    }
+
+    /// One acquire and release; the lock is held through its own connection.
+    async fn lock_once(&self, path: &str) -> Result<()> {
+        let held = Space::connect(&self.dir)
+            .await?
+            .lock(path, LockMode::Write, Duration::from_secs(10), None)
+            .await?;
+        held.release().await?;
         Ok(())
     }
 
@@ -125,6 +137,15 @@ async fn lane(mut space: Space, plan: Arc<Plan>) -> Lane {
                 let path = &plan.targets[(i % plan.targets.len() as u64) as usize];
                 (path.clone(), plan.read(&mut space, path).await)
             }
+            BenchOp::Take => {
+                let path = &plan.targets[i as usize];
+                let taken = space.take(path, None, tokio::io::sink(), |_, _| {}).await;
+                (path.clone(), taken.map(drop).map_err(anyhow::Error::from))
+            }
+            BenchOp::Lock => {
+                let path = plan.path(0);
+                (path.clone(), plan.lock_once(&path).await)
+            }
         };
         match result {
             Ok(()) => done.latencies.push(started.elapsed()),
@@ -138,6 +159,8 @@ fn op_name(op: BenchOp) -> &'static str {
     match op {
         BenchOp::Put => "put",
         BenchOp::Get => "get",
+        BenchOp::Lock => "lock",
+        BenchOp::Take => "take",
     }
 }
 
@@ -166,13 +189,19 @@ pub async fn run(opts: &NodeOpts, args: &BenchArgs) -> Result<()> {
         count: args.count,
         base,
         targets: Vec::new(),
+        dir: dir.root().to_owned(),
         next: AtomicU64::new(0),
         failure: Mutex::new(None),
     };
 
-    if args.op == BenchOp::Get {
-        // Untimed: the objects the gets read.
-        for i in 0..args.count.min(GET_OBJECTS) {
+    let prepared = match args.op {
+        BenchOp::Get => args.count.min(GET_OBJECTS),
+        BenchOp::Take => args.count,
+        BenchOp::Put | BenchOp::Lock => 0,
+    };
+    if prepared > 0 {
+        // Untimed: the objects the gets read or the takes take.
+        for i in 0..prepared {
             let path = plan.path(i);
             plan.targets.push(path.clone());
             if let Err(e) = plan.write(&mut lanes[0], &path, i).await {
@@ -373,6 +402,7 @@ mod tests {
             count: 1,
             base: vec![9; size],
             targets: Vec::new(),
+            dir: std::path::PathBuf::new(),
             next: AtomicU64::new(0),
             failure: Mutex::new(None),
         }
