@@ -13,7 +13,7 @@
 //! each object); with nothing to take it waits for a write to the namespace.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -170,6 +170,40 @@ impl ObjectSpace {
     async fn small_value(&self, hash: BlobHash) -> Result<Vec<u8>> {
         let store = self.store().clone();
         blocking(move || read_small(&store, &hash)).await
+    }
+
+    /// Checks that the index knows the versions of `records` (which this node
+    /// orders as primary) and updates it where not: a primary that died
+    /// between acknowledging a write and updating the index leaves that to its
+    /// successor. Each shard is read once per audit.
+    pub(crate) async fn audit_index(&self, records: Vec<ObjectRecord>) {
+        let now = now_ms();
+        let mut shards: HashMap<(Namespace, u8), Option<Shard>> = HashMap::new();
+        for record in records {
+            if record.ns.as_str() == SYSTEM || record.expires_ms.is_some_and(|t| t <= now) {
+                continue;
+            }
+            let at = (record.ns.clone(), shard_of(&record.name));
+            if !shards.contains_key(&at) {
+                let shard = self.read_shard(&at.0, at.1).await.ok().map(|(s, _)| s);
+                shards.insert(at.clone(), shard);
+            }
+            let Some(Some(shard)) = shards.get(&at) else {
+                continue;
+            };
+            let name = record.name.as_str();
+            let known = shard
+                .entries
+                .get(name)
+                .map(|e| e.version)
+                .max(shard.removed.get(name).copied());
+            if known.is_none_or(|v| v < record.version) {
+                tracing::info!(ns = %record.ns, %name, "index missed a write; updating it");
+                if let Err(e) = self.update_shard(&record).await {
+                    tracing::warn!(%name, error = %e, "index audit could not update a shard");
+                }
+            }
+        }
     }
 
     /// The live objects of `ns` matching `query`, in name order.

@@ -9,7 +9,9 @@
 //! every `repair_interval` otherwise.
 //!
 //! The same walk drops what should no longer be kept: expired objects and old
-//! tombstones after a grace period, and objects of removed namespaces.
+//! tombstones after a grace period, and objects of removed namespaces; and, for
+//! the objects this node is primary of, checks that the search index knows
+//! their current versions.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -90,12 +92,16 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
 
         let mut per_owner: HashMap<PeerId, Vec<ObjectRecord>> = HashMap::new();
         let mut not_mine = Vec::new();
+        let mut primary_of = Vec::new();
         for record in page {
             if should_drop(&record, registry.as_ref(), started) {
                 drop_record(space, &record).await?;
                 continue;
             }
             let owners = space.owners_among(&object_key(&record.ns, &record.name), live.clone());
+            if owners.first() == Some(&me) {
+                primary_of.push(record.clone());
+            }
             for owner in owners.iter().filter(|o| **o != me) {
                 per_owner.entry(*owner).or_default().push(record.clone());
             }
@@ -116,6 +122,7 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
                 Err(e) => tracing::debug!(%peer, error = %e, "repair sync failed"),
             }
         }
+        space.audit_index(primary_of).await;
         for (record, owners) in not_mine {
             let key = record_key(&record.ns, &record.name);
             let everywhere = owners
