@@ -4,7 +4,6 @@
 mod common;
 
 use std::{
-    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
@@ -28,17 +27,9 @@ fn spawn(dir: &Path, args: &[&str]) -> KillOnDrop {
 }
 
 /// Waits for a client process; its success and stderr.
-fn finish(mut child: KillOnDrop) -> (bool, String) {
-    let mut err = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.0.wait().unwrap();
-    (status.success(), err)
+fn finish(child: KillOnDrop) -> (bool, String) {
+    let (ok, _, err) = child.finish();
+    (ok, err)
 }
 
 fn wait_file(path: &Path) {

@@ -7,7 +7,6 @@ mod common;
 
 use std::{
     collections::{BTreeSet, HashSet},
-    io::Read,
     time::{Duration, Instant},
 };
 
@@ -186,24 +185,10 @@ fn template_takers_on_six_nodes_take_every_task_exactly_once() {
         .collect();
     let mut taken: Vec<String> = Vec::new();
     let mut per_taker = Vec::new();
-    for mut taker in takers {
-        let mut out = String::new();
-        let mut err = String::new();
-        taker
-            .0
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        taker
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(taker.0.wait().unwrap().success(), "a taker failed: {err}");
+    for taker in takers {
+        let (ok, out, err) = taker.finish();
+        assert!(ok, "a taker failed: {err}");
+        let out = String::from_utf8_lossy(&out);
         let mine: Vec<String> = out
             .lines()
             .filter_map(|l| l.strip_prefix("took bag/"))

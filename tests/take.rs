@@ -4,24 +4,9 @@
 
 mod common;
 
-use std::{io::Read, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use common::{p3ctl_err, p3ctl_ok, p3ctl_spawn, pseudo_random, Cluster, KillOnDrop, DEADLINE};
-
-/// Output of a finished taker: success, stdout, stderr. Its pipes are drained
-/// while it runs (a value larger than a pipe buffer would block it otherwise).
-fn finish(mut child: KillOnDrop) -> (bool, Vec<u8>, String) {
-    let mut stdout = child.0.stdout.take().unwrap();
-    let mut stderr = child.0.stderr.take().unwrap();
-    let out = thread::spawn(move || {
-        let mut out = Vec::new();
-        stdout.read_to_end(&mut out).map(|_| out)
-    });
-    let mut err = String::new();
-    stderr.read_to_string(&mut err).unwrap();
-    let status = child.0.wait().unwrap();
-    (status.success(), out.join().unwrap().unwrap(), err)
-}
 
 #[test]
 fn concurrent_takers_on_five_nodes_each_object_goes_to_exactly_one() {
@@ -50,7 +35,7 @@ fn concurrent_takers_on_five_nodes_each_object_goes_to_exactly_one() {
             .iter()
             .map(|node| KillOnDrop(p3ctl_spawn(&node.dir, &["take", &path])))
             .collect();
-        let results: Vec<_> = takers.into_iter().map(finish).collect();
+        let results: Vec<_> = takers.into_iter().map(KillOnDrop::finish).collect();
         let winners: Vec<_> = results.iter().filter(|(ok, _, _)| *ok).collect();
         assert_eq!(
             winners.len(),
@@ -98,7 +83,7 @@ fn take_waits_for_the_object_to_be_written() {
         assert!(std::time::Instant::now() < deadline, "take did not return");
         thread::sleep(Duration::from_millis(10)); // polling a local process's exit
     }
-    let (ok, out, err) = finish(taker);
+    let (ok, out, err) = taker.finish();
     assert!(ok, "{err}");
     assert_eq!(out, b"work item");
     let err = p3ctl_err(&cluster.nodes[1].dir, &["get", "global/job"]);

@@ -33,27 +33,11 @@ fn rand_suffix() -> u128 {
 fn exit_of(mut child: KillOnDrop, deadline: Duration) -> (String, Instant) {
     let start = Instant::now();
     loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if child.0.try_wait().unwrap().is_some() {
             let at = Instant::now();
-            let mut out = String::new();
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .0
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            assert!(status.success(), "blocking get failed: {err}");
-            return (out, at);
+            let (ok, out, err) = child.finish();
+            assert!(ok, "blocking get failed: {err}");
+            return (String::from_utf8_lossy(&out).into_owned(), at);
         }
         assert!(
             start.elapsed() < deadline,

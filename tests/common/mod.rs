@@ -444,6 +444,29 @@ pub fn closest_by_xor(key: &[u8], peers: &[String], count: usize) -> Vec<String>
 /// A client process that is killed when the guard drops (also when a test fails).
 pub struct KillOnDrop(pub Child);
 
+impl KillOnDrop {
+    /// Waits for the process, draining stdout and stderr while it runs (a
+    /// process writing more than a pipe holds would block otherwise): whether
+    /// it succeeded, its stdout and its stderr.
+    pub fn finish(mut self) -> (bool, Vec<u8>, String) {
+        use std::io::Read;
+        let mut stdout = self.0.stdout.take();
+        let out = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(pipe) = stdout.as_mut() {
+                pipe.read_to_end(&mut out).expect("cannot read stdout");
+            }
+            out
+        });
+        let mut err = String::new();
+        if let Some(mut pipe) = self.0.stderr.take() {
+            pipe.read_to_string(&mut err).expect("cannot read stderr");
+        }
+        let status = self.0.wait().expect("cannot wait for the process");
+        (status.success(), out.join().expect("stdout reader"), err)
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
