@@ -123,6 +123,18 @@ fn watch_sees_puts_from_three_other_nodes_in_version_order() {
         }
     });
 
+    // A second watcher on the same node, for one object only; it is in place
+    // once it says so (its node's subscription is the first watcher's).
+    let mut exact = KillOnDrop(p3ctl_spawn(
+        &cluster.nodes[0].dir,
+        &["watch", "global/w/a", "--exact", "--json"],
+    ));
+    let mut said = String::new();
+    BufReader::new(exact.0.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(said.starts_with("watching"), "{said}");
+
     // The watch is in place once it reports a probe write (gossip subscriptions
     // take a moment to reach the other nodes).
     let started = Instant::now();
@@ -182,5 +194,24 @@ fn watch_sees_puts_from_three_other_nodes_in_version_order() {
             versions, &expected,
             "events of {name} out of order or missing"
         );
+    }
+
+    // The exact watcher saw w/a's puts, in order, and nothing else.
+    let stdout = exact.0.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for version in 1..=last {
+        let line = lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("the exact watch stopped before version {version}"));
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["name"], "w/a", "{event}");
+        assert_eq!(event["version"], version, "{event}");
     }
 }

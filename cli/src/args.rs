@@ -151,6 +151,9 @@ pub enum Command {
     Watch {
         /// NAMESPACE or NAMESPACE/PREFIX.
         target: String,
+        /// Watch only the object named exactly NAMESPACE/PREFIX.
+        #[arg(long)]
+        exact: bool,
         #[command(flatten)]
         opts: NodeOpts,
     },

@@ -168,6 +168,7 @@ impl ObjectSpace {
             local: self.inner.events.subscribe(),
             namespace: ns.clone(),
             prefix: prefix.to_owned(),
+            exact: false,
             delivered: HashMap::new(),
         })
     }
@@ -257,10 +258,17 @@ pub struct Watch {
     local: broadcast::Receiver<Event>,
     namespace: Namespace,
     prefix: String,
+    exact: bool,
     delivered: HashMap<ObjectName, u64>,
 }
 
 impl Watch {
+    /// Narrows the watch to the one object named exactly as the prefix.
+    pub fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
     /// The next event, in version order per object.
     pub async fn next(&mut self) -> Result<Event> {
         loop {
@@ -285,7 +293,13 @@ impl Watch {
                     Err(broadcast::error::RecvError::Closed) => return Err(SpaceError::Stopped),
                 },
             };
-            if event.namespace != self.namespace || !event.name.as_str().starts_with(&self.prefix) {
+            let name = event.name.as_str();
+            let wanted = if self.exact {
+                name == self.prefix
+            } else {
+                name.starts_with(&self.prefix)
+            };
+            if event.namespace != self.namespace || !wanted {
                 continue;
             }
             let last = self.delivered.entry(event.name.clone()).or_insert(0);

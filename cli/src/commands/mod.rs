@@ -80,7 +80,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 });
                 objects::read(&opts, &path, output.as_deref(), Read::Get(wait)).await?
             }
-            Command::Watch { target, opts } => watch::run(&opts, &target).await?,
+            Command::Watch {
+                target,
+                exact,
+                opts,
+            } => watch::run(&opts, &target, exact).await?,
             Command::Lock {
                 path,
                 read,

@@ -150,14 +150,28 @@ pub async fn read(opts: &NodeOpts, path: &str, output: Option<&Path>, how: Read)
         how.fetch(&mut space, path, stdout, &mut progress).await?;
         return Ok(());
     };
-    let partial = Partial::create(output)?;
+    let mut partial = Partial::create(output)?;
     let mut file = partial.open().await?;
-    how.fetch(&mut space, path, &mut file, &mut progress)
-        .await?;
+    let written = async {
+        how.fetch(&mut space, path, &mut file, &mut progress)
+            .await?;
+        file.sync_all()
+            .await
+            .with_context(|| format!("cannot write {}", partial.path.display()))
+    };
+    if let Err(e) = written.await {
+        // A taken object exists nowhere else: keep whatever of it arrived.
+        let arrived = std::fs::metadata(&partial.path).is_ok_and(|m| m.len() > 0);
+        if arrived && !matches!(how, Read::Get(_)) {
+            partial.keep = true;
+            return Err(e.context(format!(
+                "the object was taken but not completely saved; what arrived is in {}",
+                partial.path.display()
+            )));
+        }
+        return Err(e);
+    }
     drop(progress);
-    file.sync_all()
-        .await
-        .with_context(|| format!("cannot write {}", partial.path.display()))?;
     drop(file);
     partial.commit(output).await
 }
@@ -167,7 +181,9 @@ pub async fn read(opts: &NodeOpts, path: &str, output: Option<&Path>, how: Read)
 /// a failed `get -o FILE` never leaves half a value under FILE's name.
 struct Partial {
     path: PathBuf,
-    committed: bool,
+    /// Whether the file stays when this is dropped (committed, or kept as the
+    /// only copy of a taken value).
+    keep: bool,
 }
 
 impl Partial {
@@ -179,7 +195,7 @@ impl Partial {
         temp.push(format!(".partial-{:08x}", rand::random::<u32>()));
         Ok(Self {
             path: dest.with_file_name(temp),
-            committed: false,
+            keep: false,
         })
     }
 
@@ -200,14 +216,14 @@ impl Partial {
                 dest.display()
             )
         })?;
-        self.committed = true;
+        self.keep = true;
         Ok(())
     }
 }
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.keep {
             let _ = std::fs::remove_file(&self.path);
         }
     }

@@ -9,10 +9,10 @@ use super::space;
 use crate::{args::NodeOpts, output};
 
 /// Prints every event until interrupted (or the node goes away).
-pub async fn run(opts: &NodeOpts, target: &str) -> Result<()> {
+pub async fn run(opts: &NodeOpts, target: &str, exact: bool) -> Result<()> {
     let (namespace, prefix) = target.split_once('/').unwrap_or((target, ""));
     Namespace::new(namespace)?;
-    let mut events = space(opts).await?.watch(namespace, prefix).await?;
+    let mut events = space(opts).await?.watch(namespace, prefix, exact).await?;
     // On stderr, so scripts reading stdout see only events. From here on every
     // change is delivered; other nodes learn of the subscription within moments.
     eprintln!("watching {namespace}/{prefix}");

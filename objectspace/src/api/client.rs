@@ -338,10 +338,12 @@ impl Space {
 
     /// Turns this connection into a stream of the events of `namespace` for the
     /// objects whose names start with `prefix`; returns once the node watches.
-    pub async fn watch(mut self, namespace: &str, prefix: &str) -> Result<Watching> {
+    /// With `exact`, only the object named `prefix` is watched.
+    pub async fn watch(mut self, namespace: &str, prefix: &str, exact: bool) -> Result<Watching> {
         let request = Request::Watch {
             namespace: namespace.to_owned(),
             prefix: prefix.to_owned(),
+            exact,
         };
         match self.call(request).await? {
             Response::Watching => Ok(Watching { space: self }),

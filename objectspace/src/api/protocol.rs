@@ -112,6 +112,8 @@ pub enum Request {
         namespace: String,
         /// Name prefix ("" for all).
         prefix: String,
+        /// Only the object named exactly `prefix`.
+        exact: bool,
     },
     /// Metadata of `NS/NAME` and which owners hold it.
     Stat {

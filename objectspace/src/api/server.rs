@@ -91,8 +91,12 @@ async fn connection(
                 lease_ms,
                 timeout_ms,
             } => return hold_lock(stream, space, &path, mode, lease_ms, timeout_ms).await,
-            Request::Watch { namespace, prefix } => {
-                return watch(stream, space, &namespace, &prefix).await;
+            Request::Watch {
+                namespace,
+                prefix,
+                exact,
+            } => {
+                return watch(stream, space, &namespace, &prefix, exact).await;
             }
             request => {
                 let answer = handle(request, space).await.unwrap_or_else(Response::Error);
@@ -295,8 +299,12 @@ async fn watch(
     space: &ObjectSpace,
     namespace: &str,
     prefix: &str,
+    exact: bool,
 ) -> Result<(), FrameError> {
-    let started = async { space.watch(&Namespace::new(namespace)?, prefix).await };
+    let started = async {
+        let watch = space.watch(&Namespace::new(namespace)?, prefix).await?;
+        Ok::<_, SpaceError>(if exact { watch.exact() } else { watch })
+    };
     let mut events = match started.await {
         Ok(events) => events,
         Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
