@@ -13,7 +13,7 @@
 //! each object); with nothing to take it waits for a write to the namespace.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -59,6 +59,49 @@ struct Shard {
     removed: BTreeMap<String, u64>,
 }
 
+impl Shard {
+    /// Records `record` unless the shard knows a version at least as new;
+    /// whether anything changed.
+    fn apply(&mut self, record: &ObjectRecord, content: Option<Vec<u8>>) -> bool {
+        let name = record.name.to_string();
+        let known = self
+            .entries
+            .get(&name)
+            .map(|e| e.version)
+            .max(self.removed.get(&name).copied());
+        if known.is_some_and(|v| v >= record.version) {
+            return false;
+        }
+        if record.blob.is_some() {
+            self.removed.remove(&name);
+            let entry = Entry {
+                version: record.version,
+                expires_ms: record.expires_ms,
+                summary: Searchable {
+                    name: name.clone(),
+                    type_tag: record.type_tag.clone(),
+                    size: record.size,
+                    meta: record.meta.clone(),
+                    content,
+                },
+            };
+            self.entries.insert(name, entry);
+        } else {
+            self.entries.remove(&name);
+            self.removed.insert(name, record.version);
+        }
+        true
+    }
+}
+
+/// Index updates waiting at this node (as primary of their objects), per
+/// shard, and which shards have a task applying them.
+#[derive(Default)]
+pub(crate) struct IndexQueue {
+    pending: HashMap<(Namespace, u8), BTreeMap<String, ObjectRecord>>,
+    draining: HashSet<(Namespace, u8)>,
+}
+
 /// The shard an object name belongs to.
 pub fn shard_of(name: &ObjectName) -> u8 {
     blake3::hash(name.as_str().as_bytes()).as_bytes()[0] % SHARDS
@@ -92,56 +135,81 @@ impl ObjectSpace {
         if record.ns.as_str() == SYSTEM {
             return;
         }
-        let space = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = space.update_shard(&record).await {
-                tracing::warn!(ns = %record.ns, name = %record.name, error = %e, "index update failed");
+        let at = (record.ns.clone(), shard_of(&record.name));
+        let start = {
+            let mut queue = self
+                .inner
+                .index_queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let pending = queue.pending.entry(at.clone()).or_default();
+            match pending.get(record.name.as_str()) {
+                Some(have) if have.order() >= record.order() => {}
+                _ => {
+                    pending.insert(record.name.to_string(), record);
+                }
             }
-        });
+            queue.draining.insert(at.clone())
+        };
+        if start {
+            let space = self.clone();
+            tokio::spawn(async move { space.drain_index(at).await });
+        }
     }
 
-    async fn update_shard(&self, record: &ObjectRecord) -> Result<()> {
-        let content = match record.blob {
-            Some(hash) if record.size <= CONTENT_MAX => Some(self.small_value(hash).await?),
-            _ => None,
-        };
-        let shard_no = shard_of(&record.name);
-        let path = shard_path(&record.ns, shard_no);
-        let name = record.name.to_string();
+    /// Applies a shard's pending updates, all that have gathered at a time in
+    /// one compare-and-set, until none are left: a busy primary writes each
+    /// shard about once per round trip instead of once per object written.
+    async fn drain_index(&self, (ns, shard): (Namespace, u8)) {
+        loop {
+            let batch: Vec<ObjectRecord> = {
+                let mut queue = self
+                    .inner
+                    .index_queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let at = (ns.clone(), shard);
+                let batch = queue.pending.remove(&at).unwrap_or_default();
+                if batch.is_empty() {
+                    queue.draining.remove(&at);
+                    return;
+                }
+                batch.into_values().collect()
+            };
+            if let Err(e) = self.update_shard(&ns, shard, &batch).await {
+                tracing::warn!(%ns, shard, error = %e, "index update failed");
+            }
+        }
+    }
+
+    /// Brings one shard up to date with `records` (all of that shard).
+    async fn update_shard(
+        &self,
+        ns: &Namespace,
+        shard_no: u8,
+        records: &[ObjectRecord],
+    ) -> Result<()> {
+        let mut contents = Vec::with_capacity(records.len());
+        for record in records {
+            contents.push(match record.blob {
+                Some(hash) if record.size <= CONTENT_MAX => self.small_value(hash).await.ok(),
+                _ => None,
+            });
+        }
+        let path = shard_path(ns, shard_no);
         let deadline = Instant::now() + UPDATE_PATIENCE;
         while Instant::now() < deadline {
-            let (mut shard, version) = self.read_shard(&record.ns, shard_no).await?;
-            let known = shard
-                .entries
-                .get(&name)
-                .map(|e| e.version)
-                .max(shard.removed.get(&name).copied());
-            if known.is_some_and(|v| v >= record.version) {
-                return Ok(()); // a newer update got there first
-            }
+            let (mut shard, version) = self.read_shard(ns, shard_no).await?;
             let now = now_ms();
             shard
                 .entries
                 .retain(|_, e| e.expires_ms.is_none_or(|t| t > now));
-            if record.blob.is_some() {
-                shard.removed.remove(&name);
-                shard.entries.insert(
-                    name.clone(),
-                    Entry {
-                        version: record.version,
-                        expires_ms: record.expires_ms,
-                        summary: Searchable {
-                            name: name.clone(),
-                            type_tag: record.type_tag.clone(),
-                            size: record.size,
-                            meta: record.meta.clone(),
-                            content: content.clone(),
-                        },
-                    },
-                );
-            } else {
-                shard.entries.remove(&name);
-                shard.removed.insert(name.clone(), record.version);
+            let mut changed = false;
+            for (record, content) in records.iter().zip(&contents) {
+                changed |= shard.apply(record, content.clone());
+            }
+            if !changed {
+                return Ok(()); // newer updates got there first
             }
             let mut bytes = Vec::new();
             ciborium::into_writer(&shard, &mut bytes)
@@ -154,8 +222,8 @@ impl ObjectSpace {
             match self.put_small(&path, bytes, options).await {
                 Ok(_) => return Ok(()),
                 Err(SpaceError::VersionConflict { .. }) => {
-                    // Another update of this shard won; back off a random
-                    // moment so that contenders spread out.
+                    // Another node's update of this shard won; back off a
+                    // random moment so that contenders spread out.
                     let pause = rand::random::<u64>() % 40 + 5;
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
@@ -199,9 +267,7 @@ impl ObjectSpace {
                 .max(shard.removed.get(name).copied());
             if known.is_none_or(|v| v < record.version) {
                 tracing::info!(ns = %record.ns, %name, "index missed a write; updating it");
-                if let Err(e) = self.update_shard(&record).await {
-                    tracing::warn!(%name, error = %e, "index audit could not update a shard");
-                }
+                self.index(record.clone());
             }
         }
     }

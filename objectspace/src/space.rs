@@ -25,6 +25,7 @@ use tokio::{
 use crate::{
     blob::BlobHash,
     error::{Result, SpaceError},
+    index::IndexQueue,
     key::{blob_provider_key, object_key},
     lock::Queues,
     name::{Namespace, ObjectPath},
@@ -80,6 +81,8 @@ pub(crate) struct Inner {
     pub gossip: mpsc::Sender<Event>,
     /// Lock waiting lines of keys this node is primary of.
     pub queues: Queues,
+    /// Search-index updates waiting to be applied.
+    pub index_queue: Mutex<IndexQueue>,
 }
 
 /// The object-space engine of a node. Cheap to clone.
@@ -105,6 +108,7 @@ impl ObjectSpace {
                 events: broadcast::channel(LOCAL_EVENTS).0,
                 gossip,
                 queues: Queues::default(),
+                index_queue: Mutex::new(IndexQueue::default()),
             }),
         }
     }
