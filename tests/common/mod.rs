@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod objects;
+
 use std::{
     fs,
     io::{Read, Write},
