@@ -26,6 +26,17 @@ fn spawn(dir: &Path, args: &[&str]) -> KillOnDrop {
     )
 }
 
+/// Kills a process by pid when dropped (a command `p3ctl lock` started).
+struct KillPid(u64);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// Waits for a client process; its success and stderr.
 fn finish(child: KillOnDrop) -> (bool, String) {
     let (ok, _, err) = child.finish();
@@ -157,8 +168,12 @@ fn a_dead_holders_lock_ends_with_its_lease_and_its_token_is_refused() {
     cluster.wait_formed();
     let tmp: PathBuf = cluster.root.path().to_owned();
     let token_file = tmp.join("token");
+    // The holder's command writes its pid (it becomes the `sleep`) so the test
+    // can end it: killing `p3ctl lock` does not end the command it runs.
+    let pid_file = tmp.join("pid");
     let script = format!(
-        "echo $P3_FENCING_TOKEN > {}; sleep 600",
+        "echo $$ > {}; echo $P3_FENCING_TOKEN > {}; exec sleep 600",
+        pid_file.display(),
         token_file.display()
     );
     let holder = spawn(
@@ -174,12 +189,12 @@ fn a_dead_holders_lock_ends_with_its_lease_and_its_token_is_refused() {
             &script,
         ],
     );
-    wait_file(&token_file);
     common::wait_for("the token to be written", DEADLINE, || {
         std::fs::read_to_string(&token_file)
             .ok()
             .filter(|t| t.ends_with('\n'))
     });
+    let _command = KillPid(read_token(&pid_file));
     let dead_token = read_token(&token_file);
     cluster.nodes[1].stop("KILL");
     drop(holder);

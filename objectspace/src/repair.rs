@@ -48,10 +48,7 @@ pub async fn run(space: ObjectSpace) {
     let mut last_peers: Vec<PeerId> = Vec::new();
     let mut last_round = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(WATCH_PEERS) => {}
-            _ = space.inner.repair_now.notified() => {}
-        }
+        tokio::time::sleep(WATCH_PEERS).await;
         let Ok(mut peers) = space.node().connected().await else {
             return; // the node is stopping
         };

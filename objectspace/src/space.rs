@@ -18,7 +18,7 @@ use std::{
 
 use p3_dht::{by_distance, Node, PeerId};
 use tokio::{
-    sync::{broadcast, mpsc, Notify},
+    sync::{broadcast, mpsc},
     time::timeout,
 };
 
@@ -70,8 +70,6 @@ pub(crate) struct Inner {
     /// One lock per key being written here, so the primary orders writes.
     key_locks: Mutex<HashMap<[u8; 32], Weak<tokio::sync::Mutex<()>>>>,
     pub namespaces: Namespaces,
-    /// Wakes the repair loop early.
-    pub repair_now: Notify,
     /// Blocking reads waiting for writes this node orders.
     pub waiters: Waiters,
     /// Events of writes this node ordered, for its own watchers (gossip does
@@ -103,7 +101,6 @@ impl ObjectSpace {
                 config,
                 key_locks: Mutex::new(HashMap::new()),
                 namespaces: Namespaces::default(),
-                repair_now: Notify::new(),
                 waiters: Waiters::default(),
                 events: broadcast::channel(LOCAL_EVENTS).0,
                 gossip,
