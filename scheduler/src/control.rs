@@ -1,0 +1,377 @@
+//! Starting, watching and stopping jobs: what `p3ctl job ...` does, and what a
+//! worker does when it may have handed back the last credit ([`settle`]).
+
+use std::{path::Path, time::Duration};
+
+use p3_objectspace::{
+    api::protocol::Wait,
+    object::{MetaValue, Metadata, PutOptions},
+    Space, SpaceError,
+};
+use serde::Serialize;
+
+use crate::{
+    io::SpaceIo,
+    job::{Args, JobError, Result},
+    records::{
+        decode, encode, random_id, Credit, Heartbeat, JobId, JobRecord, JobState, ResultRecord,
+        TaskRecord, JOBS_NAMESPACE, JOB_TYPE, TICKET_TYPE,
+    },
+    registry::Registry,
+};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `Ok(())` for a namespace that is already there.
+fn tolerate_exists(result: Result<(), SpaceError>) -> Result<()> {
+    match result {
+        Ok(()) | Err(SpaceError::NamespaceExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Submits a job: runs its `main` here (through the node on `data_dir`), then
+/// publishes its root task and its registry entry, after which workers pick it
+/// up. Returns the job's id.
+pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args) -> Result<JobId> {
+    let job = registry.instantiate(kind, &args)?;
+    let mut space = Space::connect(data_dir).await?;
+    tolerate_exists(space.create_namespace(JOBS_NAMESPACE).await)?;
+    let id = JobId::random();
+    let ns = id.namespace();
+    space.create_namespace(&ns).await?;
+    let submitted_ms = now_ms();
+    let io = SpaceIo::connect(data_dir.to_owned(), ns.clone()).await?;
+    let root = tokio::task::spawn_blocking(move || {
+        let mut io = io;
+        let root = job.main(&mut io)?;
+        job.checkpoint(&root)
+    })
+    .await
+    .map_err(|e| JobError::Failed(format!("main panicked: {e}")))??;
+    let tid = random_id();
+    let task = TaskRecord {
+        tid: tid.clone(),
+        state: root,
+        credit: Credit::ALL,
+        holder: None,
+        claims: 0,
+        parts: Vec::new(),
+    };
+    space
+        .put_bytes(
+            &format!("{ns}/task/{tid}"),
+            &PutOptions::default(),
+            &encode(&task),
+        )
+        .await?;
+    let ticket = PutOptions {
+        type_tag: TICKET_TYPE.into(),
+        ..PutOptions::default()
+    };
+    space
+        .put_bytes(&format!("{ns}/ticket/{tid}"), &ticket, &[])
+        .await?;
+    let record = JobRecord {
+        id: id.clone(),
+        kind: kind.to_owned(),
+        args,
+        state: JobState::Running,
+        submitted_ms,
+        started_ms: now_ms(),
+        finished_ms: None,
+        result: None,
+    };
+    write_record(&mut space, &record, Some(0)).await?;
+    Ok(id)
+}
+
+async fn write_record(
+    space: &mut Space,
+    record: &JobRecord,
+    if_version: Option<u64>,
+) -> Result<u64> {
+    let options = PutOptions {
+        type_tag: JOB_TYPE.into(),
+        meta: record.meta(),
+        if_version,
+        ..PutOptions::default()
+    };
+    let written = space
+        .put_bytes(&record.id.record_path(), &options, &encode(record))
+        .await?;
+    Ok(written.version)
+}
+
+/// A job's registry entry and its version.
+pub async fn record(space: &mut Space, id: &JobId) -> Result<(JobRecord, u64)> {
+    match space.get_bytes(&id.record_path()).await {
+        Ok((stat, bytes)) => Ok((decode(&bytes, "job record")?, stat.version)),
+        Err(SpaceError::NotFound(_) | SpaceError::NoSuchNamespace(_)) => {
+            Err(JobError::NoSuchJob(id.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Changes a job's registry entry with `change` (compare-and-set, retried on
+/// a concurrent change) unless it is already final. Returns the entry as it
+/// ends up.
+pub async fn update_record(
+    space: &mut Space,
+    id: &JobId,
+    change: impl Fn(&mut JobRecord),
+) -> Result<JobRecord> {
+    loop {
+        let (mut record, version) = record(space, id).await?;
+        if record.state.is_final() {
+            return Ok(record);
+        }
+        change(&mut record);
+        match write_record(space, &record, Some(version)).await {
+            Ok(_) => return Ok(record),
+            Err(JobError::Space(SpaceError::VersionConflict { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every job in the registry, oldest first.
+pub async fn list(space: &mut Space) -> Result<Vec<JobRecord>> {
+    let stats = match space.list(JOBS_NAMESPACE, "").await {
+        Ok(stats) => stats,
+        Err(SpaceError::NoSuchNamespace(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut jobs = Vec::new();
+    for stat in stats {
+        let Ok(id) = JobId::parse(stat.path.rsplit('/').next().unwrap_or_default()) else {
+            continue;
+        };
+        match record(space, &id).await {
+            Ok((record, _)) => jobs.push(record),
+            Err(JobError::NoSuchJob(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    jobs.sort_by_key(|j| j.submitted_ms);
+    Ok(jobs)
+}
+
+/// The credit handed back so far, from the `result/` listing.
+async fn returned_credit(space: &mut Space, ns: &str) -> Result<(Credit, Vec<String>)> {
+    let mut total = 0u128;
+    let mut paths = Vec::new();
+    for stat in space.list(ns, "result/").await? {
+        if let Some(credit) = Credit::from_meta(stat.meta.get("credit")) {
+            total = total.saturating_add(credit.0);
+            paths.push(stat.path);
+        }
+    }
+    Ok((Credit(total), paths))
+}
+
+/// Records a finished task's output and hands its credit back.
+pub async fn write_result(
+    space: &mut Space,
+    ns: &str,
+    tid: &str,
+    result: &ResultRecord,
+) -> Result<()> {
+    let options = PutOptions {
+        meta: Metadata::from([("credit".into(), result.credit.to_meta())]),
+        ..PutOptions::default()
+    };
+    space
+        .put_bytes(&format!("{ns}/result/{tid}"), &options, &encode(result))
+        .await?;
+    Ok(())
+}
+
+/// Finishes the job if all credit is back: reduces the outputs and records the
+/// result. Whoever sees the last credit first does it; anyone may call it any
+/// time. Returns the fraction of credit back.
+pub async fn settle(space: &mut Space, registry: &Registry, id: &JobId) -> Result<f64> {
+    let (record, _) = record(space, id).await?;
+    if record.state.is_final() {
+        return Ok(1.0);
+    }
+    let (credit, paths) = returned_credit(space, &id.namespace()).await?;
+    if credit < Credit::ALL {
+        return Ok(credit.fraction());
+    }
+    if credit > Credit::ALL {
+        // Cannot happen while the conventions hold; refuse to report nonsense.
+        let reason = "more credit came back than was handed out".to_string();
+        fail(space, id, &reason).await?;
+        return Err(JobError::Failed(reason));
+    }
+    let job = registry.instantiate(&record.kind, &record.args)?;
+    let mut outputs = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let (_, bytes) = space.get_bytes(path).await?;
+        outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
+    }
+    let result = job.reduce(&outputs)?.to_string();
+    update_record(space, id, |r| {
+        r.state = JobState::Done;
+        r.result = Some(result.clone());
+        r.finished_ms = Some(now_ms());
+    })
+    .await?;
+    Ok(1.0)
+}
+
+/// Marks a job failed (unless it is already final).
+pub async fn fail(space: &mut Space, id: &JobId, reason: &str) -> Result<()> {
+    update_record(space, id, |r| {
+        r.state = JobState::Failed(reason.to_owned());
+        r.finished_ms = Some(now_ms());
+    })
+    .await
+    .map(drop)
+}
+
+/// Cancels a job: marks it cancelled, so its workers stop at their next safe
+/// point, and removes its namespace with everything in it.
+pub async fn cancel(space: &mut Space, id: &JobId) -> Result<JobRecord> {
+    let record = update_record(space, id, |r| {
+        r.state = JobState::Cancelled;
+        r.finished_ms = Some(now_ms());
+    })
+    .await?;
+    match space.remove_namespace(&id.namespace()).await {
+        Ok(()) | Err(SpaceError::NoSuchNamespace(_)) => Ok(record),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One worker's part in a job, for `job status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerShare {
+    /// Its heartbeat (counters included).
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+    /// Its fraction of all time spent computing.
+    pub share: f64,
+    /// When it last reported, ms since the epoch.
+    pub seen_ms: u64,
+}
+
+/// What `p3ctl job status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// The registry entry.
+    pub job: JobRecord,
+    /// Fraction of the credit back (1 when done).
+    pub progress: f64,
+    /// Time since start, or start to finish.
+    pub elapsed_ms: u64,
+    /// Tasks not finished.
+    pub tasks: usize,
+    /// Sums over workers.
+    pub steals: u64,
+    /// Sum over workers.
+    pub divides: u64,
+    /// Sum over workers.
+    pub restarts: u64,
+    /// Each worker that reported.
+    pub workers: Vec<WorkerShare>,
+}
+
+/// Gathers a job's status from its registry entry and namespace.
+pub async fn status(space: &mut Space, registry: &Registry, id: &JobId) -> Result<JobStatus> {
+    let mut progress = match settle(space, registry, id).await {
+        Ok(p) => p,
+        Err(JobError::UnknownKind(_)) => 0.0,
+        Err(e) => return Err(e),
+    };
+    let (job, _) = record(space, id).await?;
+    let ns = id.namespace();
+    let (mut workers, mut tasks) = (Vec::new(), 0);
+    // A cancelled job's namespace is gone; its record is all there is.
+    if job.state != JobState::Cancelled {
+        if progress < 1.0 {
+            progress = returned_credit(space, &ns).await?.0.fraction();
+        }
+        tasks = space.list(&ns, "task/").await?.len();
+        for stat in space.list(&ns, "worker/").await? {
+            let (_, bytes) = space.get_bytes(&stat.path).await?;
+            workers.push(WorkerShare {
+                heartbeat: decode(&bytes, "heartbeat")?,
+                share: 0.0,
+                seen_ms: stat.modified_ms,
+            });
+        }
+    }
+    let busy: u64 = workers.iter().map(|w| w.heartbeat.stats.busy_ms).sum();
+    for w in &mut workers {
+        w.share = w.heartbeat.stats.busy_ms as f64 / busy.max(1) as f64;
+    }
+    let sum = |f: fn(&WorkerShare) -> u64| workers.iter().map(f).sum();
+    Ok(JobStatus {
+        elapsed_ms: job
+            .finished_ms
+            .unwrap_or_else(now_ms)
+            .saturating_sub(job.started_ms),
+        progress,
+        tasks,
+        steals: sum(|w| w.heartbeat.stats.steals),
+        divides: sum(|w| w.heartbeat.stats.divides),
+        restarts: sum(|w| w.heartbeat.stats.restarts),
+        workers,
+        job,
+    })
+}
+
+/// Waits until the job reaches a final state, calling `progress` with the
+/// fraction of credit back as it changes, and returns its final record.
+pub async fn wait(
+    space: &mut Space,
+    registry: &Registry,
+    id: &JobId,
+    mut progress: impl FnMut(f64),
+) -> Result<JobRecord> {
+    loop {
+        let fraction = match settle(space, registry, id).await {
+            Ok(f) => f,
+            // This binary cannot reduce it; a worker that can will.
+            Err(JobError::UnknownKind(_)) => 0.0,
+            Err(e) => return Err(e),
+        };
+        progress(fraction);
+        let (record, version) = record(space, id).await?;
+        if record.state.is_final() {
+            return Ok(record);
+        }
+        // Wakes as soon as the record changes, else re-counts the credit.
+        let wait = Wait {
+            ms: 500,
+            after_version: Some(version),
+        };
+        match space
+            .get_waiting(&id.record_path(), Some(wait), tokio::io::sink(), |_, _| {})
+            .await
+        {
+            Ok(_) | Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Metadata value as text, for tables.
+pub fn meta_text(meta: &Metadata, key: &str) -> String {
+    match meta.get(key) {
+        Some(MetaValue::Str(s)) => s.clone(),
+        Some(MetaValue::Num(n)) => n.to_string(),
+        None => String::new(),
+    }
+}
+
+/// How long a client should wait for the node; jobs' records are small.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);

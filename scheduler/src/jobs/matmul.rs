@@ -1,0 +1,205 @@
+//! `matmul`: C = A × B for n×n integer matrices, the example of the P³ paper.
+//!
+//! `main` writes A's rows (`A/i`) and B's columns (`B/j`) as objects. A task is a
+//! range of rows of C; a slice computes a few rows and writes them as one object
+//! (`C/i`, the first row of the block); `divide` gives away the upper half of the
+//! rows left. The output is a checksum of C that does not depend on how the rows
+//! were split, so a cluster run can be compared with a run in one process.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Args, Io, Job, JobError, Result, Step};
+
+/// The job kind.
+pub struct Matmul {
+    n: usize,
+    seed: u64,
+    rows_per_slice: usize,
+    /// B, column-major, loaded once per node and shared by its tasks.
+    columns: Mutex<Option<Arc<Vec<i64>>>>,
+}
+
+/// Rows `next..end` of C are still to be computed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rows {
+    next: usize,
+    end: usize,
+    checksum: u64,
+}
+
+/// A few mixing rounds of splitmix64: entries and checksum weights that look
+/// random but are the same on every node.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Matmul {
+    /// Entry `(row, col)` of matrix `which` (0 = A, 1 = B), in -9..=9.
+    fn entry(&self, which: u64, row: usize, col: usize) -> i64 {
+        let cell = (row * self.n + col) as u64;
+        (mix(self.seed ^ (which << 62) ^ cell) % 19) as i64 - 9
+    }
+
+    /// What C[i][j] adds to the checksum.
+    fn weigh(&self, i: usize, j: usize, value: i64) -> u64 {
+        (value as u64).wrapping_mul(mix((i * self.n + j) as u64) | 1)
+    }
+
+    fn columns(&self, io: &mut dyn Io) -> Result<Arc<Vec<i64>>> {
+        let mut cached = self.columns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(columns) = cached.as_ref() {
+            return Ok(columns.clone());
+        }
+        let mut columns = Vec::with_capacity(self.n * self.n);
+        for j in 0..self.n {
+            columns.extend(decode(&io.get(&format!("B/{j}"))?, self.n)?);
+        }
+        let columns = Arc::new(columns);
+        *cached = Some(columns.clone());
+        Ok(columns)
+    }
+}
+
+fn encode(values: impl Iterator<Item = i64>) -> Vec<u8> {
+    values.flat_map(i64::to_le_bytes).collect()
+}
+
+fn decode(bytes: &[u8], n: usize) -> Result<Vec<i64>> {
+    if bytes.len() != n * 8 {
+        return Err(JobError::Failed(format!(
+            "a matrix vector of {} bytes, expected {}",
+            bytes.len(),
+            n * 8
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
+
+impl Job for Matmul {
+    const KIND: &'static str = "matmul";
+    const ABOUT: &'static str =
+        "C = A×B for n×n matrices (args: n=256, seed=1, rows_per_slice=n/128); result: checksum of C";
+    type State = Rows;
+    type Output = u64;
+
+    fn new(args: &Args) -> Result<Self> {
+        args.only(&["n", "seed", "rows_per_slice"])?;
+        let n: usize = args.get("n", 256)?;
+        if !(1..=8192).contains(&n) {
+            return Err(JobError::Arg(format!("n={n}: use 1 to 8192")));
+        }
+        let rows_per_slice = args.get("rows_per_slice", (n / 128).max(1))?.max(1);
+        Ok(Self {
+            n,
+            seed: args.get("seed", 1)?,
+            rows_per_slice,
+            columns: Mutex::new(None),
+        })
+    }
+
+    fn main(&self, io: &mut dyn Io) -> Result<Rows> {
+        let n = self.n;
+        let mut items = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            items.push((
+                format!("A/{i}"),
+                encode((0..n).map(|k| self.entry(0, i, k))),
+            ));
+            items.push((
+                format!("B/{i}"),
+                encode((0..n).map(|k| self.entry(1, k, i))),
+            ));
+        }
+        io.put_many(items)?;
+        Ok(Rows {
+            next: 0,
+            end: n,
+            checksum: 0,
+        })
+    }
+
+    fn restart(&self, io: &mut dyn Io, _rows: &mut Rows) -> Result<()> {
+        self.columns(io).map(drop)
+    }
+
+    fn compute(&self, io: &mut dyn Io, rows: &mut Rows) -> Result<Step<u64>> {
+        let n = self.n;
+        let columns = self.columns(io)?;
+        let first = rows.next;
+        let last = (first + self.rows_per_slice).min(rows.end);
+        let mut block = Vec::with_capacity((last - first) * n);
+        for i in first..last {
+            let a = decode(&io.get(&format!("A/{i}"))?, n)?;
+            for (j, column) in columns.chunks_exact(n).enumerate() {
+                let c: i64 = a.iter().zip(column).map(|(x, y)| x * y).sum();
+                rows.checksum = rows.checksum.wrapping_add(self.weigh(i, j, c));
+                block.push(c);
+            }
+        }
+        io.put(&format!("C/{first}"), &encode(block.into_iter()))?;
+        rows.next = last;
+        Ok(if rows.next >= rows.end {
+            Step::Done(rows.checksum)
+        } else {
+            Step::More
+        })
+    }
+
+    fn divide(&self, rows: &mut Rows) -> Option<Rows> {
+        let left = rows.end - rows.next;
+        if left < 2 {
+            return None;
+        }
+        let middle = rows.next + left.div_ceil(2);
+        let part = Rows {
+            next: middle,
+            end: rows.end,
+            checksum: 0,
+        };
+        rows.end = middle;
+        Some(part)
+    }
+
+    fn load(&self, rows: &Rows) -> f64 {
+        (rows.end - rows.next) as f64
+    }
+
+    fn reduce(&self, outputs: Vec<u64>) -> Result<serde_json::Value> {
+        let checksum = outputs.into_iter().fold(0u64, u64::wrapping_add);
+        Ok(serde_json::json!({ "n": self.n, "checksum": checksum }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::run_local;
+
+    #[test]
+    fn checksum_matches_a_plain_triple_loop_however_rows_are_split() {
+        let args = Args::from_pairs(["n=24", "seed=7", "rows_per_slice=5"]).unwrap();
+        let job = Matmul::new(&args).unwrap();
+        let mut expected = 0u64;
+        for i in 0..24 {
+            for j in 0..24 {
+                let c: i64 = (0..24)
+                    .map(|k| job.entry(0, i, k) * job.entry(1, k, j))
+                    .sum();
+                expected = expected.wrapping_add(job.weigh(i, j, c));
+            }
+        }
+        let whole = run_local(&crate::jobs::builtin(), "matmul", &args, None).unwrap();
+        assert_eq!(whole.result["checksum"], expected);
+        let split = run_local(&crate::jobs::builtin(), "matmul", &args, Some(3)).unwrap();
+        assert_eq!(split.result["checksum"], expected);
+        assert!(split.tasks > 1, "{} tasks", split.tasks);
+    }
+}

@@ -1,0 +1,359 @@
+//! The conventions: which objects a job consists of, and what they hold. Every
+//! node of a job reads and writes only these, in the job's namespace
+//! `p3.job.ID`, plus one registry entry `p3.jobs/ID`:
+//!
+//! | object                | written by            | holds                              |
+//! |-----------------------|-----------------------|------------------------------------|
+//! | `p3.jobs/ID`          | submitter, finisher   | [`JobRecord`]: kind, args, state, result |
+//! | `task/TID`            | its holder (locked)   | [`TaskRecord`]: checkpoint, credit |
+//! | `ticket/TID`          | submitter             | nothing; taken to claim a new task |
+//! | `worker/WID`          | that worker           | [`Heartbeat`]: load, counters      |
+//! | `steal/WID/RID`       | a thief               | [`StealRequest`] to victim WID     |
+//! | `grant/RID`           | the victim            | [`Grant`]: the task made for it    |
+//! | `result/TID`          | the task's finisher   | [`ResultRecord`]: output, credit   |
+//! | `data/...`            | the job's own code    | inputs and outputs ([`crate::Io`]) |
+//!
+//! A task is running exactly while someone holds the write lock on its
+//! `task/TID`; its writes carry the lock's fencing token, so a holder that lost
+//! the lock cannot overwrite the task's next holder.
+
+use std::fmt;
+
+use p3_objectspace::object::{MetaValue, Metadata};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::job::{Args, JobError, Result};
+
+/// The namespace listing every job.
+pub const JOBS_NAMESPACE: &str = "p3.jobs";
+/// Type tag of a [`JobRecord`].
+pub const JOB_TYPE: &str = "p3.job";
+/// Type tag of a `ticket/TID` object, what idle workers take.
+pub const TICKET_TYPE: &str = "p3.ticket";
+/// The query that finds tickets.
+pub const TICKET_QUERY: &str = "type = p3.ticket";
+
+/// A job's id: 12 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(String);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(hex::encode(rand::random::<[u8; 6]>()))
+    }
+
+    /// Checks a user-given id.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.len() == 12
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(JobError::NoSuchJob(format!(
+                "{text} (a job id is 12 hex digits, as `p3ctl job ls` shows)"
+            )))
+        }
+    }
+
+    /// The job's own namespace.
+    pub fn namespace(&self) -> String {
+        format!("p3.job.{}", self.0)
+    }
+
+    /// The path of its registry entry.
+    pub fn record_path(&self) -> String {
+        format!("{JOBS_NAMESPACE}/{}", self.0)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A fresh random task or request id.
+pub fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Workers are on it.
+    Running,
+    /// All credit came back; the result is in.
+    Done,
+    /// `p3ctl job cancel`.
+    Cancelled,
+    /// A task failed with this reason.
+    Failed(String),
+}
+
+impl JobState {
+    /// Whether the job will never run again.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, JobState::Running)
+    }
+
+    /// One word for tables and metadata.
+    pub fn word(&self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Cancelled => "cancelled",
+            JobState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// The registry entry of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Its id.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// Its arguments.
+    pub args: Args,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// When it was submitted (ms since the epoch).
+    pub submitted_ms: u64,
+    /// When its root task was published, after `main`.
+    pub started_ms: u64,
+    /// When it reached a final state.
+    pub finished_ms: Option<u64>,
+    /// The reduced result, as JSON text, once done.
+    pub result: Option<String>,
+}
+
+impl JobRecord {
+    /// Metadata for listings.
+    pub fn meta(&self) -> Metadata {
+        Metadata::from([
+            ("kind".into(), MetaValue::Str(self.kind.clone())),
+            ("state".into(), MetaValue::Str(self.state.word().into())),
+        ])
+    }
+}
+
+/// A share of the job's termination credit. The root task holds [`Credit::ALL`];
+/// a divide halves the divided task's share; a finished task hands its share
+/// back in its result. The job is done exactly when the shares handed back add
+/// up to [`Credit::ALL`]: no part of the work can be outstanding then, and
+/// until then some share — some task — is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Credit(pub u128);
+
+impl Credit {
+    /// All the credit there is.
+    pub const ALL: Credit = Credit(1 << 126);
+
+    /// Halves this share, returning the half given away, or `None` when the
+    /// share cannot be split any more (after 126 halvings of one lineage).
+    pub fn split(&mut self) -> Option<Credit> {
+        if self.0 < 2 {
+            return None;
+        }
+        let half = self.0 / 2;
+        self.0 -= half;
+        Some(Credit(half))
+    }
+
+    /// The share as a fraction of all credit.
+    pub fn fraction(self) -> f64 {
+        self.0 as f64 / Credit::ALL.0 as f64
+    }
+
+    /// Metadata text (CBOR and JSON numbers cannot hold every u128).
+    pub fn to_meta(self) -> MetaValue {
+        MetaValue::Str(format!("{:x}", self.0))
+    }
+
+    /// Reads [`Credit::to_meta`] back.
+    pub fn from_meta(value: Option<&MetaValue>) -> Option<Credit> {
+        match value {
+            Some(MetaValue::Str(hex)) => u128::from_str_radix(hex, 16).ok().map(Credit),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Credit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:x}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Credit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hex = String::deserialize(d)?;
+        u128::from_str_radix(&hex, 16)
+            .map(Credit)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A task divided off but perhaps not yet written as `task/TID`: kept in the
+/// divided task's checkpoint until then, so a holder that dies between the two
+/// writes loses neither the part nor its credit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// The new task's id (the steal request's id).
+    pub tid: String,
+    /// Its state.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+    /// Its credit.
+    pub credit: Credit,
+    /// The thief it is for.
+    pub holder: String,
+}
+
+/// A task: `task/TID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Its id.
+    pub tid: String,
+    /// Its last checkpoint.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+    /// Its share of the credit.
+    pub credit: Credit,
+    /// The worker running it or meant to (a thief it was divided off for).
+    pub holder: Option<String>,
+    /// How many times a worker has claimed it; above 0 at a claim means the
+    /// task resumes from a checkpoint after its last holder stopped.
+    pub claims: u32,
+    /// Parts divided off whose `task/TID` may not exist yet.
+    pub parts: Vec<Part>,
+}
+
+/// What a victim answers a steal request with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Grant {
+    /// `task/TID` is the thief's.
+    Task(String),
+    /// Nothing to give.
+    Declined,
+}
+
+/// `steal/VICTIM/RID`: a thief asks a victim for work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StealRequest {
+    /// The thief's worker id.
+    pub thief: String,
+}
+
+/// `result/TID`: a finished task's output and credit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// The encoded output.
+    #[serde(with = "serde_bytes")]
+    pub output: Vec<u8>,
+    /// The credit handed back.
+    pub credit: Credit,
+    /// The worker that finished it.
+    pub worker: String,
+}
+
+/// A worker's counters for one job; they only grow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Slices of `compute` run.
+    pub slices: u64,
+    /// Time spent in `compute` and `restart`, ms.
+    pub busy_ms: u64,
+    /// Tasks finished.
+    pub finished: u64,
+    /// Tasks obtained by stealing.
+    pub steals: u64,
+    /// Times this worker divided a task for a thief.
+    pub divides: u64,
+    /// Tasks resumed from a checkpoint after their holder stopped.
+    pub restarts: u64,
+}
+
+/// `worker/WID`: a worker's heartbeat for one job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The node's peer id.
+    pub worker: String,
+    /// Tasks of the job it is running now.
+    pub running: u32,
+    /// Sum of [`crate::Job::load`] over them.
+    pub load: f64,
+    /// Its counters.
+    pub stats: WorkerStats,
+}
+
+impl Heartbeat {
+    /// Metadata a thief reads from a listing without fetching values.
+    pub fn meta(&self) -> Metadata {
+        Metadata::from([
+            ("running".into(), MetaValue::Num(f64::from(self.running))),
+            ("load".into(), MetaValue::Num(self.load)),
+        ])
+    }
+}
+
+/// Encodes a record as CBOR.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    // Writing plain records into a Vec cannot fail.
+    let _ = ciborium::into_writer(value, &mut bytes);
+    bytes
+}
+
+/// Decodes a record read from the space; `what` names it in the error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    ciborium::from_reader(bytes).map_err(|e| JobError::Codec(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_splits_add_back_to_the_whole() {
+        let mut shares = vec![Credit::ALL];
+        for round in 0..200 {
+            let i = round % shares.len();
+            if let Some(half) = shares[i].split() {
+                shares.push(half);
+            }
+        }
+        assert_eq!(shares.iter().map(|c| c.0).sum::<u128>(), Credit::ALL.0);
+        assert_eq!(Credit(1).split(), None);
+        let meta = Credit::ALL.to_meta();
+        assert_eq!(Credit::from_meta(Some(&meta)), Some(Credit::ALL));
+    }
+
+    #[test]
+    fn records_round_trip_and_ids_are_checked() {
+        let task = TaskRecord {
+            tid: random_id(),
+            state: vec![1, 2, 3],
+            credit: Credit(12345),
+            holder: Some("w".into()),
+            claims: 2,
+            parts: vec![],
+        };
+        assert_eq!(decode::<TaskRecord>(&encode(&task), "task").unwrap(), task);
+        assert!(decode::<TaskRecord>(b"\xff\x00", "task").is_err());
+        let id = JobId::random();
+        assert_eq!(JobId::parse(id.as_str()).unwrap(), id);
+        assert!(JobId::parse("../etc").is_err());
+        assert!(p3_objectspace::Namespace::new(&id.namespace()).is_ok());
+    }
+}

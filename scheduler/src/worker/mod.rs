@@ -1,0 +1,89 @@
+//! A node's worker: runs tasks of every running job whose kind this binary
+//! knows, `slots` at a time, finding work as the conventions of
+//! [`crate::records`] describe. It talks to other nodes only through the
+//! object space of its own node.
+//!
+//! - [`jobs`]: which jobs are running (the `p3.jobs` registry), and what this
+//!   worker knows of each: heartbeats, incoming steal requests, counters.
+//! - [`slot`]: one slot's loop: find a task (a ticket, an abandoned task, or a
+//!   steal), claim it under a lock, compute it slice by slice, finish it.
+//! - [`steal`]: both sides of a steal: the thief's request and the victim's
+//!   divide at a safe point.
+
+mod jobs;
+mod slot;
+mod steal;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use p3_objectspace::Space;
+use tokio::task::JoinHandle;
+
+use crate::{job::Result, registry::Registry};
+
+use self::jobs::Jobs;
+
+/// How a worker behaves; [`WorkerConfig::new`] gives the defaults.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// The data directory of the node to work through.
+    pub data_dir: PathBuf,
+    /// Tasks run at the same time.
+    pub slots: usize,
+    /// The job kinds this worker can run.
+    pub registry: Registry,
+    /// Lease of a task's lock: how long after a worker dies its task is
+    /// picked up again. The node renews it while the worker lives.
+    pub lease: Duration,
+    /// How often a worker reports load and counters for each job.
+    pub heartbeat: Duration,
+    /// How often a running task's state is checkpointed.
+    pub checkpoint_every: Duration,
+    /// How long a thief waits for a victim's answer.
+    pub steal_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// One slot; 3 s leases; 1 s heartbeats and checkpoints; 2 s steal waits.
+    pub fn new(data_dir: PathBuf, registry: Registry) -> Self {
+        Self {
+            data_dir,
+            slots: 1,
+            registry,
+            lease: Duration::from_secs(3),
+            heartbeat: Duration::from_secs(1),
+            checkpoint_every: Duration::from_secs(1),
+            steal_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running worker; dropping it does not stop it, [`Worker::stop`] does.
+pub struct Worker {
+    jobs: Arc<Jobs>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the worker of the node on `config.data_dir` (which must be
+    /// serving its API already).
+    pub async fn start(config: WorkerConfig) -> Result<Self> {
+        let status = Space::connect(&config.data_dir).await?.status().await?;
+        let jobs = Arc::new(Jobs::new(config, status.peer_id));
+        let mut tasks = vec![tokio::spawn(jobs.clone().discover())];
+        for slot in 0..jobs.config.slots {
+            tasks.push(tokio::spawn(slot::run(jobs.clone(), slot)));
+        }
+        tracing::info!(slots = jobs.config.slots, worker = %jobs.me, "worker started");
+        Ok(Self { jobs, tasks })
+    }
+
+    /// Stops every slot at once. Tasks it was running are resumed elsewhere
+    /// from their last checkpoints once their leases end.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+        self.jobs.stop();
+    }
+}

@@ -1,0 +1,269 @@
+//! Both sides of a steal. The thief writes `steal/VICTIM/RID` and waits for
+//! `grant/RID`; the victim, at its next safe point, takes the request (so a
+//! thief that gave up and a victim never both act on it), divides its task,
+//! checkpoints both halves, and writes the new task `task/RID` for the thief
+//! before the grant.
+
+use p3_objectspace::{
+    api::protocol::Wait,
+    object::{MetaValue, Metadata, PutOptions},
+    Space, SpaceError,
+};
+use rand::Rng;
+
+use super::{
+    jobs::{locked, ActiveJob, Jobs},
+    slot::{claim, write_task, Claimed, Source},
+};
+use crate::{
+    control::now_ms,
+    job::{JobError, Result},
+    records::{decode, encode, random_id, Grant, Part, StealRequest, TaskRecord},
+    registry::AnyState,
+};
+
+/// A worker of a job as its heartbeat shows it.
+pub(super) struct WorkerView {
+    pub worker: String,
+    /// Reported within a lease and a heartbeat interval.
+    pub alive: bool,
+    pub running: f64,
+    pub load: f64,
+}
+
+fn number(meta: &Metadata, key: &str) -> f64 {
+    match meta.get(key) {
+        Some(MetaValue::Num(n)) => *n,
+        _ => 0.0,
+    }
+}
+
+/// The workers of `job`, from their heartbeats.
+pub(super) async fn workers(
+    jobs: &Jobs,
+    job: &ActiveJob,
+    space: &mut Space,
+) -> Result<Vec<WorkerView>> {
+    let now = now_ms();
+    let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
+    Ok(space
+        .list(&job.ns, "worker/")
+        .await?
+        .into_iter()
+        .filter_map(|stat| {
+            let worker = stat.path.rsplit('/').next()?.to_owned();
+            Some(WorkerView {
+                worker,
+                alive: now.saturating_sub(stat.modified_ms) <= fresh,
+                running: number(&stat.meta, "running"),
+                load: number(&stat.meta, "load"),
+            })
+        })
+        .collect())
+}
+
+/// Asks a busy worker, chosen at random weighted by its load, for part of its
+/// work; claims what it grants.
+pub(super) async fn steal(
+    jobs: &Jobs,
+    job: &ActiveJob,
+    space: &mut Space,
+    workers: &[WorkerView],
+) -> Result<Option<Claimed>> {
+    let victims: Vec<&WorkerView> = workers
+        .iter()
+        .filter(|w| w.alive && w.worker != jobs.me && w.running > 0.0 && w.load > 0.0)
+        .collect();
+    let total: f64 = victims.iter().map(|w| w.load).sum();
+    if victims.is_empty() || !total.is_finite() {
+        return Ok(None);
+    }
+    let mut pick = rand::thread_rng().gen_range(0.0..total);
+    let victim = victims
+        .iter()
+        .find(|w| {
+            pick -= w.load;
+            pick < 0.0
+        })
+        .unwrap_or(&victims[0]);
+    let rid = random_id();
+    let request = format!("{}/steal/{}/{rid}", job.ns, victim.worker);
+    let asking = StealRequest {
+        thief: jobs.me.clone(),
+    };
+    space
+        .put_bytes(&request, &PutOptions::default(), &encode(&asking))
+        .await?;
+    let grant_path = format!("{}/grant/{rid}", job.ns);
+    let mut grant = await_grant(space, &grant_path, jobs.config.steal_wait).await?;
+    if grant.is_none() {
+        // Withdraw; if the victim took the request first, its answer is coming.
+        match space
+            .take(&request, None, tokio::io::sink(), |_, _| {})
+            .await
+        {
+            Ok(_) => return Ok(None),
+            Err(SpaceError::NotFound(_)) => {
+                grant = await_grant(space, &grant_path, jobs.config.steal_wait * 2).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match grant {
+        Some(Grant::Task(tid)) => claim(jobs, job, space, &tid, Source::Stolen).await,
+        // Declined, or the victim died before answering: a task it made for us
+        // later is ours anyway (we are its holder) and the scan finds it.
+        Some(Grant::Declined) | None => Ok(None),
+    }
+}
+
+async fn await_grant(
+    space: &mut Space,
+    path: &str,
+    wait: std::time::Duration,
+) -> Result<Option<Grant>> {
+    let wait = Wait {
+        ms: wait.as_millis() as u64,
+        after_version: None,
+    };
+    match space
+        .get_waiting(path, Some(wait), tokio::io::sink(), |_, _| {})
+        .await
+    {
+        Ok(_) => {}
+        Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let (_, bytes) = space.get_bytes(path).await?;
+    let _ = space.remove(path, None).await;
+    Ok(Some(decode(&bytes, "grant")?))
+}
+
+/// Takes the steal request `rid` addressed to this worker; `None` if the thief
+/// withdrew it.
+async fn take_request(
+    space: &mut Space,
+    job: &ActiveJob,
+    me: &str,
+    rid: &str,
+) -> Result<Option<StealRequest>> {
+    let path = format!("{}/steal/{me}/{rid}", job.ns);
+    let mut bytes = Vec::new();
+    match space.take(&path, None, &mut bytes, |_, _| {}).await {
+        Ok(_) => Ok(Some(decode(&bytes, "steal request")?)),
+        Err(SpaceError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn answer(space: &mut Space, job: &ActiveJob, rid: &str, grant: &Grant) -> Result<()> {
+    let path = format!("{}/grant/{rid}", job.ns);
+    space
+        .put_bytes(&path, &PutOptions::default(), &encode(grant))
+        .await?;
+    Ok(())
+}
+
+/// Declines request `rid` (this worker has nothing of the job running).
+pub(super) async fn decline(space: &mut Space, job: &ActiveJob, me: &str, rid: &str) {
+    let declined = async {
+        if take_request(space, job, me, rid).await?.is_some() {
+            answer(space, job, rid, &Grant::Declined).await?;
+        }
+        Ok::<_, JobError>(())
+    };
+    if let Err(e) = declined.await {
+        tracing::debug!(job = %job.id, %rid, error = %e, "cannot decline a steal request");
+    }
+}
+
+/// At a safe point of `task`: answers the steal requests queued for this
+/// worker, dividing the task for each while it can.
+pub(super) async fn serve(
+    jobs: &Jobs,
+    job: &ActiveJob,
+    space: &mut Space,
+    task: &mut Claimed,
+    state: &mut AnyState,
+) -> Result<()> {
+    loop {
+        let Some(rid) = locked(&job.requests).pop_front() else {
+            return Ok(());
+        };
+        let Some(request) = take_request(space, job, &jobs.me, &rid).await? else {
+            continue;
+        };
+        let engine = &job.job;
+        let divided = if task.record.credit.0 >= 2 {
+            engine.divide(state)
+        } else {
+            None
+        };
+        let grant = match divided {
+            None => Grant::Declined,
+            Some(part) => {
+                let credit = task.record.credit.split().ok_or_else(|| {
+                    JobError::Failed("a task with credit to split could not split it".into())
+                })?;
+                let part = Part {
+                    tid: rid.clone(),
+                    state: engine.checkpoint(&part)?,
+                    credit,
+                    holder: request.thief,
+                };
+                // Both halves are saved before the new one is published: the
+                // part rides in this task's checkpoint until it exists.
+                task.record.state = engine.checkpoint(state)?;
+                task.record.parts.push(part.clone());
+                write_task(space, job, &task.record, task.token()).await?;
+                ensure_part(space, job, part).await?;
+                task.record.parts.clear();
+                job.count(|s| s.divides += 1);
+                Grant::Task(rid.clone())
+            }
+        };
+        answer(space, job, &rid, &grant).await?;
+    }
+}
+
+/// Makes sure a divided-off part exists as `task/TID`, unless it already ran
+/// to completion.
+pub(super) async fn ensure_part(space: &mut Space, job: &ActiveJob, part: Part) -> Result<()> {
+    let path = format!("{}/task/{}", job.ns, part.tid);
+    // A part's task is removed only after its result is written, so checking
+    // the task first and the result second never misses a finished part.
+    for check in [path.clone(), format!("{}/result/{}", job.ns, part.tid)] {
+        match space.stat(&check).await {
+            Ok(_) => return Ok(()),
+            Err(SpaceError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let record = TaskRecord {
+        tid: part.tid,
+        state: part.state,
+        credit: part.credit,
+        holder: Some(part.holder),
+        claims: 0,
+        parts: Vec::new(),
+    };
+    let options = PutOptions {
+        meta: holder_meta(&record),
+        if_version: Some(0),
+        ..PutOptions::default()
+    };
+    match space.put_bytes(&path, &options, &encode(&record)).await {
+        Ok(_) | Err(SpaceError::VersionConflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A task's holder as metadata, so a scan for abandoned tasks needs only a
+/// listing.
+pub(super) fn holder_meta(record: &TaskRecord) -> Metadata {
+    record
+        .holder
+        .iter()
+        .map(|h| ("holder".to_owned(), MetaValue::Str(h.clone())))
+        .collect()
+}
