@@ -193,12 +193,78 @@ pub enum Command {
         #[command(subcommand)]
         command: NsCommand,
     },
+    /// Run parallel jobs on the nodes that join: submit, watch, cancel.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Measure the running node: time many puts or gets of SIZE-byte objects.
     Bench {
         #[command(flatten)]
         bench: BenchArgs,
         #[command(flatten)]
         opts: NodeOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job: run its setup here, then every node's worker joins in.
+    /// Prints the job id; with --wait, shows progress and prints the result.
+    Run {
+        /// The job kind (see `p3ctl job kinds`).
+        kind: String,
+        /// A job argument (repeatable), e.g. --arg n=256.
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// Wait for the job to finish and print its result.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// State, progress, steals, divides, restarts and each worker's share.
+    Status {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// List the jobs.
+    Ls {
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Print a job's result (JSON).
+    Result {
+        /// The job id.
+        id: String,
+        /// Wait for the job to finish first.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Stop a job on every worker and remove its namespace.
+    Cancel {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// List the job kinds this binary can run.
+    Kinds,
+    /// Run a job in this one process, without any node: the reference result
+    /// and time a cluster run compares with.
+    Local {
+        /// The job kind.
+        kind: String,
+        /// A job argument (repeatable), e.g. --arg n=256.
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -272,6 +338,12 @@ pub enum NodeCommand {
         /// /ip4/10.0.0.5/tcp/4370/p2p/12D3Koo...; added to the config file's seeds.
         #[arg(long = "bootstrap", value_name = "MULTIADDR")]
         bootstrap: Vec<String>,
+        /// Tasks of jobs this node runs at the same time.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        slots: u16,
+        /// Store objects and serve the space, but run no job tasks.
+        #[arg(long)]
+        no_worker: bool,
         #[command(flatten)]
         opts: NodeOpts,
     },

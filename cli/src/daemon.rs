@@ -10,14 +10,26 @@ use p3_objectspace::{
     store::{self, Store},
     ObjectSpace,
 };
+use p3_scheduler::{Registry, Worker, WorkerConfig};
 use rand::RngCore;
 use tokio::{net::TcpListener, signal::unix};
 
 use crate::config::{ConfigFile, DataDir};
 
+/// What `p3ctl node start` was asked for besides the data directory.
+pub struct NodeArgs {
+    /// `--listen` addresses.
+    pub listen: Vec<String>,
+    /// `--bootstrap` addresses.
+    pub bootstrap: Vec<String>,
+    /// `--slots`; `None` with `--no-worker`.
+    pub slots: Option<usize>,
+}
+
 /// Starts the node of `dir` and serves until a shutdown signal arrives; on the way
-/// out it stops the swarm, flushes RocksDB and removes `api.json`.
-pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Result<()> {
+/// out it stops the worker and the swarm, flushes RocksDB and removes `api.json`.
+pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()> {
+    let (listen, bootstrap) = (&args.listen, &args.bootstrap);
     dir.create()?;
     let config = ConfigFile::load_or_init(&dir)?;
     let network = config.network(listen, bootstrap)?;
@@ -56,10 +68,25 @@ pub async fn run(dir: DataDir, listen: &[String], bootstrap: &[String]) -> Resul
         .with_context(|| format!("cannot write {}", dir.api_file().display()))?;
     let api_task = tokio::spawn(api::server::serve(listener, info.token.clone(), space));
     tracing::info!(api = %info.addr, "local API ready");
+    let worker = match args.slots {
+        Some(slots) => {
+            let mut config = WorkerConfig::new(dir.root().to_owned(), registry);
+            config.slots = slots;
+            Some(
+                Worker::start(config)
+                    .await
+                    .context("cannot start the worker")?,
+            )
+        }
+        None => None,
+    };
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received; shutting down"),
         _ = sigint.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+    if let Some(worker) = worker {
+        worker.stop();
     }
     api_task.abort();
     if let Err(e) = std::fs::remove_file(dir.api_file()) {

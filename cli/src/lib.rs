@@ -23,11 +23,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Parses the command line, runs the command, and turns an error into one line on
-/// stderr and a non-zero exit status.
+/// `p3ctl` with the built-in job kinds.
 pub fn main() -> ExitCode {
+    main_with(&p3_scheduler::jobs::builtin())
+}
+
+/// `p3ctl` whose nodes and `job` commands know the job kinds of `registry`:
+/// the `main` of a node binary with job kinds of its own (see the README).
+/// Parses the command line, runs the command, and turns an error into one line
+/// on stderr and a non-zero exit status.
+pub fn main_with(registry: &p3_scheduler::Registry) -> ExitCode {
     let cli = args::Cli::parse();
-    match commands::run(cli) {
+    match commands::run(cli, registry) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("p3ctl: {}", output::one_line(&e));

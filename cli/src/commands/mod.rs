@@ -1,6 +1,7 @@
 //! One function per `p3ctl` command.
 
 mod bench;
+mod jobs;
 mod lock;
 mod namespaces;
 mod network;
@@ -14,16 +15,18 @@ use p3_objectspace::{
     api::{protocol::Wait, Space},
     lock::LockMode,
 };
+use p3_scheduler::Registry;
 
 use self::objects::Read;
 
 use crate::{
     args::{Cli, Command, NodeCommand, NodeOpts, NsCommand},
     config::DataDir,
+    daemon::NodeArgs,
 };
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<ExitCode> {
+/// Runs the parsed command line; `registry` holds the job kinds this binary runs.
+pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,11 +38,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     NodeCommand::Start {
                         listen,
                         bootstrap,
+                        slots,
+                        no_worker,
                         opts,
                     },
             } => {
                 init_logging();
-                crate::daemon::run(DataDir::resolve(opts.data_dir)?, &listen, &bootstrap).await?
+                let args = NodeArgs {
+                    listen,
+                    bootstrap,
+                    slots: (!no_worker).then_some(usize::from(slots)),
+                };
+                crate::daemon::run(DataDir::resolve(opts.data_dir)?, args, registry.clone()).await?
             }
             Command::Node {
                 command: NodeCommand::Id { opts },
@@ -137,6 +147,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 command: NsCommand::Ls { opts },
             } => namespaces::list(&opts).await?,
             Command::Bench { bench, opts } => bench::run(&opts, &bench).await?,
+            Command::Job { command } => return jobs::run(command, registry).await,
         }
         Ok(ExitCode::SUCCESS)
     })
