@@ -78,7 +78,11 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
                     .context("cannot start the worker")?,
             )
         }
-        None => None,
+        None => {
+            // A worker killed earlier may have left its report behind.
+            let _ = std::fs::remove_file(dir.root().join(p3_scheduler::worker::STATUS_FILE));
+            None
+        }
     };
 
     tokio::select! {

@@ -202,6 +202,11 @@ impl NodeProc {
 
     /// Like [`NodeProc::start`], listening on `listen`.
     pub fn start_on(dir: &Path, listen: &str, bootstrap: &[&str]) -> NodeProc {
+        Self::start_with(dir, listen, bootstrap, &[])
+    }
+
+    /// Like [`NodeProc::start_on`], with more `node start` options (`--slots 2`).
+    pub fn start_with(dir: &Path, listen: &str, bootstrap: &[&str], options: &[&str]) -> NodeProc {
         fs::create_dir_all(dir).expect("cannot create data dir");
         let log = fs::File::create(dir.join("node.log")).expect("cannot create node log");
         let mut cmd = Command::new(p3ctl_bin());
@@ -219,6 +224,7 @@ impl NodeProc {
         for seed in bootstrap {
             cmd.args(["--bootstrap", seed]);
         }
+        cmd.args(options);
         let child = cmd.spawn().expect("cannot spawn p3ctl node start");
         let mut node = NodeProc {
             child: Some(child),
@@ -358,16 +364,31 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes: node 0, then the others with node 0 as their only seed.
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with more `node start` options for every node.
+    pub fn start_with(n: usize, options: &[&str]) -> Cluster {
         let root = tempfile::tempdir().expect("cannot create temp dir");
-        let mut nodes = vec![NodeProc::start(&root.path().join("node0"), &[])];
-        let seed = nodes[0].addr.clone();
-        for i in 1..n {
-            nodes.push(NodeProc::start(
-                &root.path().join(format!("node{i}")),
-                &[&seed],
-            ));
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            root,
+        };
+        for _ in 0..n {
+            cluster.add(options);
         }
-        Cluster { nodes, root }
+        cluster
+    }
+
+    /// Starts one more node, joining through node 0; returns its index.
+    pub fn add(&mut self, options: &[&str]) -> usize {
+        let i = self.nodes.len();
+        let dir = self.root.path().join(format!("node{i}"));
+        let seed = self.nodes.first().map(|n| n.addr.clone());
+        let seeds: Vec<&str> = seed.iter().map(String::as_str).collect();
+        let node = NodeProc::start_with(&dir, "/ip4/127.0.0.1/tcp/0", &seeds, options);
+        self.nodes.push(node);
+        i
     }
 
     /// The PeerIds of every node but `i`, sorted.

@@ -23,11 +23,19 @@ pub fn id(opts: &NodeOpts) -> Result<()> {
     }
 }
 
-/// `p3ctl node status`.
+/// `p3ctl node status`, with what the node's worker runs (from its
+/// `worker.json`; absent with `--no-worker`).
 pub async fn status(opts: &NodeOpts) -> Result<()> {
     let status = space(opts).await?.status().await?;
+    let dir = DataDir::resolve(opts.data_dir.clone())?;
+    let worker: Option<serde_json::Value> =
+        std::fs::read_to_string(dir.root().join(p3_scheduler::worker::STATUS_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
     if opts.json {
-        return output::json(&status);
+        let mut value = serde_json::to_value(&status)?;
+        value["worker"] = worker.unwrap_or_default();
+        return output::json(&value);
     }
     println!("peer id:       {}", status.peer_id);
     for (i, addr) in status.listen_addrs.iter().enumerate() {
@@ -43,6 +51,20 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
     println!("connected:     {} peers", status.connected_peers);
     println!("routing table: {} peers", status.routing_table_size);
     println!("uptime:        {}", output::duration(status.uptime_secs));
+    match worker {
+        None => println!("worker:        none"),
+        Some(worker) => {
+            println!("worker:        {} slots", worker["slots"]);
+            for job in worker["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "  job {} ({}): {} tasks running",
+                    job["id"].as_str().unwrap_or("?"),
+                    job["kind"].as_str().unwrap_or("?"),
+                    job["running"].as_array().map_or(0, Vec::len)
+                );
+            }
+        }
+    }
     Ok(())
 }
 

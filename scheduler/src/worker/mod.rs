@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::{job::Result, registry::Registry};
 
 use self::jobs::Jobs;
+pub use self::jobs::STATUS_FILE;
 
 /// How a worker behaves; [`WorkerConfig::new`] gives the defaults.
 #[derive(Clone)]
@@ -74,6 +75,7 @@ impl Worker {
         for slot in 0..jobs.config.slots {
             tasks.push(tokio::spawn(slot::run(jobs.clone(), slot)));
         }
+        jobs.write_status();
         tracing::info!(slots = jobs.config.slots, worker = %jobs.me, "worker started");
         Ok(Self { jobs, tasks })
     }
