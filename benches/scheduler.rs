@@ -75,7 +75,8 @@ struct ClusterRun {
 }
 
 /// Submits job `kind` through the node of `dir` (timed: the setup), waits for
-/// its result within `deadline`, reads its final status and removes its objects.
+/// its result within `deadline`, reads its final status, removes its objects
+/// and lets the workers go idle.
 fn run_on(dir: &Path, kind: &str, args: &[String], deadline: Duration) -> ClusterRun {
     let what = format!("job {kind} {}", args.join(" "));
     let mut submit = vec!["job", "run", kind, "--json"];
@@ -98,6 +99,10 @@ fn run_on(dir: &Path, kind: &str, args: &[String], deadline: Duration) -> Cluste
         thread::sleep(Duration::from_millis(200));
     };
     common::p3ctl_ok(dir, &["job", "cancel", id]);
+    // A slot still waiting for a steal grant of this job gives up only after
+    // 2-6 s (the worker's steal wait, then twice that if the victim took the
+    // request): let them, so that the next job starts on idle workers.
+    thread::sleep(Duration::from_secs(7));
     ClusterRun {
         result: done["result"].clone(),
         setup,

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     iter,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
@@ -59,6 +59,8 @@ struct EventLoop {
     /// Connected peers that identify says speak P³'s RPC: the ones that can own
     /// objects (a plain Kademlia peer can be in the table but cannot).
     p3_peers: HashSet<PeerId>,
+    /// The last round-trip time ping measured to each connected peer.
+    rtts: HashMap<PeerId, Duration>,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -108,6 +110,7 @@ pub(crate) fn spawn(
         topics: HashMap::new(),
         remotes: HashMap::new(),
         p3_peers: HashSet::new(),
+        rtts: HashMap::new(),
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -221,6 +224,7 @@ impl EventLoop {
                     in_routing_table: addrs.is_some(),
                     addrs: addrs.unwrap_or_default(),
                     connected: self.swarm.is_connected(&peer),
+                    rtt_us: self.rtts.get(&peer).map(|d| d.as_micros() as u64),
                 }
             })
             .collect()
@@ -337,6 +341,7 @@ impl EventLoop {
                 self.remotes.remove(&connection_id);
                 if num_established == 0 {
                     self.p3_peers.remove(&peer_id);
+                    self.rtts.remove(&peer_id);
                 }
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
             }
@@ -367,6 +372,13 @@ impl EventLoop {
                 {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                self.rtts.insert(peer, rtt);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

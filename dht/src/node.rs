@@ -73,6 +73,9 @@ pub struct PeerInfo {
     pub connected: bool,
     /// Whether the peer is in the Kademlia routing table.
     pub in_routing_table: bool,
+    /// Round-trip time of the last ping to it, in microseconds, while connected.
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
 }
 
 /// A gossipsub message delivered to a subscriber.

@@ -75,10 +75,10 @@ pub async fn peers(opts: &NodeOpts) -> Result<()> {
         return output::json(&peers);
     }
     for peer in peers {
-        let state = if peer.connected {
-            "connected"
-        } else {
-            "not connected"
+        let state = match (peer.connected, peer.rtt_us) {
+            (true, Some(us)) => format!("connected (rtt {:.2} ms)", us as f64 / 1000.0),
+            (true, None) => "connected".to_owned(),
+            (false, _) => "not connected".to_owned(),
         };
         println!("{}  {state}  {}", peer.peer_id, peer.addrs.join(" "));
     }

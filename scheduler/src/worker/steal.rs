@@ -4,6 +4,8 @@
 //! checkpoints both halves, and writes the new task `task/RID` for the thief
 //! before the grant.
 
+use std::collections::HashMap;
+
 use p3_objectspace::{
     api::protocol::Wait,
     object::{MetaValue, Metadata, PutOptions},
@@ -62,27 +64,38 @@ pub(super) async fn workers(
         .collect())
 }
 
-/// Asks a busy worker, chosen at random weighted by its load, for part of its
-/// work; claims what it grants.
+/// Asks a busy worker, chosen at random weighted by its load and closeness
+/// (ping round-trip time), for part of its work; claims what it grants.
 pub(super) async fn steal(
     jobs: &Jobs,
     job: &ActiveJob,
     space: &mut Space,
     workers: &[WorkerView],
 ) -> Result<Option<Claimed>> {
-    let victims: Vec<&WorkerView> = workers
+    let rtts: HashMap<String, u64> = space
+        .peers()
+        .await?
+        .into_iter()
+        .filter_map(|p| Some((p.peer_id, p.rtt_us?)))
+        .collect();
+    // Weighted by load, and by closeness: a peer 10 ms away counts half.
+    let victims: Vec<(&WorkerView, f64)> = workers
         .iter()
         .filter(|w| w.alive && w.worker != jobs.me && w.running > 0.0 && w.load > 0.0)
+        .map(|w| {
+            let rtt_ms = rtts.get(&w.worker).map_or(0.0, |&us| us as f64 / 1000.0);
+            (w, w.load / (1.0 + rtt_ms / 10.0))
+        })
         .collect();
-    let total: f64 = victims.iter().map(|w| w.load).sum();
-    if victims.is_empty() || !total.is_finite() {
+    let total: f64 = victims.iter().map(|(_, weight)| weight).sum();
+    if victims.is_empty() || !total.is_finite() || total <= 0.0 {
         return Ok(None);
     }
     let mut pick = rand::thread_rng().gen_range(0.0..total);
-    let victim = victims
+    let (victim, _) = victims
         .iter()
-        .find(|w| {
-            pick -= w.load;
+        .find(|(_, weight)| {
+            pick -= weight;
             pick < 0.0
         })
         .unwrap_or(&victims[0]);
