@@ -1,7 +1,7 @@
 //! Starting, watching and stopping jobs: what `p3ctl job ...` does, and what a
 //! worker does when it may have handed back the last credit ([`settle`]).
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use p3_objectspace::{
     api::protocol::Wait,
@@ -14,8 +14,8 @@ use crate::{
     io::SpaceIo,
     job::{Args, JobError, Result},
     records::{
-        decode, encode, random_id, Credit, Heartbeat, JobId, JobRecord, JobState, ResultRecord,
-        TaskRecord, JOBS_NAMESPACE, JOB_TYPE, TICKET_TYPE,
+        decode, encode, random_id, Credit, Heartbeat, JobId, JobRecord, JobState, Ledger,
+        ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, TICKET_TYPE,
     },
     registry::Registry,
 };
@@ -163,17 +163,17 @@ pub async fn list(space: &mut Space) -> Result<Vec<JobRecord>> {
     Ok(jobs)
 }
 
-/// The credit handed back so far, from the `result/` listing.
-async fn returned_credit(space: &mut Space, ns: &str) -> Result<(Credit, Vec<String>)> {
-    let mut total = 0u128;
+/// The credit handed back so far, from the `result/` listing, and the results.
+async fn returned_credit(space: &mut Space, ns: &str) -> Result<(Ledger, Vec<String>)> {
+    let mut ledger = Ledger::default();
     let mut paths = Vec::new();
     for stat in space.list(ns, "result/").await? {
         if let Some(credit) = Credit::from_meta(stat.meta.get("credit")) {
-            total = total.saturating_add(credit.0);
+            ledger.add(credit);
             paths.push(stat.path);
         }
     }
-    Ok((Credit(total), paths))
+    Ok((ledger, paths))
 }
 
 /// Records a finished task's output and hands its credit back.
@@ -201,15 +201,15 @@ pub async fn settle(space: &mut Space, registry: &Registry, id: &JobId) -> Resul
     if record.state.is_final() {
         return Ok(1.0);
     }
-    let (credit, paths) = returned_credit(space, &id.namespace()).await?;
-    if credit < Credit::ALL {
-        return Ok(credit.fraction());
-    }
-    if credit > Credit::ALL {
+    let (ledger, paths) = returned_credit(space, &id.namespace()).await?;
+    if ledger.exceeds_whole() {
         // Cannot happen while the conventions hold; refuse to report nonsense.
         let reason = "more credit came back than was handed out".to_string();
         fail(space, id, &reason).await?;
         return Err(JobError::Failed(reason));
+    }
+    if !ledger.is_whole() {
+        return Ok(ledger.fraction().min(0.999));
     }
     let job = registry.instantiate(&record.kind, &record.args)?;
     let mut outputs = Vec::with_capacity(paths.len());
@@ -372,6 +372,3 @@ pub fn meta_text(meta: &Metadata, key: &str) -> String {
         None => String::new(),
     }
 }
-
-/// How long a client should wait for the node; jobs' records are small.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);

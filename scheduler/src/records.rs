@@ -17,7 +17,7 @@
 //! `task/TID`; its writes carry the lock's fencing token, so a holder that lost
 //! the lock cannot overwrite the task's next holder.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use p3_objectspace::object::{MetaValue, Metadata};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -147,60 +147,93 @@ impl JobRecord {
     }
 }
 
-/// A share of the job's termination credit. The root task holds [`Credit::ALL`];
-/// a divide halves the divided task's share; a finished task hands its share
-/// back in its result. The job is done exactly when the shares handed back add
-/// up to [`Credit::ALL`]: no part of the work can be outstanding then, and
+/// A share of the job's termination credit: 2^-`exponent` of the whole. The
+/// root task holds all of it (exponent 0); a divide halves the divided task's
+/// share and gives the other half to the new task, so every share is a power
+/// of two and can always be halved again; a finished task hands its share back
+/// in its result. The job is done exactly when the shares handed back add up
+/// to the whole ([`Ledger`]): no part of the work can be outstanding then, and
 /// until then some share — some task — is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Credit(pub u128);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    /// The share is 2^-exponent.
+    pub exponent: u32,
+}
 
 impl Credit {
     /// All the credit there is.
-    pub const ALL: Credit = Credit(1 << 126);
+    pub const ALL: Credit = Credit { exponent: 0 };
 
-    /// Halves this share, returning the half given away, or `None` when the
-    /// share cannot be split any more (after 126 halvings of one lineage).
-    pub fn split(&mut self) -> Option<Credit> {
-        if self.0 < 2 {
-            return None;
-        }
-        let half = self.0 / 2;
-        self.0 -= half;
-        Some(Credit(half))
+    /// Halves this share and returns the other half.
+    pub fn split(&mut self) -> Credit {
+        self.exponent = self.exponent.saturating_add(1);
+        *self
     }
 
-    /// The share as a fraction of all credit.
-    pub fn fraction(self) -> f64 {
-        self.0 as f64 / Credit::ALL.0 as f64
-    }
-
-    /// Metadata text (CBOR and JSON numbers cannot hold every u128).
+    /// As metadata of a result, so a listing is enough to add the shares up.
     pub fn to_meta(self) -> MetaValue {
-        MetaValue::Str(format!("{:x}", self.0))
+        MetaValue::Num(f64::from(self.exponent))
     }
 
     /// Reads [`Credit::to_meta`] back.
     pub fn from_meta(value: Option<&MetaValue>) -> Option<Credit> {
         match value {
-            Some(MetaValue::Str(hex)) => u128::from_str_radix(hex, 16).ok().map(Credit),
+            Some(MetaValue::Num(n))
+                if *n >= 0.0 && *n <= f64::from(u32::MAX) && n.fract() == 0.0 =>
+            {
+                Some(Credit {
+                    exponent: *n as u32,
+                })
+            }
             _ => None,
         }
     }
 }
 
-impl Serialize for Credit {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{:x}", self.0))
-    }
+/// A sum of credit shares, exact however many and however small: a binary
+/// fraction kept as a count per exponent, carried like binary addition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// exponent → how many shares of 2^-exponent, after carrying (at most one
+    /// of each exponent above 0).
+    counts: BTreeMap<u32, u64>,
 }
 
-impl<'de> Deserialize<'de> for Credit {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let hex = String::deserialize(d)?;
-        u128::from_str_radix(&hex, 16)
-            .map(Credit)
-            .map_err(serde::de::Error::custom)
+impl Ledger {
+    /// Adds one share.
+    pub fn add(&mut self, credit: Credit) {
+        let mut exponent = credit.exponent;
+        loop {
+            let count = self.counts.entry(exponent).or_insert(0);
+            *count += 1;
+            if exponent == 0 || *count < 2 {
+                return;
+            }
+            // Two halves of 2^-(e-1) make one 2^-(e-1).
+            self.counts.remove(&exponent);
+            exponent -= 1;
+        }
+    }
+
+    /// Whether the shares add up to exactly the whole.
+    pub fn is_whole(&self) -> bool {
+        self.counts.len() == 1 && self.counts.get(&0) == Some(&1)
+    }
+
+    /// Whether they add up to more than the whole (a broken convention).
+    pub fn exceeds_whole(&self) -> bool {
+        match self.counts.get(&0) {
+            Some(&n) => n > 1 || self.counts.len() > 1,
+            None => false,
+        }
+    }
+
+    /// The sum as a fraction of the whole (rounded: for progress bars).
+    pub fn fraction(&self) -> f64 {
+        self.counts
+            .iter()
+            .map(|(&e, &n)| n as f64 * 0.5f64.powi(e.min(1074) as i32))
+            .sum()
     }
 }
 
@@ -325,18 +358,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credit_splits_add_back_to_the_whole() {
+    fn credit_shares_add_back_to_exactly_the_whole() {
+        // Split unevenly and deep (far deeper than any fixed-width number allows).
         let mut shares = vec![Credit::ALL];
-        for round in 0..200 {
-            let i = round % shares.len();
-            if let Some(half) = shares[i].split() {
-                shares.push(half);
-            }
+        for round in 0..3000 {
+            let i = if round % 3 == 0 {
+                shares.len() - 1
+            } else {
+                round % shares.len()
+            };
+            let half = shares[i].split();
+            shares.push(half);
         }
-        assert_eq!(shares.iter().map(|c| c.0).sum::<u128>(), Credit::ALL.0);
-        assert_eq!(Credit(1).split(), None);
-        let meta = Credit::ALL.to_meta();
-        assert_eq!(Credit::from_meta(Some(&meta)), Some(Credit::ALL));
+        assert!(shares.iter().any(|c| c.exponent > 500));
+        let mut ledger = Ledger::default();
+        for (i, share) in shares.iter().enumerate() {
+            assert!(
+                !ledger.is_whole(),
+                "whole before share {i} of {}",
+                shares.len()
+            );
+            ledger.add(*share);
+        }
+        assert!(ledger.is_whole() && !ledger.exceeds_whole());
+        ledger.add(shares[7]);
+        assert!(ledger.exceeds_whole() && !ledger.is_whole());
+        let meta = Credit { exponent: 77 }.to_meta();
+        assert_eq!(
+            Credit::from_meta(Some(&meta)),
+            Some(Credit { exponent: 77 })
+        );
+        assert_eq!(Credit::from_meta(Some(&MetaValue::Num(-1.0))), None);
     }
 
     #[test]
@@ -344,7 +396,7 @@ mod tests {
         let task = TaskRecord {
             tid: random_id(),
             state: vec![1, 2, 3],
-            credit: Credit(12345),
+            credit: Credit { exponent: 12 },
             holder: Some("w".into()),
             claims: 2,
             parts: vec![],

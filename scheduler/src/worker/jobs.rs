@@ -11,14 +11,14 @@ use std::{
     time::Duration,
 };
 
-use p3_objectspace::{object::PutOptions, watch::EventKind, Space};
+use p3_objectspace::{object::PutOptions, watch::EventKind, Space, SpaceError};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use super::{steal, WorkerConfig};
 use crate::{
     control,
     job::Result,
-    records::{encode, Heartbeat, JobId, JobRecord, WorkerStats, JOBS_NAMESPACE},
+    records::{encode, Heartbeat, JobId, JobRecord, JobState, WorkerStats, JOBS_NAMESPACE},
     registry::DynJob,
 };
 
@@ -159,22 +159,31 @@ impl Jobs {
         let Some(space) = space.as_mut() else {
             return Ok(());
         };
-        let listed = control::list(space).await?;
-        let running: BTreeMap<JobId, JobRecord> = listed
-            .into_iter()
-            .filter(|r| !r.state.is_final())
-            .map(|r| (r.id.clone(), r))
+        // The listing's metadata says which jobs run; only new ones are read.
+        let listed = match space.list(JOBS_NAMESPACE, "").await {
+            Ok(listed) => listed,
+            Err(SpaceError::NoSuchNamespace(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let running: BTreeSet<JobId> = listed
+            .iter()
+            .filter(|stat| control::meta_text(&stat.meta, "state") == JobState::Running.word())
+            .filter_map(|stat| JobId::parse(stat.path.rsplit('/').next()?).ok())
             .collect();
         let ended: Vec<Arc<ActiveJob>> = locked(&self.active)
             .values()
-            .filter(|j| !running.contains_key(&j.id))
+            .filter(|j| !running.contains(&j.id))
             .cloned()
             .collect();
         for job in ended {
             self.end(&job);
         }
-        for (id, record) in running {
+        for id in running {
             if locked(&self.active).contains_key(&id) || locked(&self.skipped).contains(&id) {
+                continue;
+            }
+            let (record, _) = control::record(space, &id).await?;
+            if record.state.is_final() {
                 continue;
             }
             match self.config.registry.instantiate(&record.kind, &record.args) {

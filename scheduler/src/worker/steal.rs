@@ -207,17 +207,10 @@ pub(super) async fn serve(
             continue;
         };
         let engine = &job.job;
-        let divided = if task.record.credit.0 >= 2 {
-            engine.divide(state)
-        } else {
-            None
-        };
-        let grant = match divided {
+        let grant = match engine.divide(state) {
             None => Grant::Declined,
             Some(part) => {
-                let credit = task.record.credit.split().ok_or_else(|| {
-                    JobError::Failed("a task with credit to split could not split it".into())
-                })?;
+                let credit = task.record.credit.split();
                 let part = Part {
                     tid: rid.clone(),
                     state: engine.checkpoint(&part)?,
