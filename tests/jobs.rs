@@ -369,3 +369,66 @@ fn bad_job_requests_get_one_line_errors() {
     let listed = p3ctl_json(dir, &["job", "ls"]).expect("job ls");
     assert_eq!(listed, Value::Array(vec![]));
 }
+
+/// The example node binary with its own job kind (`examples/custom_node.rs`),
+/// which `cargo test` builds next to the test binaries.
+fn custom_node() -> std::path::PathBuf {
+    let p3ctl = Path::new(common::p3ctl_bin());
+    let program = p3ctl
+        .parent()
+        .expect("target dir")
+        .join("examples/custom_node");
+    assert!(
+        program.exists(),
+        "{} is missing; cargo test builds examples",
+        program.display()
+    );
+    program
+}
+
+#[test]
+fn a_node_binary_with_its_own_job_kind_runs_it_and_p3ctl_nodes_leave_it_alone() {
+    let mut cluster = formed(2, &[]);
+    // A custom node without a worker submits; only p3ctl workers exist so far.
+    let submitter = cluster.add_program(&custom_node(), &["--no-worker"]);
+    cluster.wait_formed();
+    let out = Command::new(custom_node())
+        .args(["job", "run", "primes", "--arg", "to=1000000", "--data-dir"])
+        .arg(&cluster.nodes[submitter].dir)
+        .output()
+        .expect("cannot run custom_node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    // p3ctl cannot submit it: it does not know the kind.
+    let refused = p3ctl_err(&cluster.nodes[0].dir, &["job", "run", "primes"]);
+    assert!(refused.contains("unknown job kind"), "{refused}");
+    for node in &cluster.nodes[..2] {
+        wait_for(
+            "the p3ctl workers to see the job and pass",
+            DEADLINE,
+            || node.log().contains("not working on this job").then_some(()),
+        );
+    }
+    let waiting = status(&cluster.nodes[0].dir, &id);
+    assert_eq!(waiting["job"]["state"], "running");
+    assert_eq!(waiting["progress"], 0.0);
+    assert_eq!(waiting["workers"], Value::Array(vec![]), "{waiting:#}");
+
+    // A node running the custom binary joins and does the job.
+    let worker = cluster.add_program(&custom_node(), &[]);
+    assert_eq!(result(&cluster.nodes[0].dir, &id)["primes"], 78498);
+    let status = status(&cluster.nodes[0].dir, &id);
+    let workers: Vec<String> = worker_stats(&status).into_iter().map(|(w, _)| w).collect();
+    assert_eq!(
+        workers,
+        vec![cluster.nodes[worker].peer_id.clone()],
+        "{status:#}"
+    );
+}

@@ -207,9 +207,21 @@ impl NodeProc {
 
     /// Like [`NodeProc::start_on`], with more `node start` options (`--slots 2`).
     pub fn start_with(dir: &Path, listen: &str, bootstrap: &[&str], options: &[&str]) -> NodeProc {
+        Self::start_program(Path::new(p3ctl_bin()), dir, listen, bootstrap, options)
+    }
+
+    /// Like [`NodeProc::start_with`], running `program` (a node binary built on
+    /// `p3::cli::main_with`) instead of `p3ctl`.
+    pub fn start_program(
+        program: &Path,
+        dir: &Path,
+        listen: &str,
+        bootstrap: &[&str],
+        options: &[&str],
+    ) -> NodeProc {
         fs::create_dir_all(dir).expect("cannot create data dir");
         let log = fs::File::create(dir.join("node.log")).expect("cannot create node log");
-        let mut cmd = Command::new(p3ctl_bin());
+        let mut cmd = Command::new(program);
         cmd.args(["node", "start", "--listen", listen, "--data-dir"])
             .arg(dir)
             .env_remove("P3_DATA_DIR")
@@ -382,11 +394,16 @@ impl Cluster {
 
     /// Starts one more node, joining through node 0; returns its index.
     pub fn add(&mut self, options: &[&str]) -> usize {
+        self.add_program(Path::new(p3ctl_bin()), options)
+    }
+
+    /// [`Cluster::add`] running `program` instead of `p3ctl`.
+    pub fn add_program(&mut self, program: &Path, options: &[&str]) -> usize {
         let i = self.nodes.len();
         let dir = self.root.path().join(format!("node{i}"));
         let seed = self.nodes.first().map(|n| n.addr.clone());
         let seeds: Vec<&str> = seed.iter().map(String::as_str).collect();
-        let node = NodeProc::start_with(&dir, "/ip4/127.0.0.1/tcp/0", &seeds, options);
+        let node = NodeProc::start_program(program, &dir, "/ip4/127.0.0.1/tcp/0", &seeds, options);
         self.nodes.push(node);
         i
     }
