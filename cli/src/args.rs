@@ -193,6 +193,24 @@ pub enum Command {
         #[command(subcommand)]
         command: NsCommand,
     },
+    /// Mount namespace NS at directory DIR (FUSE) and serve it in the
+    /// foreground until unmounted or interrupted.
+    Mount {
+        /// The namespace.
+        namespace: String,
+        /// An existing directory to mount it on.
+        dir: PathBuf,
+        /// Refuse every change (EROFS).
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Unmount a directory mounted with `p3ctl mount` (the mount process exits).
+    Umount {
+        /// The mount point.
+        dir: PathBuf,
+    },
     /// Run parallel jobs on the nodes that join: submit, watch, cancel.
     Job {
         #[command(subcommand)]

@@ -3,6 +3,7 @@
 mod bench;
 mod jobs;
 mod lock;
+mod mount;
 mod namespaces;
 mod network;
 mod objects;
@@ -148,6 +149,13 @@ pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
             } => namespaces::list(&opts).await?,
             Command::Bench { bench, opts } => bench::run(&opts, &bench).await?,
             Command::Job { command } => return jobs::run(command, registry).await,
+            Command::Mount {
+                namespace,
+                dir,
+                read_only,
+                opts,
+            } => mount::run(&opts, &namespace, &dir, read_only).await?,
+            Command::Umount { dir } => mount::unmount(&dir).await?,
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -160,7 +168,7 @@ async fn space(opts: &NodeOpts) -> Result<Space> {
 }
 
 /// Logs go to stderr; `RUST_LOG` (e.g. `p3_dht=debug`) adjusts them, default `info`.
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

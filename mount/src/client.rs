@@ -1,0 +1,143 @@
+//! The mount's way to the space: one connection to the local node, used from
+//! the FUSE thread by blocking on the runtime, re-opened after any failure so
+//! a node restart costs a failed call, not a dead mount. Values move through
+//! files (spools), never whole in memory.
+
+use std::{fs::File, io::Seek, path::PathBuf, time::Duration};
+
+use p3_objectspace::{
+    api::protocol::Written,
+    object::{PutOptions, Stat},
+    Space, SpaceError,
+};
+use tokio::runtime::Handle;
+
+/// How long a call may take before it fails with EIO instead of hanging the
+/// shell: reading or writing a large value gets this per frame, not in total.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Result of a call to the space.
+pub type Result<T> = std::result::Result<T, SpaceError>;
+
+/// A connection to the node on `data_dir`, for blocking callers.
+pub struct Client {
+    runtime: Handle,
+    data_dir: PathBuf,
+    space: Option<Space>,
+}
+
+impl Client {
+    /// A client of the node on `data_dir`; connects on first use.
+    pub fn new(runtime: Handle, data_dir: PathBuf) -> Self {
+        Self {
+            runtime,
+            data_dir,
+            space: None,
+        }
+    }
+
+    /// The runtime calls block on.
+    pub fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.data_dir
+    }
+
+    /// Opens a fresh connection (for a reader that streams on its own).
+    pub fn connect(&self) -> Result<Space> {
+        let dir = self.data_dir.clone();
+        self.runtime
+            .block_on(async move { Space::connect(&dir).await })
+            .map(|s| s.with_timeout(CALL_TIMEOUT))
+    }
+
+    /// Runs one call on the shared connection; a connection that failed is
+    /// dropped so the next call starts clean.
+    fn call<T>(
+        &mut self,
+        f: impl for<'a> FnOnce(
+            &'a mut Space,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>,
+        >,
+    ) -> Result<T> {
+        if self.space.is_none() {
+            self.space = Some(self.connect()?);
+        }
+        let Some(space) = self.space.as_mut() else {
+            return Err(SpaceError::Unavailable("no connection".into()));
+        };
+        let result = self.runtime.block_on(f(space));
+        if matches!(
+            result,
+            Err(SpaceError::Unavailable(_) | SpaceError::TimedOut(_))
+        ) {
+            self.space = None;
+        }
+        result
+    }
+
+    /// Metadata of `path` (`NS/NAME`).
+    pub fn stat(&mut self, path: &str) -> Result<Stat> {
+        let path = path.to_owned();
+        self.call(move |s| Box::pin(async move { s.stat(&path).await }))
+    }
+
+    /// Objects of `namespace` whose names start with `prefix`.
+    pub fn list(&mut self, namespace: &str, prefix: &str) -> Result<Vec<Stat>> {
+        let (ns, prefix) = (namespace.to_owned(), prefix.to_owned());
+        self.call(move |s| Box::pin(async move { s.list(&ns, &prefix).await }))
+    }
+
+    /// Removes `path`.
+    pub fn remove(&mut self, path: &str) -> Result<Written> {
+        let path = path.to_owned();
+        self.call(move |s| Box::pin(async move { s.remove(&path, None).await }))
+    }
+
+    /// Writes `path` with the contents of `file` (from its start).
+    pub fn put_file(&mut self, path: &str, options: PutOptions, file: &File) -> Result<Written> {
+        let size = file.metadata().map_err(local)?.len();
+        let mut file = file.try_clone().map_err(local)?;
+        file.rewind().map_err(local)?;
+        let path = path.to_owned();
+        self.call(move |s| {
+            Box::pin(async move {
+                let reader = tokio::fs::File::from_std(file);
+                s.put(&path, &options, Some(size), reader, |_| {}).await
+            })
+        })
+    }
+
+    /// Writes an empty value (a directory marker).
+    pub fn put_empty(&mut self, path: &str, options: PutOptions) -> Result<Written> {
+        let path = path.to_owned();
+        self.call(move |s| Box::pin(async move { s.put_bytes(&path, &options, &[]).await }))
+    }
+
+    /// Reads `path` into `file` (replacing its contents); returns its metadata.
+    pub fn get_file(&mut self, path: &str, file: &File) -> Result<Stat> {
+        file.set_len(0).map_err(local)?;
+        let mut file = file.try_clone().map_err(local)?;
+        file.rewind().map_err(local)?;
+        let path = path.to_owned();
+        self.call(move |s| {
+            Box::pin(async move {
+                let mut writer = tokio::fs::File::from_std(file);
+                let stat = s.get(&path, &mut writer, |_, _| {}).await?;
+                tokio::io::AsyncWriteExt::flush(&mut writer)
+                    .await
+                    .map_err(local)?;
+                Ok(stat)
+            })
+        })
+    }
+}
+
+/// A failure of the mount's own disk (its spool files).
+pub fn local(e: std::io::Error) -> SpaceError {
+    SpaceError::Storage(format!("spool file: {e}"))
+}

@@ -1,0 +1,880 @@
+//! The FUSE filesystem: kernel requests turned into object-space calls.
+
+use std::{
+    collections::HashMap,
+    ffi::OsStr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use fuser::{
+    FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+};
+use libc::c_int;
+use p3_objectspace::{
+    object::{MetaValue, PutOptions, Stat},
+    SpaceError,
+};
+
+use crate::{
+    client::Client,
+    errno::errno,
+    handles::{Handle, Reader, Spool},
+    tree::{children, join, parent, prefix, Entry, Inodes, Listings, DIRECTORY_TYPE, ROOT},
+};
+
+/// How long the kernel may trust an attribute or a name without asking again:
+/// changes made elsewhere show within this.
+const TTL: Duration = Duration::from_secs(1);
+/// Extended attributes: the object's type, its metadata, its hash and version.
+const XATTR_TYPE: &str = "user.p3.type";
+const XATTR_META: &str = "user.p3.meta.";
+const XATTR_HASH: &str = "user.p3.hash";
+const XATTR_VERSION: &str = "user.p3.version";
+
+/// A namespace as a filesystem.
+pub struct P3Fs {
+    namespace: String,
+    read_only: bool,
+    client: Client,
+    inodes: Inodes,
+    listings: Arc<Mutex<Listings>>,
+    handles: HashMap<u64, (String, Handle)>,
+    next_handle: u64,
+    uid: u32,
+    gid: u32,
+    mounted: SystemTime,
+}
+
+fn time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn text(name: &OsStr) -> Result<&str, c_int> {
+    name.to_str().ok_or(libc::EINVAL)
+}
+
+impl P3Fs {
+    /// A filesystem over `namespace`, through `client`; `listings` is shared
+    /// with the watcher that empties it when objects change.
+    pub fn new(
+        namespace: String,
+        read_only: bool,
+        client: Client,
+        listings: Arc<Mutex<Listings>>,
+    ) -> Self {
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Self {
+            namespace,
+            read_only,
+            client,
+            inodes: Inodes::default(),
+            listings,
+            handles: HashMap::new(),
+            next_handle: 1,
+            uid,
+            gid,
+            mounted: SystemTime::now(),
+        }
+    }
+
+    fn object(&self, name: &str) -> String {
+        format!("{}/{name}", self.namespace)
+    }
+
+    fn listings(&self) -> std::sync::MutexGuard<'_, Listings> {
+        self.listings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.listings().clear();
+    }
+
+    fn attr(
+        &self,
+        ino: u64,
+        kind: FileType,
+        size: u64,
+        modified: SystemTime,
+        created: SystemTime,
+    ) -> FileAttr {
+        let perm = match (kind, self.read_only) {
+            (FileType::Directory, false) => 0o755,
+            (FileType::Directory, true) => 0o555,
+            (_, false) => 0o644,
+            (_, true) => 0o444,
+        };
+        FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: modified,
+            mtime: modified,
+            ctime: modified,
+            crtime: created,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 128 << 10,
+            flags: 0,
+        }
+    }
+
+    fn directory_attr(&self, ino: u64) -> FileAttr {
+        self.attr(ino, FileType::Directory, 0, self.mounted, self.mounted)
+    }
+
+    fn file_attr(&self, ino: u64, stat: &Stat) -> FileAttr {
+        self.attr(
+            ino,
+            FileType::RegularFile,
+            stat.size,
+            time(stat.modified_ms),
+            time(stat.created_ms),
+        )
+    }
+
+    fn listing(&mut self, dir: &str) -> Result<Arc<Vec<Stat>>, SpaceError> {
+        if let Some(list) = self.listings().get(dir) {
+            return Ok(list);
+        }
+        let list = Arc::new(self.client.list(&self.namespace, &prefix(dir))?);
+        self.listings().put(dir, list.clone());
+        Ok(list)
+    }
+
+    /// The spool of a file open for writing, if any: it is what the file is
+    /// until it is sent.
+    fn writing(&self, path: &str) -> Option<&Spool> {
+        self.handles
+            .values()
+            .find_map(|(name, handle)| match handle {
+                Handle::Write(spool) if name == path => Some(spool),
+                _ => None,
+            })
+    }
+
+    /// What `path` is, or `None`.
+    fn resolve(&mut self, path: &str) -> Result<Option<Entry>, SpaceError> {
+        if path.is_empty() {
+            return Ok(Some(Entry::Directory));
+        }
+        let dir = parent(path).to_owned();
+        let base = path.rsplit('/').next().unwrap_or(path);
+        let list = self.listing(&dir)?;
+        Ok(children(&dir, &list).remove(base))
+    }
+
+    fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
+        let ino = self.inodes.number(path);
+        if let Some(spool) = self.writing(path) {
+            let size = spool.len().map_err(|e| errno("getattr", path, &e))?;
+            let now = SystemTime::now();
+            return Ok(self.attr(ino, FileType::RegularFile, size, now, now));
+        }
+        match self.resolve(path) {
+            Ok(Some(Entry::File(stat))) => Ok(self.file_attr(ino, &stat)),
+            Ok(Some(Entry::Directory)) => Ok(self.directory_attr(ino)),
+            Ok(None) => Err(libc::ENOENT),
+            Err(e) => Err(errno("getattr", path, &e)),
+        }
+    }
+
+    fn path_of(&self, ino: u64) -> Result<String, c_int> {
+        self.inodes.path(ino).map(str::to_owned).ok_or(libc::ENOENT)
+    }
+
+    fn child(&self, parent: u64, name: &OsStr) -> Result<String, c_int> {
+        Ok(join(&self.path_of(parent)?, text(name)?))
+    }
+
+    fn writable(&self) -> Result<(), c_int> {
+        if self.read_only {
+            Err(libc::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn add_handle(&mut self, path: String, handle: Handle) -> u64 {
+        let fh = self.next_handle;
+        self.next_handle += 1;
+        self.handles.insert(fh, (path, handle));
+        fh
+    }
+
+    /// Sends a dirty spool as the file's next version (on a close, only if
+    /// it was written to: see [`Spool::written`]).
+    fn send(&mut self, fh: u64, closing: bool) -> Result<(), c_int> {
+        let Some((path, Handle::Write(spool))) = self.handles.get_mut(&fh) else {
+            return Ok(());
+        };
+        if !spool.dirty || (closing && !spool.written) {
+            return Ok(());
+        }
+        let options = spool
+            .base
+            .as_ref()
+            .map_or_else(PutOptions::default, |b| PutOptions {
+                type_tag: b.type_tag.clone(),
+                meta: b.meta.clone(),
+                ..PutOptions::default()
+            });
+        let object = format!("{}/{path}", self.namespace);
+        let path = path.clone();
+        match self.client.put_file(&object, options, &spool.file) {
+            Ok(_) => {
+                spool.dirty = false;
+                spool.written = false;
+                self.changed();
+                Ok(())
+            }
+            Err(e) => Err(errno("write", &path, &e)),
+        }
+    }
+
+    /// The spool of `path` with its current contents (for changing a file
+    /// that is not open).
+    fn spool_of(&mut self, path: &str) -> Result<Spool, c_int> {
+        let mut spool = Spool::empty(None).map_err(|e| errno("open", path, &e))?;
+        let object = self.object(path);
+        let base = self
+            .client
+            .get_file(&object, &spool.file)
+            .map_err(|e| errno("open", path, &e))?;
+        spool.base = Some(base);
+        spool.dirty = false;
+        Ok(spool)
+    }
+
+    fn send_spool(&mut self, path: &str, spool: Spool, options: PutOptions) -> Result<(), c_int> {
+        let object = self.object(path);
+        let sent = self.client.put_file(&object, options, &spool.file);
+        self.changed();
+        sent.map(drop).map_err(|e| errno("write", path, &e))
+    }
+
+    /// Moves one object: its value and type and metadata to `to`, then away from `from`.
+    fn move_object(&mut self, from: &str, to: &str) -> Result<(), c_int> {
+        let spool = self.spool_of(from)?;
+        let options = spool
+            .base
+            .as_ref()
+            .map_or_else(PutOptions::default, |b| PutOptions {
+                type_tag: b.type_tag.clone(),
+                meta: b.meta.clone(),
+                ..PutOptions::default()
+            });
+        self.send_spool(to, spool, options)?;
+        self.client
+            .remove(&self.object(from))
+            .map(drop)
+            .map_err(|e| errno("rename", from, &e))
+    }
+
+    fn rename_paths(&mut self, from: &str, to: &str) -> Result<(), c_int> {
+        match self.resolve(from).map_err(|e| errno("rename", from, &e))? {
+            None => Err(libc::ENOENT),
+            Some(Entry::File(_)) => {
+                if let Some(Entry::Directory) =
+                    self.resolve(to).map_err(|e| errno("rename", to, &e))?
+                {
+                    return Err(libc::EISDIR);
+                }
+                self.move_object(from, to)
+            }
+            Some(Entry::Directory) => {
+                let target = self
+                    .client
+                    .list(&self.namespace, &prefix(to))
+                    .map_err(|e| errno("rename", to, &e))?;
+                if target.iter().any(|s| !s.path.ends_with(&format!("/{to}/"))) {
+                    return Err(libc::ENOTEMPTY);
+                }
+                let objects = self
+                    .client
+                    .list(&self.namespace, &prefix(from))
+                    .map_err(|e| errno("rename", from, &e))?;
+                for stat in objects {
+                    let name = stat.path.split_once('/').map_or("", |(_, n)| n);
+                    let Some(rest) = name.strip_prefix(&prefix(from)) else {
+                        continue;
+                    };
+                    let (old, new) = (name.to_owned(), format!("{}{rest}", prefix(to)));
+                    self.move_object(&old, &new)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), c_int> {
+        let value = std::str::from_utf8(value)
+            .map_err(|_| libc::EINVAL)?
+            .to_owned();
+        let spool = self.spool_of(path)?;
+        let base = spool.base.clone().ok_or(libc::ENOENT)?;
+        let mut options = PutOptions {
+            type_tag: base.type_tag.clone(),
+            meta: base.meta.clone(),
+            if_version: Some(base.version),
+            ..PutOptions::default()
+        };
+        if name == XATTR_TYPE {
+            options.type_tag = value;
+        } else if let Some(key) = name.strip_prefix(XATTR_META).filter(|k| !k.is_empty()) {
+            options
+                .meta
+                .insert(key.to_owned(), MetaValue::parse(&value));
+        } else {
+            return Err(libc::ENOTSUP);
+        }
+        self.send_spool(path, spool, options)
+    }
+
+    fn remove_xattr(&mut self, path: &str, name: &str) -> Result<(), c_int> {
+        let key = name.strip_prefix(XATTR_META).ok_or(libc::ENOTSUP)?;
+        let spool = self.spool_of(path)?;
+        let base = spool.base.clone().ok_or(libc::ENOENT)?;
+        if !base.meta.contains_key(key) {
+            return Err(libc::ENODATA);
+        }
+        let mut options = PutOptions {
+            type_tag: base.type_tag.clone(),
+            meta: base.meta.clone(),
+            if_version: Some(base.version),
+            ..PutOptions::default()
+        };
+        options.meta.remove(key);
+        self.send_spool(path, spool, options)
+    }
+
+    /// Every extended attribute of `path`'s object, in order.
+    fn xattrs(&mut self, path: &str) -> Result<Vec<(String, Vec<u8>)>, c_int> {
+        let stat = match self
+            .resolve(path)
+            .map_err(|e| errno("getxattr", path, &e))?
+        {
+            Some(Entry::File(stat)) => stat,
+            Some(Entry::Directory) => return Ok(Vec::new()),
+            None => return Err(libc::ENOENT),
+        };
+        let mut all = vec![
+            (XATTR_TYPE.to_owned(), stat.type_tag.clone().into_bytes()),
+            (XATTR_HASH.to_owned(), stat.hash.clone().into_bytes()),
+            (
+                XATTR_VERSION.to_owned(),
+                stat.version.to_string().into_bytes(),
+            ),
+        ];
+        for (key, value) in &stat.meta {
+            all.push((format!("{XATTR_META}{key}"), value.to_string().into_bytes()));
+        }
+        Ok(all)
+    }
+}
+
+/// Replies `bytes` to an xattr request of buffer size `size`.
+fn reply_xattr(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        reply.size(bytes.len() as u32);
+    } else if bytes.len() > size as usize {
+        reply.error(libc::ERANGE);
+    } else {
+        reply.data(bytes);
+    }
+}
+
+impl Filesystem for P3Fs {
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        match self
+            .child(parent, name)
+            .and_then(|path| self.attr_of(&path))
+        {
+            Ok(attr) => reply.entry(&TTL, &attr, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        if ino == ROOT {
+            return reply.attr(&TTL, &self.directory_attr(ROOT));
+        }
+        match self.path_of(ino).and_then(|path| self.attr_of(&path)) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        let result = (|| {
+            let path = self.path_of(ino)?;
+            if let Some(size) = size {
+                self.writable()?;
+                let open = fh
+                    .filter(|fh| matches!(self.handles.get(fh), Some((_, Handle::Write(_)))))
+                    .or_else(|| {
+                        self.handles.iter().find_map(|(fh, (name, handle))| {
+                            (name == &path && matches!(handle, Handle::Write(_))).then_some(*fh)
+                        })
+                    });
+                match open {
+                    Some(fh) => {
+                        if let Some((_, Handle::Write(spool))) = self.handles.get_mut(&fh) {
+                            spool
+                                .truncate(size)
+                                .map_err(|e| errno("truncate", &path, &e))?;
+                        }
+                    }
+                    None => {
+                        let mut spool = self.spool_of(&path)?;
+                        spool
+                            .truncate(size)
+                            .map_err(|e| errno("truncate", &path, &e))?;
+                        let base = spool.base.clone();
+                        let options = base.map_or_else(PutOptions::default, |b| PutOptions {
+                            type_tag: b.type_tag,
+                            meta: b.meta,
+                            ..PutOptions::default()
+                        });
+                        self.send_spool(&path, spool, options)?;
+                    }
+                }
+            }
+            // Times and modes are the object's own; changing them is a no-op.
+            self.attr_of(&path)
+        })();
+        match result {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = (|| {
+            self.writable()?;
+            let path = self.child(parent, name)?;
+            if self
+                .resolve(&path)
+                .map_err(|e| errno("mkdir", &path, &e))?
+                .is_some()
+            {
+                return Err(libc::EEXIST);
+            }
+            let marker = PutOptions {
+                type_tag: DIRECTORY_TYPE.into(),
+                ..PutOptions::default()
+            };
+            let object = format!("{}/", self.object(&path));
+            self.client
+                .put_empty(&object, marker)
+                .map_err(|e| errno("mkdir", &path, &e))?;
+            self.changed();
+            let ino = self.inodes.number(&path);
+            Ok(self.directory_attr(ino))
+        })();
+        match result {
+            Ok(attr) => reply.entry(&TTL, &attr, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let result = (|| {
+            self.writable()?;
+            let path = self.child(parent, name)?;
+            match self
+                .resolve(&path)
+                .map_err(|e| errno("unlink", &path, &e))?
+            {
+                Some(Entry::File(_)) => {}
+                Some(Entry::Directory) => return Err(libc::EISDIR),
+                None => return Err(libc::ENOENT),
+            }
+            let removed = self.client.remove(&self.object(&path));
+            self.changed();
+            removed.map(drop).map_err(|e| errno("unlink", &path, &e))
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let result = (|| {
+            self.writable()?;
+            let path = self.child(parent, name)?;
+            match self.resolve(&path).map_err(|e| errno("rmdir", &path, &e))? {
+                Some(Entry::Directory) => {}
+                Some(Entry::File(_)) => return Err(libc::ENOTDIR),
+                None => return Err(libc::ENOENT),
+            }
+            let marker = format!("{}/", path);
+            let inside = self
+                .client
+                .list(&self.namespace, &prefix(&path))
+                .map_err(|e| errno("rmdir", &path, &e))?;
+            if inside
+                .iter()
+                .any(|s| s.path.split_once('/').map(|(_, n)| n) != Some(marker.as_str()))
+            {
+                return Err(libc::ENOTEMPTY);
+            }
+            let removed = self.client.remove(&self.object(&marker));
+            self.changed();
+            removed.map(drop).map_err(|e| errno("rmdir", &path, &e))
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        _flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result = (|| {
+            self.writable()?;
+            let (from, to) = (self.child(parent, name)?, self.child(newparent, newname)?);
+            if from == to {
+                return Ok(());
+            }
+            let moved = self.rename_paths(&from, &to);
+            self.changed();
+            moved
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let result = (|| {
+            let path = self.path_of(ino)?;
+            let handle = if flags & libc::O_ACCMODE == libc::O_RDONLY {
+                Handle::Read(Reader::new(self.object(&path)))
+            } else {
+                self.writable()?;
+                if flags & libc::O_TRUNC != 0 {
+                    let base = match self.resolve(&path).map_err(|e| errno("open", &path, &e))? {
+                        Some(Entry::File(stat)) => Some(stat),
+                        _ => None,
+                    };
+                    Handle::Write(Spool::empty(base).map_err(|e| errno("open", &path, &e))?)
+                } else {
+                    Handle::Write(self.spool_of(&path)?)
+                }
+            };
+            Ok(self.add_handle(path, handle))
+        })();
+        match result {
+            Ok(fh) => reply.opened(fh, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = (|| {
+            self.writable()?;
+            let path = self.child(parent, name)?;
+            let existing = self
+                .resolve(&path)
+                .map_err(|e| errno("create", &path, &e))?;
+            let base = match existing {
+                Some(Entry::Directory) => return Err(libc::EISDIR),
+                Some(Entry::File(_)) if flags & libc::O_EXCL != 0 => return Err(libc::EEXIST),
+                Some(Entry::File(stat)) => Some(stat),
+                None => None,
+            };
+            let spool = Spool::empty(base).map_err(|e| errno("create", &path, &e))?;
+            let fh = self.add_handle(path.clone(), Handle::Write(spool));
+            Ok((self.attr_of(&path)?, fh))
+        })();
+        match result {
+            Ok((attr, fh)) => reply.created(&TTL, &attr, 0, fh, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let offset = offset.max(0) as u64;
+        let Some((path, handle)) = self.handles.get_mut(&fh) else {
+            return reply.error(libc::EBADF);
+        };
+        let read = match handle {
+            Handle::Read(reader) => reader.read(&self.client, offset, size as usize),
+            Handle::Write(spool) => spool.read(offset, size as usize),
+        };
+        match read {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(errno("read", path, &e)),
+        }
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        match self.handles.get_mut(&fh) {
+            Some((path, Handle::Write(spool))) => match spool.write(offset.max(0) as u64, data) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(errno("write", path, &e)),
+            },
+            Some(_) => reply.error(libc::EBADF),
+            None => reply.error(libc::EBADF),
+        }
+    }
+
+    fn flush(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _lock_owner: u64,
+        reply: ReplyEmpty,
+    ) {
+        match self.send(fh, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.send(fh, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let sent = self.send(fh, false);
+        self.handles.remove(&fh);
+        match sent {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let result = (|| {
+            let dir = self.path_of(ino)?;
+            let list = self.listing(&dir).map_err(|e| errno("readdir", &dir, &e))?;
+            let mut entries = vec![
+                (ino, FileType::Directory, ".".to_owned()),
+                (ino, FileType::Directory, "..".to_owned()),
+            ];
+            for (name, entry) in children(&dir, &list) {
+                let kind = match entry {
+                    Entry::File(_) => FileType::RegularFile,
+                    Entry::Directory => FileType::Directory,
+                };
+                entries.push((self.inodes.number(&join(&dir, &name)), kind, name));
+            }
+            // Files being written but not yet sent are there too.
+            let pending: Vec<String> = self
+                .handles
+                .values()
+                .filter(|(path, handle)| matches!(handle, Handle::Write(_)) && parent(path) == dir)
+                .map(|(path, _)| path.clone())
+                .collect();
+            for path in pending {
+                let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+                if !entries.iter().any(|(_, _, n)| *n == name) {
+                    entries.push((self.inodes.number(&path), FileType::RegularFile, name));
+                }
+            }
+            Ok(entries)
+        })();
+        match result {
+            Ok(entries) => {
+                for (i, (ino, kind, name)) in
+                    entries.into_iter().enumerate().skip(offset.max(0) as usize)
+                {
+                    if reply.add(ino, (i + 1) as i64, kind, name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        // The space has no fixed size; report plenty so tools do not refuse to copy.
+        reply.statfs(
+            1 << 40,
+            1 << 40,
+            1 << 40,
+            1 << 32,
+            1 << 32,
+            4096,
+            1024,
+            4096,
+        );
+    }
+
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result = (|| {
+            self.writable()?;
+            let path = self.path_of(ino)?;
+            let set = self.set_xattr(&path, text(name)?, value);
+            self.changed();
+            set
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        let result = (|| {
+            let path = self.path_of(ino)?;
+            let name = text(name)?;
+            self.xattrs(&path)?
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .ok_or(libc::ENODATA)
+        })();
+        match result {
+            Ok(value) => reply_xattr(reply, size, &value),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let result = self.path_of(ino).and_then(|path| self.xattrs(&path));
+        match result {
+            Ok(all) => {
+                let mut names = Vec::new();
+                for (name, _) in all {
+                    names.extend_from_slice(name.as_bytes());
+                    names.push(0);
+                }
+                reply_xattr(reply, size, &names);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        let result = (|| {
+            self.writable()?;
+            let path = self.path_of(ino)?;
+            let removed = self.remove_xattr(&path, text(name)?);
+            self.changed();
+            removed
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The directory tree a namespace looks like: object names are paths, a
+//! directory is a name prefix (or an empty directory's marker object `DIR/`),
+//! and inode numbers are handed out per path for as long as the mount lives.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use p3_objectspace::object::Stat;
+
+/// The root directory's inode.
+pub const ROOT: u64 = fuser::FUSE_ROOT_ID;
+
+/// Type tag of an empty directory's marker object.
+pub const DIRECTORY_TYPE: &str = "p3.directory";
+
+/// How long a listing is trusted without a change event.
+pub const LISTING_TTL: Duration = Duration::from_secs(1);
+
+/// What a name in a directory is.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// An object.
+    File(Stat),
+    /// A prefix of other names (or a marker).
+    Directory,
+}
+
+/// Paths ↔ inode numbers. A path is the object name (`a/b/c`), `""` for the
+/// root; numbers are never reused while mounted.
+#[derive(Debug)]
+pub struct Inodes {
+    paths: HashMap<u64, String>,
+    numbers: HashMap<String, u64>,
+    next: u64,
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        Self {
+            paths: HashMap::from([(ROOT, String::new())]),
+            numbers: HashMap::from([(String::new(), ROOT)]),
+            next: ROOT + 1,
+        }
+    }
+}
+
+impl Inodes {
+    /// The inode of `path`, numbered on first sight.
+    pub fn number(&mut self, path: &str) -> u64 {
+        if let Some(&ino) = self.numbers.get(path) {
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.paths.insert(ino, path.to_owned());
+        self.numbers.insert(path.to_owned(), ino);
+        ino
+    }
+
+    /// The path of `ino`.
+    pub fn path(&self, ino: u64) -> Option<&str> {
+        self.paths.get(&ino).map(String::as_str)
+    }
+}
+
+/// `dir/name`, or `name` in the root.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The directory holding `path` (`""` for a name in the root).
+pub fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The prefix every name inside directory `dir` starts with.
+pub fn prefix(dir: &str) -> String {
+    if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    }
+}
+
+/// The immediate children of directory `dir`, from the objects whose names
+/// start with its prefix. A file and a directory of the same name: the file.
+pub fn children(dir: &str, objects: &[Stat]) -> BTreeMap<String, Entry> {
+    let prefix = prefix(dir);
+    let mut entries = BTreeMap::new();
+    for stat in objects {
+        let Some(name) = stat.path.split_once('/').map(|(_, name)| name) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        match rest.split_once('/') {
+            None if !rest.is_empty() => {
+                entries.insert(rest.to_owned(), Entry::File(stat.clone()));
+            }
+            Some((child, _)) if !child.is_empty() => {
+                entries.entry(child.to_owned()).or_insert(Entry::Directory);
+            }
+            _ => {} // this directory's own marker, or an empty segment
+        }
+    }
+    entries
+}
+
+/// Recent listings of directories, dropped when any object changes.
+#[derive(Debug, Default)]
+pub struct Listings {
+    cached: HashMap<String, (Instant, Arc<Vec<Stat>>)>,
+}
+
+impl Listings {
+    /// The cached listing of `dir`, if fresh.
+    pub fn get(&self, dir: &str) -> Option<Arc<Vec<Stat>>> {
+        self.cached
+            .get(dir)
+            .filter(|(at, _)| at.elapsed() < LISTING_TTL)
+            .map(|(_, list)| list.clone())
+    }
+
+    /// Remembers the listing of `dir`.
+    pub fn put(&mut self, dir: &str, list: Arc<Vec<Stat>>) {
+        self.cached.insert(dir.to_owned(), (Instant::now(), list));
+    }
+
+    /// Forgets everything (an object changed somewhere).
+    pub fn clear(&mut self) {
+        self.cached.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(path: &str) -> Stat {
+        Stat {
+            path: path.to_owned(),
+            version: 1,
+            hash: String::new(),
+            size: 0,
+            type_tag: String::new(),
+            meta: Default::default(),
+            created_ms: 0,
+            modified_ms: 0,
+            expires_ms: None,
+            replicas: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn names_become_files_and_directories() {
+        let objects: Vec<Stat> = [
+            "ns/a.txt",
+            "ns/docs/x",
+            "ns/docs/y/z",
+            "ns/empty/",
+            "ns/docs/",
+        ]
+        .iter()
+        .map(|p| stat(p))
+        .collect();
+        let root = children("", &objects);
+        assert!(matches!(root["a.txt"], Entry::File(_)));
+        assert!(matches!(root["docs"], Entry::Directory));
+        assert!(matches!(root["empty"], Entry::Directory));
+        assert_eq!(root.len(), 3);
+        let docs = children("docs", &objects);
+        assert_eq!(docs.keys().collect::<Vec<_>>(), ["x", "y"]);
+        assert!(children("empty", &objects).is_empty());
+        assert_eq!(parent("a/b/c"), "a/b");
+        assert_eq!(parent("c"), "");
+        assert_eq!(join("", "c"), "c");
+        let mut inodes = Inodes::default();
+        let a = inodes.number("a");
+        assert_eq!(inodes.number("a"), a);
+        assert_eq!(inodes.path(a), Some("a"));
+        assert_eq!(inodes.path(ROOT), Some(""));
+    }
+}
