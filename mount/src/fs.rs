@@ -173,7 +173,7 @@ impl P3Fs {
     fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
         let ino = self.inodes.number(path);
         if let Some(spool) = self.writing(path) {
-            let size = spool.len().map_err(|e| errno("getattr", path, &e))?;
+            let size = spool.size().map_err(|e| errno("getattr", path, &e))?;
             let now = SystemTime::now();
             return Ok(self.attr(ino, FileType::RegularFile, size, now, now));
         }

@@ -168,7 +168,7 @@ impl Spool {
     }
 
     /// Its size now.
-    pub fn len(&self) -> Result<u64> {
+    pub fn size(&self) -> Result<u64> {
         Ok(self.file.metadata().map_err(local)?.len())
     }
 }

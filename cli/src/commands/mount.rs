@@ -41,7 +41,20 @@ pub async fn run(opts: &NodeOpts, namespace: &str, dir: &Path, read_only: bool) 
             }
         }
     }
-    // Dropping the session unmounts (and waits for the kernel to let go).
+    // Unmount explicitly: with auto_unmount (as root) dropping the session only
+    // hands the job to fusermount's helper, which does not always do it.
+    if let Err(e) = unmount(&config.mountpoint).await {
+        tracing::warn!(error = %e, "unmount failed (busy?); detaching it lazily");
+        let _ = tokio::process::Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&config.mountpoint)
+            .status()
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !mounted.is_unmounted() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::task::spawn_blocking(move || drop(mounted)).await?;
     tracing::info!("unmounted");
     Ok(())
