@@ -243,6 +243,19 @@ fn large_file_passes_through_without_buffering_in_memory() {
     let meta = stat(&cluster.nodes[1].dir, &path);
     assert_eq!(meta["hash"], want.as_str(), "{meta}");
 
+    // A rename is copied by the node (the value does not pass through the
+    // mount): same hash under the new name, the old name gone.
+    sh_ok_within(
+        &format!("mv {} {}", m3.q("large.bin"), m3.q("moved.bin")),
+        LONG,
+    );
+    let moved = stat(&cluster.nodes[1].dir, &format!("{NS}/moved.bin"));
+    assert_eq!(moved["hash"], want.as_str(), "{moved}");
+    sh_fails_with(
+        &format!("stat {}", m3.q("large.bin")),
+        "No such file or directory",
+    );
+
     let (peak1, peak3) = (m1.peak_memory(), m3.peak_memory());
     eprintln!(
         "large file: cp in {copy_in:?}, cmp via mount 3 {read_back:?}; VmHWM writer mount {} MiB, reader mount {} MiB",

@@ -112,6 +112,12 @@ impl Client {
         })
     }
 
+    /// Writes `to` with the value of `from` (the node copies; no bytes here).
+    pub fn copy(&mut self, from: &str, to: &str, options: PutOptions) -> Result<Written> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.call(move |s| Box::pin(async move { s.copy(&from, &to, &options).await }))
+    }
+
     /// Writes an empty value (a directory marker).
     pub fn put_empty(&mut self, path: &str, options: PutOptions) -> Result<Written> {
         let path = path.to_owned();

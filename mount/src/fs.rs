@@ -259,22 +259,50 @@ impl P3Fs {
         sent.map(drop).map_err(|e| errno("write", path, &e))
     }
 
-    /// Moves one object: its value and type and metadata to `to`, then away from `from`.
+    /// Moves one object: its value, type and metadata to `to` (copied by the
+    /// node, no bytes through here), then away from `from`.
     fn move_object(&mut self, from: &str, to: &str) -> Result<(), c_int> {
-        let spool = self.spool_of(from)?;
-        let options = spool
-            .base
-            .as_ref()
-            .map_or_else(PutOptions::default, |b| PutOptions {
-                type_tag: b.type_tag.clone(),
-                meta: b.meta.clone(),
-                ..PutOptions::default()
-            });
-        self.send_spool(to, spool, options)?;
+        let (source, target) = (self.object(from), self.object(to));
+        let stat = self
+            .client
+            .stat(&source)
+            .map_err(|e| errno("rename", from, &e))?;
+        let options = PutOptions {
+            type_tag: stat.type_tag,
+            meta: stat.meta,
+            ..PutOptions::default()
+        };
         self.client
-            .remove(&self.object(from))
+            .copy(&source, &target, options)
+            .map_err(|e| errno("rename", to, &e))?;
+        self.client
+            .remove(&source)
             .map(drop)
             .map_err(|e| errno("rename", from, &e))
+    }
+
+    /// Writes a new version of `path` with the same value and changed type or
+    /// metadata, unless it changed meanwhile (then EAGAIN).
+    fn retag(
+        &mut self,
+        path: &str,
+        change: impl FnOnce(&mut PutOptions) -> Result<(), c_int>,
+    ) -> Result<(), c_int> {
+        let object = self.object(path);
+        let stat = self
+            .client
+            .stat(&object)
+            .map_err(|e| errno("xattr", path, &e))?;
+        let mut options = PutOptions {
+            type_tag: stat.type_tag,
+            meta: stat.meta,
+            if_version: Some(stat.version),
+            ..PutOptions::default()
+        };
+        change(&mut options)?;
+        let copied = self.client.copy(&object, &object, options);
+        self.changed();
+        copied.map(drop).map_err(|e| errno("xattr", path, &e))
     }
 
     fn rename_paths(&mut self, from: &str, to: &str) -> Result<(), c_int> {
@@ -317,41 +345,28 @@ impl P3Fs {
         let value = std::str::from_utf8(value)
             .map_err(|_| libc::EINVAL)?
             .to_owned();
-        let spool = self.spool_of(path)?;
-        let base = spool.base.clone().ok_or(libc::ENOENT)?;
-        let mut options = PutOptions {
-            type_tag: base.type_tag.clone(),
-            meta: base.meta.clone(),
-            if_version: Some(base.version),
-            ..PutOptions::default()
-        };
-        if name == XATTR_TYPE {
-            options.type_tag = value;
-        } else if let Some(key) = name.strip_prefix(XATTR_META).filter(|k| !k.is_empty()) {
-            options
-                .meta
-                .insert(key.to_owned(), MetaValue::parse(&value));
-        } else {
-            return Err(libc::ENOTSUP);
-        }
-        self.send_spool(path, spool, options)
+        self.retag(path, |options| {
+            if name == XATTR_TYPE {
+                options.type_tag = value;
+            } else if let Some(key) = name.strip_prefix(XATTR_META).filter(|k| !k.is_empty()) {
+                options
+                    .meta
+                    .insert(key.to_owned(), MetaValue::parse(&value));
+            } else {
+                return Err(libc::ENOTSUP);
+            }
+            Ok(())
+        })
     }
 
     fn remove_xattr(&mut self, path: &str, name: &str) -> Result<(), c_int> {
-        let key = name.strip_prefix(XATTR_META).ok_or(libc::ENOTSUP)?;
-        let spool = self.spool_of(path)?;
-        let base = spool.base.clone().ok_or(libc::ENOENT)?;
-        if !base.meta.contains_key(key) {
-            return Err(libc::ENODATA);
-        }
-        let mut options = PutOptions {
-            type_tag: base.type_tag.clone(),
-            meta: base.meta.clone(),
-            if_version: Some(base.version),
-            ..PutOptions::default()
-        };
-        options.meta.remove(key);
-        self.send_spool(path, spool, options)
+        let key = name
+            .strip_prefix(XATTR_META)
+            .ok_or(libc::ENOTSUP)?
+            .to_owned();
+        self.retag(path, |options| {
+            options.meta.remove(&key).map(drop).ok_or(libc::ENODATA)
+        })
     }
 
     /// Every extended attribute of `path`'s object, in order.

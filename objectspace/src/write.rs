@@ -99,6 +99,49 @@ impl ObjectSpace {
         Ok(written)
     }
 
+    /// Writes `to` with the value `from` has now, without the bytes passing
+    /// through a client: the value is made local (fetched into the cache if
+    /// needed, or taken from the owners' answer when small) and `to` points at
+    /// it. How a mount renames a file or changes only its metadata.
+    pub async fn copy(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: PutOptions,
+    ) -> Result<Written> {
+        let found = self.find(from, true).await?;
+        let Some(hash) = found.record.blob else {
+            return Err(SpaceError::NotFound(from.to_string()));
+        };
+        let size = found.record.size;
+        let store = self.inner.store.clone();
+        let _pin = store.pin(hash);
+        if let Some(bytes) = found.inline.clone() {
+            let mut ingest = self.ingest();
+            let (stored, _, _ingested) = blocking(move || {
+                ingest.push(&bytes)?;
+                ingest.finish()
+            })
+            .await?;
+            if stored != hash {
+                return Err(SpaceError::Corrupt(format!(
+                    "inline value of {hash} does not match"
+                )));
+            }
+            return self.put(to, options, hash, size).await;
+        }
+        let lookup = store.clone();
+        if blocking(move || lookup.manifest(&hash)).await?.is_none() {
+            // Fetch it into the cache; the chunks streamed here are dropped.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+            let drain = async move { while rx.recv().await.is_some() {} };
+            let fetch = async move { self.stream_value(&found, &tx).await };
+            let (fetched, ()) = tokio::join!(fetch, drain);
+            fetched?;
+        }
+        self.put(to, options, hash, size).await
+    }
+
     /// Writes a small value held in memory (P³'s own objects: the namespace
     /// list, index shards).
     pub(crate) async fn put_small(

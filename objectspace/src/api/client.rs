@@ -428,6 +428,21 @@ impl Space {
         }
     }
 
+    /// Writes `to` with the value `from` has now; the bytes do not pass through
+    /// this client. `options` gives the new version's type, metadata and
+    /// conditions.
+    pub async fn copy(&mut self, from: &str, to: &str, options: &PutOptions) -> Result<Written> {
+        let request = Request::Copy {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            options: options.clone(),
+        };
+        match self.call(request).await? {
+            Response::Written(w) => Ok(w),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Objects of `namespace` whose names start with `prefix`, in name order.
     pub async fn list(&mut self, namespace: &str, prefix: &str) -> Result<Vec<Stat>> {
         match self

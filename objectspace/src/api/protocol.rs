@@ -131,6 +131,16 @@ pub enum Request {
         /// Fencing token of the write lock held.
         token: Option<u64>,
     },
+    /// Write `to` with the value `from` has now (no data frames: the node
+    /// already has or fetches the value); answered by `Written`.
+    Copy {
+        /// `NS/NAME` to copy.
+        from: String,
+        /// `NS/NAME` to write.
+        to: String,
+        /// Type, metadata and conditions of the new version.
+        options: PutOptions,
+    },
     /// Objects of a namespace whose names start with a prefix.
     List {
         /// The namespace.

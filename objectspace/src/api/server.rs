@@ -351,6 +351,12 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
             writable(&path)?;
             Response::Written(space.remove(&path, if_version, token).await?)
         }
+        Request::Copy { from, to, options } => {
+            let (from, to) = (path_of(&from)?, path_of(&to)?);
+            writable(&to)?;
+            space.check_namespace(&to.namespace).await?;
+            Response::Written(space.copy(&from, &to, options).await?)
+        }
         Request::List { namespace, prefix } => {
             Response::Objects(space.list(&Namespace::new(&namespace)?, &prefix).await?)
         }
