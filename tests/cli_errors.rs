@@ -163,3 +163,22 @@ fn a_value_over_the_configured_limit_is_refused_and_the_node_keeps_serving() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A client command whose reader has gone (`p3ctl ... | head`) ends quietly,
+/// killed by SIGPIPE like any Unix tool, instead of panicking on the write.
+#[test]
+fn a_closed_stdout_ends_a_client_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(common::p3ctl_bin())
+        .args(["job", "kinds"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run p3ctl");
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    const SIGPIPE: i32 = 13; // on Linux
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}", out.status);
+}

@@ -286,6 +286,18 @@ pub enum JobCommand {
     },
 }
 
+impl Command {
+    /// `node start` and `mount`: processes that serve until stopped.
+    pub fn is_long_running(&self) -> bool {
+        matches!(
+            self,
+            Command::Node {
+                command: NodeCommand::Start { .. }
+            } | Command::Mount { .. }
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum NsCommand {
     /// Create a namespace.

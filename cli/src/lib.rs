@@ -34,6 +34,16 @@ pub fn main() -> ExitCode {
 /// on stderr and a non-zero exit status.
 pub fn main_with(registry: &p3_scheduler::Registry) -> ExitCode {
     let cli = args::Cli::parse();
+    if !cli.command.is_long_running() {
+        // A client command whose reader went away (`p3ctl ls NS | head`) ends
+        // quietly, as a Unix tool does, instead of failing on the write. The
+        // node and the mount keep ignoring SIGPIPE: they must outlive peers.
+        // SAFETY: restoring a default signal disposition at start-up, before
+        // any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match commands::run(cli, registry) {
         Ok(code) => code,
         Err(e) => {
