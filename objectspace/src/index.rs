@@ -57,7 +57,17 @@ struct Shard {
     /// The last version seen of removed names, so a late older update cannot
     /// bring them back.
     removed: BTreeMap<String, u64>,
+    /// When each name in `removed` was removed (ms): markers older than
+    /// [`REMOVED_HORIZON_MS`] are dropped, so names that come and go (queues,
+    /// a job's steal requests) do not grow the shard forever.
+    #[serde(default)]
+    removed_at: BTreeMap<String, u64>,
 }
+
+/// How long a removal is remembered. Updates reach a shard moments after
+/// their write; one this late would be long superseded, and the index audit
+/// of each repair pass corrects what it got wrong.
+const REMOVED_HORIZON_MS: u64 = 10 * 60 * 1000;
 
 impl Shard {
     /// Records `record` unless the shard knows a version at least as new;
@@ -74,6 +84,7 @@ impl Shard {
         }
         if record.blob.is_some() {
             self.removed.remove(&name);
+            self.removed_at.remove(&name);
             let entry = Entry {
                 version: record.version,
                 expires_ms: record.expires_ms,
@@ -88,9 +99,23 @@ impl Shard {
             self.entries.insert(name, entry);
         } else {
             self.entries.remove(&name);
+            self.removed_at.insert(name.clone(), now_ms());
             self.removed.insert(name, record.version);
         }
         true
+    }
+
+    /// Forgets removals older than the horizon; whether any was forgotten.
+    fn forget_old_removals(&mut self, now: u64) -> bool {
+        let before = self.removed.len();
+        let removed_at = &mut self.removed_at;
+        self.removed.retain(|name, _| {
+            let at = *removed_at.entry(name.clone()).or_insert(now);
+            now.saturating_sub(at) < REMOVED_HORIZON_MS
+        });
+        let removed = &self.removed;
+        removed_at.retain(|name, _| removed.contains_key(name));
+        self.removed.len() != before
     }
 }
 
@@ -204,6 +229,7 @@ impl ObjectSpace {
             shard
                 .entries
                 .retain(|_, e| e.expires_ms.is_none_or(|t| t > now));
+            shard.forget_old_removals(now);
             let mut changed = false;
             for (record, content) in records.iter().zip(&contents) {
                 changed |= shard.apply(record, content.clone());
@@ -323,5 +349,25 @@ impl ObjectSpace {
             }
             let _ = tokio::time::timeout(left, changes.next()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_are_remembered_for_the_horizon_then_forgotten() {
+        let mut shard = Shard::default();
+        shard.removed.insert("steal/a".into(), 2);
+        shard.removed_at.insert("steal/a".into(), 1_000);
+        // A marker written before removal times were kept gets one now.
+        shard.removed.insert("old".into(), 5);
+        assert!(!shard.forget_old_removals(1_000 + REMOVED_HORIZON_MS - 1));
+        assert_eq!(shard.removed.len(), 2);
+        assert!(shard.forget_old_removals(1_000 + REMOVED_HORIZON_MS));
+        assert_eq!(shard.removed.keys().collect::<Vec<_>>(), ["old"]);
+        assert!(shard.forget_old_removals(3 * REMOVED_HORIZON_MS));
+        assert!(shard.removed.is_empty() && shard.removed_at.is_empty());
     }
 }

@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use p3_objectspace::{object::PutOptions, watch::EventKind, Space, SpaceError};
@@ -58,10 +58,14 @@ pub(super) struct ActiveJob {
     pub stats: Mutex<WorkerStats>,
     /// Tasks of the job running here, with their load.
     pub running: Mutex<BTreeMap<String, f64>>,
-    /// Ids of steal requests addressed to this worker, not yet answered.
-    pub requests: Mutex<VecDeque<String>>,
+    /// Steal requests addressed to this worker, not yet answered: their ids
+    /// and when they arrived.
+    pub requests: Mutex<VecDeque<(String, Instant)>>,
     /// Woken to send a heartbeat now (the running set changed).
     pub beat: Notify,
+    /// No ticket was left to take: the root task was claimed, and no other
+    /// task ever gets one, so idle slots stop searching for tickets.
+    pub tickets_gone: AtomicBool,
     helpers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -208,6 +212,7 @@ impl Jobs {
             running: Mutex::default(),
             requests: Mutex::default(),
             beat: Notify::new(),
+            tickets_gone: AtomicBool::new(false),
             helpers: Mutex::default(),
         });
         tracing::info!(job = %active.id, kind = %active.record.kind, "working on job");
@@ -289,7 +294,7 @@ impl Jobs {
                 let queued = busy && {
                     let mut queue = locked(&job.requests);
                     queue.len() < MAX_QUEUED_REQUESTS && {
-                        queue.push_back(rid.to_owned());
+                        queue.push_back((rid.to_owned(), Instant::now()));
                         true
                     }
                 };

@@ -45,15 +45,15 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// One slot; 3 s leases; 1 s heartbeats and checkpoints; 2 s steal waits.
+    /// One slot; 3 s leases; 2 s heartbeats and checkpoints; 2 s steal waits.
     pub fn new(data_dir: PathBuf, registry: Registry) -> Self {
         Self {
             data_dir,
             slots: 1,
             registry,
             lease: Duration::from_secs(3),
-            heartbeat: Duration::from_secs(1),
-            checkpoint_every: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(2),
+            checkpoint_every: Duration::from_secs(2),
             steal_wait: Duration::from_secs(2),
         }
     }

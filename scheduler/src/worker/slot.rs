@@ -4,7 +4,7 @@
 //! carries the lock's fencing token.
 
 use std::{
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
@@ -95,7 +95,8 @@ pub(super) async fn run(jobs: Arc<Jobs>, index: usize) {
             _ = changed => {}
             _ = tokio::time::sleep(idle) => {}
         }
-        idle = (idle * 2).min(Duration::from_millis(500));
+        // Every look costs listings on every node: idle slots slow down.
+        idle = (idle * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -122,19 +123,25 @@ async fn find_work(jobs: &Jobs, job: &ActiveJob, space: &mut Space) -> Result<Op
     if job.ended() {
         return Ok(None);
     }
-    match space
-        .take_match(&job.ns, TICKET_QUERY, None, tokio::io::sink(), |_, _| {})
-        .await
-    {
-        Ok(stat) => {
-            if let Some(tid) = stat.path.rsplit('/').next() {
-                if let Some(claimed) = claim(jobs, job, space, tid, Source::Ticket).await? {
-                    return Ok(Some(claimed));
+    // A ticket that the index has not shown yet is no loss: the scan below
+    // finds its task too (it has no holder).
+    if !job.tickets_gone.load(Ordering::Relaxed) {
+        match space
+            .take_match(&job.ns, TICKET_QUERY, None, tokio::io::sink(), |_, _| {})
+            .await
+        {
+            Ok(stat) => {
+                if let Some(tid) = stat.path.rsplit('/').next() {
+                    if let Some(claimed) = claim(jobs, job, space, tid, Source::Ticket).await? {
+                        return Ok(Some(claimed));
+                    }
                 }
             }
+            Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {
+                job.tickets_gone.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {}
-        Err(e) => return Err(e.into()),
     }
     let now = now_ms();
     let workers = steal::workers(jobs, job, space).await?;
@@ -265,6 +272,7 @@ async fn run_task(
     let outcome = compute(jobs, job, space, &mut task, state).await;
     locked(&job.running).remove(&tid);
     running_changed(jobs, job);
+    steal::decline_queued(jobs, job, space).await;
     let output = outcome?;
     let result = ResultRecord {
         output,

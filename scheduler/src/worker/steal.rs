@@ -190,8 +190,34 @@ pub(super) async fn decline(space: &mut Space, job: &ActiveJob, me: &str, rid: &
     }
 }
 
-/// At a safe point of `task`: answers the steal requests queued for this
-/// worker, dividing the task for each while it can.
+/// Steal requests answered at one safe point: the task gets back to work
+/// after a few, however many thieves keep asking.
+const SERVED_PER_SAFE_POINT: usize = 2;
+
+/// The requests worth answering now, newest first, at most `limit`. Requests
+/// older than a thief's patience are dropped unread: their thieves have
+/// withdrawn them (answering would cost a write each and could keep a busy
+/// victim from ever computing again).
+fn fresh_requests(jobs: &Jobs, job: &ActiveJob, limit: usize) -> Vec<String> {
+    let mut queue = locked(&job.requests);
+    queue.retain(|(_, at)| at.elapsed() < jobs.config.steal_wait);
+    let keep = queue.len().saturating_sub(limit);
+    queue.drain(keep..).rev().map(|(rid, _)| rid).collect()
+}
+
+/// Declines what is queued for this worker once it runs nothing of `job`, so
+/// thieves need not wait out their patience.
+pub(super) async fn decline_queued(jobs: &Jobs, job: &ActiveJob, space: &mut Space) {
+    if !locked(&job.running).is_empty() {
+        return;
+    }
+    for rid in fresh_requests(jobs, job, usize::MAX) {
+        decline(space, job, &jobs.me, &rid).await;
+    }
+}
+
+/// At a safe point of `task`: answers a few of the steal requests queued for
+/// this worker, dividing the task for each while it can.
 pub(super) async fn serve(
     jobs: &Jobs,
     job: &ActiveJob,
@@ -199,12 +225,9 @@ pub(super) async fn serve(
     task: &mut Claimed,
     state: &mut AnyState,
 ) -> Result<()> {
-    loop {
-        let Some(rid) = locked(&job.requests).pop_front() else {
-            return Ok(());
-        };
+    for rid in fresh_requests(jobs, job, SERVED_PER_SAFE_POINT) {
         let Some(request) = take_request(space, job, &jobs.me, &rid).await? else {
-            continue;
+            continue; // withdrawn meanwhile
         };
         let engine = &job.job;
         let grant = match engine.divide(state) {
@@ -230,6 +253,7 @@ pub(super) async fn serve(
         };
         answer(space, job, &rid, &grant).await?;
     }
+    Ok(())
 }
 
 /// Makes sure a divided-off part exists as `task/TID`, unless it already ran
