@@ -1,409 +1,20 @@
-//! The FUSE filesystem: kernel requests turned into object-space calls.
+//! The kernel's requests, each answered from [`P3Fs`]'s operations: the
+//! `fuser::Filesystem` implementation.
 
-use std::{
-    collections::HashMap,
-    ffi::OsStr,
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{ffi::OsStr, time::SystemTime};
 
 use fuser::{
-    FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
-use libc::c_int;
-use p3_objectspace::{
-    object::{MetaValue, PutOptions, Stat},
-    SpaceError,
-};
+use p3_objectspace::object::PutOptions;
 
+use super::{empty, keeping, reply_xattr, text, P3Fs, TTL};
 use crate::{
-    client::Client,
     errno::errno,
     handles::{Handle, Reader, Spool},
-    tree::{children, join, parent, prefix, Entry, Inodes, Listings, DIRECTORY_TYPE, ROOT},
+    tree::{children, join, parent, prefix, Entry, DIRECTORY_TYPE, ROOT},
 };
-
-/// How long the kernel may trust an attribute or a name without asking again:
-/// changes made elsewhere show within this.
-const TTL: Duration = Duration::from_secs(1);
-/// Extended attributes: the object's type, its metadata, its hash and version.
-const XATTR_TYPE: &str = "user.p3.type";
-const XATTR_META: &str = "user.p3.meta.";
-const XATTR_HASH: &str = "user.p3.hash";
-const XATTR_VERSION: &str = "user.p3.version";
-
-/// A namespace as a filesystem.
-pub struct P3Fs {
-    namespace: String,
-    read_only: bool,
-    client: Client,
-    inodes: Inodes,
-    listings: Arc<Mutex<Listings>>,
-    handles: HashMap<u64, (String, Handle)>,
-    next_handle: u64,
-    uid: u32,
-    gid: u32,
-    mounted: SystemTime,
-}
-
-fn time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-fn text(name: &OsStr) -> Result<&str, c_int> {
-    name.to_str().ok_or(libc::EINVAL)
-}
-
-impl P3Fs {
-    /// A filesystem over `namespace`, through `client`; `listings` is shared
-    /// with the watcher that empties it when objects change.
-    pub fn new(
-        namespace: String,
-        read_only: bool,
-        client: Client,
-        listings: Arc<Mutex<Listings>>,
-    ) -> Self {
-        // SAFETY: getuid and getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Self {
-            namespace,
-            read_only,
-            client,
-            inodes: Inodes::default(),
-            listings,
-            handles: HashMap::new(),
-            next_handle: 1,
-            uid,
-            gid,
-            mounted: SystemTime::now(),
-        }
-    }
-
-    fn object(&self, name: &str) -> String {
-        format!("{}/{name}", self.namespace)
-    }
-
-    fn listings(&self) -> std::sync::MutexGuard<'_, Listings> {
-        self.listings.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn changed(&self) {
-        self.listings().clear();
-    }
-
-    fn attr(
-        &self,
-        ino: u64,
-        kind: FileType,
-        size: u64,
-        modified: SystemTime,
-        created: SystemTime,
-    ) -> FileAttr {
-        let perm = match (kind, self.read_only) {
-            (FileType::Directory, false) => 0o755,
-            (FileType::Directory, true) => 0o555,
-            (_, false) => 0o644,
-            (_, true) => 0o444,
-        };
-        FileAttr {
-            ino,
-            size,
-            blocks: size.div_ceil(512),
-            atime: modified,
-            mtime: modified,
-            ctime: modified,
-            crtime: created,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: 128 << 10,
-            flags: 0,
-        }
-    }
-
-    fn directory_attr(&self, ino: u64) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0, self.mounted, self.mounted)
-    }
-
-    fn file_attr(&self, ino: u64, stat: &Stat) -> FileAttr {
-        self.attr(
-            ino,
-            FileType::RegularFile,
-            stat.size,
-            time(stat.modified_ms),
-            time(stat.created_ms),
-        )
-    }
-
-    fn listing(&mut self, dir: &str) -> Result<Arc<Vec<Stat>>, SpaceError> {
-        if let Some(list) = self.listings().get(dir) {
-            return Ok(list);
-        }
-        let list = Arc::new(self.client.list(&self.namespace, &prefix(dir))?);
-        self.listings().put(dir, list.clone());
-        Ok(list)
-    }
-
-    /// The spool of a file open for writing, if any: it is what the file is
-    /// until it is sent.
-    fn writing(&self, path: &str) -> Option<&Spool> {
-        self.handles
-            .values()
-            .find_map(|(name, handle)| match handle {
-                Handle::Write(spool) if name == path => Some(spool),
-                _ => None,
-            })
-    }
-
-    /// What `path` is, or `None`.
-    fn resolve(&mut self, path: &str) -> Result<Option<Entry>, SpaceError> {
-        if path.is_empty() {
-            return Ok(Some(Entry::Directory));
-        }
-        let dir = parent(path).to_owned();
-        let base = path.rsplit('/').next().unwrap_or(path);
-        let list = self.listing(&dir)?;
-        Ok(children(&dir, &list).remove(base))
-    }
-
-    fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
-        let ino = self.inodes.number(path);
-        if let Some(spool) = self.writing(path) {
-            let size = spool.size().map_err(|e| errno("getattr", path, &e))?;
-            let now = SystemTime::now();
-            return Ok(self.attr(ino, FileType::RegularFile, size, now, now));
-        }
-        match self.resolve(path) {
-            Ok(Some(Entry::File(stat))) => Ok(self.file_attr(ino, &stat)),
-            Ok(Some(Entry::Directory)) => Ok(self.directory_attr(ino)),
-            Ok(None) => Err(libc::ENOENT),
-            Err(e) => Err(errno("getattr", path, &e)),
-        }
-    }
-
-    fn path_of(&self, ino: u64) -> Result<String, c_int> {
-        self.inodes.path(ino).map(str::to_owned).ok_or(libc::ENOENT)
-    }
-
-    fn child(&self, parent: u64, name: &OsStr) -> Result<String, c_int> {
-        Ok(join(&self.path_of(parent)?, text(name)?))
-    }
-
-    fn writable(&self) -> Result<(), c_int> {
-        if self.read_only {
-            Err(libc::EROFS)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn add_handle(&mut self, path: String, handle: Handle) -> u64 {
-        let fh = self.next_handle;
-        self.next_handle += 1;
-        self.handles.insert(fh, (path, handle));
-        fh
-    }
-
-    /// Sends a dirty spool as the file's next version (on a close, only if
-    /// it was written to: see [`Spool::written`]).
-    fn send(&mut self, fh: u64, closing: bool) -> Result<(), c_int> {
-        let Some((path, Handle::Write(spool))) = self.handles.get_mut(&fh) else {
-            return Ok(());
-        };
-        if !spool.dirty || (closing && !spool.written) {
-            return Ok(());
-        }
-        let options = spool
-            .base
-            .as_ref()
-            .map_or_else(PutOptions::default, |b| PutOptions {
-                type_tag: b.type_tag.clone(),
-                meta: b.meta.clone(),
-                ..PutOptions::default()
-            });
-        let object = format!("{}/{path}", self.namespace);
-        let path = path.clone();
-        match self.client.put_file(&object, options, &spool.file) {
-            Ok(_) => {
-                spool.dirty = false;
-                spool.written = false;
-                self.changed();
-                Ok(())
-            }
-            Err(e) => Err(errno("write", &path, &e)),
-        }
-    }
-
-    /// The spool of `path` with its current contents (for changing a file
-    /// that is not open).
-    fn spool_of(&mut self, path: &str) -> Result<Spool, c_int> {
-        let mut spool = Spool::empty(None).map_err(|e| errno("open", path, &e))?;
-        let object = self.object(path);
-        let base = self
-            .client
-            .get_file(&object, &spool.file)
-            .map_err(|e| errno("open", path, &e))?;
-        spool.base = Some(base);
-        spool.dirty = false;
-        Ok(spool)
-    }
-
-    fn send_spool(&mut self, path: &str, spool: Spool, options: PutOptions) -> Result<(), c_int> {
-        let object = self.object(path);
-        let sent = self.client.put_file(&object, options, &spool.file);
-        self.changed();
-        sent.map(drop).map_err(|e| errno("write", path, &e))
-    }
-
-    /// Moves one object: its value, type and metadata to `to` (copied by the
-    /// node, no bytes through here), then away from `from`.
-    fn move_object(&mut self, from: &str, to: &str) -> Result<(), c_int> {
-        let (source, target) = (self.object(from), self.object(to));
-        let stat = self
-            .client
-            .stat(&source)
-            .map_err(|e| errno("rename", from, &e))?;
-        let options = PutOptions {
-            type_tag: stat.type_tag,
-            meta: stat.meta,
-            ..PutOptions::default()
-        };
-        self.client
-            .copy(&source, &target, options)
-            .map_err(|e| errno("rename", to, &e))?;
-        self.client
-            .remove(&source)
-            .map(drop)
-            .map_err(|e| errno("rename", from, &e))
-    }
-
-    /// Writes a new version of `path` with the same value and changed type or
-    /// metadata, unless it changed meanwhile (then EAGAIN).
-    fn retag(
-        &mut self,
-        path: &str,
-        change: impl FnOnce(&mut PutOptions) -> Result<(), c_int>,
-    ) -> Result<(), c_int> {
-        let object = self.object(path);
-        let stat = self
-            .client
-            .stat(&object)
-            .map_err(|e| errno("xattr", path, &e))?;
-        let mut options = PutOptions {
-            type_tag: stat.type_tag,
-            meta: stat.meta,
-            if_version: Some(stat.version),
-            ..PutOptions::default()
-        };
-        change(&mut options)?;
-        let copied = self.client.copy(&object, &object, options);
-        self.changed();
-        copied.map(drop).map_err(|e| errno("xattr", path, &e))
-    }
-
-    fn rename_paths(&mut self, from: &str, to: &str) -> Result<(), c_int> {
-        match self.resolve(from).map_err(|e| errno("rename", from, &e))? {
-            None => Err(libc::ENOENT),
-            Some(Entry::File(_)) => {
-                if let Some(Entry::Directory) =
-                    self.resolve(to).map_err(|e| errno("rename", to, &e))?
-                {
-                    return Err(libc::EISDIR);
-                }
-                self.move_object(from, to)
-            }
-            Some(Entry::Directory) => {
-                let target = self
-                    .client
-                    .list(&self.namespace, &prefix(to))
-                    .map_err(|e| errno("rename", to, &e))?;
-                if target.iter().any(|s| !s.path.ends_with(&format!("/{to}/"))) {
-                    return Err(libc::ENOTEMPTY);
-                }
-                let objects = self
-                    .client
-                    .list(&self.namespace, &prefix(from))
-                    .map_err(|e| errno("rename", from, &e))?;
-                for stat in objects {
-                    let name = stat.path.split_once('/').map_or("", |(_, n)| n);
-                    let Some(rest) = name.strip_prefix(&prefix(from)) else {
-                        continue;
-                    };
-                    let (old, new) = (name.to_owned(), format!("{}{rest}", prefix(to)));
-                    self.move_object(&old, &new)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), c_int> {
-        let value = std::str::from_utf8(value)
-            .map_err(|_| libc::EINVAL)?
-            .to_owned();
-        self.retag(path, |options| {
-            if name == XATTR_TYPE {
-                options.type_tag = value;
-            } else if let Some(key) = name.strip_prefix(XATTR_META).filter(|k| !k.is_empty()) {
-                options
-                    .meta
-                    .insert(key.to_owned(), MetaValue::parse(&value));
-            } else {
-                return Err(libc::ENOTSUP);
-            }
-            Ok(())
-        })
-    }
-
-    fn remove_xattr(&mut self, path: &str, name: &str) -> Result<(), c_int> {
-        let key = name
-            .strip_prefix(XATTR_META)
-            .ok_or(libc::ENOTSUP)?
-            .to_owned();
-        self.retag(path, |options| {
-            options.meta.remove(&key).map(drop).ok_or(libc::ENODATA)
-        })
-    }
-
-    /// Every extended attribute of `path`'s object, in order.
-    fn xattrs(&mut self, path: &str) -> Result<Vec<(String, Vec<u8>)>, c_int> {
-        let stat = match self
-            .resolve(path)
-            .map_err(|e| errno("getxattr", path, &e))?
-        {
-            Some(Entry::File(stat)) => stat,
-            Some(Entry::Directory) => return Ok(Vec::new()),
-            None => return Err(libc::ENOENT),
-        };
-        let mut all = vec![
-            (XATTR_TYPE.to_owned(), stat.type_tag.clone().into_bytes()),
-            (XATTR_HASH.to_owned(), stat.hash.clone().into_bytes()),
-            (
-                XATTR_VERSION.to_owned(),
-                stat.version.to_string().into_bytes(),
-            ),
-        ];
-        for (key, value) in &stat.meta {
-            all.push((format!("{XATTR_META}{key}"), value.to_string().into_bytes()));
-        }
-        Ok(all)
-    }
-}
-
-/// Replies `bytes` to an xattr request of buffer size `size`.
-fn reply_xattr(reply: ReplyXattr, size: u32, bytes: &[u8]) {
-    if size == 0 {
-        reply.size(bytes.len() as u32);
-    } else if bytes.len() > size as usize {
-        reply.error(libc::ERANGE);
-    } else {
-        reply.data(bytes);
-    }
-}
 
 impl Filesystem for P3Fs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
@@ -468,12 +79,10 @@ impl Filesystem for P3Fs {
                         spool
                             .truncate(size)
                             .map_err(|e| errno("truncate", &path, &e))?;
-                        let base = spool.base.clone();
-                        let options = base.map_or_else(PutOptions::default, |b| PutOptions {
-                            type_tag: b.type_tag,
-                            meta: b.meta,
-                            ..PutOptions::default()
-                        });
+                        let options = spool
+                            .base
+                            .as_ref()
+                            .map_or_else(PutOptions::default, keeping);
                         self.send_spool(&path, spool, options)?;
                     }
                 }
@@ -540,10 +149,7 @@ impl Filesystem for P3Fs {
             self.changed();
             removed.map(drop).map_err(|e| errno("unlink", &path, &e))
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, result);
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
@@ -570,10 +176,7 @@ impl Filesystem for P3Fs {
             self.changed();
             removed.map(drop).map_err(|e| errno("rmdir", &path, &e))
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, result);
     }
 
     fn rename(
@@ -596,10 +199,7 @@ impl Filesystem for P3Fs {
             self.changed();
             moved
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, result);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
@@ -714,10 +314,7 @@ impl Filesystem for P3Fs {
         _lock_owner: u64,
         reply: ReplyEmpty,
     ) {
-        match self.send(fh, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, self.send(fh, true));
     }
 
     fn fsync(
@@ -728,10 +325,7 @@ impl Filesystem for P3Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.send(fh, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, self.send(fh, false));
     }
 
     fn release(
@@ -746,10 +340,7 @@ impl Filesystem for P3Fs {
     ) {
         let sent = self.send(fh, false);
         self.handles.remove(&fh);
-        match sent {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, sent);
     }
 
     fn readdir(
@@ -835,10 +426,7 @@ impl Filesystem for P3Fs {
             self.changed();
             set
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, result);
     }
 
     fn getxattr(
@@ -887,9 +475,6 @@ impl Filesystem for P3Fs {
             self.changed();
             removed
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        empty(reply, result);
     }
 }
