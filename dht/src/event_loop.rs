@@ -398,6 +398,14 @@ impl EventLoop {
                 ..
             }) => {
                 tracing::debug!(%peer, "added to routing table");
+                // Keep a connection to every peer in the table: the layers above
+                // see the network through connected peers (owners, listings), so
+                // a node that just joined must not see only its seed.
+                if !self.swarm.is_connected(&peer) {
+                    if let Err(error) = self.swarm.dial(peer) {
+                        tracing::debug!(%peer, %error, "cannot dial a new routing-table peer");
+                    }
+                }
             }
             BehaviourEvent::Rpc(event) => self.on_rpc_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
