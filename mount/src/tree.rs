@@ -89,29 +89,51 @@ pub fn prefix(dir: &str) -> String {
     }
 }
 
+/// The child of the directory whose names start with `prefix` that object
+/// `stat` makes: `(name, true)` for a file in it, `(name, false)` for a
+/// directory below it; `None` for an object outside it or its own marker.
+fn child_of<'a>(prefix: &str, stat: &'a Stat) -> Option<(&'a str, bool)> {
+    let (_, name) = stat.path.split_once('/')?;
+    let rest = name.strip_prefix(prefix)?;
+    match rest.split_once('/') {
+        None if !rest.is_empty() => Some((rest, true)),
+        Some((child, _)) if !child.is_empty() => Some((child, false)),
+        _ => None, // this directory's own marker, or an empty segment
+    }
+}
+
 /// The immediate children of directory `dir`, from the objects whose names
 /// start with its prefix. A file and a directory of the same name: the file.
 pub fn children(dir: &str, objects: &[Stat]) -> BTreeMap<String, Entry> {
     let prefix = prefix(dir);
     let mut entries = BTreeMap::new();
     for stat in objects {
-        let Some(name) = stat.path.split_once('/').map(|(_, name)| name) else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        match rest.split_once('/') {
-            None if !rest.is_empty() => {
-                entries.insert(rest.to_owned(), Entry::File(stat.clone()));
+        match child_of(&prefix, stat) {
+            Some((name, true)) => {
+                entries.insert(name.to_owned(), Entry::File(stat.clone()));
             }
-            Some((child, _)) if !child.is_empty() => {
-                entries.entry(child.to_owned()).or_insert(Entry::Directory);
+            Some((name, false)) => {
+                entries.entry(name.to_owned()).or_insert(Entry::Directory);
             }
-            _ => {} // this directory's own marker, or an empty segment
+            None => {}
         }
     }
     entries
+}
+
+/// What `name` is in directory `dir` (as [`children`] would say, without
+/// building the whole listing: lookups are the hot path).
+pub fn child(dir: &str, name: &str, objects: &[Stat]) -> Option<Entry> {
+    let prefix = prefix(dir);
+    let mut found = None;
+    for stat in objects {
+        match child_of(&prefix, stat) {
+            Some((child, true)) if child == name => return Some(Entry::File(stat.clone())),
+            Some((child, false)) if child == name => found = Some(Entry::Directory),
+            _ => {}
+        }
+    }
+    found
 }
 
 /// Recent listings of directories, dropped when any object changes.
@@ -179,6 +201,16 @@ mod tests {
         let docs = children("docs", &objects);
         assert_eq!(docs.keys().collect::<Vec<_>>(), ["x", "y"]);
         assert!(children("empty", &objects).is_empty());
+        assert!(matches!(child("", "a.txt", &objects), Some(Entry::File(_))));
+        assert!(matches!(
+            child("", "docs", &objects),
+            Some(Entry::Directory)
+        ));
+        assert!(matches!(
+            child("docs", "y", &objects),
+            Some(Entry::Directory)
+        ));
+        assert!(child("docs", "z", &objects).is_none());
         assert_eq!(parent("a/b/c"), "a/b");
         assert_eq!(parent("c"), "");
         assert_eq!(join("", "c"), "c");

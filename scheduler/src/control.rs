@@ -211,7 +211,13 @@ pub async fn settle(space: &mut Space, registry: &Registry, id: &JobId) -> Resul
     if !ledger.is_whole() {
         return Ok(ledger.fraction().min(0.999));
     }
-    let job = registry.instantiate(&record.kind, &record.args)?;
+    let job = match registry.instantiate(&record.kind, &record.args) {
+        Ok(job) => job,
+        // All credit is back, but this binary cannot reduce the outputs; a
+        // worker that knows the kind will.
+        Err(JobError::UnknownKind(_)) => return Ok(1.0),
+        Err(e) => return Err(e),
+    };
     let mut outputs = Vec::with_capacity(paths.len());
     for path in &paths {
         let (_, bytes) = space.get_bytes(path).await?;
@@ -286,19 +292,12 @@ pub struct JobStatus {
 
 /// Gathers a job's status from its registry entry and namespace.
 pub async fn status(space: &mut Space, registry: &Registry, id: &JobId) -> Result<JobStatus> {
-    let mut progress = match settle(space, registry, id).await {
-        Ok(p) => p,
-        Err(JobError::UnknownKind(_)) => 0.0,
-        Err(e) => return Err(e),
-    };
+    let progress = settle(space, registry, id).await?;
     let (job, _) = record(space, id).await?;
     let ns = id.namespace();
     let (mut workers, mut tasks) = (Vec::new(), 0);
     // A cancelled job's namespace is gone; its record is all there is.
     if job.state != JobState::Cancelled {
-        if progress < 1.0 {
-            progress = returned_credit(space, &ns).await?.0.fraction();
-        }
         tasks = space.list(&ns, "task/").await?.len();
         for stat in space.list(&ns, "worker/").await? {
             let (_, bytes) = space.get_bytes(&stat.path).await?;
@@ -338,13 +337,7 @@ pub async fn wait(
     mut progress: impl FnMut(f64),
 ) -> Result<JobRecord> {
     loop {
-        let fraction = match settle(space, registry, id).await {
-            Ok(f) => f,
-            // This binary cannot reduce it; a worker that can will.
-            Err(JobError::UnknownKind(_)) => 0.0,
-            Err(e) => return Err(e),
-        };
-        progress(fraction);
+        progress(settle(space, registry, id).await?);
         let (record, version) = record(space, id).await?;
         if record.state.is_final() {
             return Ok(record);

@@ -183,6 +183,11 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
     }
 }
 
+/// How a child process ended, if it has (without waiting).
+pub fn exited(child: &mut Option<Child>) -> Option<std::process::ExitStatus> {
+    child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+}
+
 /// A running node process. Dropping it kills the process.
 pub struct NodeProc {
     child: Option<Child>,
@@ -266,11 +271,7 @@ impl NodeProc {
 
     /// Fails the test (showing the node's log) if the process has exited.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-        {
+        if let Some(status) = exited(&mut self.child) {
             panic!(
                 "node on {} exited with {status}; log:\n{}",
                 self.dir.display(),

@@ -92,11 +92,7 @@ impl Mount {
 
     /// Fails the test (showing the log) if the mount process has exited.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-        {
+        if let Some(status) = super::exited(&mut self.child) {
             panic!(
                 "p3ctl mount exited with {status}; log:\n{}",
                 self.log_text()

@@ -21,7 +21,7 @@ use crate::{
     client::Client,
     errno::errno,
     handles::{Handle, Spool},
-    tree::{children, join, parent, prefix, Entry, Inodes, Listings},
+    tree::{child, join, parent, prefix, Entry, Inodes, Listings},
 };
 
 /// How long the kernel may trust an attribute or a name without asking again:
@@ -167,7 +167,7 @@ impl P3Fs {
         let dir = parent(path).to_owned();
         let base = path.rsplit('/').next().unwrap_or(path);
         let list = self.listing(&dir)?;
-        Ok(children(&dir, &list).remove(base))
+        Ok(child(&dir, base, &list))
     }
 
     fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
@@ -220,11 +220,7 @@ impl P3Fs {
         let options = spool
             .base
             .as_ref()
-            .map_or_else(PutOptions::default, |b| PutOptions {
-                type_tag: b.type_tag.clone(),
-                meta: b.meta.clone(),
-                ..PutOptions::default()
-            });
+            .map_or_else(PutOptions::default, keeping);
         let object = format!("{}/{path}", self.namespace);
         let path = path.clone();
         match self.client.put_file(&object, options, &spool.file) {
@@ -259,16 +255,13 @@ impl P3Fs {
         sent.map(drop).map_err(|e| errno("write", path, &e))
     }
 
-    /// Moves one object: its value, type and metadata to `to` (copied by the
-    /// node, no bytes through here), then away from `from`.
-    fn move_object(&mut self, from: &str, to: &str) -> Result<(), c_int> {
+    /// Moves object `from` (whose metadata is `stat`): its value, type and
+    /// metadata to `to` (copied by the node, no bytes through here), then away
+    /// from `from`.
+    fn move_object(&mut self, from: &str, stat: &Stat, to: &str) -> Result<(), c_int> {
         let (source, target) = (self.object(from), self.object(to));
-        let stat = self
-            .client
-            .stat(&source)
-            .map_err(|e| errno("rename", from, &e))?;
         self.client
-            .copy(&source, &target, keeping(&stat))
+            .copy(&source, &target, keeping(stat))
             .map_err(|e| errno("rename", to, &e))?;
         self.client
             .remove(&source)
@@ -301,13 +294,13 @@ impl P3Fs {
     fn rename_paths(&mut self, from: &str, to: &str) -> Result<(), c_int> {
         match self.resolve(from).map_err(|e| errno("rename", from, &e))? {
             None => Err(libc::ENOENT),
-            Some(Entry::File(_)) => {
+            Some(Entry::File(stat)) => {
                 if let Some(Entry::Directory) =
                     self.resolve(to).map_err(|e| errno("rename", to, &e))?
                 {
                     return Err(libc::EISDIR);
                 }
-                self.move_object(from, to)
+                self.move_object(from, &stat, to)
             }
             Some(Entry::Directory) => {
                 let target = self
@@ -327,7 +320,7 @@ impl P3Fs {
                         continue;
                     };
                     let (old, new) = (name.to_owned(), format!("{}{rest}", prefix(to)));
-                    self.move_object(&old, &new)?;
+                    self.move_object(&old, &stat, &new)?;
                 }
                 Ok(())
             }

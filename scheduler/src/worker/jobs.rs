@@ -66,7 +66,10 @@ pub(super) struct ActiveJob {
     /// No ticket was left to take: the root task was claimed, and no other
     /// task ever gets one, so idle slots stop searching for tickets.
     pub tickets_gone: AtomicBool,
-    helpers: Mutex<Vec<JoinHandle<()>>>,
+    /// The task reporting heartbeats; it ends by itself after the last one.
+    heartbeat_task: Mutex<Option<JoinHandle<()>>>,
+    /// The task queueing steal requests.
+    listener_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ActiveJob {
@@ -119,7 +122,11 @@ impl Jobs {
     pub fn stop(&self) {
         for job in locked(&self.active).values() {
             job.ended.store(true, Ordering::Relaxed);
-            locked(&job.helpers).drain(..).for_each(|h| h.abort());
+            for task in [&job.heartbeat_task, &job.listener_task] {
+                if let Some(task) = locked(task).take() {
+                    task.abort();
+                }
+            }
         }
         locked(&self.helpers).drain(..).for_each(|h| h.abort());
         let _ = std::fs::remove_file(self.status_file());
@@ -213,14 +220,14 @@ impl Jobs {
             requests: Mutex::default(),
             beat: Notify::new(),
             tickets_gone: AtomicBool::new(false),
-            helpers: Mutex::default(),
+            heartbeat_task: Mutex::default(),
+            listener_task: Mutex::default(),
         });
         tracing::info!(job = %active.id, kind = %active.record.kind, "working on job");
-        let helpers = vec![
-            tokio::spawn(self.clone().heartbeats(active.clone())),
-            tokio::spawn(self.clone().steal_requests(active.clone())),
-        ];
-        *locked(&active.helpers) = helpers;
+        *locked(&active.heartbeat_task) =
+            Some(tokio::spawn(self.clone().heartbeats(active.clone())));
+        *locked(&active.listener_task) =
+            Some(tokio::spawn(self.clone().steal_requests(active.clone())));
         locked(&self.active).insert(active.id.clone(), active);
         self.write_status();
         self.changed.notify_waiters();
@@ -231,7 +238,7 @@ impl Jobs {
         job.ended.store(true, Ordering::Relaxed);
         job.beat.notify_one();
         // The heartbeat task writes its last report and ends by itself.
-        if let Some(listener) = locked(&job.helpers).pop() {
+        if let Some(listener) = locked(&job.listener_task).take() {
             listener.abort();
         }
         locked(&self.active).remove(&job.id);

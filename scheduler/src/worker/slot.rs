@@ -227,7 +227,8 @@ pub(super) async fn claim(
     }))
 }
 
-async fn exists(space: &mut Space, path: &str) -> Result<bool> {
+/// Whether object `path` exists now.
+pub(super) async fn exists(space: &mut Space, path: &str) -> Result<bool> {
     match space.stat(path).await {
         Ok(_) => Ok(true),
         Err(SpaceError::NotFound(_)) => Ok(false),
@@ -304,30 +305,26 @@ async fn compute(
     state: AnyState,
 ) -> Result<Vec<u8>> {
     let engine = job.job.clone();
-    let mut io = Some(SpaceIo::connect(jobs.config.data_dir.clone(), job.ns.clone()).await?);
-    let mut slot_state = Some(state);
-    let mut first = true;
+    let mut io = SpaceIo::connect(jobs.config.data_dir.clone(), job.ns.clone()).await?;
+    let mut state = state;
+    let mut restart = true;
     let mut checkpointed = Instant::now();
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
         }
-        let (mut io_now, mut state_now) = match (io.take(), slot_state.take()) {
-            (Some(i), Some(s)) => (i, s),
-            _ => return Err(JobError::Failed("slot lost its state".into())),
-        };
+        // The slice runs on a blocking thread, which owns the state and the
+        // connection until it hands them back.
         let engine_now = engine.clone();
-        let restart = first;
         let started = Instant::now();
-        let (io_back, state_back, step) = tokio::task::spawn_blocking(move || {
+        let step;
+        (io, state, step) = tokio::task::spawn_blocking(move || {
             let step = if restart {
-                engine_now
-                    .restart(&mut io_now, &mut state_now)
-                    .map(|()| Step::More)
+                engine_now.restart(&mut io, &mut state).map(|()| Step::More)
             } else {
-                engine_now.compute(&mut io_now, &mut state_now)
+                engine_now.compute(&mut io, &mut state)
             };
-            (io_now, state_now, step)
+            (io, state, step)
         })
         .await
         .map_err(|e| JobError::Failed(format!("compute panicked: {e}")))?;
@@ -336,20 +333,16 @@ async fn compute(
             s.busy_ms += busy;
             s.slices += u64::from(!restart);
         });
-        first = false;
-        io = Some(io_back);
-        let mut state_back = state_back;
-        match step? {
-            Step::Done(output) => return Ok(output),
-            Step::More => {}
+        restart = false;
+        if let Step::Done(output) = step? {
+            return Ok(output);
         }
-        locked(&job.running).insert(task.record.tid.clone(), engine.load(&state_back));
-        steal::serve(jobs, job, space, task, &mut state_back).await?;
+        locked(&job.running).insert(task.record.tid.clone(), engine.load(&state));
+        steal::serve(jobs, job, space, task, &mut state).await?;
         if checkpointed.elapsed() >= jobs.config.checkpoint_every {
-            task.record.state = engine.checkpoint(&state_back)?;
+            task.record.state = engine.checkpoint(&state)?;
             write_task(space, job, &task.record, task.token()).await?;
             checkpointed = Instant::now();
         }
-        slot_state = Some(state_back);
     }
 }

@@ -15,7 +15,7 @@ use rand::Rng;
 
 use super::{
     jobs::{locked, ActiveJob, Jobs},
-    slot::{claim, write_task, Claimed, Source},
+    slot::{claim, exists, write_task, Claimed, Source},
 };
 use crate::{
     control::now_ms,
@@ -139,15 +139,15 @@ async fn await_grant(
         ms: wait.as_millis() as u64,
         after_version: None,
     };
+    let mut bytes = Vec::new();
     match space
-        .get_waiting(path, Some(wait), tokio::io::sink(), |_, _| {})
+        .get_waiting(path, Some(wait), &mut bytes, |_, _| {})
         .await
     {
         Ok(_) => {}
         Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let (_, bytes) = space.get_bytes(path).await?;
     let _ = space.remove(path, None).await;
     Ok(Some(decode(&bytes, "grant")?))
 }
@@ -262,12 +262,10 @@ pub(super) async fn ensure_part(space: &mut Space, job: &ActiveJob, part: Part) 
     let path = format!("{}/task/{}", job.ns, part.tid);
     // A part's task is removed only after its result is written, so checking
     // the task first and the result second never misses a finished part.
-    for check in [path.clone(), format!("{}/result/{}", job.ns, part.tid)] {
-        match space.stat(&check).await {
-            Ok(_) => return Ok(()),
-            Err(SpaceError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+    if exists(space, &path).await?
+        || exists(space, &format!("{}/result/{}", job.ns, part.tid)).await?
+    {
+        return Ok(());
     }
     let record = TaskRecord {
         tid: part.tid,
