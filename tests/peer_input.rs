@@ -29,6 +29,7 @@ fn record(name: &str, blob: BlobHash, size: u64) -> ObjectRecord {
         created_ms: 1,
         modified_ms: 1,
         expires_ms: None,
+        volatile: false,
     }
 }
 

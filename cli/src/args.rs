@@ -73,6 +73,10 @@ pub enum Command {
         /// Write under a held write lock: its fencing token (`$P3_FENCING_TOKEN`).
         #[arg(long, value_name = "N")]
         token: Option<u64>,
+        /// Keep the object in its owners' memory only (never on disk, not
+        /// searchable; lost if all its owners restart). Values up to 64 KiB.
+        #[arg(long)]
+        volatile: bool,
         #[command(flatten)]
         opts: NodeOpts,
     },

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use p3_dht::{identity, Database, Node};
 use p3_objectspace::{
+    Local,
     api::{self, ApiInfo},
     service,
     store::{self, Store},
@@ -66,14 +67,18 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
     };
     identity::write_private(&dir.api_file(), serde_json::to_string(&info)?.as_bytes())
         .with_context(|| format!("cannot write {}", dir.api_file().display()))?;
-    let api_task = tokio::spawn(api::server::serve(listener, info.token.clone(), space));
+    let api_task = tokio::spawn(api::server::serve(
+        listener,
+        info.token.clone(),
+        space.clone(),
+    ));
     tracing::info!(api = %info.addr, "local API ready");
     let worker = match args.slots {
         Some(slots) => {
             let mut config = WorkerConfig::new(dir.root().to_owned(), registry);
             config.slots = slots;
             Some(
-                Worker::start(config)
+                Worker::start(config, Local::new(space))
                     .await
                     .context("cannot start the worker")?,
             )

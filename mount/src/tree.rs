@@ -177,6 +177,7 @@ mod tests {
             created_ms: 0,
             modified_ms: 0,
             expires_ms: None,
+            volatile: false,
             replicas: Vec::new(),
         }
     }

@@ -13,7 +13,10 @@
 //! - [`store`]: the node's RocksDB-backed share of all this, with an LRU cache of
 //!   fetched blobs.
 //! - [`namespaces`]: the namespace registry; [`api`]: the local client API and
-//!   its Rust client, [`api::Space`].
+//!   its Rust client, [`api::Space`]; [`local`]: the same operations for code
+//!   inside the node's process.
+//! - [`watch`] and [`interest`]: events sent by the primary to the nodes that
+//!   watch a name, and blocking reads.
 //!
 //! What it must never do: touch the libp2p swarm except through [`p3_dht::Node`];
 //! know about jobs and schedulers; hold a whole value in memory (values move a
@@ -22,8 +25,11 @@
 pub mod api;
 pub mod blob;
 pub mod error;
+pub mod event;
 pub mod index;
+pub mod interest;
 pub mod key;
+pub mod local;
 pub mod lock;
 pub mod name;
 pub mod namespaces;
@@ -43,6 +49,7 @@ pub mod write;
 pub use api::Space;
 pub use error::SpaceError;
 pub use key::{blob_provider_key, object_key};
+pub use local::{Local, LocalLock};
 pub use name::{NameError, Namespace, ObjectName, ObjectPath};
 pub use read::Found;
 pub use space::{ObjectSpace, SpaceConfig};

@@ -57,7 +57,15 @@ pub struct PutOptions {
     pub if_version: Option<u64>,
     /// The fencing token of the write lock this write is made under.
     pub token: Option<u64>,
+    /// Held in memory by the owners only: replicated before the write is
+    /// acknowledged, never written to disk, not indexed, not announced. Lost
+    /// when every owner dies or restarts. Values up to [`VOLATILE_MAX`].
+    #[serde(default)]
+    pub volatile: bool,
 }
+
+/// Largest value of a volatile object: it always travels inside messages.
+pub const VOLATILE_MAX: u64 = crate::blob::INLINE_MAX;
 
 /// One version of an object as its owners store it. A removal is stored too, as
 /// a tombstone (`blob: None`), so that repair never brings a removed object back
@@ -88,6 +96,9 @@ pub struct ObjectRecord {
     pub modified_ms: u64,
     /// When it expires, if it has a TTL.
     pub expires_ms: Option<u64>,
+    /// Held in memory only (see [`PutOptions::volatile`]).
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 impl ObjectRecord {
@@ -125,6 +136,7 @@ impl ObjectRecord {
             created_ms: self.created_ms,
             modified_ms: self.modified_ms,
             expires_ms: self.expires_ms,
+            volatile: self.volatile,
             replicas: Vec::new(),
         }
     }
@@ -152,6 +164,9 @@ pub struct Stat {
     pub modified_ms: u64,
     /// Expiry time, if it has a TTL.
     pub expires_ms: Option<u64>,
+    /// Held in memory by its owners only.
+    #[serde(default)]
+    pub volatile: bool,
     /// The owners asked and the version each holds (filled in by `stat`).
     pub replicas: Vec<Replica>,
 }

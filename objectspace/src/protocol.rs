@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     blob::BlobHash,
     error::SpaceError,
+    event::Event,
     lock::{Grant, LockRequest, LockState},
     name::{Namespace, ObjectName},
     object::{Metadata, ObjectRecord},
@@ -18,6 +19,8 @@ use crate::{
 pub const SYNC_BATCH: usize = 128;
 /// Most records one [`PeerResponse::Records`] carries (same bound).
 pub const LIST_BATCH: usize = 128;
+/// Longest name prefix a peer may register an interest in.
+pub const MAX_PREFIX: usize = 1024;
 
 /// A change to an object, as the node that took it from a client asks the
 /// primary to apply it.
@@ -35,6 +38,9 @@ pub enum WriteOp {
         meta: Metadata,
         /// Time to live.
         ttl_ms: Option<u64>,
+        /// Held in memory only; the value must come inline.
+        #[serde(default)]
+        volatile: bool,
     },
     /// Remove the name (leaves a tombstone).
     Remove,
@@ -115,6 +121,19 @@ pub enum PeerRequest {
         /// The state.
         state: LockState,
     },
+    /// Send me the events of names in `ns` starting with `prefix` for
+    /// `lease_ms` (renewed by asking again; 0 cancels).
+    Interest {
+        /// Namespace.
+        ns: Namespace,
+        /// Name prefix (at most [`MAX_PREFIX`] bytes).
+        prefix: String,
+        /// How long the interest lasts.
+        lease_ms: u64,
+    },
+    /// Events of names the receiver registered an interest in, in the order
+    /// the sender ordered the writes.
+    Events(Vec<Event>),
     /// Answer once a live version newer than `after` is acknowledged here (as
     /// primary), or after `wait_ms`.
     WaitNewer {
@@ -227,6 +246,7 @@ mod tests {
                 created_ms: times.0,
                 modified_ms: times.1,
                 expires_ms: expires,
+                volatile: size % 2 == 0,
             }
         }
     }

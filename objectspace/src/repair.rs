@@ -1,5 +1,8 @@
 //! Keeping every object at R copies, and the local store tidy.
 //!
+//! Volatile records take part like durable ones (their values travel inside
+//! the messages), so a volatile object outlives any owner but the last.
+//!
 //! A repair round walks the local records in key order, a page at a time. For
 //! each record it computes the owners from the live view; to every other owner
 //! it sends the versions it holds ([`PeerRequest::Sync`]); the owner answers
@@ -96,7 +99,7 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
                 continue;
             }
             let owners = space.owners_among(&object_key(&record.ns, &record.name), live.clone());
-            if owners.first() == Some(&me) {
+            if owners.first() == Some(&me) && !record.volatile {
                 primary_of.push(record.clone());
             }
             for owner in owners.iter().filter(|o| **o != me) {
@@ -212,6 +215,11 @@ async fn sync_with(
             continue;
         }
         let inline = match record.blob {
+            Some(_) if record.volatile => space
+                .store()
+                .volatile(&record.ns, &record.name)
+                .filter(|e| e.record.order() == record.order())
+                .map(|e| e.value.as_ref().clone()),
             Some(hash) if record.size <= INLINE_MAX => {
                 let store = space.store().clone();
                 blocking(move || read_small(&store, &hash)).await.ok()

@@ -13,7 +13,8 @@ use crate::{
     key::object_key,
     object::{now_ms, ObjectRecord},
     protocol::{
-        PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, SYNC_BATCH,
+        PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, MAX_PREFIX,
+        SYNC_BATCH,
     },
     read::read_small,
     repair,
@@ -68,6 +69,7 @@ pub fn start(space: &ObjectSpace, mut inbound: Inbound) -> Result<()> {
         }
     });
     tokio::spawn(repair::run(space.clone()));
+    tokio::spawn(crate::interest::keep(space.clone()));
     Ok(())
 }
 
@@ -111,6 +113,9 @@ pub(crate) async fn handle(
             blocking(move || {
                 let record = store.record(&ns, &name)?;
                 let value = match &record {
+                    Some(r) if inline && r.is_live(now_ms()) && r.volatile => store
+                        .volatile(&ns, &name)
+                        .map(|entry| entry.value.as_ref().clone()),
                     Some(r) if inline && r.is_live(now_ms()) && r.size <= INLINE_MAX => {
                         match r.blob {
                             Some(hash) if store.has_blob(&hash)? => {
@@ -151,6 +156,25 @@ pub(crate) async fn handle(
             let wait = Duration::from_millis(wait_ms).min(MAX_WAIT);
             space.wait_here(ns, name, after, wait).await
         }
+        PeerRequest::Interest {
+            ns,
+            prefix,
+            lease_ms,
+        } => {
+            if prefix.len() > MAX_PREFIX {
+                Err(SpaceError::Invalid(format!(
+                    "a watched prefix has at most {MAX_PREFIX} bytes"
+                )))
+            } else {
+                let lease = Duration::from_millis(lease_ms);
+                space
+                    .inner
+                    .interests
+                    .register(peer, (ns, prefix), lease)
+                    .map(|()| PeerResponse::Done)
+            }
+        }
+        PeerRequest::Events(events) => space.received(events),
         PeerRequest::Lock(request) => space.handle_lock(request).await,
         PeerRequest::LockState { ns, name, state } => space.hold_lock_state(ns, name, state).await,
         PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
@@ -219,6 +243,15 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     }
     let origin: Option<PeerId> = write.origin.parse().ok();
     let _pin = match &write.op {
+        WriteOp::Put {
+            blob,
+            size,
+            volatile: true,
+            ..
+        } => {
+            volatile_value(*blob, *size, write.inline.as_deref())?;
+            None
+        }
         WriteOp::Put { blob, size, .. } => {
             let sources: Vec<PeerId> = origin.into_iter().collect();
             Some(ensure_blob(space, *blob, *size, write.inline.clone(), &sources).await?)
@@ -259,6 +292,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 type_tag,
                 meta,
                 ttl_ms,
+                volatile,
             } => ObjectRecord {
                 ns: write.ns.clone(),
                 name: write.name.clone(),
@@ -271,6 +305,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 created_ms: created,
                 modified_ms: now,
                 expires_ms: ttl_ms.map(|t| now.saturating_add(t)),
+                volatile: *volatile,
             },
             WriteOp::Remove => {
                 if live_version == 0 {
@@ -288,12 +323,12 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                     created_ms: created,
                     modified_ms: now,
                     expires_ms: None,
+                    // A removal is as durable as what it removes.
+                    volatile: current.as_ref().is_some_and(|c| c.volatile),
                 }
             }
         };
-        let store = space.store().clone();
-        let stored = record.clone();
-        blocking(move || store.put_record(&stored)).await?;
+        store_record(space, &record, write.inline.as_deref()).await?;
 
         let replicas = owners.iter().filter(|p| **p != me).map(|&peer| {
             let request = PeerRequest::Replicate {
@@ -372,13 +407,78 @@ async fn adopt(
             return Ok(PeerResponse::Stale(Box::new(local)));
         }
     }
+    if record.volatile {
+        let mut inline = inline;
+        if let Some(hash) = record.blob {
+            if inline.is_none() {
+                inline = fetch_volatile(space, &record, sources).await;
+            }
+            volatile_value(hash, record.size, inline.as_deref())?;
+        }
+        store_record(space, &record, inline.as_deref()).await?;
+        return Ok(PeerResponse::Replicated);
+    }
     let _pin = match record.blob {
         Some(hash) => Some(ensure_blob(space, hash, record.size, inline, sources).await?),
         None => None,
     };
-    let store = space.store().clone();
-    blocking(move || store.put_record(&record)).await?;
+    store_record(space, &record, None).await?;
     Ok(PeerResponse::Replicated)
+}
+
+/// The value of a volatile record from one of `sources` that holds the same
+/// version (repair and adoption learn of records without their values).
+async fn fetch_volatile(
+    space: &ObjectSpace,
+    record: &ObjectRecord,
+    sources: &[PeerId],
+) -> Option<Vec<u8>> {
+    for &peer in sources {
+        let head = PeerRequest::Head {
+            ns: record.ns.clone(),
+            name: record.name.clone(),
+            inline: true,
+        };
+        if let Ok(PeerResponse::Head {
+            record: Some(theirs),
+            inline: Some(value),
+        }) = space.ask(peer, head).await
+        {
+            if theirs.order() == record.order() {
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+/// Checks that a volatile value came with its message and is the one named.
+fn volatile_value(hash: BlobHash, size: u64, inline: Option<&[u8]>) -> Result<()> {
+    let bytes = inline.ok_or_else(|| {
+        SpaceError::Invalid("a volatile value must come inside the message".into())
+    })?;
+    if bytes.len() as u64 != size || BlobHash::of(bytes) != hash {
+        return Err(SpaceError::Corrupt(format!(
+            "volatile value does not match {hash}"
+        )));
+    }
+    Ok(())
+}
+
+/// Stores a record: volatile ones in memory with their (checked) value, the
+/// others durably (their blob must be here).
+async fn store_record(space: &ObjectSpace, record: &ObjectRecord, inline: Option<&[u8]>) -> Result<()> {
+    let store = space.store().clone();
+    let record = record.clone();
+    if record.volatile {
+        let value = if record.blob.is_some() {
+            inline.map(<[u8]>::to_vec).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        return store.put_volatile(record, value);
+    }
+    blocking(move || store.put_record(&record)).await
 }
 
 /// Compares a peer's versions with ours: which it should send, which are newer here.

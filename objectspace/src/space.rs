@@ -12,27 +12,25 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{atomic::AtomicU64, Arc, Mutex, Weak},
     time::Duration,
 };
 
 use p3_dht::{by_distance, Node, PeerId};
-use tokio::{
-    sync::{broadcast, mpsc},
-    time::timeout,
-};
+use tokio::{sync::broadcast, time::timeout};
 
 use crate::{
     blob::BlobHash,
     error::{Result, SpaceError},
     index::IndexQueue,
+    interest::Interests,
     key::{blob_provider_key, object_key},
     lock::Queues,
     name::{Namespace, ObjectPath},
     namespaces::Namespaces,
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
     store::Store,
-    watch::{self, Event, Waiters, LOCAL_EVENTS},
+    watch::{Event, Waiters, LOCAL_EVENTS},
 };
 
 /// The knobs of the object space; the node's config file sets them.
@@ -72,11 +70,13 @@ pub(crate) struct Inner {
     pub namespaces: Namespaces,
     /// Blocking reads waiting for writes this node orders.
     pub waiters: Waiters,
-    /// Events of writes this node ordered, for its own watchers (gossip does
-    /// not deliver a node's messages to itself).
+    /// Events for this node's watchers: of writes it ordered, and those
+    /// other nodes sent it.
     pub events: broadcast::Sender<Event>,
-    /// Events to gossip, in order.
-    pub gossip: mpsc::Sender<Event>,
+    /// Who wants which events ([`crate::interest`]).
+    pub interests: Interests,
+    /// Events received from other nodes.
+    pub events_received: AtomicU64,
     /// Lock waiting lines of keys this node is primary of.
     pub queues: Queues,
     /// Search-index updates waiting to be applied.
@@ -90,10 +90,8 @@ pub struct ObjectSpace {
 }
 
 impl ObjectSpace {
-    /// Builds the engine (inside a Tokio runtime: it starts the event
-    /// publisher); [`crate::service::start`] runs the other background parts.
+    /// Builds the engine; [`crate::service::start`] runs its background parts.
     pub fn new(node: Node, store: Store, config: SpaceConfig) -> Self {
-        let gossip = watch::publisher(node.clone());
         Self {
             inner: Arc::new(Inner {
                 node,
@@ -103,7 +101,8 @@ impl ObjectSpace {
                 namespaces: Namespaces::default(),
                 waiters: Waiters::default(),
                 events: broadcast::channel(LOCAL_EVENTS).0,
-                gossip,
+                interests: Interests::default(),
+                events_received: AtomicU64::new(0),
                 queues: Queues::default(),
                 index_queue: Mutex::new(IndexQueue::default()),
             }),

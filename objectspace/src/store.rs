@@ -8,6 +8,10 @@
 //! - `chunks`: chunk hash → chunk bytes (in RocksDB blob files, see `p3_dht::db`).
 //! - `chunk_refs`: chunk hash → how many blobs (and uploads in progress) use it.
 //!
+//! Volatile records and their values live beside these, in memory only
+//! ([`volatile`]); lookups see both, a volatile record shadowing nothing (a
+//! name is either volatile or durable at one time).
+//!
 //! A blob no local record uses is a cache entry: it stays until the least
 //! recently used ones are evicted to keep the cache under its byte limit. Every
 //! method blocks on disk; async callers run them on the blocking pool.
@@ -16,6 +20,8 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
 };
+
+mod volatile;
 
 use p3_dht::Database;
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
@@ -28,6 +34,9 @@ use crate::{
     name::{Namespace, ObjectName},
     object::ObjectRecord,
 };
+
+pub use volatile::{Entry as VolatileEntry, VOLATILE_BYTES};
+use volatile::Volatile;
 
 /// Column family of object records.
 pub const CF_OBJECTS: &str = "objects";
@@ -95,6 +104,8 @@ struct Inner {
     cache_limit: u64,
     /// Serialises every read-modify-write of reference counts and records.
     state: Mutex<Cache>,
+    /// Volatile records and values.
+    volatile: Volatile,
 }
 
 /// Handle on the local store; cheap to clone.
@@ -146,6 +157,7 @@ impl Store {
                 db,
                 cache_limit,
                 state: Mutex::new(Cache::default()),
+                volatile: Volatile::default(),
             }),
         };
         {
@@ -190,7 +202,40 @@ impl Store {
 
     /// The record of `ns/name`, tombstones included.
     pub fn record(&self, ns: &Namespace, name: &ObjectName) -> Result<Option<ObjectRecord>> {
-        self.get(CF_OBJECTS, &record_key(ns, name))
+        let key = record_key(ns, name);
+        if let Some(entry) = self.inner.volatile.get(&key) {
+            return Ok(Some(entry.record));
+        }
+        self.get(CF_OBJECTS, &key)
+    }
+
+    /// The volatile record of `ns/name` and its value, if it is volatile here.
+    pub fn volatile(&self, ns: &Namespace, name: &ObjectName) -> Option<VolatileEntry> {
+        self.inner.volatile.get(&record_key(ns, name))
+    }
+
+    /// Holds a volatile record (and its value) in memory, replacing whatever
+    /// this node had for the name, durable or not.
+    pub fn put_volatile(&self, record: ObjectRecord, value: Vec<u8>) -> Result<()> {
+        let key = record_key(&record.ns, &record.name);
+        if self.get::<ObjectRecord>(CF_OBJECTS, &key)?.is_some() {
+            self.delete_durable(&key)?;
+        }
+        let entry = VolatileEntry {
+            record,
+            value: Arc::new(value),
+        };
+        self.inner.volatile.put(key, entry)
+    }
+
+    /// Every volatile entry held here.
+    pub fn volatile_entries(&self) -> Vec<VolatileEntry> {
+        self.inner.volatile.all()
+    }
+
+    /// Bytes of volatile values and records held here.
+    pub fn volatile_bytes(&self) -> u64 {
+        self.inner.volatile.bytes()
     }
 
     /// The lock state of an object key.
@@ -213,6 +258,7 @@ impl Store {
     /// blob must be in the store.
     pub fn put_record(&self, record: &ObjectRecord) -> Result<()> {
         let key = record_key(&record.ns, &record.name);
+        self.inner.volatile.remove(&key);
         let mut cache = self.lock();
         let old: Option<ObjectRecord> = self.get(CF_OBJECTS, &key)?;
         let mut batch = WriteBatch::default();
@@ -233,12 +279,17 @@ impl Store {
     /// Removes the record of `ns/name` (the node no longer owns it).
     pub fn delete_record(&self, ns: &Namespace, name: &ObjectName) -> Result<()> {
         let key = record_key(ns, name);
+        self.inner.volatile.remove(&key);
+        self.delete_durable(&key)
+    }
+
+    fn delete_durable(&self, key: &[u8]) -> Result<()> {
         let mut cache = self.lock();
-        let Some(old) = self.get::<ObjectRecord>(CF_OBJECTS, &key)? else {
+        let Some(old) = self.get::<ObjectRecord>(CF_OBJECTS, key)? else {
             return Ok(());
         };
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_OBJECTS)?, &key);
+        batch.delete_cf(self.cf(CF_OBJECTS)?, key);
         if let Some(blob) = old.blob {
             self.add_ref(&mut batch, &mut cache, blob, -1)?;
         }
@@ -304,14 +355,30 @@ impl Store {
         start.push(0);
         start.extend_from_slice(prefix.as_bytes());
         let after = after.map(|a| record_key(ns, a));
-        self.scan(&start, after.as_deref(), limit, |key| {
+        let mut records = self.scan(&start, after.as_deref(), limit, |key| {
             key.starts_with(&start)
-        })
+        })?;
+        let volatile = self.inner.volatile.range(&start, after.as_deref(), limit);
+        if !volatile.is_empty() {
+            // Both are the first `limit` names of their kind: so is the merge.
+            records.extend(volatile);
+            records.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+            records.truncate(limit);
+        }
+        Ok(records)
     }
 
-    /// Every record, in batches: those after `after` (a record key), at most `limit`.
+    /// Every record, volatile ones included, in batches: those after `after`
+    /// (a record key), at most `limit`.
     pub fn all_records(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ObjectRecord>> {
-        self.scan(&[], after, limit, |_| true)
+        let mut records = self.scan(&[], after, limit, |_| true)?;
+        let volatile = self.inner.volatile.range(&[], after, limit);
+        if !volatile.is_empty() {
+            records.extend(volatile);
+            records.sort_by_cached_key(|r| record_key(&r.ns, &r.name));
+            records.truncate(limit);
+        }
+        Ok(records)
     }
 
     /// The manifest of a blob held here.

@@ -2,10 +2,11 @@
 //!
 //! Two mechanisms for two needs:
 //! - **watch** (`p3ctl watch NS[/PREFIX]`): the primary that orders a write
-//!   publishes it, once acknowledged, as an [`Event`] on its namespace's gossipsub
-//!   topic; a watching node subscribes and filters by prefix. Gossip does not order
-//!   messages, so a watcher drops an event older than one it already delivered for
-//!   the same object: per object, events arrive in version order.
+//!   sends it, once acknowledged, as an [`Event`] to the nodes that registered
+//!   an interest in its name ([`crate::interest`]), and to its own watchers.
+//!   A primary sends in order, but the primary of a key can change, so a
+//!   watcher drops an event older than one it already delivered for the same
+//!   object: per object, events arrive in version order.
 //! - **blocking get** (`get --wait`): the reader registers with the key's primary,
 //!   which answers the moment it acknowledges a newer live version — no polling,
 //!   and no race with gossip subscriptions. If the primary goes away, the reader
@@ -17,12 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use p3_dht::{GossipMessage, Node};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
+
+pub use crate::event::{Event, EventKind};
 
 use crate::{
     error::{Result, SpaceError},
+    interest::Interest,
     key::object_key,
     name::{Namespace, ObjectName, ObjectPath},
     object::{now_ms, ObjectRecord},
@@ -32,62 +34,10 @@ use crate::{
     transfer::blocking,
 };
 
-/// Largest event message accepted from gossip.
-const MAX_EVENT: usize = 8 << 10;
 /// Events a slow local watcher may fall behind by before it loses some.
 pub(crate) const LOCAL_EVENTS: usize = 1024;
 /// Pause before retrying a blocking read whose primary failed.
 const RETRY: Duration = Duration::from_millis(200);
-
-/// What happened to an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    /// A new version was written.
-    Put,
-    /// It was removed (or taken).
-    Remove,
-    /// Its TTL ran out.
-    Expire,
-}
-
-/// One change to one object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// What happened.
-    pub kind: EventKind,
-    /// Namespace.
-    pub namespace: Namespace,
-    /// Name.
-    pub name: ObjectName,
-    /// The version the change produced (for an expiry: the version that expired).
-    pub version: u64,
-    /// blake3 of the value (hex), empty for removals.
-    pub hash: String,
-    /// Value size.
-    pub size: u64,
-    /// When it happened, ms since the Unix epoch.
-    pub at_ms: u64,
-}
-
-impl Event {
-    fn of(record: &ObjectRecord, kind: EventKind) -> Self {
-        Event {
-            kind,
-            namespace: record.ns.clone(),
-            name: record.name.clone(),
-            version: record.version,
-            hash: record.blob.map(|b| b.to_string()).unwrap_or_default(),
-            size: record.size,
-            at_ms: now_ms(),
-        }
-    }
-}
-
-/// The gossipsub topic of a namespace's events.
-pub fn topic(ns: &Namespace) -> String {
-    format!("/p3/events/{ns}")
-}
 
 /// A blocking read parked at the primary: the version it has seen, and where
 /// to send the newer one.
@@ -135,7 +85,9 @@ impl ObjectSpace {
             self.inner.waiters.notify(key, record.version);
         }
         self.publish(Event::of(record, kind));
-        self.index(record.clone());
+        if !record.volatile {
+            self.index(record.clone());
+        }
         if let Some(expires) = record.expires_ms {
             let space = self.clone();
             let record = record.clone();
@@ -153,24 +105,30 @@ impl ObjectSpace {
     }
 
     fn publish(&self, event: Event) {
-        let _ = self.inner.events.send(event.clone());
-        if self.inner.gossip.try_send(event).is_err() {
-            tracing::warn!("event publisher is behind; an event was not gossiped");
-        }
+        self.deliver(&event);
+        let _ = self.inner.events.send(event);
     }
 
     /// Starts watching the objects of `ns` whose names start with `prefix`.
     pub async fn watch(&self, ns: &Namespace, prefix: &str) -> Result<Watch> {
         self.check_namespace(ns).await?;
-        let gossip = self.node().subscribe(&topic(ns)).await?;
-        Ok(Watch {
-            gossip,
-            local: self.inner.events.subscribe(),
-            namespace: ns.clone(),
-            prefix: prefix.to_owned(),
+        Ok(self.watch_any(ns, prefix).await)
+    }
+
+    /// [`ObjectSpace::watch`] of a namespace that may not exist yet: its
+    /// events start with its first write.
+    pub async fn watch_any(&self, ns: &Namespace, prefix: &str) -> Watch {
+        // Subscribed before registering, so nothing sent meanwhile is missed.
+        let local = self.inner.events.subscribe();
+        let interest = (ns.clone(), prefix.to_owned());
+        self.interest_start(&interest).await;
+        Watch {
+            local,
+            interest,
+            space: self.clone(),
             exact: false,
             delivered: HashMap::new(),
-        })
+        }
     }
 
     /// The primary's side of a blocking read: answers with the version as soon
@@ -236,30 +194,20 @@ impl ObjectSpace {
     }
 }
 
-/// Publishes events on gossip one at a time, in the order the writes were
-/// ordered (one task per event could overtake one another).
-pub(crate) fn publisher(node: Node) -> mpsc::Sender<Event> {
-    let (tx, mut rx) = mpsc::channel::<Event>(LOCAL_EVENTS);
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            let mut data = Vec::new();
-            if ciborium::into_writer(&event, &mut data).is_ok() {
-                // Fails when no node watches this namespace: nothing to tell.
-                let _ = node.publish(&topic(&event.namespace), data).await;
-            }
-        }
-    });
-    tx
-}
-
-/// A stream of events of one namespace and name prefix.
+/// A stream of events of one namespace and name prefix: this node's own and
+/// those other nodes send it. Dropping it ends the interest.
 pub struct Watch {
-    gossip: broadcast::Receiver<GossipMessage>,
     local: broadcast::Receiver<Event>,
-    namespace: Namespace,
-    prefix: String,
+    interest: Interest,
+    space: ObjectSpace,
     exact: bool,
     delivered: HashMap<ObjectName, u64>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.space.interest_end(&self.interest);
+    }
 }
 
 impl Watch {
@@ -272,34 +220,22 @@ impl Watch {
     /// The next event, in version order per object.
     pub async fn next(&mut self) -> Result<Event> {
         loop {
-            let event = tokio::select! {
-                message = self.gossip.recv() => match message {
-                    Ok(message) => match decode(&message) {
-                        Some(event) => event,
-                        None => continue,
-                    },
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(lost = n, "watcher fell behind");
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Err(SpaceError::Stopped),
-                },
-                event = self.local.recv() => match event {
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(lost = n, "watcher fell behind");
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Err(SpaceError::Stopped),
-                },
+            let event = match self.local.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "watcher fell behind");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(SpaceError::Stopped),
             };
+            let (namespace, prefix) = &self.interest;
             let name = event.name.as_str();
             let wanted = if self.exact {
-                name == self.prefix
+                name == prefix
             } else {
-                name.starts_with(&self.prefix)
+                name.starts_with(prefix.as_str())
             };
-            if event.namespace != self.namespace || !wanted {
+            if event.namespace != *namespace || !wanted {
                 continue;
             }
             let last = self.delivered.entry(event.name.clone()).or_insert(0);
@@ -313,12 +249,4 @@ impl Watch {
             return Ok(event);
         }
     }
-}
-
-/// An event from gossip, if it is one (peers' messages are checked, not trusted).
-fn decode(message: &GossipMessage) -> Option<Event> {
-    if message.data.len() > MAX_EVENT {
-        return None;
-    }
-    ciborium::from_reader(message.data.as_slice()).ok()
 }

@@ -8,7 +8,7 @@ use crate::{
     blob::{BlobHash, Chunker, INLINE_MAX},
     error::{Result, SpaceError},
     name::ObjectPath,
-    object::{PutOptions, MAX_META_BYTES},
+    object::{PutOptions, MAX_META_BYTES, VOLATILE_MAX},
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
     read::read_small,
     space::ObjectSpace,
@@ -50,6 +50,27 @@ impl Ingest {
     }
 }
 
+fn volatile_too_large(size: u64) -> SpaceError {
+    SpaceError::Invalid(format!(
+        "a volatile value holds at most {VOLATILE_MAX} bytes; this one has {size} (write it without --volatile)"
+    ))
+}
+
+fn check_meta(options: &PutOptions) -> Result<()> {
+    let meta_size = options.type_tag.len()
+        + options
+            .meta
+            .iter()
+            .map(|(k, v)| k.len() + v.to_string().len())
+            .sum::<usize>();
+    if meta_size > MAX_META_BYTES {
+        return Err(SpaceError::Invalid(format!(
+            "type and metadata take {meta_size} bytes; the limit is {MAX_META_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 impl ObjectSpace {
     /// Starts receiving a value from a client.
     pub fn ingest(&self) -> Ingest {
@@ -68,16 +89,9 @@ impl ObjectSpace {
         blob: BlobHash,
         size: u64,
     ) -> Result<Written> {
-        let meta_size = options.type_tag.len()
-            + options
-                .meta
-                .iter()
-                .map(|(k, v)| k.len() + v.to_string().len())
-                .sum::<usize>();
-        if meta_size > MAX_META_BYTES {
-            return Err(SpaceError::Invalid(format!(
-                "type and metadata take {meta_size} bytes; the limit is {MAX_META_BYTES}"
-            )));
+        check_meta(&options)?;
+        if options.volatile && size > VOLATILE_MAX {
+            return Err(volatile_too_large(size));
         }
         let inline = if size <= INLINE_MAX {
             let store = self.inner.store.clone();
@@ -91,12 +105,44 @@ impl ObjectSpace {
             type_tag: options.type_tag,
             meta: options.meta,
             ttl_ms: options.ttl_ms,
+            volatile: options.volatile,
         };
         let conditions = (options.if_version, options.token);
         let written = self.submit(path, op, conditions, inline).await?;
-        // This node holds the value too (owner or not): say so.
-        self.announce(blob);
+        if !options.volatile {
+            // This node holds the value too (owner or not): say so.
+            self.announce(blob);
+        }
         Ok(written)
+    }
+
+    /// Writes a value held in memory: a volatile one goes to the owners inside
+    /// the message and never touches this node's disk; a durable one is stored
+    /// here first, like a client's.
+    pub async fn put_value(
+        &self,
+        path: &ObjectPath,
+        bytes: Vec<u8>,
+        options: PutOptions,
+    ) -> Result<Written> {
+        if !options.volatile {
+            return self.put_small(path, bytes, options).await;
+        }
+        let size = bytes.len() as u64;
+        if size > VOLATILE_MAX {
+            return Err(volatile_too_large(size));
+        }
+        check_meta(&options)?;
+        let op = WriteOp::Put {
+            blob: BlobHash::of(&bytes),
+            size,
+            type_tag: options.type_tag,
+            meta: options.meta,
+            ttl_ms: options.ttl_ms,
+            volatile: true,
+        };
+        self.submit(path, op, (options.if_version, options.token), Some(bytes))
+            .await
     }
 
     /// Writes `to` with the value `from` has now, without the bytes passing

@@ -1,10 +1,9 @@
 //! Starting, watching and stopping jobs: what `p3ctl job ...` does, and what a
 //! worker does when it may have handed back the last credit ([`settle`]).
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use p3_objectspace::{
-    api::protocol::Wait,
     object::{MetaValue, Metadata, PutOptions},
     Space, SpaceError,
 };
@@ -12,10 +11,12 @@ use serde::Serialize;
 
 use crate::{
     io::SpaceIo,
+    objects::Objects,
     job::{Args, JobError, Result},
     records::{
-        decode, encode, random_id, Credit, Heartbeat, JobId, JobRecord, JobState, Ledger,
-        ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, TICKET_TYPE,
+        decode, encode, random_id, Credit, Heartbeat, JobId, JobPaths, JobRecord, JobState,
+        Ledger, ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS, TICKET_TYPE,
+        WORKERS,
     },
     registry::Registry,
 };
@@ -46,7 +47,7 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
     let ns = id.namespace();
     space.create_namespace(&ns).await?;
     let submitted_ms = now_ms();
-    let io = SpaceIo::connect(data_dir.to_owned(), ns.clone()).await?;
+    let io = SpaceIo::connect(data_dir.to_owned(), &id).await?;
     let root = tokio::task::spawn_blocking(move || {
         let mut io = io;
         let root = job.main(&mut io)?;
@@ -55,6 +56,7 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
     .await
     .map_err(|e| JobError::Failed(format!("main panicked: {e}")))??;
     let tid = random_id();
+    let paths = JobPaths::new(&id);
     let task = TaskRecord {
         tid: tid.clone(),
         state: root,
@@ -65,17 +67,18 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
     };
     space
         .put_bytes(
-            &format!("{ns}/task/{tid}"),
+            &paths.task(&tid),
             &PutOptions::default(),
             &encode(&task),
         )
         .await?;
     let ticket = PutOptions {
         type_tag: TICKET_TYPE.into(),
+        volatile: true,
         ..PutOptions::default()
     };
     space
-        .put_bytes(&format!("{ns}/ticket/{tid}"), &ticket, &[])
+        .put_bytes(&paths.ticket(&tid), &ticket, &[])
         .await?;
     let record = JobRecord {
         id: id.clone(),
@@ -86,13 +89,14 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
         started_ms: now_ms(),
         finished_ms: None,
         result: None,
+        root: Some(tid.clone()),
     };
     write_record(&mut space, &record, Some(0)).await?;
     Ok(id)
 }
 
 async fn write_record(
-    space: &mut Space,
+    space: &mut impl Objects,
     record: &JobRecord,
     if_version: Option<u64>,
 ) -> Result<u64> {
@@ -109,7 +113,7 @@ async fn write_record(
 }
 
 /// A job's registry entry and its version.
-pub async fn record(space: &mut Space, id: &JobId) -> Result<(JobRecord, u64)> {
+pub async fn record(space: &mut impl Objects, id: &JobId) -> Result<(JobRecord, u64)> {
     match space.get_bytes(&id.record_path()).await {
         Ok((stat, bytes)) => Ok((decode(&bytes, "job record")?, stat.version)),
         Err(SpaceError::NotFound(_) | SpaceError::NoSuchNamespace(_)) => {
@@ -123,7 +127,7 @@ pub async fn record(space: &mut Space, id: &JobId) -> Result<(JobRecord, u64)> {
 /// a concurrent change) unless it is already final. Returns the entry as it
 /// ends up.
 pub async fn update_record(
-    space: &mut Space,
+    space: &mut impl Objects,
     id: &JobId,
     change: impl Fn(&mut JobRecord),
 ) -> Result<JobRecord> {
@@ -142,7 +146,7 @@ pub async fn update_record(
 }
 
 /// Every job in the registry, oldest first.
-pub async fn list(space: &mut Space) -> Result<Vec<JobRecord>> {
+pub async fn list(space: &mut impl Objects) -> Result<Vec<JobRecord>> {
     let stats = match space.list(JOBS_NAMESPACE, "").await {
         Ok(stats) => stats,
         Err(SpaceError::NoSuchNamespace(_)) => return Ok(Vec::new()),
@@ -164,10 +168,10 @@ pub async fn list(space: &mut Space) -> Result<Vec<JobRecord>> {
 }
 
 /// The credit handed back so far, from the `result/` listing, and the results.
-async fn returned_credit(space: &mut Space, ns: &str) -> Result<(Ledger, Vec<String>)> {
+async fn returned_credit(space: &mut impl Objects, ns: &str) -> Result<(Ledger, Vec<String>)> {
     let mut ledger = Ledger::default();
     let mut paths = Vec::new();
-    for stat in space.list(ns, "result/").await? {
+    for stat in space.list(ns, RESULTS).await? {
         if let Some(credit) = Credit::from_meta(stat.meta.get("credit")) {
             ledger.add(credit);
             paths.push(stat.path);
@@ -178,8 +182,8 @@ async fn returned_credit(space: &mut Space, ns: &str) -> Result<(Ledger, Vec<Str
 
 /// Records a finished task's output and hands its credit back.
 pub async fn write_result(
-    space: &mut Space,
-    ns: &str,
+    space: &mut impl Objects,
+    paths: &JobPaths,
     tid: &str,
     result: &ResultRecord,
 ) -> Result<()> {
@@ -188,7 +192,7 @@ pub async fn write_result(
         ..PutOptions::default()
     };
     space
-        .put_bytes(&format!("{ns}/result/{tid}"), &options, &encode(result))
+        .put_bytes(&paths.result(tid), &options, &encode(result))
         .await?;
     Ok(())
 }
@@ -196,7 +200,7 @@ pub async fn write_result(
 /// Finishes the job if all credit is back: reduces the outputs and records the
 /// result. Whoever sees the last credit first does it; anyone may call it any
 /// time. Returns the fraction of credit back.
-pub async fn settle(space: &mut Space, registry: &Registry, id: &JobId) -> Result<f64> {
+pub async fn settle(space: &mut impl Objects, registry: &Registry, id: &JobId) -> Result<f64> {
     let (record, _) = record(space, id).await?;
     if record.state.is_final() {
         return Ok(1.0);
@@ -234,7 +238,7 @@ pub async fn settle(space: &mut Space, registry: &Registry, id: &JobId) -> Resul
 }
 
 /// Marks a job failed (unless it is already final).
-pub async fn fail(space: &mut Space, id: &JobId, reason: &str) -> Result<()> {
+pub async fn fail(space: &mut impl Objects, id: &JobId, reason: &str) -> Result<()> {
     update_record(space, id, |r| {
         r.state = JobState::Failed(reason.to_owned());
         r.finished_ms = Some(now_ms());
@@ -245,7 +249,7 @@ pub async fn fail(space: &mut Space, id: &JobId, reason: &str) -> Result<()> {
 
 /// Cancels a job: marks it cancelled, so its workers stop at their next safe
 /// point, and removes its namespace with everything in it.
-pub async fn cancel(space: &mut Space, id: &JobId) -> Result<JobRecord> {
+pub async fn cancel(space: &mut impl Objects, id: &JobId) -> Result<JobRecord> {
     let record = update_record(space, id, |r| {
         r.state = JobState::Cancelled;
         r.finished_ms = Some(now_ms());
@@ -291,15 +295,15 @@ pub struct JobStatus {
 }
 
 /// Gathers a job's status from its registry entry and namespace.
-pub async fn status(space: &mut Space, registry: &Registry, id: &JobId) -> Result<JobStatus> {
+pub async fn status(space: &mut impl Objects, registry: &Registry, id: &JobId) -> Result<JobStatus> {
     let progress = settle(space, registry, id).await?;
     let (job, _) = record(space, id).await?;
     let ns = id.namespace();
     let (mut workers, mut tasks) = (Vec::new(), 0);
     // A cancelled job's namespace is gone; its record is all there is.
     if job.state != JobState::Cancelled {
-        tasks = space.list(&ns, "task/").await?.len();
-        for stat in space.list(&ns, "worker/").await? {
+        tasks = space.list(&ns, TASKS).await?.len();
+        for stat in space.list(&ns, WORKERS).await? {
             let (_, bytes) = space.get_bytes(&stat.path).await?;
             workers.push(WorkerShare {
                 heartbeat: decode(&bytes, "heartbeat")?,
@@ -331,7 +335,7 @@ pub async fn status(space: &mut Space, registry: &Registry, id: &JobId) -> Resul
 /// Waits until the job reaches a final state, calling `progress` with the
 /// fraction of credit back as it changes, and returns its final record.
 pub async fn wait(
-    space: &mut Space,
+    space: &mut impl Objects,
     registry: &Registry,
     id: &JobId,
     mut progress: impl FnMut(f64),
@@ -343,15 +347,11 @@ pub async fn wait(
             return Ok(record);
         }
         // Wakes as soon as the record changes, else re-counts the credit.
-        let wait = Wait {
-            ms: 500,
-            after_version: Some(version),
-        };
         match space
-            .get_waiting(&id.record_path(), Some(wait), tokio::io::sink(), |_, _| {})
+            .await_newer(&id.record_path(), version, Duration::from_millis(500))
             .await
         {
-            Ok(_) | Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {}
+            Ok(()) | Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -22,6 +22,7 @@ pub mod io;
 pub mod job;
 pub mod jobs;
 pub mod local;
+pub mod objects;
 pub mod records;
 pub mod registry;
 pub mod worker;

@@ -6,12 +6,17 @@
 //! |-----------------------|-----------------------|------------------------------------|
 //! | `p3.jobs/ID`          | submitter, finisher   | [`JobRecord`]: kind, args, state, result |
 //! | `task/TID`            | its holder (locked)   | [`TaskRecord`]: checkpoint, credit |
-//! | `ticket/TID`          | submitter             | nothing; taken to claim a new task |
-//! | `worker/WID`          | that worker           | [`Heartbeat`]: load, counters      |
-//! | `steal/WID/RID`       | a thief               | [`StealRequest`] to victim WID     |
-//! | `grant/RID`           | the victim            | [`Grant`]: the task made for it    |
+//! | `ticket/TID`          | submitter (volatile)  | nothing; taken to claim a new task |
+//! | `worker/WID`          | that worker (volatile)| [`Heartbeat`]: load, counters      |
+//! | `steal/WID/RID`       | a thief (volatile)    | [`StealRequest`] to victim WID     |
+//! | `grant/RID`           | the victim (volatile) | [`Grant`]: the task made for it    |
 //! | `result/TID`          | the task's finisher   | [`ResultRecord`]: output, credit   |
 //! | `data/...`            | the job's own code    | inputs and outputs ([`crate::Io`]) |
+//!
+//! Coordination objects are volatile (in the owners' memory: a message to
+//! each, no disk, no index); what must survive every crash — tasks'
+//! checkpoints, results, the registry — is durable. Paths are built only by
+//! [`JobPaths`].
 //!
 //! A task is running exactly while someone holds the write lock on its
 //! `task/TID`; its writes carry the lock's fencing token, so a holder that lost
@@ -80,6 +85,76 @@ impl fmt::Display for JobId {
     }
 }
 
+/// The paths of one job's objects, built in this one place.
+#[derive(Debug, Clone)]
+pub struct JobPaths {
+    ns: String,
+}
+
+/// Name prefix of tasks.
+pub const TASKS: &str = "task/";
+/// Name prefix of results.
+pub const RESULTS: &str = "result/";
+/// Name prefix of heartbeats.
+pub const WORKERS: &str = "worker/";
+
+impl JobPaths {
+    /// The paths of job `id`.
+    pub fn new(id: &JobId) -> Self {
+        Self { ns: id.namespace() }
+    }
+
+    /// The job's namespace.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// `task/TID`.
+    pub fn task(&self, tid: &str) -> String {
+        format!("{}/{TASKS}{tid}", self.ns)
+    }
+
+    /// `ticket/TID`.
+    pub fn ticket(&self, tid: &str) -> String {
+        format!("{}/ticket/{tid}", self.ns)
+    }
+
+    /// `worker/WID`.
+    pub fn worker(&self, wid: &str) -> String {
+        format!("{}/{WORKERS}{wid}", self.ns)
+    }
+
+    /// The name prefix of steal requests to `victim` (inside the namespace).
+    pub fn steals_to(victim: &str) -> String {
+        format!("steal/{victim}/")
+    }
+
+    /// `steal/VICTIM/RID`.
+    pub fn steal(&self, victim: &str, rid: &str) -> String {
+        format!("{}/{}{rid}", self.ns, Self::steals_to(victim))
+    }
+
+    /// `grant/RID`.
+    pub fn grant(&self, rid: &str) -> String {
+        format!("{}/grant/{rid}", self.ns)
+    }
+
+    /// `result/TID`.
+    pub fn result(&self, tid: &str) -> String {
+        format!("{}/{RESULTS}{tid}", self.ns)
+    }
+
+    /// `data/NAME`.
+    pub fn data(&self, name: &str) -> String {
+        format!("{}/data/{name}", self.ns)
+    }
+}
+
+/// The last part of a path: a task, worker or request id.
+pub fn last_part(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 /// A fresh random task or request id.
 pub fn random_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
@@ -135,6 +210,9 @@ pub struct JobRecord {
     pub finished_ms: Option<u64>,
     /// The reduced result, as JSON text, once done.
     pub result: Option<String>,
+    /// The root task's id: its ticket is `ticket/ROOT`, taken by path.
+    #[serde(default)]
+    pub root: Option<String>,
 }
 
 impl JobRecord {

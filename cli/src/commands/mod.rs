@@ -73,9 +73,11 @@ pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
                 ttl,
                 if_version,
                 token,
+                volatile,
                 opts,
             } => {
-                let options = objects::put_options(type_tag, meta, ttl, if_version, token);
+                let mut options = objects::put_options(type_tag, meta, ttl, if_version, token);
+                options.volatile = volatile;
                 objects::put(&opts, &path, file.as_deref(), options).await?
             }
             Command::Get {

@@ -37,8 +37,9 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
         value["worker"] = worker.unwrap_or_default();
         return output::json(&value);
     }
-    println!("peer id:       {}", status.peer_id);
-    for (i, addr) in status.listen_addrs.iter().enumerate() {
+    let node = &status.node;
+    println!("peer id:       {}", node.peer_id);
+    for (i, addr) in node.listen_addrs.iter().enumerate() {
         println!(
             "{}{addr}",
             if i == 0 {
@@ -48,9 +49,13 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
             }
         );
     }
-    println!("connected:     {} peers", status.connected_peers);
-    println!("routing table: {} peers", status.routing_table_size);
-    println!("uptime:        {}", output::duration(status.uptime_secs));
+    println!("connected:     {} peers", node.connected_peers);
+    println!("routing table: {} peers", node.routing_table_size);
+    println!("uptime:        {}", output::duration(node.uptime_secs));
+    println!(
+        "volatile:      {} bytes held; {} watch events received",
+        status.volatile_bytes, status.events_received
+    );
     match worker {
         None => println!("worker:        none"),
         Some(worker) => {

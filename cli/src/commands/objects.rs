@@ -33,6 +33,7 @@ pub fn put_options(
         ttl_ms: ttl.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         if_version,
         token,
+        volatile: false,
     }
 }
 
@@ -251,6 +252,9 @@ fn print_stat(stat: &Stat) {
     println!("size:      {} bytes", stat.size);
     println!("hash:      blake3 {}", stat.hash);
     println!("type:      {}", stat.type_tag);
+    if stat.volatile {
+        println!("volatile:  yes (in its owners' memory only)");
+    }
     if stat.meta.is_empty() {
         println!("meta:");
     }

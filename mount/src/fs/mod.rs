@@ -393,6 +393,7 @@ fn keeping(stat: &Stat) -> PutOptions {
     PutOptions {
         type_tag: stat.type_tag.clone(),
         meta: stat.meta.clone(),
+        volatile: stat.volatile,
         ..PutOptions::default()
     }
 }

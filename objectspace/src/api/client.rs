@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use p3_dht::{NodeStatus, PeerInfo};
+use p3_dht::PeerInfo;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use super::{
-    protocol::{Hello, Request, Response, Wait, Written, DATA_FRAME},
+    protocol::{Hello, Request, Response, SpaceStatus, Wait, Written, DATA_FRAME},
     read_frame, write_frame, ApiInfo, FrameError, API_FILE,
 };
 use crate::{
@@ -130,7 +130,7 @@ impl Space {
     }
 
     /// The node's status.
-    pub async fn status(&mut self) -> Result<NodeStatus> {
+    pub async fn status(&mut self) -> Result<SpaceStatus> {
         match self.call(Request::Status).await? {
             Response::Status(s) => Ok(s),
             other => Err(unexpected(other)),

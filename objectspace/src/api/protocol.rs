@@ -180,11 +180,24 @@ pub struct Written {
     pub acked_by: usize,
 }
 
+/// What `Request::Status` tells: the network node's state and the object
+/// space's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpaceStatus {
+    /// The network node.
+    #[serde(flatten)]
+    pub node: NodeStatus,
+    /// Watch events received from other nodes since the node started.
+    pub events_received: u64,
+    /// Bytes of volatile objects held in this node's memory.
+    pub volatile_bytes: u64,
+}
+
 /// The node's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     /// Answer to [`Request::Status`].
-    Status(NodeStatus),
+    Status(SpaceStatus),
     /// Answer to [`Request::Peers`].
     Peers(Vec<PeerInfo>),
     /// Answer to [`Request::Closest`]: PeerIds, nearest first.

@@ -8,15 +8,16 @@ use tokio::{
 };
 
 use super::{
-    protocol::{Hello, Request, Response, Wait, DATA_FRAME},
+    protocol::{Hello, Request, Response, SpaceStatus, Wait, DATA_FRAME},
     read_frame, write_frame, FrameError,
 };
 use crate::{
     error::{Result, SpaceError},
+    local::{writable, MIN_LEASE},
     lock::LockMode,
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
-    object::PutOptions,
+    object::{PutOptions, VOLATILE_MAX},
     query::Query,
     read::Found,
     space::ObjectSpace,
@@ -111,14 +112,6 @@ fn path_of(path: &str) -> Result<ObjectPath> {
     Ok(ObjectPath::parse(path)?)
 }
 
-fn writable(path: &ObjectPath) -> Result<()> {
-    if path.namespace.as_str() == SYSTEM {
-        return Err(SpaceError::Invalid(format!(
-            "namespace {SYSTEM} is reserved for P³ itself"
-        )));
-    }
-    Ok(())
-}
 
 /// Receives a value and writes it. Checks that need no value happen before the
 /// client sends it; a failure while it arrives is answered after its end.
@@ -136,6 +129,11 @@ async fn put(
         if let Some(size) = size.filter(|s| *s > max) {
             return Err(SpaceError::TooLarge { size, max });
         }
+        if let Some(size) = size.filter(|s| options.volatile && *s > VOLATILE_MAX) {
+            return Err(SpaceError::Invalid(format!(
+                "a volatile value holds at most {VOLATILE_MAX} bytes; this one has {size} (write it without --volatile)"
+            )));
+        }
         space.check_namespace(&path.namespace).await?;
         Ok(path)
     };
@@ -144,6 +142,9 @@ async fn put(
         Err(e) => return write_frame(stream, &Response::Error(e)).await,
     };
     write_frame(stream, &Response::Ready).await?;
+    if options.volatile {
+        return put_volatile(stream, space, &path, options).await;
+    }
     // After a failure the rest of the value is read and dropped.
     let mut ingest: Result<Ingest> = Ok(space.ingest());
     loop {
@@ -167,6 +168,46 @@ async fn put(
     let written = match ingest.and_then(|ingest| tokio::task::block_in_place(|| ingest.finish())) {
         Ok((hash, size, _pin)) => space.put(&path, options, hash, size).await,
         Err(e) => Err(e),
+    };
+    let answer = written.map_or_else(Response::Error, Response::Written);
+    write_frame(stream, &answer).await
+}
+
+/// Receives a volatile value into memory (it is small) and writes it: it
+/// never touches this node's disk.
+async fn put_volatile(
+    stream: &mut TcpStream,
+    space: &ObjectSpace,
+    path: &ObjectPath,
+    options: PutOptions,
+) -> Result<(), FrameError> {
+    let mut value = Vec::new();
+    let mut refused = None;
+    loop {
+        match read_frame::<_, Request>(stream).await? {
+            Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
+                if refused.is_none() {
+                    value.extend_from_slice(&bytes);
+                    if value.len() as u64 > VOLATILE_MAX {
+                        refused = Some(value.len() as u64);
+                        value = Vec::new();
+                    }
+                }
+            }
+            Some(Request::End) => break,
+            Some(_) => {
+                let e = SpaceError::Invalid("expected the value's data frames".into());
+                write_frame(stream, &Response::Error(e)).await?;
+                return Err(FrameError::Malformed("unexpected frame in a value".into()));
+            }
+            None => return Ok(()),
+        }
+    }
+    let written = match refused {
+        Some(size) => Err(SpaceError::Invalid(format!(
+            "a volatile value holds at most {VOLATILE_MAX} bytes; this one has over {size} (write it without --volatile)"
+        ))),
+        None => space.put_value(path, value, options).await,
     };
     let answer = written.map_or_else(Response::Error, Response::Written);
     write_frame(stream, &answer).await
@@ -248,7 +289,7 @@ async fn hold_lock(
     lease_ms: u64,
     timeout_ms: Option<u64>,
 ) -> Result<(), FrameError> {
-    let lease = Duration::from_millis(lease_ms.max(MIN_LEASE_MS));
+    let lease = Duration::from_millis(lease_ms).max(MIN_LEASE);
     let acquired = async {
         let path = path_of(path)?;
         // "Forever" is a year; the acquirer retries with each new primary.
@@ -290,8 +331,6 @@ async fn hold_lock(
     }
 }
 
-/// Shortest lease: renewals every third of it must be able to keep up.
-const MIN_LEASE_MS: u64 = 300;
 
 /// Sends events until the client hangs up (or the node stops).
 async fn watch(
@@ -327,7 +366,11 @@ async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
     let node = space.node();
     let namespaces = &space.inner.namespaces;
     Ok(match request {
-        Request::Status => Response::Status(node.status().await?),
+        Request::Status => Response::Status(SpaceStatus {
+            node: node.status().await?,
+            events_received: space.events_received(),
+            volatile_bytes: space.store().volatile_bytes(),
+        }),
         Request::Peers => Response::Peers(node.peers().await?),
         Request::Closest { key } => Response::Closest(
             node.closest_peers(key)

@@ -30,6 +30,7 @@ fn record(name: &str, version: u64, blob: Option<BlobHash>) -> ObjectRecord {
         created_ms: 1,
         modified_ms: 1,
         expires_ms: None,
+        volatile: false,
     }
 }
 

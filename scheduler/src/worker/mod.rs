@@ -1,33 +1,36 @@
 //! A node's worker: runs tasks of every running job whose kind this binary
 //! knows, `slots` at a time, finding work as the conventions of
-//! [`crate::records`] describe. It talks to other nodes only through the
-//! object space of its own node.
+//! [`crate::records`] describe. It uses the object space of its own node in
+//! process ([`Local`]) and talks to other nodes only through it.
 //!
-//! - [`jobs`]: which jobs are running (the `p3.jobs` registry), and what this
-//!   worker knows of each: heartbeats, incoming steal requests, counters.
-//! - [`slot`]: one slot's loop: find a task (a ticket, an abandoned task, or a
-//!   steal), claim it under a lock, compute it slice by slice, finish it.
-//! - [`steal`]: both sides of a steal: the thief's request and the victim's
-//!   divide at a safe point.
+//! Modules, each using only those below it:
+//! - [`slot`]: one slot's loop: find a task (its ticket, a steal, or an
+//!   abandoned task), claim it, compute it slice by slice, finish it;
+//! - [`jobs`]: which jobs run (the `p3.jobs` registry), heartbeats, and the
+//!   watches that keep each job's view current;
+//! - [`steal`]: both sides of a steal;
+//! - [`task`]: a task's own objects (claim, checkpoint, parts);
+//! - [`state`]: what all of them share.
 
 mod jobs;
 mod slot;
+mod state;
 mod steal;
+mod task;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use p3_objectspace::Space;
+use p3_objectspace::Local;
 use tokio::task::JoinHandle;
 
 use crate::{job::Result, registry::Registry};
 
-use self::jobs::Jobs;
+use self::state::Jobs;
 pub use self::jobs::STATUS_FILE;
-
 /// How a worker behaves; [`WorkerConfig::new`] gives the defaults.
 #[derive(Clone)]
 pub struct WorkerConfig {
-    /// The data directory of the node to work through.
+    /// The data directory of the node (for its `worker.json` report).
     pub data_dir: PathBuf,
     /// Tasks run at the same time.
     pub slots: usize,
@@ -66,16 +69,22 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker of the node on `config.data_dir` (which must be
-    /// serving its API already).
-    pub async fn start(config: WorkerConfig) -> Result<Self> {
-        let status = Space::connect(&config.data_dir).await?.status().await?;
-        let jobs = Arc::new(Jobs::new(config, status.peer_id));
-        let mut tasks = vec![tokio::spawn(jobs.clone().discover())];
+    /// Starts the worker of the node whose object space is `space`.
+    pub async fn start(config: WorkerConfig, space: Local) -> Result<Self> {
+        let jobs = Arc::new(Jobs {
+            me: space.peer_id(),
+            space,
+            config,
+            active: Default::default(),
+            skipped: Default::default(),
+            changed: Default::default(),
+            helpers: Default::default(),
+        });
+        let mut tasks = vec![tokio::spawn(jobs::discover(jobs.clone()))];
         for slot in 0..jobs.config.slots {
             tasks.push(tokio::spawn(slot::run(jobs.clone(), slot)));
         }
-        jobs.write_status();
+        jobs::write_status(&jobs);
         tracing::info!(slots = jobs.config.slots, worker = %jobs.me, "worker started");
         Ok(Self { jobs, tasks })
     }
@@ -86,6 +95,6 @@ impl Worker {
         for task in self.tasks {
             task.abort();
         }
-        self.jobs.stop();
+        jobs::stop(&self.jobs);
     }
 }

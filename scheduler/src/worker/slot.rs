@@ -2,112 +2,82 @@
 //! it; again. A task is claimed by taking the write lock on `task/TID` without
 //! waiting: whoever holds it runs the task, and every write about the task
 //! carries the lock's fencing token.
+//!
+//! The slice loop waits on no I/O of its own: between slices it only looks at
+//! what is queued for it (steal requests, a due checkpoint); a checkpoint is
+//! handed to a writer, at most one in flight.
 
 use std::{
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
-use p3_objectspace::{
-    api::client::HeldLock,
-    lock::LockMode,
-    object::{MetaValue, PutOptions},
-    Space, SpaceError,
-};
+use p3_objectspace::{object::MetaValue, SpaceError};
+use tokio::task::JoinHandle;
 
 use super::{
-    jobs::{locked, ActiveJob, Jobs},
+    state::{locked, ActiveJob, Jobs},
     steal,
+    task::{self, claim, Claimed, Source},
 };
 use crate::{
     control::{self, now_ms},
-    io::SpaceIo,
+    io::LocalIo,
     job::{JobError, Result, Step},
-    records::{decode, encode, ResultRecord, TaskRecord, TICKET_QUERY},
+    records::{last_part, ResultRecord, TASKS, TICKET_QUERY},
     registry::AnyState,
 };
 
 /// A task whose record was last written this long ago, and whose lock is free,
 /// is abandoned whoever its holder is.
 const ABANDONED_AFTER: Duration = Duration::from_secs(10);
-
-/// How a task came to this worker (for the counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
-    /// A new job's root task, through its ticket.
-    Ticket,
-    /// Divided off for this worker by a victim.
-    Stolen,
-    /// Found without a live holder.
-    Abandoned,
-}
-
-/// A task this worker holds the lock of.
-pub(super) struct Claimed {
-    pub record: TaskRecord,
-    pub lock: HeldLock,
-    pub restarted: bool,
-    pub source: Source,
-}
-
-impl Claimed {
-    pub fn token(&self) -> u64 {
-        self.lock.token()
-    }
-}
+/// How often a slot with nothing to steal lists a job's tasks for abandoned
+/// ones (the only listing the worker makes).
+const SCAN_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs slot `index` for as long as the worker runs.
 pub(super) async fn run(jobs: Arc<Jobs>, index: usize) {
-    let mut control: Option<Space> = None;
     let mut rounds = index;
-    let mut idle = Duration::from_millis(20);
+    let mut idle = Duration::from_millis(5);
     loop {
         let changed = jobs.changed.notified();
         rounds += 1;
         let mut worked = false;
         for job in jobs.active(rounds) {
-            if control.is_none() {
-                control = Space::connect(&jobs.config.data_dir).await.ok();
-            }
-            let Some(space) = control.as_mut() else { break };
-            match find_work(&jobs, &job, space).await {
+            match find_work(&jobs, &job).await {
                 Ok(Some(claimed)) => {
-                    if let Err(e) = run_task(&jobs, &job, space, claimed).await {
-                        note_failure(&jobs, &job, space, e).await;
-                        control = None;
+                    if let Err(e) = run_task(&jobs, &job, claimed).await {
+                        note_failure(&jobs, &job, e).await;
                     }
                     worked = true;
                     break;
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(job = %job.id, error = %e, "looking for work failed");
-                    control = None;
-                }
+                Err(e) => tracing::debug!(job = %job.id, error = %e, "looking for work failed"),
             }
         }
         if worked {
-            idle = Duration::from_millis(20);
+            idle = Duration::from_millis(5);
             continue;
         }
-        // Nothing anywhere: look again soon, sooner when a job starts.
+        // Nothing anywhere: look again when a job starts or a worker reports
+        // load, else soon, less often the longer nothing turns up.
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(idle) => {}
         }
-        // Every look costs listings on every node: idle slots slow down.
-        idle = (idle * 2).min(Duration::from_secs(1));
+        idle = (idle * 2).min(Duration::from_millis(500));
     }
 }
 
 /// A task failed or its lock was lost: a job error fails the job; anything
 /// else (the node, the network, a cancelled job's vanished namespace) only
 /// ends this attempt, and the task is picked up again from its checkpoint.
-async fn note_failure(jobs: &Jobs, job: &ActiveJob, space: &mut Space, error: JobError) {
+async fn note_failure(jobs: &Jobs, job: &ActiveJob, error: JobError) {
     match error {
         JobError::Failed(reason) | JobError::Codec(reason) => {
             tracing::warn!(job = %job.id, %reason, "task failed; failing the job");
-            if let Err(e) = control::fail(space, &job.id, &reason).await {
+            if let Err(e) = control::fail(&mut jobs.space.clone(), &job.id, &reason).await {
                 tracing::warn!(job = %job.id, error = %e, "cannot mark the job failed");
             }
         }
@@ -118,42 +88,75 @@ async fn note_failure(jobs: &Jobs, job: &ActiveJob, space: &mut Space, error: Jo
     }
 }
 
-/// Finds a task of `job` to run: a ticket, an abandoned task, or a steal.
-async fn find_work(jobs: &Jobs, job: &ActiveJob, space: &mut Space) -> Result<Option<Claimed>> {
+/// Finds a task of `job` to run: its ticket, a steal, or an abandoned task.
+async fn find_work(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     if job.ended() {
         return Ok(None);
     }
-    // A ticket that the index has not shown yet is no loss: the scan below
-    // finds its task too (it has no holder).
     if !job.tickets_gone.load(Ordering::Relaxed) {
-        match space
-            .take_match(&job.ns, TICKET_QUERY, None, tokio::io::sink(), |_, _| {})
-            .await
-        {
-            Ok(stat) => {
-                if let Some(tid) = stat.path.rsplit('/').next() {
-                    if let Some(claimed) = claim(jobs, job, space, tid, Source::Ticket).await? {
-                        return Ok(Some(claimed));
-                    }
-                }
-            }
-            Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {
-                job.tickets_gone.store(true, Ordering::Relaxed);
-            }
-            Err(e) => return Err(e.into()),
+        if let Some(claimed) = take_ticket(jobs, job).await? {
+            return Ok(Some(claimed));
         }
     }
+    if let Some(claimed) = steal::steal(jobs, job).await? {
+        return Ok(Some(claimed));
+    }
+    let due = {
+        let mut scanned = locked(&job.scanned);
+        let due = scanned.is_none_or(|at| at.elapsed() >= SCAN_EVERY);
+        if due {
+            *scanned = Some(Instant::now());
+        }
+        due
+    };
+    if due {
+        return scan(jobs, job).await;
+    }
+    Ok(None)
+}
+
+/// Takes the job's ticket and claims the root task; marks tickets gone once
+/// there is none.
+async fn take_ticket(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
+    let space = &jobs.space;
+    let taken = match &job.record.root {
+        Some(root) => space
+            .take(&job.paths.ticket(root), None)
+            .await
+            .map(|_| root.clone()),
+        // A job submitted before tickets were volatile: find it by search.
+        None => space
+            .engine()
+            .take_match(
+                &p3_objectspace::Namespace::new(job.paths.ns())?,
+                &p3_objectspace::query::Query::parse(TICKET_QUERY)?,
+                Duration::ZERO,
+            )
+            .await
+            .map(|t| last_part(t.found.record.name.as_str()).to_owned()),
+    };
+    match taken {
+        Ok(tid) => claim(jobs, job, &tid, Source::Ticket).await,
+        Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {
+            job.tickets_gone.store(true, Ordering::Relaxed);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Lists the job's tasks and claims one without a live holder (or made for
+/// this worker); settles the job when none is left.
+async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     let now = now_ms();
-    let workers = steal::workers(jobs, job, space).await?;
-    let tasks = space.list(&job.ns, "task/").await?;
+    let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
+    let tasks = jobs.space.list(job.paths.ns(), TASKS).await?;
     if tasks.is_empty() {
-        control::settle(space, &jobs.config.registry, &job.id).await?;
+        control::settle(&mut jobs.space.clone(), &jobs.config.registry, &job.id).await?;
         return Ok(None);
     }
     for stat in &tasks {
-        let Some(tid) = stat.path.rsplit('/').next() else {
-            continue;
-        };
+        let tid = last_part(&stat.path);
         if locked(&job.running).contains_key(tid) {
             continue;
         }
@@ -161,105 +164,27 @@ async fn find_work(jobs: &Jobs, job: &ActiveJob, space: &mut Space) -> Result<Op
             Some(MetaValue::Str(h)) => Some(h.as_str()),
             _ => None,
         };
-        let abandoned = match &holder {
+        let alive = |h: &str| {
+            locked(&job.workers)
+                .get(h)
+                .is_some_and(|w| now.saturating_sub(w.seen_ms) <= fresh)
+        };
+        let abandoned = match holder {
             None => true,
-            Some(h) if *h == jobs.me => true,
-            Some(h) => !workers.iter().any(|w| w.worker == *h && w.alive),
-        } || now.saturating_sub(stat.modified_ms)
-            > ABANDONED_AFTER.as_millis() as u64;
+            Some(h) if h == jobs.me => true,
+            Some(h) => !alive(h),
+        } || now.saturating_sub(stat.modified_ms) > ABANDONED_AFTER.as_millis() as u64;
         if abandoned {
-            if let Some(claimed) = claim(jobs, job, space, tid, Source::Abandoned).await? {
+            if let Some(claimed) = claim(jobs, job, tid, Source::Abandoned).await? {
                 return Ok(Some(claimed));
             }
         }
     }
-    steal::steal(jobs, job, space, &workers).await
-}
-
-/// Claims `task/TID`: takes its lock without waiting, checks the task still
-/// needs running, records this worker as its holder, and makes sure the parts
-/// its last holder divided off exist.
-pub(super) async fn claim(
-    jobs: &Jobs,
-    job: &ActiveJob,
-    space: &mut Space,
-    tid: &str,
-    source: Source,
-) -> Result<Option<Claimed>> {
-    let path = format!("{}/task/{tid}", job.ns);
-    let lock = match Space::connect(&jobs.config.data_dir)
-        .await?
-        .lock(
-            &path,
-            LockMode::Write,
-            jobs.config.lease,
-            Some(Duration::ZERO),
-        )
-        .await
-    {
-        Ok(lock) => lock,
-        Err(SpaceError::TimedOut(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let token = lock.token();
-    let mut record: TaskRecord = match space.get_bytes(&path).await {
-        Ok((_, bytes)) => decode(&bytes, "task")?,
-        Err(SpaceError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    if exists(space, &format!("{}/result/{tid}", job.ns)).await? {
-        // Finished, but its holder stopped before removing it.
-        space.remove_fenced(&path, None, Some(token)).await?;
-        return Ok(None);
-    }
-    let restarted = record.claims > 0;
-    record.holder = Some(jobs.me.clone());
-    record.claims += 1;
-    for part in std::mem::take(&mut record.parts) {
-        steal::ensure_part(space, job, part).await?;
-    }
-    write_task(space, job, &record, token).await?;
-    Ok(Some(Claimed {
-        record,
-        lock,
-        restarted,
-        source,
-    }))
-}
-
-/// Whether object `path` exists now.
-pub(super) async fn exists(space: &mut Space, path: &str) -> Result<bool> {
-    match space.stat(path).await {
-        Ok(_) => Ok(true),
-        Err(SpaceError::NotFound(_)) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes a task's record under its lock.
-pub(super) async fn write_task(
-    space: &mut Space,
-    job: &ActiveJob,
-    record: &TaskRecord,
-    token: u64,
-) -> Result<()> {
-    let options = PutOptions {
-        meta: steal::holder_meta(record),
-        token: Some(token),
-        ..PutOptions::default()
-    };
-    let path = format!("{}/task/{}", job.ns, record.tid);
-    space.put_bytes(&path, &options, &encode(record)).await?;
-    Ok(())
+    Ok(None)
 }
 
 /// Runs a claimed task until it finishes, the job ends, or something fails.
-async fn run_task(
-    jobs: &Jobs,
-    job: &ActiveJob,
-    space: &mut Space,
-    mut task: Claimed,
-) -> Result<()> {
+async fn run_task(jobs: &Jobs, job: &ActiveJob, mut task: Claimed) -> Result<()> {
     let tid = task.record.tid.clone();
     tracing::debug!(job = %job.id, %tid, source = ?task.source, restarted = task.restarted, "running task");
     job.count(|s| {
@@ -270,29 +195,65 @@ async fn run_task(
     let state = engine.resume(&task.record.state)?;
     locked(&job.running).insert(tid.clone(), engine.load(&state));
     running_changed(jobs, job);
-    let outcome = compute(jobs, job, space, &mut task, state).await;
+    let outcome = compute(jobs, job, &mut task, state).await;
     locked(&job.running).remove(&tid);
     running_changed(jobs, job);
-    steal::decline_queued(jobs, job, space).await;
+    steal::decline_queued(jobs, job).await;
     let output = outcome?;
     let result = ResultRecord {
         output,
         credit: task.record.credit,
         worker: jobs.me.clone(),
     };
-    control::write_result(space, &job.ns, &tid, &result).await?;
-    let path = format!("{}/task/{tid}", job.ns);
-    space.remove_fenced(&path, None, Some(task.token())).await?;
+    let mut space = jobs.space.clone();
+    control::write_result(&mut space, &job.paths, &tid, &result).await?;
+    space
+        .remove(&job.paths.task(&tid), None, Some(task.token()))
+        .await?;
     task.lock.release().await?;
     job.count(|s| s.finished += 1);
     job.beat.notify_one();
-    control::settle(space, &jobs.config.registry, &job.id).await?;
+    control::settle(&mut space, &jobs.config.registry, &job.id).await?;
     Ok(())
 }
 
 fn running_changed(jobs: &Jobs, job: &ActiveJob) {
     job.beat.notify_one();
-    jobs.write_status();
+    super::jobs::write_status(jobs);
+}
+
+/// The checkpoint being written, if any: at most one in flight.
+type Writer = Option<JoinHandle<Result<()>>>;
+
+/// Hands a checkpoint of `task` to a writer unless one is still busy.
+fn checkpoint(
+    jobs: &Jobs,
+    job: &ActiveJob,
+    task: &Claimed,
+    state: &AnyState,
+    writer: &mut Writer,
+) -> Result<bool> {
+    if writer.as_ref().is_some_and(|w| !w.is_finished()) {
+        return Ok(false);
+    }
+    let mut record = task.record.clone();
+    record.state = job.job.checkpoint(state)?;
+    let (space, paths, token) = (jobs.space.clone(), job.paths.clone(), task.token());
+    *writer = Some(tokio::spawn(async move {
+        task::write(&space, &paths, &record, token).await
+    }));
+    Ok(true)
+}
+
+/// Waits for the checkpoint in flight, failing the task if it failed (its
+/// lock may be lost: the next write would be refused anyway).
+async fn settle_writer(writer: &mut Writer) -> Result<()> {
+    match writer.take() {
+        Some(w) => w
+            .await
+            .map_err(|e| JobError::Failed(format!("checkpoint writer panicked: {e}")))?,
+        None => Ok(()),
+    }
 }
 
 /// The compute loop: a slice on a blocking thread, then the safe point
@@ -300,21 +261,20 @@ fn running_changed(jobs: &Jobs, job: &ActiveJob) {
 async fn compute(
     jobs: &Jobs,
     job: &ActiveJob,
-    space: &mut Space,
     task: &mut Claimed,
-    state: AnyState,
+    mut state: AnyState,
 ) -> Result<Vec<u8>> {
     let engine = job.job.clone();
-    let mut io = SpaceIo::connect(jobs.config.data_dir.clone(), job.ns.clone()).await?;
-    let mut state = state;
+    let mut io = LocalIo::new(jobs.space.clone(), job.paths.clone());
     let mut restart = true;
     let mut checkpointed = Instant::now();
+    let mut writer: Writer = None;
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
         }
         // The slice runs on a blocking thread, which owns the state and the
-        // connection until it hands them back.
+        // io until it hands them back.
         let engine_now = engine.clone();
         let started = Instant::now();
         let step;
@@ -335,14 +295,22 @@ async fn compute(
         });
         restart = false;
         if let Step::Done(output) = step? {
+            settle_writer(&mut writer).await?;
             return Ok(output);
         }
         locked(&job.running).insert(task.record.tid.clone(), engine.load(&state));
-        steal::serve(jobs, job, space, task, &mut state).await?;
-        if checkpointed.elapsed() >= jobs.config.checkpoint_every {
-            task.record.state = engine.checkpoint(&state)?;
-            write_task(space, job, &task.record, task.token()).await?;
+        if steal::asked(job) {
+            // Dividing rewrites the checkpoint: none may be in flight.
+            settle_writer(&mut writer).await?;
+            steal::serve(jobs, job, task, &mut state).await?;
             checkpointed = Instant::now();
+        } else if checkpointed.elapsed() >= jobs.config.checkpoint_every
+            && checkpoint(jobs, job, task, &state, &mut writer)?
+        {
+            checkpointed = Instant::now();
+        }
+        if writer.as_ref().is_some_and(|w| w.is_finished()) {
+            settle_writer(&mut writer).await?;
         }
     }
 }

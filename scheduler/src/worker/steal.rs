@@ -1,120 +1,102 @@
-//! Both sides of a steal. The thief writes `steal/VICTIM/RID` and waits for
-//! `grant/RID`; the victim, at its next safe point, takes the request (so a
-//! thief that gave up and a victim never both act on it), divides its task,
+//! Both sides of a steal: two volatile objects. The thief writes
+//! `steal/VICTIM/RID` and waits for `grant/RID`; the victim hears of the
+//! request through its watch, and at its next safe point takes it (so a thief
+//! that gave up and a victim never both act on it), divides its task,
 //! checkpoints both halves, and writes the new task `task/RID` for the thief
 //! before the grant.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
-use p3_objectspace::{
-    api::protocol::Wait,
-    object::{MetaValue, Metadata, PutOptions},
-    Space, SpaceError,
-};
+use p3_objectspace::{object::PutOptions, Local, SpaceError};
 use rand::Rng;
 
 use super::{
-    jobs::{locked, ActiveJob, Jobs},
-    slot::{claim, exists, write_task, Claimed, Source},
+    state::{locked, ActiveJob, Jobs},
+    task::{self, claim, Claimed, Source},
 };
 use crate::{
     control::now_ms,
     job::{JobError, Result},
-    records::{decode, encode, random_id, Grant, Part, StealRequest, TaskRecord},
+    records::{decode, encode, random_id, Grant, Part, StealRequest},
     registry::AnyState,
 };
 
-/// A worker of a job as its heartbeat shows it.
-pub(super) struct WorkerView {
-    pub worker: String,
-    /// Reported within a lease and a heartbeat interval.
-    pub alive: bool,
-    pub running: f64,
-    pub load: f64,
-}
-
-fn number(meta: &Metadata, key: &str) -> f64 {
-    match meta.get(key) {
-        Some(MetaValue::Num(n)) => *n,
-        _ => 0.0,
+fn volatile() -> PutOptions {
+    PutOptions {
+        volatile: true,
+        ..PutOptions::default()
     }
 }
 
-/// The workers of `job`, from their heartbeats.
-pub(super) async fn workers(
-    jobs: &Jobs,
-    job: &ActiveJob,
-    space: &mut Space,
-) -> Result<Vec<WorkerView>> {
+/// Busy workers of `job` worth asking, with their weights: by load, and by
+/// closeness (a peer 10 ms away counts half).
+async fn victims(jobs: &Jobs, job: &ActiveJob) -> Result<Vec<(String, f64)>> {
     let now = now_ms();
     let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
-    Ok(space
-        .list(&job.ns, "worker/")
-        .await?
+    let candidates: Vec<(String, f64)> = locked(&job.workers)
+        .iter()
+        .filter(|(w, v)| {
+            **w != jobs.me
+                && v.running > 0.0
+                && v.load > 0.0
+                && now.saturating_sub(v.seen_ms) <= fresh
+        })
+        .map(|(w, v)| (w.clone(), v.load))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let rtts: HashMap<String, u64> = jobs
+        .space
+        .engine()
+        .node()
+        .peers()
+        .await
+        .map_err(SpaceError::from)?
         .into_iter()
-        .filter_map(|stat| {
-            let worker = stat.path.rsplit('/').next()?.to_owned();
-            Some(WorkerView {
-                worker,
-                alive: now.saturating_sub(stat.modified_ms) <= fresh,
-                running: number(&stat.meta, "running"),
-                load: number(&stat.meta, "load"),
-            })
+        .filter_map(|p| Some((p.peer_id, p.rtt_us?)))
+        .collect();
+    Ok(candidates
+        .into_iter()
+        .map(|(w, load)| {
+            let rtt_ms = rtts.get(&w).map_or(0.0, |&us| us as f64 / 1000.0);
+            (w, load / (1.0 + rtt_ms / 10.0))
         })
         .collect())
 }
 
-/// Asks a busy worker, chosen at random weighted by its load and closeness
-/// (ping round-trip time), for part of its work; claims what it grants.
-pub(super) async fn steal(
-    jobs: &Jobs,
-    job: &ActiveJob,
-    space: &mut Space,
-    workers: &[WorkerView],
-) -> Result<Option<Claimed>> {
-    let rtts: HashMap<String, u64> = space
-        .peers()
-        .await?
-        .into_iter()
-        .filter_map(|p| Some((p.peer_id, p.rtt_us?)))
-        .collect();
-    // Weighted by load, and by closeness: a peer 10 ms away counts half.
-    let victims: Vec<(&WorkerView, f64)> = workers
-        .iter()
-        .filter(|w| w.alive && w.worker != jobs.me && w.running > 0.0 && w.load > 0.0)
-        .map(|w| {
-            let rtt_ms = rtts.get(&w.worker).map_or(0.0, |&us| us as f64 / 1000.0);
-            (w, w.load / (1.0 + rtt_ms / 10.0))
-        })
-        .collect();
+/// Asks a busy worker, chosen at random weighted by load and closeness, for
+/// part of its work; claims what it grants.
+pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
+    let victims = victims(jobs, job).await?;
     let total: f64 = victims.iter().map(|(_, weight)| weight).sum();
     if victims.is_empty() || !total.is_finite() || total <= 0.0 {
         return Ok(None);
     }
     let mut pick = rand::thread_rng().gen_range(0.0..total);
-    let (victim, _) = victims
+    let victim = victims
         .iter()
         .find(|(_, weight)| {
             pick -= weight;
             pick < 0.0
         })
-        .unwrap_or(&victims[0]);
+        .unwrap_or(&victims[0])
+        .0
+        .clone();
+    let space = &jobs.space;
     let rid = random_id();
-    let request = format!("{}/steal/{}/{rid}", job.ns, victim.worker);
+    let request = job.paths.steal(&victim, &rid);
     let asking = StealRequest {
         thief: jobs.me.clone(),
     };
     space
-        .put_bytes(&request, &PutOptions::default(), &encode(&asking))
+        .put_bytes(&request, &volatile(), &encode(&asking))
         .await?;
-    let grant_path = format!("{}/grant/{rid}", job.ns);
+    let grant_path = job.paths.grant(&rid);
     let mut grant = await_grant(space, &grant_path, jobs.config.steal_wait).await?;
     if grant.is_none() {
         // Withdraw; if the victim took the request first, its answer is coming.
-        match space
-            .take(&request, None, tokio::io::sink(), |_, _| {})
-            .await
-        {
+        match space.take(&request, None).await {
             Ok(_) => return Ok(None),
             Err(SpaceError::NotFound(_)) => {
                 grant = await_grant(space, &grant_path, jobs.config.steal_wait * 2).await?;
@@ -123,7 +105,7 @@ pub(super) async fn steal(
         }
     }
     match grant {
-        Some(Grant::Task(tid)) => claim(jobs, job, space, &tid, Source::Stolen).await,
+        Some(Grant::Task(tid)) => claim(jobs, job, &tid, Source::Stolen).await,
         // Declined, or the victim died before answering: a task it made for us
         // later is ours anyway (we are its holder) and the scan finds it.
         Some(Grant::Declined) | None => Ok(None),
@@ -131,57 +113,41 @@ pub(super) async fn steal(
 }
 
 async fn await_grant(
-    space: &mut Space,
+    space: &Local,
     path: &str,
     wait: std::time::Duration,
 ) -> Result<Option<Grant>> {
-    let wait = Wait {
-        ms: wait.as_millis() as u64,
-        after_version: None,
-    };
-    let mut bytes = Vec::new();
-    match space
-        .get_waiting(path, Some(wait), &mut bytes, |_, _| {})
-        .await
-    {
-        Ok(_) => {}
+    let bytes = match space.get_waiting(path, None, wait).await {
+        Ok((_, bytes)) => bytes,
         Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
-    }
-    let _ = space.remove(path, None).await;
+    };
+    let _ = space.remove(path, None, None).await;
     Ok(Some(decode(&bytes, "grant")?))
 }
 
 /// Takes the steal request `rid` addressed to this worker; `None` if the thief
 /// withdrew it.
-async fn take_request(
-    space: &mut Space,
-    job: &ActiveJob,
-    me: &str,
-    rid: &str,
-) -> Result<Option<StealRequest>> {
-    let path = format!("{}/steal/{me}/{rid}", job.ns);
-    let mut bytes = Vec::new();
-    match space.take(&path, None, &mut bytes, |_, _| {}).await {
-        Ok(_) => Ok(Some(decode(&bytes, "steal request")?)),
+async fn take_request(jobs: &Jobs, job: &ActiveJob, rid: &str) -> Result<Option<StealRequest>> {
+    match jobs.space.take(&job.paths.steal(&jobs.me, rid), None).await {
+        Ok((_, bytes)) => Ok(Some(decode(&bytes, "steal request")?)),
         Err(SpaceError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn answer(space: &mut Space, job: &ActiveJob, rid: &str, grant: &Grant) -> Result<()> {
-    let path = format!("{}/grant/{rid}", job.ns);
-    space
-        .put_bytes(&path, &PutOptions::default(), &encode(grant))
+async fn answer(jobs: &Jobs, job: &ActiveJob, rid: &str, grant: &Grant) -> Result<()> {
+    jobs.space
+        .put_bytes(&job.paths.grant(rid), &volatile(), &encode(grant))
         .await?;
     Ok(())
 }
 
 /// Declines request `rid` (this worker has nothing of the job running).
-pub(super) async fn decline(space: &mut Space, job: &ActiveJob, me: &str, rid: &str) {
+pub(super) async fn decline(jobs: &Jobs, job: &ActiveJob, rid: &str) {
     let declined = async {
-        if take_request(space, job, me, rid).await?.is_some() {
-            answer(space, job, rid, &Grant::Declined).await?;
+        if take_request(jobs, job, rid).await?.is_some() {
+            answer(jobs, job, rid, &Grant::Declined).await?;
         }
         Ok::<_, JobError>(())
     };
@@ -190,14 +156,9 @@ pub(super) async fn decline(space: &mut Space, job: &ActiveJob, me: &str, rid: &
     }
 }
 
-/// Steal requests answered at one safe point: the task gets back to work
-/// after a few, however many thieves keep asking.
-const SERVED_PER_SAFE_POINT: usize = 2;
-
 /// The requests worth answering now, newest first, at most `limit`. Requests
 /// older than a thief's patience are dropped unread: their thieves have
-/// withdrawn them (answering would cost a write each and could keep a busy
-/// victim from ever computing again).
+/// withdrawn them.
 fn fresh_requests(jobs: &Jobs, job: &ActiveJob, limit: usize) -> Vec<String> {
     let mut queue = locked(&job.requests);
     queue.retain(|(_, at)| at.elapsed() < jobs.config.steal_wait);
@@ -207,91 +168,73 @@ fn fresh_requests(jobs: &Jobs, job: &ActiveJob, limit: usize) -> Vec<String> {
 
 /// Declines what is queued for this worker once it runs nothing of `job`, so
 /// thieves need not wait out their patience.
-pub(super) async fn decline_queued(jobs: &Jobs, job: &ActiveJob, space: &mut Space) {
-    if !locked(&job.running).is_empty() {
+pub(super) async fn decline_queued(jobs: &Jobs, job: &ActiveJob) {
+    if job.busy() {
         return;
     }
     for rid in fresh_requests(jobs, job, usize::MAX) {
-        decline(space, job, &jobs.me, &rid).await;
+        decline(jobs, job, &rid).await;
     }
+}
+
+/// Steal requests answered at one safe point: the task gets back to work
+/// after a few, however many thieves keep asking.
+const SERVED_PER_SAFE_POINT: usize = 4;
+
+/// Whether requests wait for this worker's answer.
+pub(super) fn asked(job: &ActiveJob) -> bool {
+    !locked(&job.requests).is_empty()
 }
 
 /// At a safe point of `task`: answers a few of the steal requests queued for
-/// this worker, dividing the task for each while it can.
+/// this worker, dividing the task for each while it can. The parts are saved
+/// inside this task's checkpoint before any is published, so a crash between
+/// the writes loses neither work nor credit.
 pub(super) async fn serve(
     jobs: &Jobs,
     job: &ActiveJob,
-    space: &mut Space,
     task: &mut Claimed,
     state: &mut AnyState,
 ) -> Result<()> {
+    let engine = &job.job;
+    let mut answers = Vec::new();
     for rid in fresh_requests(jobs, job, SERVED_PER_SAFE_POINT) {
-        let Some(request) = take_request(space, job, &jobs.me, &rid).await? else {
+        let Some(request) = take_request(jobs, job, &rid).await? else {
             continue; // withdrawn meanwhile
         };
-        let engine = &job.job;
-        let grant = match engine.divide(state) {
-            None => Grant::Declined,
+        match engine.divide(state) {
+            None => answers.push((rid, Grant::Declined)),
             Some(part) => {
-                let credit = task.record.credit.split();
                 let part = Part {
                     tid: rid.clone(),
                     state: engine.checkpoint(&part)?,
-                    credit,
+                    credit: task.record.credit.split(),
                     holder: request.thief,
                 };
-                // Both halves are saved before the new one is published: the
-                // part rides in this task's checkpoint until it exists.
-                task.record.state = engine.checkpoint(state)?;
-                task.record.parts.push(part.clone());
-                write_task(space, job, &task.record, task.token()).await?;
-                ensure_part(space, job, part).await?;
-                task.record.parts.clear();
-                job.count(|s| s.divides += 1);
-                Grant::Task(rid.clone())
+                task.record.parts.push(part);
+                answers.push((rid.clone(), Grant::Task(rid)));
             }
-        };
-        answer(space, job, &rid, &grant).await?;
+        }
     }
+    if !task.record.parts.is_empty() {
+        let started = Instant::now();
+        task.record.state = engine.checkpoint(state)?;
+        task::write(&jobs.space, &job.paths, &task.record, task.token()).await?;
+        let parts = std::mem::take(&mut task.record.parts);
+        job.count(|s| s.divides += parts.len() as u64);
+        futures::future::try_join_all(
+            parts
+                .into_iter()
+                .map(|part| task::create_part(&jobs.space, job, part)),
+        )
+        .await?;
+        tracing::debug!(job = %job.id, took = ?started.elapsed(), "divided for thieves");
+    }
+    futures::future::try_join_all(
+        answers
+            .iter()
+            .map(|(rid, grant)| answer(jobs, job, rid, grant)),
+    )
+    .await?;
     Ok(())
-}
-
-/// Makes sure a divided-off part exists as `task/TID`, unless it already ran
-/// to completion.
-pub(super) async fn ensure_part(space: &mut Space, job: &ActiveJob, part: Part) -> Result<()> {
-    let path = format!("{}/task/{}", job.ns, part.tid);
-    // A part's task is removed only after its result is written, so checking
-    // the task first and the result second never misses a finished part.
-    if exists(space, &path).await?
-        || exists(space, &format!("{}/result/{}", job.ns, part.tid)).await?
-    {
-        return Ok(());
-    }
-    let record = TaskRecord {
-        tid: part.tid,
-        state: part.state,
-        credit: part.credit,
-        holder: Some(part.holder),
-        claims: 0,
-        parts: Vec::new(),
-    };
-    let options = PutOptions {
-        meta: holder_meta(&record),
-        if_version: Some(0),
-        ..PutOptions::default()
-    };
-    match space.put_bytes(&path, &options, &encode(&record)).await {
-        Ok(_) | Err(SpaceError::VersionConflict { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A task's holder as metadata, so a scan for abandoned tasks needs only a
-/// listing.
-pub(super) fn holder_meta(record: &TaskRecord) -> Metadata {
-    record
-        .holder
-        .iter()
-        .map(|h| ("holder".to_owned(), MetaValue::Str(h.clone())))
-        .collect()
 }

@@ -1,0 +1,124 @@
+//! What a worker's tasks share: the jobs it works on and what it knows of
+//! each (its own counters and running tasks, the other workers' heartbeats,
+//! steal requests waiting for an answer).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Instant,
+};
+
+use p3_objectspace::Local;
+use tokio::{sync::Notify, task::JoinHandle};
+
+use super::WorkerConfig;
+use crate::{
+    records::{Heartbeat, JobId, JobPaths, JobRecord, WorkerStats},
+    registry::DynJob,
+};
+
+/// Locks a mutex even if a panicking thread held it: every value behind these
+/// locks stays consistent between statements.
+pub(super) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything a worker's tasks share.
+pub(super) struct Jobs {
+    pub config: WorkerConfig,
+    /// The node's object space, in this process.
+    pub space: Local,
+    /// This worker's id: its node's peer id.
+    pub me: String,
+    pub active: Mutex<BTreeMap<JobId, Arc<ActiveJob>>>,
+    /// Job kinds this binary does not know, or arguments it refused: skipped.
+    pub skipped: Mutex<BTreeSet<JobId>>,
+    /// Woken when a job starts or a worker reports load, so idle slots look
+    /// for work at once.
+    pub changed: Notify,
+    pub helpers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Another worker of a job, as its last heartbeat showed it.
+#[derive(Debug, Clone)]
+pub(super) struct WorkerView {
+    /// Tasks it runs.
+    pub running: f64,
+    /// Its work left, by the job's estimate.
+    pub load: f64,
+    /// When its heartbeat was written (ms since the epoch).
+    pub seen_ms: u64,
+}
+
+/// One running job as this worker sees it.
+pub(super) struct ActiveJob {
+    pub id: JobId,
+    pub record: JobRecord,
+    pub paths: JobPaths,
+    /// This node's instance of the job.
+    pub job: Arc<dyn DynJob>,
+    pub ended: AtomicBool,
+    /// This worker's counters for the job.
+    pub stats: Mutex<WorkerStats>,
+    /// Tasks of the job running here, with their load.
+    pub running: Mutex<BTreeMap<String, f64>>,
+    /// The other workers, kept current by a watch on their heartbeats.
+    pub workers: Mutex<BTreeMap<String, WorkerView>>,
+    /// Steal requests addressed to this worker, not yet answered: their ids,
+    /// thieves and when they arrived.
+    pub requests: Mutex<VecDeque<(String, Instant)>>,
+    /// Woken to send a heartbeat now (the running set changed).
+    pub beat: Notify,
+    /// No ticket was left to take: the root task was claimed, and no other
+    /// task ever gets one, so idle slots stop looking for tickets.
+    pub tickets_gone: AtomicBool,
+    /// When a slot last listed the job's tasks for abandoned ones.
+    pub scanned: Mutex<Option<Instant>>,
+    /// The job's helper tasks (heartbeats, watches); the heartbeat task ends
+    /// by itself after a last report.
+    pub helpers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ActiveJob {
+    /// Whether the job reached a final state (or vanished): stop working on it.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+
+    /// Adds to this worker's counters.
+    pub fn count(&self, f: impl FnOnce(&mut WorkerStats)) {
+        f(&mut locked(&self.stats));
+    }
+
+    /// Whether a task of the job runs here.
+    pub fn busy(&self) -> bool {
+        !locked(&self.running).is_empty()
+    }
+
+    /// This worker's report.
+    pub fn heartbeat(&self, me: &str) -> Heartbeat {
+        let running = locked(&self.running);
+        Heartbeat {
+            worker: me.to_owned(),
+            running: running.len() as u32,
+            load: running.values().sum(),
+            stats: locked(&self.stats).clone(),
+        }
+    }
+}
+
+impl Jobs {
+    /// The jobs being worked on, starting at a different one each call so
+    /// slots spread over jobs.
+    pub fn active(&self, rotate: usize) -> Vec<Arc<ActiveJob>> {
+        let mut jobs: Vec<_> = locked(&self.active).values().cloned().collect();
+        if !jobs.is_empty() {
+            let n = rotate % jobs.len();
+            jobs.rotate_left(n);
+        }
+        jobs
+    }
+}

@@ -1,0 +1,167 @@
+//! A task's own objects: claiming `task/TID` under its lock, writing its
+//! checkpoint with the lock's fencing token, creating divided-off parts.
+
+use std::time::Duration;
+
+use p3_objectspace::{
+    lock::LockMode,
+    object::{MetaValue, Metadata, PutOptions},
+    Local, LocalLock, SpaceError,
+};
+
+use super::state::{ActiveJob, Jobs};
+use crate::{
+    job::Result,
+    records::{decode, encode, JobPaths, Part, TaskRecord},
+};
+
+/// How a task came to this worker (for the counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// A new job's root task, through its ticket.
+    Ticket,
+    /// Divided off for this worker by a victim.
+    Stolen,
+    /// Found without a live holder.
+    Abandoned,
+}
+
+/// A task this worker holds the lock of.
+pub(super) struct Claimed {
+    pub record: TaskRecord,
+    pub lock: LocalLock,
+    pub restarted: bool,
+    pub source: Source,
+}
+
+impl Claimed {
+    pub fn token(&self) -> u64 {
+        self.lock.token()
+    }
+}
+
+/// Claims `task/TID`: takes its lock without waiting, checks the task still
+/// needs running, records this worker as its holder, and makes sure the parts
+/// its last holder divided off exist.
+pub(super) async fn claim(
+    jobs: &Jobs,
+    job: &ActiveJob,
+    tid: &str,
+    source: Source,
+) -> Result<Option<Claimed>> {
+    let space = &jobs.space;
+    let path = job.paths.task(tid);
+    let lock = match space
+        .lock(&path, LockMode::Write, jobs.config.lease, Duration::ZERO)
+        .await
+    {
+        Ok(lock) => lock,
+        Err(SpaceError::TimedOut(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let token = lock.token();
+    let mut record: TaskRecord = match space.get_bytes(&path).await {
+        Ok((_, bytes)) => decode(&bytes, "task")?,
+        Err(SpaceError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if exists(space, &job.paths.result(tid)).await? {
+        // Finished, but its holder stopped before removing it.
+        space.remove(&path, None, Some(token)).await?;
+        return Ok(None);
+    }
+    let restarted = record.claims > 0;
+    let was_mine = record.holder.as_deref() == Some(jobs.me.as_str());
+    record.holder = Some(jobs.me.clone());
+    record.claims += 1;
+    let parts = std::mem::take(&mut record.parts);
+    let had_parts = !parts.is_empty();
+    for part in parts {
+        ensure_part(space, job, part).await?;
+    }
+    // A part made for this worker already names it as holder: claiming it
+    // needs no write (its `claims` count restarts only).
+    if !was_mine || restarted || had_parts {
+        write(space, &job.paths, &record, token).await?;
+    }
+    Ok(Some(Claimed {
+        record,
+        lock,
+        restarted,
+        source,
+    }))
+}
+
+/// Whether object `path` exists now.
+pub(super) async fn exists(space: &Local, path: &str) -> Result<bool> {
+    match space.stat(path).await {
+        Ok(_) => Ok(true),
+        Err(SpaceError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a task's record under its lock.
+pub(super) async fn write(
+    space: &Local,
+    paths: &JobPaths,
+    record: &TaskRecord,
+    token: u64,
+) -> Result<()> {
+    let options = PutOptions {
+        meta: holder_meta(record),
+        token: Some(token),
+        ..PutOptions::default()
+    };
+    space
+        .put_bytes(&paths.task(&record.tid), &options, &encode(record))
+        .await?;
+    Ok(())
+}
+
+/// Makes sure a divided-off part exists as `task/TID`, unless it already ran
+/// to completion.
+pub(super) async fn ensure_part(space: &Local, job: &ActiveJob, part: Part) -> Result<()> {
+    let path = job.paths.task(&part.tid);
+    // A part's task is removed only after its result is written, so checking
+    // the task first and the result second never misses a finished part.
+    if exists(space, &path).await? || exists(space, &job.paths.result(&part.tid)).await? {
+        return Ok(());
+    }
+    create_part(space, job, part).await
+}
+
+/// Writes a new part as `task/TID` unless that exists (a part is created
+/// once; `if_version` 0 makes a second attempt a no-op).
+pub(super) async fn create_part(space: &Local, job: &ActiveJob, part: Part) -> Result<()> {
+    let record = TaskRecord {
+        tid: part.tid,
+        state: part.state,
+        credit: part.credit,
+        holder: Some(part.holder),
+        claims: 0,
+        parts: Vec::new(),
+    };
+    let options = PutOptions {
+        meta: holder_meta(&record),
+        if_version: Some(0),
+        ..PutOptions::default()
+    };
+    match space
+        .put_bytes(&job.paths.task(&record.tid), &options, &encode(&record))
+        .await
+    {
+        Ok(_) | Err(SpaceError::VersionConflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A task's holder as metadata, so a scan for abandoned tasks needs only a
+/// listing.
+fn holder_meta(record: &TaskRecord) -> Metadata {
+    record
+        .holder
+        .iter()
+        .map(|h| ("holder".to_owned(), MetaValue::Str(h.clone())))
+        .collect()
+}
