@@ -5,11 +5,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use p3_dht::{identity, Database, Node};
 use p3_objectspace::{
-    Local,
     api::{self, ApiInfo},
     service,
     store::{self, Store},
-    ObjectSpace,
+    Local, ObjectSpace,
 };
 use p3_scheduler::{Registry, Worker, WorkerConfig};
 use rand::RngCore;

@@ -20,7 +20,7 @@ pub enum EventKind {
 }
 
 /// One change to one object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,

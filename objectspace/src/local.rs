@@ -209,7 +209,13 @@ impl Local {
 
 /// Renews a lease every third of it until the task is aborted or renewal
 /// fails (then `lost` is notified).
-async fn renew(space: ObjectSpace, path: ObjectPath, holder: u64, lease: Duration, lost: Arc<Notify>) {
+async fn renew(
+    space: ObjectSpace,
+    path: ObjectPath,
+    holder: u64,
+    lease: Duration,
+    lost: Arc<Notify>,
+) {
     let mut every = tokio::time::interval(lease / 3);
     every.tick().await; // the first tick is immediate
     loop {

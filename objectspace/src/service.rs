@@ -442,7 +442,7 @@ async fn fetch_volatile(
         if let Ok(PeerResponse::Head {
             record: Some(theirs),
             inline: Some(value),
-        }) = space.ask(peer, head).await
+        }) = Box::pin(space.ask(peer, head)).await
         {
             if theirs.order() == record.order() {
                 return Some(value);
@@ -467,7 +467,11 @@ fn volatile_value(hash: BlobHash, size: u64, inline: Option<&[u8]>) -> Result<()
 
 /// Stores a record: volatile ones in memory with their (checked) value, the
 /// others durably (their blob must be here).
-async fn store_record(space: &ObjectSpace, record: &ObjectRecord, inline: Option<&[u8]>) -> Result<()> {
+async fn store_record(
+    space: &ObjectSpace,
+    record: &ObjectRecord,
+    inline: Option<&[u8]>,
+) -> Result<()> {
     let store = space.store().clone();
     let record = record.clone();
     if record.volatile {

@@ -35,8 +35,8 @@ use crate::{
     object::ObjectRecord,
 };
 
-pub use volatile::{Entry as VolatileEntry, VOLATILE_BYTES};
 use volatile::Volatile;
+pub use volatile::{Entry as VolatileEntry, VOLATILE_BYTES};
 
 /// Column family of object records.
 pub const CF_OBJECTS: &str = "objects";

@@ -11,12 +11,11 @@ use serde::Serialize;
 
 use crate::{
     io::SpaceIo,
-    objects::Objects,
     job::{Args, JobError, Result},
+    objects::Objects,
     records::{
-        decode, encode, random_id, Credit, Heartbeat, JobId, JobPaths, JobRecord, JobState,
-        Ledger, ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS, TICKET_TYPE,
-        WORKERS,
+        decode, encode, random_id, Credit, Heartbeat, JobId, JobPaths, JobRecord, JobState, Ledger,
+        ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS, TICKET_TYPE, WORKERS,
     },
     registry::Registry,
 };
@@ -66,20 +65,14 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
         parts: Vec::new(),
     };
     space
-        .put_bytes(
-            &paths.task(&tid),
-            &PutOptions::default(),
-            &encode(&task),
-        )
+        .put_bytes(&paths.task(&tid), &PutOptions::default(), &encode(&task))
         .await?;
     let ticket = PutOptions {
         type_tag: TICKET_TYPE.into(),
         volatile: true,
         ..PutOptions::default()
     };
-    space
-        .put_bytes(&paths.ticket(&tid), &ticket, &[])
-        .await?;
+    space.put_bytes(&paths.ticket(&tid), &ticket, &[]).await?;
     let record = JobRecord {
         id: id.clone(),
         kind: kind.to_owned(),
@@ -295,7 +288,11 @@ pub struct JobStatus {
 }
 
 /// Gathers a job's status from its registry entry and namespace.
-pub async fn status(space: &mut impl Objects, registry: &Registry, id: &JobId) -> Result<JobStatus> {
+pub async fn status(
+    space: &mut impl Objects,
+    registry: &Registry,
+    id: &JobId,
+) -> Result<JobStatus> {
     let progress = settle(space, registry, id).await?;
     let (job, _) = record(space, id).await?;
     let ns = id.namespace();

@@ -111,17 +111,18 @@ impl Io for LocalIo {
     fn put_many(&mut self, items: Vec<(String, Vec<u8>)>) -> Result<()> {
         let paths = &self.paths;
         let space = &self.space;
-        self.runtime
-            .block_on(try_join_all(items.chunks(items.len().div_ceil(PARALLEL_PUTS).max(1)).map(
-                |lane| async move {
+        self.runtime.block_on(try_join_all(
+            items
+                .chunks(items.len().div_ceil(PARALLEL_PUTS).max(1))
+                .map(|lane| async move {
                     for (name, value) in lane {
                         space
                             .put_bytes(&paths.data(name), &PutOptions::default(), value)
                             .await?;
                     }
                     Ok::<_, crate::JobError>(())
-                },
-            )))?;
+                }),
+        ))?;
         Ok(())
     }
 }

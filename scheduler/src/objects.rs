@@ -45,7 +45,12 @@ pub trait Objects: Send {
 }
 
 impl Objects for Space {
-    async fn put_bytes(&mut self, path: &str, options: &PutOptions, bytes: &[u8]) -> Result<Written> {
+    async fn put_bytes(
+        &mut self,
+        path: &str,
+        options: &PutOptions,
+        bytes: &[u8],
+    ) -> Result<Written> {
         Space::put_bytes(self, path, options, bytes).await
     }
 
@@ -77,7 +82,12 @@ impl Objects for Space {
 }
 
 impl Objects for Local {
-    async fn put_bytes(&mut self, path: &str, options: &PutOptions, bytes: &[u8]) -> Result<Written> {
+    async fn put_bytes(
+        &mut self,
+        path: &str,
+        options: &PutOptions,
+        bytes: &[u8],
+    ) -> Result<Written> {
         Local::put_bytes(self, path, options, bytes).await
     }
 

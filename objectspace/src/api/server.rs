@@ -112,7 +112,6 @@ fn path_of(path: &str) -> Result<ObjectPath> {
     Ok(ObjectPath::parse(path)?)
 }
 
-
 /// Receives a value and writes it. Checks that need no value happen before the
 /// client sends it; a failure while it arrives is answered after its end.
 async fn put(
@@ -330,7 +329,6 @@ async fn hold_lock(
         }
     }
 }
-
 
 /// Sends events until the client hangs up (or the node stops).
 async fn watch(

@@ -18,9 +18,7 @@ use super::{
 use crate::{
     control,
     job::Result,
-    records::{
-        encode, last_part, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, WORKERS,
-    },
+    records::{encode, last_part, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, WORKERS},
     registry::DynJob,
 };
 
@@ -113,6 +111,7 @@ fn begin(jobs: &Arc<Jobs>, record: JobRecord, job: Arc<dyn DynJob>) {
         running: Default::default(),
         workers: Default::default(),
         requests: Default::default(),
+        asked: Default::default(),
         beat: Default::default(),
         tickets_gone: Default::default(),
         scanned: Default::default(),
@@ -164,7 +163,11 @@ async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
             volatile: true,
             ..PutOptions::default()
         };
-        if let Err(e) = jobs.space.put_bytes(&path, &options, &encode(&heartbeat)).await {
+        if let Err(e) = jobs
+            .space
+            .put_bytes(&path, &options, &encode(&heartbeat))
+            .await
+        {
             tracing::debug!(job = %job.id, error = %e, "heartbeat not written");
         }
         if ended {
@@ -243,7 +246,9 @@ async fn steal_requests(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
                     true
                 }
             };
-            if !queued {
+            if queued {
+                job.asked.notify_waiters();
+            } else {
                 steal::decline(&jobs, &job, &rid).await;
             }
         }

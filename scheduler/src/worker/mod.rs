@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 
 use crate::{job::Result, registry::Registry};
 
-use self::state::Jobs;
 pub use self::jobs::STATUS_FILE;
+use self::state::Jobs;
 /// How a worker behaves; [`WorkerConfig::new`] gives the defaults.
 #[derive(Clone)]
 pub struct WorkerConfig {

@@ -24,7 +24,7 @@ use crate::{
     control::{self, now_ms},
     io::LocalIo,
     job::{JobError, Result, Step},
-    records::{last_part, ResultRecord, TASKS, TICKET_QUERY},
+    records::{last_part, ResultRecord, TASKS},
     registry::AnyState,
 };
 
@@ -119,24 +119,15 @@ async fn find_work(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
 /// there is none.
 async fn take_ticket(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     let space = &jobs.space;
-    let taken = match &job.record.root {
-        Some(root) => space
-            .take(&job.paths.ticket(root), None)
-            .await
-            .map(|_| root.clone()),
-        // A job submitted before tickets were volatile: find it by search.
-        None => space
-            .engine()
-            .take_match(
-                &p3_objectspace::Namespace::new(job.paths.ns())?,
-                &p3_objectspace::query::Query::parse(TICKET_QUERY)?,
-                Duration::ZERO,
-            )
-            .await
-            .map(|t| last_part(t.found.record.name.as_str()).to_owned()),
+    // A job without a root ticket (submitted by an older version): its root
+    // task has no holder, and the scan of `task/` finds it.
+    let Some(root) = &job.record.root else {
+        job.tickets_gone.store(true, Ordering::Relaxed);
+        return Ok(None);
     };
+    let taken = space.take(&job.paths.ticket(root), None).await;
     match taken {
-        Ok(tid) => claim(jobs, job, &tid, Source::Ticket).await,
+        Ok(_) => claim(jobs, job, root, Source::Ticket).await,
         Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {
             job.tickets_gone.store(true, Ordering::Relaxed);
             Ok(None)
@@ -173,7 +164,8 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
             None => true,
             Some(h) if h == jobs.me => true,
             Some(h) => !alive(h),
-        } || now.saturating_sub(stat.modified_ms) > ABANDONED_AFTER.as_millis() as u64;
+        } || now.saturating_sub(stat.modified_ms)
+            > ABANDONED_AFTER.as_millis() as u64;
         if abandoned {
             if let Some(claimed) = claim(jobs, job, tid, Source::Abandoned).await? {
                 return Ok(Some(claimed));
@@ -293,6 +285,9 @@ async fn compute(
             s.busy_ms += busy;
             s.slices += u64::from(!restart);
         });
+        if restart {
+            steal::gather(jobs, job).await;
+        }
         restart = false;
         if let Step::Done(output) = step? {
             settle_writer(&mut writer).await?;

@@ -70,6 +70,8 @@ pub(super) struct ActiveJob {
     /// Steal requests addressed to this worker, not yet answered: their ids,
     /// thieves and when they arrived.
     pub requests: Mutex<VecDeque<(String, Instant)>>,
+    /// Woken when a steal request is queued.
+    pub asked: Notify,
     /// Woken to send a heartbeat now (the running set changed).
     pub beat: Notify,
     /// No ticket was left to take: the root task was claimed, and no other
@@ -96,6 +98,17 @@ impl ActiveJob {
     /// Whether a task of the job runs here.
     pub fn busy(&self) -> bool {
         !locked(&self.running).is_empty()
+    }
+
+    /// Other workers of the job that report running nothing, recently.
+    pub fn idle_workers(&self, me: &str, fresh_ms: u64) -> usize {
+        let now = crate::control::now_ms();
+        locked(&self.workers)
+            .iter()
+            .filter(|(w, v)| {
+                *w != me && v.running == 0.0 && now.saturating_sub(v.seen_ms) <= fresh_ms
+            })
+            .count()
     }
 
     /// This worker's report.

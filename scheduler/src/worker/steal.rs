@@ -5,7 +5,10 @@
 //! checkpoints both halves, and writes the new task `task/RID` for the thief
 //! before the grant.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use p3_objectspace::{object::PutOptions, Local, SpaceError};
 use rand::Rng;
@@ -18,7 +21,7 @@ use crate::{
     control::now_ms,
     job::{JobError, Result},
     records::{decode, encode, random_id, Grant, Part, StealRequest},
-    registry::AnyState,
+    registry::{AnyState, DynJob},
 };
 
 fn volatile() -> PutOptions {
@@ -177,9 +180,62 @@ pub(super) async fn decline_queued(jobs: &Jobs, job: &ActiveJob) {
     }
 }
 
-/// Steal requests answered at one safe point: the task gets back to work
-/// after a few, however many thieves keep asking.
-const SERVED_PER_SAFE_POINT: usize = 4;
+/// Steal requests answered at one safe point: enough for every worker of a
+/// large cluster at once, few enough that the task gets back to work.
+const SERVED_PER_SAFE_POINT: usize = 32;
+/// How long a task that just started waits for the steal requests of idle
+/// workers, so that it splits once for all of them instead of once per slice.
+const GATHER: Duration = Duration::from_millis(30);
+
+/// At a task's first safe point: while other workers of the job are idle,
+/// waits up to [`GATHER`] for their requests (they ask as soon as this
+/// worker's heartbeat shows it busy).
+pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
+    let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
+    let idle = job.idle_workers(&jobs.me, fresh);
+    if idle == 0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + GATHER;
+    loop {
+        let asked = job.asked.notified();
+        if locked(&job.requests).len() >= idle {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, asked).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Splits up to `n` parts off `state`, always dividing whichever piece has
+/// the most work left (by the job's `load`), so that pieces come out near
+/// equal although `divide` splits one piece in two.
+fn split(engine: &dyn DynJob, state: &mut AnyState, n: usize) -> Vec<AnyState> {
+    let mut parts: Vec<AnyState> = Vec::new();
+    while parts.len() < n {
+        let (largest, _) = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Some(i), engine.load(p)))
+            .fold((None, engine.load(state)), |best, next| {
+                if next.1 > best.1 {
+                    next
+                } else {
+                    best
+                }
+            });
+        let piece = match largest {
+            None => &mut *state,
+            Some(i) => &mut parts[i],
+        };
+        match engine.divide(piece) {
+            Some(part) => parts.push(part),
+            None => break, // the largest piece cannot be divided: none can
+        }
+    }
+    parts
+}
 
 /// Whether requests wait for this worker's answer.
 pub(super) fn asked(job: &ActiveJob) -> bool {
@@ -197,24 +253,33 @@ pub(super) async fn serve(
     state: &mut AnyState,
 ) -> Result<()> {
     let engine = &job.job;
-    let mut answers = Vec::new();
-    for rid in fresh_requests(jobs, job, SERVED_PER_SAFE_POINT) {
-        let Some(request) = take_request(jobs, job, &rid).await? else {
-            continue; // withdrawn meanwhile
-        };
-        match engine.divide(state) {
-            None => answers.push((rid, Grant::Declined)),
-            Some(part) => {
-                let part = Part {
-                    tid: rid.clone(),
-                    state: engine.checkpoint(&part)?,
-                    credit: task.record.credit.split(),
-                    holder: request.thief,
-                };
-                task.record.parts.push(part);
-                answers.push((rid.clone(), Grant::Task(rid)));
-            }
+    let mut thieves = Vec::new();
+    let taken = futures::future::join_all(
+        fresh_requests(jobs, job, SERVED_PER_SAFE_POINT)
+            .into_iter()
+            .map(|rid| async move { (take_request(jobs, job, &rid).await, rid) }),
+    )
+    .await;
+    for (request, rid) in taken {
+        // `None`: withdrawn meanwhile.
+        if let Some(request) = request? {
+            thieves.push((rid, request.thief));
         }
+    }
+    let mut parts = split(engine.as_ref(), state, thieves.len()).into_iter();
+    let mut answers = Vec::new();
+    for (rid, thief) in thieves {
+        let Some(part) = parts.next() else {
+            answers.push((rid, Grant::Declined));
+            continue;
+        };
+        task.record.parts.push(Part {
+            tid: rid.clone(),
+            state: engine.checkpoint(&part)?,
+            credit: task.record.credit.split(),
+            holder: thief,
+        });
+        answers.push((rid.clone(), Grant::Task(rid)));
     }
     if !task.record.parts.is_empty() {
         let started = Instant::now();
