@@ -83,6 +83,45 @@ struct ClusterRun {
 }
 
 impl ClusterRun {
+    /// Steal latency (request written to the thief's first slice) p50 and
+    /// p99 in ms over every worker's samples, and how many steals per second
+    /// a victim serves (divides ÷ time spent answering requests).
+    fn steal_figures(&self) -> String {
+        let workers = self.status["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut latencies: Vec<u64> = workers
+            .iter()
+            .flat_map(|w| {
+                w["stats"]["steal_latency_ms"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|v| v.as_u64())
+            .collect();
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+                .map_or("-".to_string(), |v| v.to_string())
+        };
+        let sum = |k: &str| {
+            workers
+                .iter()
+                .filter_map(|w| w["stats"][k].as_u64())
+                .sum::<u64>()
+        };
+        let (divides, serve_ms) = (sum("divides"), sum("serve_ms"));
+        let rate = if serve_ms > 0 {
+            format!("{:.0}", divides as f64 * 1000.0 / serve_ms as f64)
+        } else {
+            "-".to_string()
+        };
+        format!("{}/{} {rate}", at(0.5), at(0.99))
+    }
+
     /// Its makespan in seconds (or how long it ran before it was given up on),
     /// and its steals/divides/restarts (and progress if it was given up on).
     fn columns(&self) -> (String, String) {
@@ -175,7 +214,10 @@ fn efficiency(quick: bool) {
          ideal makespan {ideal} s",
         secs(started.elapsed())
     );
-    println!(" slice   total  slices  setup_s makespan_s efficiency   busy steal/divide/rst");
+    println!(
+        " slice   total  slices  setup_s makespan_s efficiency   busy steal/divide/rst  \
+         steal_ms_p50/p99 served/s"
+    );
     for slice_ms in [10u64, 100, 1000] {
         let total_ms = workers as u64 * ideal * 1000;
         let args = [format!("total={total_ms}ms"), format!("slice={slice_ms}ms")];
@@ -194,7 +236,10 @@ fn efficiency(quick: bool) {
         let (total, slices, setup) = (total_ms / 1000, total_ms / slice_ms, secs(run.setup));
         let efficiency = 100.0 * ideal as f64 / secs(run.elapsed);
         print!("{slice_ms:>4}ms {total:>6}s {slices:>7} {setup:>8.3} {makespan:>10} ");
-        println!("{efficiency:>9.1}% {busy:>3}/{workers:<2} {counters}");
+        println!(
+            "{efficiency:>9.1}% {busy:>3}/{workers:<2} {counters:<16} {}",
+            run.steal_figures()
+        );
     }
     finish(cluster);
 }

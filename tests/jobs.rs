@@ -200,8 +200,7 @@ fn nqueens_11_counts_2680_and_only_ends_when_every_task_has() {
 #[test]
 fn a_node_that_joins_mid_job_steals_and_finishes_work() {
     let mut cluster = formed(4, &[]);
-    // 15 s of work on 4 workers: time for a node to start, join and steal
-    // (its first steal requests can go unheard while gossip meshes it in).
+    // 15 s of work on 4 workers: time for a node to start, join and steal.
     let id = submit(
         &cluster.nodes[0].dir,
         "sleep",
@@ -232,6 +231,28 @@ fn a_node_that_joins_mid_job_steals_and_finishes_work() {
         stats["finished"].as_u64() > Some(0),
         "late node finished nothing: {stats}"
     );
+}
+
+#[test]
+fn a_job_of_a_tenth_of_a_second_reaches_two_nodes() {
+    let cluster = formed(4, &[]);
+    // Workers learn of a job through a watch on the registry, and the root
+    // task is divided for the thieves that ask at its first safe points.
+    let id = submit(
+        &cluster.nodes[0].dir,
+        "sleep",
+        &["total=100ms", "slice=10ms"],
+    );
+    let got = result(&cluster.nodes[1].dir, &id);
+    assert_eq!(got["slices"], 10, "{got}");
+    // Counters arrive with each worker's last heartbeat, moments after.
+    wait_for("slices computed on two nodes", DEADLINE, || {
+        let working = worker_stats(&status(&cluster.nodes[0].dir, &id))
+            .into_iter()
+            .filter(|(_, s)| s["slices"].as_u64() > Some(0))
+            .count();
+        (working >= 2).then_some(())
+    });
 }
 
 #[test]

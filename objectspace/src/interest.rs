@@ -34,7 +34,7 @@ pub const INTEREST_LEASE: Duration = Duration::from_secs(30);
 /// How often a node renews its interests with every peer (and tells new peers).
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often the set of peers is checked for newcomers to tell.
-const PEERS_EVERY: Duration = Duration::from_secs(1);
+const PEERS_EVERY: Duration = Duration::from_millis(100);
 /// Interests one peer may register here; more are refused.
 pub const MAX_INTERESTS_PER_PEER: usize = 256;
 /// Events sent in one message at most.
@@ -213,22 +213,23 @@ impl ObjectSpace {
         self.tell(&peers, &[interest.clone()], lease).await;
     }
 
+    /// Registers `interests` with each of `peers`: one message per peer.
     async fn tell(&self, peers: &[PeerId], interests: &[Interest], lease: Duration) {
-        let asks = peers.iter().flat_map(|&peer| {
-            interests.iter().map(move |(ns, prefix)| {
-                let request = PeerRequest::Interest {
-                    ns: ns.clone(),
-                    prefix: prefix.clone(),
-                    lease_ms: lease.as_millis() as u64,
-                };
-                async move {
-                    match tokio::time::timeout(REGISTER_WAIT, self.ask(peer, request)).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "interest not registered"),
-                        Err(_) => tracing::debug!(%peer, "interest registration timed out"),
-                    }
+        if interests.is_empty() {
+            return;
+        }
+        let asks = peers.iter().map(|&peer| {
+            let request = PeerRequest::Interest {
+                interests: interests.to_vec(),
+                lease_ms: lease.as_millis() as u64,
+            };
+            async move {
+                match tokio::time::timeout(REGISTER_WAIT, self.ask(peer, request)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "interest not registered"),
+                    Err(_) => tracing::debug!(%peer, "interest registration timed out"),
                 }
-            })
+            }
         });
         futures::future::join_all(asks).await;
     }

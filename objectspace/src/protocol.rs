@@ -121,14 +121,12 @@ pub enum PeerRequest {
         /// The state.
         state: LockState,
     },
-    /// Send me the events of names in `ns` starting with `prefix` for
-    /// `lease_ms` (renewed by asking again; 0 cancels).
+    /// Send me the events of names in each namespace starting with its
+    /// prefix for `lease_ms` (renewed by asking again; 0 cancels).
     Interest {
-        /// Namespace.
-        ns: Namespace,
-        /// Name prefix (at most [`MAX_PREFIX`] bytes).
-        prefix: String,
-        /// How long the interest lasts.
+        /// (namespace, name prefix of at most [`MAX_PREFIX`] bytes) pairs.
+        interests: Vec<(Namespace, String)>,
+        /// How long the interests last.
         lease_ms: u64,
     },
     /// Events of names the receiver registered an interest in, in the order
@@ -146,6 +144,25 @@ pub enum PeerRequest {
         /// How long to wait.
         wait_ms: u64,
     },
+}
+
+impl PeerRequest {
+    /// The request's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerRequest::Write(_) => "write",
+            PeerRequest::Replicate { .. } => "replicate",
+            PeerRequest::Head { .. } => "head",
+            PeerRequest::Sync(_) => "sync",
+            PeerRequest::List { .. } => "list",
+            PeerRequest::DropNamespace(_) => "drop-namespace",
+            PeerRequest::Lock(_) => "lock",
+            PeerRequest::LockState { .. } => "lock-state",
+            PeerRequest::Interest { .. } => "interest",
+            PeerRequest::Events(_) => "events",
+            PeerRequest::WaitNewer { .. } => "wait-newer",
+        }
+    }
 }
 
 /// One record's identity and version, for repair.

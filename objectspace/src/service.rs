@@ -80,7 +80,10 @@ async fn answer(
 ) {
     let peer = request.peer;
     let response = match decoded {
-        Ok(decoded) => handle(space, peer, decoded).await,
+        Ok(decoded) => {
+            tracing::trace!(%peer, kind = decoded.kind(), "peer request");
+            handle(space, peer, decoded).await
+        }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "malformed peer request");
             PeerResponse::Error(SpaceError::Invalid(e.to_string()))
@@ -157,22 +160,21 @@ pub(crate) async fn handle(
             space.wait_here(ns, name, after, wait).await
         }
         PeerRequest::Interest {
-            ns,
-            prefix,
+            interests,
             lease_ms,
         } => {
-            if prefix.len() > MAX_PREFIX {
-                Err(SpaceError::Invalid(format!(
-                    "a watched prefix has at most {MAX_PREFIX} bytes"
-                )))
-            } else {
-                let lease = Duration::from_millis(lease_ms);
-                space
-                    .inner
-                    .interests
-                    .register(peer, (ns, prefix), lease)
-                    .map(|()| PeerResponse::Done)
-            }
+            let lease = Duration::from_millis(lease_ms);
+            interests
+                .into_iter()
+                .try_for_each(|(ns, prefix)| {
+                    if prefix.len() > MAX_PREFIX {
+                        return Err(SpaceError::Invalid(format!(
+                            "a watched prefix has at most {MAX_PREFIX} bytes"
+                        )));
+                    }
+                    space.inner.interests.register(peer, (ns, prefix), lease)
+                })
+                .map(|()| PeerResponse::Done)
         }
         PeerRequest::Events(events) => space.received(events),
         PeerRequest::Lock(request) => space.handle_lock(request).await,

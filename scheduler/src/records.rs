@@ -393,6 +393,28 @@ pub struct WorkerStats {
     pub divides: u64,
     /// Tasks resumed from a checkpoint after their holder stopped.
     pub restarts: u64,
+    /// Time spent answering steal requests at safe points (taking them,
+    /// dividing, writing checkpoint, parts and grants), ms.
+    #[serde(default)]
+    pub serve_ms: u64,
+    /// For the last [`STEAL_SAMPLES`] successful steals: ms from writing the
+    /// request to the first slice of the stolen task.
+    #[serde(default)]
+    pub steal_latency_ms: Vec<u32>,
+}
+
+/// Steal latencies a worker keeps (the newest).
+pub const STEAL_SAMPLES: usize = 64;
+
+impl WorkerStats {
+    /// Notes one steal's latency, keeping the newest [`STEAL_SAMPLES`].
+    pub fn note_steal(&mut self, latency: std::time::Duration) {
+        if self.steal_latency_ms.len() >= STEAL_SAMPLES {
+            self.steal_latency_ms.remove(0);
+        }
+        self.steal_latency_ms
+            .push(u32::try_from(latency.as_millis()).unwrap_or(u32::MAX));
+    }
 }
 
 /// `worker/WID`: a worker's heartbeat for one job.

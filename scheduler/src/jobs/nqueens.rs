@@ -1,6 +1,7 @@
 //! `nqueens`: the number of ways to place n queens on an n×n board, an
 //! irregular search tree. A task is a stack of partial boards (depth first);
-//! `divide` gives away the shallowest half of the stack, the largest subtrees.
+//! `divide` gives away the shallowest boards, the largest subtrees, until they
+//! hold half the estimated work.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,15 @@ pub struct Board {
 pub struct Search {
     stack: Vec<Board>,
     solutions: u64,
+}
+
+impl NQueens {
+    /// Estimated work under a board: a board near the root holds
+    /// exponentially more than a deep one (about three branches per row in
+    /// the part of the tree that matters).
+    fn weight(&self, board: &Board) -> f64 {
+        3f64.powi(self.n.saturating_sub(board.row) as i32)
+    }
 }
 
 impl Job for NQueens {
@@ -93,20 +103,26 @@ impl Job for NQueens {
         if search.stack.len() < 2 {
             return None;
         }
-        let half = search.stack.len() / 2;
+        // The shallowest boards (the bottom of the stack) until they hold
+        // half the estimated work; at least one board goes, one stays.
+        let half = self.load(search) / 2.0;
+        let mut given = 0.0;
+        let mut count = 0;
+        for board in &search.stack[..search.stack.len() - 1] {
+            if count > 0 && given + self.weight(board) > half {
+                break;
+            }
+            given += self.weight(board);
+            count += 1;
+        }
         Some(Search {
-            stack: search.stack.drain(..half).collect(),
+            stack: search.stack.drain(..count).collect(),
             solutions: 0,
         })
     }
 
     fn load(&self, search: &Search) -> f64 {
-        // A board near the root holds exponentially more work than a deep one.
-        search
-            .stack
-            .iter()
-            .map(|b| 2f64.powi((self.n - b.row) as i32))
-            .sum()
+        search.stack.iter().map(|b| self.weight(b)).sum()
     }
 
     fn reduce(&self, outputs: Vec<u64>) -> Result<serde_json::Value> {

@@ -25,7 +25,11 @@ use crate::{
 /// Steal requests a worker queues before it declines the rest unread.
 const MAX_QUEUED_REQUESTS: usize = 64;
 /// How often the registry is listed even if its watch said nothing.
-const RELIST_EVERY: Duration = Duration::from_secs(5);
+const RELIST_EVERY: Duration = Duration::from_secs(30);
+/// How often the worker looks whether new peers connected: a peer that
+/// connected moments ago may have ordered a registry write before it knew
+/// of this worker's watch, so the registry is listed again then.
+const PEERS_EVERY: Duration = Duration::from_secs(1);
 /// Pause before a failed watch is started again.
 const REWATCH: Duration = Duration::from_millis(200);
 
@@ -34,14 +38,26 @@ pub(super) async fn discover(jobs: Arc<Jobs>) {
     let changed = Arc::new(tokio::sync::Notify::new());
     let watcher = tokio::spawn(watch_registry(jobs.clone(), changed.clone()));
     locked(&jobs.helpers).push(watcher);
+    let mut peers = Vec::new();
+    let mut listed = Instant::now();
+    let mut due = true;
     loop {
-        if let Err(e) = refresh(&jobs).await {
-            tracing::debug!(error = %e, "cannot read the job registry");
+        if due {
+            if let Err(e) = refresh(&jobs).await {
+                tracing::debug!(error = %e, "cannot read the job registry");
+            }
+            listed = Instant::now();
         }
-        tokio::select! {
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(RELIST_EVERY) => {}
-        }
+        due = tokio::select! {
+            _ = changed.notified() => true,
+            _ = tokio::time::sleep(PEERS_EVERY) => {
+                let mut now = jobs.space.engine().node().connected().await.unwrap_or_default();
+                now.sort();
+                let joined = now.iter().any(|p| peers.binary_search(p).is_err());
+                peers = now;
+                joined || listed.elapsed() >= RELIST_EVERY
+            }
+        };
     }
 }
 

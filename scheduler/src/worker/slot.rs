@@ -33,7 +33,7 @@ use crate::{
 const ABANDONED_AFTER: Duration = Duration::from_secs(10);
 /// How often a slot with nothing to steal lists a job's tasks for abandoned
 /// ones (the only listing the worker makes).
-const SCAN_EVERY: Duration = Duration::from_millis(500);
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs slot `index` for as long as the worker runs.
 pub(super) async fn run(jobs: Arc<Jobs>, index: usize) {
@@ -176,7 +176,7 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
 }
 
 /// Runs a claimed task until it finishes, the job ends, or something fails.
-async fn run_task(jobs: &Jobs, job: &ActiveJob, mut task: Claimed) -> Result<()> {
+async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Result<()> {
     let tid = task.record.tid.clone();
     tracing::debug!(job = %job.id, %tid, source = ?task.source, restarted = task.restarted, "running task");
     job.count(|s| {
@@ -248,11 +248,18 @@ async fn settle_writer(writer: &mut Writer) -> Result<()> {
     }
 }
 
-/// The compute loop: a slice on a blocking thread, then the safe point
-/// (cancellation, steal requests, checkpoint). Returns the task's output.
+/// Slices run in one go on the blocking thread, unless something needs the
+/// safe point sooner: a hop between threads per slice would cost more than a
+/// short slice.
+const BATCH: Duration = Duration::from_millis(20);
+
+/// The compute loop: slices on a blocking thread, then the safe point
+/// (cancellation, steal requests, checkpoint). The blocking thread returns to
+/// the safe point after [`BATCH`], or at once when a steal request is queued
+/// or the job ends. Returns the task's output.
 async fn compute(
     jobs: &Jobs,
-    job: &ActiveJob,
+    job: &Arc<ActiveJob>,
     task: &mut Claimed,
     mut state: AnyState,
 ) -> Result<Vec<u8>> {
@@ -261,32 +268,52 @@ async fn compute(
     let mut restart = true;
     let mut checkpointed = Instant::now();
     let mut writer: Writer = None;
+    let mut gathered = task.source != Source::Ticket;
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
         }
-        // The slice runs on a blocking thread, which owns the state and the
+        // The slices run on a blocking thread, which owns the state and the
         // io until it hands them back.
-        let engine_now = engine.clone();
+        let (engine_now, job_now) = (engine.clone(), job.clone());
         let started = Instant::now();
-        let step;
-        (io, state, step) = tokio::task::spawn_blocking(move || {
-            let step = if restart {
-                engine_now.restart(&mut io, &mut state).map(|()| Step::More)
-            } else {
-                engine_now.compute(&mut io, &mut state)
-            };
-            (io, state, step)
+        let (slices, step);
+        (io, state, slices, step) = tokio::task::spawn_blocking(move || {
+            if restart {
+                let step = engine_now.restart(&mut io, &mut state).map(|()| Step::More);
+                return (io, state, 0, step);
+            }
+            let mut slices = 0u64;
+            loop {
+                let step = engine_now.compute(&mut io, &mut state);
+                slices += 1;
+                let go_on = matches!(step, Ok(Step::More))
+                    && started.elapsed() < BATCH
+                    && !job_now.ended()
+                    && !steal::asked(&job_now);
+                if !go_on {
+                    return (io, state, slices, step);
+                }
+            }
         })
         .await
         .map_err(|e| JobError::Failed(format!("compute panicked: {e}")))?;
         let busy = started.elapsed().as_millis() as u64;
         job.count(|s| {
             s.busy_ms += busy;
-            s.slices += u64::from(!restart);
+            s.slices += slices;
         });
-        if restart {
+        if !restart && !gathered {
+            // The root task's first safe point with work to divide: every
+            // other worker of the job is idle.
+            gathered = true;
             steal::gather(jobs, job).await;
+        }
+        if restart {
+            if let Some(asked) = task.asked {
+                tracing::debug!(job = %job.id, latency = ?asked.elapsed(), "stolen task computing");
+                job.count(|s| s.note_steal(asked.elapsed()));
+            }
         }
         restart = false;
         if let Step::Done(output) = step? {

@@ -87,6 +87,7 @@ pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed
         .0
         .clone();
     let space = &jobs.space;
+    let asked = Instant::now();
     let rid = random_id();
     let request = job.paths.steal(&victim, &rid);
     let asking = StealRequest {
@@ -96,7 +97,9 @@ pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed
         .put_bytes(&request, &volatile(), &encode(&asking))
         .await?;
     let grant_path = job.paths.grant(&rid);
+    let requested = asked.elapsed();
     let mut grant = await_grant(space, &grant_path, jobs.config.steal_wait).await?;
+    tracing::debug!(job = %job.id, %victim, ?requested, answered = ?asked.elapsed(), "steal answered");
     if grant.is_none() {
         // Withdraw; if the victim took the request first, its answer is coming.
         match space.take(&request, None).await {
@@ -108,7 +111,14 @@ pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed
         }
     }
     match grant {
-        Some(Grant::Task(tid)) => claim(jobs, job, &tid, Source::Stolen).await,
+        Some(Grant::Task(tid)) => {
+            Ok(claim(jobs, job, &tid, Source::Stolen)
+                .await?
+                .map(|claimed| Claimed {
+                    asked: Some(asked),
+                    ..claimed
+                }))
+        }
         // Declined, or the victim died before answering: a task it made for us
         // later is ours anyway (we are its holder) and the scan finds it.
         Some(Grant::Declined) | None => Ok(None),
@@ -125,7 +135,9 @@ async fn await_grant(
         Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let _ = space.remove(path, None, None).await;
+    // Read once: its removal is tidying, not on the way to work.
+    let (space, path) = (space.clone(), path.to_owned());
+    tokio::spawn(async move { space.remove(&path, None, None).await });
     Ok(Some(decode(&bytes, "grant")?))
 }
 
@@ -185,11 +197,11 @@ pub(super) async fn decline_queued(jobs: &Jobs, job: &ActiveJob) {
 const SERVED_PER_SAFE_POINT: usize = 32;
 /// How long a task that just started waits for the steal requests of idle
 /// workers, so that it splits once for all of them instead of once per slice.
-const GATHER: Duration = Duration::from_millis(30);
+const GATHER: Duration = Duration::from_millis(100);
 
-/// At a task's first safe point: while other workers of the job are idle,
-/// waits up to [`GATHER`] for their requests (they ask as soon as this
-/// worker's heartbeat shows it busy).
+/// At the root task's first safe point: while other workers of the job are
+/// idle, waits up to [`GATHER`] for their requests (they ask as soon as this
+/// worker's heartbeat shows it busy), to split once for all of them.
 pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
     let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
     let idle = job.idle_workers(&jobs.me, fresh);
@@ -254,6 +266,7 @@ pub(super) async fn serve(
 ) -> Result<()> {
     let engine = &job.job;
     let mut thieves = Vec::new();
+    let started = Instant::now();
     let taken = futures::future::join_all(
         fresh_requests(jobs, job, SERVED_PER_SAFE_POINT)
             .into_iter()
@@ -266,6 +279,7 @@ pub(super) async fn serve(
             thieves.push((rid, request.thief));
         }
     }
+    let taking = started.elapsed();
     let mut parts = split(engine.as_ref(), state, thieves.len()).into_iter();
     let mut answers = Vec::new();
     for (rid, thief) in thieves {
@@ -282,7 +296,6 @@ pub(super) async fn serve(
         answers.push((rid.clone(), Grant::Task(rid)));
     }
     if !task.record.parts.is_empty() {
-        let started = Instant::now();
         task.record.state = engine.checkpoint(state)?;
         task::write(&jobs.space, &job.paths, &task.record, task.token()).await?;
         let parts = std::mem::take(&mut task.record.parts);
@@ -293,7 +306,6 @@ pub(super) async fn serve(
                 .map(|part| task::create_part(&jobs.space, job, part)),
         )
         .await?;
-        tracing::debug!(job = %job.id, took = ?started.elapsed(), "divided for thieves");
     }
     futures::future::try_join_all(
         answers
@@ -301,5 +313,9 @@ pub(super) async fn serve(
             .map(|(rid, grant)| answer(jobs, job, rid, grant)),
     )
     .await?;
+    let took = started.elapsed();
+    job.count(|s| s.serve_ms += took.as_millis() as u64);
+    tracing::debug!(job = %job.id, took_requests = ?taking, "took steal requests");
+    tracing::debug!(job = %job.id, thieves = answers.len(), ?took, "answered steal requests");
     Ok(())
 }

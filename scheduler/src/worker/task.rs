@@ -32,6 +32,8 @@ pub(super) struct Claimed {
     pub lock: LocalLock,
     pub restarted: bool,
     pub source: Source,
+    /// When the steal request that brought it was written.
+    pub asked: Option<std::time::Instant>,
 }
 
 impl Claimed {
@@ -60,12 +62,14 @@ pub(super) async fn claim(
         Err(e) => return Err(e.into()),
     };
     let token = lock.token();
-    let mut record: TaskRecord = match space.get_bytes(&path).await {
+    let result = job.paths.result(tid);
+    let (task, finished) = tokio::join!(space.get_bytes(&path), exists(space, &result));
+    let mut record: TaskRecord = match task {
         Ok((_, bytes)) => decode(&bytes, "task")?,
         Err(SpaceError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if exists(space, &job.paths.result(tid)).await? {
+    if finished? {
         // Finished, but its holder stopped before removing it.
         space.remove(&path, None, Some(token)).await?;
         return Ok(None);
@@ -89,6 +93,7 @@ pub(super) async fn claim(
         lock,
         restarted,
         source,
+        asked: None,
     }))
 }
 
