@@ -6,7 +6,7 @@
 //!    makespan, the job's `elapsed_ms` (root task published, after `main`, to
 //!    the last credit back); "busy" = workers that ran a slice; steals, divides
 //!    and restarts from `job status`.
-//! 2. **Speedup** of `matmul n=1024` and `nqueens n=13` on 1 and on 2 worker
+//! 2. **Speedup** of `matmul n=1024`, `nqueens n=15` and `sum to=1e10` on 1 and on 2 worker
 //!    processes = `job local` elapsed (same code, one process, objects in
 //!    memory) ÷ cluster elapsed, both without setup (`main`). Both layouts have
 //!    3 nodes, so every node owns every object (R = 3): 1 worker = two
@@ -17,9 +17,13 @@
 //!
 //! Run with `cargo bench --bench scheduler`; all nodes share this machine, so
 //! other load skews the numbers (the load average is printed).
+//! 3. **Latency**: an empty job's round trip (submit → result) and the demo's
+//!    `matmul n=256`, on 4 nodes.
+//!
 //! `P3_BENCH_QUICK=1`: 4 sleep workers, 2 s ideal, `matmul n=256`, `nqueens
-//! n=11`. `P3_BENCH_MATMUL=N`, `P3_BENCH_NQUEENS=N`: other sizes for part 2.
-//! `P3_BENCH_PART=1` or `2`: only that part. `P3_BENCH_KEEP=1`: keep the data
+//! n=11`, `sum to=1e8`. `P3_BENCH_MATMUL=N`, `P3_BENCH_NQUEENS=N`,
+//! `P3_BENCH_SUM=N`: other sizes for part 2. `P3_BENCH_WORKERS=N`: sleep
+//! workers for part 1. `P3_BENCH_PART=1`, `2` or `3`: only that part. `P3_BENCH_KEEP=1`: keep the data
 //! dirs and `node.log`s. A job that misses its deadline (12 × ideal for sleep)
 //! is reported with its progress and cancelled; nodes die with the bench.
 
@@ -207,6 +211,8 @@ fn finish(cluster: common::Cluster) {
 
 fn efficiency(quick: bool) {
     let (workers, ideal) = if quick { (4, 2) } else { (16, 10) };
+    let workers =
+        std::env::var("P3_BENCH_WORKERS").map_or(workers, |w| w.parse().expect("P3_BENCH_WORKERS"));
     let started = Instant::now();
     let cluster = cluster(&vec![&["--slots", "1"][..]; workers]);
     println!(
@@ -245,26 +251,39 @@ fn efficiency(quick: bool) {
 }
 
 fn speedup(quick: bool) {
-    let size = |var: &str, quick_n: u32, full_n: u32| {
+    let size = |var: &str, quick_n: u64, full_n: u64| {
         let n = std::env::var(var).map(|v| v.parse().expect(var));
         n.unwrap_or(if quick { quick_n } else { full_n })
     };
     let jobs = [
-        ("matmul", size("P3_BENCH_MATMUL", 256, 1024)),
-        ("nqueens", size("P3_BENCH_NQUEENS", 11, 13)),
+        ("matmul", "n", size("P3_BENCH_MATMUL", 256, 1024)),
+        ("nqueens", "n", size("P3_BENCH_NQUEENS", 11, 15)),
+        (
+            "sum",
+            "to",
+            size("P3_BENCH_SUM", 100_000_000, 10_000_000_000),
+        ),
     ];
     println!("\nspeedup against one process (`job local`); setup = `main`, not in elapsed");
     println!("job             run         setup_s  elapsed_s  speedup  steal/divide/rst");
     let mut local = Vec::new();
-    for (kind, n) in jobs {
-        let args = [format!("n={n}")];
+    for (kind, key, n) in jobs {
+        let args = [format!("{key}={n}")];
         let mut cmd = Command::new(common::p3ctl_bin());
         cmd.args(["job", "local", kind, "--json"])
             .args(arg_list(&args));
         let what = format!("job local {kind}");
         let (run, _) = run(&what, cmd, CALL).unwrap_or_else(|| panic!("{what}: over {CALL:?}"));
         let ms = |k: &str| Duration::from_secs_f64(run[k].as_f64().expect(k) / 1000.0);
-        let (job, setup, elapsed) = (format!("{kind} n={n}"), ms("setup_ms"), ms("elapsed_ms"));
+        let digits = n.to_string();
+        let round = n >= 1_000_000 && digits.trim_start_matches('1').bytes().all(|b| b == b'0');
+        let shown = if round {
+            format!("1e{}", digits.len() - 1)
+        } else {
+            digits
+        };
+        let job = format!("{kind} {key}={shown}");
+        let (setup, elapsed) = (ms("setup_ms"), ms("elapsed_ms"));
         let (setup_s, elapsed_s) = (secs(setup), secs(elapsed));
         println!("{job:<15} local      {setup_s:>8.3} {elapsed_s:>10.3}    1.000");
         local.push((kind, args, job, run["result"].clone(), elapsed));
@@ -293,6 +312,37 @@ fn speedup(quick: bool) {
     }
 }
 
+/// Latency: an empty job (`sum to=1`) from submit to result through
+/// `p3ctl job run --wait` on 4 nodes, and the demo's `matmul n=256`.
+fn latency() {
+    let cluster = cluster(&[&["--slots", "1"][..]; 4]);
+    let dir = &cluster.nodes[0].dir;
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let (_, took) = call(
+            dir,
+            &["job", "run", "sum", "--arg", "to=1", "--wait", "--json"],
+        );
+        times.push(took);
+    }
+    times.sort();
+    let at = |q: f64| secs(times[((times.len() - 1) as f64 * q).round() as usize]) * 1000.0;
+    println!("\nlatency on 4 nodes (--slots 1)");
+    println!(
+        "empty job (sum to=1), submit to result through `p3ctl job run --wait`, 20 runs: \
+         p50 {:.1} ms, p99 {:.1} ms",
+        at(0.5),
+        at(0.99)
+    );
+    let run = run_on(dir, "matmul", &["n=256".to_string()], CALL);
+    println!(
+        "matmul n=256 (the demo): elapsed {:.3} s, setup {:.3} s",
+        secs(run.elapsed),
+        secs(run.setup)
+    );
+    finish(cluster);
+}
+
 fn load_average() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let numbers: Vec<&str> = load.split_whitespace().take(3).collect();
@@ -309,11 +359,14 @@ fn main() {
         load_average()
     );
     let part = std::env::var("P3_BENCH_PART").unwrap_or_default();
-    if part != "2" {
+    if part.is_empty() || part == "1" {
         efficiency(quick);
     }
-    if part != "1" {
+    if part.is_empty() || part == "2" {
         speedup(quick);
+    }
+    if part.is_empty() || part == "3" {
+        latency();
     }
     let took = secs(started.elapsed());
     println!("\nbench took {took:.0} s; load average {}", load_average());
