@@ -216,8 +216,7 @@ pub async fn settle(space: &mut impl Objects, registry: &Registry, id: &JobId) -
         Err(e) => return Err(e),
     };
     let mut outputs = Vec::with_capacity(paths.len());
-    for path in &paths {
-        let (_, bytes) = space.get_bytes(path).await?;
+    for bytes in space.get_all(&paths).await? {
         outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
     }
     let result = job.reduce(&outputs)?.to_string();

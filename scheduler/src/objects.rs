@@ -25,6 +25,8 @@ pub trait Objects: Send {
     ) -> impl Future<Output = Result<Written>> + Send;
     /// Reads a whole (small) value.
     fn get_bytes(&mut self, path: &str) -> impl Future<Output = Result<(Stat, Vec<u8>)>> + Send;
+    /// Reads several whole (small) values, in the order of `paths`.
+    fn get_all(&mut self, paths: &[String]) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
     /// Waits up to `wait` for a version above `after`; `Ok` once there is one.
     fn await_newer(
         &mut self,
@@ -56,6 +58,15 @@ impl Objects for Space {
 
     async fn get_bytes(&mut self, path: &str) -> Result<(Stat, Vec<u8>)> {
         Space::get_bytes(self, path).await
+    }
+
+    async fn get_all(&mut self, paths: &[String]) -> Result<Vec<Vec<u8>>> {
+        // One connection serves one request at a time.
+        let mut values = Vec::with_capacity(paths.len());
+        for path in paths {
+            values.push(Space::get_bytes(self, path).await?.1);
+        }
+        Ok(values)
     }
 
     async fn await_newer(&mut self, path: &str, after: u64, wait: Duration) -> Result<()> {
@@ -93,6 +104,16 @@ impl Objects for Local {
 
     async fn get_bytes(&mut self, path: &str) -> Result<(Stat, Vec<u8>)> {
         Local::get_bytes(self, path).await
+    }
+
+    async fn get_all(&mut self, paths: &[String]) -> Result<Vec<Vec<u8>>> {
+        let this = &*self;
+        futures::future::try_join_all(
+            paths
+                .iter()
+                .map(|path| async move { Ok(Local::get_bytes(this, path).await?.1) }),
+        )
+        .await
     }
 
     async fn await_newer(&mut self, path: &str, after: u64, wait: Duration) -> Result<()> {

@@ -202,11 +202,16 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
     space
         .remove(&job.paths.task(&tid), None, Some(task.token()))
         .await?;
-    task.lock.release().await?;
     job.count(|s| s.finished += 1);
     job.beat.notify_one();
-    control::settle(&mut space, &jobs.config.registry, &job.id).await?;
-    Ok(())
+    // Nothing of the task is left but its lock: the job may be over while
+    // the lock is let go.
+    let (released, settled) = tokio::join!(
+        task.lock.release(),
+        control::settle(&mut space, &jobs.config.registry, &job.id)
+    );
+    released?;
+    settled.map(drop)
 }
 
 fn running_changed(jobs: &Jobs, job: &ActiveJob) {
@@ -268,7 +273,6 @@ async fn compute(
     let mut restart = true;
     let mut checkpointed = Instant::now();
     let mut writer: Writer = None;
-    let mut gathered = task.source != Source::Ticket;
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
@@ -303,10 +307,10 @@ async fn compute(
             s.busy_ms += busy;
             s.slices += slices;
         });
-        if !restart && !gathered {
-            // The root task's first safe point with work to divide: every
-            // other worker of the job is idle.
-            gathered = true;
+        if restart && task.source == Source::Ticket {
+            // The root task's first safe point: every other worker of the
+            // job is idle. (A state that cannot be divided yet declines them;
+            // they ask again and are served at the next safe point.)
             steal::gather(jobs, job).await;
         }
         if restart {
