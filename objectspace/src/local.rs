@@ -93,18 +93,8 @@ impl Local {
     }
 
     async fn value_of(&self, found: Found) -> Result<(Stat, Vec<u8>)> {
-        let stat = found.record.stat();
-        let bytes = match found.inline {
-            Some(ref bytes) => bytes.clone(),
-            None => {
-                let path = ObjectPath {
-                    namespace: found.record.ns.clone(),
-                    name: found.record.name.clone(),
-                };
-                self.space.read_all(&path).await?.1
-            }
-        };
-        Ok((stat, bytes))
+        let bytes = self.space.value(&found).await?;
+        Ok((found.record.stat(), bytes))
     }
 
     /// An object's metadata.
@@ -134,25 +124,8 @@ impl Local {
         let path = path_of(path)?;
         writable(&path)?;
         let taken = self.space.take(&path, wait).await?;
-        let stat = taken.found.record.stat();
-        let bytes = match taken.found.inline {
-            Some(ref bytes) => bytes.clone(),
-            None => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-                let send = self.space.stream_value(&taken.found, &tx);
-                let collect = async {
-                    let mut out = Vec::new();
-                    while let Some(chunk) = rx.recv().await {
-                        out.extend_from_slice(&chunk);
-                    }
-                    out
-                };
-                let (sent, bytes) = tokio::join!(send, collect);
-                sent?;
-                bytes
-            }
-        };
-        Ok((stat, bytes))
+        let bytes = self.space.value(&taken.found).await?;
+        Ok((taken.found.record.stat(), bytes))
     }
 
     /// Acquires a lock on `path`, waiting up to `wait`; the node renews its

@@ -226,8 +226,19 @@ impl ObjectSpace {
     /// Reads a whole value into memory (for values known to be small).
     pub async fn read_all(&self, path: &ObjectPath) -> Result<(ObjectRecord, Vec<u8>)> {
         let found = self.find(path, true).await?;
+        let bytes = self.value(&found).await?;
+        Ok((found.record, bytes))
+    }
+
+    /// The whole value of a found object, in memory (for small values).
+    pub async fn value(&self, found: &Found) -> Result<Vec<u8>> {
+        if let Some(bytes) = &found.inline {
+            if found.record.blob == Some(BlobHash::of(bytes)) {
+                return Ok(bytes.clone());
+            }
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let send = async move { self.stream_value(&found, &tx).await.map(|()| found.record) };
+        let send = self.stream_value(found, &tx);
         let collect = async {
             let mut out = Vec::new();
             while let Some(chunk) = rx.recv().await {
@@ -235,8 +246,8 @@ impl ObjectSpace {
             }
             out
         };
-        let (record, bytes) = tokio::join!(send, collect);
-        Ok((record?, bytes))
+        let (sent, bytes) = tokio::join!(send, collect);
+        sent.map(|()| bytes)
     }
 
     /// Live objects of `ns` whose names start with `prefix`, in name order,
