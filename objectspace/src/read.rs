@@ -238,7 +238,8 @@ impl ObjectSpace {
             }
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let send = self.stream_value(found, &tx);
+        // The sender goes with the stream: its end closes the channel.
+        let send = async move { self.stream_value(found, &tx).await };
         let collect = async {
             let mut out = Vec::new();
             while let Some(chunk) = rx.recv().await {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use futures::future::try_join_all;
 use p3_objectspace::{object::PutOptions, Local, Space};
-use tokio::runtime::Handle;
+use tokio::{runtime::Handle, task::JoinHandle};
 
 use crate::{
     job::{Io, Result},
@@ -75,12 +75,18 @@ impl Io for SpaceIo {
     }
 }
 
+/// Writes a [`LocalIo`] keeps in flight before a `put` waits for the oldest.
+const WRITE_BEHIND: usize = 4;
+
 /// The data area of one job's namespace, through the node's engine in this
-/// process. Must be used from a blocking thread.
+/// process, writing behind (see [`Io`]). Must be used from a blocking thread,
+/// except [`LocalIo::flush`].
 pub struct LocalIo {
     space: Local,
     paths: JobPaths,
     runtime: Handle,
+    /// Writes not yet acknowledged, oldest first.
+    pending: std::collections::VecDeque<JoinHandle<Result<()>>>,
 }
 
 impl LocalIo {
@@ -90,39 +96,62 @@ impl LocalIo {
             space,
             paths,
             runtime: Handle::current(),
+            pending: Default::default(),
         }
+    }
+
+    /// Waits until every write made so far is acknowledged; the first
+    /// failure, if any.
+    pub async fn flush(&mut self) -> Result<()> {
+        let mut outcome = Ok(());
+        while let Some(write) = self.pending.pop_front() {
+            let done = write
+                .await
+                .map_err(|e| crate::JobError::Failed(format!("a write panicked: {e}")))
+                .and_then(|written| written);
+            if outcome.is_ok() {
+                outcome = done;
+            }
+        }
+        outcome
+    }
+
+    fn flush_blocking(&mut self) -> Result<()> {
+        let runtime = self.runtime.clone();
+        runtime.block_on(self.flush())
     }
 }
 
 impl Io for LocalIo {
     fn get(&mut self, name: &str) -> Result<Vec<u8>> {
+        self.flush_blocking()?;
         let path = self.paths.data(name);
         let (_, value) = self.runtime.block_on(self.space.get_bytes(&path))?;
         Ok(value)
     }
 
     fn put(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        let path = self.paths.data(name);
-        self.runtime
-            .block_on(self.space.put_bytes(&path, &PutOptions::default(), value))?;
+        if self.pending.len() >= WRITE_BEHIND {
+            if let Some(oldest) = self.pending.pop_front() {
+                self.runtime
+                    .block_on(oldest)
+                    .map_err(|e| crate::JobError::Failed(format!("a write panicked: {e}")))??;
+            }
+        }
+        let (space, path, value) = (self.space.clone(), self.paths.data(name), value.to_vec());
+        self.pending.push_back(self.runtime.spawn(async move {
+            space
+                .put_bytes(&path, &PutOptions::default(), &value)
+                .await?;
+            Ok(())
+        }));
         Ok(())
     }
 
     fn put_many(&mut self, items: Vec<(String, Vec<u8>)>) -> Result<()> {
-        let paths = &self.paths;
-        let space = &self.space;
-        self.runtime.block_on(try_join_all(
-            items
-                .chunks(items.len().div_ceil(PARALLEL_PUTS).max(1))
-                .map(|lane| async move {
-                    for (name, value) in lane {
-                        space
-                            .put_bytes(&paths.data(name), &PutOptions::default(), value)
-                            .await?;
-                    }
-                    Ok::<_, crate::JobError>(())
-                }),
-        ))?;
+        for (name, value) in items {
+            self.put(&name, &value)?;
+        }
         Ok(())
     }
 }

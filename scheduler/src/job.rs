@@ -128,10 +128,17 @@ fn parse_duration(text: &str) -> Option<Duration> {
 /// Object reads and writes a job's own code does, in its namespace's data area
 /// (`data/NAME`). In a cluster they go to the space; [`crate::local`] keeps
 /// them in memory so the same code runs in one process.
+///
+/// A worker writes behind: `put` may return before the write is acknowledged,
+/// so that a slice computes while its output travels. Reads see earlier
+/// writes (a `get` waits for those in flight), and every write is
+/// acknowledged before the task's state is checkpointed, divided or finished,
+/// so a checkpoint never records progress whose output could be lost.
 pub trait Io {
     /// Reads object `name`.
     fn get(&mut self, name: &str) -> Result<Vec<u8>>;
-    /// Writes object `name` (a new version if it exists).
+    /// Writes object `name` (a new version if it exists). A failed write
+    /// may be reported by a later call, or when the slice ends.
     fn put(&mut self, name: &str, value: &[u8]) -> Result<()>;
     /// Writes many objects; the space runtime sends them concurrently.
     fn put_many(&mut self, items: Vec<(String, Vec<u8>)>) -> Result<()> {

@@ -1,9 +1,10 @@
 //! `matmul`: C = A × B for n×n integer matrices, the example of the P³ paper.
 //!
-//! `main` writes A's rows (`A/i`) and B's columns (`B/j`) as objects. A task is a
-//! range of rows of C; a slice computes a few rows and writes them as one object
-//! (`C/i`, the first row of the block); `divide` gives away the upper half of the
-//! rows left. The output is a checksum of C that does not depend on how the rows
+//! `main` writes A in blocks of `rows_per_slice` rows (`A/b`, block b) and B
+//! as one object (`B`, column-major), so a worker loads B with one read and a
+//! slice reads one block. A task is a range of rows of C; a slice computes the
+//! rows left in its block of A and writes them as one object (`C/i`, the first
+//! row computed); `divide` gives away the upper half of the rows left. The output is a checksum of C that does not depend on how the rows
 //! were split, so a cluster run can be compared with a run in one process.
 
 use std::sync::{Arc, Mutex};
@@ -55,11 +56,7 @@ impl Matmul {
         if let Some(columns) = cached.as_ref() {
             return Ok(columns.clone());
         }
-        let mut columns = Vec::with_capacity(self.n * self.n);
-        for j in 0..self.n {
-            columns.extend(decode(&io.get(&format!("B/{j}"))?, self.n)?);
-        }
-        let columns = Arc::new(columns);
+        let columns = Arc::new(decode(&io.get("B")?, self.n * self.n)?);
         *cached = Some(columns.clone());
         Ok(columns)
     }
@@ -69,12 +66,13 @@ fn encode(values: impl Iterator<Item = i64>) -> Vec<u8> {
     values.flat_map(i64::to_le_bytes).collect()
 }
 
-fn decode(bytes: &[u8], n: usize) -> Result<Vec<i64>> {
-    if bytes.len() != n * 8 {
+/// `count` entries from `bytes`.
+fn decode(bytes: &[u8], count: usize) -> Result<Vec<i64>> {
+    if bytes.len() != count * 8 {
         return Err(JobError::Failed(format!(
-            "a matrix vector of {} bytes, expected {}",
+            "a matrix block of {} bytes, expected {}",
             bytes.len(),
-            n * 8
+            count * 8
         )));
     }
     Ok(bytes
@@ -86,7 +84,7 @@ fn decode(bytes: &[u8], n: usize) -> Result<Vec<i64>> {
 impl Job for Matmul {
     const KIND: &'static str = "matmul";
     const ABOUT: &'static str =
-        "C = A×B for n×n matrices (args: n=256, seed=1, rows_per_slice=n/128); result: checksum of C";
+        "C = A×B for n×n matrices (args: n=256, seed=1, rows_per_slice=n/32); result: checksum of C";
     type State = Rows;
     type Output = u64;
 
@@ -96,7 +94,7 @@ impl Job for Matmul {
         if !(1..=8192).contains(&n) {
             return Err(JobError::Arg(format!("n={n}: use 1 to 8192")));
         }
-        let rows_per_slice = args.get("rows_per_slice", (n / 128).max(1))?.max(1);
+        let rows_per_slice = args.get("rows_per_slice", (n / 32).max(1))?.max(1);
         Ok(Self {
             n,
             seed: args.get("seed", 1)?,
@@ -106,18 +104,22 @@ impl Job for Matmul {
     }
 
     fn main(&self, io: &mut dyn Io) -> Result<Rows> {
-        let n = self.n;
-        let mut items = Vec::with_capacity(2 * n);
-        for i in 0..n {
-            items.push((
-                format!("A/{i}"),
-                encode((0..n).map(|k| self.entry(0, i, k))),
-            ));
-            items.push((
-                format!("B/{i}"),
-                encode((0..n).map(|k| self.entry(1, k, i))),
-            ));
-        }
+        let (n, r) = (self.n, self.rows_per_slice);
+        let mut items: Vec<(String, Vec<u8>)> = (0..n.div_ceil(r))
+            .map(|b| {
+                let rows = b * r..((b + 1) * r).min(n);
+                let block = rows.flat_map(|i| (0..n).map(move |k| (i, k)));
+                (
+                    format!("A/{b}"),
+                    encode(block.map(|(i, k)| self.entry(0, i, k))),
+                )
+            })
+            .collect();
+        let columns = (0..n).flat_map(|j| (0..n).map(move |k| (k, j)));
+        items.push((
+            "B".into(),
+            encode(columns.map(|(k, j)| self.entry(1, k, j))),
+        ));
         io.put_many(items)?;
         Ok(Rows {
             next: 0,
@@ -131,13 +133,19 @@ impl Job for Matmul {
     }
 
     fn compute(&self, io: &mut dyn Io, rows: &mut Rows) -> Result<Step<u64>> {
-        let n = self.n;
+        let (n, r) = (self.n, self.rows_per_slice);
         let columns = self.columns(io)?;
         let first = rows.next;
-        let last = (first + self.rows_per_slice).min(rows.end);
+        let b = first / r;
+        let block_first = b * r;
+        let last = ((b + 1) * r).min(rows.end);
+        let a_rows = decode(
+            &io.get(&format!("A/{b}"))?,
+            (((b + 1) * r).min(n) - block_first) * n,
+        )?;
         let mut block = Vec::with_capacity((last - first) * n);
         for i in first..last {
-            let a = decode(&io.get(&format!("A/{i}"))?, n)?;
+            let a = &a_rows[(i - block_first) * n..(i - block_first + 1) * n];
             for (j, column) in columns.chunks_exact(n).enumerate() {
                 let c: i64 = a.iter().zip(column).map(|(x, y)| x * y).sum();
                 rows.checksum = rows.checksum.wrapping_add(self.weigh(i, j, c));

@@ -321,19 +321,24 @@ async fn compute(
         }
         restart = false;
         if let Step::Done(output) = step? {
+            io.flush().await?;
             settle_writer(&mut writer).await?;
             return Ok(output);
         }
         locked(&job.running).insert(task.record.tid.clone(), engine.load(&state));
         if steal::asked(job) {
-            // Dividing rewrites the checkpoint: none may be in flight.
+            // The state handed out and checkpointed must not be ahead of the
+            // job's writes; dividing rewrites the checkpoint, so none may be
+            // in flight either.
+            io.flush().await?;
             settle_writer(&mut writer).await?;
             steal::serve(jobs, job, task, &mut state).await?;
             checkpointed = Instant::now();
-        } else if checkpointed.elapsed() >= jobs.config.checkpoint_every
-            && checkpoint(jobs, job, task, &state, &mut writer)?
-        {
-            checkpointed = Instant::now();
+        } else if checkpointed.elapsed() >= jobs.config.checkpoint_every {
+            io.flush().await?;
+            if checkpoint(jobs, job, task, &state, &mut writer)? {
+                checkpointed = Instant::now();
+            }
         }
         if writer.as_ref().is_some_and(|w| w.is_finished()) {
             settle_writer(&mut writer).await?;
