@@ -6,7 +6,10 @@ mod common;
 
 use std::{thread, time::Duration};
 
-use common::{p3ctl_err, p3ctl_ok, p3ctl_spawn, pseudo_random, Cluster, KillOnDrop, DEADLINE};
+use common::{
+    objects::take_once_everywhere, p3ctl_err, p3ctl_ok, p3ctl_spawn, pseudo_random, Cluster,
+    KillOnDrop, DEADLINE,
+};
 
 #[test]
 fn concurrent_takers_on_five_nodes_each_object_goes_to_exactly_one() {
@@ -30,30 +33,9 @@ fn concurrent_takers_on_five_nodes_each_object_goes_to_exactly_one() {
 
     for (i, value) in values.iter().enumerate() {
         let path = format!("global/bag/{i}");
-        let takers: Vec<KillOnDrop> = cluster
-            .nodes
-            .iter()
-            .map(|node| KillOnDrop(p3ctl_spawn(&node.dir, &["take", &path])))
-            .collect();
-        let results: Vec<_> = takers.into_iter().map(KillOnDrop::finish).collect();
-        let winners: Vec<_> = results.iter().filter(|(ok, _, _)| *ok).collect();
-        assert_eq!(
-            winners.len(),
-            1,
-            "{path}: {} takers got it: {results:?}",
-            winners.len()
-        );
-        assert!(winners[0].1 == *value, "{path}: the taker got other bytes");
-        assert!(
-            winners[0].2.contains(&format!("took {path}")),
-            "{}",
-            winners[0].2
-        );
-        for (ok, _, err) in &results {
-            if !ok {
-                assert!(err.contains("does not exist"), "{path}: a loser said {err}");
-            }
-        }
+        let (taken, said) = take_once_everywhere(&cluster, &path);
+        assert!(taken == *value, "{path}: the taker got other bytes");
+        assert!(said.contains(&format!("took {path}")), "{said}");
         // It is gone for everyone.
         let err = p3ctl_err(&cluster.nodes[4].dir, &["get", &path]);
         assert!(err.contains("does not exist"), "{err}");

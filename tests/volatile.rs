@@ -22,7 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::objects::{assert_same_bytes, blake3_hex, expected_owners, get, put, stat, KIB};
+use common::objects::{
+    assert_same_bytes, blake3_hex, expected_owners, get, put, stat, take_once_everywhere, KIB,
+};
 use common::{
     p3ctl, p3ctl_bin, p3ctl_command, p3ctl_err, p3ctl_ok, p3ctl_spawn, pseudo_random, wait_for,
     Cluster, KillOnDrop, NodeProc, DEADLINE,
@@ -298,18 +300,8 @@ fn volatile_conditional_writes_take_and_locks() {
     for (k, value) in values.iter().enumerate() {
         let path = format!("global/vtake-{k}");
         put_value(&cluster, k, &path, value, VOLATILE);
-        let takers: Vec<KillOnDrop> = cluster
-            .nodes
-            .iter()
-            .map(|node| KillOnDrop(p3ctl_spawn(&node.dir, &["take", &path])))
-            .collect();
-        let results: Vec<_> = takers.into_iter().map(KillOnDrop::finish).collect();
-        let winners: Vec<_> = results.iter().filter(|(ok, _, _)| *ok).collect();
-        assert_eq!(winners.len(), 1, "{path}: {} takers got it", winners.len());
-        assert_same_bytes(&winners[0].1, value, &format!("{path} as taken"));
-        for (ok, _, err) in &results {
-            assert!(*ok || err.contains("does not exist"), "{path}: {err}");
-        }
+        let (taken, _) = take_once_everywhere(&cluster, &path);
+        assert_same_bytes(&taken, value, &format!("{path} as taken"));
         let err = p3ctl_err(dir(4), &["get", &path]);
         assert!(err.contains("does not exist"), "{err}");
     }

@@ -70,3 +70,31 @@ pub fn expected_owners(ns: &str, name: &str, peers: &[String], count: usize) -> 
     hasher.update(name.as_bytes());
     super::closest_by_xor(hasher.finalize().as_bytes(), peers, count)
 }
+
+/// `p3ctl take PATH` on every node of `cluster` at once. Asserts exactly one
+/// taker got it and every other was told it does not exist; returns the
+/// winner's stdout (the value) and stderr.
+pub fn take_once_everywhere(cluster: &super::Cluster, path: &str) -> (Vec<u8>, String) {
+    use super::{p3ctl_spawn, KillOnDrop};
+    let takers: Vec<KillOnDrop> = cluster
+        .nodes
+        .iter()
+        .map(|node| KillOnDrop(p3ctl_spawn(&node.dir, &["take", path])))
+        .collect();
+    let results: Vec<_> = takers.into_iter().map(KillOnDrop::finish).collect();
+    let mut winners: Vec<_> = results.iter().filter(|(ok, _, _)| *ok).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{path}: {} takers got it: {results:?}",
+        winners.len()
+    );
+    for (ok, _, err) in &results {
+        assert!(
+            *ok || err.contains("does not exist"),
+            "{path}: a loser said {err}"
+        );
+    }
+    let (_, out, err) = winners.remove(0);
+    (out.clone(), err.clone())
+}
