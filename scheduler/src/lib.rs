@@ -13,8 +13,11 @@
 //! - [`control`]: submitting, watching and cancelling jobs (`p3ctl job`);
 //! - [`local`]: the same job code in one process, without the space.
 //!
+//! - [`objects`]: the operations job control needs, over the client or the
+//!   in-process engine; [`io`]: job code's reads and writes.
+//!
 //! What it must never do: talk to other nodes except through the object space
-//! (it only uses [`p3_objectspace::Space`]); decide a job is finished before
+//! (it only uses [`p3_objectspace::Space`] and [`p3_objectspace::Local`]); decide a job is finished before
 //! all its credit is back; let a worker that lost a task's lock write to it.
 
 pub mod control;

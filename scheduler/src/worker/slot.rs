@@ -140,7 +140,7 @@ async fn take_ticket(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
 /// this worker); settles the job when none is left.
 async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     let now = now_ms();
-    let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
+    let fresh = jobs.fresh_ms();
     let tasks = jobs.space.list(job.paths.ns(), TASKS).await?;
     if tasks.is_empty() {
         control::settle(&mut jobs.space.clone(), &jobs.config.registry, &job.id).await?;

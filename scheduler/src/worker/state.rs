@@ -124,6 +124,12 @@ impl ActiveJob {
 }
 
 impl Jobs {
+    /// How recent a heartbeat must be for its worker to count as alive: a
+    /// lease (a dead worker's task lock runs out) and a heartbeat interval.
+    pub fn fresh_ms(&self) -> u64 {
+        (self.config.lease + self.config.heartbeat).as_millis() as u64
+    }
+
     /// The jobs being worked on, starting at a different one each call so
     /// slots spread over jobs.
     pub fn active(&self, rotate: usize) -> Vec<Arc<ActiveJob>> {

@@ -35,7 +35,7 @@ fn volatile() -> PutOptions {
 /// closeness (a peer 10 ms away counts half).
 async fn victims(jobs: &Jobs, job: &ActiveJob) -> Result<Vec<(String, f64)>> {
     let now = now_ms();
-    let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
+    let fresh = jobs.fresh_ms();
     let candidates: Vec<(String, f64)> = locked(&job.workers)
         .iter()
         .filter(|(w, v)| {
@@ -203,7 +203,7 @@ const GATHER: Duration = Duration::from_millis(100);
 /// idle, waits up to [`GATHER`] for their requests (they ask as soon as this
 /// worker's heartbeat shows it busy), to split once for all of them.
 pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
-    let fresh = (jobs.config.lease + jobs.config.heartbeat).as_millis() as u64;
+    let fresh = jobs.fresh_ms();
     let idle = job.idle_workers(&jobs.me, fresh);
     if idle == 0 {
         return;
@@ -315,7 +315,12 @@ pub(super) async fn serve(
     .await?;
     let took = started.elapsed();
     job.count(|s| s.serve_ms += took.as_millis() as u64);
-    tracing::debug!(job = %job.id, took_requests = ?taking, "took steal requests");
-    tracing::debug!(job = %job.id, thieves = answers.len(), ?took, "answered steal requests");
+    tracing::debug!(
+        job = %job.id,
+        thieves = answers.len(),
+        taking_requests = ?taking,
+        ?took,
+        "answered steal requests"
+    );
     Ok(())
 }
