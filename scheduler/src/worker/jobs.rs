@@ -206,19 +206,13 @@ async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
             tokio::time::sleep(REWATCH).await;
             continue;
         };
-        if let Ok(listed) = jobs.space.list(&ns, WORKERS).await {
-            let mut workers = locked(&job.workers);
-            for stat in listed {
-                let view = view(&stat.meta, stat.modified_ms);
-                workers.insert(last_part(&stat.path).to_owned(), view);
-            }
-        }
+        job.refresh_workers(&jobs.space).await;
         jobs.changed.notify_waiters();
         while let Ok(event) = watching.next().await {
             if event.kind != EventKind::Put {
                 continue;
             }
-            let view = view(&event.meta, event.at_ms);
+            let view = WorkerView::of(&event.meta, event.at_ms);
             let busy = view.running > 0.0;
             locked(&job.workers).insert(last_part(event.name.as_str()).to_owned(), view);
             if busy {
@@ -226,18 +220,6 @@ async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
                 jobs.changed.notify_waiters();
             }
         }
-    }
-}
-
-fn view(meta: &p3_objectspace::object::Metadata, seen_ms: u64) -> WorkerView {
-    let number = |key: &str| match meta.get(key) {
-        Some(p3_objectspace::object::MetaValue::Num(n)) => *n,
-        _ => 0.0,
-    };
-    WorkerView {
-        running: number("running"),
-        load: number("load"),
-        seen_ms,
     }
 }
 

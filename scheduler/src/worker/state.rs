@@ -11,12 +11,15 @@ use std::{
     time::Instant,
 };
 
-use p3_objectspace::Local;
+use p3_objectspace::{
+    object::{MetaValue, Metadata},
+    Local,
+};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use super::WorkerConfig;
 use crate::{
-    records::{Heartbeat, JobId, JobPaths, JobRecord, WorkerStats},
+    records::{last_part, Heartbeat, JobId, JobPaths, JobRecord, WorkerStats, WORKERS},
     registry::DynJob,
 };
 
@@ -84,7 +87,40 @@ pub(super) struct ActiveJob {
     pub helpers: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl WorkerView {
+    /// The view a heartbeat's metadata gives, written at `seen_ms`.
+    pub fn of(meta: &Metadata, seen_ms: u64) -> Self {
+        let number = |key: &str| match meta.get(key) {
+            Some(MetaValue::Num(n)) => *n,
+            _ => 0.0,
+        };
+        WorkerView {
+            running: number("running"),
+            load: number("load"),
+            seen_ms,
+        }
+    }
+}
+
 impl ActiveJob {
+    /// Reads every heartbeat of the job into the view (the watch keeps it
+    /// current after that; this catches what was written before it began).
+    pub async fn refresh_workers(&self, space: &Local) {
+        match space.list(self.paths.ns(), WORKERS).await {
+            Ok(listed) => {
+                let mut workers = locked(&self.workers);
+                for stat in listed {
+                    let view = WorkerView::of(&stat.meta, stat.modified_ms);
+                    let seen = workers.get(last_part(&stat.path)).map_or(0, |v| v.seen_ms);
+                    if view.seen_ms >= seen {
+                        workers.insert(last_part(&stat.path).to_owned(), view);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(job = %self.id, error = %e, "cannot list heartbeats"),
+        }
+    }
+
     /// Whether the job reached a final state (or vanished): stop working on it.
     pub fn ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)

@@ -203,6 +203,8 @@ const GATHER: Duration = Duration::from_millis(100);
 /// idle, waits up to [`GATHER`] for their requests (they ask as soon as this
 /// worker's heartbeat shows it busy), to split once for all of them.
 pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
+    // Workers that began the job moments ago may not be in the view yet.
+    job.refresh_workers(&jobs.space).await;
     let fresh = jobs.fresh_ms();
     let idle = job.idle_workers(&jobs.me, fresh);
     if idle == 0 {
