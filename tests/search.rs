@@ -10,21 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{p3ctl, p3ctl_ok, wait_for, Cluster, KillOnDrop, DEADLINE};
+use common::{objects::search, p3ctl, p3ctl_ok, wait_for, Cluster, KillOnDrop, DEADLINE};
 use futures::future::join_all;
 use p3::objectspace::{
     object::{MetaValue, PutOptions},
     Space,
 };
-
-/// Names `p3ctl search NS QUERY` prints through `dir`'s node.
-fn search(dir: &std::path::Path, ns: &str, query: &str) -> BTreeSet<String> {
-    let out = p3ctl_ok(dir, &["search", ns, query]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Writes `objects` (name, type, n, ttl) through `dir`'s node, 8 at a time.
 async fn put_all(dir: &std::path::Path, ns: &str, objects: &[(String, &str, u64, Option<u64>)]) {

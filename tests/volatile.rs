@@ -23,7 +23,8 @@ use std::{
 };
 
 use common::objects::{
-    assert_same_bytes, blake3_hex, expected_owners, get, put, stat, take_once_everywhere, KIB,
+    assert_same_bytes, blake3_hex, expected_owners, get, put, search, stat, take_once_everywhere,
+    KIB,
 };
 use common::{
     p3ctl, p3ctl_bin, p3ctl_command, p3ctl_err, p3ctl_ok, p3ctl_spawn, pseudo_random, wait_for,
@@ -132,15 +133,6 @@ fn restart_every_node(cluster: &mut Cluster) {
     for dir in &dirs[1..] {
         cluster.nodes.push(NodeProc::start(dir, &[&seed]));
     }
-}
-
-/// Names `p3ctl search NS QUERY` prints through `dir`'s node.
-fn search(dir: &Path, ns: &str, query: &str) -> BTreeSet<String> {
-    let out = p3ctl_ok(dir, &["search", ns, query]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `events_received` of `node status --json`: watch events the node has had

@@ -67,8 +67,18 @@ fn matches((ns, prefix): &Interest, event: &Event) -> bool {
 impl Interests {
     /// Registers (or renews, or with a zero lease cancels) a peer's interest.
     pub fn register(&self, peer: PeerId, interest: Interest, lease: Duration) -> Result<()> {
+        self.register_at(peer, interest, lease, Instant::now())
+    }
+
+    /// [`Interests::register`] as of `now`.
+    fn register_at(
+        &self,
+        peer: PeerId,
+        interest: Interest,
+        lease: Duration,
+        now: Instant,
+    ) -> Result<()> {
         let mut remote = locked(&self.remote);
-        let now = Instant::now();
         let mine = remote.entry(peer).or_default();
         mine.retain(|_, until| *until > now);
         if lease.is_zero() {
@@ -84,9 +94,8 @@ impl Interests {
         Ok(())
     }
 
-    /// The peers that want `event`.
-    fn peers_for(&self, event: &Event) -> Vec<PeerId> {
-        let now = Instant::now();
+    /// The peers that want `event`, as of `now`.
+    fn peers_for(&self, event: &Event, now: Instant) -> Vec<PeerId> {
         let mut remote = locked(&self.remote);
         remote.retain(|_, interests| {
             interests.retain(|_, until| *until > now);
@@ -132,7 +141,7 @@ impl ObjectSpace {
     /// Sends `event` to the peers that registered a matching interest, after
     /// the events ordered before it.
     pub(crate) fn deliver(&self, event: &Event) {
-        for peer in self.inner.interests.peers_for(event) {
+        for peer in self.inner.interests.peers_for(event, Instant::now()) {
             let sender = {
                 let mut senders = locked(&self.inner.interests.senders);
                 senders
@@ -289,27 +298,38 @@ mod tests {
     #[test]
     fn events_go_only_to_peers_with_a_matching_live_interest() {
         let interests = Interests::default();
+        let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
         interests
-            .register(a, interest("jobs", "steal/a/"), INTEREST_LEASE)
+            .register_at(a, interest("jobs", "steal/a/"), INTEREST_LEASE, now)
             .unwrap();
         interests
-            .register(b, interest("other", ""), INTEREST_LEASE)
+            .register_at(b, interest("other", ""), INTEREST_LEASE, now)
             .unwrap();
-        assert_eq!(interests.peers_for(&event("jobs", "steal/a/1")), vec![a]);
-        assert!(interests.peers_for(&event("jobs", "steal/b/1")).is_empty());
-        assert_eq!(interests.peers_for(&event("other", "x")), vec![b]);
+        assert_eq!(
+            interests.peers_for(&event("jobs", "steal/a/1"), now),
+            vec![a]
+        );
+        assert!(interests
+            .peers_for(&event("jobs", "steal/b/1"), now)
+            .is_empty());
+        assert_eq!(interests.peers_for(&event("other", "x"), now), vec![b]);
         // A zero lease cancels.
         interests
-            .register(a, interest("jobs", "steal/a/"), Duration::ZERO)
+            .register_at(a, interest("jobs", "steal/a/"), Duration::ZERO, now)
             .unwrap();
-        assert!(interests.peers_for(&event("jobs", "steal/a/1")).is_empty());
+        assert!(interests
+            .peers_for(&event("jobs", "steal/a/1"), now)
+            .is_empty());
         // An expired lease is gone.
+        let lease = Duration::from_secs(1);
         interests
-            .register(a, interest("jobs", ""), Duration::from_millis(1))
+            .register_at(a, interest("jobs", ""), lease, now)
             .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(interests.peers_for(&event("jobs", "x")).is_empty());
+        assert_eq!(interests.peers_for(&event("jobs", "x"), now), vec![a]);
+        assert!(interests
+            .peers_for(&event("jobs", "x"), now + lease)
+            .is_empty());
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub struct Local {
 /// Shortest lease: renewals every third of it must be able to keep up.
 pub const MIN_LEASE: Duration = Duration::from_millis(300);
 
-fn path_of(path: &str) -> Result<ObjectPath> {
+/// A client's `NAMESPACE/NAME`, checked.
+pub(crate) fn path_of(path: &str) -> Result<ObjectPath> {
     Ok(ObjectPath::parse(path)?)
 }
 

@@ -476,15 +476,19 @@ async fn store_record(
 ) -> Result<()> {
     let store = space.store().clone();
     let record = record.clone();
-    if record.volatile {
-        let value = if record.blob.is_some() {
-            inline.map(<[u8]>::to_vec).unwrap_or_default()
+    // A volatile write may still delete a durable record of the name.
+    let value = match (&record.blob, inline) {
+        (Some(_), Some(bytes)) if record.volatile => bytes.to_vec(),
+        _ => Vec::new(),
+    };
+    blocking(move || {
+        if record.volatile {
+            store.put_volatile(record, value)
         } else {
-            Vec::new()
-        };
-        return store.put_volatile(record, value);
-    }
-    blocking(move || store.put_record(&record)).await
+            store.put_record(&record)
+        }
+    })
+    .await
 }
 
 /// Compares a peer's versions with ours: which it should send, which are newer here.

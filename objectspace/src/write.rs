@@ -50,7 +50,8 @@ impl Ingest {
     }
 }
 
-fn volatile_too_large(size: u64) -> SpaceError {
+/// The refusal of a volatile value of `size` bytes.
+pub(crate) fn volatile_too_large(size: u64) -> SpaceError {
     SpaceError::Invalid(format!(
         "a volatile value holds at most {VOLATILE_MAX} bytes; this one has {size} (write it without --volatile)"
     ))

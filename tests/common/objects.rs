@@ -98,3 +98,12 @@ pub fn take_once_everywhere(cluster: &super::Cluster, path: &str) -> (Vec<u8>, S
     let (_, out, err) = winners.remove(0);
     (out.clone(), err.clone())
 }
+
+/// Names `p3ctl search NS QUERY` prints through `dir`'s node.
+pub fn search(dir: &Path, ns: &str, query: &str) -> std::collections::BTreeSet<String> {
+    let out = p3ctl_ok(dir, &["search", ns, query]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     error::{Result, SpaceError},
-    local::{writable, MIN_LEASE},
+    local::{path_of, writable, MIN_LEASE},
     lock::LockMode,
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
@@ -21,7 +21,7 @@ use crate::{
     query::Query,
     read::Found,
     space::ObjectSpace,
-    write::Ingest,
+    write::{volatile_too_large, Ingest},
 };
 
 /// Accepts API connections until the task is dropped.
@@ -108,10 +108,6 @@ async fn connection(
     Ok(())
 }
 
-fn path_of(path: &str) -> Result<ObjectPath> {
-    Ok(ObjectPath::parse(path)?)
-}
-
 /// Receives a value and writes it. Checks that need no value happen before the
 /// client sends it; a failure while it arrives is answered after its end.
 async fn put(
@@ -129,9 +125,7 @@ async fn put(
             return Err(SpaceError::TooLarge { size, max });
         }
         if let Some(size) = size.filter(|s| options.volatile && *s > VOLATILE_MAX) {
-            return Err(SpaceError::Invalid(format!(
-                "a volatile value holds at most {VOLATILE_MAX} bytes; this one has {size} (write it without --volatile)"
-            )));
+            return Err(volatile_too_large(size));
         }
         space.check_namespace(&path.namespace).await?;
         Ok(path)
@@ -203,9 +197,7 @@ async fn put_volatile(
         }
     }
     let written = match refused {
-        Some(size) => Err(SpaceError::Invalid(format!(
-            "a volatile value holds at most {VOLATILE_MAX} bytes; this one has over {size} (write it without --volatile)"
-        ))),
+        Some(size) => Err(volatile_too_large(size)),
         None => space.put_value(path, value, options).await,
     };
     let answer = written.map_or_else(Response::Error, Response::Written);

@@ -158,7 +158,7 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
         let alive = |h: &str| {
             locked(&job.workers)
                 .get(h)
-                .is_some_and(|w| now.saturating_sub(w.seen_ms) <= fresh)
+                .is_some_and(|w| w.alive(now, fresh))
         };
         let abandoned = match holder {
             None => true,

@@ -88,6 +88,11 @@ pub(super) struct ActiveJob {
 }
 
 impl WorkerView {
+    /// Whether its heartbeat is at most `fresh_ms` old at `now_ms`.
+    pub fn alive(&self, now_ms: u64, fresh_ms: u64) -> bool {
+        now_ms.saturating_sub(self.seen_ms) <= fresh_ms
+    }
+
     /// The view a heartbeat's metadata gives, written at `seen_ms`.
     pub fn of(meta: &Metadata, seen_ms: u64) -> Self {
         let number = |key: &str| match meta.get(key) {
@@ -141,9 +146,7 @@ impl ActiveJob {
         let now = crate::control::now_ms();
         locked(&self.workers)
             .iter()
-            .filter(|(w, v)| {
-                *w != me && v.running == 0.0 && now.saturating_sub(v.seen_ms) <= fresh_ms
-            })
+            .filter(|(w, v)| *w != me && v.running == 0.0 && v.alive(now, fresh_ms))
             .count()
     }
 

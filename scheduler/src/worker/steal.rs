@@ -38,12 +38,7 @@ async fn victims(jobs: &Jobs, job: &ActiveJob) -> Result<Vec<(String, f64)>> {
     let fresh = jobs.fresh_ms();
     let candidates: Vec<(String, f64)> = locked(&job.workers)
         .iter()
-        .filter(|(w, v)| {
-            **w != jobs.me
-                && v.running > 0.0
-                && v.load > 0.0
-                && now.saturating_sub(v.seen_ms) <= fresh
-        })
+        .filter(|(w, v)| **w != jobs.me && v.running > 0.0 && v.load > 0.0 && v.alive(now, fresh))
         .map(|(w, v)| (w.clone(), v.load))
         .collect();
     if candidates.is_empty() {
