@@ -199,18 +199,21 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
     };
     let mut space = jobs.space.clone();
     control::write_result(&mut space, &job.paths, &tid, &result).await?;
-    space
-        .remove(&job.paths.task(&tid), None, Some(task.token()))
-        .await?;
     job.count(|s| s.finished += 1);
     job.beat.notify_one();
-    // Nothing of the task is left but its lock: the job may be over while
-    // the lock is let go.
-    let (released, settled) = tokio::join!(
-        task.lock.release(),
+    // With the result written the task is finished: the job may be settled
+    // while the task's record and lock are let go.
+    let tidy = async {
+        jobs.space
+            .remove(&job.paths.task(&tid), None, Some(task.token()))
+            .await?;
+        task.lock.release().await
+    };
+    let (tidied, settled) = tokio::join!(
+        tidy,
         control::settle(&mut space, &jobs.config.registry, &job.id)
     );
-    released?;
+    tidied?;
     settled.map(drop)
 }
 
@@ -272,7 +275,17 @@ async fn compute(
     let mut io = LocalIo::new(jobs.space.clone(), job.paths.clone());
     let mut restart = true;
     let mut checkpointed = Instant::now();
-    let mut writer: Writer = None;
+    // A claim's record (holder, claims) is written while the task runs.
+    let mut writer: Writer = task.unwritten.then(|| {
+        let (space, paths, record, token) = (
+            jobs.space.clone(),
+            job.paths.clone(),
+            task.record.clone(),
+            task.token(),
+        );
+        tokio::spawn(async move { task::write(&space, &paths, &record, token).await })
+    });
+    let mut gathered = task.source != Source::Ticket;
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
@@ -307,12 +320,6 @@ async fn compute(
             s.busy_ms += busy;
             s.slices += slices;
         });
-        if restart && task.source == Source::Ticket {
-            // The root task's first safe point: every other worker of the
-            // job is idle. (A state that cannot be divided yet declines them;
-            // they ask again and are served at the next safe point.)
-            steal::gather(jobs, job).await;
-        }
         if restart {
             if let Some(asked) = task.asked {
                 tracing::debug!(job = %job.id, latency = ?asked.elapsed(), "stolen task computing");
@@ -326,6 +333,15 @@ async fn compute(
             return Ok(output);
         }
         locked(&job.running).insert(task.record.tid.clone(), engine.load(&state));
+        if !gathered {
+            // The root task's first safe point: every other worker of the
+            // job is idle. (A state that cannot be divided yet declines
+            // them; they ask again and are served at the next safe point.)
+            gathered = true;
+            if steal::divisible(engine.as_ref(), &state)? {
+                steal::gather(jobs, job).await;
+            }
+        }
         if steal::asked(job) {
             // The state handed out and checkpointed must not be ahead of the
             // job's writes; dividing rewrites the checkpoint, so none may be

@@ -34,6 +34,10 @@ pub(super) struct Claimed {
     pub source: Source,
     /// When the steal request that brought it was written.
     pub asked: Option<std::time::Instant>,
+    /// `record` names this worker as holder but is not written yet: the
+    /// first write happens while the task runs (nothing waits on it; a
+    /// crash before it leaves a record that looks abandoned anyway).
+    pub unwritten: bool,
 }
 
 impl Claimed {
@@ -84,8 +88,10 @@ pub(super) async fn claim(
         ensure_part(space, job, part).await?;
     }
     // A part made for this worker already names it as holder: claiming it
-    // needs no write (its `claims` count restarts only).
-    if !was_mine || restarted || had_parts {
+    // needs no write (its `claims` count restarts only). Parts are in the
+    // record until it is written without them, so that write comes first.
+    let unwritten = !was_mine || restarted;
+    if had_parts {
         write(space, &job.paths, &record, token).await?;
     }
     Ok(Some(Claimed {
@@ -94,6 +100,7 @@ pub(super) async fn claim(
         restarted,
         source,
         asked: None,
+        unwritten: unwritten && !had_parts,
     }))
 }
 
