@@ -41,7 +41,6 @@ fn tolerate_exists(result: Result<(), SpaceError>) -> Result<()> {
 pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args) -> Result<JobId> {
     let job = registry.instantiate(kind, &args)?;
     let mut space = Space::connect(data_dir).await?;
-    tolerate_exists(space.create_namespace(JOBS_NAMESPACE).await)?;
     let id = JobId::random();
     let ns = id.namespace();
     space.create_namespace(&ns).await?;
@@ -84,7 +83,15 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
         result: None,
         root: Some(tid.clone()),
     };
-    write_record(&mut space, &record, Some(0)).await?;
+    // The registry namespace exists but on a new network: made when missing.
+    match write_record(&mut space, &record, Some(0)).await {
+        Ok(_) => {}
+        Err(JobError::Space(SpaceError::NoSuchNamespace(_))) => {
+            tolerate_exists(space.create_namespace(JOBS_NAMESPACE).await)?;
+            write_record(&mut space, &record, Some(0)).await?;
+        }
+        Err(e) => return Err(e),
+    }
     Ok(id)
 }
 
@@ -181,7 +188,10 @@ pub async fn write_result(
     result: &ResultRecord,
 ) -> Result<()> {
     let options = PutOptions {
-        meta: Metadata::from([("credit".into(), result.credit.to_meta())]),
+        meta: Metadata::from([
+            ("credit".into(), result.credit.to_meta()),
+            ("worker".into(), MetaValue::Str(result.worker.clone())),
+        ]),
         ..PutOptions::default()
     };
     space
@@ -194,7 +204,7 @@ pub async fn write_result(
 /// result. Whoever sees the last credit first does it; anyone may call it any
 /// time. Returns the fraction of credit back.
 pub async fn settle(space: &mut impl Objects, registry: &Registry, id: &JobId) -> Result<f64> {
-    let (record, _) = record(space, id).await?;
+    let (record, version) = record(space, id).await?;
     if record.state.is_final() {
         return Ok(1.0);
     }
@@ -208,6 +218,33 @@ pub async fn settle(space: &mut impl Objects, registry: &Registry, id: &JobId) -
     if !ledger.is_whole() {
         return Ok(ledger.fraction().min(0.999));
     }
+    reduce(space, registry, (&record, version), &paths).await
+}
+
+/// [`settle`] for a caller that knows every result already (their credit is
+/// whole): no listing of the results.
+pub async fn settle_known(
+    space: &mut impl Objects,
+    registry: &Registry,
+    id: &JobId,
+    results: &[String],
+) -> Result<f64> {
+    let (record, version) = record(space, id).await?;
+    if record.state.is_final() {
+        return Ok(1.0);
+    }
+    reduce(space, registry, (&record, version), results).await
+}
+
+/// Reduces the outputs at `paths` (all of the job's results) and records the
+/// job as done.
+async fn reduce(
+    space: &mut impl Objects,
+    registry: &Registry,
+    (record, version): (&JobRecord, u64),
+    paths: &[String],
+) -> Result<f64> {
+    let id = &record.id;
     let job = match registry.instantiate(&record.kind, &record.args) {
         Ok(job) => job,
         // All credit is back, but this binary cannot reduce the outputs; a
@@ -216,16 +253,25 @@ pub async fn settle(space: &mut impl Objects, registry: &Registry, id: &JobId) -
         Err(e) => return Err(e),
     };
     let mut outputs = Vec::with_capacity(paths.len());
-    for bytes in space.get_all(&paths).await? {
+    for bytes in space.get_all(paths).await? {
         outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
     }
     let result = job.reduce(&outputs)?.to_string();
-    update_record(space, id, |r| {
+    let done = |r: &mut JobRecord| {
         r.state = JobState::Done;
         r.result = Some(result.clone());
         r.finished_ms = Some(now_ms());
-    })
-    .await?;
+    };
+    // The entry as read before: one write unless it changed meanwhile.
+    let mut finished = record.clone();
+    done(&mut finished);
+    match write_record(space, &finished, Some(version)).await {
+        Ok(_) => {}
+        Err(JobError::Space(SpaceError::VersionConflict { .. })) => {
+            update_record(space, id, done).await?;
+        }
+        Err(e) => return Err(e),
+    }
     Ok(1.0)
 }
 
@@ -337,17 +383,22 @@ pub async fn wait(
     mut progress: impl FnMut(f64),
 ) -> Result<JobRecord> {
     loop {
-        progress(settle(space, registry, id).await?);
         let (record, version) = record(space, id).await?;
         if record.state.is_final() {
+            progress(1.0);
             return Ok(record);
         }
-        // Wakes as soon as the record changes, else re-counts the credit.
+        // Wakes as soon as the record changes; while it does not, re-counts
+        // the credit (and settles a job whose last worker died before it
+        // could).
         match space
             .await_newer(&id.record_path(), version, Duration::from_millis(500))
             .await
         {
-            Ok(()) | Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {}
+            Ok(()) => {}
+            Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {
+                progress(settle(space, registry, id).await?);
+            }
             Err(e) => return Err(e.into()),
         }
     }

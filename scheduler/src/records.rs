@@ -351,10 +351,14 @@ pub struct TaskRecord {
 }
 
 /// What a victim answers a steal request with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Grant {
     /// `task/TID` is the thief's.
     Task(String),
+    /// This part is the thief's: it runs it at once, creating `task/TID`
+    /// itself. The victim's checkpoint lists the part until `task/TID`
+    /// exists, so neither a thief nor a victim that dies loses it.
+    Part(Part),
     /// Nothing to give.
     Declined,
 }

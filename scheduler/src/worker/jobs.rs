@@ -9,7 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use p3_objectspace::{object::PutOptions, watch::EventKind, SpaceError};
+use p3_objectspace::{
+    object::{Metadata, PutOptions},
+    watch::EventKind,
+    SpaceError,
+};
 
 use super::{
     state::{locked, ActiveJob, Jobs, WorkerView},
@@ -18,7 +22,10 @@ use super::{
 use crate::{
     control,
     job::Result,
-    records::{encode, last_part, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, WORKERS},
+    records::{
+        encode, last_part, Credit, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, RESULTS,
+        WORKERS,
+    },
     registry::DynJob,
 };
 
@@ -61,6 +68,8 @@ pub(super) async fn discover(jobs: Arc<Jobs>) {
     }
 }
 
+/// Follows the registry's events: a job that starts is read and begun, one
+/// that ends is ended, without a listing (which asks every node).
 async fn watch_registry(jobs: Arc<Jobs>, changed: Arc<tokio::sync::Notify>) {
     loop {
         // The registry namespace need not exist yet: the watch sees its
@@ -68,16 +77,53 @@ async fn watch_registry(jobs: Arc<Jobs>, changed: Arc<tokio::sync::Notify>) {
         if let Ok(mut watching) = jobs.space.watch(JOBS_NAMESPACE, "").await {
             // Anything written before the watch began is found by this listing.
             changed.notify_one();
-            while watching.next().await.is_ok() {
-                changed.notify_one();
+            while let Ok(event) = watching.next().await {
+                let Ok(id) = JobId::parse(last_part(event.name.as_str())) else {
+                    continue;
+                };
+                let running = event.kind == EventKind::Put
+                    && control::meta_text(&event.meta, "state") == JobState::Running.word();
+                let result = if running {
+                    consider(&jobs, &id).await
+                } else {
+                    let active = locked(&jobs.active).get(&id).cloned();
+                    if let Some(job) = active {
+                        end(&jobs, &job);
+                    }
+                    Ok(())
+                };
+                if let Err(e) = result {
+                    tracing::debug!(job = %id, error = %e, "cannot read a job's entry");
+                    changed.notify_one(); // the listing tries again
+                }
             }
         }
         tokio::time::sleep(REWATCH).await;
     }
 }
 
+/// Begins work on job `id` (running, says the registry) unless this worker
+/// already works on it or cannot.
+async fn consider(jobs: &Arc<Jobs>, id: &JobId) -> Result<()> {
+    if locked(&jobs.active).contains_key(id) || locked(&jobs.skipped).contains(id) {
+        return Ok(());
+    }
+    let (record, _) = control::record(&mut jobs.space.clone(), id).await?;
+    if record.state.is_final() {
+        return Ok(());
+    }
+    match jobs.config.registry.instantiate(&record.kind, &record.args) {
+        Ok(job) => begin(jobs, record, job),
+        Err(e) => {
+            tracing::warn!(job = %id, error = %e, "not working on this job");
+            locked(&jobs.skipped).insert(id.clone());
+        }
+    }
+    Ok(())
+}
+
 async fn refresh(jobs: &Arc<Jobs>) -> Result<()> {
-    let mut space = jobs.space.clone();
+    let space = jobs.space.clone();
     // The listing's metadata says which jobs run; only new ones are read.
     let listed = match space.list(JOBS_NAMESPACE, "").await {
         Ok(listed) => listed,
@@ -98,20 +144,7 @@ async fn refresh(jobs: &Arc<Jobs>) -> Result<()> {
         end(jobs, &job);
     }
     for id in running {
-        if locked(&jobs.active).contains_key(&id) || locked(&jobs.skipped).contains(&id) {
-            continue;
-        }
-        let (record, _) = control::record(&mut space, &id).await?;
-        if record.state.is_final() {
-            continue;
-        }
-        match jobs.config.registry.instantiate(&record.kind, &record.args) {
-            Ok(job) => begin(jobs, record, job),
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "not working on this job");
-                locked(&jobs.skipped).insert(id);
-            }
-        }
+        consider(jobs, &id).await?;
     }
     Ok(())
 }
@@ -130,16 +163,28 @@ fn begin(jobs: &Arc<Jobs>, record: JobRecord, job: Arc<dyn DynJob>) {
         asked: Default::default(),
         beat: Default::default(),
         tickets_gone: Default::default(),
-        scanned: Default::default(),
+        // The first scan comes a while after the ticket is taken: a scan
+        // would race the ticket's taker for the root task.
+        scanned: std::sync::Mutex::new(Some(Instant::now())),
+        results: Default::default(),
         helpers: Default::default(),
     });
-    tracing::info!(job = %active.id, kind = %active.record.kind, "working on job");
-    *locked(&active.helpers) = vec![
-        tokio::spawn(heartbeats(jobs.clone(), active.clone())),
-        tokio::spawn(follow_workers(jobs.clone(), active.clone())),
-        tokio::spawn(steal_requests(jobs.clone(), active.clone())),
-    ];
-    locked(&jobs.active).insert(active.id.clone(), active);
+    {
+        // Checked and inserted under one lock: the registry's watch and its
+        // listing may both find the job.
+        let mut running = locked(&jobs.active);
+        if running.contains_key(&active.id) {
+            return;
+        }
+        tracing::info!(job = %active.id, kind = %active.record.kind, "working on job");
+        *locked(&active.helpers) = vec![
+            tokio::spawn(heartbeats(jobs.clone(), active.clone())),
+            tokio::spawn(follow_workers(jobs.clone(), active.clone())),
+            tokio::spawn(steal_requests(jobs.clone(), active.clone())),
+            tokio::spawn(follow_results(jobs.clone(), active.clone())),
+        ];
+        running.insert(active.id.clone(), active);
+    }
     write_status(jobs);
     jobs.changed.notify_waiters();
 }
@@ -218,6 +263,62 @@ async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
             if busy {
                 // Idle slots may have a victim now.
                 jobs.changed.notify_waiters();
+            }
+        }
+    }
+}
+
+/// How long a worker that hears the last result of a job leaves the worker
+/// chosen to settle it ([`ActiveJob::settles`]) before it does so itself.
+const SETTLE_GRACE: Duration = Duration::from_secs(1);
+
+/// The credit and writer a result's metadata carries.
+fn result_meta(meta: &Metadata) -> Option<(Credit, String)> {
+    let credit = Credit::from_meta(meta.get("credit"))?;
+    Some((credit, control::meta_text(meta, "worker")))
+}
+
+/// Keeps `job.results` current from the results' events (their metadata
+/// carries credit and writer), after one listing for those written before
+/// the watch began. The worker that writes the last result settles the job
+/// if it knows the credit is whole then; else, once the credit is whole, the
+/// worker [`ActiveJob::settles`] chooses does at once, and any other after
+/// [`SETTLE_GRACE`] if the job is still not over. (Idle workers settle a job
+/// without tasks anyway; this is the fast way.)
+async fn follow_results(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
+    let ns = job.paths.ns().to_owned();
+    while !job.ended() {
+        let Ok(mut watching) = jobs.space.watch(&ns, RESULTS).await else {
+            tokio::time::sleep(REWATCH).await;
+            continue;
+        };
+        let mut whole = false;
+        if let Ok(listed) = jobs.space.list(&ns, RESULTS).await {
+            for stat in listed {
+                if let Some((credit, worker)) = result_meta(&stat.meta) {
+                    whole |= job.note_result(last_part(&stat.path), credit, &worker);
+                }
+            }
+        }
+        loop {
+            if whole {
+                if !job.settles(&jobs.me) {
+                    tokio::time::sleep(SETTLE_GRACE).await;
+                }
+                if job.ended() {
+                    return;
+                }
+                if let Err(e) = job.settle_known(&jobs).await {
+                    tracing::debug!(job = %job.id, error = %e, "cannot settle the job");
+                }
+                whole = false;
+            }
+            let Ok(event) = watching.next().await else { break };
+            if event.kind != EventKind::Put {
+                continue;
+            }
+            if let Some((credit, worker)) = result_meta(&event.meta) {
+                whole = job.note_result(last_part(event.name.as_str()), credit, &worker);
             }
         }
     }

@@ -192,6 +192,11 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
     running_changed(jobs, job);
     steal::decline_queued(jobs, job).await;
     let output = outcome?;
+    // The task's record goes once its result is written: parts it still
+    // lists must exist by then, and the result is written under its lock.
+    let token = task.token().await?;
+    let pending = std::mem::take(&mut task.record.parts);
+    steal::ensure_parts(&jobs.space, &job.paths, pending).await?;
     let result = ResultRecord {
         output,
         credit: task.record.credit,
@@ -199,20 +204,26 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
     };
     let mut space = jobs.space.clone();
     control::write_result(&mut space, &job.paths, &tid, &result).await?;
+    let whole = job.note_result(&tid, result.credit, &jobs.me);
+    tracing::debug!(job = %job.id, %tid, whole, "task finished");
     job.count(|s| s.finished += 1);
     job.beat.notify_one();
     // With the result written the task is finished: the job may be settled
-    // while the task's record and lock are let go.
+    // while the task's record and lock are let go. Only the worker that sees
+    // the credit whole settles (see `jobs::follow_results`).
     let tidy = async {
         jobs.space
-            .remove(&job.paths.task(&tid), None, Some(task.token()))
+            .remove(&job.paths.task(&tid), None, Some(token))
             .await?;
-        task.lock.release().await
+        task.release().await
     };
-    let (tidied, settled) = tokio::join!(
-        tidy,
-        control::settle(&mut space, &jobs.config.registry, &job.id)
-    );
+    let settle = async {
+        if !whole {
+            return Ok(0.0);
+        }
+        job.settle_known(jobs).await
+    };
+    let (tidied, settled) = tokio::join!(tidy, settle);
     tidied?;
     settled.map(drop)
 }
@@ -225,24 +236,31 @@ fn running_changed(jobs: &Jobs, job: &ActiveJob) {
 /// The checkpoint being written, if any: at most one in flight.
 type Writer = Option<JoinHandle<Result<()>>>;
 
-/// Hands a checkpoint of `task` to a writer unless one is still busy.
+/// Whether a checkpoint is being written.
+fn writing(writer: &Writer) -> bool {
+    writer.as_ref().is_some_and(|w| !w.is_finished())
+}
+
+/// Hands a checkpoint of `task` to the writer (which must be free). Parts
+/// granted inline leave the record here: the writer makes sure they exist
+/// before it writes the record without them.
 fn checkpoint(
     jobs: &Jobs,
     job: &ActiveJob,
-    task: &Claimed,
+    task: &mut Claimed,
+    token: u64,
     state: &AnyState,
     writer: &mut Writer,
-) -> Result<bool> {
-    if writer.as_ref().is_some_and(|w| !w.is_finished()) {
-        return Ok(false);
-    }
+) -> Result<()> {
+    let parts = std::mem::take(&mut task.record.parts);
     let mut record = task.record.clone();
     record.state = job.job.checkpoint(state)?;
-    let (space, paths, token) = (jobs.space.clone(), job.paths.clone(), task.token());
+    let (space, paths) = (jobs.space.clone(), job.paths.clone());
     *writer = Some(tokio::spawn(async move {
+        steal::ensure_parts(&space, &paths, parts).await?;
         task::write(&space, &paths, &record, token).await
     }));
-    Ok(true)
+    Ok(())
 }
 
 /// Waits for the checkpoint in flight, failing the task if it failed (its
@@ -276,16 +294,17 @@ async fn compute(
     let mut restart = true;
     let mut checkpointed = Instant::now();
     // A claim's record (holder, claims) is written while the task runs.
-    let mut writer: Writer = task.unwritten.then(|| {
-        let (space, paths, record, token) = (
-            jobs.space.clone(),
-            job.paths.clone(),
-            task.record.clone(),
-            task.token(),
-        );
-        tokio::spawn(async move { task::write(&space, &paths, &record, token).await })
-    });
-    let mut gathered = task.source != Source::Ticket;
+    let mut writer: Writer = None;
+    if task.unwritten {
+        let token = task.token().await?;
+        let (space, paths, record) = (jobs.space.clone(), job.paths.clone(), task.record.clone());
+        writer = Some(tokio::spawn(async move {
+            task::write(&space, &paths, &record, token).await
+        }));
+    }
+    // Only a root task that never ran before waits for thieves.
+    let root = job.record.root.as_deref() == Some(task.record.tid.as_str());
+    let mut gathered = !root || task.restarted;
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
@@ -350,11 +369,12 @@ async fn compute(
             settle_writer(&mut writer).await?;
             steal::serve(jobs, job, task, &mut state).await?;
             checkpointed = Instant::now();
-        } else if checkpointed.elapsed() >= jobs.config.checkpoint_every {
+        } else if checkpointed.elapsed() >= jobs.config.checkpoint_every && !writing(&writer) {
             io.flush().await?;
-            if checkpoint(jobs, job, task, &state, &mut writer)? {
-                checkpointed = Instant::now();
-            }
+            settle_writer(&mut writer).await?;
+            let token = task.token().await?;
+            checkpoint(jobs, job, task, token, &state, &mut writer)?;
+            checkpointed = Instant::now();
         }
         if writer.as_ref().is_some_and(|w| w.is_finished()) {
             settle_writer(&mut writer).await?;

@@ -19,7 +19,9 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use super::WorkerConfig;
 use crate::{
-    records::{last_part, Heartbeat, JobId, JobPaths, JobRecord, WorkerStats, WORKERS},
+    records::{
+        last_part, Credit, Heartbeat, JobId, JobPaths, JobRecord, Ledger, WorkerStats, WORKERS,
+    },
     registry::DynJob,
 };
 
@@ -82,6 +84,10 @@ pub(super) struct ActiveJob {
     pub tickets_gone: AtomicBool,
     /// When a slot last listed the job's tasks for abandoned ones.
     pub scanned: Mutex<Option<Instant>>,
+    /// The results written so far, as far as this worker heard (task id →
+    /// credit): kept current by a watch, so that only a worker that sees the
+    /// credit whole lists the results to settle the job.
+    pub results: Mutex<BTreeMap<String, (Credit, String)>>,
     /// The job's helper tasks (heartbeats, watches); the heartbeat task ends
     /// by itself after a last report.
     pub helpers: Mutex<Vec<JoinHandle<()>>>,
@@ -124,6 +130,50 @@ impl ActiveJob {
             }
             Err(e) => tracing::debug!(job = %self.id, error = %e, "cannot list heartbeats"),
         }
+    }
+
+    /// Notes the result of task `tid`, written by `worker`; whether it made
+    /// the credit heard of whole (so that one caller acts on it, not each
+    /// that hears of the same result again).
+    pub fn note_result(&self, tid: &str, credit: Credit, worker: &str) -> bool {
+        let whole = |results: &BTreeMap<String, (Credit, String)>| {
+            let mut ledger = Ledger::default();
+            results.values().for_each(|(c, _)| ledger.add(*c));
+            ledger.is_whole()
+        };
+        let mut results = locked(&self.results);
+        let before = whole(&results);
+        results.insert(tid.to_owned(), (credit, worker.to_owned()));
+        !before && whole(&results)
+    }
+
+    /// Whether this worker is the one to settle the job once the credit is
+    /// whole: the writer of the result with the greatest task id, a choice
+    /// every worker that heard of all results makes alike.
+    pub fn settles(&self, me: &str) -> bool {
+        locked(&self.results)
+            .values()
+            .next_back()
+            .is_some_and(|(_, worker)| worker == me)
+    }
+
+    /// Settles the job from the results heard of, which must add up to the
+    /// whole credit.
+    pub async fn settle_known(&self, jobs: &Jobs) -> crate::job::Result<f64> {
+        let paths: Vec<String> = locked(&self.results)
+            .keys()
+            .map(|tid| self.paths.result(tid))
+            .collect();
+        let started = Instant::now();
+        let settled = crate::control::settle_known(
+            &mut jobs.space.clone(),
+            &jobs.config.registry,
+            &self.id,
+            &paths,
+        )
+        .await;
+        tracing::debug!(job = %self.id, took = ?started.elapsed(), "settled");
+        settled
     }
 
     /// Whether the job reached a final state (or vanished): stop working on it.

@@ -15,7 +15,7 @@ use rand::Rng;
 
 use super::{
     state::{locked, ActiveJob, Jobs},
-    task::{self, claim, Claimed, Source},
+    task::{self, claim, claim_part, Claimed, Source},
 };
 use crate::{
     control::now_ms,
@@ -106,6 +106,10 @@ pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed
         }
     }
     match grant {
+        Some(Grant::Part(part)) => Ok(Some(Claimed {
+            asked: Some(asked),
+            ..claim_part(jobs, job, part)
+        })),
         Some(Grant::Task(tid)) => {
             Ok(claim(jobs, job, &tid, Source::Stolen)
                 .await?
@@ -258,10 +262,15 @@ pub(super) fn asked(job: &ActiveJob) -> bool {
     !locked(&job.requests).is_empty()
 }
 
+/// A part larger than this travels as `task/TID`, written before its grant;
+/// a smaller one travels inside its (volatile) grant.
+const INLINE_PART: usize = 32 << 10;
+
 /// At a safe point of `task`: answers a few of the steal requests queued for
 /// this worker, dividing the task for each while it can. The parts are saved
-/// inside this task's checkpoint before any is published, so a crash between
-/// the writes loses neither work nor credit.
+/// inside this task's checkpoint before any is granted, and stay listed there
+/// until their `task/TID` exists ([`ensure_parts`]), so a crash of either
+/// side loses neither work nor credit.
 pub(super) async fn serve(
     jobs: &Jobs,
     job: &ActiveJob,
@@ -286,30 +295,43 @@ pub(super) async fn serve(
     let taking = started.elapsed();
     let mut parts = split(engine.as_ref(), state, thieves.len()).into_iter();
     let mut answers = Vec::new();
+    let mut large = Vec::new();
     for (rid, thief) in thieves {
         let Some(part) = parts.next() else {
             answers.push((rid, Grant::Declined));
             continue;
         };
-        task.record.parts.push(Part {
+        let part = Part {
             tid: rid.clone(),
             state: engine.checkpoint(&part)?,
             credit: task.record.credit.split(),
             holder: thief,
-        });
-        answers.push((rid.clone(), Grant::Task(rid)));
+        };
+        if part.state.len() > INLINE_PART {
+            large.push(part.clone());
+            answers.push((rid.clone(), Grant::Task(rid)));
+        } else {
+            answers.push((rid, Grant::Part(part.clone())));
+        }
+        task.record.parts.push(part);
     }
-    if !task.record.parts.is_empty() {
+    let divided = answers
+        .iter()
+        .filter(|(_, g)| !matches!(g, Grant::Declined))
+        .count();
+    if divided > 0 {
         task.record.state = engine.checkpoint(state)?;
-        task::write(&jobs.space, &job.paths, &task.record, task.token()).await?;
-        let parts = std::mem::take(&mut task.record.parts);
-        job.count(|s| s.divides += parts.len() as u64);
+        let token = task.token().await?;
+        task::write(&jobs.space, &job.paths, &task.record, token).await?;
+        job.count(|s| s.divides += divided as u64);
+        let paths = &job.paths;
         futures::future::try_join_all(
-            parts
-                .into_iter()
-                .map(|part| task::create_part(&jobs.space, job, part)),
+            large
+                .iter()
+                .map(|part| task::create_part(&jobs.space, paths, part.clone())),
         )
         .await?;
+        task.record.parts.retain(|p| !large.iter().any(|l| l.tid == p.tid));
     }
     futures::future::try_join_all(
         answers
@@ -326,5 +348,22 @@ pub(super) async fn serve(
         ?took,
         "answered steal requests"
     );
+    Ok(())
+}
+
+/// Makes sure every part granted inline exists as `task/TID` (its thief
+/// normally created it long ago), so the checkpoint written next may leave
+/// the parts out.
+pub(super) async fn ensure_parts(
+    space: &p3_objectspace::Local,
+    paths: &crate::records::JobPaths,
+    parts: Vec<Part>,
+) -> Result<()> {
+    futures::future::try_join_all(
+        parts
+            .into_iter()
+            .map(|part| task::ensure_part(space, paths, part)),
+    )
+    .await?;
     Ok(())
 }

@@ -9,9 +9,11 @@ use p3_objectspace::{
     Local, LocalLock, SpaceError,
 };
 
+use tokio::task::JoinHandle;
+
 use super::state::{ActiveJob, Jobs};
 use crate::{
-    job::Result,
+    job::{JobError, Result},
     records::{decode, encode, JobPaths, Part, TaskRecord},
 };
 
@@ -26,10 +28,17 @@ pub(super) enum Source {
     Abandoned,
 }
 
-/// A task this worker holds the lock of.
+/// The lock of a claimed task: held, or being taken while the task already
+/// runs (a part handed over inline with its grant).
+pub(super) enum Hold {
+    Held(LocalLock),
+    Pending(JoinHandle<Result<Option<LocalLock>>>),
+}
+
+/// A task this worker holds (or is taking) the lock of.
 pub(super) struct Claimed {
     pub record: TaskRecord,
-    pub lock: LocalLock,
+    pub hold: Hold,
     pub restarted: bool,
     pub source: Source,
     /// When the steal request that brought it was written.
@@ -41,8 +50,69 @@ pub(super) struct Claimed {
 }
 
 impl Claimed {
-    pub fn token(&self) -> u64 {
-        self.lock.token()
+    /// The task's fencing token, once its lock is held: nothing about the
+    /// task is written before. A lock someone else got first means the task
+    /// is not this worker's after all.
+    pub async fn token(&mut self) -> Result<u64> {
+        if let Hold::Pending(taking) = &mut self.hold {
+            let taken = taking
+                .await
+                .map_err(|e| JobError::Failed(format!("claim panicked: {e}")))??;
+            let lock = taken.ok_or_else(|| {
+                JobError::Space(SpaceError::TimedOut(format!(
+                    "task {} is locked by another worker",
+                    self.record.tid
+                )))
+            })?;
+            self.hold = Hold::Held(lock);
+        }
+        match &self.hold {
+            Hold::Held(lock) => Ok(lock.token()),
+            Hold::Pending(_) => unreachable!("replaced above"),
+        }
+    }
+
+    /// Lets the task's lock go.
+    pub async fn release(mut self) -> Result<()> {
+        self.token().await?;
+        match self.hold {
+            Hold::Held(lock) => Ok(lock.release().await?),
+            Hold::Pending(_) => unreachable!("held after token()"),
+        }
+    }
+}
+
+/// Claims a part handed over inline with its grant: it runs at once, while
+/// `task/TID` is created (unless its victim created it already) and locked.
+pub(super) fn claim_part(jobs: &Jobs, job: &ActiveJob, part: Part) -> Claimed {
+    let record = TaskRecord {
+        tid: part.tid.clone(),
+        state: part.state.clone(),
+        credit: part.credit,
+        holder: Some(jobs.me.clone()),
+        claims: 1,
+        parts: Vec::new(),
+    };
+    let (space, paths, lease) = (jobs.space.clone(), job.paths.clone(), jobs.config.lease);
+    let path = paths.task(&part.tid);
+    let taking = tokio::spawn(async move {
+        create_part(&space, &paths, part).await?;
+        match space
+            .lock(&path, LockMode::Write, lease, Duration::ZERO)
+            .await
+        {
+            Ok(lock) => Ok(Some(lock)),
+            Err(SpaceError::TimedOut(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    });
+    Claimed {
+        record,
+        hold: Hold::Pending(taking),
+        restarted: false,
+        source: Source::Stolen,
+        asked: None,
+        unwritten: false,
     }
 }
 
@@ -85,7 +155,7 @@ pub(super) async fn claim(
     let parts = std::mem::take(&mut record.parts);
     let had_parts = !parts.is_empty();
     for part in parts {
-        ensure_part(space, job, part).await?;
+        ensure_part(space, &job.paths, part).await?;
     }
     // A part made for this worker already names it as holder: claiming it
     // needs no write (its `claims` count restarts only). Parts are in the
@@ -96,7 +166,7 @@ pub(super) async fn claim(
     }
     Ok(Some(Claimed {
         record,
-        lock,
+        hold: Hold::Held(lock),
         restarted,
         source,
         asked: None,
@@ -133,19 +203,20 @@ pub(super) async fn write(
 
 /// Makes sure a divided-off part exists as `task/TID`, unless it already ran
 /// to completion.
-pub(super) async fn ensure_part(space: &Local, job: &ActiveJob, part: Part) -> Result<()> {
-    let path = job.paths.task(&part.tid);
+pub(super) async fn ensure_part(space: &Local, paths: &JobPaths, part: Part) -> Result<()> {
+    let path = paths.task(&part.tid);
     // A part's task is removed only after its result is written, so checking
     // the task first and the result second never misses a finished part.
-    if exists(space, &path).await? || exists(space, &job.paths.result(&part.tid)).await? {
+    if exists(space, &path).await? || exists(space, &paths.result(&part.tid)).await? {
         return Ok(());
     }
-    create_part(space, job, part).await
+    create_part(space, paths, part).await
 }
 
 /// Writes a new part as `task/TID` unless that exists (a part is created
-/// once; `if_version` 0 makes a second attempt a no-op).
-pub(super) async fn create_part(space: &Local, job: &ActiveJob, part: Part) -> Result<()> {
+/// once; `if_version` 0 makes a second attempt a no-op). A part whose thief
+/// holds its lock exists already: the thief creates it before locking it.
+pub(super) async fn create_part(space: &Local, paths: &JobPaths, part: Part) -> Result<()> {
     let record = TaskRecord {
         tid: part.tid,
         state: part.state,
@@ -160,10 +231,10 @@ pub(super) async fn create_part(space: &Local, job: &ActiveJob, part: Part) -> R
         ..PutOptions::default()
     };
     match space
-        .put_bytes(&job.paths.task(&record.tid), &options, &encode(&record))
+        .put_bytes(&paths.task(&record.tid), &options, &encode(&record))
         .await
     {
-        Ok(_) | Err(SpaceError::VersionConflict { .. }) => Ok(()),
+        Ok(_) | Err(SpaceError::VersionConflict { .. } | SpaceError::Fenced(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
