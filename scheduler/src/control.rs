@@ -15,7 +15,7 @@ use crate::{
     objects::Objects,
     records::{
         decode, encode, random_id, Credit, Heartbeat, JobId, JobPaths, JobRecord, JobState, Ledger,
-        ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS, TICKET_TYPE, WORKERS,
+        ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS, WORKERS,
     },
     registry::Registry,
 };
@@ -66,12 +66,6 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
     space
         .put_bytes(&paths.task(&tid), &PutOptions::default(), &encode(&task))
         .await?;
-    let ticket = PutOptions {
-        type_tag: TICKET_TYPE.into(),
-        volatile: true,
-        ..PutOptions::default()
-    };
-    space.put_bytes(&paths.ticket(&tid), &ticket, &[]).await?;
     let record = JobRecord {
         id: id.clone(),
         kind: kind.to_owned(),
@@ -218,31 +212,52 @@ pub async fn settle(space: &mut impl Objects, registry: &Registry, id: &JobId) -
     if !ledger.is_whole() {
         return Ok(ledger.fraction().min(0.999));
     }
-    reduce(space, registry, (&record, version), &paths).await
+    let mut outputs = Vec::with_capacity(paths.len());
+    for bytes in space.get_all(&paths).await? {
+        outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
+    }
+    reduce(space, registry, (&record, version), outputs).await
 }
 
-/// [`settle`] for a caller that knows every result already (their credit is
-/// whole): no listing of the results.
+/// [`settle`] for a worker that knows every result already (their credit
+/// is whole): no listing, no reading of outputs it holds (`None` entries are
+/// read), and the registry entry written against the version it read when
+/// the job began (re-read only if that changed).
 pub async fn settle_known(
     space: &mut impl Objects,
     registry: &Registry,
-    id: &JobId,
-    results: &[String],
+    (record, version): (&JobRecord, u64),
+    results: Vec<(String, Option<Vec<u8>>)>,
 ) -> Result<f64> {
-    let (record, version) = record(space, id).await?;
-    if record.state.is_final() {
-        return Ok(1.0);
+    let missing: Vec<String> = results
+        .iter()
+        .filter(|(_, output)| output.is_none())
+        .map(|(path, _)| path.clone())
+        .collect();
+    let mut read = space.get_all(&missing).await?.into_iter();
+    let mut outputs = Vec::with_capacity(results.len());
+    for (_, output) in results {
+        match output {
+            Some(output) => outputs.push(output),
+            None => {
+                let bytes = read.next().ok_or_else(|| {
+                    JobError::Failed("fewer results read than asked for".into())
+                })?;
+                outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
+            }
+        }
     }
-    reduce(space, registry, (&record, version), results).await
+    reduce(space, registry, (record, version), outputs).await
 }
 
-/// Reduces the outputs at `paths` (all of the job's results) and records the
-/// job as done.
+/// Reduces `outputs` (those of all of the job's results) and records the job
+/// as done: one compare-and-set against `version`, else re-read and retried
+/// unless the job is final meanwhile.
 async fn reduce(
     space: &mut impl Objects,
     registry: &Registry,
     (record, version): (&JobRecord, u64),
-    paths: &[String],
+    outputs: Vec<Vec<u8>>,
 ) -> Result<f64> {
     let id = &record.id;
     let job = match registry.instantiate(&record.kind, &record.args) {
@@ -252,17 +267,12 @@ async fn reduce(
         Err(JobError::UnknownKind(_)) => return Ok(1.0),
         Err(e) => return Err(e),
     };
-    let mut outputs = Vec::with_capacity(paths.len());
-    for bytes in space.get_all(paths).await? {
-        outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
-    }
     let result = job.reduce(&outputs)?.to_string();
     let done = |r: &mut JobRecord| {
         r.state = JobState::Done;
         r.result = Some(result.clone());
         r.finished_ms = Some(now_ms());
     };
-    // The entry as read before: one write unless it changed meanwhile.
     let mut finished = record.clone();
     done(&mut finished);
     match write_record(space, &finished, Some(version)).await {

@@ -6,7 +6,6 @@
 //! |-----------------------|-----------------------|------------------------------------|
 //! | `p3.jobs/ID`          | submitter, finisher   | [`JobRecord`]: kind, args, state, result |
 //! | `task/TID`            | its holder (locked)   | [`TaskRecord`]: checkpoint, credit |
-//! | `ticket/TID`          | submitter (volatile)  | nothing; taken to claim a new task |
 //! | `worker/WID`          | that worker (volatile)| [`Heartbeat`]: load, counters      |
 //! | `steal/WID/RID`       | a thief (volatile)    | [`StealRequest`] to victim WID     |
 //! | `grant/RID`           | the victim (volatile) | [`Grant`]: the task made for it    |
@@ -33,10 +32,6 @@ use crate::job::{Args, JobError, Result};
 pub const JOBS_NAMESPACE: &str = "p3.jobs";
 /// Type tag of a [`JobRecord`].
 pub const JOB_TYPE: &str = "p3.job";
-/// Type tag of a `ticket/TID` object, what idle workers take.
-pub const TICKET_TYPE: &str = "p3.ticket";
-/// The query that finds tickets.
-pub const TICKET_QUERY: &str = "type = p3.ticket";
 
 /// A job's id: 12 hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -114,10 +109,6 @@ impl JobPaths {
         format!("{}/{TASKS}{tid}", self.ns)
     }
 
-    /// `ticket/TID`.
-    pub fn ticket(&self, tid: &str) -> String {
-        format!("{}/ticket/{tid}", self.ns)
-    }
 
     /// `worker/WID`.
     pub fn worker(&self, wid: &str) -> String {
@@ -210,7 +201,8 @@ pub struct JobRecord {
     pub finished_ms: Option<u64>,
     /// The reduced result, as JSON text, once done.
     pub result: Option<String>,
-    /// The root task's id: its ticket is `ticket/ROOT`, taken by path.
+    /// The root task's id: idle workers claim `task/ROOT` straight away (its
+    /// lock decides which one runs it).
     #[serde(default)]
     pub root: Option<String>,
 }

@@ -16,7 +16,7 @@ use p3_objectspace::{
 };
 
 use super::{
-    state::{locked, ActiveJob, Jobs, WorkerView},
+    state::{locked, ActiveJob, Heard, Jobs, WorkerView},
     steal,
 };
 use crate::{
@@ -108,12 +108,12 @@ async fn consider(jobs: &Arc<Jobs>, id: &JobId) -> Result<()> {
     if locked(&jobs.active).contains_key(id) || locked(&jobs.skipped).contains(id) {
         return Ok(());
     }
-    let (record, _) = control::record(&mut jobs.space.clone(), id).await?;
+    let (record, version) = control::record(&mut jobs.space.clone(), id).await?;
     if record.state.is_final() {
         return Ok(());
     }
     match jobs.config.registry.instantiate(&record.kind, &record.args) {
-        Ok(job) => begin(jobs, record, job),
+        Ok(job) => begin(jobs, record, version, job),
         Err(e) => {
             tracing::warn!(job = %id, error = %e, "not working on this job");
             locked(&jobs.skipped).insert(id.clone());
@@ -149,11 +149,12 @@ async fn refresh(jobs: &Arc<Jobs>) -> Result<()> {
     Ok(())
 }
 
-fn begin(jobs: &Arc<Jobs>, record: JobRecord, job: Arc<dyn DynJob>) {
+fn begin(jobs: &Arc<Jobs>, record: JobRecord, record_version: u64, job: Arc<dyn DynJob>) {
     let active = Arc::new(ActiveJob {
         id: record.id.clone(),
         paths: JobPaths::new(&record.id),
         record,
+        record_version,
         job,
         ended: Default::default(),
         stats: Default::default(),
@@ -162,9 +163,9 @@ fn begin(jobs: &Arc<Jobs>, record: JobRecord, job: Arc<dyn DynJob>) {
         requests: Default::default(),
         asked: Default::default(),
         beat: Default::default(),
-        tickets_gone: Default::default(),
-        // The first scan comes a while after the ticket is taken: a scan
-        // would race the ticket's taker for the root task.
+        root_taken: Default::default(),
+        // The first scan comes a while after the root is claimed: a scan
+        // would race the workers claiming it.
         scanned: std::sync::Mutex::new(Some(Instant::now())),
         results: Default::default(),
         helpers: Default::default(),
@@ -273,9 +274,12 @@ async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
 const SETTLE_GRACE: Duration = Duration::from_secs(1);
 
 /// The credit and writer a result's metadata carries.
-fn result_meta(meta: &Metadata) -> Option<(Credit, String)> {
-    let credit = Credit::from_meta(meta.get("credit"))?;
-    Some((credit, control::meta_text(meta, "worker")))
+fn result_meta(meta: &Metadata) -> Option<Heard> {
+    Some(Heard {
+        credit: Credit::from_meta(meta.get("credit"))?,
+        worker: control::meta_text(meta, "worker"),
+        output: None,
+    })
 }
 
 /// Keeps `job.results` current from the results' events (their metadata
@@ -295,8 +299,8 @@ async fn follow_results(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
         let mut whole = false;
         if let Ok(listed) = jobs.space.list(&ns, RESULTS).await {
             for stat in listed {
-                if let Some((credit, worker)) = result_meta(&stat.meta) {
-                    whole |= job.note_result(last_part(&stat.path), credit, &worker);
+                if let Some(heard) = result_meta(&stat.meta) {
+                    whole |= job.note_result(last_part(&stat.path), heard);
                 }
             }
         }
@@ -317,8 +321,8 @@ async fn follow_results(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
             if event.kind != EventKind::Put {
                 continue;
             }
-            if let Some((credit, worker)) = result_meta(&event.meta) {
-                whole = job.note_result(last_part(event.name.as_str()), credit, &worker);
+            if let Some(heard) = result_meta(&event.meta) {
+                whole = job.note_result(last_part(event.name.as_str()), heard);
             }
         }
     }

@@ -4,7 +4,7 @@
 //! process ([`Local`]) and talks to other nodes only through it.
 //!
 //! Modules, each using only those below it:
-//! - [`slot`]: one slot's loop: find a task (its ticket, a steal, or an
+//! - [`slot`]: one slot's loop: find a task (the root, a steal, or an
 //!   abandoned task), claim it, compute it slice by slice, finish it;
 //! - [`jobs`]: which jobs run (the `p3.jobs` registry), heartbeats, and the
 //!   watches that keep each job's view current;

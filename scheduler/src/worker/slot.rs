@@ -12,11 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use p3_objectspace::{object::MetaValue, SpaceError};
+use p3_objectspace::object::MetaValue;
 use tokio::task::JoinHandle;
 
 use super::{
-    state::{locked, ActiveJob, Jobs},
+    state::{locked, ActiveJob, Heard, Jobs},
     steal,
     task::{self, claim, Claimed, Source},
 };
@@ -88,13 +88,13 @@ async fn note_failure(jobs: &Jobs, job: &ActiveJob, error: JobError) {
     }
 }
 
-/// Finds a task of `job` to run: its ticket, a steal, or an abandoned task.
+/// Finds a task of `job` to run: its root task, a steal, or an abandoned task.
 async fn find_work(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     if job.ended() {
         return Ok(None);
     }
-    if !job.tickets_gone.load(Ordering::Relaxed) {
-        if let Some(claimed) = take_ticket(jobs, job).await? {
+    if !job.root_taken.load(Ordering::Relaxed) {
+        if let Some(claimed) = claim_root(jobs, job).await? {
             return Ok(Some(claimed));
         }
     }
@@ -115,25 +115,19 @@ async fn find_work(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     Ok(None)
 }
 
-/// Takes the job's ticket and claims the root task; marks tickets gone once
-/// there is none.
-async fn take_ticket(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
-    let space = &jobs.space;
-    // A job without a root ticket (submitted by an older version): its root
-    // task has no holder, and the scan of `task/` finds it.
-    let Some(root) = &job.record.root else {
-        job.tickets_gone.store(true, Ordering::Relaxed);
-        return Ok(None);
+/// Claims the job's root task (the lock decides which worker gets it);
+/// marks it taken once that fails, as no other task is claimed this way.
+async fn claim_root(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
+    // A job without a root (submitted by an older version): its root task
+    // has no holder, and the scan of `task/` finds it.
+    let claimed = match &job.record.root {
+        Some(root) => claim(jobs, job, root, Source::Root).await?,
+        None => None,
     };
-    let taken = space.take(&job.paths.ticket(root), None).await;
-    match taken {
-        Ok(_) => claim(jobs, job, root, Source::Ticket).await,
-        Err(SpaceError::NotFound(_) | SpaceError::TimedOut(_)) => {
-            job.tickets_gone.store(true, Ordering::Relaxed);
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
+    if claimed.is_none() {
+        job.root_taken.store(true, Ordering::Relaxed);
     }
+    Ok(claimed)
 }
 
 /// Lists the job's tasks and claims one without a live holder (or made for
@@ -204,7 +198,14 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
     };
     let mut space = jobs.space.clone();
     control::write_result(&mut space, &job.paths, &tid, &result).await?;
-    let whole = job.note_result(&tid, result.credit, &jobs.me);
+    let whole = job.note_result(
+        &tid,
+        Heard {
+            credit: result.credit,
+            worker: jobs.me.clone(),
+            output: Some(result.output.clone()),
+        },
+    );
     tracing::debug!(job = %job.id, %tid, whole, "task finished");
     job.count(|s| s.finished += 1);
     job.beat.notify_one();

@@ -58,10 +58,22 @@ pub(super) struct WorkerView {
     pub seen_ms: u64,
 }
 
+/// A result of the job as this worker heard of it.
+#[derive(Debug, Clone)]
+pub(super) struct Heard {
+    pub credit: Credit,
+    /// Its writer.
+    pub worker: String,
+    /// Its output, if this worker wrote it.
+    pub output: Option<Vec<u8>>,
+}
+
 /// One running job as this worker sees it.
 pub(super) struct ActiveJob {
     pub id: JobId,
     pub record: JobRecord,
+    /// The registry entry's version when this worker began the job.
+    pub record_version: u64,
     pub paths: JobPaths,
     /// This node's instance of the job.
     pub job: Arc<dyn DynJob>,
@@ -79,15 +91,15 @@ pub(super) struct ActiveJob {
     pub asked: Notify,
     /// Woken to send a heartbeat now (the running set changed).
     pub beat: Notify,
-    /// No ticket was left to take: the root task was claimed, and no other
-    /// task ever gets one, so idle slots stop looking for tickets.
-    pub tickets_gone: AtomicBool,
+    /// The root task was claimed (by this worker or another): idle slots
+    /// stop trying to claim it.
+    pub root_taken: AtomicBool,
     /// When a slot last listed the job's tasks for abandoned ones.
     pub scanned: Mutex<Option<Instant>>,
     /// The results written so far, as far as this worker heard (task id →
     /// credit): kept current by a watch, so that only a worker that sees the
     /// credit whole lists the results to settle the job.
-    pub results: Mutex<BTreeMap<String, (Credit, String)>>,
+    pub results: Mutex<BTreeMap<String, Heard>>,
     /// The job's helper tasks (heartbeats, watches); the heartbeat task ends
     /// by itself after a last report.
     pub helpers: Mutex<Vec<JoinHandle<()>>>,
@@ -132,18 +144,23 @@ impl ActiveJob {
         }
     }
 
-    /// Notes the result of task `tid`, written by `worker`; whether it made
-    /// the credit heard of whole (so that one caller acts on it, not each
-    /// that hears of the same result again).
-    pub fn note_result(&self, tid: &str, credit: Credit, worker: &str) -> bool {
-        let whole = |results: &BTreeMap<String, (Credit, String)>| {
+    /// Notes the result of task `tid`; whether it made the credit heard of
+    /// whole (so that one caller acts on it, not each that hears of the same
+    /// result again).
+    pub fn note_result(&self, tid: &str, heard: Heard) -> bool {
+        let whole = |results: &BTreeMap<String, Heard>| {
             let mut ledger = Ledger::default();
-            results.values().for_each(|(c, _)| ledger.add(*c));
+            results.values().for_each(|h| ledger.add(h.credit));
             ledger.is_whole()
         };
         let mut results = locked(&self.results);
         let before = whole(&results);
-        results.insert(tid.to_owned(), (credit, worker.to_owned()));
+        // An event may repeat a result this worker wrote (and holds the
+        // output of), before or after it noted it.
+        let known = results.entry(tid.to_owned()).or_insert_with(|| heard.clone());
+        if known.output.is_none() {
+            known.output = heard.output;
+        }
         !before && whole(&results)
     }
 
@@ -154,22 +171,22 @@ impl ActiveJob {
         locked(&self.results)
             .values()
             .next_back()
-            .is_some_and(|(_, worker)| worker == me)
+            .is_some_and(|h| h.worker == me)
     }
 
     /// Settles the job from the results heard of, which must add up to the
     /// whole credit.
     pub async fn settle_known(&self, jobs: &Jobs) -> crate::job::Result<f64> {
-        let paths: Vec<String> = locked(&self.results)
-            .keys()
-            .map(|tid| self.paths.result(tid))
+        let results: Vec<(String, Option<Vec<u8>>)> = locked(&self.results)
+            .iter()
+            .map(|(tid, h)| (self.paths.result(tid), h.output.clone()))
             .collect();
         let started = Instant::now();
         let settled = crate::control::settle_known(
             &mut jobs.space.clone(),
             &jobs.config.registry,
-            &self.id,
-            &paths,
+            (&self.record, self.record_version),
+            results,
         )
         .await;
         tracing::debug!(job = %self.id, took = ?started.elapsed(), "settled");

@@ -20,8 +20,8 @@ use crate::{
 /// How a task came to this worker (for the counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Source {
-    /// A new job's root task, through its ticket.
-    Ticket,
+    /// A new job's root task.
+    Root,
     /// Divided off for this worker by a victim.
     Stolen,
     /// Found without a live holder.
