@@ -197,25 +197,43 @@ const SERVED_PER_SAFE_POINT: usize = 32;
 /// How long a task that just started waits for the steal requests of idle
 /// workers, so that it splits once for all of them instead of once per slice.
 const GATHER: Duration = Duration::from_millis(100);
+/// Requests come in a burst: once as many arrived as workers are known to
+/// be idle, the gathering ends when none came for this long (workers that
+/// began the job moments ago may be missing from the view).
+const QUIET: Duration = Duration::from_millis(25);
 
 /// At the root task's first safe point: while other workers of the job are
 /// idle, waits up to [`GATHER`] for their requests (they ask as soon as this
 /// worker's heartbeat shows it busy), to split once for all of them.
 pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
-    // Workers that began the job moments ago may not be in the view yet.
+    // Workers that began the job moments ago may not be in the view yet
+    // (the watch adds them too, while this waits).
     job.refresh_workers(&jobs.space).await;
     let fresh = jobs.fresh_ms();
-    let idle = job.idle_workers(&jobs.me, fresh);
-    if idle == 0 {
-        return;
-    }
     let deadline = tokio::time::Instant::now() + GATHER;
     loop {
         let asked = job.asked.notified();
-        if locked(&job.requests).len() >= idle {
-            return;
+        let idle = job.idle_workers(&jobs.me, fresh);
+        let (queued, last) = {
+            let requests = locked(&job.requests);
+            (requests.len(), requests.iter().map(|(_, at)| *at).max())
+        };
+        if idle == 0 && queued == 0 {
+            return; // no other worker
         }
-        if tokio::time::timeout_at(deadline, asked).await.is_err() {
+        let wake = match last {
+            Some(last) if queued >= idle => {
+                let quiet_until = tokio::time::Instant::from_std(last + QUIET);
+                if quiet_until <= tokio::time::Instant::now() {
+                    return;
+                }
+                quiet_until.min(deadline)
+            }
+            _ => deadline,
+        };
+        if tokio::time::timeout_at(wake, asked).await.is_err()
+            && tokio::time::Instant::now() >= deadline
+        {
             return;
         }
     }
