@@ -45,7 +45,7 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
     let ns = id.namespace();
     space.create_namespace(&ns).await?;
     let submitted_ms = now_ms();
-    let io = SpaceIo::connect(data_dir.to_owned(), &id).await?;
+    let io = SpaceIo::open(&space, &id).await?;
     let root = tokio::task::spawn_blocking(move || {
         let mut io = io;
         let root = job.main(&mut io)?;

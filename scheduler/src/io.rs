@@ -3,7 +3,6 @@
 //! node (its worker). Job code is synchronous and runs on blocking threads, so
 //! each call waits for its async request on the runtime's handle.
 
-use std::path::PathBuf;
 
 use futures::future::try_join_all;
 use p3_objectspace::{object::PutOptions, Local, Space};
@@ -17,21 +16,20 @@ use crate::{
 /// Writes `put_many` sends at once.
 const PARALLEL_PUTS: usize = 8;
 
-/// The data area (`data/...`) of one job's namespace, through one connection
-/// to the local node. Must be used from a blocking thread, never from async code.
+/// The data area (`data/...`) of one job's namespace, through channels of a
+/// connection to the local node. Must be used from a blocking thread, never
+/// from async code.
 pub struct SpaceIo {
     space: Space,
-    data_dir: PathBuf,
     paths: JobPaths,
     runtime: Handle,
 }
 
 impl SpaceIo {
-    /// Connects to the node on `data_dir` for job `id`.
-    pub async fn connect(data_dir: PathBuf, id: &JobId) -> Result<Self> {
+    /// The data area of job `id`, on a channel of `space`'s connection.
+    pub async fn open(space: &Space, id: &JobId) -> Result<Self> {
         Ok(Self {
-            space: Space::connect(&data_dir).await?,
-            data_dir,
+            space: space.channel().await?,
             paths: JobPaths::new(id),
             runtime: Handle::current(),
         })
@@ -57,13 +55,13 @@ impl Io for SpaceIo {
         for (i, (name, value)) in items.into_iter().enumerate() {
             lanes[i % PARALLEL_PUTS].push((self.paths.data(&name), value));
         }
-        let data_dir = &self.data_dir;
+        let space = &self.space;
         self.runtime
             .block_on(try_join_all(lanes.into_iter().map(|lane| async move {
                 if lane.is_empty() {
                     return Ok(());
                 }
-                let mut space = Space::connect(data_dir).await?;
+                let mut space = space.channel().await?;
                 for (path, value) in lane {
                     space
                         .put_bytes(&path, &PutOptions::default(), &value)

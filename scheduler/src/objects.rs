@@ -5,6 +5,9 @@
 
 use std::{future::Future, time::Duration};
 
+/// Reads a [`Space`] client makes at once for [`Objects::get_all`].
+const PARALLEL_READS: usize = 8;
+
 use p3_objectspace::{
     api::protocol::{Wait, Written},
     object::{PutOptions, Stat},
@@ -61,12 +64,35 @@ impl Objects for Space {
     }
 
     async fn get_all(&mut self, paths: &[String]) -> Result<Vec<Vec<u8>>> {
-        // One connection serves one request at a time.
-        let mut values = Vec::with_capacity(paths.len());
-        for path in paths {
-            values.push(Space::get_bytes(self, path).await?.1);
+        // A channel answers one request at a time: a few more channels of
+        // the same connection read in parallel.
+        let mut lanes = Vec::new();
+        for _ in 0..paths.len().min(PARALLEL_READS) {
+            lanes.push(self.channel().await?);
         }
-        Ok(values)
+        let mut values: Vec<Option<Vec<u8>>> = vec![None; paths.len()];
+        let width = lanes.len().max(1);
+        let read = lanes.iter_mut().enumerate().map(|(lane, space)| {
+            let mine: Vec<(usize, &String)> = paths
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % width == lane)
+                .collect();
+            async move {
+                let mut got = Vec::with_capacity(mine.len());
+                for (i, path) in mine {
+                    got.push((i, Space::get_bytes(space, path).await?.1));
+                }
+                Ok::<_, SpaceError>(got)
+            }
+        });
+        for (i, value) in futures::future::try_join_all(read).await?.into_iter().flatten() {
+            values[i] = Some(value);
+        }
+        values
+            .into_iter()
+            .map(|v| v.ok_or_else(|| SpaceError::Unavailable("a read went missing".into())))
+            .collect()
     }
 
     async fn await_newer(&mut self, path: &str, after: u64, wait: Duration) -> Result<()> {

@@ -15,6 +15,7 @@ use tokio::{
 };
 
 use super::{
+    mux::{self, Channel, Opener},
     protocol::{Hello, Request, Response, SpaceStatus, Wait, Written, DATA_FRAME},
     read_frame, write_frame, ApiInfo, FrameError, API_FILE,
 };
@@ -32,10 +33,12 @@ use crate::{
 /// still arrives.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A connection to the node of a data directory. One request at a time; open
-/// several for concurrency.
+/// A conversation with the node of a data directory: one request at a time.
+/// [`Space::channel`] opens another over the same connection, for requests
+/// that run concurrently.
 pub struct Space {
-    stream: TcpStream,
+    stream: Channel,
+    opener: Opener,
     timeout: Duration,
 }
 
@@ -84,9 +87,21 @@ impl Space {
         write_frame(&mut stream, &Hello { token: info.token })
             .await
             .map_err(lost)?;
+        let opener = mux::client(stream);
         Ok(Self {
-            stream,
+            stream: opener.open().await.map_err(|e| lost(e.into()))?,
+            opener,
             timeout: CALL_TIMEOUT,
+        })
+    }
+
+    /// Another conversation with the same node over the same connection (no
+    /// new handshake): its requests run concurrently with this one's.
+    pub async fn channel(&self) -> Result<Space> {
+        Ok(Self {
+            stream: self.opener.open().await.map_err(|e| lost(e.into()))?,
+            opener: self.opener.clone(),
+            timeout: self.timeout,
         })
     }
 

@@ -9,6 +9,7 @@
 //! then requests and answers as [`protocol`] describes.
 
 pub mod client;
+pub mod mux;
 pub mod protocol;
 pub mod server;
 

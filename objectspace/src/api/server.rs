@@ -8,6 +8,7 @@ use tokio::{
 };
 
 use super::{
+    mux::{self, Channel},
     protocol::{Hello, Request, Response, SpaceStatus, Wait, DATA_FRAME},
     read_frame, write_frame, FrameError,
 };
@@ -42,6 +43,7 @@ pub async fn serve(listener: TcpListener, token: String, space: ObjectSpace) {
     }
 }
 
+/// One client connection: the hello, then as many channels as it opens.
 async fn connection(
     mut stream: TcpStream,
     token: &str,
@@ -51,12 +53,36 @@ async fn connection(
     let Some(hello) = read_frame::<_, Hello>(&mut stream).await? else {
         return Ok(());
     };
-    if !same(hello.token.as_bytes(), token.as_bytes()) {
-        let refusal = Response::Error(SpaceError::Invalid(
-            "wrong API token; use the api.json of this node's data dir".into(),
-        ));
-        return write_frame(&mut stream, &refusal).await;
-    }
+    let admitted = same(hello.token.as_bytes(), token.as_bytes());
+    mux::serve(stream, |channel| {
+        let space = space.clone();
+        async move {
+            let served = if admitted {
+                session(channel, &space).await
+            } else {
+                refuse(channel).await
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "API channel ended");
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Answers a channel of a client with the wrong token.
+async fn refuse(mut channel: Channel) -> Result<(), FrameError> {
+    let refusal = Response::Error(SpaceError::Invalid(
+        "wrong API token; use the api.json of this node's data dir".into(),
+    ));
+    // Its first request is read (and ignored) so that the answer is one.
+    read_frame::<_, Request>(&mut channel).await?;
+    write_frame(&mut channel, &refusal).await
+}
+
+/// One channel: requests answered one after another, as a connection's were.
+async fn session(mut stream: Channel, space: &ObjectSpace) -> Result<(), FrameError> {
     while let Some(request) = read_frame::<_, Request>(&mut stream).await? {
         match request {
             Request::Put {
@@ -111,7 +137,7 @@ async fn connection(
 /// Receives a value and writes it. Checks that need no value happen before the
 /// client sends it; a failure while it arrives is answered after its end.
 async fn put(
-    stream: &mut TcpStream,
+    stream: &mut Channel,
     space: &ObjectSpace,
     path: &str,
     options: PutOptions,
@@ -169,7 +195,7 @@ async fn put(
 /// Receives a volatile value into memory (it is small) and writes it: it
 /// never touches this node's disk.
 async fn put_volatile(
-    stream: &mut TcpStream,
+    stream: &mut Channel,
     space: &ObjectSpace,
     path: &ObjectPath,
     options: PutOptions,
@@ -205,7 +231,7 @@ async fn put_volatile(
 }
 
 async fn get(
-    stream: &mut TcpStream,
+    stream: &mut Channel,
     space: &ObjectSpace,
     path: &str,
     wait: Option<Wait>,
@@ -227,7 +253,7 @@ async fn get(
 }
 
 async fn take(
-    stream: &mut TcpStream,
+    stream: &mut Channel,
     space: &ObjectSpace,
     path: &str,
     wait_ms: Option<u64>,
@@ -246,7 +272,7 @@ async fn take(
 
 /// Sends an object's metadata, then its value as data frames, then the end.
 async fn send_value(
-    stream: &mut TcpStream,
+    stream: &mut Channel,
     space: &ObjectSpace,
     found: &Found,
 ) -> Result<(), FrameError> {
@@ -273,7 +299,7 @@ async fn send_value(
 /// Acquires a lock and holds it for the client: renews its lease while the
 /// connection is open, releases it on `Unlock` or when the client goes away.
 async fn hold_lock(
-    mut stream: TcpStream,
+    mut stream: Channel,
     space: &ObjectSpace,
     path: &str,
     mode: LockMode,
@@ -293,7 +319,7 @@ async fn hold_lock(
         Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
     };
     write_frame(&mut stream, &Response::Locked(grant.clone())).await?;
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut renew = tokio::time::interval(lease / 3);
     renew.tick().await; // the first tick is immediate
     let mut lost: Option<SpaceError> = None;
@@ -324,7 +350,7 @@ async fn hold_lock(
 
 /// Sends events until the client hangs up (or the node stops).
 async fn watch(
-    mut stream: TcpStream,
+    mut stream: Channel,
     space: &ObjectSpace,
     namespace: &str,
     prefix: &str,
@@ -339,7 +365,7 @@ async fn watch(
         Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
     };
     write_frame(&mut stream, &Response::Watching).await?;
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     loop {
         tokio::select! {
             // The client sends nothing more; this ends when it hangs up.
