@@ -4,7 +4,9 @@
 //!    with one worker slot each, for slices of 10 ms, 100 ms and 1 s, `total` =
 //!    16 × 10 s: the ideal makespan is 10 s. Efficiency = ideal ÷ measured
 //!    makespan, the job's `elapsed_ms` (root task published, after `main`, to
-//!    the last credit back); "busy" = workers that ran a slice; steals, divides
+//!    the last credit back); "busy" = workers that ran a slice; in_slices_s =
+//!    the time all workers spent inside slices (above the total, the slices
+//!    themselves ran long); steals, divides
 //!    and restarts from `job status`.
 //! 2. **Speedup** of `matmul n=1024`, `nqueens n=15` and `sum to=1e10` on 1 and on 2 worker
 //!    processes = `job local` elapsed (same code, one process, objects in
@@ -222,7 +224,7 @@ fn efficiency(quick: bool) {
     );
     println!(
         " slice   total  slices  setup_s makespan_s efficiency   busy steal/divide/rst  \
-         steal_ms_p50/p99 served/s"
+         steal_ms_p50/p99 served/s  in_slices_s"
     );
     for slice_ms in [10u64, 100, 1000] {
         let total_ms = workers as u64 * ideal * 1000;
@@ -242,9 +244,18 @@ fn efficiency(quick: bool) {
         let (total, slices, setup) = (total_ms / 1000, total_ms / slice_ms, secs(run.setup));
         let efficiency = 100.0 * ideal as f64 / secs(run.elapsed);
         print!("{slice_ms:>4}ms {total:>6}s {slices:>7} {setup:>8.3} {makespan:>10} ");
+        // Time the workers spent inside slices: above `total`, the slices
+        // themselves ran long (the machine, not the protocol).
+        let in_slices: u64 = run.status["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w["stats"]["busy_ms"].as_u64())
+            .sum();
         println!(
-            "{efficiency:>9.1}% {busy:>3}/{workers:<2} {counters:<16} {}",
-            run.steal_figures()
+            "{efficiency:>9.1}% {busy:>3}/{workers:<2} {counters:<16} {:<28} {:>8.1}",
+            run.steal_figures(),
+            in_slices as f64 / 1000.0
         );
     }
     finish(cluster);

@@ -217,6 +217,15 @@ impl ActiveJob {
             .count()
     }
 
+    /// Other workers of the job that reported recently, busy or not.
+    pub fn other_workers(&self, me: &str, fresh_ms: u64) -> usize {
+        let now = crate::control::now_ms();
+        locked(&self.workers)
+            .iter()
+            .filter(|(w, v)| *w != me && v.alive(now, fresh_ms))
+            .count()
+    }
+
     /// This worker's report.
     pub fn heartbeat(&self, me: &str) -> Heartbeat {
         let running = locked(&self.running);

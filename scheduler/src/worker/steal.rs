@@ -198,8 +198,9 @@ const SERVED_PER_SAFE_POINT: usize = 32;
 /// workers, so that it splits once for all of them instead of once per slice.
 const GATHER: Duration = Duration::from_millis(100);
 /// Requests come in a burst: once as many arrived as workers are known to
-/// be idle, the gathering ends when none came for this long (workers that
-/// began the job moments ago may be missing from the view).
+/// be idle, the gathering ends when none came for this long, unless every
+/// peer is known as a worker (else workers that began the job moments ago
+/// may be missing from the view).
 const QUIET: Duration = Duration::from_millis(25);
 
 /// At the root task's first safe point: while other workers of the job are
@@ -209,17 +210,25 @@ pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
     // Workers that began the job moments ago may not be in the view yet
     // (the watch adds them too, while this waits).
     job.refresh_workers(&jobs.space).await;
+    let peers = match jobs.space.engine().node().connected().await {
+        Ok(peers) => peers.len(),
+        Err(_) => usize::MAX,
+    };
     let fresh = jobs.fresh_ms();
     let deadline = tokio::time::Instant::now() + GATHER;
     loop {
         let asked = job.asked.notified();
         let idle = job.idle_workers(&jobs.me, fresh);
+        let complete = job.other_workers(&jobs.me, fresh) >= peers;
         let (queued, last) = {
             let requests = locked(&job.requests);
             (requests.len(), requests.iter().map(|(_, at)| *at).max())
         };
         if idle == 0 && queued == 0 {
             return; // no other worker
+        }
+        if complete && queued >= idle {
+            return;
         }
         let wake = match last {
             Some(last) if queued >= idle => {
