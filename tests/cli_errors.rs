@@ -67,34 +67,37 @@ fn node_id_is_stable_without_a_running_node() {
 
 #[test]
 fn the_local_api_refuses_a_wrong_token_and_keeps_serving() {
-    use p3::objectspace::api::{self, protocol::Hello, protocol::Response, ApiInfo};
+    use p3::objectspace::{
+        api::{ApiInfo, API_FILE},
+        Space,
+    };
 
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("node");
     let node = NodeProc::start(&dir, &[]);
     let info: ApiInfo =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("api.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join(API_FILE)).unwrap()).unwrap();
+    // A client with the node's address but another token.
+    let forged = root.path().join("forged");
+    std::fs::create_dir(&forged).unwrap();
+    let wrong = ApiInfo {
+        token: "0".repeat(64),
+        ..info.clone()
+    };
+    std::fs::write(forged.join(API_FILE), serde_json::to_string(&wrong).unwrap()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let answer: Option<Response> = runtime.block_on(async {
-        let mut stream = tokio::net::TcpStream::connect(&info.addr).await.unwrap();
-        api::write_frame(
-            &mut stream,
-            &Hello {
-                token: "0".repeat(64),
-            },
-        )
-        .await
-        .unwrap();
-        api::read_frame(&mut stream).await.unwrap()
+    let answer = runtime.block_on(async {
+        let mut space = Space::connect(&forged).await.expect("the connection itself opens");
+        space.status().await
     });
     match answer {
-        Some(Response::Error(reason)) => {
+        Err(reason) => {
             assert!(reason.to_string().contains("wrong API token"), "{reason}")
         }
-        other => panic!("expected a refusal, got {other:?}"),
+        Ok(status) => panic!("expected a refusal, got {status:?}"),
     }
     // Garbage instead of a frame closes that connection only.
     runtime.block_on(async {

@@ -12,6 +12,7 @@
 //! - [`task`]: a task's own objects (claim, checkpoint, parts);
 //! - [`state`]: what all of them share.
 
+mod heard;
 mod jobs;
 mod slot;
 mod state;

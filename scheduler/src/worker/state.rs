@@ -17,10 +17,11 @@ use p3_objectspace::{
 };
 use tokio::{sync::Notify, task::JoinHandle};
 
-use super::WorkerConfig;
+pub(super) use super::heard::Heard;
+use super::{heard::Results, WorkerConfig};
 use crate::{
     records::{
-        last_part, Credit, Heartbeat, JobId, JobPaths, JobRecord, Ledger, WorkerStats, WORKERS,
+        last_part, Heartbeat, JobId, JobPaths, JobRecord, WorkerStats, WORKERS,
     },
     registry::DynJob,
 };
@@ -58,16 +59,6 @@ pub(super) struct WorkerView {
     pub seen_ms: u64,
 }
 
-/// A result of the job as this worker heard of it.
-#[derive(Debug, Clone)]
-pub(super) struct Heard {
-    pub credit: Credit,
-    /// Its writer.
-    pub worker: String,
-    /// Its output, if this worker wrote it.
-    pub output: Option<Vec<u8>>,
-}
-
 /// One running job as this worker sees it.
 pub(super) struct ActiveJob {
     pub id: JobId,
@@ -99,7 +90,7 @@ pub(super) struct ActiveJob {
     /// The results written so far, as far as this worker heard (task id →
     /// credit): kept current by a watch, so that only a worker that sees the
     /// credit whole lists the results to settle the job.
-    pub results: Mutex<BTreeMap<String, Heard>>,
+    pub results: Mutex<Results>,
     /// The job's helper tasks (heartbeats, watches); the heartbeat task ends
     /// by itself after a last report.
     pub helpers: Mutex<Vec<JoinHandle<()>>>,
@@ -145,41 +136,23 @@ impl ActiveJob {
     }
 
     /// Notes the result of task `tid`; whether it made the credit heard of
-    /// whole (so that one caller acts on it, not each that hears of the same
-    /// result again).
+    /// whole ([`Results::note`]).
     pub fn note_result(&self, tid: &str, heard: Heard) -> bool {
-        let whole = |results: &BTreeMap<String, Heard>| {
-            let mut ledger = Ledger::default();
-            results.values().for_each(|h| ledger.add(h.credit));
-            ledger.is_whole()
-        };
-        let mut results = locked(&self.results);
-        let before = whole(&results);
-        // An event may repeat a result this worker wrote (and holds the
-        // output of), before or after it noted it.
-        let known = results.entry(tid.to_owned()).or_insert_with(|| heard.clone());
-        if known.output.is_none() {
-            known.output = heard.output;
-        }
-        !before && whole(&results)
+        locked(&self.results).note(tid, heard)
     }
 
-    /// Whether this worker is the one to settle the job once the credit is
-    /// whole: the writer of the result with the greatest task id, a choice
-    /// every worker that heard of all results makes alike.
+    /// Whether this worker settles the job once the credit is whole
+    /// ([`Results::settler_is`]).
     pub fn settles(&self, me: &str) -> bool {
-        locked(&self.results)
-            .values()
-            .next_back()
-            .is_some_and(|h| h.worker == me)
+        locked(&self.results).settler_is(me)
     }
 
     /// Settles the job from the results heard of, which must add up to the
     /// whole credit.
     pub async fn settle_known(&self, jobs: &Jobs) -> crate::job::Result<f64> {
         let results: Vec<(String, Option<Vec<u8>>)> = locked(&self.results)
-            .iter()
-            .map(|(tid, h)| (self.paths.result(tid), h.output.clone()))
+            .outputs()
+            .map(|(tid, output)| (self.paths.result(tid), output.cloned()))
             .collect();
         let started = Instant::now();
         let settled = crate::control::settle_known(
