@@ -174,6 +174,9 @@ async fn returned_credit(space: &mut impl Objects, ns: &str) -> Result<(Ledger, 
     Ok((ledger, paths))
 }
 
+/// Outputs up to this size are copied into their result's metadata.
+pub const META_OUTPUT_MAX: usize = 256;
+
 /// Records a finished task's output and hands its credit back.
 pub async fn write_result(
     space: &mut impl Objects,
@@ -181,11 +184,20 @@ pub async fn write_result(
     tid: &str,
     result: &ResultRecord,
 ) -> Result<()> {
+    let mut meta = Metadata::from([
+        ("credit".into(), result.credit.to_meta()),
+        ("worker".into(), MetaValue::Str(result.worker.clone())),
+    ]);
+    // A small output rides in the metadata too, so the workers that follow
+    // the results through their events can reduce without reading any.
+    if result.output.len() <= META_OUTPUT_MAX {
+        meta.insert(
+            "output".into(),
+            MetaValue::Str(hex::encode(&result.output)),
+        );
+    }
     let options = PutOptions {
-        meta: Metadata::from([
-            ("credit".into(), result.credit.to_meta()),
-            ("worker".into(), MetaValue::Str(result.worker.clone())),
-        ]),
+        meta,
         ..PutOptions::default()
     };
     space

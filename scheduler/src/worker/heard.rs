@@ -12,7 +12,8 @@ pub(super) struct Heard {
     pub credit: Credit,
     /// Its writer.
     pub worker: String,
-    /// Its output, if this worker wrote it.
+    /// Its output, if this worker wrote it or it was small enough to ride
+    /// in the result's metadata.
     pub output: Option<Vec<u8>>,
 }
 

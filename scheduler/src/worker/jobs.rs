@@ -10,7 +10,7 @@ use std::{
 };
 
 use p3_objectspace::{
-    object::{Metadata, PutOptions},
+    object::{MetaValue, Metadata, PutOptions},
     watch::EventKind,
     SpaceError,
 };
@@ -273,12 +273,16 @@ async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
 /// chosen to settle it ([`ActiveJob::settles`]) before it does so itself.
 const SETTLE_GRACE: Duration = Duration::from_secs(1);
 
-/// The credit and writer a result's metadata carries.
+/// The credit, writer and (when small) output a result's metadata carries.
 fn result_meta(meta: &Metadata) -> Option<Heard> {
+    let output = match meta.get("output") {
+        Some(MetaValue::Str(text)) => hex::decode(text).ok(),
+        _ => None,
+    };
     Some(Heard {
         credit: Credit::from_meta(meta.get("credit"))?,
         worker: control::meta_text(meta, "worker"),
-        output: None,
+        output,
     })
 }
 
