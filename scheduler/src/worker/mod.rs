@@ -10,7 +10,9 @@
 //!   watches that keep each job's view current;
 //! - [`steal`]: both sides of a steal;
 //! - [`task`]: a task's own objects (claim, checkpoint, parts);
-//! - [`state`]: what all of them share.
+//! - [`state`]: what all of them share;
+//! - [`heard`]: the results of a job as a worker heard of them, and who
+//!   settles it (pure bookkeeping).
 
 mod heard;
 mod jobs;

@@ -190,7 +190,7 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
     // lists must exist by then, and the result is written under its lock.
     let token = task.token().await?;
     let pending = std::mem::take(&mut task.record.parts);
-    steal::ensure_parts(&jobs.space, &job.paths, pending).await?;
+    task::ensure_parts(&jobs.space, &job.paths, pending).await?;
     let result = ResultRecord {
         output,
         credit: task.record.credit,
@@ -258,7 +258,7 @@ fn checkpoint(
     record.state = job.job.checkpoint(state)?;
     let (space, paths) = (jobs.space.clone(), job.paths.clone());
     *writer = Some(tokio::spawn(async move {
-        steal::ensure_parts(&space, &paths, parts).await?;
+        task::ensure_parts(&space, &paths, parts).await?;
         task::write(&space, &paths, &record, token).await
     }));
     Ok(())

@@ -296,7 +296,7 @@ const INLINE_PART: usize = 32 << 10;
 /// At a safe point of `task`: answers a few of the steal requests queued for
 /// this worker, dividing the task for each while it can. The parts are saved
 /// inside this task's checkpoint before any is granted, and stay listed there
-/// until their `task/TID` exists ([`ensure_parts`]), so a crash of either
+/// until their `task/TID` exists ([`task::ensure_parts`]), so a crash of either
 /// side loses neither work nor credit.
 pub(super) async fn serve(
     jobs: &Jobs,
@@ -375,22 +375,5 @@ pub(super) async fn serve(
         ?took,
         "answered steal requests"
     );
-    Ok(())
-}
-
-/// Makes sure every part granted inline exists as `task/TID` (its thief
-/// normally created it long ago), so the checkpoint written next may leave
-/// the parts out.
-pub(super) async fn ensure_parts(
-    space: &p3_objectspace::Local,
-    paths: &crate::records::JobPaths,
-    parts: Vec<Part>,
-) -> Result<()> {
-    futures::future::try_join_all(
-        parts
-            .into_iter()
-            .map(|part| task::ensure_part(space, paths, part)),
-    )
-    .await?;
     Ok(())
 }

@@ -68,7 +68,7 @@ impl Claimed {
         }
         match &self.hold {
             Hold::Held(lock) => Ok(lock.token()),
-            Hold::Pending(_) => unreachable!("replaced above"),
+            Hold::Pending(_) => Err(not_taken()),
         }
     }
 
@@ -77,9 +77,15 @@ impl Claimed {
         self.token().await?;
         match self.hold {
             Hold::Held(lock) => Ok(lock.release().await?),
-            Hold::Pending(_) => unreachable!("held after token()"),
+            Hold::Pending(_) => Err(not_taken()),
         }
     }
+}
+
+/// A pending lock is replaced by the held one before anything asks for it;
+/// should that ever not hold, the task stops rather than the worker.
+fn not_taken() -> JobError {
+    JobError::Failed("the task's lock was never taken".into())
 }
 
 /// Claims a part handed over inline with its grant: it runs at once, while
@@ -211,6 +217,23 @@ pub(super) async fn ensure_part(space: &Local, paths: &JobPaths, part: Part) -> 
         return Ok(());
     }
     create_part(space, paths, part).await
+}
+
+/// Makes sure every part granted inline exists as `task/TID` (its thief
+/// normally created it long ago), so the checkpoint written next may leave
+/// the parts out.
+pub(super) async fn ensure_parts(
+    space: &Local,
+    paths: &JobPaths,
+    parts: Vec<Part>,
+) -> Result<()> {
+    futures::future::try_join_all(
+        parts
+            .into_iter()
+            .map(|part| ensure_part(space, paths, part)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Writes a new part as `task/TID` unless that exists (a part is created
