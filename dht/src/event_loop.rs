@@ -61,6 +61,18 @@ struct EventLoop {
     p3_peers: HashSet<PeerId>,
     /// The last round-trip time ping measured to each connected peer.
     rtts: HashMap<PeerId, Duration>,
+    /// Routing-table peers redialled without a connection since, and how
+    /// often: each waits twice as many reconnect ticks as the one before.
+    redials: HashMap<PeerId, u32>,
+    /// Reconnect ticks so far.
+    ticks: u64,
+}
+
+/// Whether a peer redialled `tried` times already is due again at reconnect
+/// tick `tick`: every tick at first, then every 2, 4, ... and at the least
+/// every 64 ticks.
+fn redial_due(tick: u64, tried: u32) -> bool {
+    tick % (1u64 << tried.min(6)) == 0
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -111,6 +123,8 @@ pub(crate) fn spawn(
         remotes: HashMap::new(),
         p3_peers: HashSet::new(),
         rtts: HashMap::new(),
+        redials: HashMap::new(),
+        ticks: 0,
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -135,7 +149,10 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().rpc.send_response(channel, body);
                     }
                 }
-                _ = reconnect.tick() => self.reconnect_if_isolated(),
+                _ = reconnect.tick() => {
+                    self.reconnect_if_isolated();
+                    self.redial_table();
+                }
             }
         };
         tracing::debug!("swarm task stopping");
@@ -174,6 +191,42 @@ impl EventLoop {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "cannot dial seed");
             }
+        }
+    }
+
+    /// Dials the routing-table peers this node is not connected to: a peer's
+    /// first dial may fail (two nodes dialling each other at the same moment
+    /// can both lose the handshake), and nothing else would try again until
+    /// the next refresh of the table.
+    fn redial_table(&mut self) {
+        let known: Vec<PeerId> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .flat_map(|bucket| {
+                bucket
+                    .iter()
+                    .map(|entry| *entry.node.key.preimage())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.ticks += 1;
+        self.redials.retain(|peer, _| known.contains(peer));
+        for peer in known {
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            // A dead peer stays in the table (Kademlia keeps a last
+            // address): it is tried less and less often, at the least every
+            // 64 ticks.
+            let tried = self.redials.entry(peer).or_insert(0);
+            if !redial_due(self.ticks, *tried) {
+                continue;
+            }
+            *tried += 1;
+            // Fails only when a dial is already under way: fine.
+            let _ = self.swarm.dial(peer);
         }
     }
 
@@ -328,6 +381,7 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.redials.remove(&peer_id);
                 self.remotes
                     .insert(connection_id, endpoint.get_remote_address().clone());
             }
@@ -568,6 +622,23 @@ pub fn by_distance(key: &[u8], peers: impl Iterator<Item = PeerId>) -> Vec<PeerI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_that_stays_unreachable_is_redialled_ever_less_often() {
+        // Ticks at which a peer is dialled, counting its tries as they happen.
+        let mut tried = 0;
+        let dialled: Vec<u64> = (1..=400)
+            .filter(|&tick| {
+                let due = redial_due(tick, tried);
+                tried += u32::from(due);
+                due
+            })
+            .collect();
+        assert_eq!(&dialled[..6], &[1, 2, 4, 8, 16, 32]);
+        // After that, once every 64 ticks (5 min 20 s at 5 s a tick).
+        assert!(dialled.windows(2).skip(6).all(|w| w[1] - w[0] == 64));
+        assert_eq!(dialled.len(), 6 + 400 / 64);
+    }
 
     #[test]
     fn announced_addresses_are_filtered_by_how_the_peer_is_reached() {
