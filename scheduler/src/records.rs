@@ -8,7 +8,7 @@
 //! | `task/TID`            | its holder (locked)   | [`TaskRecord`]: checkpoint, credit |
 //! | `worker/WID`          | that worker (volatile)| [`Heartbeat`]: load, counters      |
 //! | `steal/WID/RID`       | a thief (volatile)    | [`StealRequest`] to victim WID     |
-//! | `grant/RID`           | the victim (volatile) | [`Grant`]: the task made for it    |
+//! | `grant/RID`           | the victim (volatile) | [`Grant`]: its part, or none       |
 //! | `result/TID`          | the task's finisher   | [`ResultRecord`]: output, credit   |
 //! | `data/...`            | the job's own code    | inputs and outputs ([`crate::Io`]) |
 //!
