@@ -281,12 +281,57 @@ impl ObjectSpace {
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
         let mut state = self.lock_state(key).await?;
+        if state.revision == 0 {
+            // Nothing stored here: this node may have just become the
+            // primary (a node joined closer to the key), and the grants live
+            // on the other owners. Without their state a holder's renewal
+            // would find its lock gone and the next claimant would get it.
+            state = self.owners_lock_state(ns, name, state).await?;
+        }
         let pruned = state.prune(now_ms());
         let result = change(&mut state);
         if result.is_some() || pruned {
             self.commit_state(ns, name, &mut state).await?;
         }
         Ok(result)
+    }
+
+    /// The newest of `mine` and the lock states the other owners of the key
+    /// hold (those that answer), stored here if newer.
+    async fn owners_lock_state(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        mine: LockState,
+    ) -> Result<LockState> {
+        let key = object_key(ns, name);
+        let owners = self.owners(&key).await?;
+        let asks = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
+            let request = PeerRequest::LockStateOf {
+                ns: ns.clone(),
+                name: name.clone(),
+            };
+            async move { self.ask(peer, request).await }
+        });
+        let newest = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|answer| match answer {
+                Ok(PeerResponse::HeldLockState(state)) => Some(state),
+                _ => None,
+            })
+            .fold(mine, |best, state| {
+                if state.revision > best.revision {
+                    state
+                } else {
+                    best
+                }
+            });
+        if newest.revision > 0 {
+            let (store, stored) = (self.store().clone(), newest.clone());
+            blocking(move || store.put_lock_state(&key, &stored)).await?;
+        }
+        Ok(newest)
     }
 
     /// Stores a changed state here and on a majority of the owners.

@@ -121,6 +121,14 @@ pub enum PeerRequest {
         /// The state.
         state: LockState,
     },
+    /// What lock state of this key do you hold? (Asked by a primary that
+    /// holds none, e.g. one that just became primary.)
+    LockStateOf {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+    },
     /// Send me the events of names in each namespace starting with its
     /// prefix for `lease_ms` (renewed by asking again; 0 cancels).
     Interest {
@@ -158,6 +166,7 @@ impl PeerRequest {
             PeerRequest::DropNamespace(_) => "drop-namespace",
             PeerRequest::Lock(_) => "lock",
             PeerRequest::LockState { .. } => "lock-state",
+            PeerRequest::LockStateOf { .. } => "lock-state-of",
             PeerRequest::Interest { .. } => "interest",
             PeerRequest::Events(_) => "events",
             PeerRequest::WaitNewer { .. } => "wait-newer",
@@ -214,6 +223,8 @@ pub enum PeerResponse {
     Newer(Option<u64>),
     /// A lock was granted (or renewed).
     Granted(Grant),
+    /// Answer to [`PeerRequest::LockStateOf`].
+    HeldLockState(LockState),
     /// Done.
     Done,
     /// The request failed.

@@ -179,6 +179,10 @@ pub(crate) async fn handle(
         PeerRequest::Events(events) => space.received(events),
         PeerRequest::Lock(request) => space.handle_lock(request).await,
         PeerRequest::LockState { ns, name, state } => space.hold_lock_state(ns, name, state).await,
+        PeerRequest::LockStateOf { ns, name } => space
+            .lock_state(crate::key::object_key(&ns, &name))
+            .await
+            .map(PeerResponse::HeldLockState),
         PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
             .await
             .map(|()| PeerResponse::Done),
