@@ -7,11 +7,7 @@ use std::time::Duration;
 
 use common::Cluster;
 use p3::objectspace::{
-    api::protocol::Wait,
-    lock::LockMode,
-    object::PutOptions,
-    watch::EventKind,
-    Space,
+    api::protocol::Wait, lock::LockMode, object::PutOptions, watch::EventKind, Space,
 };
 
 /// How long any step of these tests may take.
@@ -27,7 +23,10 @@ async fn one_connection_carries_a_blocking_read_a_watch_and_a_lock_while_it_writ
     let api = dir.join("api.json");
     let hidden = dir.join("api.json.hidden");
     std::fs::rename(&api, &hidden).expect("hide api.json");
-    assert!(Space::connect(&dir).await.is_err(), "connected without api.json");
+    assert!(
+        Space::connect(&dir).await.is_err(),
+        "connected without api.json"
+    );
 
     let watching = space
         .channel()

@@ -84,13 +84,19 @@ fn the_local_api_refuses_a_wrong_token_and_keeps_serving() {
         token: "0".repeat(64),
         ..info.clone()
     };
-    std::fs::write(forged.join(API_FILE), serde_json::to_string(&wrong).unwrap()).unwrap();
+    std::fs::write(
+        forged.join(API_FILE),
+        serde_json::to_string(&wrong).unwrap(),
+    )
+    .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let answer = runtime.block_on(async {
-        let mut space = Space::connect(&forged).await.expect("the connection itself opens");
+        let mut space = Space::connect(&forged)
+            .await
+            .expect("the connection itself opens");
         space.status().await
     });
     match answer {

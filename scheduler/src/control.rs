@@ -191,10 +191,7 @@ pub async fn write_result(
     // A small output rides in the metadata too, so the workers that follow
     // the results through their events can reduce without reading any.
     if result.output.len() <= META_OUTPUT_MAX {
-        meta.insert(
-            "output".into(),
-            MetaValue::Str(hex::encode(&result.output)),
-        );
+        meta.insert("output".into(), MetaValue::Str(hex::encode(&result.output)));
     }
     let options = PutOptions {
         meta,
@@ -252,9 +249,9 @@ pub async fn settle_known(
         match output {
             Some(output) => outputs.push(output),
             None => {
-                let bytes = read.next().ok_or_else(|| {
-                    JobError::Failed("fewer results read than asked for".into())
-                })?;
+                let bytes = read
+                    .next()
+                    .ok_or_else(|| JobError::Failed("fewer results read than asked for".into()))?;
                 outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
             }
         }

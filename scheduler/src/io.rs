@@ -3,7 +3,6 @@
 //! node (its worker). Job code is synchronous and runs on blocking threads, so
 //! each call waits for its async request on the runtime's handle.
 
-
 use futures::future::try_join_all;
 use p3_objectspace::{object::PutOptions, Local, Space};
 use tokio::{runtime::Handle, task::JoinHandle};

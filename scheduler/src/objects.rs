@@ -86,7 +86,11 @@ impl Objects for Space {
                 Ok::<_, SpaceError>(got)
             }
         });
-        for (i, value) in futures::future::try_join_all(read).await?.into_iter().flatten() {
+        for (i, value) in futures::future::try_join_all(read)
+            .await?
+            .into_iter()
+            .flatten()
+        {
             values[i] = Some(value);
         }
         values

@@ -109,7 +109,6 @@ impl JobPaths {
         format!("{}/{TASKS}{tid}", self.ns)
     }
 
-
     /// `worker/WID`.
     pub fn worker(&self, wid: &str) -> String {
         format!("{}/{WORKERS}{wid}", self.ns)

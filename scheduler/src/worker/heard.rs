@@ -98,11 +98,19 @@ mod tests {
             let mut results = Results::default();
             let own = heard(credits[0], "me", Some(b"42"));
             let event = heard(credits[0], "me", None);
-            let (first, second) = if own_first { (own, event) } else { (event, own) };
+            let (first, second) = if own_first {
+                (own, event)
+            } else {
+                (event, own)
+            };
             results.note("a", first);
             results.note("a", second);
             let outputs: Vec<_> = results.outputs().collect();
-            assert_eq!(outputs, vec![("a", Some(&b"42".to_vec()))], "own first: {own_first}");
+            assert_eq!(
+                outputs,
+                vec![("a", Some(&b"42".to_vec()))],
+                "own first: {own_first}"
+            );
         }
     }
 

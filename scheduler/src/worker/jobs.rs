@@ -321,7 +321,9 @@ async fn follow_results(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
                 }
                 whole = false;
             }
-            let Ok(event) = watching.next().await else { break };
+            let Ok(event) = watching.next().await else {
+                break;
+            };
             if event.kind != EventKind::Put {
                 continue;
             }

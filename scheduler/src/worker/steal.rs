@@ -358,7 +358,9 @@ pub(super) async fn serve(
                 .map(|part| task::create_part(&jobs.space, paths, part.clone())),
         )
         .await?;
-        task.record.parts.retain(|p| !large.iter().any(|l| l.tid == p.tid));
+        task.record
+            .parts
+            .retain(|p| !large.iter().any(|l| l.tid == p.tid));
     }
     futures::future::try_join_all(
         answers

@@ -222,11 +222,7 @@ pub(super) async fn ensure_part(space: &Local, paths: &JobPaths, part: Part) -> 
 /// Makes sure every part granted inline exists as `task/TID` (its thief
 /// normally created it long ago), so the checkpoint written next may leave
 /// the parts out.
-pub(super) async fn ensure_parts(
-    space: &Local,
-    paths: &JobPaths,
-    parts: Vec<Part>,
-) -> Result<()> {
+pub(super) async fn ensure_parts(space: &Local, paths: &JobPaths, parts: Vec<Part>) -> Result<()> {
     futures::future::try_join_all(
         parts
             .into_iter()
