@@ -14,9 +14,7 @@ use libp2p::{
     gossipsub::{self, IdentTopic, TopicHash},
     identify,
     identity::Keypair,
-    kad::{
-        self, GetClosestPeersError, GetProvidersOk, KBucketKey, QueryId, QueryResult, RecordKey,
-    },
+    kad::{self, GetClosestPeersError, GetProvidersOk, QueryId, QueryResult, RecordKey},
     multiaddr::Protocol,
     noise, ping,
     request_response::{self, OutboundRequestId, ResponseChannel},
@@ -26,10 +24,12 @@ use libp2p::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
+    addresses::{by_distance, is_loopback, peer_of, worth_dialling},
     behaviour::{Behaviour, BehaviourEvent},
     config::NetworkConfig,
     db::Database,
     node::{Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
+    redial::Redials,
     DhtError, KAD_PROTOCOL, RPC_PROTOCOL,
 };
 
@@ -61,18 +61,8 @@ struct EventLoop {
     p3_peers: HashSet<PeerId>,
     /// The last round-trip time ping measured to each connected peer.
     rtts: HashMap<PeerId, Duration>,
-    /// Routing-table peers redialled without a connection since, and how
-    /// often: each waits twice as many reconnect ticks as the one before.
-    redials: HashMap<PeerId, u32>,
-    /// Reconnect ticks so far.
-    ticks: u64,
-}
-
-/// Whether a peer redialled `tried` times already is due again at reconnect
-/// tick `tick`: every tick at first, then every 2, 4, ... and at the least
-/// every 64 ticks.
-fn redial_due(tick: u64, tried: u32) -> bool {
-    tick % (1u64 << tried.min(6)) == 0
+    /// Unconnected routing-table peers to dial again.
+    redials: Redials,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -123,8 +113,7 @@ pub(crate) fn spawn(
         remotes: HashMap::new(),
         p3_peers: HashSet::new(),
         rtts: HashMap::new(),
-        redials: HashMap::new(),
-        ticks: 0,
+        redials: Redials::default(),
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -194,10 +183,8 @@ impl EventLoop {
         }
     }
 
-    /// Dials the routing-table peers this node is not connected to: a peer's
-    /// first dial may fail (two nodes dialling each other at the same moment
-    /// can both lose the handshake), and nothing else would try again until
-    /// the next refresh of the table.
+    /// Dials the routing-table peers this node is not connected to, as
+    /// [`Redials`] says.
     fn redial_table(&mut self) {
         let known: Vec<PeerId> = self
             .swarm
@@ -211,20 +198,11 @@ impl EventLoop {
                     .collect::<Vec<_>>()
             })
             .collect();
-        self.ticks += 1;
-        self.redials.retain(|peer, _| known.contains(peer));
-        for peer in known {
-            if self.swarm.is_connected(&peer) {
-                continue;
-            }
-            // A dead peer stays in the table (Kademlia keeps a last
-            // address): it is tried less and less often, at the least every
-            // 64 ticks.
-            let tried = self.redials.entry(peer).or_insert(0);
-            if !redial_due(self.ticks, *tried) {
-                continue;
-            }
-            *tried += 1;
+        let unconnected: Vec<PeerId> = known
+            .into_iter()
+            .filter(|peer| !self.swarm.is_connected(peer))
+            .collect();
+        for peer in self.redials.due(&unconnected) {
             // Fails only when a dial is already under way: fine.
             let _ = self.swarm.dial(peer);
         }
@@ -381,7 +359,7 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
-                self.redials.remove(&peer_id);
+                self.redials.connected(&peer_id);
                 self.remotes
                     .insert(connection_id, endpoint.get_remote_address().clone());
             }
@@ -579,88 +557,5 @@ impl EventLoop {
             }
             Event::ResponseSent { .. } => {}
         }
-    }
-}
-
-/// Parses the peer id out of a `/p2p/PEERID` suffix, if the address has one.
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(peer) => Some(peer),
-        _ => None,
-    })
-}
-
-/// Whether an address a peer announced is worth putting in the routing table.
-/// Unspecified addresses (`0.0.0.0`, `::`) cannot be dialled, and a peer on
-/// another machine that listens on all interfaces also announces its loopback
-/// address, which from here would reach this machine instead.
-fn worth_dialling(addr: &Multiaddr, via_loopback: bool) -> bool {
-    let unspecified = addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_unspecified(),
-        Protocol::Ip6(ip) => ip.is_unspecified(),
-        _ => false,
-    });
-    !unspecified && (via_loopback || !is_loopback(addr))
-}
-
-fn is_loopback(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_loopback(),
-        Protocol::Ip6(ip) => ip.is_loopback(),
-        _ => false,
-    })
-}
-
-/// Deduplicates `peers` and sorts them by XOR distance to the Kademlia key of `key`.
-pub fn by_distance(key: &[u8], peers: impl Iterator<Item = PeerId>) -> Vec<PeerId> {
-    let target = KBucketKey::new(key.to_vec());
-    let mut peers: Vec<PeerId> = peers.collect::<HashSet<_>>().into_iter().collect();
-    peers.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
-    peers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_peer_that_stays_unreachable_is_redialled_ever_less_often() {
-        // Ticks at which a peer is dialled, counting its tries as they happen.
-        let mut tried = 0;
-        let dialled: Vec<u64> = (1..=400)
-            .filter(|&tick| {
-                let due = redial_due(tick, tried);
-                tried += u32::from(due);
-                due
-            })
-            .collect();
-        assert_eq!(&dialled[..6], &[1, 2, 4, 8, 16, 32]);
-        // After that, once every 64 ticks (5 min 20 s at 5 s a tick).
-        assert!(dialled.windows(2).skip(6).all(|w| w[1] - w[0] == 64));
-        assert_eq!(dialled.len(), 6 + 400 / 64);
-    }
-
-    #[test]
-    fn announced_addresses_are_filtered_by_how_the_peer_is_reached() {
-        let addr = |s: &str| s.parse::<Multiaddr>().unwrap();
-        assert!(!worth_dialling(&addr("/ip4/0.0.0.0/tcp/4370"), true));
-        assert!(worth_dialling(&addr("/ip4/127.0.0.1/tcp/4370"), true));
-        assert!(!worth_dialling(&addr("/ip4/127.0.0.1/tcp/4370"), false));
-        assert!(!worth_dialling(&addr("/ip6/::1/tcp/4370"), false));
-        assert!(worth_dialling(&addr("/ip4/10.0.0.5/tcp/4370"), false));
-        assert!(worth_dialling(&addr("/dns4/node.example/tcp/4370"), false));
-    }
-
-    #[test]
-    fn owners_are_sorted_by_xor_distance_without_duplicates() {
-        let peers: Vec<PeerId> = (0..8).map(|_| PeerId::random()).collect();
-        let sorted = by_distance(b"key", peers.iter().chain(peers.iter()).copied());
-        assert_eq!(sorted.len(), peers.len());
-        let target = KBucketKey::new(b"key".to_vec());
-        let distances: Vec<_> = sorted
-            .iter()
-            .map(|p| target.distance(&KBucketKey::from(*p)))
-            .collect();
-        assert!(distances.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -22,15 +22,17 @@ pub mod error;
 pub mod identity;
 pub mod store;
 
+mod addresses;
 mod behaviour;
 mod codec;
 mod event_loop;
 mod node;
+mod redial;
 
+pub use addresses::by_distance;
 pub use config::NetworkConfig;
 pub use db::Database;
 pub use error::DhtError;
-pub use event_loop::by_distance;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 pub use node::{
     GossipMessage, Inbound, InboundRequest, IncomingStreams, Node, NodeStatus, PeerInfo, Stream,
