@@ -7,11 +7,32 @@ use std::time::Duration;
 
 use common::Cluster;
 use p3::objectspace::{
-    api::protocol::Wait, lock::LockMode, object::PutOptions, watch::EventKind, Space,
+    api::{client::HeldLock, protocol::Wait},
+    lock::LockMode,
+    object::PutOptions,
+    watch::EventKind,
+    Space,
 };
 
 /// How long any step of these tests may take.
 const STEP: Duration = Duration::from_secs(30);
+
+/// The write lock on `global/mux/x`, taken on a new channel of `space`
+/// within `wait`.
+async fn write_lock(space: &Space, wait: Duration) -> HeldLock {
+    space
+        .channel()
+        .await
+        .expect("lock channel")
+        .lock(
+            "global/mux/x",
+            LockMode::Write,
+            Duration::from_secs(10),
+            Some(wait),
+        )
+        .await
+        .expect("lock")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_carries_a_blocking_read_a_watch_and_a_lock_while_it_writes() {
@@ -28,7 +49,7 @@ async fn one_connection_carries_a_blocking_read_a_watch_and_a_lock_while_it_writ
         "connected without api.json"
     );
 
-    let watching = space
+    let mut watching = space
         .channel()
         .await
         .expect("watch channel")
@@ -47,18 +68,7 @@ async fn one_connection_carries_a_blocking_read_a_watch_and_a_lock_while_it_writ
             .await;
         (stat, value)
     });
-    let lock = space
-        .channel()
-        .await
-        .expect("lock channel")
-        .lock(
-            "global/mux/x",
-            LockMode::Write,
-            Duration::from_secs(10),
-            Some(STEP),
-        )
-        .await
-        .expect("lock");
+    let lock = write_lock(&space, STEP).await;
 
     // The blocking read and the watch wait on their channels while this one
     // writes under the lock.
@@ -78,7 +88,6 @@ async fn one_connection_carries_a_blocking_read_a_watch_and_a_lock_while_it_writ
     assert_eq!(stat.expect("blocking read").version, written.version);
     assert_eq!(value, b"through one connection");
 
-    let mut watching = watching;
     let event = tokio::time::timeout(STEP, watching.next())
         .await
         .expect("no event within the step")
@@ -89,18 +98,7 @@ async fn one_connection_carries_a_blocking_read_a_watch_and_a_lock_while_it_writ
 
     lock.release().await.expect("release");
     // The lock is free again: this channel can take it at once.
-    let again = space
-        .channel()
-        .await
-        .expect("channel")
-        .lock(
-            "global/mux/x",
-            LockMode::Write,
-            Duration::from_secs(10),
-            Some(Duration::ZERO),
-        )
-        .await
-        .expect("lock after release");
+    let again = write_lock(&space, Duration::ZERO).await;
     assert!(again.token() > options.token.unwrap_or_default());
     again.release().await.expect("release again");
     std::fs::rename(&hidden, &api).expect("restore api.json");

@@ -77,7 +77,7 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
         result: None,
         root: Some(tid.clone()),
     };
-    // The registry namespace exists but on a new network: made when missing.
+    // On a new network the registry namespace does not exist yet.
     match write_record(&mut space, &record, Some(0)).await {
         Ok(_) => {}
         Err(JobError::Space(SpaceError::NoSuchNamespace(_))) => {
@@ -221,17 +221,14 @@ pub async fn settle(space: &mut impl Objects, registry: &Registry, id: &JobId) -
     if !ledger.is_whole() {
         return Ok(ledger.fraction().min(0.999));
     }
-    let mut outputs = Vec::with_capacity(paths.len());
-    for bytes in space.get_all(&paths).await? {
-        outputs.push(decode::<ResultRecord>(&bytes, "task result")?.output);
-    }
-    reduce(space, registry, (&record, version), outputs).await
+    let unread = paths.into_iter().map(|path| (path, None)).collect();
+    settle_known(space, registry, (&record, version), unread).await
 }
 
-/// [`settle`] for a worker that knows every result already (their credit
-/// is whole): no listing, no reading of outputs it holds (`None` entries are
-/// read), and the registry entry written against the version it read when
-/// the job began (re-read only if that changed).
+/// [`settle`] for a caller that knows every result already (their credit
+/// is whole): no listing, no reading of the outputs it holds (`None` entries
+/// are read), and the registry entry written against `version` (re-read only
+/// if that changed).
 pub async fn settle_known(
     space: &mut impl Objects,
     registry: &Registry,

@@ -3,6 +3,7 @@
 //! a node: the [`Space`] client from another process (`p3ctl job ...`) or
 //! [`Local`] inside the node (its worker, without a socket).
 
+use futures::{StreamExt, TryStreamExt};
 use std::{future::Future, time::Duration};
 
 /// Reads a [`Space`] client makes at once for [`Objects::get_all`].
@@ -64,39 +65,17 @@ impl Objects for Space {
     }
 
     async fn get_all(&mut self, paths: &[String]) -> Result<Vec<Vec<u8>>> {
-        // A channel answers one request at a time: a few more channels of
-        // the same connection read in parallel.
-        let mut lanes = Vec::new();
-        for _ in 0..paths.len().min(PARALLEL_READS) {
-            lanes.push(self.channel().await?);
-        }
-        let mut values: Vec<Option<Vec<u8>>> = vec![None; paths.len()];
-        let width = lanes.len().max(1);
-        let read = lanes.iter_mut().enumerate().map(|(lane, space)| {
-            let mine: Vec<(usize, &String)> = paths
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % width == lane)
-                .collect();
-            async move {
-                let mut got = Vec::with_capacity(mine.len());
-                for (i, path) in mine {
-                    got.push((i, Space::get_bytes(space, path).await?.1));
-                }
-                Ok::<_, SpaceError>(got)
-            }
-        });
-        for (i, value) in futures::future::try_join_all(read)
-            .await?
-            .into_iter()
-            .flatten()
-        {
-            values[i] = Some(value);
-        }
-        values
-            .into_iter()
-            .map(|v| v.ok_or_else(|| SpaceError::Unavailable("a read went missing".into())))
-            .collect()
+        // A channel answers one request at a time: each read gets its own
+        // channel of this connection, a few at once.
+        let this = &*self;
+        futures::stream::iter(paths.to_vec())
+            .map(|path| async move {
+                let mut channel = this.channel().await?;
+                Ok::<_, SpaceError>(channel.get_bytes(&path).await?.1)
+            })
+            .buffered(PARALLEL_READS)
+            .try_collect()
+            .await
     }
 
     async fn await_newer(&mut self, path: &str, after: u64, wait: Duration) -> Result<()> {
