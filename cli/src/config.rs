@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use p3_dht::{Multiaddr, NetworkConfig};
+use p3_membership::LeaseTimes;
 use p3_objectspace::SpaceConfig;
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +92,30 @@ pub struct ConfigFile {
     pub network: NetworkSection,
     /// Object-space settings.
     pub space: SpaceSection,
+    /// Membership leases.
+    pub membership: MembershipSection,
+}
+
+/// The `[membership]` table: how quickly a silent node stops owning keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipSection {
+    /// Milliseconds a node may act as an owner after a heartbeat the group
+    /// acknowledged; a silent node leaves the map after this plus the drift.
+    pub lease_ms: u64,
+    /// Bound, in milliseconds, on how far two nodes' clocks drift apart over
+    /// one lease.
+    pub drift_ms: u64,
+}
+
+impl Default for MembershipSection {
+    fn default() -> Self {
+        let d = LeaseTimes::default();
+        Self {
+            lease_ms: d.lease.as_millis() as u64,
+            drift_ms: d.drift.as_millis() as u64,
+        }
+    }
 }
 
 /// The `[space]` table.
@@ -142,6 +167,7 @@ impl Default for ConfigFile {
             seeds: Vec::new(),
             network: NetworkSection::default(),
             space: SpaceSection::default(),
+            membership: MembershipSection::default(),
         }
     }
 }
@@ -211,7 +237,19 @@ impl ConfigFile {
         if config.space.replicas == 0 || config.space.repair_interval_secs == 0 {
             bail!("space.replicas and space.repair_interval_secs must be at least 1");
         }
+        let membership = &config.membership;
+        if membership.lease_ms < 300 || membership.drift_ms >= membership.lease_ms {
+            bail!("membership.lease_ms must be at least 300 and more than membership.drift_ms");
+        }
         Ok(config)
+    }
+
+    /// The membership lease and drift.
+    pub fn lease_times(&self) -> LeaseTimes {
+        LeaseTimes {
+            lease: Duration::from_millis(self.membership.lease_ms),
+            drift: Duration::from_millis(self.membership.drift_ms),
+        }
     }
 
     /// The object-space settings.
@@ -306,6 +344,12 @@ mod tests {
         assert!(err.to_string().contains("colour"), "{err}");
         let err = ConfigFile::parse("[network]\nquery_timeout_secs = 0").unwrap_err();
         assert!(err.to_string().contains("query_timeout_secs"), "{err}");
+        let err = ConfigFile::parse("[membership]\nlease_ms = 500\ndrift_ms = 500").unwrap_err();
+        assert!(err.to_string().contains("membership.lease_ms"), "{err}");
+        let lease = ConfigFile::parse("[membership]\nlease_ms = 1500")
+            .unwrap()
+            .lease_times();
+        assert_eq!(lease.lease, Duration::from_millis(1500));
         let err = ConfigFile::default()
             .network(&["not-an-addr".into()], &[])
             .unwrap_err();

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use p3_dht::{identity, Database, Node};
+use p3_membership::{Membership, MembershipConfig};
 use p3_objectspace::{
     api::{self, ApiInfo},
     service,
@@ -15,6 +16,10 @@ use rand::RngCore;
 use tokio::{net::TcpListener, signal::unix};
 
 use crate::config::{ConfigFile, DataDir};
+
+/// The file in a node's data directory that says what the node knows of the
+/// membership map and its lease (`p3ctl node status` shows it).
+pub const MEMBERSHIP_FILE: &str = "membership.json";
 
 /// What `p3ctl node start` was asked for besides the data directory.
 pub struct NodeArgs {
@@ -33,9 +38,12 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
     dir.create()?;
     let config = ConfigFile::load_or_init(&dir)?;
     let network = config.network(listen, bootstrap)?;
+    // A node with no seeds founds the membership group; the others join it.
+    let found = network.bootstrap.is_empty();
     let key = identity::load_or_create(&dir.identity())?;
     let column_families: Vec<&str> = p3_dht::db::COLUMN_FAMILIES
         .iter()
+        .chain(p3_membership::COLUMN_FAMILIES)
         .chain(store::COLUMN_FAMILIES)
         .copied()
         .collect();
@@ -51,6 +59,17 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
 
     let (node, inbound) = Node::start(network, key, db.clone()).await?;
     tracing::info!(peer_id = %node.peer_id(), data_dir = %dir.root().display(), "node started");
+    let membership = Membership::start(
+        node.clone(),
+        db.clone(),
+        MembershipConfig {
+            times: config.lease_times(),
+            found,
+            status_file: Some(dir.root().join(MEMBERSHIP_FILE)),
+        },
+    )
+    .await
+    .context("cannot start the membership layer")?;
     let space = ObjectSpace::new(node.clone(), store, space_config);
     service::start(&space, inbound)?;
 
@@ -100,6 +119,8 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
     if let Err(e) = std::fs::remove_file(dir.api_file()) {
         tracing::warn!(error = %e, "cannot remove api.json");
     }
+    membership.stop().await;
+    let _ = std::fs::remove_file(dir.root().join(MEMBERSHIP_FILE));
     node.shutdown(Duration::from_secs(5)).await;
     db.flush().context("cannot flush the database")?;
     tracing::info!("node stopped");

@@ -171,8 +171,10 @@ async fn space(opts: &NodeOpts) -> Result<Space> {
 
 /// Logs go to stderr; `RUST_LOG` (e.g. `p3_dht=debug`) adjusts them, default `info`.
 pub(crate) fn init_logging() {
+    // openraft reports every unreachable peer as an error, twice a second,
+    // until the member is removed; the membership layer says what matters.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

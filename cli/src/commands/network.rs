@@ -32,9 +32,14 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
         std::fs::read_to_string(dir.root().join(p3_scheduler::worker::STATUS_FILE))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok());
+    let membership: Option<p3_membership::MembershipStatus> =
+        std::fs::read_to_string(dir.root().join(crate::daemon::MEMBERSHIP_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
     if opts.json {
         let mut value = serde_json::to_value(&status)?;
         value["worker"] = worker.unwrap_or_default();
+        value["membership"] = serde_json::to_value(&membership)?;
         return output::json(&value);
     }
     let node = &status.node;
@@ -52,6 +57,21 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
     println!("connected:     {} peers", node.connected_peers);
     println!("routing table: {} peers", node.routing_table_size);
     println!("uptime:        {}", output::duration(node.uptime_secs));
+    match &membership {
+        None => println!("membership:    unknown"),
+        Some(m) => println!(
+            "membership:    epoch {}, {} members, {} voters, leader {}; {}",
+            m.epoch,
+            m.members.len(),
+            m.voters.len(),
+            m.leader.as_deref().unwrap_or("unknown"),
+            if m.lease_ms > 0 {
+                format!("lease for {} ms", m.lease_ms)
+            } else {
+                "no lease: not acting as an owner".to_owned()
+            }
+        ),
+    }
     println!(
         "volatile:      {} bytes held; {} watch events received",
         status.volatile_bytes, status.events_received

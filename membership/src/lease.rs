@@ -1,0 +1,228 @@
+//! Membership leases, as pure arithmetic on instants the caller supplies.
+//!
+//! A member serves as an owner only while it holds a lease: `lease` from the
+//! moment it *sent* a heartbeat that the group's leader acknowledged after
+//! confirming its leadership with a quorum. The leader removes a member only
+//! when it has heard nothing from it for `lease + drift`, measured from when
+//! it began to lead at the earliest. So by the time a map without a member is
+//! committed, that member's own view of its lease has run out (clocks may
+//! run at different speeds by at most `drift` over a lease).
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use p3_dht::PeerId;
+
+use crate::map::Map;
+
+/// How long leases last and how much clocks may disagree about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimes {
+    /// How long a member may serve after sending an acknowledged heartbeat.
+    pub lease: Duration,
+    /// Bound on how much two nodes' clocks drift apart over one lease.
+    pub drift: Duration,
+}
+
+impl Default for LeaseTimes {
+    fn default() -> Self {
+        LeaseTimes {
+            lease: Duration::from_secs(3),
+            drift: Duration::from_millis(500),
+        }
+    }
+}
+
+impl LeaseTimes {
+    /// How often a member sends heartbeats: three chances per lease.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// How long the leader waits without a heartbeat before removing a member.
+    pub fn removal_after(&self) -> Duration {
+        self.lease + self.drift
+    }
+}
+
+/// A member's own lease.
+#[derive(Debug, Clone, Default)]
+pub struct Lease {
+    until: Option<Instant>,
+    epoch: u64,
+}
+
+impl Lease {
+    /// Records that a heartbeat sent at `sent` was acknowledged at `epoch`.
+    /// A late answer to an older heartbeat never shortens the lease.
+    pub fn renewed(&mut self, sent: Instant, epoch: u64, times: &LeaseTimes) {
+        let until = sent + times.lease;
+        if self.until.is_none_or(|u| u < until) {
+            self.until = Some(until);
+        }
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    /// Whether the lease holds at `now`.
+    pub fn valid(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| now < u)
+    }
+
+    /// How long the lease still holds at `now` (zero when it does not).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now))
+    }
+
+    /// The newest epoch a leader acknowledged.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+/// The leader's record of when it last heard from each member.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    heard: HashMap<PeerId, Instant>,
+    leading_since: Option<Instant>,
+}
+
+impl Liveness {
+    /// This node began to lead at `now`: it knows nothing of anyone's last
+    /// heartbeat, so it counts every member as heard now.
+    pub fn lead(&mut self, now: Instant) {
+        self.heard.clear();
+        self.leading_since = Some(now);
+    }
+
+    /// This node stopped leading.
+    pub fn follow(&mut self) {
+        self.heard.clear();
+        self.leading_since = None;
+    }
+
+    /// Whether this node leads (as far as the record goes).
+    pub fn leading(&self) -> bool {
+        self.leading_since.is_some()
+    }
+
+    /// `peer` sent a heartbeat that arrived at `at`.
+    pub fn heard(&mut self, peer: PeerId, at: Instant) {
+        let last = self.heard.entry(peer).or_insert(at);
+        if *last < at {
+            *last = at;
+        }
+    }
+
+    /// Members (with their incarnation) whose leases have surely run out at
+    /// `now`; never `me`, and nobody while this node does not lead.
+    pub fn expired(
+        &self,
+        map: &Map,
+        me: &PeerId,
+        now: Instant,
+        times: &LeaseTimes,
+    ) -> Vec<(PeerId, u64)> {
+        let Some(since) = self.leading_since else {
+            return Vec::new();
+        };
+        map.members()
+            .filter(|(peer, _)| *peer != me)
+            .filter(|(peer, _)| {
+                let last = self.heard.get(peer).copied().unwrap_or(since).max(since);
+                now.saturating_duration_since(last) > times.removal_after()
+            })
+            .map(|(peer, member)| (*peer, member.incarnation))
+            .collect()
+    }
+
+    /// Whether `peer` was heard from within a lease at `now` (a candidate
+    /// to become a voter).
+    pub fn alive(&self, peer: &PeerId, now: Instant, times: &LeaseTimes) -> bool {
+        self.heard
+            .get(peer)
+            .is_some_and(|last| now.saturating_duration_since(*last) <= times.lease)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::Change;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn map_of(peers: &[PeerId]) -> Map {
+        let mut map = Map::default();
+        for (i, peer) in peers.iter().enumerate() {
+            map.apply(&Change::Join {
+                peer: peer.to_string(),
+                addrs: vec![],
+                incarnation: i as u64,
+            });
+        }
+        map
+    }
+
+    #[test]
+    fn a_lease_counts_from_the_heartbeat_sent_not_from_the_answer() {
+        let times = LeaseTimes::default();
+        let t0 = Instant::now();
+        let mut lease = Lease::default();
+        assert!(!lease.valid(t0), "no lease before the first answer");
+        lease.renewed(t0, 4, &times);
+        assert!(lease.valid(t0 + 2999 * MS));
+        assert!(!lease.valid(t0 + 3000 * MS));
+        // A slow answer to an older heartbeat does not shorten a newer lease.
+        lease.renewed(t0 + 1000 * MS, 5, &times);
+        lease.renewed(t0 + 500 * MS, 4, &times);
+        assert_eq!(lease.remaining(t0 + 3000 * MS), 1000 * MS);
+        assert_eq!(lease.epoch(), 5);
+    }
+
+    #[test]
+    fn the_leader_removes_only_members_silent_for_lease_plus_drift() {
+        let times = LeaseTimes::default();
+        let (me, quiet, talking) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let map = map_of(&[me, quiet, talking]);
+        let t0 = Instant::now();
+        let mut liveness = Liveness::default();
+        assert!(
+            liveness
+                .expired(&map, &me, t0 + 10_000 * MS, &times)
+                .is_empty(),
+            "not leading"
+        );
+        liveness.lead(t0);
+        liveness.heard(talking, t0 + 3000 * MS);
+        assert!(liveness
+            .expired(&map, &me, t0 + 3500 * MS, &times)
+            .is_empty());
+        let expired = liveness.expired(&map, &me, t0 + 3501 * MS, &times);
+        assert_eq!(expired, vec![(quiet, 1)]);
+        assert!(liveness.alive(&talking, t0 + 3501 * MS, &times));
+        assert!(!liveness.alive(&quiet, t0 + 3501 * MS, &times));
+    }
+
+    #[test]
+    fn a_new_leader_waits_a_full_lease_whatever_an_old_one_heard() {
+        let times = LeaseTimes::default();
+        let (me, other) = (PeerId::random(), PeerId::random());
+        let map = map_of(&[me, other]);
+        let t0 = Instant::now();
+        let mut liveness = Liveness::default();
+        liveness.lead(t0);
+        liveness.heard(other, t0);
+        liveness.follow();
+        liveness.lead(t0 + 10_000 * MS);
+        assert!(liveness
+            .expired(&map, &me, t0 + 13_500 * MS, &times)
+            .is_empty());
+        assert_eq!(
+            liveness.expired(&map, &me, t0 + 13_501 * MS, &times).len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! The running membership layer of a node: the Raft group, the answers to
+//! peers' membership requests, this node's heartbeats (its lease), and — on
+//! the leader — removing silent members and choosing voters. The decisions
+//! are in [`crate::lease`] and [`crate::voters`]; this is the async glue.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use openraft::{ChangeMembers, ServerState};
+use p3_dht::{Database, Node, PeerId, Stream};
+use serde::{Deserialize, Serialize};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    error::{MembershipError, Result},
+    lease::{Lease, LeaseTimes, Liveness},
+    map::{Change, Map},
+    placement,
+    raft::{
+        network::Network,
+        node_id,
+        store::{LogStore, MapMachine},
+        NodeId, Raft, RaftPeer,
+    },
+    voters,
+    wire::{self, Request, Response, MEMBERSHIP_PROTOCOL},
+};
+
+/// How the membership layer of a node runs.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// Lease and drift.
+    pub times: LeaseTimes,
+    /// Whether this node founds a new group if it has none (a node started
+    /// without seeds); others join a group through their peers.
+    pub found: bool,
+    /// Where to write `membership.json` (the status `p3ctl node status`
+    /// shows), if anywhere.
+    pub status_file: Option<PathBuf>,
+}
+
+/// The status of the membership layer, as `membership.json` holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembershipStatus {
+    /// The epoch of the map this node holds.
+    pub epoch: u64,
+    /// The members of that map (peer ids).
+    pub members: Vec<String>,
+    /// The voters of the Raft group, as far as this node knows.
+    pub voters: Vec<String>,
+    /// The leader of the group, if known.
+    pub leader: Option<String>,
+    /// How long this node's lease still holds, in milliseconds (0: none).
+    pub lease_ms: u64,
+}
+
+/// Handle on the membership layer. Cheap to clone.
+#[derive(Clone)]
+pub struct Membership {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    node: Node,
+    me: PeerId,
+    id: NodeId,
+    incarnation: u64,
+    config: MembershipConfig,
+    map: watch::Receiver<Map>,
+    lease: Mutex<Lease>,
+    liveness: Mutex<Liveness>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// At most this many addresses, each at most this long, in a join.
+const MAX_ADDRS: usize = 16;
+const MAX_ADDR_LEN: usize = 256;
+/// How long a heartbeat or join may take before the next try.
+const CALL_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the leader works on one join or heartbeat: a leader that lost
+/// its quorum cannot commit or confirm anything, and must not pile up tasks.
+const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
+/// How often the leader looks for silent members and voter changes.
+const LEAD_EVERY: Duration = Duration::from_millis(250);
+
+impl Membership {
+    /// Starts the membership layer of `node`, its Raft state in `db` (opened
+    /// with [`crate::COLUMN_FAMILIES`]).
+    pub async fn start(node: Node, db: Database, config: MembershipConfig) -> Result<Self> {
+        let me = node.peer_id();
+        let id = node_id(&me);
+        let raft_config = openraft::Config {
+            cluster_name: "p3-membership".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        let (machine, map) =
+            MapMachine::open(db.clone()).map_err(|e| MembershipError::Storage(e.to_string()))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            Network::new(node.clone()),
+            LogStore::new(db),
+            machine,
+        )
+        .await
+        .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        if config.found && !initialized {
+            let founder = BTreeMap::from([(
+                id,
+                RaftPeer {
+                    peer: me.to_string(),
+                },
+            )]);
+            raft.initialize(founder)
+                .await
+                .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            tracing::info!("founded the membership group");
+        }
+        let incoming = node
+            .accept_streams(MEMBERSHIP_PROTOCOL)
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        let membership = Membership {
+            inner: Arc::new(Inner {
+                raft,
+                node,
+                me,
+                id,
+                incarnation: rand::random(),
+                config,
+                map,
+                lease: Mutex::default(),
+                liveness: Mutex::default(),
+                tasks: Mutex::default(),
+            }),
+        };
+        let tasks = vec![
+            tokio::spawn(membership.clone().serve(incoming)),
+            tokio::spawn(membership.clone().keep_lease()),
+            tokio::spawn(membership.clone().lead()),
+        ];
+        *locked(&membership.inner.tasks) = tasks;
+        // A status file left by a killed process would claim a lease.
+        membership.write_status();
+        Ok(membership)
+    }
+
+    /// The map this node holds now.
+    pub fn map(&self) -> Map {
+        self.inner.map.borrow().clone()
+    }
+
+    /// A receiver that sees every map this node applies.
+    pub fn watch(&self) -> watch::Receiver<Map> {
+        self.inner.map.clone()
+    }
+
+    /// The owners of `key` in the current map, nearest first.
+    pub fn owners(&self, key: &[u8], r: usize) -> Vec<PeerId> {
+        placement::owners(&self.inner.map.borrow(), key, r)
+    }
+
+    /// Whether this node holds a membership lease now: only then may it act
+    /// as an owner.
+    pub fn has_lease(&self) -> bool {
+        locked(&self.inner.lease).valid(Instant::now())
+    }
+
+    /// What `membership.json` says.
+    pub fn status(&self) -> MembershipStatus {
+        let map = self.map();
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let peer_of = |id: &NodeId| membership.get_node(id).map(|n| n.peer.clone());
+        MembershipStatus {
+            epoch: map.epoch(),
+            members: map.members().map(|(p, _)| p.to_string()).collect(),
+            voters: membership
+                .voter_ids()
+                .filter_map(|id| peer_of(&id))
+                .collect(),
+            leader: metrics.current_leader.and_then(|id| peer_of(&id)),
+            lease_ms: locked(&self.inner.lease)
+                .remaining(Instant::now())
+                .as_millis() as u64,
+        }
+    }
+
+    /// Stops the layer's tasks and the Raft group of this node.
+    pub async fn stop(&self) {
+        for task in locked(&self.inner.tasks).drain(..) {
+            task.abort();
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::debug!(error = %e, "membership group did not stop cleanly");
+        }
+    }
+
+    /// The leader's peer id, if this node knows it.
+    fn leader(&self) -> Option<PeerId> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .and_then(|n| n.peer.parse().ok())
+    }
+
+    fn leading(&self) -> bool {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.id)
+    }
+
+    /// Accepts membership streams from peers; each is answered on its own task.
+    async fn serve(self, mut incoming: p3_dht::IncomingStreams) {
+        while let Some((peer, stream)) = incoming.next().await {
+            tokio::spawn(self.clone().answer_stream(peer, stream));
+        }
+    }
+
+    async fn answer_stream(self, peer: PeerId, mut stream: Stream) {
+        let request = match wire::receive(&mut stream, &peer).await {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "bad membership request");
+                return;
+            }
+        };
+        let response = self.handle(peer, request).await;
+        if let Err(e) = wire::answer(&mut stream, &response).await {
+            tracing::debug!(%peer, error = %e, "cannot answer a membership request");
+        }
+    }
+
+    /// Answers one request from `peer` (which may be this node), within
+    /// [`HANDLE_DEADLINE`].
+    async fn handle(&self, peer: PeerId, request: Request) -> Response {
+        match tokio::time::timeout(HANDLE_DEADLINE, self.handle_now(peer, request)).await {
+            Ok(response) => response,
+            Err(_) => Response::Refused(format!(
+                "the membership group did not decide within {HANDLE_DEADLINE:?}"
+            )),
+        }
+    }
+
+    async fn handle_now(&self, peer: PeerId, request: Request) -> Response {
+        let raft = &self.inner.raft;
+        match request {
+            Request::Append(rpc) => Response::Append(raft.append_entries(rpc).await),
+            Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
+            Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
+            Request::Map => Response::Map(self.map()),
+            Request::Join { addrs, incarnation } => {
+                if addrs.len() > MAX_ADDRS || addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
+                    return Response::Refused(format!(
+                        "at most {MAX_ADDRS} addresses of at most {MAX_ADDR_LEN} bytes"
+                    ));
+                }
+                if !self.leading() {
+                    return self.not_leader();
+                }
+                self.join(peer, addrs, incarnation).await
+            }
+            Request::Heartbeat { incarnation } => {
+                let received = Instant::now();
+                if !self.leading() {
+                    return self.not_leader();
+                }
+                let member = self
+                    .map()
+                    .member(&peer)
+                    .is_some_and(|m| m.incarnation == incarnation);
+                if !member {
+                    return Response::NotMember;
+                }
+                // Acknowledge only as a leader a quorum still follows: a
+                // deposed leader must not extend anybody's lease.
+                if let Err(e) = raft.ensure_linearizable().await {
+                    return Response::Refused(format!("not confirmed as leader: {e}"));
+                }
+                locked(&self.inner.liveness).heard(peer, received);
+                Response::Renewed {
+                    epoch: self.map().epoch(),
+                }
+            }
+        }
+    }
+
+    fn not_leader(&self) -> Response {
+        Response::NotLeader {
+            leader: self.leader().map(|p| p.to_string()),
+        }
+    }
+
+    /// Adds `peer` to the group (as a learner: it receives the map) and to
+    /// the map.
+    async fn join(&self, peer: PeerId, addrs: Vec<String>, incarnation: u64) -> Response {
+        let raft = &self.inner.raft;
+        let received = Instant::now();
+        let known = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&node_id(&peer))
+            .is_some();
+        if !known {
+            let learner = RaftPeer {
+                peer: peer.to_string(),
+            };
+            if let Err(e) = raft.add_learner(node_id(&peer), learner, false).await {
+                return Response::Refused(format!("cannot add {peer} to the group: {e}"));
+            }
+        }
+        let change = Change::Join {
+            peer: peer.to_string(),
+            addrs,
+            incarnation,
+        };
+        match raft.client_write(change).await {
+            Ok(written) => {
+                locked(&self.inner.liveness).heard(peer, received);
+                tracing::info!(%peer, epoch = written.data.epoch, "member joined");
+                Response::Joined {
+                    epoch: written.data.epoch,
+                }
+            }
+            Err(e) => Response::Refused(format!("cannot commit the join of {peer}: {e}")),
+        }
+    }
+
+    /// Sends `request` to `target`, or handles it here when that is this node.
+    async fn ask(&self, target: PeerId, request: Request) -> Result<Response> {
+        if target == self.inner.me {
+            return Ok(self.handle(target, request).await);
+        }
+        wire::call(&self.inner.node, target, &request, CALL_DEADLINE).await
+    }
+
+    /// Joins the map, then renews this node's lease every third of a lease,
+    /// asking the leader (found through any peer when not known).
+    async fn keep_lease(self) {
+        let times = self.inner.config.times;
+        let mut redirect: Option<PeerId> = None;
+        let mut next_peer = 0usize;
+        // A node removed while away holds a map that still lists it (nodes
+        // out of the group receive no more entries): the leader's "not a
+        // member" makes it join again.
+        let mut refused = false;
+        loop {
+            let me = self.inner.me;
+            let member = !refused
+                && self
+                    .map()
+                    .member(&me)
+                    .is_some_and(|m| m.incarnation == self.inner.incarnation);
+            refused = false;
+            let request = if member {
+                Request::Heartbeat {
+                    incarnation: self.inner.incarnation,
+                }
+            } else {
+                Request::Join {
+                    addrs: self.addresses().await,
+                    incarnation: self.inner.incarnation,
+                }
+            };
+            let target = match redirect.take().or_else(|| self.leader()) {
+                Some(t) => Some(t),
+                None => {
+                    let peers = self.inner.node.connected().await.unwrap_or_default();
+                    next_peer = next_peer.wrapping_add(1);
+                    (!peers.is_empty()).then(|| peers[next_peer % peers.len()])
+                }
+            };
+            let sent = Instant::now();
+            let mut again = times.heartbeat_every();
+            if let Some(target) = target {
+                match self.ask(target, request).await {
+                    Ok(Response::Renewed { epoch } | Response::Joined { epoch }) => {
+                        locked(&self.inner.lease).renewed(sent, epoch, &times);
+                        if !member {
+                            // The map arrives through Raft shortly; beat soon.
+                            again = LEAD_EVERY;
+                        }
+                    }
+                    Ok(Response::NotLeader { leader }) => {
+                        redirect = leader.and_then(|l| l.parse().ok());
+                        again = LEAD_EVERY;
+                    }
+                    Ok(Response::NotMember) => {
+                        refused = true;
+                        again = LEAD_EVERY;
+                    }
+                    Ok(other) => {
+                        tracing::debug!(%target, answer = ?other, "membership heartbeat refused");
+                        again = LEAD_EVERY;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%target, error = %e, "membership heartbeat failed");
+                        again = LEAD_EVERY;
+                    }
+                }
+            } else {
+                again = LEAD_EVERY;
+            }
+            self.write_status();
+            tokio::time::sleep(again).await;
+        }
+    }
+
+    /// This node's dialable addresses, for the map.
+    async fn addresses(&self) -> Vec<String> {
+        match self.inner.node.status().await {
+            Ok(status) => status.listen_addrs.into_iter().take(MAX_ADDRS).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The leader's duties, checked every [`LEAD_EVERY`]: remove members
+    /// whose leases surely ran out, then give the group the voters the map
+    /// wants.
+    async fn lead(self) {
+        let times = self.inner.config.times;
+        loop {
+            tokio::time::sleep(LEAD_EVERY).await;
+            let now = Instant::now();
+            let leading = self.leading();
+            {
+                let mut liveness = locked(&self.inner.liveness);
+                if leading && !liveness.leading() {
+                    liveness.lead(now);
+                } else if !leading && liveness.leading() {
+                    liveness.follow();
+                }
+            }
+            if !leading {
+                continue;
+            }
+            let map = self.map();
+            let expired = locked(&self.inner.liveness).expired(&map, &self.inner.me, now, &times);
+            for (peer, incarnation) in expired {
+                let change = Change::Remove {
+                    peer: peer.to_string(),
+                    incarnation,
+                };
+                match self.inner.raft.client_write(change).await {
+                    Ok(written) => {
+                        tracing::info!(%peer, epoch = written.data.epoch, "member removed: its lease ran out")
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "cannot remove a member"),
+                }
+            }
+            if let Err(e) = self.place_voters(now, &times).await {
+                tracing::debug!(error = %e, "cannot change the voters");
+            }
+        }
+    }
+
+    /// Applies [`voters::plan`] and drops from the group nodes that left the map.
+    async fn place_voters(&self, now: Instant, times: &LeaseTimes) -> Result<()> {
+        let raft = &self.inner.raft;
+        let map = self.map();
+        let stored = raft.metrics().borrow().membership_config.clone();
+        let membership = stored.membership();
+        let peer_of = |id: &NodeId| -> Option<PeerId> {
+            membership.get_node(id).and_then(|n| n.peer.parse().ok())
+        };
+        let current: BTreeSet<PeerId> = membership
+            .voter_ids()
+            .filter_map(|id| peer_of(&id))
+            .collect();
+        let plan = {
+            let liveness = locked(&self.inner.liveness);
+            voters::plan(&map, &current, &self.inner.me, |p| {
+                liveness.alive(p, now, times)
+            })
+        };
+        if let Some(next) = plan {
+            let ids: BTreeSet<NodeId> = next.iter().map(node_id).collect();
+            tracing::info!(voters = ?next, "changing the voters");
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(ids), true)
+                .await
+                .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            return Ok(());
+        }
+        let gone: BTreeSet<NodeId> = membership
+            .learner_ids()
+            .filter(|id| peer_of(id).is_none_or(|p| map.member(&p).is_none()))
+            .collect();
+        if !gone.is_empty() {
+            raft.change_membership(ChangeMembers::RemoveNodes(gone), true)
+                .await
+                .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn write_status(&self) {
+        let Some(file) = &self.inner.config.status_file else {
+            return;
+        };
+        let status = self.status();
+        let temporary = file.with_extension("json.tmp");
+        let written = serde_json::to_vec(&status)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, file));
+        if let Err(e) = written {
+            tracing::warn!(file = %file.display(), error = %e, "cannot write the membership status");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The membership map agreed through Raft, with separate `p3ctl` nodes on
+//! 127.0.0.1: every node holds the same map and a lease; a killed member
+//! leaves the map only after its lease could have run out and comes back as a
+//! new incarnation; a killed leader is replaced.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Cluster, NodeProc};
+use serde_json::Value;
+
+/// Long enough for an election (≤ 2 s), a lease and its drift (3.5 s) and the
+/// commit, on a loaded 2-core machine.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// What node `node` says of the membership (`node status --json`).
+fn membership(node: &NodeProc) -> Option<Value> {
+    let status = node.json(&["node", "status"])?;
+    (!status["membership"].is_null()).then(|| status["membership"].clone())
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    let mut list: Vec<String> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    list.sort();
+    list
+}
+
+/// Waits until every node of `nodes` holds the same map with exactly
+/// `members`, knows the same leader and holds a lease; returns the epoch and
+/// the leader.
+fn agreed(nodes: &[&NodeProc], members: &[String], what: &str) -> (u64, String) {
+    let mut expected = members.to_vec();
+    expected.sort();
+    wait_for(what, CONVERGE, || {
+        let views: Vec<Value> = nodes.iter().map(|n| membership(n)).collect::<Option<_>>()?;
+        let first = &views[0];
+        let same = views.iter().all(|v| {
+            v["epoch"] == first["epoch"]
+                && v["leader"] == first["leader"]
+                && strings(&v["members"]) == expected
+                && v["lease_ms"].as_u64().is_some_and(|ms| ms > 0)
+        });
+        let leader = first["leader"].as_str()?.to_owned();
+        (same && expected.contains(&leader)).then(|| (first["epoch"].as_u64().unwrap_or(0), leader))
+    })
+}
+
+fn peers(nodes: &[&NodeProc]) -> Vec<String> {
+    nodes.iter().map(|n| n.peer_id.clone()).collect()
+}
+
+#[test]
+fn three_nodes_agree_on_one_map_with_three_voters_and_each_holds_a_lease() {
+    let cluster = Cluster::start(3);
+    let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
+    let (epoch, _leader) = agreed(&nodes, &peers(&nodes), "three nodes to agree on the map");
+    assert!(
+        epoch >= 3,
+        "three joins are three epochs at least, got {epoch}"
+    );
+    wait_for("three voters", CONVERGE, || {
+        let voters = strings(&membership(nodes[0])?["voters"]);
+        (voters == strings(&Value::from(peers(&nodes)))).then_some(())
+    });
+}
+
+#[test]
+fn a_killed_member_leaves_only_after_its_lease_and_returns_as_a_new_incarnation() {
+    let mut cluster = Cluster::start(3);
+    let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let (epoch, leader) = {
+        let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
+        agreed(&nodes, &all, "three nodes to agree on the map")
+    };
+    let victim = (0..3)
+        .find(|&i| cluster.nodes[i].peer_id != leader)
+        .expect("two of three are not the leader");
+    let dir = cluster.nodes[victim].dir.clone();
+    let killed = Instant::now();
+    cluster.nodes[victim].stop("KILL");
+
+    let alive: Vec<&NodeProc> = (0..3)
+        .filter(|&i| i != victim)
+        .map(|i| &cluster.nodes[i])
+        .collect();
+    let (after, _) = agreed(
+        &alive,
+        &peers(&alive),
+        "the survivors to remove the killed member",
+    );
+    let took = killed.elapsed();
+    assert!(
+        after > epoch,
+        "the removal is a new epoch ({epoch} → {after})"
+    );
+    // Its last heartbeat was at most a third of a lease before the kill: the
+    // leader may remove it no sooner than lease + drift after that.
+    assert!(
+        took >= Duration::from_millis(2500),
+        "removed {took:?} after the kill, before its lease could have run out"
+    );
+
+    let seed = alive[0].addr.clone();
+    let back = NodeProc::start(&dir, &[&seed]);
+    let (rejoined, _) = agreed(
+        &[alive[0], alive[1], &back],
+        &all,
+        "the restarted node to rejoin the map",
+    );
+    assert!(
+        rejoined > after,
+        "the return is a new epoch ({after} → {rejoined})"
+    );
+}
+
+#[test]
+fn when_the_leader_is_killed_the_others_elect_another_and_remove_it() {
+    let mut cluster = Cluster::start(3);
+    let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let (_, leader) = {
+        let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
+        agreed(&nodes, &all, "three nodes to agree on the map")
+    };
+    let index = cluster
+        .index_of(&leader)
+        .expect("the leader is one of the nodes");
+    cluster.nodes[index].stop("KILL");
+    let alive: Vec<&NodeProc> = (0..3)
+        .filter(|&i| i != index)
+        .map(|i| &cluster.nodes[i])
+        .collect();
+    let (_, next) = agreed(
+        &alive,
+        &peers(&alive),
+        "the survivors to elect a leader and remove the old one",
+    );
+    assert_ne!(next, leader);
+}
