@@ -125,6 +125,48 @@ fn killed_node_is_dropped_from_connected_peers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node is running"));
 }
 
+/// A paused node (SIGSTOP) sends no RST: only its silence to pings gives it
+/// away. With `failure_timeout_ms = 1000` its peer must drop it within a few
+/// seconds, not the 20 s a default libp2p ping takes, and take it back once
+/// it resumes.
+#[test]
+fn a_paused_peer_is_dropped_within_the_failure_timeout_and_taken_back() {
+    let root = tempfile::tempdir().expect("cannot create temp dir");
+    let dirs: Vec<_> = (0..2)
+        .map(|i| root.path().join(format!("node{i}")))
+        .collect();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).expect("cannot create data dir");
+        std::fs::write(
+            dir.join("config.toml"),
+            "[network]\nfailure_timeout_ms = 1000\nreconnect_interval_secs = 1\n",
+        )
+        .expect("cannot write config.toml");
+    }
+    let a = NodeProc::start(&dirs[0], &[]);
+    let b = NodeProc::start(&dirs[1], &[&a.addr]);
+    wait_for("the nodes to connect", DEADLINE, || {
+        a.connected().contains(&b.peer_id).then_some(())
+    });
+
+    common::mount::signal(b.pid(), "STOP");
+    let paused = std::time::Instant::now();
+    wait_for("the paused node to be dropped", DEADLINE, || {
+        (!a.connected().contains(&b.peer_id)).then_some(())
+    });
+    let took = paused.elapsed();
+    common::mount::signal(b.pid(), "CONT");
+    // One second of silence, checked every third of it; the rest is slack
+    // for a loaded machine.
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "a peer paused for {took:?} was still connected"
+    );
+    wait_for("the resumed node to be connected again", DEADLINE, || {
+        a.connected().contains(&b.peer_id).then_some(())
+    });
+}
+
 #[test]
 fn nodes_whose_seed_is_down_join_once_the_seed_comes_up() {
     let root = tempfile::tempdir().unwrap();

@@ -158,6 +158,9 @@ pub struct NetworkSection {
     pub query_timeout_secs: u64,
     /// Seconds a request to a peer may take.
     pub request_timeout_secs: u64,
+    /// Milliseconds without an answer to pings after which a peer is taken
+    /// for gone and its connection closed.
+    pub failure_timeout_ms: u64,
 }
 
 impl Default for ConfigFile {
@@ -181,6 +184,7 @@ impl Default for NetworkSection {
             idle_connection_timeout_secs: d.idle_connection_timeout.as_secs(),
             query_timeout_secs: d.query_timeout.as_secs(),
             request_timeout_secs: d.request_timeout.as_secs(),
+            failure_timeout_ms: d.failure_timeout.as_millis() as u64,
         }
     }
 }
@@ -237,6 +241,9 @@ impl ConfigFile {
         if config.space.replicas == 0 || config.space.repair_interval_secs == 0 {
             bail!("space.replicas and space.repair_interval_secs must be at least 1");
         }
+        if config.network.failure_timeout_ms < 300 {
+            bail!("network.failure_timeout_ms must be at least 300");
+        }
         let membership = &config.membership;
         if membership.lease_ms < 300 || membership.drift_ms >= membership.lease_ms {
             bail!("membership.lease_ms must be at least 300 and more than membership.drift_ms");
@@ -280,6 +287,7 @@ impl ConfigFile {
             idle_connection_timeout: Duration::from_secs(n.idle_connection_timeout_secs),
             query_timeout: Duration::from_secs(n.query_timeout_secs),
             request_timeout: Duration::from_secs(n.request_timeout_secs),
+            failure_timeout: Duration::from_millis(n.failure_timeout_ms),
             ..NetworkConfig::default()
         })
     }

@@ -91,7 +91,13 @@ impl Behaviour {
         Ok(Self {
             kad,
             identify,
-            ping: ping::Behaviour::default(),
+            // Three pings per failure timeout; the event loop closes a
+            // connection none of them was answered on (see `silence`).
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(config.failure_timeout / 3)
+                    .with_timeout(config.failure_timeout),
+            ),
             gossipsub,
             rpc,
             streams: libp2p_stream::Behaviour::new(),

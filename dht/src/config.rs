@@ -28,6 +28,10 @@ pub struct NetworkConfig {
     pub query_timeout: Duration,
     /// Deadline of one request-response exchange.
     pub request_timeout: Duration,
+    /// A connected peer that answers no ping for this long is taken for gone
+    /// (crashed, paused or cut off) and its connection closed, so requests to
+    /// it fail at once instead of waiting out their deadlines.
+    pub failure_timeout: Duration,
     /// Largest request body accepted from a peer, in bytes.
     pub max_request_bytes: u64,
     /// Largest response body accepted from a peer, in bytes.
@@ -46,6 +50,7 @@ impl Default for NetworkConfig {
             idle_connection_timeout: Duration::from_secs(3600),
             query_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            failure_timeout: Duration::from_secs(3),
             max_request_bytes: 4 << 20,
             max_response_bytes: 16 << 20,
             store_limits: StoreLimits::default(),

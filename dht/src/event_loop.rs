@@ -30,6 +30,7 @@ use crate::{
     db::Database,
     node::{Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
     redial::Redials,
+    silence::Silence,
     DhtError, KAD_PROTOCOL, RPC_PROTOCOL,
 };
 
@@ -63,6 +64,8 @@ struct EventLoop {
     rtts: HashMap<PeerId, Duration>,
     /// Unconnected routing-table peers to dial again.
     redials: Redials,
+    /// When each connection's peer last answered a ping.
+    silence: Silence<ConnectionId>,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -98,6 +101,7 @@ pub(crate) fn spawn(
                 reason: e.to_string(),
             })?;
     }
+    let failure_timeout = config.failure_timeout;
     let mut event_loop = EventLoop {
         swarm,
         config,
@@ -114,6 +118,7 @@ pub(crate) fn spawn(
         p3_peers: HashSet::new(),
         rtts: HashMap::new(),
         redials: Redials::default(),
+        silence: Silence::new(failure_timeout),
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -124,6 +129,8 @@ impl EventLoop {
     async fn run(mut self) {
         let mut reconnect = tokio::time::interval(self.config.reconnect_interval);
         reconnect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = tokio::time::interval(self.config.failure_timeout / 3);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -141,6 +148,12 @@ impl EventLoop {
                 _ = reconnect.tick() => {
                     self.reconnect_if_isolated();
                     self.redial_table();
+                }
+                _ = liveness.tick() => {
+                    for connection in self.silence.silent(Instant::now()) {
+                        tracing::debug!(?connection, "peer silent for the failure timeout; closing");
+                        self.swarm.close_connection(connection);
+                    }
                 }
             }
         };
@@ -360,6 +373,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.redials.connected(&peer_id);
+                self.silence.opened(connection_id, Instant::now());
                 self.remotes
                     .insert(connection_id, endpoint.get_remote_address().clone());
             }
@@ -371,6 +385,7 @@ impl EventLoop {
                 ..
             } => {
                 self.remotes.remove(&connection_id);
+                self.silence.closed(connection_id);
                 if num_established == 0 {
                     self.p3_peers.remove(&peer_id);
                     self.rtts.remove(&peer_id);
@@ -407,10 +422,11 @@ impl EventLoop {
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
+                connection,
                 result: Ok(rtt),
-                ..
             }) => {
                 self.rtts.insert(peer, rtt);
+                self.silence.heard(connection, Instant::now());
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

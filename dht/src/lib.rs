@@ -28,6 +28,7 @@ mod codec;
 mod event_loop;
 mod node;
 mod redial;
+mod silence;
 
 pub use addresses::by_distance;
 pub use config::NetworkConfig;
