@@ -255,13 +255,17 @@ fn a_lock_survives_its_primarys_death_and_can_still_be_released() {
         held.display(),
         release.display()
     );
+    // The key's owners change only when the membership group removes the dead
+    // primary (lease + drift, 3.5 s, after its last heartbeat, plus an
+    // election if it led the group): a lease longer than that outlives the
+    // takeover, and the new primary honours it.
     let holder = spawn(
         &cluster.nodes[holder_node].dir,
         &[
             "lock",
             "global/guarded",
             "--lease",
-            "2s",
+            "8s",
             "--",
             "sh",
             "-c",
@@ -274,7 +278,7 @@ fn a_lock_survives_its_primarys_death_and_can_still_be_released() {
     // Still held, beyond its lease: renewals reach the new primary.
     let err = p3ctl_err(
         &cluster.nodes[contender_node].dir,
-        &["lock", "global/guarded", "--timeout", "4s", "--", "true"],
+        &["lock", "global/guarded", "--timeout", "12s", "--", "true"],
     );
     assert!(err.contains("still locked"), "{err}");
 

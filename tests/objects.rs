@@ -35,9 +35,9 @@ fn five_nodes_put_on_one_get_on_another() {
             blake3_hex(&value).as_str(),
             "put must report the blake3 of the value: {written}"
         );
-        assert_eq!(
-            written["acked_by"], 3,
-            "all R=3 owners should ack: {written}"
+        assert!(
+            written["acked_by"].as_u64() >= Some(2),
+            "a majority of the R=3 owners holds an acknowledged write: {written}"
         );
 
         let read = get(&last.dir, &path);
@@ -187,9 +187,13 @@ fn kill_primary_after_put_keeps_data_and_repairs() {
     fs::write(&file, &value).unwrap();
     let written = put(&cluster.nodes[0].dir, "global/survivor", &file, &[]);
     let version = written["version"].as_u64().expect("put without version");
-    assert_eq!(written["acked_by"], 3, "{written}");
+    assert!(written["acked_by"].as_u64() >= Some(2), "{written}");
 
-    let before = stat(&cluster.nodes[0].dir, "global/survivor");
+    // The third owner receives it right after the acknowledgement.
+    let before = wait_for("the third owner to hold global/survivor", DEADLINE, || {
+        let stat = stat(&cluster.nodes[0].dir, "global/survivor");
+        (stat["replicas"].as_array().map_or(0, Vec::len) == 3).then_some(stat)
+    });
     let replicas = before["replicas"]
         .as_array()
         .expect("stat without replicas");

@@ -167,10 +167,21 @@ fn volatile_object_survives_one_owner_and_is_gone_after_all_restart() {
     let volatile = pseudo_random(40 * KIB as usize, 1);
     let durable = pseudo_random(40 * KIB as usize, 2);
     let written = put_value(&cluster, 0, mem, &volatile, VOLATILE);
-    assert_eq!(written["acked_by"], 3, "every owner acks: {written}");
+    assert!(
+        written["acked_by"].as_u64() >= Some(2),
+        "a majority of the owners holds it: {written}"
+    );
     put_value(&cluster, 0, disk, &durable, &[]);
 
-    let meta = stat(&cluster.nodes[2].dir, mem);
+    // The owner outside the acknowledging majority receives it right after.
+    let meta = wait_for(
+        "all three owners to hold the volatile object",
+        DEADLINE,
+        || {
+            let meta = stat(&cluster.nodes[2].dir, mem);
+            (meta["replicas"].as_array().map_or(0, Vec::len) == 3).then_some(meta)
+        },
+    );
     assert_eq!(meta["volatile"], true, "{meta}");
     assert_eq!(meta["hash"], blake3_hex(&volatile).as_str(), "{meta}");
     let durable_meta = stat(&cluster.nodes[2].dir, disk);

@@ -21,6 +21,10 @@ use crate::config::{ConfigFile, DataDir};
 /// membership map and its lease (`p3ctl node status` shows it).
 pub const MEMBERSHIP_FILE: &str = "membership.json";
 
+/// How long a starting node waits to join the membership map before it opens
+/// its API anyway.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
 /// What `p3ctl node start` was asked for besides the data directory.
 pub struct NodeArgs {
     /// `--listen` addresses.
@@ -70,7 +74,12 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
     )
     .await
     .context("cannot start the membership layer")?;
-    let space = ObjectSpace::new(node.clone(), store, space_config);
+    // Operations need the map: give joining a moment before the API opens,
+    // but a node whose seeds are down still starts (and joins when it can).
+    if !membership.joined(JOIN_WAIT).await {
+        tracing::warn!("not a member of the network yet; operations fail until this node joins");
+    }
+    let space = ObjectSpace::new(node.clone(), membership.clone(), store, space_config);
     service::start(&space, inbound)?;
 
     let listener = TcpListener::bind("127.0.0.1:0")

@@ -150,21 +150,9 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::Change;
+    use crate::map::map_of;
 
     const MS: Duration = Duration::from_millis(1);
-
-    fn map_of(peers: &[PeerId]) -> Map {
-        let mut map = Map::default();
-        for (i, peer) in peers.iter().enumerate() {
-            map.apply(&Change::Join {
-                peer: peer.to_string(),
-                addrs: vec![],
-                incarnation: i as u64,
-            });
-        }
-        map
-    }
 
     #[test]
     fn a_lease_counts_from_the_heartbeat_sent_not_from_the_answer() {

@@ -180,6 +180,20 @@ impl Map {
     }
 }
 
+/// A map of `peers`, joined in order, the i-th with incarnation i.
+#[cfg(test)]
+pub(crate) fn map_of(peers: &[PeerId]) -> Map {
+    let mut map = Map::default();
+    for (i, peer) in peers.iter().enumerate() {
+        map.apply(&Change::Join {
+            peer: peer.to_string(),
+            addrs: vec![],
+            incarnation: i as u64,
+        });
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

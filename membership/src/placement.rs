@@ -22,19 +22,7 @@ pub fn majority(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::Change;
-
-    fn map_of(peers: &[PeerId]) -> Map {
-        let mut map = Map::default();
-        for peer in peers {
-            map.apply(&Change::Join {
-                peer: peer.to_string(),
-                addrs: vec![],
-                incarnation: 1,
-            });
-        }
-        map
-    }
+    use crate::map::map_of;
 
     #[test]
     fn nodes_with_the_same_map_agree_on_owners_whatever_they_are_connected_to() {

@@ -184,6 +184,25 @@ impl Membership {
         locked(&self.inner.lease).valid(Instant::now())
     }
 
+    /// Waits at most `deadline` until this node is in the map (as this
+    /// incarnation) and holds a lease; returns whether it is.
+    pub async fn joined(&self, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
+        loop {
+            let member = self
+                .map()
+                .member(&self.inner.me)
+                .is_some_and(|m| m.incarnation == self.inner.incarnation);
+            if member && self.has_lease() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What `membership.json` says.
     pub fn status(&self) -> MembershipStatus {
         let map = self.map();

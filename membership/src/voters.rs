@@ -66,19 +66,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::Change;
-
-    fn map_of(peers: &[PeerId]) -> Map {
-        let mut map = Map::default();
-        for peer in peers {
-            map.apply(&Change::Join {
-                peer: peer.to_string(),
-                addrs: vec![],
-                incarnation: 1,
-            });
-        }
-        map
-    }
+    use crate::map::map_of;
 
     #[test]
     fn an_odd_number_up_to_five() {

@@ -197,6 +197,7 @@ impl ObjectSpace {
         if owners[0] != self.me() {
             return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
         }
+        self.check_lease()?;
         match request {
             LockRequest::Acquire {
                 holder,
@@ -296,8 +297,14 @@ impl ObjectSpace {
         Ok(result)
     }
 
-    /// The newest of `mine` and the lock states the other owners of the key
-    /// hold (those that answer), stored here if newer.
+    /// The newest of `mine` and the lock states the other members hold
+    /// (those that answer), stored here if newer.
+    ///
+    /// Every member is asked, not only the key's owners now: when the map
+    /// changes, the owners that hold the grants may all have left the owner
+    /// set (a node that joined closer to the key pushes one out), and a
+    /// primary that read only the new owners would find the lock free. This
+    /// happens only when a node becomes primary of a key it has no state for.
     async fn owners_lock_state(
         &self,
         ns: &Namespace,
@@ -305,8 +312,13 @@ impl ObjectSpace {
         mine: LockState,
     ) -> Result<LockState> {
         let key = object_key(ns, name);
-        let owners = self.owners(&key).await?;
-        let asks = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
+        let members: Vec<PeerId> = self
+            .membership()
+            .map()
+            .members()
+            .map(|(peer, _)| *peer)
+            .collect();
+        let asks = members.iter().filter(|p| **p != self.me()).map(|&peer| {
             let request = PeerRequest::LockStateOf {
                 ns: ns.clone(),
                 name: name.clone(),

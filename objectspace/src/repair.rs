@@ -49,6 +49,7 @@ const WATCH_PEERS: Duration = Duration::from_secs(1);
 /// Runs repair rounds until the node stops.
 pub async fn run(space: ObjectSpace) {
     let mut last_peers: Vec<PeerId> = Vec::new();
+    let mut last_epoch = 0;
     let mut last_round = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(WATCH_PEERS).await;
@@ -56,11 +57,14 @@ pub async fn run(space: ObjectSpace) {
             return; // the node is stopping
         };
         peers.sort();
+        // A new map moves owners; a peer that came back may have missed writes.
+        let epoch = space.membership().map().epoch();
         let due = last_round.elapsed() >= space.config().repair_interval;
-        if peers == last_peers && !due {
+        if peers == last_peers && epoch == last_epoch && !due {
             continue;
         }
         last_peers = peers;
+        last_epoch = epoch;
         last_round = tokio::time::Instant::now();
         if let Err(e) = round(&space).await {
             tracing::warn!(error = %e, "repair round failed");
@@ -71,7 +75,6 @@ pub async fn run(space: ObjectSpace) {
 /// One pass over every local record.
 pub async fn round(space: &ObjectSpace) -> Result<()> {
     let me = space.me();
-    let live = space.node().connected().await?;
     // Without a fresh namespace list nothing is dropped for its namespace.
     let registry = space
         .inner
@@ -98,7 +101,10 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
                 drop_record(space, &record).await?;
                 continue;
             }
-            let owners = space.owners_among(&object_key(&record.ns, &record.name), live.clone());
+            let owners = space.owners_now(&object_key(&record.ns, &record.name));
+            if owners.is_empty() {
+                continue; // no map yet: nothing is anybody's to move
+            }
             if owners.first() == Some(&me) && !record.volatile {
                 primary_of.push(record.clone());
             }

@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use p3_dht::{Inbound, InboundRequest, PeerId};
 use tokio::sync::Semaphore;
 
@@ -178,7 +179,10 @@ pub(crate) async fn handle(
         }
         PeerRequest::Events(events) => space.received(events),
         PeerRequest::Lock(request) => space.handle_lock(request).await,
-        PeerRequest::LockState { ns, name, state } => space.hold_lock_state(ns, name, state).await,
+        PeerRequest::LockState { ns, name, state } => match space.check_lease() {
+            Ok(()) => space.hold_lock_state(ns, name, state).await,
+            Err(e) => Err(e),
+        },
         PeerRequest::LockStateOf { ns, name } => space
             .lock_state(crate::key::object_key(&ns, &name))
             .await
@@ -242,8 +246,8 @@ async fn ensure_blob(
 async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerResponse> {
     let me = space.me();
     let key = object_key(&write.ns, &write.name);
-    let live = space.node().connected().await?;
-    let owners = space.owners_among(&key, live);
+    let owners = space.owners(&key).await?;
+    space.check_lease()?;
     if owners.first() != Some(&me) && write.hops < 2 {
         return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
     }
@@ -336,17 +340,29 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         };
         store_record(space, &record, write.inline.as_deref()).await?;
 
-        let replicas = owners.iter().filter(|p| **p != me).map(|&peer| {
-            let request = PeerRequest::Replicate {
-                record: record.clone(),
-                inline: write.inline.clone(),
-                sources: vec![me.to_string()],
-            };
-            async move { (peer, space.ask(peer, request).await) }
-        });
+        let mut replicas: FuturesUnordered<_> = owners
+            .iter()
+            .filter(|p| **p != me)
+            .map(|&peer| {
+                let request = PeerRequest::Replicate {
+                    record: record.clone(),
+                    inline: write.inline.clone(),
+                    sources: vec![me.to_string()],
+                };
+                let space = space.clone();
+                async move { (peer, space.ask_remote(peer, request).await) }
+            })
+            .collect();
+        // Acknowledged once a majority of the owners hold it; the others are
+        // still sent it, but an owner that is down (it stays in the map until
+        // its lease runs out) does not hold up the write.
+        let needed = owners.len() / 2 + 1;
         let mut acked = 1;
         let mut newer: Option<(PeerId, ObjectRecord)> = None;
-        for (peer, answer) in futures::future::join_all(replicas).await {
+        while acked < needed {
+            let Some((peer, answer)) = replicas.next().await else {
+                break;
+            };
             match answer {
                 Ok(PeerResponse::Replicated) => acked += 1,
                 Ok(PeerResponse::Stale(theirs)) => {
@@ -361,13 +377,15 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 Err(e) => tracing::debug!(%peer, error = %e, "replica unreachable"),
             }
         }
+        if !replicas.is_empty() {
+            tokio::spawn(async move { while replicas.next().await.is_some() {} });
+        }
         if let Some((peer, theirs)) = newer {
             // An owner saw a write this node missed (it was not primary then):
             // adopt it and order this write after it.
             adopt(space, theirs, None, &[peer]).await?;
             continue;
         }
-        let needed = owners.len() / 2 + 1;
         if acked < needed {
             return Err(SpaceError::NotEnoughOwners {
                 path,
@@ -390,6 +408,7 @@ pub(crate) async fn accept_replica(
     inline: Option<Vec<u8>>,
     sources: &[PeerId],
 ) -> Result<PeerResponse> {
+    space.check_lease()?;
     let lock = space.key_lock(object_key(&record.ns, &record.name));
     let _ordered = lock.lock().await;
     adopt(space, record, inline, sources).await

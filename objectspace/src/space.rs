@@ -5,10 +5,12 @@
 //! module holds what both paths share; the paths are [`crate::write`] and
 //! [`crate::read`].
 //!
-//! Owners are computed from the node's live view: itself plus the P³ peers it is
-//! connected to, sorted by XOR distance to the key, the first R of them. Nodes
-//! stay connected to the peers they learn from the DHT, and the repair loop
-//! ([`crate::repair`]) talks to every owner it shares keys with.
+//! Owners are computed from the membership map the nodes agree on through Raft
+//! ([`p3_membership`]): its members sorted by XOR distance to the key, the
+//! first R of them. Every node holding the same epoch computes the same owners,
+//! whatever it is connected to; a node acts as an owner only while it holds a
+//! membership lease. The repair loop ([`crate::repair`]) moves records when
+//! the map changes.
 
 use std::{
     collections::HashMap,
@@ -16,7 +18,8 @@ use std::{
     time::Duration,
 };
 
-use p3_dht::{by_distance, Node, PeerId};
+use p3_dht::{Node, PeerId};
+use p3_membership::Membership;
 use tokio::{sync::broadcast, time::timeout};
 
 use crate::{
@@ -63,6 +66,8 @@ impl Default for SpaceConfig {
 
 pub(crate) struct Inner {
     pub node: Node,
+    /// The agreed map of members, and this node's lease.
+    pub membership: Membership,
     pub store: Store,
     pub config: SpaceConfig,
     /// One lock per key being written here, so the primary orders writes.
@@ -91,10 +96,11 @@ pub struct ObjectSpace {
 
 impl ObjectSpace {
     /// Builds the engine; [`crate::service::start`] runs its background parts.
-    pub fn new(node: Node, store: Store, config: SpaceConfig) -> Self {
+    pub fn new(node: Node, membership: Membership, store: Store, config: SpaceConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 node,
+                membership,
                 store,
                 config,
                 key_locks: Mutex::new(HashMap::new()),
@@ -144,20 +150,40 @@ impl ObjectSpace {
         lock
     }
 
-    /// The R nodes that own `key` as this node sees the network, nearest first.
-    pub async fn owners(&self, key: &[u8]) -> Result<Vec<PeerId>> {
-        let live = self.inner.node.connected().await?;
-        Ok(self.owners_among(key, live))
+    /// The membership layer.
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
     }
 
-    pub(crate) fn owners_among(
-        &self,
-        key: &[u8],
-        live: impl IntoIterator<Item = PeerId>,
-    ) -> Vec<PeerId> {
-        let mut owners = by_distance(key, live.into_iter().chain([self.me()]));
-        owners.truncate(self.inner.config.replicas.max(1));
-        owners
+    /// The R nodes that own `key` in the agreed map, nearest first; an error
+    /// while this node holds no map (it has not joined yet).
+    pub async fn owners(&self, key: &[u8]) -> Result<Vec<PeerId>> {
+        let owners = self.owners_now(key);
+        if owners.is_empty() {
+            return Err(SpaceError::Unavailable(
+                "this node has not joined the membership map yet; retry".into(),
+            ));
+        }
+        Ok(owners)
+    }
+
+    /// [`ObjectSpace::owners`], empty before the node holds a map.
+    pub(crate) fn owners_now(&self, key: &[u8]) -> Vec<PeerId> {
+        self.inner
+            .membership
+            .owners(key, self.inner.config.replicas.max(1))
+    }
+
+    /// Refuses to act as an owner without a membership lease: the group may
+    /// already have given this node's keys to others.
+    pub(crate) fn check_lease(&self) -> Result<()> {
+        if self.inner.membership.has_lease() {
+            return Ok(());
+        }
+        Err(SpaceError::Unavailable(
+            "this node cannot reach the membership group (no lease), so it does not act as an owner; retry"
+                .into(),
+        ))
     }
 
     /// Sends `request` to `peer` (or handles it here if `peer` is this node),
@@ -169,6 +195,16 @@ impl ObjectSpace {
                 answer => Ok(answer),
             };
         }
+        self.ask_remote(peer, request).await
+    }
+
+    /// [`ObjectSpace::ask`] for a peer that is not this node. Never calls back
+    /// into this node's service, so a task it runs in can be spawned from it.
+    pub(crate) async fn ask_remote(
+        &self,
+        peer: PeerId,
+        request: PeerRequest,
+    ) -> Result<PeerResponse> {
         let deadline = self.inner.config.rpc_timeout + transfer_allowance(&request);
         match timeout(deadline, self.inner.node.request(peer, &request)).await {
             Ok(Ok(PeerResponse::Error(e))) => Err(e),

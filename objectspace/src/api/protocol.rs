@@ -176,7 +176,8 @@ pub struct Written {
     pub hash: String,
     /// Value size in bytes.
     pub size: u64,
-    /// Owners that acknowledged it.
+    /// Owners that held it when it was acknowledged: a majority of the R
+    /// owners at least (the others receive it right after).
     pub acked_by: usize,
 }
 
