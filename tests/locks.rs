@@ -293,3 +293,100 @@ fn a_lock_survives_its_primarys_death_and_can_still_be_released() {
         &["lock", "global/guarded", "--timeout", "10s", "--", "true"],
     );
 }
+
+/// A primary that crashes and comes back returns with its stale copy of the
+/// key's lock state, at a later membership epoch. It must read its
+/// successor's grants before it serves (peering): otherwise it grants a held
+/// lock again and hands out a token the successor already used.
+#[test]
+fn a_returning_primary_serves_its_successors_grants_not_its_stale_copy() {
+    let mut cluster = Cluster::start(5);
+    cluster.wait_formed();
+    let peers: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let mut key = blake3::Hasher::new();
+    key.update(b"global\0returning");
+    let owners = common::closest_by_xor(key.finalize().as_bytes(), &peers, 3);
+    let primary = cluster.index_of(&owners[0]).unwrap();
+    let others: Vec<usize> = (0..5).filter(|i| *i != primary).collect();
+    let (holder_node, contender_node) = (others[0], others[1]);
+    let tmp: PathBuf = cluster.root.path().to_owned();
+
+    // The primary gets a state of its own: a lock taken and released.
+    let first = tmp.join("first");
+    let script = format!("echo $P3_FENCING_TOKEN > {}", first.display());
+    p3ctl_ok(
+        &cluster.nodes[contender_node].dir,
+        &["lock", "global/returning", "--", "sh", "-c", &script],
+    );
+    let dir = cluster.nodes[primary].dir.clone();
+    cluster.nodes[primary].stop("KILL");
+
+    // Its successor grants the lock (once the group has removed the dead
+    // primary, the next owner serves the key).
+    let (held, release, token) = (tmp.join("held"), tmp.join("release"), tmp.join("token"));
+    let script = format!(
+        "echo $P3_FENCING_TOKEN > {}; touch {}; n=0; until [ -e {} ]; do n=$((n+1)); [ $n -gt 1800 ] && exit 1; sleep 0.05; done",
+        token.display(),
+        held.display(),
+        release.display()
+    );
+    let holder = spawn(
+        &cluster.nodes[holder_node].dir,
+        &[
+            "lock",
+            "global/returning",
+            "--timeout",
+            "30s",
+            "--lease",
+            "10s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    wait_file(&held);
+    let held_token = read_token(&token);
+    assert!(held_token > read_token(&first), "tokens must grow");
+
+    // The old primary returns and, the closest to the key, is its primary again.
+    let seed = cluster.nodes[holder_node].addr.clone();
+    cluster.nodes[primary] = common::NodeProc::start(&dir, &[&seed]);
+    common::wait_for("the returned node to be back in the map", DEADLINE, || {
+        let status = cluster.nodes[contender_node].json(&["node", "status"])?;
+        let members = status["membership"]["members"].as_array()?.len();
+        (members == 5).then_some(())
+    });
+
+    let err = p3ctl_err(
+        &cluster.nodes[contender_node].dir,
+        &["lock", "global/returning", "--timeout", "3s", "--", "true"],
+    );
+    assert!(err.contains("still locked"), "granted twice: {err}");
+
+    std::fs::write(&release, "").unwrap();
+    let (ok, err) = finish(holder);
+    assert!(
+        ok && !err.contains("warning"),
+        "the holder lost its lock: {err}"
+    );
+    let last = tmp.join("last");
+    let script = format!("echo $P3_FENCING_TOKEN > {}", last.display());
+    p3ctl_ok(
+        &cluster.nodes[contender_node].dir,
+        &[
+            "lock",
+            "global/returning",
+            "--timeout",
+            "10s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(
+        read_token(&last) > held_token,
+        "a token was handed out twice or went back"
+    );
+}

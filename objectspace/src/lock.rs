@@ -7,9 +7,14 @@
 //! - Acquirers wait in one FIFO queue per key at the primary; a request is granted
 //!   only when it is compatible with the grants *and* first in line, so readers
 //!   arriving after a waiting writer queue behind it (no writer starvation).
-//! - Every grant gets a fencing token one above the last one of that key. The
-//!   holder's node renews the lease while the holder lives; a holder that dies
-//!   (or whose node dies) loses the lock when its lease ends.
+//! - Every grant gets a fencing token above the last one of that key and above
+//!   `epoch << 32` (the membership epoch), so tokens grow across changes of
+//!   primary. The holder's node renews the lease while the holder lives; a
+//!   holder that dies (or whose node dies) loses the lock when its lease ends.
+//! - A primary changes a key's state only from the newest copy: one it wrote
+//!   in the current membership epoch, or else the newest any member holds
+//!   (peering; see `peered_state`), so a new or returning primary never
+//!   grants what another granted.
 //! - Writes check the state: while any lock is held, a write must carry the
 //!   token of the write lock; a token that no longer matches a live grant is
 //!   refused (see [`LockState::admits`]).
@@ -64,7 +69,14 @@ pub struct Grant {
 /// The lock state of one object key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockState {
-    /// Grows with every change; replicas keep the highest.
+    /// The membership epoch in which a primary last changed it. A primary
+    /// serving a later epoch reads every member's state before it changes
+    /// anything (peering): it may be a primary that returned with a stale
+    /// copy, or a new one with none.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Grows with every change within an epoch; replicas keep the newest
+    /// `(epoch, revision)`.
     pub revision: u64,
     /// The last token handed out.
     pub last_token: u64,
@@ -73,6 +85,20 @@ pub struct LockState {
 }
 
 impl LockState {
+    /// The order of states: a later epoch's primary wins over any copy an
+    /// earlier one left behind.
+    pub fn order(&self) -> (u64, u64) {
+        (self.epoch, self.revision)
+    }
+
+    /// The next fencing token at `epoch`: above every token handed out, and
+    /// above every token of earlier epochs (`epoch << 32`), so tokens grow
+    /// across every change of primary even if one served a stale copy.
+    fn next_token(&mut self, epoch: u64) -> u64 {
+        self.last_token = self.last_token.saturating_add(1).max(epoch << 32);
+        self.last_token
+    }
+
     /// Drops grants whose lease has ended; whether any was dropped.
     pub fn prune(&mut self, now: u64) -> bool {
         let before = self.grants.len();
@@ -281,20 +307,27 @@ impl ObjectSpace {
         let key = object_key(ns, name);
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
-        let mut state = self.lock_state(key).await?;
-        if state.revision == 0 {
-            // Nothing stored here: this node may have just become the
-            // primary (a node joined closer to the key), and the grants live
-            // on the other owners. Without their state a holder's renewal
-            // would find its lock gone and the next claimant would get it.
-            state = self.owners_lock_state(ns, name, state).await?;
-        }
+        let mut state = self.peered_state(ns, name).await?;
         let pruned = state.prune(now_ms());
         let result = change(&mut state);
         if result.is_some() || pruned {
             self.commit_state(ns, name, &mut state).await?;
         }
         Ok(result)
+    }
+
+    /// The key's state as this primary may change it: the stored one if this
+    /// node changed it in the current epoch, else the newest any member
+    /// holds. Without that, a node that just became primary (a node joined
+    /// closer to the key) would find the lock free, and one that returned
+    /// from a crash or a pause would serve its stale copy and grant again
+    /// what the interim primary granted.
+    async fn peered_state(&self, ns: &Namespace, name: &ObjectName) -> Result<LockState> {
+        let state = self.lock_state(object_key(ns, name)).await?;
+        if state.revision > 0 && state.epoch >= self.membership().map().epoch() {
+            return Ok(state);
+        }
+        self.owners_lock_state(ns, name, state).await
     }
 
     /// The newest of `mine` and the lock states the other members hold
@@ -333,7 +366,7 @@ impl ObjectSpace {
                 _ => None,
             })
             .fold(mine, |best, state| {
-                if state.revision > best.revision {
+                if state.order() > best.order() {
                     state
                 } else {
                     best
@@ -354,6 +387,11 @@ impl ObjectSpace {
         state: &mut LockState,
     ) -> Result<()> {
         let key = object_key(ns, name);
+        let epoch = self.membership().map().epoch();
+        if state.epoch < epoch {
+            state.epoch = epoch;
+            state.revision = 0;
+        }
         state.revision += 1;
         let store = self.store().clone();
         let stored = state.clone();
@@ -394,7 +432,7 @@ impl ObjectSpace {
         let key = object_key(&ns, &name);
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
-        if self.lock_state(key).await?.revision < state.revision {
+        if self.lock_state(key).await?.order() < state.order() {
             let store = self.store().clone();
             blocking(move || store.put_lock_state(&key, &state)).await?;
         }
@@ -455,7 +493,8 @@ impl ObjectSpace {
         let key = object_key(ns, name);
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
-        let mut state = self.lock_state(key).await?;
+        let epoch = self.membership().map().epoch();
+        let mut state = self.peered_state(ns, name).await?;
         let mut changed = state.prune(now_ms());
         let mut granted = Vec::new();
         {
@@ -464,11 +503,10 @@ impl ObjectSpace {
             line.retain(|w| !w.granted.is_closed());
             while line.front().is_some_and(|head| state.compatible(head.mode)) {
                 let Some(w) = line.pop_front() else { break };
-                state.last_token += 1;
                 let grant = Grant {
                     holder: w.holder,
                     mode: w.mode,
-                    token: state.last_token,
+                    token: state.next_token(epoch),
                     lease_until_ms: now_ms() + w.lease_ms,
                 };
                 state.grants.push(grant.clone());
