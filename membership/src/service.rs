@@ -4,7 +4,7 @@
 //! are in [`crate::lease`] and [`crate::voters`]; this is the async glue.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -73,6 +73,8 @@ struct Inner {
     incarnation: u64,
     config: MembershipConfig,
     map: watch::Receiver<Map>,
+    /// The last [`HISTORY`] maps this node applied, newest first.
+    history: Mutex<VecDeque<Map>>,
     lease: Mutex<Lease>,
     liveness: Mutex<Liveness>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -90,6 +92,8 @@ const CALL_DEADLINE: Duration = Duration::from_secs(1);
 /// How long the leader works on one join or heartbeat: a leader that lost
 /// its quorum cannot commit or confirm anything, and must not pile up tasks.
 const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
+/// How many past maps a node keeps to find where a key's state may be.
+const HISTORY: usize = 16;
 /// How often the leader looks for silent members and voter changes.
 const LEAD_EVERY: Duration = Duration::from_millis(250);
 
@@ -135,6 +139,7 @@ impl Membership {
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
             tracing::info!("founded the membership group");
         }
+        let first_map = map.borrow().clone();
         let incoming = node
             .accept_streams(MEMBERSHIP_PROTOCOL)
             .map_err(|e| MembershipError::Raft(e.to_string()))?;
@@ -146,6 +151,7 @@ impl Membership {
                 id,
                 incarnation: rand::random(),
                 config,
+                history: Mutex::new(VecDeque::from([first_map])),
                 map,
                 lease: Mutex::default(),
                 liveness: Mutex::default(),
@@ -153,6 +159,7 @@ impl Membership {
             }),
         };
         let tasks = vec![
+            tokio::spawn(membership.clone().remember()),
             tokio::spawn(membership.clone().serve(incoming)),
             tokio::spawn(membership.clone().keep_lease()),
             tokio::spawn(membership.clone().lead()),
@@ -176,6 +183,32 @@ impl Membership {
     /// The owners of `key` in the current map, nearest first.
     pub fn owners(&self, key: &[u8], r: usize) -> Vec<PeerId> {
         placement::owners(&self.inner.map.borrow(), key, r)
+    }
+
+    /// The owners of `key` in the current map and in the last maps before it
+    /// (up to [`HISTORY`]), current owners first: where a key's state may be
+    /// when its owners changed since it was last written.
+    pub fn recent_owners(&self, key: &[u8], r: usize) -> Vec<PeerId> {
+        let mut owners = self.owners(key, r);
+        for map in locked(&self.inner.history).iter() {
+            for peer in placement::owners(map, key, r) {
+                if !owners.contains(&peer) {
+                    owners.push(peer);
+                }
+            }
+        }
+        owners
+    }
+
+    /// Keeps the last maps for [`Membership::recent_owners`].
+    async fn remember(self) {
+        let mut maps = self.inner.map.clone();
+        while maps.changed().await.is_ok() {
+            let map = maps.borrow_and_update().clone();
+            let mut history = locked(&self.inner.history);
+            history.push_front(map);
+            history.truncate(HISTORY);
+        }
     }
 
     /// Whether this node holds a membership lease now: only then may it act

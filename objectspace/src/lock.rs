@@ -330,14 +330,14 @@ impl ObjectSpace {
         self.owners_lock_state(ns, name, state).await
     }
 
-    /// The newest of `mine` and the lock states the other members hold
-    /// (those that answer), stored here if newer.
+    /// The newest of `mine` and the lock states the key's owners of the last
+    /// epochs hold (those that answer), stored here if newer.
     ///
-    /// Every member is asked, not only the key's owners now: when the map
-    /// changes, the owners that hold the grants may all have left the owner
-    /// set (a node that joined closer to the key pushes one out), and a
-    /// primary that read only the new owners would find the lock free. This
-    /// happens only when a node becomes primary of a key it has no state for.
+    /// Not only the owners now: when the map changes, the owners that hold
+    /// the grants may all have left the owner set (a node that joined closer
+    /// to the key pushes one out), and a primary that read only the new
+    /// owners would find the lock free. A held lock is renewed at every third
+    /// of its lease, which carries its state to each epoch's owners.
     async fn owners_lock_state(
         &self,
         ns: &Namespace,
@@ -345,13 +345,10 @@ impl ObjectSpace {
         mine: LockState,
     ) -> Result<LockState> {
         let key = object_key(ns, name);
-        let members: Vec<PeerId> = self
+        let recent = self
             .membership()
-            .map()
-            .members()
-            .map(|(peer, _)| *peer)
-            .collect();
-        let asks = members.iter().filter(|p| **p != self.me()).map(|&peer| {
+            .recent_owners(&key, self.config().replicas.max(1));
+        let asks = recent.iter().filter(|p| **p != self.me()).map(|&peer| {
             let request = PeerRequest::LockStateOf {
                 ns: ns.clone(),
                 name: name.clone(),

@@ -271,6 +271,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     let path = format!("{}/{}", write.ns, write.name);
     let lock = space.key_lock(key);
     let _ordered = lock.lock().await;
+    crate::peering::peer(space, key, &write.ns, &write.name, &owners).await?;
     space
         .lock_state(key)
         .await?
@@ -415,7 +416,7 @@ pub(crate) async fn accept_replica(
 }
 
 /// [`accept_replica`] for a caller that holds the key's lock already.
-async fn adopt(
+pub(crate) async fn adopt(
     space: &ObjectSpace,
     record: ObjectRecord,
     inline: Option<Vec<u8>>,

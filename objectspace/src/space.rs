@@ -31,6 +31,7 @@ use crate::{
     lock::Queues,
     name::{Namespace, ObjectPath},
     namespaces::Namespaces,
+    peering::Peered,
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
     store::Store,
     watch::{Event, Waiters, LOCAL_EVENTS},
@@ -86,6 +87,8 @@ pub(crate) struct Inner {
     pub queues: Queues,
     /// Search-index updates waiting to be applied.
     pub index_queue: Mutex<IndexQueue>,
+    /// Keys whose records this node peered in the current epoch.
+    pub peered: Peered,
 }
 
 /// The object-space engine of a node. Cheap to clone.
@@ -111,6 +114,7 @@ impl ObjectSpace {
                 events_received: AtomicU64::new(0),
                 queues: Queues::default(),
                 index_queue: Mutex::new(IndexQueue::default()),
+                peered: Peered::default(),
             }),
         }
     }
