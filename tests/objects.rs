@@ -519,6 +519,18 @@ fn joining_nodes_receive_what_they_now_own_and_others_let_go() {
     assert!(moved > 0, "no object moved to a newcomer; pick other names");
 }
 
+/// `p3ctl put PATH FILE` through `dir`, again until the key's owners serve it
+/// (while a dead primary is still in the map they do not).
+fn put_when_served(dir: &std::path::Path, path: &str, file: &std::path::Path) -> Value {
+    wait_for(&format!("{path} to take a write"), DEADLINE, || {
+        let out = p3ctl(dir, &["put", path, file.to_str()?, "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+            .flatten()
+    })
+}
+
 /// A primary that crashes and comes back holds a stale copy of its keys. Its
 /// first write to one must come after what its successor acknowledged
 /// meanwhile (peering), not reuse that version and replace it.
@@ -542,30 +554,12 @@ fn a_returning_primary_orders_writes_after_its_successors() {
     let dir = cluster.nodes[primary].dir.clone();
     cluster.nodes[primary].stop("KILL");
     // Until the group removes the dead primary its keys are unavailable.
-    let second = wait_for("the successor to take the write", DEADLINE, || {
-        let out = p3ctl(
-            &cluster.nodes[other].dir,
-            &["put", "global/returning", b.to_str()?, "--json"],
-        );
-        out.status
-            .success()
-            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
-            .flatten()
-    });
+    let second = put_when_served(&cluster.nodes[other].dir, "global/returning", &b);
     assert_eq!(second["version"], 2, "{second}");
 
     let seed = cluster.nodes[other].addr.clone();
     cluster.nodes[primary] = common::NodeProc::start(&dir, &[&seed]);
-    let third = wait_for("the returned primary to take a write", DEADLINE, || {
-        let out = p3ctl(
-            &cluster.nodes[other].dir,
-            &["put", "global/returning", c.to_str()?, "--json"],
-        );
-        out.status
-            .success()
-            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
-            .flatten()
-    });
+    let third = put_when_served(&cluster.nodes[other].dir, "global/returning", &c);
     assert_eq!(third["version"], 3, "version 2 was given twice: {third}");
     let read = get(&cluster.nodes[(primary + 2) % 5].dir, "global/returning");
     assert_eq!(read, b"third");
