@@ -92,6 +92,10 @@ const CALL_DEADLINE: Duration = Duration::from_secs(1);
 /// How long the leader works on one join or heartbeat: a leader that lost
 /// its quorum cannot commit or confirm anything, and must not pile up tasks.
 const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
+/// Membership requests answered at once.
+const MAX_STREAMS: usize = 256;
+/// How long a peer may take to send its request once it opened a stream.
+const RECEIVE_DEADLINE: Duration = Duration::from_secs(5);
 /// How many past maps a node keeps to find where a key's state may be.
 const HISTORY: usize = 16;
 /// How often the leader looks for silent members and voter changes.
@@ -282,21 +286,37 @@ impl Membership {
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.id)
     }
 
-    /// Accepts membership streams from peers; each is answered on its own task.
+    /// Accepts membership streams from peers; each is answered on its own
+    /// task, at most [`MAX_STREAMS`] at once (a peer opening streams without
+    /// end waits, and one that never sends is dropped after
+    /// [`RECEIVE_DEADLINE`]).
     async fn serve(self, mut incoming: p3_dht::IncomingStreams) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS));
         while let Some((peer, stream)) = incoming.next().await {
-            tokio::spawn(self.clone().answer_stream(peer, stream));
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let membership = self.clone();
+            tokio::spawn(async move {
+                membership.answer_stream(peer, stream).await;
+                drop(slot);
+            });
         }
     }
 
     async fn answer_stream(self, peer: PeerId, mut stream: Stream) {
-        let request = match wire::receive(&mut stream, &peer).await {
-            Ok(request) => request,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "bad membership request");
-                return;
-            }
-        };
+        let request =
+            match tokio::time::timeout(RECEIVE_DEADLINE, wire::receive(&mut stream, &peer)).await {
+                Ok(Ok(request)) => request,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "bad membership request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "membership request not sent in time");
+                    return;
+                }
+            };
         let response = self.handle(peer, request).await;
         if let Err(e) = wire::answer(&mut stream, &response).await {
             tracing::debug!(%peer, error = %e, "cannot answer a membership request");
