@@ -51,6 +51,14 @@ fn agreed(nodes: &[&NodeProc], members: &[String], what: &str) -> (u64, String) 
     })
 }
 
+/// Every node of `cluster` but node `i`.
+fn all_but(cluster: &Cluster, i: usize) -> Vec<&NodeProc> {
+    (0..cluster.nodes.len())
+        .filter(|&j| j != i)
+        .map(|j| &cluster.nodes[j])
+        .collect()
+}
+
 fn peers(nodes: &[&NodeProc]) -> Vec<String> {
     nodes.iter().map(|n| n.peer_id.clone()).collect()
 }
@@ -85,10 +93,7 @@ fn a_killed_member_leaves_only_after_its_lease_and_returns_as_a_new_incarnation(
     let killed = Instant::now();
     cluster.nodes[victim].stop("KILL");
 
-    let alive: Vec<&NodeProc> = (0..3)
-        .filter(|&i| i != victim)
-        .map(|i| &cluster.nodes[i])
-        .collect();
+    let alive = all_but(&cluster, victim);
     let (after, _) = agreed(
         &alive,
         &peers(&alive),
@@ -131,10 +136,7 @@ fn when_the_leader_is_killed_the_others_elect_another_and_remove_it() {
         .index_of(&leader)
         .expect("the leader is one of the nodes");
     cluster.nodes[index].stop("KILL");
-    let alive: Vec<&NodeProc> = (0..3)
-        .filter(|&i| i != index)
-        .map(|i| &cluster.nodes[i])
-        .collect();
+    let alive = all_but(&cluster, index);
     let (_, next) = agreed(
         &alive,
         &peers(&alive),

@@ -4,17 +4,19 @@
 //! are in [`crate::lease`] and [`crate::voters`]; this is the async glue.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
-use openraft::{ChangeMembers, ServerState};
+use openraft::ServerState;
 use p3_dht::{Database, Node, PeerId, Stream};
 use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
+
+mod leader;
 
 use crate::{
     error::{MembershipError, Result},
@@ -27,7 +29,6 @@ use crate::{
         store::{LogStore, MapMachine},
         NodeId, Raft, RaftPeer,
     },
-    voters,
     wire::{self, Request, Response, MEMBERSHIP_PROTOCOL},
 };
 
@@ -506,85 +507,6 @@ impl Membership {
             Ok(status) => status.listen_addrs.into_iter().take(MAX_ADDRS).collect(),
             Err(_) => Vec::new(),
         }
-    }
-
-    /// The leader's duties, checked every [`LEAD_EVERY`]: remove members
-    /// whose leases surely ran out, then give the group the voters the map
-    /// wants.
-    async fn lead(self) {
-        let times = self.inner.config.times;
-        loop {
-            tokio::time::sleep(LEAD_EVERY).await;
-            let now = Instant::now();
-            let leading = self.leading();
-            {
-                let mut liveness = locked(&self.inner.liveness);
-                if leading && !liveness.leading() {
-                    liveness.lead(now);
-                } else if !leading && liveness.leading() {
-                    liveness.follow();
-                }
-            }
-            if !leading {
-                continue;
-            }
-            let map = self.map();
-            let expired = locked(&self.inner.liveness).expired(&map, &self.inner.me, now, &times);
-            for (peer, incarnation) in expired {
-                let change = Change::Remove {
-                    peer: peer.to_string(),
-                    incarnation,
-                };
-                match self.inner.raft.client_write(change).await {
-                    Ok(written) => {
-                        tracing::info!(%peer, epoch = written.data.epoch, "member removed: its lease ran out")
-                    }
-                    Err(e) => tracing::debug!(%peer, error = %e, "cannot remove a member"),
-                }
-            }
-            if let Err(e) = self.place_voters(now, &times).await {
-                tracing::debug!(error = %e, "cannot change the voters");
-            }
-        }
-    }
-
-    /// Applies [`voters::plan`] and drops from the group nodes that left the map.
-    async fn place_voters(&self, now: Instant, times: &LeaseTimes) -> Result<()> {
-        let raft = &self.inner.raft;
-        let map = self.map();
-        let stored = raft.metrics().borrow().membership_config.clone();
-        let membership = stored.membership();
-        let peer_of = |id: &NodeId| -> Option<PeerId> {
-            membership.get_node(id).and_then(|n| n.peer.parse().ok())
-        };
-        let current: BTreeSet<PeerId> = membership
-            .voter_ids()
-            .filter_map(|id| peer_of(&id))
-            .collect();
-        let plan = {
-            let liveness = locked(&self.inner.liveness);
-            voters::plan(&map, &current, &self.inner.me, |p| {
-                liveness.alive(p, now, times)
-            })
-        };
-        if let Some(next) = plan {
-            let ids: BTreeSet<NodeId> = next.iter().map(node_id).collect();
-            tracing::info!(voters = ?next, "changing the voters");
-            raft.change_membership(ChangeMembers::ReplaceAllVoters(ids), true)
-                .await
-                .map_err(|e| MembershipError::Raft(e.to_string()))?;
-            return Ok(());
-        }
-        let gone: BTreeSet<NodeId> = membership
-            .learner_ids()
-            .filter(|id| peer_of(id).is_none_or(|p| map.member(&p).is_none()))
-            .collect();
-        if !gone.is_empty() {
-            raft.change_membership(ChangeMembers::RemoveNodes(gone), true)
-                .await
-                .map_err(|e| MembershipError::Raft(e.to_string()))?;
-        }
-        Ok(())
     }
 
     fn write_status(&self) {

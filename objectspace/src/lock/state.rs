@@ -1,0 +1,102 @@
+//! The lock model: modes, grants and a key's lock state, with the rules a
+//! write must pass while a key is locked. Pure data; the primary's handling
+//! is in the parent module.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SpaceError};
+
+/// Shared (read) or exclusive (write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Many holders at once, no writer.
+    Read,
+    /// One holder, no readers.
+    Write,
+}
+
+/// One holder's grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Random id of the holder (one per acquisition).
+    pub holder: u64,
+    /// Its mode.
+    pub mode: LockMode,
+    /// Its fencing token.
+    pub token: u64,
+    /// When its lease ends unless renewed (ms since the Unix epoch).
+    pub lease_until_ms: u64,
+}
+
+/// The lock state of one object key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    /// The membership epoch in which a primary last changed it. A primary
+    /// serving a later epoch reads every member's state before it changes
+    /// anything (peering): it may be a primary that returned with a stale
+    /// copy, or a new one with none.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Grows with every change within an epoch; replicas keep the newest
+    /// `(epoch, revision)`.
+    pub revision: u64,
+    /// The last token handed out.
+    pub last_token: u64,
+    /// Current grants (some may have expired; see [`LockState::prune`]).
+    pub grants: Vec<Grant>,
+}
+
+impl LockState {
+    /// The order of states: a later epoch's primary wins over any copy an
+    /// earlier one left behind.
+    pub fn order(&self) -> (u64, u64) {
+        (self.epoch, self.revision)
+    }
+
+    /// The next fencing token at `epoch`: above every token handed out, and
+    /// above every token of earlier epochs (`epoch << 32`), so tokens grow
+    /// across every change of primary even if one served a stale copy.
+    pub(super) fn next_token(&mut self, epoch: u64) -> u64 {
+        self.last_token = self.last_token.saturating_add(1).max(epoch << 32);
+        self.last_token
+    }
+
+    /// Drops grants whose lease has ended; whether any was dropped.
+    pub fn prune(&mut self, now: u64) -> bool {
+        let before = self.grants.len();
+        self.grants.retain(|g| g.lease_until_ms > now);
+        self.grants.len() != before
+    }
+
+    pub(super) fn compatible(&self, mode: LockMode) -> bool {
+        match mode {
+            LockMode::Read => self.grants.iter().all(|g| g.mode == LockMode::Read),
+            LockMode::Write => self.grants.is_empty(),
+        }
+    }
+
+    /// Whether a write carrying `token` may proceed at `now`; the error says why not.
+    pub fn admits(&self, path: &str, token: Option<u64>, now: u64) -> Result<()> {
+        let live: Vec<&Grant> = self
+            .grants
+            .iter()
+            .filter(|g| g.lease_until_ms > now)
+            .collect();
+        let writer = live.iter().find(|g| g.mode == LockMode::Write);
+        match (writer, token) {
+            (Some(g), Some(t)) if g.token == t => Ok(()),
+            (_, Some(t)) => Err(SpaceError::Fenced(format!(
+                "fencing token {t} is no longer valid for {path} (its lock was released, expired, or granted again)"
+            ))),
+            (Some(g), None) => Err(SpaceError::Fenced(format!(
+                "{path} is write-locked (fencing token {}); write under the lock with --token",
+                g.token
+            ))),
+            (None, None) if !live.is_empty() => Err(SpaceError::Fenced(format!(
+                "{path} is read-locked; it cannot be written until the readers release it"
+            ))),
+            (None, None) => Ok(()),
+        }
+    }
+}
