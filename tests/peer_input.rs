@@ -30,6 +30,7 @@ fn record(name: &str, blob: BlobHash, size: u64) -> ObjectRecord {
         modified_ms: 1,
         expires_ms: None,
         volatile: false,
+        epoch: 0,
     }
 }
 
@@ -78,6 +79,7 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
         record: record("forged", BlobHash::of(b"real"), 4),
         inline: Some(b"fake".to_vec()),
         sources: vec![],
+        ordered: false,
     };
     let answer = ask(&node, peer, &forged).await;
     assert!(
@@ -90,6 +92,7 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
         record: record("orphan", BlobHash::of(&[9u8; 100_000]), 100_000),
         inline: None,
         sources: vec!["not-a-peer-id".into()],
+        ordered: false,
     };
     let answer = ask(&node, peer, &orphan).await;
     assert!(
@@ -97,11 +100,24 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
         "{answer:?}"
     );
 
+    // A write claimed as ordered by a peer that is not the key's primary.
+    let usurper = PeerRequest::Replicate {
+        record: record("usurped", BlobHash::of(b"x"), 1),
+        inline: Some(b"x".to_vec()),
+        sources: vec![],
+        ordered: true,
+    };
+    let answer = ask(&node, peer, &usurper).await;
+    assert!(
+        matches!(&answer, PeerResponse::Error(SpaceError::Unavailable(e)) if e.contains("not the primary")),
+        "{answer:?}"
+    );
+
     // More repair entries than a sync may carry.
     let entry = SyncEntry {
         ns: Namespace::new("global").unwrap(),
         name: ObjectName::new("x").unwrap(),
-        order: (1, 1, None),
+        order: (0, 1, 1, None),
     };
     let answer = ask(&node, peer, &PeerRequest::Sync(vec![entry; SYNC_BATCH + 1])).await;
     assert!(
@@ -114,6 +130,7 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
         record: record("huge", BlobHash::of(b"x"), 1),
         inline: Some(vec![0u8; 5 << 20]),
         sources: vec![],
+        ordered: false,
     };
     assert!(node.request::<_, PeerResponse>(peer, &huge).await.is_err());
 

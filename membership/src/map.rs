@@ -2,7 +2,7 @@
 //! state Raft replicates; every change to it is one log entry and one epoch.
 //! Pure data, no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use p3_dht::PeerId;
 use serde::{Deserialize, Serialize};
@@ -51,13 +51,40 @@ pub enum Change {
 pub struct Map {
     epoch: u64,
     members: BTreeMap<PeerId, Member>,
+    /// The epoch at which the current set of members began.
+    since: u64,
+    /// The earlier sets of members, newest first, each with the epoch at
+    /// which it began; at most [`PAST`]. Part of the agreed state, so every
+    /// node (a newcomer too) knows where a key lived before: peering needs it.
+    past: VecDeque<Past>,
 }
+
+/// An earlier set of members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Past {
+    /// The epoch at which this set began.
+    pub since: u64,
+    /// Its members.
+    pub members: Vec<PeerId>,
+}
+
+/// How many earlier member sets a map remembers.
+pub const PAST: usize = 16;
 
 /// The map as it goes on the wire and to disk: peer ids as text.
 #[derive(Serialize, Deserialize)]
 struct MapWire {
     epoch: u64,
     members: BTreeMap<String, Member>,
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    past: Vec<(u64, Vec<String>)>,
+}
+
+fn parse_peer(peer: &str) -> Result<PeerId, String> {
+    peer.parse::<PeerId>()
+        .map_err(|e| format!("bad peer id {peer:?} in the map: {e}"))
 }
 
 impl From<Map> for MapWire {
@@ -68,6 +95,12 @@ impl From<Map> for MapWire {
                 .members
                 .into_iter()
                 .map(|(peer, member)| (peer.to_string(), member))
+                .collect(),
+            since: map.since,
+            past: map
+                .past
+                .into_iter()
+                .map(|p| (p.since, p.members.iter().map(ToString::to_string).collect()))
                 .collect(),
         }
     }
@@ -80,16 +113,25 @@ impl TryFrom<MapWire> for Map {
         let members = wire
             .members
             .into_iter()
-            .map(|(peer, member)| {
-                let peer = peer
-                    .parse::<PeerId>()
-                    .map_err(|e| format!("bad peer id {peer:?} in the map: {e}"))?;
-                Ok((peer, member))
+            .map(|(peer, member)| Ok((parse_peer(&peer)?, member)))
+            .collect::<Result<_, String>>()?;
+        let past = wire
+            .past
+            .into_iter()
+            .take(PAST)
+            .map(|(since, members)| {
+                let members = members
+                    .iter()
+                    .map(|p| parse_peer(p))
+                    .collect::<Result<_, _>>()?;
+                Ok(Past { since, members })
             })
             .collect::<Result<_, String>>()?;
         Ok(Map {
             epoch: wire.epoch,
             members,
+            since: wire.since,
+            past,
         })
     }
 }
@@ -110,6 +152,16 @@ impl Map {
         self.members.get(peer)
     }
 
+    /// The epoch at which the current set of members began.
+    pub fn since(&self) -> u64 {
+        self.since
+    }
+
+    /// The earlier sets of members, newest first (at most [`PAST`]).
+    pub fn past(&self) -> impl Iterator<Item = &Past> {
+        self.past.iter()
+    }
+
     /// How many members there are.
     pub fn len(&self) -> usize {
         self.members.len()
@@ -124,6 +176,7 @@ impl Map {
     /// went up by one). A change whose peer id does not parse changes nothing:
     /// entries come from peers and must never stop the state machine.
     pub fn apply(&mut self, change: &Change) -> bool {
+        let before: Vec<PeerId> = self.members.keys().copied().collect();
         let changed = match change {
             Change::Join {
                 peer,
@@ -175,6 +228,14 @@ impl Map {
         };
         if changed {
             self.epoch += 1;
+            if !self.members.keys().copied().eq(before.iter().copied()) {
+                self.past.push_front(Past {
+                    since: self.since,
+                    members: before,
+                });
+                self.past.truncate(PAST);
+                self.since = self.epoch;
+            }
         }
         changed
     }
@@ -243,6 +304,38 @@ mod tests {
     }
 
     #[test]
+    fn the_map_remembers_earlier_member_sets_not_address_changes() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut map = Map::default();
+        map.apply(&join(a, 1));
+        map.apply(&join(b, 1));
+        assert_eq!(map.since(), 2);
+        map.apply(&Change::Join {
+            peer: b.to_string(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/2".into()],
+            incarnation: 1,
+        });
+        assert_eq!((map.epoch(), map.since()), (3, 2), "same members");
+        map.apply(&Change::Remove {
+            peer: a.to_string(),
+            incarnation: 1,
+        });
+        let past: Vec<(u64, usize)> = map.past().map(|p| (p.since, p.members.len())).collect();
+        assert_eq!(past, [(2, 2), (1, 1), (0, 0)]);
+        for i in 0..40 {
+            map.apply(&join(PeerId::random(), i));
+        }
+        assert_eq!(map.past().count(), PAST);
+        let bytes = {
+            let mut out = Vec::new();
+            ciborium::into_writer(&map, &mut out).unwrap();
+            out
+        };
+        let back: Map = ciborium::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(back, map);
+    }
+
+    #[test]
     fn garbage_from_a_peer_changes_nothing() {
         let mut map = Map::default();
         let bad = Change::Join {
@@ -274,6 +367,8 @@ mod tests {
                 },
             )]
             .into(),
+            since: 1,
+            past: vec![],
         };
         let mut bytes = Vec::new();
         ciborium::into_writer(&wire, &mut bytes).unwrap();

@@ -67,6 +67,9 @@ pub struct PutOptions {
 /// Largest value of a volatile object: it always travels inside messages.
 pub const VOLATILE_MAX: u64 = crate::blob::INLINE_MAX;
 
+/// How copies of a record are ordered: see [`ObjectRecord::order`].
+pub type Order = (u64, u64, u64, Option<BlobHash>);
+
 /// One version of an object as its owners store it. A removal is stored too, as
 /// a tombstone (`blob: None`), so that repair never brings a removed object back
 /// and versions keep growing across remove and re-create.
@@ -99,6 +102,12 @@ pub struct ObjectRecord {
     /// Held in memory only (see [`PutOptions::volatile`]).
     #[serde(default)]
     pub volatile: bool,
+    /// The membership epoch in which the primary that ordered this version
+    /// served (or re-confirmed it when it took the key over): records of a
+    /// later epoch supersede those of an earlier one, and peering finds from
+    /// it which owner sets held the key last (see `docs/consistency.md`).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl ObjectRecord {
@@ -116,12 +125,14 @@ impl ObjectRecord {
         }
     }
 
-    /// The order in which versions supersede each other: by version, and
-    /// between two different writes that got the same version (possible only
-    /// when owners disagreed about who the primary was) by time, then blob, so
-    /// every node picks the same winner.
-    pub fn order(&self) -> (u64, u64, Option<BlobHash>) {
-        (self.version, self.modified_ms, self.blob)
+    /// The order in which copies supersede each other: by the epoch of the
+    /// primary that wrote them, then by version, then (between two writes
+    /// that got the same version, possible only when a primary failed to
+    /// reach a majority) by time and blob, so every node picks the same
+    /// winner. A primary that took a key over adopted every acknowledged write
+    /// first, so what an earlier epoch holds beyond that was never acknowledged.
+    pub fn order(&self) -> Order {
+        (self.epoch, self.version, self.modified_ms, self.blob)
     }
 
     /// The client's view of this record.

@@ -87,6 +87,10 @@ pub enum PeerRequest {
         inline: Option<Vec<u8>>,
         /// Peers that hold the blob.
         sources: Vec<String>,
+        /// Sent by the key's primary for a write it ordered (not by repair):
+        /// the receiver holds it only if the sender is the primary in its map.
+        #[serde(default)]
+        ordered: bool,
     },
     /// Send the record of a name (and its value, if small and `inline`).
     Head {
@@ -96,6 +100,11 @@ pub enum PeerRequest {
         name: ObjectName,
         /// Whether to include a small value.
         inline: bool,
+        /// The asker's map epoch when a new primary peers (0 for a read): the
+        /// receiver first applies that map, and answers after the writes to
+        /// the key it is ordering, so no write it orders later goes unseen.
+        #[serde(default)]
+        epoch: u64,
     },
     /// Repair: which of these versions do you lack, and which do you have newer?
     Sync(Vec<SyncEntry>),
@@ -182,7 +191,7 @@ pub struct SyncEntry {
     /// Name.
     pub name: ObjectName,
     /// [`ObjectRecord::order`] of the sender's copy.
-    pub order: (u64, u64, Option<BlobHash>),
+    pub order: crate::object::Order,
 }
 
 /// A node's answer.
@@ -275,6 +284,7 @@ mod tests {
                 modified_ms: times.1,
                 expires_ms: expires,
                 volatile: size % 2 == 0,
+                epoch: times.0 ^ version,
             }
         }
     }
@@ -283,7 +293,8 @@ mod tests {
         #[test]
         fn records_round_trip(record in record()) {
             prop_assert_eq!(round_trip(&record), record.clone());
-            let msg = PeerRequest::Replicate { record, inline: Some(vec![1, 2, 3]), sources: vec!["x".into()] };
+            let ordered = record.version % 2 == 1;
+            let msg = PeerRequest::Replicate { record, inline: Some(vec![1, 2, 3]), sources: vec!["x".into()], ordered };
             prop_assert_eq!(round_trip(&msg), msg);
         }
 

@@ -41,6 +41,7 @@ impl ObjectSpace {
                 ns: path.namespace.clone(),
                 name: path.name.clone(),
                 inline,
+                epoch: 0,
             };
             async move { (peer, self.ask(peer, request).await) }
         });
@@ -130,6 +131,7 @@ impl ObjectSpace {
                     record: record.clone(),
                     inline: None,
                     sources: sources.clone(),
+                    ordered: false,
                 };
                 if let Err(e) = space.ask(peer, request).await {
                     tracing::debug!(%peer, error = %e, "read repair failed");

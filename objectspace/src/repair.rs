@@ -236,6 +236,7 @@ async fn sync_with(
             record: record.clone(),
             inline,
             sources: vec![space.me().to_string()],
+            ordered: false,
         };
         match space.ask(peer, request).await {
             Ok(PeerResponse::Replicated) => {

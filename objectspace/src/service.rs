@@ -12,6 +12,7 @@ use crate::{
     blob::{BlobHash, INLINE_MAX},
     error::{Result, SpaceError},
     key::object_key,
+    name::{Namespace, ObjectName},
     object::{now_ms, ObjectRecord},
     protocol::{
         PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, MAX_PREFIX,
@@ -26,6 +27,8 @@ use crate::{
 
 /// Longest a blocking read waits at the primary in one request.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// How long a node waits to apply a map a peer already acts on.
+const MAP_WAIT: Duration = Duration::from_secs(2);
 
 /// Peer requests handled at once; more wait in the network layer's queue.
 const MAX_HANDLING: usize = 128;
@@ -107,12 +110,39 @@ pub(crate) async fn handle(
             record,
             inline,
             sources,
+            ordered,
         } => {
             let mut sources: Vec<PeerId> = sources.iter().filter_map(|s| s.parse().ok()).collect();
             sources.push(peer);
-            accept_replica(space, record, inline, &sources).await
+            match ordered {
+                true => match check_primary(space, peer, (&record.ns, &record.name), record.epoch)
+                    .await
+                {
+                    Ok(()) => accept_replica(space, record, inline, &sources).await,
+                    Err(e) => Err(e),
+                },
+                false => accept_replica(space, record, inline, &sources).await,
+            }
         }
-        PeerRequest::Head { ns, name, inline } => {
+        PeerRequest::Head {
+            ns,
+            name,
+            inline,
+            epoch,
+        } => {
+            // A peering primary: catch up with its map and let this node's
+            // writes to the key in flight finish first.
+            let _ordered = match epoch {
+                0 => None,
+                _ => {
+                    if !space.membership().reach_epoch(epoch, MAP_WAIT).await {
+                        return PeerResponse::Error(SpaceError::Unavailable(format!(
+                            "this node has not applied membership epoch {epoch} yet; retry"
+                        )));
+                    }
+                    Some(space.key_lock(object_key(&ns, &name)).lock_owned().await)
+                }
+            };
             let store = space.store().clone();
             blocking(move || {
                 let record = store.record(&ns, &name)?;
@@ -179,10 +209,15 @@ pub(crate) async fn handle(
         }
         PeerRequest::Events(events) => space.received(events),
         PeerRequest::Lock(request) => space.handle_lock(request).await,
-        PeerRequest::LockState { ns, name, state } => match space.check_lease() {
-            Ok(()) => space.hold_lock_state(ns, name, state).await,
-            Err(e) => Err(e),
-        },
+        PeerRequest::LockState { ns, name, state } => {
+            match check_primary(space, peer, (&ns, &name), state.epoch).await {
+                Ok(()) => match space.check_lease() {
+                    Ok(()) => space.hold_lock_state(ns, name, state).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
         PeerRequest::LockStateOf { ns, name } => space
             .lock_state(crate::key::object_key(&ns, &name))
             .await
@@ -246,9 +281,11 @@ async fn ensure_blob(
 async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerResponse> {
     let me = space.me();
     let key = object_key(&write.ns, &write.name);
-    let owners = space.owners(&key).await?;
+    // One map for the whole write: its owners, its stamp and its peering.
+    let map = space.membership().map();
+    let owners = space.owners_in(&map, &key)?;
     space.check_lease()?;
-    if owners.first() != Some(&me) && write.hops < 2 {
+    if owners.first() != Some(&me) {
         return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
     }
     let origin: Option<PeerId> = write.origin.parse().ok();
@@ -271,7 +308,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     let path = format!("{}/{}", write.ns, write.name);
     let lock = space.key_lock(key);
     let _ordered = lock.lock().await;
-    crate::peering::peer(space, key, &write.ns, &write.name, &owners).await?;
+    crate::peering::peer(space, &map, key, &write.ns, &write.name).await?;
     space
         .lock_state(key)
         .await?
@@ -317,6 +354,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 modified_ms: now,
                 expires_ms: ttl_ms.map(|t| now.saturating_add(t)),
                 volatile: *volatile,
+                epoch: map.epoch(),
             },
             WriteOp::Remove => {
                 if live_version == 0 {
@@ -336,6 +374,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                     expires_ms: None,
                     // A removal is as durable as what it removes.
                     volatile: current.as_ref().is_some_and(|c| c.volatile),
+                    epoch: map.epoch(),
                 }
             }
         };
@@ -349,6 +388,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                     record: record.clone(),
                     inline: write.inline.clone(),
                     sources: vec![me.to_string()],
+                    ordered: true,
                 };
                 let space = space.clone();
                 async move { (peer, space.ask_remote(peer, request).await) }
@@ -399,6 +439,33 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     }
     Err(SpaceError::Unavailable(format!(
         "the owners of {path} keep disagreeing about its newest version; retry"
+    )))
+}
+
+/// Refuses a write `sender` ordered unless this node's map (once it has
+/// applied the map the write was ordered in) makes `sender` the key's primary
+/// and this node one of its owners: a primary that lost the key must not
+/// reach a majority with owners that already serve its successor.
+async fn check_primary(
+    space: &ObjectSpace,
+    sender: PeerId,
+    (ns, name): (&Namespace, &ObjectName),
+    epoch: u64,
+) -> Result<()> {
+    let membership = space.membership();
+    if !membership.reach_epoch(epoch, MAP_WAIT).await {
+        return Err(SpaceError::Unavailable(format!(
+            "this node has not applied membership epoch {epoch} yet; retry"
+        )));
+    }
+    let map = membership.map();
+    let owners = space.owners_in(&map, &object_key(ns, name))?;
+    if owners.first() == Some(&sender) && owners.contains(&space.me()) {
+        return Ok(());
+    }
+    Err(SpaceError::Unavailable(format!(
+        "{sender} is not the primary of {ns}/{name} at membership epoch {}; refused",
+        map.epoch()
     )))
 }
 
@@ -464,6 +531,7 @@ async fn fetch_volatile(
             ns: record.ns.clone(),
             name: record.name.clone(),
             inline: true,
+            epoch: 0,
         };
         if let Ok(PeerResponse::Head {
             record: Some(theirs),

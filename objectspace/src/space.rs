@@ -171,6 +171,17 @@ impl ObjectSpace {
         Ok(owners)
     }
 
+    /// The owners of `key` in `map` (a snapshot the caller acts on whole).
+    pub(crate) fn owners_in(&self, map: &p3_membership::Map, key: &[u8]) -> Result<Vec<PeerId>> {
+        let owners = p3_membership::placement::owners(map, key, self.inner.config.replicas.max(1));
+        if owners.is_empty() {
+            return Err(SpaceError::Unavailable(
+                "this node has not joined the membership map yet; retry".into(),
+            ));
+        }
+        Ok(owners)
+    }
+
     /// [`ObjectSpace::owners`], empty before the node holds a map.
     pub(crate) fn owners_now(&self, key: &[u8]) -> Vec<PeerId> {
         self.inner
@@ -209,8 +220,23 @@ impl ObjectSpace {
         peer: PeerId,
         request: PeerRequest,
     ) -> Result<PeerResponse> {
+        if !self.inner.membership.is_member(&peer) {
+            // The group removed it (dead, or cut off and without a lease):
+            // dialling it could hang until the transport gives up.
+            return Err(SpaceError::Unavailable(format!(
+                "{peer} is not a member of the membership map"
+            )));
+        }
         let deadline = self.inner.config.rpc_timeout + transfer_allowance(&request);
-        match timeout(deadline, self.inner.node.request(peer, &request)).await {
+        let answer = tokio::select! {
+            answer = timeout(deadline, self.inner.node.request(peer, &request)) => answer,
+            () = self.inner.membership.removed(peer) => {
+                return Err(SpaceError::Unavailable(format!(
+                    "{peer} was removed from the membership map while it was asked"
+                )))
+            }
+        };
+        match answer {
             Ok(Ok(PeerResponse::Error(e))) => Err(e),
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(e.into()),

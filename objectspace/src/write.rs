@@ -243,7 +243,13 @@ impl ObjectSpace {
         let mut candidates: Vec<PeerId> = owners.clone();
         candidates.reverse();
         let mut failures = Vec::new();
+        let mut failed: Vec<PeerId> = Vec::new();
         while let Some(target) = candidates.pop() {
+            if failed.contains(&target) {
+                // A redirect back to an owner that just failed: its
+                // successor is not known yet, and the caller should retry.
+                continue;
+            }
             match self.ask(target, PeerRequest::Write(request.clone())).await {
                 Ok(PeerResponse::Written { record, acked }) => {
                     return Ok(Written {
@@ -263,6 +269,7 @@ impl ObjectSpace {
                 }
                 Ok(other) => failures.push(format!("{target}: unexpected answer {other:?}")),
                 Err(e @ (SpaceError::Unavailable(_) | SpaceError::Stopped)) => {
+                    failed.push(target);
                     failures.push(format!("{target}: {e}"))
                 }
                 Err(e) => return Err(e),

@@ -39,6 +39,19 @@ pub fn p3ctl_command(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// [`p3ctl_command`] run inside network namespace `netns` when one is given
+/// (`ip netns exec` replaces itself with p3ctl: the pid is p3ctl's).
+pub fn p3ctl_command_in(netns: Option<&str>, dir: &Path, args: &[&str]) -> Command {
+    let direct = p3ctl_command(dir, args);
+    let Some(ns) = netns else { return direct };
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(direct.get_program())
+        .args(direct.get_args())
+        .env_remove("P3_DATA_DIR");
+    cmd
+}
+
 /// Runs `p3ctl ARGS --data-dir DIR` to completion.
 pub fn p3ctl(dir: &Path, args: &[&str]) -> Output {
     p3ctl_command(dir, args).output().expect("cannot run p3ctl")
@@ -159,9 +172,16 @@ pub fn blake3_file(path: &Path) -> (String, u64) {
 
 /// Runs a `--json` command and parses its output; `None` if it failed.
 pub fn p3ctl_json(dir: &Path, args: &[&str]) -> Option<Value> {
+    p3ctl_json_in(None, dir, args)
+}
+
+/// [`p3ctl_json`] inside network namespace `netns`, if given.
+pub fn p3ctl_json_in(netns: Option<&str>, dir: &Path, args: &[&str]) -> Option<Value> {
     let mut args = args.to_vec();
     args.push("--json");
-    let out = p3ctl(dir, &args);
+    let out = p3ctl_command_in(netns, dir, &args)
+        .output()
+        .expect("cannot run p3ctl");
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).expect("p3ctl printed invalid JSON"))
@@ -197,6 +217,8 @@ pub struct NodeProc {
     pub peer_id: String,
     /// Its listen address, with `/p2p/PEERID`, for `--bootstrap`.
     pub addr: String,
+    /// The network namespace it runs in, if not the test's own.
+    pub netns: Option<String>,
 }
 
 impl NodeProc {
@@ -225,9 +247,34 @@ impl NodeProc {
         bootstrap: &[&str],
         options: &[&str],
     ) -> NodeProc {
+        Self::start_in(None, program, dir, listen, bootstrap, options)
+    }
+
+    /// Like [`NodeProc::start_program`], inside network namespace `netns` if
+    /// given (then `listen` is an address of that namespace).
+    pub fn start_in(
+        netns: Option<&str>,
+        program: &Path,
+        dir: &Path,
+        listen: &str,
+        bootstrap: &[&str],
+        options: &[&str],
+    ) -> NodeProc {
         fs::create_dir_all(dir).expect("cannot create data dir");
-        let log = fs::File::create(dir.join("node.log")).expect("cannot create node log");
-        let mut cmd = Command::new(program);
+        // Appended to: a restarted node's log follows its first life's.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .expect("cannot create node log");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        };
         cmd.args(["node", "start", "--listen", listen, "--data-dir"])
             .arg(dir)
             .env_remove("P3_DATA_DIR")
@@ -249,13 +296,14 @@ impl NodeProc {
             dir: dir.to_owned(),
             peer_id: String::new(),
             addr: String::new(),
+            netns: netns.map(str::to_owned),
         };
         let status = wait_for(
             &format!("node on {} to serve its API", dir.display()),
             DEADLINE,
             || {
                 node.assert_running();
-                p3ctl_json(dir, &["node", "status"])
+                p3ctl_json_in(netns, dir, &["node", "status"])
             },
         );
         node.peer_id = status["peer_id"]
@@ -325,9 +373,22 @@ impl NodeProc {
         child.wait().expect("cannot wait for node")
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// `p3ctl ARGS` against this node (in its namespace), not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        p3ctl_command_in(self.netns.as_deref(), &self.dir, args)
+    }
+
     /// `p3ctl ARGS --json` against this node.
     pub fn json(&self, args: &[&str]) -> Option<Value> {
-        p3ctl_json(&self.dir, args)
+        p3ctl_json_in(self.netns.as_deref(), &self.dir, args)
     }
 
     /// PeerIds in this node's routing table.

@@ -4,7 +4,7 @@
 //! are in [`crate::lease`] and [`crate::voters`]; this is the async glue.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -74,8 +74,6 @@ struct Inner {
     incarnation: u64,
     config: MembershipConfig,
     map: watch::Receiver<Map>,
-    /// The last [`HISTORY`] maps this node applied, newest first.
-    history: Mutex<VecDeque<Map>>,
     lease: Mutex<Lease>,
     liveness: Mutex<Liveness>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -97,8 +95,6 @@ const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_STREAMS: usize = 256;
 /// How long a peer may take to send its request once it opened a stream.
 const RECEIVE_DEADLINE: Duration = Duration::from_secs(5);
-/// How many past maps a node keeps to find where a key's state may be.
-const HISTORY: usize = 16;
 /// How often the leader looks for silent members and voter changes.
 const LEAD_EVERY: Duration = Duration::from_millis(250);
 
@@ -144,7 +140,6 @@ impl Membership {
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
             tracing::info!("founded the membership group");
         }
-        let first_map = map.borrow().clone();
         let incoming = node
             .accept_streams(MEMBERSHIP_PROTOCOL)
             .map_err(|e| MembershipError::Raft(e.to_string()))?;
@@ -156,7 +151,6 @@ impl Membership {
                 id,
                 incarnation: rand::random(),
                 config,
-                history: Mutex::new(VecDeque::from([first_map])),
                 map,
                 lease: Mutex::default(),
                 liveness: Mutex::default(),
@@ -164,7 +158,6 @@ impl Membership {
             }),
         };
         let tasks = vec![
-            tokio::spawn(membership.clone().remember()),
             tokio::spawn(membership.clone().serve(incoming)),
             tokio::spawn(membership.clone().keep_lease()),
             tokio::spawn(membership.clone().lead()),
@@ -190,30 +183,42 @@ impl Membership {
         placement::owners(&self.inner.map.borrow(), key, r)
     }
 
-    /// The owners of `key` in the current map and in the last maps before it
-    /// (up to [`HISTORY`]), current owners first: where a key's state may be
-    /// when its owners changed since it was last written.
-    pub fn recent_owners(&self, key: &[u8], r: usize) -> Vec<PeerId> {
-        let mut owners = self.owners(key, r);
-        for map in locked(&self.inner.history).iter() {
-            for peer in placement::owners(map, key, r) {
-                if !owners.contains(&peer) {
-                    owners.push(peer);
-                }
-            }
-        }
-        owners
+    /// The intervals of `key` in the current map's memory, the current one
+    /// first: where its state may be ([`placement::intervals`]).
+    pub fn intervals(&self, key: &[u8], r: usize) -> Vec<placement::Interval> {
+        placement::intervals(&self.inner.map.borrow(), key, r)
     }
 
-    /// Keeps the last maps for [`Membership::recent_owners`].
-    async fn remember(self) {
+    /// Whether `peer` is a member of the current map (true before there is
+    /// one: a node that has not joined yet cannot tell).
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        let map = self.inner.map.borrow();
+        map.is_empty() || map.member(peer).is_some()
+    }
+
+    /// Resolves once the group has removed `peer` from the map: a request
+    /// to it can stop waiting then (a paused peer's half-open connection
+    /// would hold it until the transport gives up).
+    pub async fn removed(&self, peer: PeerId) {
         let mut maps = self.inner.map.clone();
-        while maps.changed().await.is_ok() {
-            let map = maps.borrow_and_update().clone();
-            let mut history = locked(&self.inner.history);
-            history.push_front(map);
-            history.truncate(HISTORY);
+        let stopped = maps
+            .wait_for(|m| !m.is_empty() && m.member(&peer).is_none())
+            .await
+            .is_err();
+        if stopped {
+            // The membership layer stopped: never resolve, the caller's own
+            // deadline ends the wait.
+            std::future::pending::<()>().await;
         }
+    }
+
+    /// Waits at most `deadline` for this node's map to reach `epoch`;
+    /// whether it has. A peer that asks at a newer epoch knows of a change
+    /// this node has not applied yet.
+    pub async fn reach_epoch(&self, epoch: u64, deadline: Duration) -> bool {
+        let mut maps = self.inner.map.clone();
+        let reached = tokio::time::timeout(deadline, maps.wait_for(|m| m.epoch() >= epoch)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// Whether this node holds a membership lease now: only then may it act

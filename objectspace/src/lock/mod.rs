@@ -239,14 +239,14 @@ impl ObjectSpace {
         self.owners_lock_state(ns, name, state).await
     }
 
-    /// The newest of `mine` and the lock states the key's owners of the last
-    /// epochs hold (those that answer), stored here if newer.
+    /// The newest of `mine` and the lock states the owners of the key's
+    /// recent intervals hold, stored here if newer; fails while too few of
+    /// them answer ([`crate::peering::gather`]).
     ///
     /// Not only the owners now: when the map changes, the owners that hold
-    /// the grants may all have left the owner set (a node that joined closer
-    /// to the key pushes one out), and a primary that read only the new
-    /// owners would find the lock free. A held lock is renewed at every third
-    /// of its lease, which carries its state to each epoch's owners.
+    /// the grants may all have left the owner set (a 2|3 split, or a node
+    /// that joined closer to the key pushes one out), and a primary that read
+    /// only the new owners would find the lock free.
     async fn owners_lock_state(
         &self,
         ns: &Namespace,
@@ -254,23 +254,30 @@ impl ObjectSpace {
         mine: LockState,
     ) -> Result<LockState> {
         let key = object_key(ns, name);
-        let recent = self
-            .membership()
-            .recent_owners(&key, self.config().replicas.max(1));
-        let asks = recent.iter().filter(|p| **p != self.me()).map(|&peer| {
+        let map = self.membership().map();
+        let ask = |peer: PeerId| {
             let request = PeerRequest::LockStateOf {
                 ns: ns.clone(),
                 name: name.clone(),
             };
-            async move { self.ask(peer, request).await }
-        });
-        let newest = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter_map(|answer| match answer {
-                Ok(PeerResponse::HeldLockState(state)) => Some(state),
-                _ => None,
+            async move {
+                match self.ask_remote(peer, request).await? {
+                    PeerResponse::HeldLockState(state) => Ok(state),
+                    other => Err(SpaceError::Unavailable(format!(
+                        "unexpected answer to a lock peering: {other:?}"
+                    ))),
+                }
+            }
+        };
+        let path = format!("{ns}/{name}");
+        let answers =
+            crate::peering::gather(self, &map, &key, &path, mine.epoch, ask, |s: &LockState| {
+                s.epoch
             })
+            .await?;
+        let newest = answers
+            .into_iter()
+            .map(|(_, s)| s)
             .fold(mine, |best, state| {
                 if state.order() > best.order() {
                     state

@@ -31,6 +31,7 @@ fn record(name: &str, version: u64, blob: Option<BlobHash>) -> ObjectRecord {
         modified_ms: 1,
         expires_ms: None,
         volatile: false,
+        epoch: 0,
     }
 }
 
