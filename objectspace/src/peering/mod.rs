@@ -60,6 +60,9 @@ impl Peered {
     }
 }
 
+/// How many of a key's intervals peering consults.
+const PEERED_INTERVALS: usize = 2;
+
 /// Asks the owners of `key`'s intervals in `map` with `ask` until [`walk`]
 /// settles; the answers so far (the caller adopts the newest). `mine` is this
 /// node's own stamp. Fails with a one-line reason naming `path` when too few
@@ -76,7 +79,13 @@ pub(crate) async fn gather<T, F>(
 where
     F: Future<Output = Result<T>>,
 {
-    let intervals = placement::intervals(map, key, space.config().replicas.max(1));
+    let mut intervals = placement::intervals(map, key, space.config().replicas.max(1));
+    // The current and the previous interval only: without a record of when
+    // an old interval's keys were all carried over, deeper history would
+    // block keys for good once old owners die (a key never written since
+    // the cluster formed would wait for its founders). Two owner changes
+    // with no write between them are the window this leaves.
+    intervals.truncate(PEERED_INTERVALS);
     let me = space.me();
     let mut answers = HashMap::from([(me, mine)]);
     let mut asked: Vec<PeerId> = Vec::new();
