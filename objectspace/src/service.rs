@@ -394,10 +394,13 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 async move { (peer, space.ask_remote(peer, request).await) }
             })
             .collect();
-        // Acknowledged once a majority of the owners hold it; the others are
-        // still sent it, but an owner that is down (it stays in the map until
-        // its lease runs out) does not hold up the write.
-        let needed = owners.len() / 2 + 1;
+        // Acknowledged once every owner holds it, as Ceph does: then any one
+        // owner of the interval holds every acknowledged write, so a key
+        // stays writable after a change of owners as long as one of the old
+        // owners answers (a majority would leave the newest write on the
+        // side of a partition that lost the key). An owner that is down holds
+        // writes up until the group removes it (its lease plus drift).
+        let needed = owners.len();
         let mut acked = 1;
         let mut newer: Option<(PeerId, ObjectRecord)> = None;
         while acked < needed {

@@ -220,13 +220,6 @@ impl ObjectSpace {
         peer: PeerId,
         request: PeerRequest,
     ) -> Result<PeerResponse> {
-        if !self.inner.membership.is_member(&peer) {
-            // The group removed it (dead, or cut off and without a lease):
-            // dialling it could hang until the transport gives up.
-            return Err(SpaceError::Unavailable(format!(
-                "{peer} is not a member of the membership map"
-            )));
-        }
         let deadline = self.inner.config.rpc_timeout + transfer_allowance(&request);
         let answer = tokio::select! {
             answer = timeout(deadline, self.inner.node.request(peer, &request)) => answer,

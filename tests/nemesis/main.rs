@@ -370,6 +370,19 @@ fn report(
         acked_during > 0,
         "{nemesis:?}: the majority side completed no operation during the fault"
     );
+    // Any one of the counter's old owners holds every acknowledged increment,
+    // so the majority side takes the counter over in every fault.
+    let outcomes: Vec<String> = history
+        .cas
+        .iter()
+        .filter(|o| during(o.node, o.end))
+        .map(|o| format!("{:.1}s {:?}", (o.end - fault_at).as_secs_f64(), o.outcome))
+        .collect();
+    assert!(
+        first_cas.is_some(),
+        "{nemesis:?}: the majority side completed no increment of the counter during the fault:\n{}",
+        outcomes.join("\n")
+    );
 }
 
 #[test]

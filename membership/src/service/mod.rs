@@ -189,18 +189,15 @@ impl Membership {
         placement::intervals(&self.inner.map.borrow(), key, r)
     }
 
-    /// Whether `peer` is a member of the current map (true before there is
-    /// one: a node that has not joined yet cannot tell).
-    pub fn is_member(&self, peer: &PeerId) -> bool {
-        let map = self.inner.map.borrow();
-        map.is_empty() || map.member(peer).is_some()
-    }
-
-    /// Resolves once the group has removed `peer` from the map: a request
-    /// to it can stop waiting then (a paused peer's half-open connection
-    /// would hold it until the transport gives up).
+    /// Resolves once the group removes `peer`, a member now, from the map: a
+    /// request to it can stop waiting then (a paused peer's half-open
+    /// connection would hold it until the transport gives up). Never resolves
+    /// for a peer that is not a member now (it may be joining).
     pub async fn removed(&self, peer: PeerId) {
         let mut maps = self.inner.map.clone();
+        if maps.borrow_and_update().member(&peer).is_none() {
+            std::future::pending::<()>().await;
+        }
         let stopped = maps
             .wait_for(|m| !m.is_empty() && m.member(&peer).is_none())
             .await

@@ -292,7 +292,8 @@ impl ObjectSpace {
         Ok(newest)
     }
 
-    /// Stores a changed state here and on a majority of the owners.
+    /// Stores a changed state here and on every owner (see
+    /// `docs/consistency.md`: any one owner of an interval then holds it).
     async fn commit_state(
         &self,
         ns: &Namespace,
@@ -300,7 +301,9 @@ impl ObjectSpace {
         state: &mut LockState,
     ) -> Result<()> {
         let key = object_key(ns, name);
-        let epoch = self.membership().map().epoch();
+        // One map for the stamp and the owners.
+        let map = self.membership().map();
+        let epoch = map.epoch();
         if state.epoch < epoch {
             state.epoch = epoch;
             state.revision = 0;
@@ -309,7 +312,7 @@ impl ObjectSpace {
         let store = self.store().clone();
         let stored = state.clone();
         blocking(move || store.put_lock_state(&key, &stored)).await?;
-        let owners = self.owners(&key).await?;
+        let owners = self.owners_in(&map, &key)?;
         let sends = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
             let request = PeerRequest::LockState {
                 ns: ns.clone(),
@@ -323,7 +326,7 @@ impl ObjectSpace {
             .iter()
             .filter(|r| matches!(r, Ok(PeerResponse::Done)))
             .count();
-        let needed = owners.len() / 2 + 1;
+        let needed = owners.len();
         if acked < needed {
             return Err(SpaceError::NotEnoughOwners {
                 path: format!("{ns}/{name} (lock)"),

@@ -60,9 +60,6 @@ impl Peered {
     }
 }
 
-/// How many of a key's intervals peering consults.
-const PEERED_INTERVALS: usize = 2;
-
 /// Asks the owners of `key`'s intervals in `map` with `ask` until [`walk`]
 /// settles; the answers so far (the caller adopts the newest). `mine` is this
 /// node's own stamp. Fails with a one-line reason naming `path` when too few
@@ -79,13 +76,8 @@ pub(crate) async fn gather<T, F>(
 where
     F: Future<Output = Result<T>>,
 {
-    let mut intervals = placement::intervals(map, key, space.config().replicas.max(1));
-    // The current and the previous interval only: without a record of when
-    // an old interval's keys were all carried over, deeper history would
-    // block keys for good once old owners die (a key never written since
-    // the cluster formed would wait for its founders). Two owner changes
-    // with no write between them are the window this leaves.
-    intervals.truncate(PEERED_INTERVALS);
+    let r = space.config().replicas.max(1);
+    let intervals = placement::intervals(map, key, r);
     let me = space.me();
     let mut answers = HashMap::from([(me, mine)]);
     let mut asked: Vec<PeerId> = Vec::new();
@@ -103,16 +95,16 @@ where
         .collect();
     let mut got = Vec::new();
     loop {
-        let verdict = walk::walk(&intervals, &answers);
+        let verdict = walk::walk(&intervals, &answers, r);
         if verdict == walk::Verdict::Settled {
             return Ok(got);
         }
         let Some((peer, answer)) = pending.next().await else {
-            let walk::Verdict::Blocked { reached, of, since } = verdict else {
+            let walk::Verdict::Blocked { of, since } = verdict else {
                 unreachable!("settled above")
             };
             return Err(SpaceError::Unavailable(format!(
-                "unavailable: {reached} of {of} owners of {path} reachable (those since epoch {since}, which may hold its newest writes); retry later"
+                "unavailable: 0 of the {of} owners of {path} since epoch {since} reachable, and they may hold its newest writes; retry later"
             )));
         };
         match answer {
