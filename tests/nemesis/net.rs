@@ -88,33 +88,22 @@ impl Net {
     /// Cuts the nodes of `side` off from the others (both directions).
     pub fn partition(&self, side: &[usize]) {
         for i in side {
-            ip(&[
-                "-n",
-                &self.hub,
-                "link",
-                "set",
-                &format!("p{i}"),
-                "master",
-                "br1",
-            ])
-            .expect("cannot partition");
+            self.attach(*i, "br1");
         }
     }
 
     /// Joins every node to one network again.
     pub fn heal(&self) {
         for i in 0..self.nodes.len() {
-            ip(&[
-                "-n",
-                &self.hub,
-                "link",
-                "set",
-                &format!("p{i}"),
-                "master",
-                "br0",
-            ])
-            .expect("cannot heal the partition");
+            self.attach(i, "br0");
         }
+    }
+
+    /// Moves node `i`'s port in the hub onto `bridge`.
+    fn attach(&self, i: usize, bridge: &str) {
+        let port = format!("p{i}");
+        ip(&["-n", &self.hub, "link", "set", &port, "master", bridge])
+            .unwrap_or_else(|e| panic!("cannot move {port} to {bridge}: {e}"));
     }
 }
 

@@ -121,34 +121,42 @@ impl Clients {
         self.t0.elapsed()
     }
 
-    fn spawn(&mut self, body: impl FnOnce(Instant, Arc<AtomicBool>) -> History + Send + 'static) {
-        let (t0, stop) = (self.t0, self.stop.clone());
-        self.threads.push(thread::spawn(move || body(t0, stop)));
+    fn spawn(
+        &mut self,
+        node: usize,
+        p3ctl: P3ctl,
+        body: impl FnOnce(&Client) -> History + Send + 'static,
+    ) {
+        let client = Client {
+            node,
+            p3ctl,
+            t0: self.t0,
+            stop: self.stop.clone(),
+        };
+        self.threads.push(thread::spawn(move || body(&client)));
     }
 
     /// Starts the counter, unique-write and lock clients of node `node`.
     pub fn start(&mut self, node: usize, p3ctl: P3ctl, lock: &str) {
-        let cmd = p3ctl.clone();
-        self.spawn(move |t0, stop| counter_client(node, &*cmd, t0, &stop));
-        let cmd = p3ctl.clone();
-        self.spawn(move |t0, stop| writes_client(node, &*cmd, t0, &stop));
+        self.spawn(node, p3ctl.clone(), counter_client);
+        self.spawn(node, p3ctl.clone(), writes_client);
         let lock = lock.to_owned();
-        self.spawn(move |t0, stop| lock_client(node, &*p3ctl, &lock, t0, &stop));
+        self.spawn(node, p3ctl, move |c| lock_client(c, &lock));
     }
 
     /// Starts node `node`'s take client: it tries every task once, beginning
     /// at a different one on each node so the nodes compete.
     pub fn start_takes(&mut self, node: usize, p3ctl: P3ctl) {
-        self.spawn(move |t0, stop| {
+        self.spawn(node, p3ctl, |c| {
             let mut history = History::default();
             for i in 0..TASKS {
-                if stop.load(Ordering::Relaxed) {
+                if !c.running() {
                     break;
                 }
-                let k = (i + node as u32 * TASKS / 5) % TASKS;
-                let start = t0.elapsed();
-                let ran = run(p3ctl(&["take", &task(k)]), b"");
-                history.takes.push(op(node, start, t0, k, ran.outcome()));
+                let k = (i + c.node as u32 * TASKS / 5) % TASKS;
+                let start = c.now();
+                let ran = c.run(&["take", &task(k)], b"");
+                history.takes.push(c.op(start, k, ran.outcome()));
             }
             history
         });
@@ -165,13 +173,37 @@ impl Clients {
     }
 }
 
-fn op<T>(node: usize, start: Duration, t0: Instant, what: T, outcome: Outcome) -> Op<T> {
-    Op {
-        node,
-        start,
-        end: t0.elapsed(),
-        what,
-        outcome,
+/// One client thread's context: its node, how it runs `p3ctl`, the run's
+/// clock and the stop flag.
+struct Client {
+    node: usize,
+    p3ctl: P3ctl,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+impl Client {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn now(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    fn run(&self, args: &[&str], input: &[u8]) -> Ran {
+        run((self.p3ctl)(args), input)
+    }
+
+    /// The record of an operation started at `start` and answered now.
+    fn op<T>(&self, start: Duration, what: T, outcome: Outcome) -> Op<T> {
+        Op {
+            node: self.node,
+            start,
+            end: self.now(),
+            what,
+            outcome,
+        }
     }
 }
 
@@ -179,17 +211,12 @@ fn op<T>(node: usize, start: Duration, t0: Instant, what: T, outcome: Outcome) -
 /// minority does not spin (pacing only: nothing waits on it).
 const BACKOFF: Duration = Duration::from_millis(100);
 
-fn counter_client(
-    node: usize,
-    p3ctl: &dyn Fn(&[&str]) -> Command,
-    t0: Instant,
-    stop: &AtomicBool,
-) -> History {
+fn counter_client(c: &Client) -> History {
     let mut history = History::default();
     let mut seq = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let read = run(p3ctl(&["get", COUNTER]), b"");
-        let stat = run(p3ctl(&["stat", COUNTER, "--json"]), b"");
+    while c.running() {
+        let read = c.run(&["get", COUNTER], b"");
+        let stat = c.run(&["stat", COUNTER, "--json"], b"");
         let version = serde_json::from_str::<serde_json::Value>(&stat.stdout)
             .ok()
             .and_then(|v| v["version"].as_u64());
@@ -199,19 +226,11 @@ fn counter_client(
         };
         history.reads.push(read.stdout);
         seq += 1;
-        let value = format!("n{node}-{seq}");
-        let start = t0.elapsed();
-        let put = run(
-            p3ctl(&[
-                "put",
-                COUNTER,
-                "-",
-                "--if-version",
-                &version.to_string(),
-                "--json",
-            ]),
-            value.as_bytes(),
-        );
+        let value = format!("n{}-{seq}", c.node);
+        let start = c.now();
+        let expected = version.to_string();
+        let args = ["put", COUNTER, "-", "--if-version", &expected, "--json"];
+        let put = c.run(&args, value.as_bytes());
         let made = serde_json::from_str::<serde_json::Value>(&put.stdout)
             .ok()
             .and_then(|v| v["version"].as_u64());
@@ -224,31 +243,24 @@ fn counter_client(
             value,
             made,
         };
-        history.cas.push(op(node, start, t0, cas, outcome));
+        history.cas.push(c.op(start, cas, outcome));
     }
     history
 }
 
-fn writes_client(
-    node: usize,
-    p3ctl: &dyn Fn(&[&str]) -> Command,
-    t0: Instant,
-    stop: &AtomicBool,
-) -> History {
+fn writes_client(c: &Client) -> History {
     let mut history = History::default();
     let mut seq = 0;
-    while !stop.load(Ordering::Relaxed) {
+    while c.running() {
         seq += 1;
-        let key = format!("global/nemesis-unique-{node}-{seq}");
-        let value = format!("written by node {node}, number {seq}");
-        let start = t0.elapsed();
-        let outcome = run(p3ctl(&["put", &key, "-"]), value.as_bytes()).outcome();
+        let key = format!("global/nemesis-unique-{}-{seq}", c.node);
+        let value = format!("written by node {}, number {seq}", c.node);
+        let start = c.now();
+        let outcome = c.run(&["put", &key, "-"], value.as_bytes()).outcome();
         if !outcome.ok() {
             thread::sleep(BACKOFF);
         }
-        history
-            .writes
-            .push(op(node, start, t0, (key, value), outcome));
+        history.writes.push(c.op(start, (key, value), outcome));
     }
     history
 }
@@ -257,16 +269,10 @@ fn writes_client(
 /// every node: they share this machine) at its start and end.
 const SECTION: &str = r#"echo "$P3_FENCING_TOKEN $(date +%s%N)"; sleep 0.1; date +%s%N"#;
 
-fn lock_client(
-    node: usize,
-    p3ctl: &dyn Fn(&[&str]) -> Command,
-    lock: &str,
-    t0: Instant,
-    stop: &AtomicBool,
-) -> History {
+fn lock_client(c: &Client, lock: &str) -> History {
     let mut history = History::default();
-    while !stop.load(Ordering::Relaxed) {
-        let start = t0.elapsed();
+    while c.running() {
+        let start = c.now();
         let args = [
             "lock",
             lock,
@@ -280,7 +286,7 @@ fn lock_client(
             "-c",
             SECTION,
         ];
-        let ran = run(p3ctl(&args), b"");
+        let ran = c.run(&args, b"");
         let mut lines = ran.stdout.lines();
         let first: Vec<u128> = lines
             .next()
@@ -299,7 +305,7 @@ fn lock_client(
                     from_ns: *from_ns,
                     to_ns,
                 };
-                history.holds.push(op(node, start, t0, hold, Outcome::Ok));
+                history.holds.push(c.op(start, hold, Outcome::Ok));
             }
             _ => thread::sleep(BACKOFF),
         }
