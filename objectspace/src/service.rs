@@ -391,7 +391,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                     ordered: true,
                 };
                 let space = space.clone();
-                async move { (peer, space.ask_remote(peer, request).await) }
+                async move { (peer, space.ask_owner(peer, request).await) }
             })
             .collect();
         // Acknowledged once every owner holds it, as Ceph does: then any one

@@ -97,6 +97,10 @@ pub struct ObjectSpace {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// How long a primary keeps asking an owner that refuses or fails to hold a
+/// write (see [`ObjectSpace::ask_owner`]).
+const OWNER_RETRY: Duration = Duration::from_secs(3);
+
 impl ObjectSpace {
     /// Builds the engine; [`crate::service::start`] runs its background parts.
     pub fn new(node: Node, membership: Membership, store: Store, config: SpaceConfig) -> Self {
@@ -211,6 +215,34 @@ impl ObjectSpace {
             };
         }
         self.ask_remote(peer, request).await
+    }
+
+    /// [`ObjectSpace::ask_remote`] for an owner that must hold a write:
+    /// a refusal or failure is retried, with a growing pause, for up to
+    /// [`OWNER_RETRY`] while the owner is still a member. Writes wait for
+    /// every owner, and an owner that just joined (no lease yet) or applies
+    /// the map a moment later than the primary refuses for that moment.
+    pub(crate) async fn ask_owner(
+        &self,
+        peer: PeerId,
+        request: PeerRequest,
+    ) -> Result<PeerResponse> {
+        let until = tokio::time::Instant::now() + OWNER_RETRY;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let failure = match self.ask_remote(peer, request.clone()).await {
+                Err(e @ SpaceError::Unavailable(_)) => e,
+                answer => return answer,
+            };
+            if tokio::time::Instant::now() + pause > until
+                || self.inner.membership.map().member(&peer).is_none()
+            {
+                return Err(failure);
+            }
+            tracing::debug!(%peer, error = %failure, "owner refused; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(400));
+        }
     }
 
     /// [`ObjectSpace::ask`] for a peer that is not this node. Never calls back

@@ -319,7 +319,7 @@ impl ObjectSpace {
                 name: name.clone(),
                 state: state.clone(),
             };
-            async move { self.ask(peer, request).await }
+            async move { self.ask_owner(peer, request).await }
         });
         let acked = 1 + futures::future::join_all(sends)
             .await
@@ -426,7 +426,7 @@ impl ObjectSpace {
                     lease_until_ms: now_ms() + w.lease_ms,
                 };
                 state.grants.push(grant.clone());
-                granted.push((w.granted, grant));
+                granted.push((w, grant));
                 changed = true;
             }
             if line.is_empty() {
@@ -434,10 +434,19 @@ impl ObjectSpace {
             }
         }
         if changed {
-            self.commit_state(ns, name, &mut state).await?;
+            if let Err(e) = self.commit_state(ns, name, &mut state).await {
+                // Not granted after all: the waiters go back to the head of
+                // the line, in order, for the next pass.
+                let mut lines = self.inner.queues.lines();
+                let line = lines.waiting.entry(key).or_default();
+                for (w, _) in granted.into_iter().rev() {
+                    line.push_front(w);
+                }
+                return Err(e);
+            }
         }
-        for (tx, grant) in granted {
-            let _ = tx.send(grant);
+        for (w, grant) in granted {
+            let _ = w.granted.send(grant);
         }
         let mut lines = self.inner.queues.lines();
         if !lines.waiting.contains_key(&key) {
