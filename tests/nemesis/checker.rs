@@ -185,16 +185,23 @@ pub fn check(history: &History, after: &Final) -> Violations {
     }
 }
 
-/// Pairs of sections that overlap: each section against the latest end of
-/// the sections that began before it.
+/// How many pairs of sections overlap.
 fn overlaps(holds: &[&Hold]) -> usize {
+    overlapping_pairs(holds).len()
+}
+
+/// The pairs of sections that overlap: each section against those that
+/// began before it and had not ended.
+pub fn overlapping_pairs<'a>(holds: &[&'a Hold]) -> Vec<(&'a Hold, &'a Hold)> {
     let mut sorted: Vec<&Hold> = holds.to_vec();
     sorted.sort_by_key(|h| h.from_ns);
-    let mut ends: Vec<u128> = Vec::new();
-    let mut pairs = 0;
-    for hold in sorted {
-        pairs += ends.iter().filter(|end| **end > hold.from_ns).count();
-        ends.push(hold.to_ns);
+    let mut pairs = Vec::new();
+    for (i, hold) in sorted.iter().enumerate() {
+        for earlier in &sorted[..i] {
+            if earlier.to_ns > hold.from_ns {
+                pairs.push((*earlier, *hold));
+            }
+        }
     }
     pairs
 }

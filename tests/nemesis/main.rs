@@ -264,7 +264,30 @@ fn run(nemesis: Nemesis) {
     let after = read_back(&nodes, &history);
     let found = check(&history, &after);
     report(nemesis, &history, &found, &majority, fault_at, healed_at);
-    assert_eq!(found, Violations::default(), "{nemesis:?}: {found}");
+    let holds: Vec<&checker::Hold> = history.holds.iter().map(|o| &o.what).collect();
+    let overlapping: Vec<String> = checker::overlapping_pairs(&holds)
+        .iter()
+        .map(|(a, b)| format!("{a:?} and {b:?}"))
+        .collect();
+    let holders: Vec<String> = history
+        .holds
+        .iter()
+        .map(|o| {
+            format!(
+                "node {} {:.2}s-{:.2}s {:?}",
+                o.node,
+                o.start.as_secs_f64(),
+                o.end.as_secs_f64(),
+                o.what
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        Violations::default(),
+        "{nemesis:?}: {found}\noverlapping: {overlapping:?}\nholds (fault at {fault_at:?}):\n{}",
+        holders.join("\n")
+    );
 }
 
 /// The state after the run, read through every node in turn.

@@ -445,7 +445,24 @@ impl ObjectSpace {
                 return Err(e);
             }
         }
-        for (w, grant) in granted {
+        // A grant's lease was counted from before its commit, which may have
+        // waited on a slow owner: a holder told of it now must still have at
+        // least half of it, or the next waiter could be granted while it
+        // thinks it holds the lock. Otherwise it waits for the stale grant to
+        // run out, at the head of the line.
+        let now = now_ms();
+        let (fresh, stale): (Vec<_>, Vec<_>) = granted
+            .into_iter()
+            .partition(|(w, grant)| grant.lease_until_ms >= now + w.lease_ms / 2);
+        if !stale.is_empty() {
+            tracing::debug!(count = stale.len(), "grants committed too late to hand out");
+            let mut lines = self.inner.queues.lines();
+            let line = lines.waiting.entry(key).or_default();
+            for (w, _) in stale.into_iter().rev() {
+                line.push_front(w);
+            }
+        }
+        for (w, grant) in fresh {
             let _ = w.granted.send(grant);
         }
         let mut lines = self.inner.queues.lines();
