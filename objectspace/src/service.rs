@@ -313,13 +313,21 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         .lock_state(key)
         .await?
         .admits(&path, write.token, now_ms())?;
-    for _attempt in 0..3 {
+    for attempt in 0..3 {
         let store = space.store().clone();
         let (ns, name) = (write.ns.clone(), write.name.clone());
         let current = blocking(move || store.record(&ns, &name)).await?;
         let now = now_ms();
         let live_version = current.as_ref().map_or(0, |c| c.live_version(now));
         if let Some(expected) = write.if_version {
+            if expected != live_version && attempt > 0 {
+                // The first attempt is already on some owners (and may be
+                // read before the newer copy replaces it): not a conflict
+                // the client can trust.
+                return Err(SpaceError::Unavailable(format!(
+                    "the write to {path} may or may not have been applied: an owner held a newer version ({live_version}) than this primary; read it and retry"
+                )));
+            }
             if expected != live_version {
                 return Err(SpaceError::VersionConflict {
                     path,

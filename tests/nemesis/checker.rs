@@ -148,12 +148,7 @@ pub fn check(history: &History, after: &Final) -> Violations {
     for cas in &acked_cas {
         *per_read.entry(cas.read).or_default() += 1;
     }
-    let seen: HashSet<&str> = history
-        .reads
-        .iter()
-        .map(String::as_str)
-        .chain([after.counter.1.as_str()])
-        .collect();
+    let seen = values_seen(history, after);
     let mut per_object: HashMap<u32, usize> = HashMap::new();
     for take in history.takes.iter().filter(|op| op.outcome.ok()) {
         *per_object.entry(take.what).or_default() += 1;
@@ -165,14 +160,7 @@ pub fn check(history: &History, after: &Final) -> Violations {
             .iter()
             .filter(|c| c.made.is_some_and(|v| v > after.counter.0))
             .count(),
-        conflicts_applied: history
-            .cas
-            .iter()
-            .filter(
-                |op| matches!(&op.outcome, Outcome::Refused(e) if e.contains("version conflict")),
-            )
-            .filter(|op| seen.contains(op.what.value.as_str()))
-            .count(),
+        conflicts_applied: conflicts_applied(history, &seen).len(),
         taken_twice: per_object.values().filter(|n| **n > 1).count(),
         overlapping_holds: overlaps(&holds),
         duplicate_tokens: duplicates(holds.iter().map(|h| h.token)),
@@ -183,6 +171,26 @@ pub fn check(history: &History, after: &Final) -> Violations {
             .filter(|op| after.writes.get(&op.what.0) != Some(&Some(op.what.1.clone())))
             .count(),
     }
+}
+
+/// The increments reported as version conflicts whose value was `seen`.
+pub fn conflicts_applied<'a>(history: &'a History, seen: &HashSet<&str>) -> Vec<&'a Op<Cas>> {
+    history
+        .cas
+        .iter()
+        .filter(|op| matches!(&op.outcome, Outcome::Refused(e) if e.contains("version conflict")))
+        .filter(|op| seen.contains(op.what.value.as_str()))
+        .collect()
+}
+
+/// Every counter value read during the run or after it.
+pub fn values_seen<'a>(history: &'a History, after: &'a Final) -> HashSet<&'a str> {
+    history
+        .reads
+        .iter()
+        .map(String::as_str)
+        .chain([after.counter.1.as_str()])
+        .collect()
 }
 
 /// How many pairs of sections overlap.

@@ -282,10 +282,11 @@ fn run(nemesis: Nemesis) {
             )
         })
         .collect();
+    let applied = checker::conflicts_applied(&history, &checker::values_seen(&history, &after));
     assert_eq!(
         found,
         Violations::default(),
-        "{nemesis:?}: {found}\noverlapping: {overlapping:?}\nholds (fault at {fault_at:?}):\n{}",
+        "{nemesis:?}: {found}\nconflicts applied: {applied:?}\noverlapping: {overlapping:?}\nholds (fault at {fault_at:?}):\n{}",
         holders.join("\n")
     );
 }
