@@ -272,6 +272,15 @@ impl ObjectSpace {
                     failed.push(target);
                     failures.push(format!("{target}: {e}"))
                 }
+                // An owner that failed earlier may have applied the write
+                // before its answer was lost: the conflict may be with the
+                // write itself.
+                Err(SpaceError::VersionConflict { .. }) if !failed.is_empty() => {
+                    return Err(SpaceError::Unavailable(format!(
+                        "the write to {path} may or may not have been applied (an earlier attempt got no answer: {}); read it before retrying",
+                        failures.join("; ")
+                    )))
+                }
                 Err(e) => return Err(e),
             }
         }
