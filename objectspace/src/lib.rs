@@ -39,6 +39,7 @@ pub mod protocol;
 pub mod query;
 pub mod read;
 pub mod repair;
+pub mod replica;
 pub mod service;
 pub mod space;
 pub mod store;

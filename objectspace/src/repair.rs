@@ -30,7 +30,7 @@ use crate::{
     object::{now_ms, ObjectRecord},
     protocol::{PeerRequest, PeerResponse, SyncEntry, SYNC_BATCH},
     read::read_small,
-    service::accept_replica,
+    replica::accept_replica,
     space::ObjectSpace,
     store::record_key,
     transfer::blocking,

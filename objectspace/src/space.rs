@@ -235,7 +235,7 @@ impl ObjectSpace {
                 answer => return answer,
             };
             if tokio::time::Instant::now() + pause > until
-                || self.inner.membership.map().member(&peer).is_none()
+                || !self.inner.membership.is_member(&peer)
             {
                 return Err(failure);
             }

@@ -189,6 +189,11 @@ impl Membership {
         placement::intervals(&self.inner.map.borrow(), key, r)
     }
 
+    /// Whether `peer` is a member of the current map (no copy of the map).
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.inner.map.borrow().member(peer).is_some()
+    }
+
     /// Resolves once the group removes `peer`, a member now, from the map: a
     /// request to it can stop waiting then (a paused peer's half-open
     /// connection would hold it until the transport gives up). Never resolves

@@ -24,7 +24,7 @@ use crate::{
     name::{Namespace, ObjectName},
     object::ObjectRecord,
     protocol::{PeerRequest, PeerResponse},
-    service::adopt,
+    replica::adopt,
     space::ObjectSpace,
     transfer::blocking,
 };

@@ -1,0 +1,210 @@
+//! The replica's side of the object space: holding a record that a primary
+//! ordered or repair brought, with its value, and refusing writes from a node
+//! that is not the key's primary in this node's map.
+
+use std::time::Duration;
+
+use p3_dht::PeerId;
+
+use crate::{
+    blob::BlobHash,
+    error::{Result, SpaceError},
+    key::object_key,
+    name::{Namespace, ObjectName},
+    object::ObjectRecord,
+    protocol::{PeerRequest, PeerResponse},
+    space::ObjectSpace,
+    store::Pin,
+    transfer::{self, blocking},
+};
+
+/// How long a node waits to apply a map a peer already acts on.
+pub(crate) const MAP_WAIT: Duration = Duration::from_secs(2);
+
+/// Makes sure the blob is here (from the message or from `sources`), pinned.
+pub(crate) async fn ensure_blob(
+    space: &ObjectSpace,
+    hash: BlobHash,
+    size: u64,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<Pin> {
+    let store = space.store().clone();
+    let pin = store.pin(hash);
+    let check = store.clone();
+    if blocking(move || check.has_blob(&hash)).await? {
+        return Ok(pin);
+    }
+    if size > space.config().max_object_bytes {
+        return Err(SpaceError::TooLarge {
+            size,
+            max: space.config().max_object_bytes,
+        });
+    }
+    if let Some(bytes) = inline {
+        if bytes.len() as u64 != size || BlobHash::of(&bytes) != hash {
+            return Err(SpaceError::Corrupt(format!(
+                "inline value does not match {hash}"
+            )));
+        }
+        let mut ingest = space.ingest();
+        let pin = blocking(move || {
+            ingest.push(&bytes)?;
+            let (_, _, pin) = ingest.finish()?;
+            Ok(pin)
+        })
+        .await?;
+        space.announce(hash);
+        return Ok(pin);
+    }
+    let (manifest, pin) = transfer::fetch(space.node(), &store, hash, sources, None).await?;
+    if manifest.size() != size {
+        return Err(SpaceError::Corrupt(format!(
+            "blob {hash} has {} bytes, not the {size} its record says",
+            manifest.size()
+        )));
+    }
+    space.announce(hash);
+    Ok(pin)
+}
+
+/// Refuses a write `sender` ordered unless this node's map (once it has
+/// applied the map the write was ordered in) makes `sender` the key's primary
+/// and this node one of its owners: a primary that lost the key must not
+/// reach a majority with owners that already serve its successor.
+pub(crate) async fn check_primary(
+    space: &ObjectSpace,
+    sender: PeerId,
+    (ns, name): (&Namespace, &ObjectName),
+    epoch: u64,
+) -> Result<()> {
+    let membership = space.membership();
+    if !membership.reach_epoch(epoch, MAP_WAIT).await {
+        return Err(SpaceError::Unavailable(format!(
+            "this node has not applied membership epoch {epoch} yet; retry"
+        )));
+    }
+    let map = membership.map();
+    let owners = space.owners_in(&map, &object_key(ns, name))?;
+    if owners.first() == Some(&sender) && owners.contains(&space.me()) {
+        return Ok(());
+    }
+    Err(SpaceError::Unavailable(format!(
+        "{sender} is not the primary of {ns}/{name} at membership epoch {}; refused",
+        map.epoch()
+    )))
+}
+
+/// A replica's part: hold `record` unless a newer version is already here.
+pub(crate) async fn accept_replica(
+    space: &ObjectSpace,
+    record: ObjectRecord,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<PeerResponse> {
+    space.check_lease()?;
+    let lock = space.key_lock(object_key(&record.ns, &record.name));
+    let _ordered = lock.lock().await;
+    adopt(space, record, inline, sources).await
+}
+
+/// [`accept_replica`] for a caller that holds the key's lock already.
+pub(crate) async fn adopt(
+    space: &ObjectSpace,
+    record: ObjectRecord,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<PeerResponse> {
+    let store = space.store().clone();
+    let (ns, name) = (record.ns.clone(), record.name.clone());
+    let local = blocking(move || store.record(&ns, &name)).await?;
+    if let Some(local) = local {
+        if local.order() == record.order() {
+            return Ok(PeerResponse::Replicated);
+        }
+        if local.order() > record.order() {
+            return Ok(PeerResponse::Stale(Box::new(local)));
+        }
+    }
+    if record.volatile {
+        let mut inline = inline;
+        if let Some(hash) = record.blob {
+            if inline.is_none() {
+                inline = fetch_volatile(space, &record, sources).await;
+            }
+            volatile_value(hash, record.size, inline.as_deref())?;
+        }
+        store_record(space, &record, inline.as_deref()).await?;
+        return Ok(PeerResponse::Replicated);
+    }
+    let _pin = match record.blob {
+        Some(hash) => Some(ensure_blob(space, hash, record.size, inline, sources).await?),
+        None => None,
+    };
+    store_record(space, &record, None).await?;
+    Ok(PeerResponse::Replicated)
+}
+
+/// The value of a volatile record from one of `sources` that holds the same
+/// version (repair and adoption learn of records without their values).
+pub(crate) async fn fetch_volatile(
+    space: &ObjectSpace,
+    record: &ObjectRecord,
+    sources: &[PeerId],
+) -> Option<Vec<u8>> {
+    for &peer in sources {
+        let head = PeerRequest::Head {
+            ns: record.ns.clone(),
+            name: record.name.clone(),
+            inline: true,
+            epoch: 0,
+        };
+        if let Ok(PeerResponse::Head {
+            record: Some(theirs),
+            inline: Some(value),
+        }) = Box::pin(space.ask(peer, head)).await
+        {
+            if theirs.order() == record.order() {
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+/// Checks that a volatile value came with its message and is the one named.
+pub(crate) fn volatile_value(hash: BlobHash, size: u64, inline: Option<&[u8]>) -> Result<()> {
+    let bytes = inline.ok_or_else(|| {
+        SpaceError::Invalid("a volatile value must come inside the message".into())
+    })?;
+    if bytes.len() as u64 != size || BlobHash::of(bytes) != hash {
+        return Err(SpaceError::Corrupt(format!(
+            "volatile value does not match {hash}"
+        )));
+    }
+    Ok(())
+}
+
+/// Stores a record: volatile ones in memory with their (checked) value, the
+/// others durably (their blob must be here).
+pub(crate) async fn store_record(
+    space: &ObjectSpace,
+    record: &ObjectRecord,
+    inline: Option<&[u8]>,
+) -> Result<()> {
+    let store = space.store().clone();
+    let record = record.clone();
+    // A volatile write may still delete a durable record of the name.
+    let value = match (&record.blob, inline) {
+        (Some(_), Some(bytes)) if record.volatile => bytes.to_vec(),
+        _ => Vec::new(),
+    };
+    blocking(move || {
+        if record.volatile {
+            store.put_volatile(record, value)
+        } else {
+            store.put_record(&record)
+        }
+    })
+    .await
+}
