@@ -102,7 +102,7 @@ pub(crate) async fn accept_replica(
     inline: Option<Vec<u8>>,
     sources: &[PeerId],
 ) -> Result<PeerResponse> {
-    space.check_lease()?;
+    space.check_lease().await?;
     let lock = space.key_lock(object_key(&record.ns, &record.name));
     let _ordered = lock.lock().await;
     adopt(space, record, inline, sources).await

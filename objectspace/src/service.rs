@@ -210,7 +210,7 @@ pub(crate) async fn handle(
         PeerRequest::Lock(request) => space.handle_lock(request).await,
         PeerRequest::LockState { ns, name, state } => {
             match check_primary(space, peer, (&ns, &name), state.epoch).await {
-                Ok(()) => match space.check_lease() {
+                Ok(()) => match space.check_lease().await {
                     Ok(()) => space.hold_lock_state(ns, name, state).await,
                     Err(e) => Err(e),
                 },
@@ -233,10 +233,10 @@ pub(crate) async fn handle(
 async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerResponse> {
     let me = space.me();
     let key = object_key(&write.ns, &write.name);
+    space.check_lease().await?;
     // One map for the whole write: its owners, its stamp and its peering.
     let map = space.membership().map();
     let owners = space.owners_in(&map, &key)?;
-    space.check_lease()?;
     if owners.first() != Some(&me) {
         return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
     }

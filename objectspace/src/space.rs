@@ -100,6 +100,9 @@ pub struct ObjectSpace {
 /// How long a primary keeps asking an owner that refuses or fails to hold a
 /// write (see [`ObjectSpace::ask_owner`]).
 const OWNER_RETRY: Duration = Duration::from_secs(3);
+/// How long an owner waits for a lapsed membership lease to come back
+/// before it refuses a request.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl ObjectSpace {
     /// Builds the engine; [`crate::service::start`] runs its background parts.
@@ -194,9 +197,11 @@ impl ObjectSpace {
     }
 
     /// Refuses to act as an owner without a membership lease: the group may
-    /// already have given this node's keys to others.
-    pub(crate) fn check_lease(&self) -> Result<()> {
-        if self.inner.membership.has_lease() {
+    /// already have given this node's keys to others. Waits up to
+    /// [`LEASE_WAIT`] first, since a lease that lapsed because a loaded
+    /// leader answered late comes back with its next answer.
+    pub(crate) async fn check_lease(&self) -> Result<()> {
+        if self.inner.membership.lease_within(LEASE_WAIT).await {
             return Ok(());
         }
         Err(SpaceError::Unavailable(

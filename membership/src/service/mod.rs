@@ -14,7 +14,10 @@ use futures::StreamExt;
 use openraft::ServerState;
 use p3_dht::{Database, Node, PeerId, Stream};
 use serde::{Deserialize, Serialize};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::{watch, Notify},
+    task::JoinHandle,
+};
 
 mod leader;
 
@@ -75,6 +78,8 @@ struct Inner {
     config: MembershipConfig,
     map: watch::Receiver<Map>,
     lease: Mutex<Lease>,
+    /// Woken whenever the lease is renewed, for [`Membership::lease_within`].
+    renewed: Notify,
     liveness: Mutex<Liveness>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -86,8 +91,6 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// At most this many addresses, each at most this long, in a join.
 const MAX_ADDRS: usize = 16;
 const MAX_ADDR_LEN: usize = 256;
-/// How long a heartbeat or join may take before the next try.
-const CALL_DEADLINE: Duration = Duration::from_secs(1);
 /// How long the leader works on one join or heartbeat: a leader that lost
 /// its quorum cannot commit or confirm anything, and must not pile up tasks.
 const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
@@ -153,6 +156,7 @@ impl Membership {
                 config,
                 map,
                 lease: Mutex::default(),
+                renewed: Notify::new(),
                 liveness: Mutex::default(),
                 tasks: Mutex::default(),
             }),
@@ -227,6 +231,26 @@ impl Membership {
     /// as an owner.
     pub fn has_lease(&self) -> bool {
         locked(&self.inner.lease).valid(Instant::now())
+    }
+
+    /// Waits at most `deadline` for this node to hold a lease; returns
+    /// whether it does. A node whose heartbeats were slow for a moment (a
+    /// loaded leader) gets its lease back with the next answer, and a request
+    /// that arrives meanwhile need not fail.
+    pub async fn lease_within(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let renewed = self.inner.renewed.notified();
+            tokio::pin!(renewed);
+            // Registered before the check, so a renewal in between wakes it.
+            renewed.as_mut().enable();
+            if self.has_lease() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, renewed).await.is_err() {
+                return self.has_lease();
+            }
+        }
     }
 
     /// Waits at most `deadline` until this node is in the map (as this
@@ -429,11 +453,18 @@ impl Membership {
     }
 
     /// Sends `request` to `target`, or handles it here when that is this node.
-    async fn ask(&self, target: PeerId, request: Request) -> Result<Response> {
+    async fn ask(&self, target: PeerId, request: Request, deadline: Duration) -> Result<Response> {
         if target == self.inner.me {
             return Ok(self.handle(target, request).await);
         }
-        wire::call(&self.inner.node, target, &request, CALL_DEADLINE).await
+        wire::call(&self.inner.node, target, &request, deadline).await
+    }
+
+    /// Records an acknowledged heartbeat sent at `sent`, and wakes whoever
+    /// waits for the lease.
+    fn renew(&self, sent: Instant, epoch: u64) {
+        locked(&self.inner.lease).renewed(sent, epoch, &self.inner.config.times);
+        self.inner.renewed.notify_waiters();
     }
 
     /// Joins the map, then renews this node's lease every third of a lease,
@@ -475,9 +506,33 @@ impl Membership {
             let sent = Instant::now();
             let mut again = times.heartbeat_every();
             if let Some(target) = target {
-                match self.ask(target, request).await {
+                // A loaded leader may answer after the next beat is due: the
+                // call goes on in the background (it may still renew the
+                // lease), and the next beat is sent on time. At most
+                // lease / heartbeat_every calls are ever in flight.
+                let mut call = tokio::spawn({
+                    let membership = self.clone();
+                    let deadline = times.lease.saturating_sub(times.heartbeat_every());
+                    async move { membership.ask(target, request, deadline).await }
+                });
+                let answer = match tokio::time::timeout(times.heartbeat_every(), &mut call).await {
+                    Ok(joined) => joined.unwrap_or(Err(MembershipError::Stopped)),
+                    Err(_) => {
+                        let membership = self.clone();
+                        tokio::spawn(async move {
+                            if let Ok(Ok(Response::Renewed { epoch })) = call.await {
+                                membership.renew(sent, epoch);
+                            }
+                        });
+                        Err(MembershipError::Unreachable(format!(
+                            "no answer within {:?}",
+                            times.heartbeat_every()
+                        )))
+                    }
+                };
+                match answer {
                     Ok(Response::Renewed { epoch } | Response::Joined { epoch }) => {
-                        locked(&self.inner.lease).renewed(sent, epoch, &times);
+                        self.renew(sent, epoch);
                         if !member {
                             // The map arrives through Raft shortly; beat soon.
                             again = LEAD_EVERY;

@@ -128,11 +128,11 @@ impl ObjectSpace {
             | LockRequest::Release { ns, name, .. } => (ns.clone(), name.clone()),
         };
         let key = object_key(&ns, &name);
+        self.check_lease().await?;
         let owners = self.owners(&key).await?;
         if owners[0] != self.me() {
             return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
         }
-        self.check_lease()?;
         match request {
             LockRequest::Acquire {
                 holder,
