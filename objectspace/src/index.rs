@@ -62,6 +62,11 @@ struct Shard {
     /// a job's steal requests) do not grow the shard forever.
     #[serde(default)]
     removed_at: BTreeMap<String, u64>,
+    /// The incarnation of the namespace this shard indexes. A shard of an
+    /// earlier incarnation (a late update from a node that had not yet heard
+    /// of the removal) counts as empty, and is replaced by the next update.
+    #[serde(default)]
+    incarnation: u64,
 }
 
 /// How long a removal is remembered. Updates reach a shard moments after
@@ -70,6 +75,18 @@ struct Shard {
 const REMOVED_HORIZON_MS: u64 = 10 * 60 * 1000;
 
 impl Shard {
+    /// This shard as the index of incarnation `incarnation` of its namespace.
+    fn of_incarnation(self, incarnation: u64) -> Shard {
+        if self.incarnation == incarnation {
+            self
+        } else {
+            Shard {
+                incarnation,
+                ..Shard::default()
+            }
+        }
+    }
+
     /// Records `record` unless the shard knows a version at least as new;
     /// whether anything changed.
     fn apply(&mut self, record: &ObjectRecord, content: Option<Vec<u8>>) -> bool {
@@ -221,10 +238,17 @@ impl ObjectSpace {
                 _ => None,
             });
         }
+        let incarnation = match self.inner.namespaces.incarnation(self, ns).await {
+            Ok(n) => n,
+            // Removed since: its shards are gone, and stay so.
+            Err(SpaceError::NoSuchNamespace(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let path = shard_path(ns, shard_no);
         let deadline = Instant::now() + UPDATE_PATIENCE;
         while Instant::now() < deadline {
-            let (mut shard, version) = self.read_shard(ns, shard_no).await?;
+            let (shard, version) = self.read_shard(ns, shard_no).await?;
+            let mut shard = shard.of_incarnation(incarnation);
             let now = now_ms();
             shard
                 .entries
@@ -232,7 +256,9 @@ impl ObjectSpace {
             shard.forget_old_removals(now);
             let mut changed = false;
             for (record, content) in records.iter().zip(&contents) {
-                changed |= shard.apply(record, content.clone());
+                if record.ns_incarnation == incarnation {
+                    changed |= shard.apply(record, content.clone());
+                }
             }
             if !changed {
                 return Ok(()); // newer updates got there first
@@ -277,9 +303,19 @@ impl ObjectSpace {
             if record.ns.as_str() == SYSTEM || record.expires_ms.is_some_and(|t| t <= now) {
                 continue;
             }
+            // A record of a removed namespace (the repair drops it later) is
+            // not indexed into a namespace of the same name created since.
+            let current = self.inner.namespaces.incarnation(self, &record.ns).await;
+            if current.as_ref().ok() != Some(&record.ns_incarnation) {
+                continue;
+            }
             let at = (record.ns.clone(), shard_of(&record.name));
             if !shards.contains_key(&at) {
-                let shard = self.read_shard(&at.0, at.1).await.ok().map(|(s, _)| s);
+                let shard = self
+                    .read_shard(&at.0, at.1)
+                    .await
+                    .ok()
+                    .map(|(s, _)| s.of_incarnation(record.ns_incarnation));
                 shards.insert(at.clone(), shard);
             }
             let Some(Some(shard)) = shards.get(&at) else {
@@ -300,7 +336,7 @@ impl ObjectSpace {
 
     /// The live objects of `ns` matching `query`, in name order.
     pub async fn search(&self, ns: &Namespace, query: &Query) -> Result<Vec<Entry>> {
-        self.check_namespace(ns).await?;
+        let incarnation = self.inner.namespaces.incarnation(self, ns).await?;
         let shards = join_all((0..SHARDS).map(|i| self.read_shard(ns, i))).await;
         let now = now_ms();
         let mut found = Vec::new();
@@ -308,6 +344,7 @@ impl ObjectSpace {
             let (shard, _) = shard?;
             found.extend(
                 shard
+                    .of_incarnation(incarnation)
                     .entries
                     .into_values()
                     .filter(|e| e.expires_ms.is_none_or(|t| t > now) && query.matches(&e.summary)),
@@ -369,5 +406,30 @@ mod tests {
         assert_eq!(shard.removed.keys().collect::<Vec<_>>(), ["old"]);
         assert!(shard.forget_old_removals(3 * REMOVED_HORIZON_MS));
         assert!(shard.removed.is_empty() && shard.removed_at.is_empty());
+    }
+
+    #[test]
+    fn a_shard_of_an_earlier_incarnation_counts_as_empty() {
+        let mut old = Shard::default();
+        old.removed.insert("a".into(), 7);
+        old.entries.insert(
+            "b".into(),
+            Entry {
+                version: 3,
+                expires_ms: None,
+                summary: Searchable {
+                    name: "b".into(),
+                    type_tag: String::new(),
+                    size: 1,
+                    meta: Default::default(),
+                    content: None,
+                },
+            },
+        );
+        let same = old.clone().of_incarnation(0);
+        assert_eq!(same, old, "the current incarnation's shard is kept");
+        let new = old.of_incarnation(5);
+        assert!(new.entries.is_empty() && new.removed.is_empty());
+        assert_eq!(new.incarnation, 5);
     }
 }
