@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Cluster;
 use p3::objectspace::{
-    api::{client::HeldLock, protocol::Wait},
+    api::{protocol::Wait, HeldLock},
     lock::LockMode,
     object::PutOptions,
     watch::EventKind,

@@ -294,6 +294,91 @@ fn a_lock_survives_its_primarys_death_and_can_still_be_released() {
     );
 }
 
+/// A holder whose node can no longer renew its lease (the other owners and
+/// the membership group's majority are paused) hears that the lock is lost
+/// while its command still runs, not only at release; `p3ctl lock` stops
+/// renewing, warns once, and lets the command finish.
+#[test]
+fn a_holder_that_cannot_renew_is_told_it_lost_the_lock_while_its_command_runs() {
+    let cluster = Cluster::start(3);
+    cluster.wait_formed();
+    let tmp: PathBuf = cluster.root.path().to_owned();
+    let (token_file, go) = (tmp.join("token"), tmp.join("go"));
+    let stderr_file = tmp.join("lock.stderr");
+    let script = format!(
+        "echo $P3_FENCING_TOKEN > {}; n=0; until [ -e {} ]; do n=$((n+1)); [ $n -gt 1200 ] && exit 1; sleep 0.05; done; echo finished",
+        token_file.display(),
+        go.display()
+    );
+    let holder = KillOnDrop(
+        common::p3ctl_command(
+            &cluster.nodes[0].dir,
+            &[
+                "lock",
+                "global/res",
+                "--lease",
+                "2s",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .spawn()
+        .expect("cannot run p3ctl"),
+    );
+    common::wait_for("the token to be written", DEADLINE, || {
+        std::fs::read_to_string(&token_file)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    });
+    let first_token = read_token(&token_file);
+
+    for node in &cluster.nodes[1..] {
+        node.signal("STOP");
+    }
+    let warning = common::wait_for("p3ctl lock to warn that the lock is lost", DEADLINE, || {
+        std::fs::read_to_string(&stderr_file)
+            .ok()
+            .filter(|e| e.contains("lost the lock on global/res"))
+    });
+    let mut holder = holder;
+    assert!(
+        holder.0.try_wait().unwrap().is_none(),
+        "the warning comes while the command runs: {warning}"
+    );
+    for node in &cluster.nodes[1..] {
+        node.signal("CONT");
+    }
+
+    std::fs::write(&go, "").unwrap();
+    let (ok, out, _) = holder.finish();
+    let err = std::fs::read_to_string(&stderr_file).unwrap();
+    assert!(ok, "the command's own status is kept: {err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "finished");
+    assert_eq!(err.matches("warning").count(), 1, "one warning: {err}");
+
+    let token2 = tmp.join("token2");
+    let script = format!("echo $P3_FENCING_TOKEN > {}", token2.display());
+    p3ctl_ok(
+        &cluster.nodes[1].dir,
+        &[
+            "lock",
+            "global/res",
+            "--timeout",
+            "30s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(read_token(&token2) > first_token, "tokens must grow");
+}
+
 /// A primary that crashes and comes back returns with its stale copy of the
 /// key's lock state, at a later membership epoch. It must read its
 /// successor's grants before it serves (peering): otherwise it grants a held

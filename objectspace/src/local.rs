@@ -4,14 +4,14 @@
 //! call into the engine. Checks that guard the API (reserved namespace, name
 //! syntax) apply here too.
 
-use std::{sync::Arc, time::Duration};
+use std::time::{Duration, Instant};
 
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     api::protocol::Written,
     error::{Result, SpaceError},
-    lock::LockMode,
+    lock::{keep, Held, Keeper, LockMode},
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::{PutOptions, Stat},
@@ -141,13 +141,14 @@ impl Local {
         let path = path_of(path)?;
         let lease = lease.max(MIN_LEASE);
         let grant = self.space.acquire(&path, mode, lease, wait).await?;
-        let lost = Arc::new(Notify::new());
-        let renewer = tokio::spawn(renew(
+        let keeper = Keeper::granted(Instant::now(), lease);
+        let (held, watched) = watch::channel(keeper.held());
+        let renewer = tokio::spawn(keep(
             self.space.clone(),
             path.clone(),
-            grant.holder,
-            lease,
-            lost.clone(),
+            grant.clone(),
+            keeper,
+            held,
         ));
         Ok(LocalLock {
             space: self.space.clone(),
@@ -155,7 +156,7 @@ impl Local {
             holder: grant.holder,
             token: grant.token,
             renewer: Some(renewer),
-            lost,
+            held: watched,
         })
     }
 
@@ -181,27 +182,6 @@ impl Local {
     }
 }
 
-/// Renews a lease every third of it until the task is aborted or renewal
-/// fails (then `lost` is notified).
-async fn renew(
-    space: ObjectSpace,
-    path: ObjectPath,
-    holder: u64,
-    lease: Duration,
-    lost: Arc<Notify>,
-) {
-    let mut every = tokio::time::interval(lease / 3);
-    every.tick().await; // the first tick is immediate
-    loop {
-        every.tick().await;
-        if let Err(e) = space.renew(&path, holder, lease).await {
-            tracing::warn!(%path, error = %e, "cannot renew a lock");
-            lost.notify_one();
-            return;
-        }
-    }
-}
-
 /// A lock held through [`Local::lock`]. Dropping it stops the renewals and
 /// releases it in the background.
 pub struct LocalLock {
@@ -210,7 +190,7 @@ pub struct LocalLock {
     holder: u64,
     token: u64,
     renewer: Option<JoinHandle<()>>,
-    lost: Arc<Notify>,
+    held: watch::Receiver<Held>,
 }
 
 impl LocalLock {
@@ -219,9 +199,23 @@ impl LocalLock {
         self.token
     }
 
-    /// Resolves once the lease could not be renewed (the lock may be gone).
-    pub async fn lost(&self) {
-        self.lost.notified().await
+    /// How long the lock holds as far as this node knows.
+    pub fn held(&self) -> Held {
+        self.held.borrow().clone()
+    }
+
+    /// Resolves once the lock is lost (its lease ran out before a renewal
+    /// got through, or the primary fenced it); renewals have stopped then.
+    pub async fn lost(&self) -> SpaceError {
+        let mut held = self.held.clone();
+        loop {
+            if let Held::Lost(e) = &*held.borrow_and_update() {
+                return e.clone();
+            }
+            if held.changed().await.is_err() {
+                return SpaceError::Stopped;
+            }
+        }
     }
 
     /// Releases the lock now.

@@ -4,7 +4,10 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
-use p3_objectspace::{lock::LockMode, ObjectPath};
+use p3_objectspace::{
+    lock::{Held, LockMode},
+    ObjectPath,
+};
 
 use super::space;
 use crate::args::NodeOpts;
@@ -24,17 +27,32 @@ pub async fn run(
         .split_first()
         .context("give the command to run after `--`")?;
     let held = space(opts).await?.lock(path, mode, lease, timeout).await?;
-    let status = tokio::process::Command::new(program)
+    let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("P3_FENCING_TOKEN", held.token().to_string())
-        .status()
-        .await;
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    // The command runs on if the lock is lost (as under `etcdctl lock`), but
+    // the user hears of it at once: writes fenced with the token will be
+    // refused from then on.
+    let status = tokio::select! {
+        status = child.wait() => status,
+        e = held.lost() => {
+            eprintln!(
+                "p3ctl: warning: lost the lock on {path} (token {}): {e}; stopped renewing it, {program} runs on without it",
+                held.token()
+            );
+            child.wait().await
+        }
+    };
+    let status = status.with_context(|| format!("cannot wait for {program}"))?;
     // Released whatever happened to the command (dropping the connection would
     // release it too, but this way a lost lock is reported).
-    let released = held.release().await;
-    let status = status.with_context(|| format!("cannot run {program}"))?;
-    if let Err(e) = released {
-        eprintln!("p3ctl: warning: {e}");
+    let was_lost = matches!(held.held(), Held::Lost(_));
+    if let Err(e) = held.release().await {
+        if !was_lost {
+            eprintln!("p3ctl: warning: {e}");
+        }
     }
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

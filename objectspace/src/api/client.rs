@@ -15,6 +15,7 @@ use tokio::{
 };
 
 use super::{
+    held::HeldLock,
     mux::{self, Channel, Opener},
     protocol::{Hello, Request, Response, SpaceStatus, Wait, Written, DATA_FRAME},
     read_frame, write_frame, ApiInfo, FrameError, API_FILE,
@@ -22,7 +23,7 @@ use super::{
 use crate::{
     error::{Result, SpaceError},
     index::Entry,
-    lock::{Grant, LockMode},
+    lock::LockMode,
     object::{PutOptions, Stat},
     watch::Event,
 };
@@ -42,7 +43,7 @@ pub struct Space {
     timeout: Duration,
 }
 
-fn lost(e: FrameError) -> SpaceError {
+pub(super) fn lost(e: FrameError) -> SpaceError {
     SpaceError::Unavailable(e.to_string())
 }
 
@@ -103,6 +104,11 @@ impl Space {
             opener: self.opener.clone(),
             timeout: self.timeout,
         })
+    }
+
+    /// The conversation, the connection it runs on, and the answer timeout.
+    pub(super) fn into_parts(self) -> (Channel, Opener, Duration) {
+        (self.stream, self.opener, self.timeout)
     }
 
     /// Replaces [`CALL_TIMEOUT`] for this connection.
@@ -390,7 +396,7 @@ impl Space {
             .receive_within(self.timeout.saturating_add(patience))
             .await?
         {
-            Response::Locked(grant) => Ok(HeldLock { space: self, grant }),
+            Response::Locked { grant, valid_ms } => Ok(HeldLock::new(self, grant, valid_ms)),
             other => Err(unexpected(other)),
         }
     }
@@ -498,29 +504,6 @@ impl Space {
     }
 }
 
-/// A lock held through a connection to the node.
-pub struct HeldLock {
-    space: Space,
-    grant: Grant,
-}
-
-impl HeldLock {
-    /// The fencing token: writes under this lock carry it.
-    pub fn token(&self) -> u64 {
-        self.grant.token
-    }
-
-    /// Releases the lock; an error if it was lost meanwhile (its lease ended
-    /// because the node could not renew it).
-    pub async fn release(mut self) -> Result<()> {
-        self.space.send(&Request::Unlock).await?;
-        match self.space.receive().await? {
-            Response::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-}
-
 /// A connection delivering watch events.
 pub struct Watching {
     space: Space,
@@ -541,7 +524,7 @@ impl Watching {
     }
 }
 
-fn unexpected(response: Response) -> SpaceError {
+pub(super) fn unexpected(response: Response) -> SpaceError {
     let name = format!("{response:?}");
     let name = name.split(['(', ' ', '{']).next().unwrap_or("?").to_owned();
     SpaceError::Unavailable(format!("the node sent an unexpected {name} answer"))

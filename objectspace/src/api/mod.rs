@@ -9,6 +9,7 @@
 //! then requests and answers as [`protocol`] describes.
 
 pub mod client;
+pub mod held;
 pub mod mux;
 pub mod protocol;
 pub mod server;
@@ -17,6 +18,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use client::{Space, Watching};
+pub use held::HeldLock;
 
 /// Name of the file in the data directory that says where the API listens.
 pub const API_FILE: &str = "api.json";

@@ -90,8 +90,10 @@ pub enum Request {
         query: String,
     },
     /// Acquire a lock on `NS/NAME`: answered by [`Response::Locked`] once
-    /// granted. The node renews the lease while the connection stays open and
-    /// releases the lock on [`Request::Unlock`] or when the connection closes.
+    /// granted. The node renews the lease while the connection stays open,
+    /// sending [`Response::Locked`] again after each renewal, or
+    /// [`Response::LockLost`] once when the lock is lost; it releases the lock
+    /// on [`Request::Unlock`] or when the connection closes.
     Lock {
         /// `NS/NAME`.
         path: String,
@@ -221,8 +223,17 @@ pub enum Response {
     Done,
     /// Answer to [`Request::Search`], in name order (without content).
     Matches(Vec<Entry>),
-    /// The lock is held.
-    Locked(Grant),
+    /// The lock is held, for at least `valid_ms` more as the node measures
+    /// it (sent when granted and after every renewal).
+    Locked {
+        /// The grant, with its fencing token.
+        grant: Grant,
+        /// How long the lease holds from now.
+        valid_ms: u64,
+    },
+    /// The lock is lost (its lease ran out before a renewal got through, or
+    /// the primary fenced it); the node has stopped renewing it.
+    LockLost(SpaceError),
     /// The watch is established.
     Watching,
     /// One event of a watch.

@@ -1,10 +1,13 @@
 //! The node's side of the local API.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 
 use super::{
@@ -15,7 +18,7 @@ use super::{
 use crate::{
     error::{Result, SpaceError},
     local::{path_of, writable, MIN_LEASE},
-    lock::LockMode,
+    lock::{keep, Held, Keeper, LockMode},
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::{PutOptions, VOLATILE_MAX},
@@ -297,7 +300,8 @@ async fn send_value(
 }
 
 /// Acquires a lock and holds it for the client: renews its lease while the
-/// connection is open, releases it on `Unlock` or when the client goes away.
+/// connection is open (telling the client how long it holds, or that it was
+/// lost), releases it on `Unlock` or when the client goes away.
 async fn hold_lock(
     mut stream: Channel,
     space: &ObjectSpace,
@@ -318,14 +322,25 @@ async fn hold_lock(
         Ok(held) => held,
         Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
     };
-    write_frame(&mut stream, &Response::Locked(grant.clone())).await?;
+    let keeper = Keeper::granted(Instant::now(), lease);
+    let (sender, mut held) = watch::channel(keeper.held());
+    let renewer = AbortOnDrop(tokio::spawn(keep(
+        space.clone(),
+        path.clone(),
+        grant.clone(),
+        keeper,
+        sender,
+    )));
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut renew = tokio::time::interval(lease / 3);
-    renew.tick().await; // the first tick is immediate
+    // Polled across iterations, never dropped half-read.
+    let request = read_frame::<_, Request>(&mut reader);
+    tokio::pin!(request);
     let mut lost: Option<SpaceError> = None;
+    held.mark_changed();
     loop {
         tokio::select! {
-            frame = read_frame::<_, Request>(&mut reader) => {
+            frame = &mut request => {
+                renewer.0.abort();
                 let answer = match lost.take() {
                     Some(e) => Response::Error(e),
                     None => match space.release(&path, grant.holder).await {
@@ -338,13 +353,34 @@ async fn hold_lock(
                 }
                 return Ok(());
             }
-            _ = renew.tick(), if lost.is_none() => {
-                if let Err(e) = space.renew(&path, grant.holder, lease).await {
-                    tracing::warn!(%path, error = %e, "cannot renew a lock");
-                    lost = Some(e);
-                }
+            changed = held.changed(), if lost.is_none() => {
+                let news = match (changed, held.borrow_and_update().clone()) {
+                    (Ok(()), Held::Until(until)) => Response::Locked {
+                        grant: grant.clone(),
+                        valid_ms: until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                    },
+                    (Ok(()), Held::Lost(e)) => {
+                        lost = Some(e.clone());
+                        Response::LockLost(e)
+                    }
+                    (Err(_), _) => {
+                        let e = SpaceError::Stopped;
+                        lost = Some(e.clone());
+                        Response::LockLost(e)
+                    }
+                };
+                write_frame(&mut writer, &news).await?;
             }
         }
+    }
+}
+
+/// Aborts a task when dropped: a lock's renewals end with its connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

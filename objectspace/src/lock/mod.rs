@@ -33,7 +33,11 @@ use p3_dht::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
 
+mod keep;
 mod state;
+
+pub use keep::Held;
+pub(crate) use keep::{keep, Keeper};
 
 use crate::{
     error::{Result, SpaceError},
@@ -549,18 +553,21 @@ impl ObjectSpace {
         }
     }
 
-    /// Renews a held lock's lease.
-    pub async fn renew(&self, path: &ObjectPath, holder: u64, lease: Duration) -> Result<Grant> {
+    /// Renews a held lock's lease, trying until `deadline`.
+    pub async fn renew(
+        &self,
+        path: &ObjectPath,
+        holder: u64,
+        lease: Duration,
+        deadline: Instant,
+    ) -> Result<Grant> {
         let request = LockRequest::Renew {
             ns: path.namespace.clone(),
             name: path.name.clone(),
             holder,
             lease_ms: lease.as_millis() as u64,
         };
-        match self
-            .to_primary(path, request, Instant::now() + lease)
-            .await?
-        {
+        match self.to_primary(path, request, deadline).await? {
             PeerResponse::Granted(grant) => Ok(grant),
             other => Err(SpaceError::Unavailable(format!(
                 "unexpected answer {other:?}"
