@@ -60,6 +60,7 @@ impl Membership {
     /// Applies [`voters::plan`] and drops from the group nodes that left the map.
     async fn place_voters(&self, now: Instant, times: &LeaseTimes) -> Result<()> {
         let raft = &self.inner.raft;
+        let _changing = self.inner.changing_group.lock().await;
         let map = self.map();
         let stored = raft.metrics().borrow().membership_config.clone();
         let membership = stored.membership();

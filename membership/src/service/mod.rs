@@ -82,6 +82,11 @@ struct Inner {
     renewed: Notify,
     liveness: Mutex<Liveness>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Held by the leader while it adds a node to the group and then to the
+    /// map, and while it changes the group's members: a node between the
+    /// two steps is a learner not yet in the map, which must not be taken
+    /// for one that left it.
+    changing_group: tokio::sync::Mutex<()>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +164,7 @@ impl Membership {
                 renewed: Notify::new(),
                 liveness: Mutex::default(),
                 tasks: Mutex::default(),
+                changing_group: tokio::sync::Mutex::new(()),
             }),
         };
         let tasks = vec![
@@ -420,6 +426,7 @@ impl Membership {
     async fn join(&self, peer: PeerId, addrs: Vec<String>, incarnation: u64) -> Response {
         let raft = &self.inner.raft;
         let received = Instant::now();
+        let _changing = self.inner.changing_group.lock().await;
         let known = raft
             .metrics()
             .borrow()
@@ -477,6 +484,10 @@ impl Membership {
         // out of the group receive no more entries): the leader's "not a
         // member" makes it join again.
         let mut refused = false;
+        // Since when the leader has acknowledged epochs this node's map has
+        // not reached: a member that no longer receives the group's entries
+        // (dropped from the group by mistake) joins again to get them back.
+        let mut lagging: Option<Instant> = None;
         loop {
             let me = self.inner.me;
             let member = !refused
@@ -533,6 +544,17 @@ impl Membership {
                 match answer {
                     Ok(Response::Renewed { epoch } | Response::Joined { epoch }) => {
                         self.renew(sent, epoch);
+                        if self.map().epoch() >= epoch {
+                            lagging = None;
+                        } else if lagging.get_or_insert(sent).elapsed() > times.lease {
+                            tracing::warn!(
+                                epoch,
+                                have = self.map().epoch(),
+                                "the map lags the group's; joining again"
+                            );
+                            refused = true;
+                            lagging = None;
+                        }
                         if !member {
                             // The map arrives through Raft shortly; beat soon.
                             again = LEAD_EVERY;
