@@ -73,7 +73,9 @@ impl Client {
         let result = self.runtime.block_on(f(space));
         if matches!(
             result,
-            Err(SpaceError::Unavailable(_) | SpaceError::TimedOut(_))
+            Err(SpaceError::Unavailable(_)
+                | SpaceError::OutcomeUnknown(_)
+                | SpaceError::TimedOut(_))
         ) {
             self.space = None;
         }

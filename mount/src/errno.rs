@@ -15,6 +15,7 @@ pub fn errno(operation: &str, path: &str, error: &SpaceError) -> c_int {
         SpaceError::Fenced(_) => libc::EBUSY,
         SpaceError::NotEnoughOwners { .. }
         | SpaceError::Unavailable(_)
+        | SpaceError::OutcomeUnknown(_)
         | SpaceError::TimedOut(_)
         | SpaceError::Corrupt(_)
         | SpaceError::Storage(_)

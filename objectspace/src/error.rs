@@ -52,6 +52,11 @@ pub enum SpaceError {
     /// No peer that should have an answer gave one.
     #[error("{0}")]
     Unavailable(String),
+    /// Whether a request took effect is not known: it was sent (or may have
+    /// been) and its answer never came, or a write reached some owners but
+    /// not all. The caller must read before it retries a conditional write.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// A request that makes no sense (reserved namespace, bad option, ...).
     #[error("{0}")]
     Invalid(String),

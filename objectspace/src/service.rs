@@ -276,7 +276,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 // The first attempt is already on some owners (and may be
                 // read before the newer copy replaces it): not a conflict
                 // the client can trust.
-                return Err(SpaceError::Unavailable(format!(
+                return Err(SpaceError::OutcomeUnknown(format!(
                     "the write to {path} may or may not have been applied: an owner held a newer version ({live_version}) than this primary; read it and retry"
                 )));
             }

@@ -236,7 +236,7 @@ impl ObjectSpace {
         let mut pause = Duration::from_millis(25);
         loop {
             let failure = match self.ask_remote(peer, request.clone()).await {
-                Err(e @ SpaceError::Unavailable(_)) => e,
+                Err(e @ (SpaceError::Unavailable(_) | SpaceError::OutcomeUnknown(_))) => e,
                 answer => return answer,
             };
             if tokio::time::Instant::now() + pause > until
@@ -261,7 +261,7 @@ impl ObjectSpace {
         let answer = tokio::select! {
             answer = timeout(deadline, self.inner.node.request(peer, &request)) => answer,
             () = self.inner.membership.removed(peer) => {
-                return Err(SpaceError::Unavailable(format!(
+                return Err(SpaceError::OutcomeUnknown(format!(
                     "{peer} was removed from the membership map while it was asked"
                 )))
             }
@@ -269,8 +269,10 @@ impl ObjectSpace {
         match answer {
             Ok(Ok(PeerResponse::Error(e))) => Err(e),
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(SpaceError::Unavailable(format!(
+            // A broken connection may have carried the request first.
+            Ok(Err(p3_dht::DhtError::Stopped)) => Err(SpaceError::Stopped),
+            Ok(Err(e)) => Err(SpaceError::OutcomeUnknown(format!("{peer}: {e}"))),
+            Err(_) => Err(SpaceError::OutcomeUnknown(format!(
                 "{peer} did not answer within {deadline:?}"
             ))),
         }

@@ -244,6 +244,8 @@ impl ObjectSpace {
         candidates.reverse();
         let mut failures = Vec::new();
         let mut failed: Vec<PeerId> = Vec::new();
+        // Whether an earlier attempt may have been applied.
+        let mut unknown = false;
         while let Some(target) = candidates.pop() {
             if failed.contains(&target) {
                 // A redirect back to an owner that just failed: its
@@ -272,21 +274,34 @@ impl ObjectSpace {
                     failed.push(target);
                     failures.push(format!("{target}: {e}"))
                 }
-                // An owner that failed earlier may have applied the write
-                // before its answer was lost: the conflict may be with the
-                // write itself.
-                Err(SpaceError::VersionConflict { .. }) if !failed.is_empty() => {
-                    return Err(SpaceError::Unavailable(format!(
-                        "the write to {path} may or may not have been applied (an earlier attempt got no answer: {}); read it before retrying",
-                        failures.join("; ")
-                    )))
+                Err(e @ SpaceError::OutcomeUnknown(_)) => {
+                    unknown = true;
+                    failed.push(target);
+                    failures.push(format!("{target}: {e}"))
+                }
+                // An owner may have applied the write before its answer was
+                // lost: the conflict (or, for a removal, the absence) may be
+                // the write itself.
+                Err(SpaceError::VersionConflict { .. } | SpaceError::NotFound(_)) if unknown => {
+                    return Err(may_or_may_not(path, &failures))
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if unknown {
+            return Err(may_or_may_not(path, &failures));
         }
         Err(SpaceError::Unavailable(format!(
             "no owner of {path} took the write: {}",
             failures.join("; ")
         )))
     }
+}
+
+/// The answer to a client whose write may have been applied.
+fn may_or_may_not(path: &ObjectPath, failures: &[String]) -> SpaceError {
+    SpaceError::OutcomeUnknown(format!(
+        "the write to {path} may or may not have been applied ({}); read it before retrying",
+        failures.join("; ")
+    ))
 }

@@ -510,7 +510,11 @@ impl ObjectSpace {
             match self.ask(primary, PeerRequest::Lock(request.clone())).await {
                 Ok(PeerResponse::NotPrimary(p)) => target = p.parse().ok(),
                 Ok(answer) => return Ok(answer),
-                Err(SpaceError::Unavailable(e)) if Instant::now() < deadline => {
+                // Lock requests carry the holder's id, so asking again
+                // (here or at the next primary) does not grant twice.
+                Err(SpaceError::Unavailable(e) | SpaceError::OutcomeUnknown(e))
+                    if Instant::now() < deadline =>
+                {
                     tracing::debug!(error = %e, "lock primary unreachable; asking again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -547,7 +551,8 @@ impl ObjectSpace {
                     )))
                 }
                 // The primary died while this request waited: ask the new one.
-                Err(SpaceError::Unavailable(_)) if Instant::now() < deadline => {}
+                Err(SpaceError::Unavailable(_) | SpaceError::OutcomeUnknown(_))
+                    if Instant::now() < deadline => {}
                 Err(e) => return Err(e),
             }
         }
