@@ -29,8 +29,8 @@ pub struct LeaseTimes {
 impl Default for LeaseTimes {
     fn default() -> Self {
         LeaseTimes {
-            lease: Duration::from_secs(3),
-            drift: Duration::from_millis(500),
+            lease: Duration::from_millis(1500),
+            drift: Duration::from_millis(300),
         }
     }
 }
@@ -153,10 +153,15 @@ mod tests {
     use crate::map::map_of;
 
     const MS: Duration = Duration::from_millis(1);
+    /// Explicit times, so the arithmetic is tested, not the defaults.
+    const TIMES: LeaseTimes = LeaseTimes {
+        lease: Duration::from_secs(3),
+        drift: Duration::from_millis(500),
+    };
 
     #[test]
     fn a_lease_counts_from_the_heartbeat_sent_not_from_the_answer() {
-        let times = LeaseTimes::default();
+        let times = TIMES;
         let t0 = Instant::now();
         let mut lease = Lease::default();
         assert!(!lease.valid(t0), "no lease before the first answer");
@@ -172,7 +177,7 @@ mod tests {
 
     #[test]
     fn the_leader_removes_only_members_silent_for_lease_plus_drift() {
-        let times = LeaseTimes::default();
+        let times = TIMES;
         let (me, quiet, talking) = (PeerId::random(), PeerId::random(), PeerId::random());
         let map = map_of(&[me, quiet, talking]);
         let t0 = Instant::now();
@@ -196,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_new_leader_waits_a_full_lease_whatever_an_old_one_heard() {
-        let times = LeaseTimes::default();
+        let times = TIMES;
         let (me, other) = (PeerId::random(), PeerId::random());
         let map = map_of(&[me, other]);
         let t0 = Instant::now();

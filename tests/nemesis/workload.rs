@@ -15,8 +15,6 @@ use std::{
 
 use crate::checker::{Cas, History, Hold, Op, Outcome};
 
-/// The counter every node's client increments.
-pub const COUNTER: &str = "global/nemesis-counter";
 /// How many objects the take clients compete for.
 pub const TASKS: u32 = 100;
 /// A client gives up on a `p3ctl` that has not answered in this long (its
@@ -137,8 +135,9 @@ impl Clients {
     }
 
     /// Starts the counter, unique-write and lock clients of node `node`.
-    pub fn start(&mut self, node: usize, p3ctl: P3ctl, lock: &str) {
-        self.spawn(node, p3ctl.clone(), counter_client);
+    pub fn start(&mut self, node: usize, p3ctl: P3ctl, (counter, lock): (&str, &str)) {
+        let counter = counter.to_owned();
+        self.spawn(node, p3ctl.clone(), move |c| counter_client(c, &counter));
         self.spawn(node, p3ctl.clone(), writes_client);
         let lock = lock.to_owned();
         self.spawn(node, p3ctl, move |c| lock_client(c, &lock));
@@ -211,12 +210,12 @@ impl Client {
 /// minority does not spin (pacing only: nothing waits on it).
 const BACKOFF: Duration = Duration::from_millis(100);
 
-fn counter_client(c: &Client) -> History {
+fn counter_client(c: &Client, counter: &str) -> History {
     let mut history = History::default();
     let mut seq = 0;
     while c.running() {
-        let read = c.run(&["get", COUNTER], b"");
-        let stat = c.run(&["stat", COUNTER, "--json"], b"");
+        let read = c.run(&["get", counter], b"");
+        let stat = c.run(&["stat", counter, "--json"], b"");
         let version = serde_json::from_str::<serde_json::Value>(&stat.stdout)
             .ok()
             .and_then(|v| v["version"].as_u64());
@@ -229,7 +228,7 @@ fn counter_client(c: &Client) -> History {
         let value = format!("n{}-{seq}", c.node);
         let start = c.now();
         let expected = version.to_string();
-        let args = ["put", COUNTER, "-", "--if-version", &expected, "--json"];
+        let args = ["put", counter, "-", "--if-version", &expected, "--json"];
         let put = c.run(&args, value.as_bytes());
         let made = serde_json::from_str::<serde_json::Value>(&put.stdout)
             .ok()

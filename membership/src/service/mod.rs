@@ -104,7 +104,7 @@ const MAX_STREAMS: usize = 256;
 /// How long a peer may take to send its request once it opened a stream.
 const RECEIVE_DEADLINE: Duration = Duration::from_secs(5);
 /// How often the leader looks for silent members and voter changes.
-const LEAD_EVERY: Duration = Duration::from_millis(250);
+const LEAD_EVERY: Duration = Duration::from_millis(100);
 
 impl Membership {
     /// Starts the membership layer of `node`, its Raft state in `db` (opened
@@ -114,9 +114,9 @@ impl Membership {
         let id = node_id(&me);
         let raft_config = openraft::Config {
             cluster_name: "p3-membership".into(),
-            heartbeat_interval: 250,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            heartbeat_interval: 150,
+            election_timeout_min: 600,
+            election_timeout_max: 1200,
             ..Default::default()
         }
         .validate()
