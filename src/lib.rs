@@ -7,6 +7,7 @@
 //! cli/          p3ctl: the node daemon and every client command   (p3_cli)
 //! scheduler/    jobs, work stealing, divide, checkpoint/restart  (p3_scheduler)
 //! objectspace/  namespaces, objects, blobs, owners, locks        (p3_objectspace)
+//! membership/   the agreed map of members, leases (Raft)         (p3_membership)
 //! dht/          the libp2p swarm behind one Node handle          (p3_dht)
 //! ```
 //!
@@ -14,5 +15,6 @@
 
 pub use p3_cli as cli;
 pub use p3_dht as dht;
+pub use p3_membership as membership;
 pub use p3_objectspace as objectspace;
 pub use p3_scheduler as scheduler;
