@@ -34,6 +34,7 @@ pub mod lock;
 pub mod name;
 pub mod namespaces;
 pub mod object;
+mod ordering;
 mod peering;
 pub mod protocol;
 pub mod query;

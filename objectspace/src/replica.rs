@@ -12,6 +12,7 @@ use crate::{
     key::object_key,
     name::{Namespace, ObjectName},
     object::ObjectRecord,
+    ordering::{self, Incoming},
     protocol::{PeerRequest, PeerResponse},
     space::ObjectSpace,
     store::Pin,
@@ -118,13 +119,10 @@ pub(crate) async fn adopt(
     let store = space.store().clone();
     let (ns, name) = (record.ns.clone(), record.name.clone());
     let local = blocking(move || store.record(&ns, &name)).await?;
-    if let Some(local) = local {
-        if local.order() == record.order() {
-            return Ok(PeerResponse::Replicated);
-        }
-        if local.order() > record.order() {
-            return Ok(PeerResponse::Stale(Box::new(local)));
-        }
+    match ordering::incoming(local.as_ref(), &record) {
+        Incoming::Same => return Ok(PeerResponse::Replicated),
+        Incoming::Stale(ours) => return Ok(PeerResponse::Stale(ours)),
+        Incoming::Store => {}
     }
     if record.volatile {
         let mut inline = inline;

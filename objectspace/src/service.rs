@@ -12,7 +12,8 @@ use crate::{
     blob::INLINE_MAX,
     error::{Result, SpaceError},
     key::object_key,
-    object::{now_ms, ObjectRecord},
+    object::now_ms,
+    ordering::{self, Attempt, Tally},
     protocol::{
         PeerRequest, PeerResponse, SyncEntry, WriteOp, WriteRequest, LIST_BATCH, MAX_PREFIX,
         SYNC_BATCH,
@@ -269,75 +270,8 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         let store = space.store().clone();
         let (ns, name) = (write.ns.clone(), write.name.clone());
         let current = blocking(move || store.record(&ns, &name)).await?;
-        let now = now_ms();
-        let live_version = current.as_ref().map_or(0, |c| c.live_version(now));
-        if let Some(expected) = write.if_version {
-            if expected != live_version && attempt > 0 {
-                // The first attempt is already on some owners (and may be
-                // read before the newer copy replaces it): not a conflict
-                // the client can trust.
-                return Err(SpaceError::OutcomeUnknown(format!(
-                    "the write to {path} may or may not have been applied: an owner held a newer version ({live_version}) than this primary; read it and retry"
-                )));
-            }
-            if expected != live_version {
-                return Err(SpaceError::VersionConflict {
-                    path,
-                    expected,
-                    current: live_version,
-                });
-            }
-        }
-        let version = current.as_ref().map_or(0, |c| c.version) + 1;
-        let created = match &current {
-            Some(c) if live_version > 0 => c.created_ms,
-            _ => now,
-        };
-        let record = match &write.op {
-            WriteOp::Put {
-                blob,
-                size,
-                type_tag,
-                meta,
-                ttl_ms,
-                volatile,
-            } => ObjectRecord {
-                ns: write.ns.clone(),
-                name: write.name.clone(),
-                version,
-                ns_incarnation: write.ns_incarnation,
-                blob: Some(*blob),
-                size: *size,
-                type_tag: type_tag.clone(),
-                meta: meta.clone(),
-                created_ms: created,
-                modified_ms: now,
-                expires_ms: ttl_ms.map(|t| now.saturating_add(t)),
-                volatile: *volatile,
-                epoch: map.epoch(),
-            },
-            WriteOp::Remove => {
-                if live_version == 0 {
-                    return Err(SpaceError::NotFound(path));
-                }
-                ObjectRecord {
-                    ns: write.ns.clone(),
-                    name: write.name.clone(),
-                    version,
-                    ns_incarnation: write.ns_incarnation,
-                    blob: None,
-                    size: 0,
-                    type_tag: String::new(),
-                    meta: Default::default(),
-                    created_ms: created,
-                    modified_ms: now,
-                    expires_ms: None,
-                    // A removal is as durable as what it removes.
-                    volatile: current.as_ref().is_some_and(|c| c.volatile),
-                    epoch: map.epoch(),
-                }
-            }
-        };
+        let record =
+            ordering::next_record(current.as_ref(), &write, attempt > 0, now_ms(), map.epoch())?;
         store_record(space, &record, write.inline.as_deref()).await?;
 
         let mut replicas: FuturesUnordered<_> = owners
@@ -354,51 +288,37 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 async move { (peer, space.ask_owner(peer, request).await) }
             })
             .collect();
-        // Acknowledged once every owner holds it, as Ceph does: then any one
-        // owner of the interval holds every acknowledged write, so a key
-        // stays writable after a change of owners as long as one of the old
-        // owners answers (a majority would leave the newest write on the
-        // side of a partition that lost the key). An owner that is down holds
-        // writes up until the group removes it (its lease plus drift).
-        let needed = owners.len();
-        let mut acked = 1;
-        let mut newer: Option<(PeerId, ObjectRecord)> = None;
-        while acked < needed {
+        let mut tally = Tally::new(me, &owners);
+        while !tally.complete() {
             let Some((peer, answer)) = replicas.next().await else {
                 break;
             };
-            match answer {
-                Ok(PeerResponse::Replicated) => acked += 1,
-                Ok(PeerResponse::Stale(theirs)) => {
-                    if newer
-                        .as_ref()
-                        .is_none_or(|(_, n)| theirs.order() > n.order())
-                    {
-                        newer = Some((peer, *theirs));
-                    }
-                }
-                Ok(other) => tracing::warn!(%peer, ?other, "unexpected answer to replicate"),
-                Err(e) => tracing::debug!(%peer, error = %e, "replica unreachable"),
+            if let Err(e) = &answer {
+                tracing::debug!(%peer, error = %e, "replica unreachable");
             }
+            tally.answer(peer, &answer);
         }
         if !replicas.is_empty() {
             tokio::spawn(async move { while replicas.next().await.is_some() {} });
         }
-        if let Some((peer, theirs)) = newer {
-            // An owner saw a write this node missed (it was not primary then):
-            // adopt it and order this write after it.
-            adopt(space, theirs, None, &[peer]).await?;
-            continue;
+        match tally.outcome() {
+            Attempt::Acknowledged(acked) => {
+                space.written(&record);
+                return Ok(PeerResponse::Written { record, acked });
+            }
+            // An owner saw a write this node missed (it was not primary
+            // then): adopt it and order this write after it.
+            Attempt::Adopt(peer, theirs) => {
+                adopt(space, theirs, None, &[peer]).await?;
+            }
+            Attempt::Short { acked, needed } => {
+                return Err(SpaceError::NotEnoughOwners {
+                    path,
+                    acked,
+                    needed,
+                })
+            }
         }
-        if acked < needed {
-            return Err(SpaceError::NotEnoughOwners {
-                path,
-                acked,
-                needed,
-            });
-        }
-        space.written(&record);
-        return Ok(PeerResponse::Written { record, acked });
     }
     Err(SpaceError::Unavailable(format!(
         "the owners of {path} keep disagreeing about its newest version; retry"
