@@ -1,0 +1,275 @@
+//! The primary's waiting lines: one FIFO queue per key, served by a pump
+//! task that grants whoever is first in line once it is compatible with the
+//! grants, and the primary's answer to every [`LockRequest`].
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Mutex,
+    time::Duration,
+};
+
+use futures::{future::BoxFuture, FutureExt};
+use tokio::sync::{oneshot, Notify};
+
+use super::{Grant, LockMode, LockRequest};
+use crate::{
+    error::{Result, SpaceError},
+    key::object_key,
+    name::{Namespace, ObjectName},
+    object::now_ms,
+    protocol::PeerResponse,
+    space::ObjectSpace,
+};
+
+/// Someone waiting in line at the primary.
+struct Waiter {
+    holder: u64,
+    mode: LockMode,
+    lease_ms: u64,
+    granted: oneshot::Sender<Grant>,
+}
+
+/// The waiting lines of the keys this node is primary of, and which keys have
+/// a pump task serving their line.
+#[derive(Default)]
+struct Lines {
+    waiting: HashMap<[u8; 32], VecDeque<Waiter>>,
+    pumps: HashSet<[u8; 32]>,
+}
+
+/// The primary's waiting lines and what wakes their pumps.
+#[derive(Default)]
+pub(crate) struct Queues {
+    lines: Mutex<Lines>,
+    changed: Notify,
+}
+
+impl Queues {
+    fn lines(&self) -> std::sync::MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the pumps: a key's state changed, so a waiter may be grantable.
+    pub(super) fn wake(&self) {
+        self.changed.notify_waiters();
+    }
+}
+
+/// Longest lease a holder may ask for, and longest a request waits in line.
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+
+impl ObjectSpace {
+    /// The primary's side of every [`LockRequest`].
+    pub(crate) async fn handle_lock(&self, request: LockRequest) -> Result<PeerResponse> {
+        let (ns, name) = match &request {
+            LockRequest::Acquire { ns, name, .. }
+            | LockRequest::Renew { ns, name, .. }
+            | LockRequest::Release { ns, name, .. } => (ns.clone(), name.clone()),
+        };
+        let key = object_key(&ns, &name);
+        self.check_lease().await?;
+        let owners = self.owners(&key).await?;
+        if owners[0] != self.me() {
+            return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
+        }
+        match request {
+            LockRequest::Acquire {
+                holder,
+                mode,
+                lease_ms,
+                wait_ms,
+                ..
+            } => {
+                let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64).max(1);
+                let (tx, rx) = oneshot::channel();
+                self.inner
+                    .queues
+                    .lines()
+                    .waiting
+                    .entry(key)
+                    .or_default()
+                    .push_back(Waiter {
+                        holder,
+                        mode,
+                        lease_ms,
+                        granted: tx,
+                    });
+                self.serve_line(&ns, &name).await?;
+                let wait = Duration::from_millis(wait_ms).min(MAX_LEASE);
+                match tokio::time::timeout(wait, rx).await {
+                    Ok(Ok(grant)) => Ok(PeerResponse::Granted(grant)),
+                    _ => {
+                        self.leave_line(key, holder);
+                        Err(SpaceError::TimedOut(format!(
+                            "{ns}/{name} is still locked after waiting {wait:?}"
+                        )))
+                    }
+                }
+            }
+            LockRequest::Renew {
+                holder, lease_ms, ..
+            } => {
+                let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64);
+                let grant = self
+                    .change_state(&ns, &name, |state| {
+                        let grant = state.grants.iter_mut().find(|g| g.holder == holder)?;
+                        grant.lease_until_ms = now_ms() + lease_ms;
+                        Some(grant.clone())
+                    })
+                    .await?;
+                grant.map(PeerResponse::Granted).ok_or_else(|| {
+                    SpaceError::Fenced(format!(
+                        "the lock on {ns}/{name} was lost (its lease ended before it was renewed)"
+                    ))
+                })
+            }
+            LockRequest::Release { holder, .. } => {
+                self.change_state(&ns, &name, |state| {
+                    let before = state.grants.len();
+                    state.grants.retain(|g| g.holder != holder);
+                    (state.grants.len() != before).then_some(())
+                })
+                .await?;
+                self.serve_line(&ns, &name).await?;
+                Ok(PeerResponse::Done)
+            }
+        }
+    }
+
+    /// Grants the head of the key's line for as long as it is compatible; if
+    /// anyone is left waiting, makes sure one pump task serves the line as
+    /// leases run out and locks are released.
+    ///
+    /// Boxed with an explicit `Send` type: through [`ObjectSpace::ask`] a lock
+    /// operation can lead back to another, which the compiler cannot prove
+    /// `Send` for an unboxed future.
+    pub(super) fn serve_line(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+    ) -> BoxFuture<'static, Result<()>> {
+        let (space, ns, name) = (self.clone(), ns.clone(), name.clone());
+        async move {
+            let key = object_key(&ns, &name);
+            if space.serve_line_once(&ns, &name, false).await?.is_none() {
+                return Ok(());
+            }
+            let first = space.inner.queues.lines().pumps.insert(key);
+            if first {
+                tokio::spawn(async move { space.pump(&ns, &name).await });
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    /// Serves one key's line until nobody waits in it.
+    pub(super) async fn pump(&self, ns: &Namespace, name: &ObjectName) {
+        loop {
+            // Armed before the step, so a change during it is not missed.
+            let changed = self.inner.queues.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let next = match self.serve_line_once(ns, name, true).await {
+                Ok(Some(next)) => next,
+                Ok(None) => return, // the step retired this pump
+                Err(e) => {
+                    tracing::debug!(error = %e, "serving a lock line failed; retrying");
+                    Duration::from_millis(200)
+                }
+            };
+            let _ = tokio::time::timeout(next, changed).await;
+        }
+    }
+
+    /// One pass over the line. Returns `None` when nobody waits any more (and,
+    /// for the pump, retires it in the same breath so no waiter is left
+    /// without one), else how long until the next lease ends.
+    pub(super) async fn serve_line_once(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        as_pump: bool,
+    ) -> Result<Option<Duration>> {
+        let key = object_key(ns, name);
+        let lock = self.key_lock(key);
+        let _ordered = lock.lock().await;
+        let epoch = self.membership().map().epoch();
+        let mut state = self.peered_state(ns, name).await?;
+        let mut changed = state.prune(now_ms());
+        let mut granted = Vec::new();
+        {
+            let mut lines = self.inner.queues.lines();
+            let line = lines.waiting.entry(key).or_default();
+            line.retain(|w| !w.granted.is_closed());
+            while line.front().is_some_and(|head| state.compatible(head.mode)) {
+                let Some(w) = line.pop_front() else { break };
+                let grant = Grant {
+                    holder: w.holder,
+                    mode: w.mode,
+                    token: state.next_token(epoch),
+                    lease_until_ms: now_ms() + w.lease_ms,
+                };
+                state.grants.push(grant.clone());
+                granted.push((w, grant));
+                changed = true;
+            }
+            if line.is_empty() {
+                lines.waiting.remove(&key);
+            }
+        }
+        if changed {
+            if let Err(e) = self.commit_state(ns, name, &mut state).await {
+                // Not granted after all: the waiters go back to the head of
+                // the line, in order, for the next pass.
+                let mut lines = self.inner.queues.lines();
+                let line = lines.waiting.entry(key).or_default();
+                for (w, _) in granted.into_iter().rev() {
+                    line.push_front(w);
+                }
+                return Err(e);
+            }
+        }
+        // A grant's lease was counted from before its commit, which may have
+        // waited on a slow owner: a holder told of it now must still have at
+        // least half of it, or the next waiter could be granted while it
+        // thinks it holds the lock. Otherwise it waits for the stale grant to
+        // run out, at the head of the line.
+        let now = now_ms();
+        let (fresh, stale): (Vec<_>, Vec<_>) = granted
+            .into_iter()
+            .partition(|(w, grant)| grant.lease_until_ms >= now + w.lease_ms / 2);
+        if !stale.is_empty() {
+            tracing::debug!(count = stale.len(), "grants committed too late to hand out");
+            let mut lines = self.inner.queues.lines();
+            let line = lines.waiting.entry(key).or_default();
+            for (w, _) in stale.into_iter().rev() {
+                line.push_front(w);
+            }
+        }
+        for (w, grant) in fresh {
+            let _ = w.granted.send(grant);
+        }
+        let mut lines = self.inner.queues.lines();
+        if !lines.waiting.contains_key(&key) {
+            if as_pump {
+                lines.pumps.remove(&key);
+            }
+            return Ok(None);
+        }
+        let next_expiry = state.grants.iter().map(|g| g.lease_until_ms).min();
+        Ok(Some(next_expiry.map_or(Duration::from_secs(1), |t| {
+            Duration::from_millis(t.saturating_sub(now_ms()) + 1)
+        })))
+    }
+
+    pub(super) fn leave_line(&self, key: [u8; 32], holder: u64) {
+        let mut lines = self.inner.queues.lines();
+        if let Some(line) = lines.waiting.get_mut(&key) {
+            line.retain(|w| w.holder != holder);
+            if line.is_empty() {
+                lines.waiting.remove(&key);
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! A key's lock state as the owners hold it: read, changed only from the
+//! newest copy (peering with the owners of earlier epochs when this primary
+//! did not write it in the current one), and committed to every owner before
+//! a change counts.
+
+use p3_dht::PeerId;
+
+use super::LockState;
+use crate::{
+    error::{Result, SpaceError},
+    key::object_key,
+    name::{Namespace, ObjectName},
+    object::now_ms,
+    protocol::{PeerRequest, PeerResponse},
+    space::ObjectSpace,
+    transfer::blocking,
+};
+
+impl ObjectSpace {
+    /// The lock state of a key as stored here.
+    pub(crate) async fn lock_state(&self, key: [u8; 32]) -> Result<LockState> {
+        let store = self.store().clone();
+        Ok(blocking(move || store.lock_state(&key))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Applies `change` to the key's state under the key's lock; if it returns
+    /// `Some`, stores the new state and replicates it before returning.
+    pub(super) async fn change_state<T>(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        change: impl FnOnce(&mut LockState) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let key = object_key(ns, name);
+        let lock = self.key_lock(key);
+        let _ordered = lock.lock().await;
+        let mut state = self.peered_state(ns, name).await?;
+        let pruned = state.prune(now_ms());
+        let result = change(&mut state);
+        if result.is_some() || pruned {
+            self.commit_state(ns, name, &mut state).await?;
+        }
+        Ok(result)
+    }
+
+    /// The key's state as this primary may change it: the stored one if this
+    /// node changed it in the current epoch, else the newest any member
+    /// holds. Without that, a node that just became primary (a node joined
+    /// closer to the key) would find the lock free, and one that returned
+    /// from a crash or a pause would serve its stale copy and grant again
+    /// what the interim primary granted.
+    pub(super) async fn peered_state(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+    ) -> Result<LockState> {
+        let state = self.lock_state(object_key(ns, name)).await?;
+        if state.revision > 0 && state.epoch >= self.membership().map().epoch() {
+            return Ok(state);
+        }
+        self.owners_lock_state(ns, name, state).await
+    }
+
+    /// The newest of `mine` and the lock states the owners of the key's
+    /// recent intervals hold, stored here if newer; fails while too few of
+    /// them answer ([`crate::peering::gather`]).
+    ///
+    /// Not only the owners now: when the map changes, the owners that hold
+    /// the grants may all have left the owner set (a 2|3 split, or a node
+    /// that joined closer to the key pushes one out), and a primary that read
+    /// only the new owners would find the lock free.
+    pub(super) async fn owners_lock_state(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        mine: LockState,
+    ) -> Result<LockState> {
+        let key = object_key(ns, name);
+        let map = self.membership().map();
+        let ask = |peer: PeerId| {
+            let request = PeerRequest::LockStateOf {
+                ns: ns.clone(),
+                name: name.clone(),
+            };
+            async move {
+                match self.ask_remote(peer, request).await? {
+                    PeerResponse::HeldLockState(state) => Ok(state),
+                    other => Err(SpaceError::Unavailable(format!(
+                        "unexpected answer to a lock peering: {other:?}"
+                    ))),
+                }
+            }
+        };
+        let path = format!("{ns}/{name}");
+        let answers =
+            crate::peering::gather(self, &map, &key, &path, mine.epoch, ask, |s: &LockState| {
+                s.epoch
+            })
+            .await?;
+        let newest = answers
+            .into_iter()
+            .map(|(_, s)| s)
+            .fold(mine, |best, state| {
+                if state.order() > best.order() {
+                    state
+                } else {
+                    best
+                }
+            });
+        if newest.revision > 0 {
+            let (store, stored) = (self.store().clone(), newest.clone());
+            blocking(move || store.put_lock_state(&key, &stored)).await?;
+        }
+        Ok(newest)
+    }
+
+    /// Stores a changed state here and on every owner (see
+    /// `docs/consistency.md`: any one owner of an interval then holds it).
+    pub(super) async fn commit_state(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        state: &mut LockState,
+    ) -> Result<()> {
+        let key = object_key(ns, name);
+        // One map for the stamp and the owners.
+        let map = self.membership().map();
+        let epoch = map.epoch();
+        if state.epoch < epoch {
+            state.epoch = epoch;
+            state.revision = 0;
+        }
+        state.revision += 1;
+        let store = self.store().clone();
+        let stored = state.clone();
+        blocking(move || store.put_lock_state(&key, &stored)).await?;
+        let owners = self.owners_in(&map, &key)?;
+        let sends = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
+            let request = PeerRequest::LockState {
+                ns: ns.clone(),
+                name: name.clone(),
+                state: state.clone(),
+            };
+            async move { self.ask_owner(peer, request).await }
+        });
+        let acked = 1 + futures::future::join_all(sends)
+            .await
+            .iter()
+            .filter(|r| matches!(r, Ok(PeerResponse::Done)))
+            .count();
+        let needed = owners.len();
+        if acked < needed {
+            return Err(SpaceError::NotEnoughOwners {
+                path: format!("{ns}/{name} (lock)"),
+                acked,
+                needed,
+            });
+        }
+        self.inner.queues.wake();
+        Ok(())
+    }
+
+    /// A replica's side: keep the newest state.
+    pub(crate) async fn hold_lock_state(
+        &self,
+        ns: Namespace,
+        name: ObjectName,
+        state: LockState,
+    ) -> Result<PeerResponse> {
+        let key = object_key(&ns, &name);
+        let lock = self.key_lock(key);
+        let _ordered = lock.lock().await;
+        if self.lock_state(key).await?.order() < state.order() {
+            let store = self.store().clone();
+            blocking(move || store.put_lock_state(&key, &state)).await?;
+        }
+        Ok(PeerResponse::Done)
+    }
+}
