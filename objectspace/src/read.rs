@@ -221,7 +221,7 @@ impl ObjectSpace {
             }
         }
         transfer::fetch(&self.inner.node, &store, hash, &sources, Some(sink)).await?;
-        self.announce(hash);
+        self.announce(hash, found.record.size);
         Ok(())
     }
 

@@ -55,7 +55,7 @@ pub(crate) async fn ensure_blob(
             Ok(pin)
         })
         .await?;
-        space.announce(hash);
+        space.announce(hash, size);
         return Ok(pin);
     }
     let (manifest, pin) = transfer::fetch(space.node(), &store, hash, sources, None).await?;
@@ -65,7 +65,7 @@ pub(crate) async fn ensure_blob(
             manifest.size()
         )));
     }
-    space.announce(hash);
+    space.announce(hash, size);
     Ok(pin)
 }
 

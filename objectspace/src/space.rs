@@ -23,7 +23,7 @@ use p3_membership::Membership;
 use tokio::{sync::broadcast, time::timeout};
 
 use crate::{
-    blob::BlobHash,
+    blob::{BlobHash, INLINE_MAX},
     error::{Result, SpaceError},
     index::IndexQueue,
     interest::Interests,
@@ -297,8 +297,15 @@ impl ObjectSpace {
         Ok((incarnation, owners))
     }
 
-    /// Announces in the DHT that this node holds `hash`.
-    pub(crate) fn announce(&self, hash: BlobHash) {
+    /// Announces in the DHT that this node holds `hash` (of `size` bytes),
+    /// so readers that are not owners can fetch it from here too. Values up
+    /// to [`INLINE_MAX`] travel inside the messages that carry their records
+    /// and are never fetched by hash: announcing them would cost a Kademlia
+    /// query on every owner for every small write, and help no one.
+    pub(crate) fn announce(&self, hash: BlobHash, size: u64) {
+        if size <= INLINE_MAX {
+            return;
+        }
         let node = self.inner.node.clone();
         tokio::spawn(async move {
             if let Err(e) = node.start_providing(blob_provider_key(&hash.0)).await {

@@ -69,7 +69,7 @@ impl ObjectSpace {
             .filter(|p| *p != self.me())
             .collect();
         let (_, fetched) = transfer::fetch(self.node(), &store, hash, &sources, None).await?;
-        self.announce(hash);
+        self.announce(hash, found.record.size);
         drop(pin);
         Ok(Some(fetched))
     }

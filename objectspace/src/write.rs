@@ -112,7 +112,7 @@ impl ObjectSpace {
         let written = self.submit(path, op, conditions, inline).await?;
         if !options.volatile {
             // This node holds the value too (owner or not): say so.
-            self.announce(blob);
+            self.announce(blob, size);
         }
         Ok(written)
     }
