@@ -11,6 +11,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use p3::dht::{db::COLUMN_FAMILIES, Database, Keypair, NetworkConfig, Node, PeerId, BLOB_PROTOCOL};
 use p3::objectspace::{
     blob::BlobHash,
+    index::{shard_of, SHARDS},
     object::ObjectRecord,
     protocol::{PeerRequest, PeerResponse, SyncEntry, SYNC_BATCH},
     Namespace, ObjectName, SpaceError,
@@ -123,6 +124,30 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
     assert!(
         matches!(answer, PeerResponse::Error(SpaceError::Invalid(_))),
         "{answer:?}"
+    );
+
+    // Index updates that claim records of another shard, or too many.
+    let forged = record("forged-index", BlobHash::of(b"x"), 1);
+    let wrong_shard = (shard_of(&forged.name) + 1) % SHARDS;
+    for updates in [vec![(forged.clone(), None)], vec![(forged, None); 5000]] {
+        let shard = if updates.len() == 1 { wrong_shard } else { 0 };
+        let request = PeerRequest::Index {
+            ns: Namespace::new("global").unwrap(),
+            shard,
+            updates,
+        };
+        let answer = ask(&node, peer, &request).await;
+        assert!(
+            matches!(answer, PeerResponse::Error(SpaceError::Invalid(_))),
+            "{answer:?}"
+        );
+    }
+    let search = p3ctl(&target_dir, &["search", "global", "*"]);
+    assert!(
+        search.status.success()
+            && !String::from_utf8_lossy(&search.stdout).contains("forged-index"),
+        "a refused index update was applied, or search failed: {}",
+        String::from_utf8_lossy(&search.stderr)
     );
 
     // A request over the network's size limit never reaches the node's logic.

@@ -26,6 +26,7 @@ use crate::{
     name::{Namespace, ObjectName, ObjectPath},
     namespaces::SYSTEM,
     object::{now_ms, ObjectRecord, PutOptions},
+    protocol::PeerRequest,
     query::{Query, Searchable, CONTENT_MAX},
     read::read_small,
     space::ObjectSpace,
@@ -140,9 +141,20 @@ impl Shard {
 /// shard, and which shards have a task applying them.
 #[derive(Default)]
 pub(crate) struct IndexQueue {
-    pending: HashMap<(Namespace, u8), BTreeMap<String, ObjectRecord>>,
+    pending: HashMap<(Namespace, u8), BTreeMap<String, Update>>,
     draining: HashSet<(Namespace, u8)>,
 }
+
+/// A written record waiting to be indexed, with its searchable content once
+/// known (`None`: not read yet; the record's primary reads it from its store).
+#[derive(Debug, Clone)]
+struct Update {
+    record: ObjectRecord,
+    content: Option<Option<Vec<u8>>>,
+}
+
+/// Most updates one [`PeerRequest::Index`] may carry.
+const MAX_INDEX_UPDATES: usize = 1024;
 
 /// The shard an object name belongs to.
 pub fn shard_of(name: &ObjectName) -> u8 {
@@ -171,13 +183,82 @@ impl ObjectSpace {
         }
     }
 
+    /// This node's copy of a shard, with its version (0 if it holds none).
+    async fn read_shard_here(&self, path: &ObjectPath) -> Result<(Shard, u64)> {
+        let store = self.store().clone();
+        let (ns, name) = (path.namespace.clone(), path.name.clone());
+        let record = blocking(move || store.record(&ns, &name)).await?;
+        // Absent, removed or expired: the compare-and-set expects version 0.
+        let Some((record, hash)) = record
+            .filter(|r| r.is_live(now_ms()))
+            .and_then(|r| r.blob.map(|hash| (r, hash)))
+        else {
+            return Ok((Shard::default(), 0));
+        };
+        let bytes = self.small_value(hash).await?;
+        let shard = ciborium::from_reader(bytes.as_slice())
+            .map_err(|e| SpaceError::Corrupt(format!("index shard does not decode: {e}")))?;
+        Ok((shard, record.version))
+    }
+
     /// Brings the index up to date with `record` (called by the primary after
     /// acknowledging it; runs in the background).
     pub(crate) fn index(&self, record: ObjectRecord) {
         if record.ns.as_str() == SYSTEM {
             return;
         }
-        let at = (record.ns.clone(), shard_of(&record.name));
+        self.queue_update(Update {
+            record,
+            content: None,
+        });
+    }
+
+    /// Updates another node sends this one as the primary of their shard.
+    pub(crate) fn index_from_peer(
+        &self,
+        ns: Namespace,
+        shard: u8,
+        updates: Vec<(ObjectRecord, Option<serde_bytes::ByteBuf>)>,
+    ) -> Result<()> {
+        if updates.len() > MAX_INDEX_UPDATES || shard >= SHARDS || ns.as_str() == SYSTEM {
+            return Err(SpaceError::Invalid(format!(
+                "an index update holds at most {MAX_INDEX_UPDATES} records of one shard below {SHARDS}"
+            )));
+        }
+        let bad = updates.iter().any(|(record, content)| {
+            record.ns != ns
+                || shard_of(&record.name) != shard
+                || content
+                    .as_ref()
+                    .is_some_and(|c| c.len() as u64 > CONTENT_MAX)
+        });
+        if bad {
+            return Err(SpaceError::Invalid(format!(
+                "an index update for {ns} shard {shard} holds a record of another shard, or content over {CONTENT_MAX} bytes"
+            )));
+        }
+        if !self.primary_of_shard(&ns, shard) {
+            return Err(SpaceError::Unavailable(format!(
+                "not the primary of index shard {shard} of {ns}"
+            )));
+        }
+        for (record, content) in updates {
+            self.queue_update(Update {
+                record,
+                content: Some(content.map(serde_bytes::ByteBuf::into_vec)),
+            });
+        }
+        Ok(())
+    }
+
+    fn primary_of_shard(&self, ns: &Namespace, shard: u8) -> bool {
+        let path = shard_path(ns, shard);
+        let key = crate::key::object_key(&path.namespace, &path.name);
+        self.owners_now(&key).first() == Some(&self.me())
+    }
+
+    fn queue_update(&self, update: Update) {
+        let at = (update.record.ns.clone(), shard_of(&update.record.name));
         let start = {
             let mut queue = self
                 .inner
@@ -185,10 +266,10 @@ impl ObjectSpace {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let pending = queue.pending.entry(at.clone()).or_default();
-            match pending.get(record.name.as_str()) {
-                Some(have) if have.order() >= record.order() => {}
+            match pending.get(update.record.name.as_str()) {
+                Some(have) if have.record.order() >= update.record.order() => {}
                 _ => {
-                    pending.insert(record.name.to_string(), record);
+                    pending.insert(update.record.name.to_string(), update);
                 }
             }
             queue.draining.insert(at.clone())
@@ -199,12 +280,14 @@ impl ObjectSpace {
         }
     }
 
-    /// Applies a shard's pending updates, all that have gathered at a time in
-    /// one compare-and-set, until none are left: a busy primary writes each
-    /// shard about once per round trip instead of once per object written.
+    /// Applies a shard's pending updates, all that have gathered at a time,
+    /// until none are left. The shard's primary applies them in one
+    /// compare-and-set; every other node hands its updates to that primary,
+    /// so one node writes each shard (about once per round trip, for
+    /// everyone's writes) instead of every node racing for it.
     async fn drain_index(&self, (ns, shard): (Namespace, u8)) {
         loop {
-            let batch: Vec<ObjectRecord> = {
+            let batch: Vec<Update> = {
                 let mut queue = self
                     .inner
                     .index_queue
@@ -218,10 +301,52 @@ impl ObjectSpace {
                 }
                 batch.into_values().collect()
             };
-            if let Err(e) = self.update_shard(&ns, shard, &batch).await {
+            let mut updates = Vec::with_capacity(batch.len());
+            for Update { record, content } in batch {
+                let content = match (content, record.blob) {
+                    (Some(known), _) => known,
+                    (None, Some(hash)) if record.size <= CONTENT_MAX => {
+                        self.small_value(hash).await.ok()
+                    }
+                    (None, _) => None,
+                };
+                updates.push((record, content));
+            }
+            if let Err(e) = self.apply_updates(&ns, shard, updates).await {
                 tracing::warn!(%ns, shard, error = %e, "index update failed");
             }
         }
+    }
+
+    /// Applies `updates` here if this node is the shard's primary, else has
+    /// the primary apply them; if it cannot be reached, applies them here by
+    /// compare-and-set.
+    async fn apply_updates(
+        &self,
+        ns: &Namespace,
+        shard: u8,
+        updates: Vec<(ObjectRecord, Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        let path = shard_path(ns, shard);
+        let key = crate::key::object_key(&path.namespace, &path.name);
+        let primary = self.owners_now(&key).first().copied();
+        if let Some(primary) = primary.filter(|p| *p != self.me()) {
+            let request = PeerRequest::Index {
+                ns: ns.clone(),
+                shard,
+                updates: updates
+                    .iter()
+                    .map(|(r, c)| (r.clone(), c.clone().map(serde_bytes::ByteBuf::from)))
+                    .collect(),
+            };
+            match self.ask(primary, request).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(%ns, shard, %primary, error = %e, "index shard primary did not take the updates; updating it here")
+                }
+            }
+        }
+        self.update_shard(ns, shard, &updates).await
     }
 
     /// Brings one shard up to date with `records` (all of that shard).
@@ -229,15 +354,8 @@ impl ObjectSpace {
         &self,
         ns: &Namespace,
         shard_no: u8,
-        records: &[ObjectRecord],
+        updates: &[(ObjectRecord, Option<Vec<u8>>)],
     ) -> Result<()> {
-        let mut contents = Vec::with_capacity(records.len());
-        for record in records {
-            contents.push(match record.blob {
-                Some(hash) if record.size <= CONTENT_MAX => self.small_value(hash).await.ok(),
-                _ => None,
-            });
-        }
         let incarnation = match self.inner.namespaces.incarnation(self, ns).await {
             Ok(n) => n,
             // Removed since: its shards are gone, and stay so.
@@ -246,8 +364,16 @@ impl ObjectSpace {
         };
         let path = shard_path(ns, shard_no);
         let deadline = Instant::now() + UPDATE_PATIENCE;
+        // The shard's primary holds its newest copy (every write of it went
+        // through here): read it from the store first; only after a lost
+        // compare-and-set ask the owners.
+        let mut local = self.primary_of_shard(ns, shard_no);
         while Instant::now() < deadline {
-            let (shard, version) = self.read_shard(ns, shard_no).await?;
+            let (shard, version) = match local {
+                true => self.read_shard_here(&path).await?,
+                false => self.read_shard(ns, shard_no).await?,
+            };
+            local = false;
             let mut shard = shard.of_incarnation(incarnation);
             let now = now_ms();
             shard
@@ -255,7 +381,7 @@ impl ObjectSpace {
                 .retain(|_, e| e.expires_ms.is_none_or(|t| t > now));
             shard.forget_old_removals(now);
             let mut changed = false;
-            for (record, content) in records.iter().zip(&contents) {
+            for (record, content) in updates {
                 if record.ns_incarnation == incarnation {
                     changed |= shard.apply(record, content.clone());
                 }

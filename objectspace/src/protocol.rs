@@ -119,6 +119,17 @@ pub enum PeerRequest {
     },
     /// Drop every record of a namespace that was removed.
     DropNamespace(Namespace),
+    /// Updates for index shard `shard` of `ns`, for the shard's primary to
+    /// apply (with everyone else's) in its next compare-and-set of the shard:
+    /// written records and, for small ones, their content.
+    Index {
+        /// Namespace.
+        ns: Namespace,
+        /// Shard number.
+        shard: u8,
+        /// Records with their searchable content, if small.
+        updates: Vec<(ObjectRecord, Option<serde_bytes::ByteBuf>)>,
+    },
     /// A lock request, renewal or release, for the key's primary.
     Lock(LockRequest),
     /// Hold this lock state (from the primary).
@@ -173,6 +184,7 @@ impl PeerRequest {
             PeerRequest::Sync(_) => "sync",
             PeerRequest::List { .. } => "list",
             PeerRequest::DropNamespace(_) => "drop-namespace",
+            PeerRequest::Index { .. } => "index",
             PeerRequest::Lock(_) => "lock",
             PeerRequest::LockState { .. } => "lock-state",
             PeerRequest::LockStateOf { .. } => "lock-state-of",

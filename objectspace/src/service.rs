@@ -225,6 +225,9 @@ pub(crate) async fn handle(
         PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
             .await
             .map(|()| PeerResponse::Done),
+        PeerRequest::Index { ns, shard, updates } => space
+            .index_from_peer(ns, shard, updates)
+            .map(|()| PeerResponse::Done),
     };
     result.unwrap_or_else(PeerResponse::Error)
 }
