@@ -5,7 +5,10 @@
 //! `p3.system/index/NAMESPACE/N`, holding the searchable summary of each of its
 //! objects — so it is owned, replicated and repaired like any object, and kept
 //! consistent by compare-and-set on its version. The primary of an object
-//! updates the object's shard after acknowledging a write. A search reads the
+//! hands the written record to the primary of the object's shard after
+//! acknowledging the write; the shard's primary applies everyone's updates in
+//! one compare-and-set per round, reading the shard from its own store (a
+//! node that cannot reach that primary updates the shard itself). A search reads the
 //! namespace's shards — [`SHARDS`] requests whatever the size of the network —
 //! and filters them with a [`Query`]; expired objects are filtered at query time.
 //!
