@@ -53,6 +53,31 @@ fn five_nodes_put_on_one_get_on_another() {
     );
 }
 
+/// Many large values at once: each replica fetches its blob over a stream,
+/// and a burst of streams must not lose any (libp2p drops an inbound stream
+/// that arrives while the previous one is being handed over; the fetch asks
+/// again). `p3ctl bench` fails if any put fails.
+#[test]
+fn many_large_puts_at_once_are_all_acknowledged() {
+    let cluster = Cluster::start(3);
+    cluster.wait_formed();
+    let out = p3ctl_ok(
+        &cluster.nodes[0].dir,
+        &[
+            "bench",
+            "put",
+            "--size",
+            "1MiB",
+            "--count",
+            "96",
+            "--concurrency",
+            "8",
+        ],
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("96 ops"), "{report}");
+}
+
 #[test]
 fn large_object_streams_without_memory_growth() {
     const SIZE: u64 = 300 * MIB;

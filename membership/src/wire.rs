@@ -128,6 +128,9 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut Stream, peer: &PeerId) -> 
         .map_err(|e| MembershipError::Protocol(format!("{peer} sent a malformed message: {e}")))
 }
 
+/// Times a call asks again after its stream broke before the answer.
+const STREAM_TRIES: u32 = 2;
+
 /// Sends `request` to `peer` and waits at most `deadline` for its answer.
 pub async fn call(
     node: &Node,
@@ -136,14 +139,29 @@ pub async fn call(
     deadline: Duration,
 ) -> Result<Response> {
     let exchange = async {
-        let mut stream = node
-            .open_stream(peer, MEMBERSHIP_PROTOCOL)
-            .await
-            .map_err(|e| MembershipError::Unreachable(format!("{peer}: {e}")))?;
-        write_frame(&mut stream, request).await?;
-        let answer = read_frame(&mut stream, &peer).await?;
-        let _ = stream.close().await;
-        Ok(answer)
+        let mut tries = 0;
+        loop {
+            let mut stream = node
+                .open_stream(peer, MEMBERSHIP_PROTOCOL)
+                .await
+                .map_err(|e| MembershipError::Unreachable(format!("{peer}: {e}")))?;
+            let answer = match write_frame(&mut stream, request).await {
+                Ok(()) => read_frame(&mut stream, &peer).await,
+                Err(e) => Err(e),
+            };
+            let _ = stream.close().await;
+            match answer {
+                // libp2p drops an inbound stream that arrives while the
+                // peer's previous one is still being handed over; every
+                // membership request may be sent again.
+                Err(MembershipError::Io(e)) if tries < STREAM_TRIES => {
+                    tries += 1;
+                    tracing::debug!(%peer, error = %e, "membership stream broke; asking again");
+                    tokio::time::sleep(Duration::from_millis(5 * tries as u64)).await;
+                }
+                answer => return answer,
+            }
+        }
     };
     tokio::time::timeout(deadline, exchange)
         .await

@@ -27,6 +27,8 @@ const MAX_HEADER: usize = (4 << 20) + 64;
 const STALL: Duration = Duration::from_secs(30);
 /// Streams a node serves at once; more wait.
 const MAX_SERVING: usize = 32;
+/// Times a fetch asks one holder whose stream broke before it moves on.
+const STREAM_TRIES: u32 = 3;
 
 /// What the fetcher asks for.
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,15 +103,16 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub async fn serve(mut incoming: IncomingStreams, store: Store) {
     let slots = Arc::new(Semaphore::new(MAX_SERVING));
     while let Some((peer, stream)) = incoming.next().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let store = store.clone();
+        // Waits for a slot in the task, not here: a stream that arrives
+        // while this loop is not polling is dropped by libp2p.
+        let (slots, store) = (slots.clone(), store.clone());
         tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
             if let Err(e) = serve_one(stream, store).await {
                 tracing::debug!(%peer, error = %e, "blob stream ended early");
             }
-            drop(slot);
         });
     }
 }
@@ -174,15 +177,27 @@ pub async fn fetch(
         sink,
     };
     let mut failures = Vec::new();
-    for &source in sources {
-        match fetch.from(node, source).await {
-            Ok(()) => break,
-            Err(e) => {
-                if sink.is_some_and(|s| s.is_closed()) {
-                    return Err(SpaceError::Unavailable("the reader went away".into()));
+    'sources: for &source in sources {
+        for attempt in 1..=STREAM_TRIES {
+            let failure = match fetch.from(node, source).await {
+                Ok(()) => break 'sources,
+                // The holder may have dropped the stream unread (libp2p
+                // drops an inbound stream that arrives while the previous
+                // one is still being handed over): ask it again, from the
+                // chunk where it stopped.
+                Err(Failed::Stream(e)) if attempt < STREAM_TRIES => {
+                    tracing::debug!(%source, %hash, error = %e, "blob stream broke; asking again");
+                    tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
+                    continue;
                 }
-                failures.push(format!("{source}: {e}"));
+                Err(Failed::Stream(e)) => SpaceError::Unavailable(format!("blob stream: {e}")),
+                Err(Failed::Refused(e)) => e,
+            };
+            if sink.is_some_and(|s| s.is_closed()) {
+                return Err(SpaceError::Unavailable("the reader went away".into()));
             }
+            failures.push(format!("{source}: {failure}"));
+            break;
         }
     }
     let complete = fetch
@@ -206,11 +221,27 @@ pub async fn fetch(
     Ok((manifest, pin))
 }
 
+/// Why a source did not send a blob: its stream broke (worth asking again),
+/// or it refused or sent something wrong.
+enum Failed {
+    Stream(std::io::Error),
+    Refused(SpaceError),
+}
+
+impl From<SpaceError> for Failed {
+    fn from(e: SpaceError) -> Self {
+        Failed::Refused(e)
+    }
+}
+
 impl Fetch<'_> {
     /// Receives the remaining chunks from `source`.
-    async fn from(&mut self, node: &Node, source: PeerId) -> Result<()> {
-        let io = |e: std::io::Error| SpaceError::Unavailable(format!("blob stream: {e}"));
-        let mut stream = node.open_stream(source, BLOB_PROTOCOL).await?;
+    async fn from(&mut self, node: &Node, source: PeerId) -> Result<(), Failed> {
+        let io = Failed::Stream;
+        let mut stream = node
+            .open_stream(source, BLOB_PROTOCOL)
+            .await
+            .map_err(SpaceError::from)?;
         let request = FetchRequest {
             hash: self.hash,
             from_chunk: self.next,
@@ -223,13 +254,15 @@ impl Fetch<'_> {
                 .map_err(|e| SpaceError::Corrupt(format!("bad blob header: {e}")))?;
         let theirs = match header {
             FetchHeader::Found(m) => m,
-            FetchHeader::Missing => return Err(SpaceError::Unavailable("does not hold it".into())),
+            FetchHeader::Missing => {
+                return Err(SpaceError::Unavailable("does not hold it".into()).into())
+            }
         };
         let manifest = self.manifest.get_or_insert_with(|| theirs.clone()).clone();
         if manifest != theirs {
-            return Err(SpaceError::Corrupt(
-                "a different manifest than another holder".into(),
-            ));
+            return Err(
+                SpaceError::Corrupt("a different manifest than another holder".into()).into(),
+            );
         }
         while self.next < manifest.chunks().len() as u64 {
             let index = self.next as usize;

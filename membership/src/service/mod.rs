@@ -331,13 +331,14 @@ impl Membership {
     async fn serve(self, mut incoming: p3_dht::IncomingStreams) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS));
         while let Some((peer, stream)) = incoming.next().await {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let membership = self.clone();
+            // Waits for a slot in the task, not here: a stream that arrives
+            // while this loop is not polling is dropped by libp2p.
+            let (slots, membership) = (slots.clone(), self.clone());
             tokio::spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
                 membership.answer_stream(peer, stream).await;
-                drop(slot);
             });
         }
     }
