@@ -57,6 +57,26 @@ fn read_token(path: &Path) -> u64 {
         .unwrap()
 }
 
+/// Takes the lock on global/res through the node of `dir` (waiting up to
+/// 30 s) and returns the fencing token its holder got, by way of `file`.
+fn next_token(dir: &Path, file: &Path) -> u64 {
+    let script = format!("echo $P3_FENCING_TOKEN > {}", file.display());
+    p3ctl_ok(
+        dir,
+        &[
+            "lock",
+            "global/res",
+            "--timeout",
+            "30s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    read_token(file)
+}
+
 /// Shell loop: COUNT read-increment-write cycles of global/counter, each under
 /// the lock or not.
 fn counter_loop(locked: bool, count: u32) -> String {
@@ -200,26 +220,12 @@ fn a_dead_holders_lock_ends_with_its_lease_and_its_token_is_refused() {
     drop(holder);
 
     let started = Instant::now();
-    let token2 = tmp.join("token2");
-    let script = format!("echo $P3_FENCING_TOKEN > {}", token2.display());
-    p3ctl_ok(
-        &cluster.nodes[2].dir,
-        &[
-            "lock",
-            "global/res",
-            "--timeout",
-            "30s",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
+    let token2 = next_token(&cluster.nodes[2].dir, &tmp.join("token2"));
     eprintln!(
         "acquired {:?} after the holder's node died",
         started.elapsed()
     );
-    assert!(read_token(&token2) > dead_token, "tokens must grow");
+    assert!(token2 > dead_token, "tokens must grow");
 
     let value = tmp.join("v");
     std::fs::write(&value, "late").unwrap();
@@ -361,22 +367,8 @@ fn a_holder_that_cannot_renew_is_told_it_lost_the_lock_while_its_command_runs() 
     assert_eq!(String::from_utf8_lossy(&out).trim(), "finished");
     assert_eq!(err.matches("warning").count(), 1, "one warning: {err}");
 
-    let token2 = tmp.join("token2");
-    let script = format!("echo $P3_FENCING_TOKEN > {}", token2.display());
-    p3ctl_ok(
-        &cluster.nodes[1].dir,
-        &[
-            "lock",
-            "global/res",
-            "--timeout",
-            "30s",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    assert!(read_token(&token2) > first_token, "tokens must grow");
+    let token2 = next_token(&cluster.nodes[1].dir, &tmp.join("token2"));
+    assert!(token2 > first_token, "tokens must grow");
 }
 
 /// A primary that crashes and comes back returns with its stale copy of the

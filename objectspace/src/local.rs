@@ -11,7 +11,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use crate::{
     api::protocol::Written,
     error::{Result, SpaceError},
-    lock::{keep, Held, Keeper, LockMode},
+    lock::{keep, lost, Held, Keeper, LockMode},
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::{PutOptions, Stat},
@@ -207,15 +207,7 @@ impl LocalLock {
     /// Resolves once the lock is lost (its lease ran out before a renewal
     /// got through, or the primary fenced it); renewals have stopped then.
     pub async fn lost(&self) -> SpaceError {
-        let mut held = self.held.clone();
-        loop {
-            if let Held::Lost(e) = &*held.borrow_and_update() {
-                return e.clone();
-            }
-            if held.changed().await.is_err() {
-                return SpaceError::Stopped;
-            }
-        }
+        lost(&self.held).await
     }
 
     /// Releases the lock now.

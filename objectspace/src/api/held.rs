@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     error::{Result, SpaceError},
-    lock::{Grant, Held},
+    lock::{lost as lock_lost, Grant, Held},
 };
 
 /// A lock held through a connection to the node. Dropping it closes the
@@ -101,15 +101,7 @@ impl HeldLock {
     /// got through, the primary fenced it, or the node went away. The node
     /// has stopped renewing it by then.
     pub async fn lost(&self) -> SpaceError {
-        let mut held = self.held.clone();
-        loop {
-            if let Held::Lost(e) = &*held.borrow_and_update() {
-                return e.clone();
-            }
-            if held.changed().await.is_err() {
-                return SpaceError::Stopped;
-            }
-        }
+        lock_lost(&self.held).await
     }
 
     /// Releases the lock; an error if it was lost meanwhile.

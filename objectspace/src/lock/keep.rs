@@ -29,6 +29,19 @@ pub enum Held {
     Lost(SpaceError),
 }
 
+/// Resolves once `held` says the lock is lost (or its keeper is gone).
+pub async fn lost(held: &watch::Receiver<Held>) -> SpaceError {
+    let mut held = held.clone();
+    loop {
+        if let Held::Lost(e) = &*held.borrow_and_update() {
+            return e.clone();
+        }
+        if held.changed().await.is_err() {
+            return SpaceError::Stopped;
+        }
+    }
+}
+
 /// The renewal decisions for one held lock, without I/O.
 #[derive(Debug, Clone)]
 pub struct Keeper {

@@ -35,8 +35,8 @@ mod line;
 mod state;
 mod stored;
 
-pub use keep::Held;
 pub(crate) use keep::{keep, Keeper};
+pub use keep::{lost, Held};
 pub(crate) use line::Queues;
 
 use crate::name::{Namespace, ObjectName};
