@@ -57,6 +57,29 @@ fn read_token(path: &Path) -> u64 {
         .unwrap()
 }
 
+/// `p3ctl lock global/res --lease 2s -- sh -c SCRIPT`.
+fn hold_res(script: &str) -> [&str; 8] {
+    [
+        "lock",
+        "global/res",
+        "--lease",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]
+}
+
+/// Waits until the holder's script has written its token (a whole line).
+fn wait_token(file: &Path) {
+    common::wait_for("the token to be written", DEADLINE, || {
+        std::fs::read_to_string(file)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    });
+}
+
 /// Takes the lock on global/res through the node of `dir` (waiting up to
 /// 30 s) and returns the fencing token its holder got, by way of `file`.
 fn next_token(dir: &Path, file: &Path) -> u64 {
@@ -196,24 +219,8 @@ fn a_dead_holders_lock_ends_with_its_lease_and_its_token_is_refused() {
         pid_file.display(),
         token_file.display()
     );
-    let holder = spawn(
-        &cluster.nodes[1].dir,
-        &[
-            "lock",
-            "global/res",
-            "--lease",
-            "2s",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    common::wait_for("the token to be written", DEADLINE, || {
-        std::fs::read_to_string(&token_file)
-            .ok()
-            .filter(|t| t.ends_with('\n'))
-    });
+    let holder = spawn(&cluster.nodes[1].dir, &hold_res(&script));
+    wait_token(&token_file);
     let _command = KillPid(read_token(&pid_file));
     let dead_token = read_token(&token_file);
     cluster.nodes[1].stop("KILL");
@@ -317,30 +324,14 @@ fn a_holder_that_cannot_renew_is_told_it_lost_the_lock_while_its_command_runs() 
         go.display()
     );
     let holder = KillOnDrop(
-        common::p3ctl_command(
-            &cluster.nodes[0].dir,
-            &[
-                "lock",
-                "global/res",
-                "--lease",
-                "2s",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_file).unwrap())
-        .spawn()
-        .expect("cannot run p3ctl"),
+        common::p3ctl_command(&cluster.nodes[0].dir, &hold_res(&script))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_file).unwrap())
+            .spawn()
+            .expect("cannot run p3ctl"),
     );
-    common::wait_for("the token to be written", DEADLINE, || {
-        std::fs::read_to_string(&token_file)
-            .ok()
-            .filter(|t| t.ends_with('\n'))
-    });
+    wait_token(&token_file);
     let first_token = read_token(&token_file);
 
     for node in &cluster.nodes[1..] {
