@@ -2,15 +2,17 @@
 //!
 //! The holder's node renews every third of the lease. A renewal that fails
 //! (the primary is changing, a peer is slow) is tried again while the lease
-//! still holds; the lock is *lost* when the primary says so (fenced) or when
-//! the lease runs out first. Then renewals stop and the holder is told, so a
-//! client learns of the loss when it happens, not at release.
+//! may still hold; the lock is *lost* when the primary says so (fenced) or
+//! when the latest moment its lease could end passes first. Then renewals
+//! stop and the holder is told, so a client learns of the loss when it
+//! happens, not at release.
 //!
 //! Lease ends are instants on the holder's node, never wall-clock times from
-//! the primary, and always on the safe side: a renewal counts from when it was
-//! *sent* (the primary extends from a later moment), and a fresh grant from
-//! its arrival with half its lease (a primary hands out no grant with less
-//! left; see `serve_line_once`).
+//! the primary. The holder is told the safe side: a renewal counts from when
+//! it was *sent* (the primary extends from a later moment), and a fresh grant
+//! from its arrival with half its lease (a primary hands out no grant with
+//! less left; see `serve_line_once`). Renewals go on until the other side: a
+//! full lease after the last answer arrived.
 
 use std::time::{Duration, Instant};
 
@@ -46,7 +48,12 @@ pub async fn lost(held: &watch::Receiver<Held>) -> SpaceError {
 #[derive(Debug, Clone)]
 pub struct Keeper {
     lease: Duration,
+    /// Held at least until then: what the holder is told.
     until: Instant,
+    /// Perhaps held until then (the primary counted from a later moment than
+    /// `until` does): renewals keep trying until it, and only then is the
+    /// lock lost, so a slow takeover by a new primary does not give it up.
+    latest: Instant,
     lost: Option<SpaceError>,
 }
 
@@ -56,6 +63,7 @@ impl Keeper {
         Keeper {
             lease,
             until: received + lease / 2,
+            latest: received + lease,
             lost: None,
         }
     }
@@ -72,28 +80,29 @@ impl Keeper {
     /// success, or soon after a failure (but never past the lease's end).
     pub fn next_renewal(&self, now: Instant, last_failed: bool) -> Instant {
         if last_failed {
-            (now + self.lease / 10).min(self.until)
+            (now + self.lease / 10).min(self.latest)
         } else {
             now + self.lease / 3
         }
     }
 
-    /// How long a renewal sent now may take: until the lease ends.
+    /// How long a renewal sent now may take: until the lease may end.
     pub fn deadline(&self) -> Instant {
-        self.until
+        self.latest
     }
 
-    /// A renewal sent at `sent` succeeded.
-    pub fn renewed(&mut self, sent: Instant) {
+    /// A renewal sent at `sent` succeeded, its answer arriving at `answered`.
+    pub fn renewed(&mut self, sent: Instant, answered: Instant) {
         if self.lost.is_none() {
             self.until = self.until.max(sent + self.lease);
+            self.latest = self.latest.max(answered + self.lease);
         }
     }
 
     /// A renewal failed at `now` with `error`; returns whether the lock is
     /// now lost.
     pub fn failed(&mut self, now: Instant, error: SpaceError) -> bool {
-        if self.lost.is_none() && (matches!(error, SpaceError::Fenced(_)) || now >= self.until) {
+        if self.lost.is_none() && (matches!(error, SpaceError::Fenced(_)) || now >= self.latest) {
             self.lost = Some(error);
         }
         self.lost.is_some()
@@ -102,7 +111,7 @@ impl Keeper {
     /// The clock reached `now` with no renewal in between; returns whether
     /// the lock is now lost.
     pub fn tick(&mut self, now: Instant) -> bool {
-        if self.lost.is_none() && now >= self.until {
+        if self.lost.is_none() && now >= self.latest {
             self.lost = Some(SpaceError::Fenced(format!(
                 "the lock's lease ran out ({:?}) before a renewal got through",
                 self.lease
@@ -134,7 +143,7 @@ pub(crate) async fn keep(
             .await
         {
             Ok(_) => {
-                keeper.renewed(sent);
+                keeper.renewed(sent, Instant::now());
                 last_failed = false;
             }
             Err(e) => {
@@ -167,10 +176,10 @@ mod tests {
         let mut k = Keeper::granted(t0, LEASE);
         assert_eq!(k.held(), Held::Until(t0 + LEASE / 2));
         assert_eq!(k.next_renewal(t0, false), t0 + LEASE / 3);
-        k.renewed(t0 + LEASE / 3);
+        k.renewed(t0 + LEASE / 3, t0 + LEASE / 3);
         assert_eq!(k.held(), Held::Until(t0 + LEASE / 3 + LEASE));
         // A late answer to an older renewal never shortens the lease.
-        k.renewed(t0);
+        k.renewed(t0, t0);
         assert_eq!(k.held(), Held::Until(t0 + LEASE / 3 + LEASE));
     }
 
@@ -181,11 +190,8 @@ mod tests {
         let t1 = t0 + LEASE / 3;
         assert!(!k.failed(t1, unavailable()), "the lease still holds");
         let retry = k.next_renewal(t1, true);
-        assert!(
-            retry > t1 && retry <= t0 + LEASE / 2,
-            "soon, within the lease"
-        );
-        k.renewed(retry);
+        assert!(retry > t1 && retry <= t0 + LEASE, "soon, within the lease");
+        k.renewed(retry, retry);
         assert!(matches!(k.held(), Held::Until(u) if u == retry + LEASE));
     }
 
@@ -194,10 +200,13 @@ mod tests {
         let t0 = Instant::now();
         let mut k = Keeper::granted(t0, LEASE);
         assert!(!k.tick(t0 + LEASE / 4));
-        assert!(k.tick(t0 + LEASE / 2), "the lease ran out");
+        // Past the safe end, the lease may still hold: renewals go on.
+        assert!(!k.tick(t0 + LEASE / 2));
+        assert!(!k.failed(t0 + LEASE / 2, unavailable()));
+        assert!(k.tick(t0 + LEASE), "the lease ran out");
         assert!(matches!(k.held(), Held::Lost(SpaceError::Fenced(_))));
         // Nothing brings it back.
-        k.renewed(t0 + LEASE);
+        k.renewed(t0 + LEASE, t0 + LEASE);
         assert!(matches!(k.held(), Held::Lost(_)));
 
         let mut k = Keeper::granted(t0, LEASE);
@@ -209,5 +218,19 @@ mod tests {
 
         let mut k = Keeper::granted(t0, LEASE);
         assert!(k.failed(t0 + LEASE, unavailable()), "failed after the end");
+    }
+
+    #[test]
+    fn a_renewal_answered_late_extends_how_long_renewals_keep_trying() {
+        let t0 = Instant::now();
+        let mut k = Keeper::granted(t0, LEASE);
+        // Sent at 1 s, answered at 2 s: held for sure until 1 s + lease,
+        // perhaps until 2 s + lease.
+        let (sent, answered) = (t0 + LEASE / 3, t0 + 2 * LEASE / 3);
+        k.renewed(sent, answered);
+        assert_eq!(k.held(), Held::Until(sent + LEASE));
+        assert_eq!(k.deadline(), answered + LEASE);
+        assert!(!k.failed(sent + LEASE, unavailable()));
+        assert!(k.failed(answered + LEASE, unavailable()));
     }
 }
