@@ -142,6 +142,32 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
             "{answer:?}"
         );
     }
+    // Index audits and shard searches: too many names, a shard that does not
+    // exist, a query that does not parse.
+    let global = Namespace::new("global").unwrap();
+    let held = vec![(ObjectName::new("x").unwrap(), 0, (0, 1, 1, None)); SYNC_BATCH + 1];
+    let search = |shard, query: &str| PeerRequest::Search {
+        ns: global.clone(),
+        shard,
+        incarnation: 0,
+        query: query.into(),
+        after: None,
+    };
+    for request in [
+        PeerRequest::IndexHave {
+            ns: global.clone(),
+            shard: 0,
+            held,
+        },
+        search(SHARDS, "*"),
+        search(0, "size ~ 3 and"),
+    ] {
+        let answer = ask(&node, peer, &request).await;
+        assert!(
+            matches!(answer, PeerResponse::Error(SpaceError::Invalid(_))),
+            "{answer:?}"
+        );
+    }
     let search = p3ctl(&target_dir, &["search", "global", "*"]);
     assert!(
         search.status.success()

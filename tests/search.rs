@@ -208,3 +208,154 @@ fn template_takers_on_six_nodes_take_every_task_exactly_once() {
     let out = p3ctl(&cluster.nodes[5].dir, &["get", "bag/decoy"]);
     assert_eq!(out.stdout, b"keep me", "the non-matching object was taken");
 }
+
+/// A template take that finds nothing waits, and takes the first matching
+/// write made after it started (from another node), not a decoy written
+/// before it; a query about contents is matched against the value.
+#[test]
+fn a_waiting_template_take_gets_the_next_matching_write() {
+    let cluster = Cluster::start(3);
+    cluster.wait_formed();
+    p3ctl_ok(&cluster.nodes[0].dir, &["ns", "create", "later"]);
+    let file = |name: &str, text: &str| {
+        let path = cluster.root.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (note, wrong, right) = (file("note", "a note"), file("wrong", "plain"), file("right", "has the needle"));
+    let take = |query: &str| {
+        KillOnDrop(
+            common::p3ctl_command(
+                &cluster.nodes[2].dir,
+                &["take", "later", "--match", query, "--wait", "60s"],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        )
+    };
+    let put = |name: &str, path: &str, type_tag: &str| {
+        p3ctl_ok(&cluster.nodes[1].dir, &["put", &format!("later/{name}"), path, "--type", type_tag]);
+    };
+    put("decoy", &note, "note");
+
+    // The taker is waiting (nothing matches), then writes arrive.
+    let waiting = |n: usize| {
+        wait_for("the taker to wait", DEADLINE, || {
+            (cluster.nodes[2].log().matches("template take waiting").count() >= n).then_some(())
+        })
+    };
+    let taker = take("type = task");
+    waiting(1);
+    put("skip", &note, "note");
+    put("task", &right, "task");
+    let (ok, out, err) = taker.finish();
+    assert!(ok, "the take failed: {err}");
+    assert_eq!(out, b"has the needle");
+    assert!(err.contains("later/task"), "{err}");
+
+    // By content: a write of the right type but the wrong content is skipped.
+    let taker = take("content ~ needle");
+    waiting(2);
+    put("plain", &wrong, "task");
+    put("needle", &right, "task");
+    let (ok, out, err) = taker.finish();
+    assert!(ok, "the take failed: {err}");
+    assert_eq!(out, b"has the needle");
+    assert!(err.contains("later/needle"), "{err}");
+    for kept in ["decoy", "skip", "plain"] {
+        p3ctl_ok(&cluster.nodes[0].dir, &["stat", &format!("later/{kept}")]);
+    }
+}
+
+/// An owner of index shards that was down while objects were written holds
+/// their rows once it is back: asked directly (as a searching node asks
+/// each owner), it alone finds every object of the shards it keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_owner_that_missed_writes_is_caught_up_by_the_audit() {
+    use p3::dht::{db::COLUMN_FAMILIES, Database, Keypair, NetworkConfig, Node, PeerId};
+    use p3::objectspace::{
+        index::{shard_of, SHARDS},
+        protocol::{PeerRequest, PeerResponse},
+        ObjectName, SpaceError,
+    };
+    use std::collections::BTreeMap;
+
+    let mut cluster = tokio::task::block_in_place(|| {
+        let cluster = Cluster::start(4);
+        cluster.wait_formed();
+        cluster
+    });
+    let dir = cluster.nodes[3].dir.clone();
+    cluster.nodes[3].stop("KILL");
+    let names: Vec<String> = (0..48).map(|i| format!("audited/{i:02}")).collect();
+    let value = cluster.root.path().join("value");
+    std::fs::write(&value, "v").unwrap();
+    tokio::task::block_in_place(|| {
+        for name in &names {
+            // Keys the dead node was primary of are served once the group
+            // has removed it.
+            wait_for(&format!("a put of {name}"), DEADLINE, || {
+                let path = format!("global/{name}");
+                p3ctl(&cluster.nodes[0].dir, &["put", &path, value.to_str()?])
+                    .status
+                    .success()
+                    .then_some(())
+            });
+        }
+        let seed = cluster.nodes[0].addr.clone();
+        cluster.nodes[3] = common::NodeProc::start(&dir, &[&seed]);
+    });
+    let returned: PeerId = cluster.nodes[3].peer_id.parse().unwrap();
+    let mut expected: BTreeMap<u8, BTreeSet<String>> = BTreeMap::new();
+    for name in &names {
+        let shard = shard_of(&ObjectName::new(name).unwrap());
+        expected.entry(shard).or_default().insert(name.clone());
+    }
+
+    // Another peer of the swarm, to ask the returned node directly.
+    let db = Database::open(&cluster.root.path().join("asker"), COLUMN_FAMILIES).unwrap();
+    let config = NetworkConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![cluster.nodes[0].addr.parse().unwrap()],
+        ..NetworkConfig::default()
+    };
+    let (asker, mut inbound) = Node::start(config, Keypair::generate_ed25519(), db).await.unwrap();
+    tokio::spawn(async move { while inbound.requests.recv().await.is_some() {} });
+
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = String::new();
+    loop {
+        assert!(Instant::now() < deadline, "the returned owner never held every row: {last}");
+        let mut owned = 0;
+        let mut behind = Vec::new();
+        for shard in 0..SHARDS {
+            let request = PeerRequest::Search {
+                ns: p3::objectspace::Namespace::new("global").unwrap(),
+                shard,
+                incarnation: 0,
+                query: "name ~ \"audited/*\"".into(),
+                after: None,
+            };
+            match asker.request::<_, PeerResponse>(returned, &request).await {
+                Ok(PeerResponse::Found { entries, next: None }) => {
+                    owned += 1;
+                    let got: BTreeSet<String> = entries.into_iter().map(|e| e.summary.name).collect();
+                    if got != expected.get(&shard).cloned().unwrap_or_default() {
+                        behind.push(format!("shard {shard}: {} rows", got.len()));
+                    }
+                }
+                Ok(PeerResponse::Error(SpaceError::Unavailable(e))) if e.contains("not an owner") => {}
+                other => behind.push(format!("shard {shard}: {other:?}")),
+            }
+        }
+        if owned > 0 && behind.is_empty() {
+            // With 4 nodes and 3 owners per shard it keeps most of them.
+            assert!(owned >= 4, "the returned node keeps only {owned} shards");
+            break;
+        }
+        last = format!("{owned} shards owned; {}", behind.join(", "));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -40,6 +40,10 @@ pub struct Event {
     /// watcher that keeps a view of small records needs no read.
     #[serde(default)]
     pub meta: Metadata,
+    /// The type tag of the version written (empty for removals), so a
+    /// template take can match a write without reading it.
+    #[serde(default)]
+    pub type_tag: String,
 }
 
 impl Event {
@@ -57,6 +61,11 @@ impl Event {
                 record.meta.clone()
             } else {
                 Metadata::new()
+            },
+            type_tag: if kind == EventKind::Put {
+                record.type_tag.clone()
+            } else {
+                String::new()
             },
         }
     }

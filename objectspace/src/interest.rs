@@ -288,6 +288,7 @@ mod tests {
             size: 0,
             at_ms: 0,
             meta: Default::default(),
+            type_tag: String::new(),
         }
     }
 

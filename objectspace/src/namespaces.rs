@@ -172,16 +172,8 @@ impl Namespaces {
                 "the namespace list keeps changing under this update; retry".into(),
             ));
         }
-        for shard in 0..crate::index::SHARDS {
-            match space
-                .remove(&crate::index::shard_path(ns, shard), None, None)
-                .await
-            {
-                Ok(_) | Err(SpaceError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot remove an index shard"),
-            }
-        }
-        // Nodes missed here drop the objects in their next repair round.
+        // Nodes missed here drop the objects (and index rows) in their next
+        // repair round.
         let mut peers = space.node().connected().await?;
         peers.push(space.me());
         let drops = peers

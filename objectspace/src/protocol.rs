@@ -119,9 +119,9 @@ pub enum PeerRequest {
     },
     /// Drop every record of a namespace that was removed.
     DropNamespace(Namespace),
-    /// Updates for index shard `shard` of `ns`, for the shard's primary to
-    /// apply (with everyone else's) in its next compare-and-set of the shard:
-    /// written records and, for small ones, their content.
+    /// Updates for index shard `shard` of `ns`, for an owner of the shard to
+    /// merge into its rows (see `docs/index.md`): written records and, for
+    /// small ones, their content.
     Index {
         /// Namespace.
         ns: Namespace,
@@ -129,6 +129,29 @@ pub enum PeerRequest {
         shard: u8,
         /// Records with their searchable content, if small.
         updates: Vec<(ObjectRecord, Option<serde_bytes::ByteBuf>)>,
+    },
+    /// The index audit: which of these names does your copy of the shard
+    /// lack at this (incarnation, order)?
+    IndexHave {
+        /// Namespace.
+        ns: Namespace,
+        /// Shard number.
+        shard: u8,
+        /// Names with the incarnation and order of their newest record.
+        held: Vec<(ObjectName, u64, crate::object::Order)>,
+    },
+    /// Search one index shard held here.
+    Search {
+        /// Namespace.
+        ns: Namespace,
+        /// Shard number.
+        shard: u8,
+        /// The namespace incarnation the searcher sees.
+        incarnation: u64,
+        /// The query's text.
+        query: String,
+        /// Continue after this name.
+        after: Option<String>,
     },
     /// A lock request, renewal or release, for the key's primary.
     Lock(LockRequest),
@@ -185,6 +208,8 @@ impl PeerRequest {
             PeerRequest::List { .. } => "list",
             PeerRequest::DropNamespace(_) => "drop-namespace",
             PeerRequest::Index { .. } => "index",
+            PeerRequest::IndexHave { .. } => "index-have",
+            PeerRequest::Search { .. } => "search",
             PeerRequest::Lock(_) => "lock",
             PeerRequest::LockState { .. } => "lock-state",
             PeerRequest::LockStateOf { .. } => "lock-state-of",
@@ -239,6 +264,16 @@ pub enum PeerResponse {
     },
     /// Answer to [`PeerRequest::List`]; fewer than [`LIST_BATCH`] means the end.
     Records(Vec<ObjectRecord>),
+    /// Answer to [`PeerRequest::IndexHave`]: indices of the names to send.
+    IndexWant(Vec<u32>),
+    /// Answer to [`PeerRequest::Search`]: matches (at most [`LIST_BATCH`]),
+    /// and the name to continue after, unless the shard ends here.
+    Found {
+        /// Entries found.
+        entries: Vec<crate::index::Entry>,
+        /// Where the next page starts.
+        next: Option<String>,
+    },
     /// Answer to [`PeerRequest::WaitNewer`]: the newer version, or `None` if
     /// the wait ended first.
     Newer(Option<u64>),

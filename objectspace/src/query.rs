@@ -80,6 +80,8 @@ struct Condition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     all: Vec<Condition>,
+    /// The text it was parsed from: what a search sends to shard owners.
+    text: String,
 }
 
 fn bad(text: &str, why: &str) -> SpaceError {
@@ -135,7 +137,10 @@ impl Query {
     pub fn parse(text: &str) -> Result<Self> {
         let tokens = tokens(text)?;
         if tokens.len() == 1 && tokens[0] == ("*".to_owned(), false) {
-            return Ok(Query { all: Vec::new() });
+            return Ok(Query {
+                all: Vec::new(),
+                text: text.to_owned(),
+            });
         }
         let mut all = Vec::new();
         for (i, group) in tokens
@@ -194,12 +199,26 @@ impl Query {
             }
             all.push(Condition { field, op, value });
         }
-        Ok(Query { all })
+        Ok(Query {
+            all,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The text the query was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Whether `object` satisfies every condition.
     pub fn matches(&self, object: &Searchable) -> bool {
         self.all.iter().all(|c| c.matches(object))
+    }
+
+    /// Whether a condition looks at the value, so a summary without it
+    /// cannot be matched.
+    pub fn uses_content(&self) -> bool {
+        self.all.iter().any(|c| c.field == Field::Content)
     }
 }
 

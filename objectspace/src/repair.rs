@@ -139,6 +139,7 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
             }
         }
     }
+    sweep_index(space).await?;
     for hash in space.store().take_evicted() {
         let _ = space
             .node()
@@ -150,6 +151,24 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
     }
     Ok(())
 }
+
+/// Expires index rows of expired objects and forgets old removal markers,
+/// a page at a time.
+async fn sweep_index(space: &ObjectSpace) -> Result<()> {
+    let now = now_ms();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let store = space.store().clone();
+        let from = after.take();
+        match blocking(move || store.sweep_index(now, from.as_deref(), SWEEP_PAGE)).await? {
+            Some(last) => after = Some(last),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Index rows one step of the sweep reads.
+const SWEEP_PAGE: usize = 1024;
 
 fn should_drop(record: &ObjectRecord, registry: Option<&Registry>, now: u64) -> bool {
     let old = |ms: u64, keep: u64| ms.saturating_add(keep) < now;
@@ -265,6 +284,11 @@ async fn sync_with(
 pub async fn drop_namespace(space: &ObjectSpace, ns: &Namespace) -> Result<()> {
     let (registry, _) = space.inner.namespaces.fetch(space).await?;
     let keep = registry.incarnation(ns);
+    if keep.is_none() {
+        let store = space.store().clone();
+        let gone = ns.clone();
+        blocking(move || store.drop_index(&gone)).await?;
+    }
     loop {
         let store = space.store().clone();
         let scan = ns.clone();

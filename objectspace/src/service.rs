@@ -227,7 +227,20 @@ pub(crate) async fn handle(
             .map(|()| PeerResponse::Done),
         PeerRequest::Index { ns, shard, updates } => space
             .index_from_peer(ns, shard, updates)
+            .await
             .map(|()| PeerResponse::Done),
+        PeerRequest::IndexHave { ns, shard, held } => space.index_want(ns, shard, held).await,
+        PeerRequest::Search {
+            ns,
+            shard,
+            incarnation,
+            query,
+            after,
+        } => {
+            space
+                .search_here(ns, shard, incarnation, &query, after)
+                .await
+        }
     };
     result.unwrap_or_else(PeerResponse::Error)
 }

@@ -7,6 +7,8 @@
 //! - `blobs`: blob hash → [`BlobEntry`] (manifest and how many local records use it).
 //! - `chunks`: chunk hash → chunk bytes (in RocksDB blob files, see `p3_dht::db`).
 //! - `chunk_refs`: chunk hash → how many blobs (and uploads in progress) use it.
+//! - `locks`: object key → its lock state.
+//! - `index`: the rows of the index shards this node owns ([`index`]).
 //!
 //! Volatile records and their values live beside these, in memory only
 //! ([`volatile`]); lookups see both, a volatile record shadowing nothing (a
@@ -21,6 +23,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
+mod index;
 mod volatile;
 
 use p3_dht::Database;
@@ -36,6 +39,7 @@ use crate::{
 };
 
 use volatile::Volatile;
+pub use index::CF_INDEX;
 pub use volatile::{Entry as VolatileEntry, VOLATILE_BYTES};
 
 /// Column family of object records.
@@ -49,7 +53,14 @@ pub const CF_CHUNK_REFS: &str = "chunk_refs";
 /// Column family of lock states (object key → [`crate::lock::LockState`]).
 pub const CF_LOCKS: &str = "locks";
 /// Every column family this crate owns.
-pub const COLUMN_FAMILIES: &[&str] = &[CF_OBJECTS, CF_BLOBS, CF_CHUNKS, CF_CHUNK_REFS, CF_LOCKS];
+pub const COLUMN_FAMILIES: &[&str] = &[
+    CF_OBJECTS,
+    CF_BLOBS,
+    CF_CHUNKS,
+    CF_CHUNK_REFS,
+    CF_LOCKS,
+    CF_INDEX,
+];
 
 /// A blob the node holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +117,8 @@ struct Inner {
     state: Mutex<Cache>,
     /// Volatile records and values.
     volatile: Volatile,
+    /// Serialises the read-merge-writes of index rows.
+    index: Mutex<()>,
 }
 
 /// Handle on the local store; cheap to clone.
@@ -158,6 +171,7 @@ impl Store {
                 cache_limit,
                 state: Mutex::new(Cache::default()),
                 volatile: Volatile::default(),
+                index: Mutex::new(()),
             }),
         };
         {
