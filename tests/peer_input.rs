@@ -13,7 +13,7 @@ use p3::objectspace::{
     blob::BlobHash,
     index::{shard_of, SHARDS},
     object::ObjectRecord,
-    protocol::{PeerRequest, PeerResponse, SyncEntry, SYNC_BATCH},
+    protocol::{PeerRequest, PeerResponse, ShardUpdates, SyncEntry, SYNC_BATCH},
     Namespace, ObjectName, SpaceError,
 };
 
@@ -131,11 +131,11 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
     let wrong_shard = (shard_of(&forged.name) + 1) % SHARDS;
     for updates in [vec![(forged.clone(), None)], vec![(forged, None); 5000]] {
         let shard = if updates.len() == 1 { wrong_shard } else { 0 };
-        let request = PeerRequest::Index {
+        let request = PeerRequest::Index(vec![ShardUpdates {
             ns: Namespace::new("global").unwrap(),
             shard,
             updates,
-        };
+        }]);
         let answer = ask(&node, peer, &request).await;
         assert!(
             matches!(answer, PeerResponse::Error(SpaceError::Invalid(_))),

@@ -119,17 +119,10 @@ pub enum PeerRequest {
     },
     /// Drop every record of a namespace that was removed.
     DropNamespace(Namespace),
-    /// Updates for index shard `shard` of `ns`, for an owner of the shard to
-    /// merge into its rows (see `docs/index.md`): written records and, for
-    /// small ones, their content.
-    Index {
-        /// Namespace.
-        ns: Namespace,
-        /// Shard number.
-        shard: u8,
-        /// Records with their searchable content, if small.
-        updates: Vec<(ObjectRecord, Option<serde_bytes::ByteBuf>)>,
-    },
+    /// Updates for index shards the receiver keeps, to merge into its rows
+    /// (see `docs/index.md`): written records and, for small ones, their
+    /// content; at most [`MAX_INDEX_UPDATES`] in all.
+    Index(Vec<ShardUpdates>),
     /// The index audit: which of these names does your copy of the shard
     /// lack at this (incarnation, order)?
     IndexHave {
@@ -207,7 +200,7 @@ impl PeerRequest {
             PeerRequest::Sync(_) => "sync",
             PeerRequest::List { .. } => "list",
             PeerRequest::DropNamespace(_) => "drop-namespace",
-            PeerRequest::Index { .. } => "index",
+            PeerRequest::Index(_) => "index",
             PeerRequest::IndexHave { .. } => "index-have",
             PeerRequest::Search { .. } => "search",
             PeerRequest::Lock(_) => "lock",
@@ -218,6 +211,20 @@ impl PeerRequest {
             PeerRequest::WaitNewer { .. } => "wait-newer",
         }
     }
+}
+
+/// Most records one [`PeerRequest::Index`] carries.
+pub const MAX_INDEX_UPDATES: usize = 1024;
+
+/// Updates for one index shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardUpdates {
+    /// Namespace.
+    pub ns: Namespace,
+    /// Shard number.
+    pub shard: u8,
+    /// Records with their searchable content, if small.
+    pub updates: Vec<(ObjectRecord, Option<serde_bytes::ByteBuf>)>,
 }
 
 /// One record's identity and version, for repair.

@@ -225,8 +225,8 @@ pub(crate) async fn handle(
         PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
             .await
             .map(|()| PeerResponse::Done),
-        PeerRequest::Index { ns, shard, updates } => space
-            .index_from_peer(ns, shard, updates)
+        PeerRequest::Index(shards) => space
+            .index_from_peer(shards)
             .await
             .map(|()| PeerResponse::Done),
         PeerRequest::IndexHave { ns, shard, held } => space.index_want(ns, shard, held).await,

@@ -544,13 +544,14 @@ impl BlobWriter {
         }
         let size = manifest.size();
         let entry = BlobEntry { manifest, refs: 0 };
-        // Synced: a record that points at this blob may be acknowledged next.
-        store.inner.db.raw().put_cf_opt(
-            store.cf(CF_BLOBS)?,
-            hash.0,
-            encode(&entry)?,
-            &sync_write(),
-        )?;
+        // Not synced: no record points at it yet. The synced write of the
+        // record that will (`put_record`) syncs the write-ahead log up to
+        // itself, this entry and its chunks included.
+        store
+            .inner
+            .db
+            .raw()
+            .put_cf(store.cf(CF_BLOBS)?, hash.0, encode(&entry)?)?;
         self.staged.clear();
         cache.touch(hash, size);
         store.evict(&mut cache)?;

@@ -1,11 +1,10 @@
 //! Keeping the shards' rows current: an object's primary sends each write it
-//! acknowledged to every owner of the object's shard, batching what gathers
-//! while a batch is in flight; owners merge what they receive; the repair
-//! pass audits what the owners hold. See `docs/index.md`.
+//! acknowledged to every owner of the object's shard, batching per owner what
+//! gathers while a batch is in flight; owners merge what they receive; the
+//! repair pass audits what the owners hold. See `docs/index.md`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use futures::future::join_all;
 use p3_dht::PeerId;
 use serde_bytes::ByteBuf;
 
@@ -15,7 +14,7 @@ use crate::{
     name::Namespace,
     namespaces::SYSTEM,
     object::{now_ms, ObjectRecord},
-    protocol::{PeerRequest, PeerResponse, SYNC_BATCH},
+    protocol::{PeerRequest, PeerResponse, ShardUpdates, MAX_INDEX_UPDATES, SYNC_BATCH},
     query::CONTENT_MAX,
     read::read_small,
     space::ObjectSpace,
@@ -23,17 +22,17 @@ use crate::{
 };
 
 /// Index updates waiting at this node (as primary of their objects), per
-/// shard, and which shards have a task sending them.
+/// owner they go to, and which owners have a task sending them. Each owner
+/// gets one request at a time carrying whatever gathered for it meanwhile,
+/// whatever the shards: at high write rates one request carries many writes,
+/// and a slow owner holds up only its own updates.
 #[derive(Default)]
 pub(crate) struct IndexQueue {
-    pending: HashMap<(Namespace, u8), BTreeMap<String, ObjectRecord>>,
-    draining: HashSet<(Namespace, u8)>,
+    pending: HashMap<PeerId, BTreeMap<(Namespace, u8, String), ObjectRecord>>,
+    draining: HashSet<PeerId>,
 }
 
-/// Most updates one [`PeerRequest::Index`] may carry.
-pub(crate) const MAX_INDEX_UPDATES: usize = 1024;
-
-/// A batch of updates as the wire carries it.
+/// A batch of updates of one shard as the wire carries it.
 type Updates = Vec<(ObjectRecord, Option<ByteBuf>)>;
 
 impl ObjectSpace {
@@ -43,31 +42,38 @@ impl ObjectSpace {
         if record.ns.as_str() == SYSTEM {
             return;
         }
-        let at = (record.ns.clone(), shard_of(&record.name));
-        let start = {
+        let shard = shard_of(&record.name);
+        let owners = self.owners_now(&shard_key(&record.ns, shard));
+        let key = (record.ns.clone(), shard, record.name.to_string());
+        let mut start = Vec::new();
+        {
             let mut queue = self
                 .inner
                 .index_queue
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let pending = queue.pending.entry(at.clone()).or_default();
-            match pending.get(record.name.as_str()) {
-                Some(have) if have.order() >= record.order() => {}
-                _ => {
-                    pending.insert(record.name.to_string(), record);
+            for owner in owners {
+                let pending = queue.pending.entry(owner).or_default();
+                match pending.get(&key) {
+                    Some(have) if have.order() >= record.order() => {}
+                    _ => {
+                        pending.insert(key.clone(), record.clone());
+                    }
+                }
+                if queue.draining.insert(owner) {
+                    start.push(owner);
                 }
             }
-            queue.draining.insert(at.clone())
-        };
-        if start {
+        }
+        for owner in start {
             let space = self.clone();
-            tokio::spawn(async move { space.drain_index(at).await });
+            tokio::spawn(async move { space.drain_index(owner).await });
         }
     }
 
-    /// Sends a shard's pending updates, all that have gathered at a time,
-    /// until none are left.
-    async fn drain_index(&self, (ns, shard): (Namespace, u8)) {
+    /// Sends an owner its pending updates, all that have gathered at a time
+    /// (up to a request's worth), until none are left.
+    async fn drain_index(&self, owner: PeerId) {
         loop {
             let batch: Vec<ObjectRecord> = {
                 let mut queue = self
@@ -75,87 +81,106 @@ impl ObjectSpace {
                     .index_queue
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                let at = (ns.clone(), shard);
-                let batch = queue.pending.remove(&at).unwrap_or_default();
-                if batch.is_empty() {
-                    queue.draining.remove(&at);
+                let pending = queue.pending.entry(owner).or_default();
+                if pending.is_empty() {
+                    queue.pending.remove(&owner);
+                    queue.draining.remove(&owner);
                     return;
                 }
-                batch.into_values().collect()
+                let mut batch = Vec::new();
+                while batch.len() < MAX_INDEX_UPDATES {
+                    let Some((_, record)) = pending.pop_first() else {
+                        break;
+                    };
+                    batch.push(record);
+                }
+                batch
             };
-            for chunk in batch.chunks(MAX_INDEX_UPDATES) {
-                let updates = self.with_content(chunk.to_vec()).await;
-                let owners = self.owners_now(&shard_key(&ns, shard));
-                let sends = owners.iter().map(|&owner| self.send_rows(owner, &ns, shard, updates.clone()));
-                join_all(sends).await;
-            }
+            self.send_rows(owner, batch).await;
         }
     }
 
     /// Records with their searchable content, read from this node's store
-    /// (the primary holds every value it acknowledged).
-    async fn with_content(&self, records: Vec<ObjectRecord>) -> Updates {
+    /// (the primary holds every value it acknowledged), grouped by shard.
+    async fn with_content(&self, records: Vec<ObjectRecord>) -> Vec<ShardUpdates> {
         let store = self.store().clone();
         let read = blocking(move || {
-            Ok(records
+            let mut shards: BTreeMap<(Namespace, u8), Updates> = BTreeMap::new();
+            for record in records {
+                let content = match record.blob {
+                    Some(hash) if record.size <= CONTENT_MAX => {
+                        read_small(&store, &hash).ok().map(ByteBuf::from)
+                    }
+                    _ => None,
+                };
+                let at = (record.ns.clone(), shard_of(&record.name));
+                shards.entry(at).or_default().push((record, content));
+            }
+            Ok(shards
                 .into_iter()
-                .map(|record| {
-                    let content = match record.blob {
-                        Some(hash) if record.size <= CONTENT_MAX => {
-                            read_small(&store, &hash).ok().map(ByteBuf::from)
-                        }
-                        _ => None,
-                    };
-                    (record, content)
-                })
+                .map(|((ns, shard), updates)| ShardUpdates { ns, shard, updates })
                 .collect())
         });
         read.await.unwrap_or_default()
     }
 
-    /// Has `owner` merge `updates` into its rows; a failure is left to the
+    /// Has `owner` merge `records` into its rows; a failure is left to the
     /// audit of the next repair pass.
-    async fn send_rows(&self, owner: PeerId, ns: &Namespace, shard: u8, updates: Updates) {
-        let request = PeerRequest::Index {
-            ns: ns.clone(),
-            shard,
-            updates,
-        };
-        if let Err(e) = self.ask(owner, request).await {
-            tracing::debug!(%ns, shard, %owner, error = %e, "index owner did not take updates; the audit will");
+    async fn send_rows(&self, owner: PeerId, records: Vec<ObjectRecord>) {
+        let count = records.len();
+        let shards = self.with_content(records).await;
+        if let Err(e) = self.ask(owner, PeerRequest::Index(shards)).await {
+            tracing::debug!(%owner, count, error = %e, "index owner did not take updates; the audit will");
         }
     }
 
     /// Merges updates another node (or this one) sends as an owner of their
-    /// shard.
-    pub(crate) async fn index_from_peer(&self, ns: Namespace, shard: u8, updates: Updates) -> Result<()> {
-        if updates.len() > MAX_INDEX_UPDATES || shard >= SHARDS || ns.as_str() == SYSTEM {
+    /// shards. Updates of shards this node does not keep (its map is ahead
+    /// of the sender's, or behind) are dropped: the audit sends them where
+    /// they belong.
+    pub(crate) async fn index_from_peer(&self, shards: Vec<ShardUpdates>) -> Result<()> {
+        let total: usize = shards.iter().map(|s| s.updates.len()).sum();
+        if total > MAX_INDEX_UPDATES {
             return Err(SpaceError::Invalid(format!(
-                "an index update holds at most {MAX_INDEX_UPDATES} records of one shard below {SHARDS}"
+                "an index update holds at most {MAX_INDEX_UPDATES} records"
             )));
         }
-        let bad = updates.iter().any(|(record, content)| {
-            record.ns != ns
-                || shard_of(&record.name) != shard
-                || content.as_ref().is_some_and(|c| c.len() as u64 > CONTENT_MAX)
-        });
-        if bad {
-            return Err(SpaceError::Invalid(format!(
-                "an index update for {ns} shard {shard} holds a record of another shard, or content over {CONTENT_MAX} bytes"
-            )));
-        }
-        self.check_shard_owner(&ns, shard)?;
         let now = now_ms();
-        let rows = updates
-            .into_iter()
-            .map(|(record, content)| {
-                let row = Row::of(&record, content.map(ByteBuf::into_vec), now);
-                (record.name.to_string(), row)
-            })
-            .collect();
+        let mut merges = Vec::new();
+        for ShardUpdates { ns, shard, updates } in shards {
+            let bad = shard >= SHARDS
+                || ns.as_str() == SYSTEM
+                || updates.iter().any(|(record, content)| {
+                    record.ns != ns
+                        || shard_of(&record.name) != shard
+                        || content.as_ref().is_some_and(|c| c.len() as u64 > CONTENT_MAX)
+                });
+            if bad {
+                return Err(SpaceError::Invalid(format!(
+                    "an index update for {ns} shard {shard} names a shard that does not exist, holds a record of another shard, or content over {CONTENT_MAX} bytes"
+                )));
+            }
+            if let Err(e) = self.check_shard_owner(&ns, shard) {
+                tracing::debug!(%ns, shard, error = %e, "index updates for a shard not kept here");
+                continue;
+            }
+            let rows: Vec<(String, Row)> = updates
+                .into_iter()
+                .map(|(record, content)| {
+                    let row = Row::of(&record, content.map(ByteBuf::into_vec), now);
+                    (record.name.to_string(), row)
+                })
+                .collect();
+            merges.push((ns, shard, rows));
+        }
         let store = self.store().clone();
-        blocking(move || store.merge_index(&ns, shard, rows)).await?;
-        Ok(())
+        blocking(move || {
+            for (ns, shard, rows) in merges {
+                store.merge_index(&ns, shard, rows)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Refuses requests for a shard this node does not keep.
@@ -258,8 +283,7 @@ impl ObjectSpace {
             return;
         }
         tracing::info!(%owner, %ns, shard, missed = missed.len(), "index owner missed writes; sending them");
-        let updates = self.with_content(missed).await;
-        self.send_rows(owner, ns, shard, updates).await;
+        self.send_rows(owner, missed).await;
     }
 
     /// Answers a search of one shard held here: a page of matches.
