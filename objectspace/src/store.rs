@@ -23,11 +23,12 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
+mod commit;
 mod index;
 mod volatile;
 
 use p3_dht::Database;
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
@@ -119,6 +120,8 @@ struct Inner {
     volatile: Volatile,
     /// Serialises the read-merge-writes of index rows.
     index: Mutex<()>,
+    /// Shares log syncs among durable writes.
+    group: commit::GroupSync,
 }
 
 /// Handle on the local store; cheap to clone.
@@ -135,12 +138,6 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     ciborium::from_reader(bytes).map_err(|e| SpaceError::Storage(format!("corrupt entry: {e}")))
-}
-
-fn sync_write() -> WriteOptions {
-    let mut options = WriteOptions::default();
-    options.set_sync(true);
-    options
 }
 
 /// Keeps a blob from being evicted while an operation uses it.
@@ -172,6 +169,7 @@ impl Store {
                 state: Mutex::new(Cache::default()),
                 volatile: Volatile::default(),
                 index: Mutex::new(()),
+                group: commit::GroupSync::default(),
             }),
         };
         {
@@ -260,14 +258,17 @@ impl Store {
     /// Stores a lock state durably.
     pub fn put_lock_state(&self, key: &[u8; 32], state: &LockState) -> Result<()> {
         let cf = self.cf(CF_LOCKS)?;
-        Ok(self
-            .inner
-            .db
-            .raw()
-            .put_cf_opt(cf, key, encode(state)?, &sync_write())?)
+        self.inner.db.raw().put_cf(cf, key, encode(state)?)?;
+        self.durable()
     }
 
-    /// Stores `record` durably (synced to disk before returning), replacing the
+    /// Returns once every write applied so far is on disk, sharing the log
+    /// sync with the writers that wait at the same time.
+    fn durable(&self) -> Result<()> {
+        Ok(self.inner.group.sync(|| self.inner.db.raw().flush_wal(true))?)
+    }
+
+    /// Stores `record` durably (on disk before returning), replacing the
     /// one for its name, and moves blob reference counts accordingly. The record's
     /// blob must be in the store.
     pub fn put_record(&self, record: &ObjectRecord) -> Result<()> {
@@ -286,8 +287,10 @@ impl Store {
                 self.add_ref(&mut batch, &mut cache, old, -1)?;
             }
         }
-        self.inner.db.raw().write_opt(batch, &sync_write())?;
-        self.evict(&mut cache)
+        self.inner.db.raw().write(batch)?;
+        self.evict(&mut cache)?;
+        drop(cache);
+        self.durable()
     }
 
     /// Removes the record of `ns/name` (the node no longer owns it).
@@ -307,8 +310,10 @@ impl Store {
         if let Some(blob) = old.blob {
             self.add_ref(&mut batch, &mut cache, blob, -1)?;
         }
-        self.inner.db.raw().write_opt(batch, &sync_write())?;
-        self.evict(&mut cache)
+        self.inner.db.raw().write(batch)?;
+        self.evict(&mut cache)?;
+        drop(cache);
+        self.durable()
     }
 
     fn add_ref(
