@@ -3,8 +3,9 @@
 //! This crate owns the libp2p swarm of a P³ node: TCP + noise + yamux transport,
 //! Kademlia under the protocol id [`KAD_PROTOCOL`] (standard wire protocol, so any
 //! libp2p implementation configured with that id can join as a DHT peer), identify,
-//! ping, gossipsub and a request-response protocol whose bodies are size-limited
-//! CBOR. Upper layers reach the network only through the cloneable [`Node`] handle,
+//! ping, gossipsub, and requests whose bodies are size-limited CBOR: framed on
+//! one long-lived stream per peer ([`rpc`]), or through libp2p's
+//! request-response for peers without those streams. Upper layers reach the network only through the cloneable [`Node`] handle,
 //! backed by one task that owns the `Swarm`.
 //!
 //! It also owns the node's on-disk foundations that the swarm needs at start-up: the
@@ -28,6 +29,7 @@ mod codec;
 mod event_loop;
 mod node;
 mod redial;
+mod rpc;
 mod silence;
 
 pub use addresses::by_distance;
@@ -44,7 +46,11 @@ pub const BLOB_PROTOCOL: &str = "/p3/blob/1.0.0";
 /// Kademlia protocol id of P³ networks. Peers of other networks (e.g. IPFS's
 /// `/ipfs/kad/1.0.0`) never mix with ours.
 pub const KAD_PROTOCOL: &str = "/p3/kad/1.0.0";
-/// Request-response protocol id for object-space RPC between nodes.
+/// Request-response protocol id for object-space RPC between nodes: the
+/// fallback for peers without request streams.
 pub const RPC_PROTOCOL: &str = "/p3/rpc/1.0.0";
+/// Stream protocol id for object-space requests between nodes: one stream per
+/// peer and direction, many requests in flight on it.
+pub const REQUEST_STREAM_PROTOCOL: &str = "/p3/requests/1.0.0";
 /// Protocol version announced through identify.
 pub const IDENTIFY_PROTOCOL: &str = "/p3/1.0.0";

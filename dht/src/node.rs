@@ -9,7 +9,13 @@ use libp2p::{identity::Keypair, PeerId, StreamProtocol};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::{config::NetworkConfig, db::Database, event_loop, DhtError};
+use crate::{
+    config::NetworkConfig,
+    db::Database,
+    event_loop,
+    rpc::{self, Failed, Rpc},
+    DhtError,
+};
 
 /// What the swarm task is asked to do.
 pub(crate) enum Command {
@@ -132,6 +138,7 @@ pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
+    rpc: std::sync::Arc<Rpc>,
 }
 
 impl std::fmt::Debug for Node {
@@ -164,12 +171,21 @@ impl Node {
         let peer_id = key.public().to_peer_id();
         let (commands, command_rx) = mpsc::channel(256);
         let (request_tx, requests) = mpsc::channel(256);
-        let streams = event_loop::spawn(config, key, db, command_rx, request_tx)?;
+        let limits = (config.max_request_bytes, config.max_response_bytes);
+        let timeout = config.request_timeout;
+        let streams = event_loop::spawn(config, key, db, command_rx, request_tx.clone())?;
+        let incoming = streams
+            .clone()
+            .accept(StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL))
+            .map_err(|_| DhtError::Transport("request streams are already accepted".into()))?;
+        tokio::spawn(rpc::serve(incoming, request_tx, limits.0));
+        let rpc = Rpc::new(streams.clone(), limits.0, limits.1, timeout);
         Ok((
             Node {
                 peer_id,
                 commands,
                 streams,
+                rpc: std::sync::Arc::new(rpc),
             },
             Inbound { requests },
         ))
@@ -217,9 +233,15 @@ impl Node {
         request: &Q,
     ) -> Result<A, DhtError> {
         let body = encode(request)?;
-        let answer = self
-            .ask(|reply| Command::Request { peer, body, reply })
-            .await??;
+        let answer = match self.rpc.request(peer, body).await {
+            Ok(answer) => answer,
+            Err(Failed::Sent(e)) => return Err(e),
+            Err(Failed::NoStream { reason, body }) => {
+                tracing::debug!(%peer, %reason, "no request stream; asking through request-response");
+                self.ask(|reply| Command::Request { peer, body, reply })
+                    .await??
+            }
+        };
         ciborium::from_reader(answer.as_slice()).map_err(|e| DhtError::Malformed {
             peer,
             reason: e.to_string(),

@@ -1,0 +1,362 @@
+//! Requests to peers over one long-lived stream per peer and direction, many
+//! in flight at once.
+//!
+//! libp2p's request-response opens and negotiates a new substream for every
+//! request and routes each request and answer through the swarm task; for the
+//! small, frequent messages of the object space (a write is a request to the
+//! primary and one to each replica) that setup costs more than the message.
+//! Here a node opens one stream of [`crate::REQUEST_STREAM_PROTOCOL`] to each peer it asks, and
+//! frames requests on it with ids; the peer answers on the same stream in any
+//! order. Frames that queue while a write is in progress go out in one write.
+//!
+//! A stream is used only after the accepting side said it took it (a one-byte
+//! greeting), because libp2p-stream drops inbound streams that arrive in a
+//! burst; a request written to a stream was therefore delivered to a node that
+//! read it, and a stream that breaks afterwards leaves the outcome unknown, as
+//! with any connection. Peers that do not speak the protocol are asked through
+//! request-response instead ([`crate::Node::request`]).
+//!
+//! Must never: buffer more than the configured limit for one frame from a
+//! peer, or wait on a peer without a deadline.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use futures::{
+    io::{ReadHalf, WriteHalf},
+    AsyncReadExt, AsyncWriteExt, StreamExt,
+};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{node::InboundRequest, DhtError};
+
+
+const REQUEST: u8 = 0;
+const RESPONSE: u8 = 1;
+/// The receiver dropped the request without an answer.
+const REFUSED: u8 = 2;
+/// What the accepting side writes first: the stream is in use.
+const GREETING: u8 = 0x70;
+/// Frame header: kind, id, body length.
+const HEADER: usize = 1 + 8 + 4;
+/// Frames queued per stream before senders wait.
+const QUEUE: usize = 1024;
+/// Bytes gathered into one write at most.
+const BATCH_BYTES: usize = 1 << 20;
+/// Attempts to open a stream the peer takes.
+const OPEN_TRIES: usize = 3;
+
+type Answer = Result<Vec<u8>, String>;
+type Frame = (u8, u64, Vec<u8>);
+
+/// The requesting side of one stream.
+struct Outbound {
+    frames: mpsc::Sender<Frame>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next: AtomicU64,
+    alive: AtomicBool,
+}
+
+impl Outbound {
+    /// Fails every request waiting for an answer on this stream.
+    fn close(&self, reason: &str) {
+        self.alive.store(false, Ordering::SeqCst);
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, waiter) in pending {
+            let _ = waiter.send(Err(reason.to_owned()));
+        }
+    }
+}
+
+/// Removes a request's waiter if the caller gives up before the answer.
+struct Waiting<'a> {
+    conn: &'a Outbound,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.conn
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// Why a request could not use a stream.
+pub(crate) enum Failed {
+    /// No stream could be opened (the peer may not speak the protocol): ask
+    /// another way. The request comes back.
+    NoStream {
+        /// Why.
+        reason: String,
+        /// The request's body.
+        body: Vec<u8>,
+    },
+    /// The request was sent and then failed.
+    Sent(DhtError),
+}
+
+/// Request streams of one node.
+pub(crate) struct Rpc {
+    control: libp2p_stream::Control,
+    streams: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Arc<Outbound>>>>>>,
+    max_request: u64,
+    max_response: u64,
+    timeout: Duration,
+}
+
+impl Rpc {
+    /// Request streams over `control`, within the node's limits.
+    pub(crate) fn new(
+        control: libp2p_stream::Control,
+        max_request: u64,
+        max_response: u64,
+        timeout: Duration,
+    ) -> Self {
+        Rpc {
+            control,
+            streams: Mutex::new(HashMap::new()),
+            max_request,
+            max_response,
+            timeout,
+        }
+    }
+
+    /// Sends `body` to `peer` and waits for its answer.
+    pub(crate) async fn request(&self, peer: PeerId, body: Vec<u8>) -> Result<Vec<u8>, Failed> {
+        if body.len() as u64 > self.max_request {
+            return Err(Failed::Sent(DhtError::Request {
+                peer,
+                reason: format!("request larger than the {}-byte limit", self.max_request),
+            }));
+        }
+        let conn = match self.stream_to(peer).await {
+            Ok(conn) => conn,
+            Err(reason) => return Err(Failed::NoStream { reason, body }),
+        };
+        let id = conn.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let _waiting = Waiting { conn: &conn, id };
+        let failed = |reason: String| Failed::Sent(DhtError::Request { peer, reason });
+        if conn.frames.send((REQUEST, id, body)).await.is_err() {
+            return Err(failed("the stream to the peer closed".into()));
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(reason))) => Err(failed(reason)),
+            Ok(Err(_)) => Err(failed("the stream to the peer closed".into())),
+            Err(_) => Err(failed(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    /// The live stream to `peer`, opened if needed.
+    async fn stream_to(&self, peer: PeerId) -> Result<Arc<Outbound>, String> {
+        let slot = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| c.alive.load(Ordering::SeqCst)) {
+            return Ok(conn.clone());
+        }
+        let mut last = String::new();
+        for _ in 0..OPEN_TRIES {
+            match self.open(peer).await {
+                Ok(conn) => {
+                    *slot = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn open(&self, peer: PeerId) -> Result<Arc<Outbound>, String> {
+        let protocol = StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL);
+        let mut control = self.control.clone();
+        let open = control.open_stream(peer, protocol);
+        let mut stream = match tokio::time::timeout(self.timeout, open).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("opening a stream timed out".into()),
+        };
+        let mut greeting = [0u8; 1];
+        match tokio::time::timeout(self.timeout, stream.read_exact(&mut greeting)).await {
+            Ok(Ok(())) if greeting[0] == GREETING => {}
+            Ok(Ok(())) => return Err("the peer sent no greeting".into()),
+            Ok(Err(e)) => return Err(format!("the peer dropped the stream: {e}")),
+            Err(_) => return Err("the peer sent no greeting in time".into()),
+        }
+        let (read, write) = stream.split();
+        let (frames, queue) = mpsc::channel(QUEUE);
+        let conn = Arc::new(Outbound {
+            frames,
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            alive: AtomicBool::new(true),
+        });
+        let writer = conn.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write_frames(write, queue).await {
+                writer.close(&format!("writing to the peer failed: {e}"));
+            }
+        });
+        let reader = conn.clone();
+        let max = self.max_response;
+        tokio::spawn(async move {
+            let reason = match read_answers(read, &reader, max).await {
+                Ok(()) => "the peer closed the stream".to_owned(),
+                Err(e) => e,
+            };
+            reader.close(&reason);
+        });
+        Ok(conn)
+    }
+}
+
+/// Serves inbound request streams: hands each request to `requests` and
+/// writes the answers back.
+pub(crate) async fn serve(
+    mut incoming: libp2p_stream::IncomingStreams,
+    requests: mpsc::Sender<InboundRequest>,
+    max_request: u64,
+) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(peer, stream, requests, max_request).await {
+                tracing::debug!(%peer, error = %e, "request stream ended");
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    peer: PeerId,
+    mut stream: Stream,
+    requests: mpsc::Sender<InboundRequest>,
+    max_request: u64,
+) -> Result<(), String> {
+    stream
+        .write_all(&[GREETING])
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let (mut read, write) = stream.split();
+    let (frames, queue) = mpsc::channel::<Frame>(QUEUE);
+    let writer = tokio::spawn(async move { write_frames(write, queue).await });
+    let result = loop {
+        let (kind, id, body) = match read_frame(&mut read, max_request).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if kind != REQUEST {
+            break Err(format!("unexpected frame kind {kind} on a request stream"));
+        }
+        let (reply, answer) = oneshot::channel();
+        let inbound = InboundRequest { peer, body, reply };
+        if let Err(e) = requests.try_send(inbound) {
+            tracing::warn!(%peer, "dropping inbound request: {e}");
+            let _ = frames.send((REFUSED, id, Vec::new())).await;
+            continue;
+        }
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            let frame = match answer.await {
+                Ok(body) => (RESPONSE, id, body),
+                Err(_) => (REFUSED, id, Vec::new()),
+            };
+            let _ = frames.send(frame).await;
+        });
+    };
+    drop(frames);
+    // Answers still being worked out keep the writer going until they are sent.
+    let _ = writer.await;
+    result
+}
+
+async fn read_answers(mut read: ReadHalf<Stream>, conn: &Outbound, max: u64) -> Result<(), String> {
+    while let Some((kind, id, body)) = read_frame(&mut read, max).await? {
+        let answer = match kind {
+            RESPONSE => Ok(body),
+            REFUSED => Err("the peer dropped the request without answering".to_owned()),
+            other => return Err(format!("unexpected frame kind {other} on an answer stream")),
+        };
+        let waiter = conn
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(answer);
+        }
+    }
+    Ok(())
+}
+
+/// The next frame, `None` at a clean end of the stream.
+async fn read_frame(read: &mut ReadHalf<Stream>, max: u64) -> Result<Option<Frame>, String> {
+    let mut header = [0u8; HEADER];
+    let mut got = 0;
+    while got < HEADER {
+        match read.read(&mut header[got..]).await {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err("the stream ended inside a frame".into()),
+            Ok(n) => got += n,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let kind = header[0];
+    let id = u64::from_be_bytes(header[1..9].try_into().unwrap_or_default());
+    let len = u32::from_be_bytes(header[9..13].try_into().unwrap_or_default()) as u64;
+    if len > max {
+        return Err(format!("a frame of {len} bytes is over the {max}-byte limit"));
+    }
+    let mut body = vec![0u8; len as usize];
+    read.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok(Some((kind, id, body)))
+}
+
+/// Writes queued frames, as many as are waiting in one write, until the
+/// queue closes.
+async fn write_frames(mut write: WriteHalf<Stream>, mut queue: mpsc::Receiver<Frame>) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(frame) = queue.recv().await {
+        push_frame(&mut buf, frame);
+        while buf.len() < BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(frame) => push_frame(&mut buf, frame),
+                Err(_) => break,
+            }
+        }
+        write.write_all(&buf).await?;
+        write.flush().await?;
+        buf.clear();
+    }
+    write.close().await
+}
+
+fn push_frame(buf: &mut Vec<u8>, (kind, id, body): Frame) {
+    buf.push(kind);
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+}
