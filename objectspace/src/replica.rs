@@ -197,12 +197,8 @@ pub(crate) async fn store_record(
         (Some(_), Some(bytes)) if record.volatile => bytes.to_vec(),
         _ => Vec::new(),
     };
-    blocking(move || {
-        if record.volatile {
-            store.put_volatile(record, value)
-        } else {
-            store.put_record(&record)
-        }
-    })
-    .await
+    if record.volatile {
+        return blocking(move || store.put_volatile(record, value)).await;
+    }
+    store.put_record_async(&record).await
 }

@@ -268,10 +268,39 @@ impl Store {
         Ok(self.inner.group.sync(|| self.inner.db.raw().flush_wal(true))?)
     }
 
+    /// [`Store::durable`] without holding a thread while others sync; a sync
+    /// this caller runs goes to the blocking pool.
+    async fn durable_async(&self) -> Result<()> {
+        let sync = || {
+            let store = self.clone();
+            async move {
+                tokio::task::spawn_blocking(move || store.inner.db.raw().flush_wal(true))
+                    .await
+                    .map_err(|e| SpaceError::Storage(format!("log sync failed: {e}")))?
+                    .map_err(SpaceError::from)
+            }
+        };
+        self.inner.group.sync_async(sync).await
+    }
+
     /// Stores `record` durably (on disk before returning), replacing the
     /// one for its name, and moves blob reference counts accordingly. The record's
     /// blob must be in the store.
     pub fn put_record(&self, record: &ObjectRecord) -> Result<()> {
+        self.apply_record(record)?;
+        self.durable()
+    }
+
+    /// [`Store::put_record`] for async callers: the record is applied at once
+    /// (a small write, without a sync), and the wait for the log sync it
+    /// shares with concurrent writers holds no thread.
+    pub async fn put_record_async(&self, record: &ObjectRecord) -> Result<()> {
+        self.apply_record(record)?;
+        self.durable_async().await
+    }
+
+    /// Applies `record` without waiting for it to be on disk.
+    fn apply_record(&self, record: &ObjectRecord) -> Result<()> {
         let key = record_key(&record.ns, &record.name);
         self.inner.volatile.remove(&key);
         let mut cache = self.lock();
@@ -288,9 +317,7 @@ impl Store {
             }
         }
         self.inner.db.raw().write(batch)?;
-        self.evict(&mut cache)?;
-        drop(cache);
-        self.durable()
+        self.evict(&mut cache)
     }
 
     /// Removes the record of `ns/name` (the node no longer owns it).

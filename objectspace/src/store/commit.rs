@@ -2,22 +2,20 @@
 //! the write-ahead log.
 //!
 //! A durable write is applied without a sync (under whatever lock orders it),
-//! then waits in [`GroupSync::sync`]. One waiter at a time syncs the log; a
-//! sync covers every write applied before it started, so everyone who arrived
-//! meanwhile is served by the next single sync. With RocksDB's own `sync`
-//! write option each writer would sync on its own, holding up the writers
-//! behind it.
+//! then waits for a sync. One waiter at a time syncs the log; a sync covers
+//! every write applied before it started, so everyone who arrived meanwhile is
+//! served by the next single sync. With RocksDB's own `sync` write option each
+//! writer would sync on its own, holding up the writers behind it.
+//!
+//! The decisions are [`State`]'s (pure); a blocking caller waits on a condition
+//! variable, an async one on a watch channel, without holding a thread.
 
 use std::sync::{Condvar, Mutex};
 
-/// Shares log syncs among concurrent writers.
-#[derive(Default)]
-pub struct GroupSync {
-    state: Mutex<State>,
-    done: Condvar,
-}
+use tokio::sync::watch;
 
-#[derive(Default)]
+/// Who syncs, and what is durable: the pure part.
+#[derive(Debug, Default)]
 struct State {
     /// Tickets handed out: one per call, after its write was applied.
     issued: u64,
@@ -29,41 +27,130 @@ struct State {
     waiting: usize,
 }
 
+/// What a caller holding `ticket` does next.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Its write is durable.
+    Done,
+    /// Run a sync that covers every ticket up to `through`, then
+    /// [`State::synced`].
+    Sync { through: u64 },
+    /// Wait for the running sync to end, then ask again.
+    Wait,
+}
+
+impl State {
+    fn issue(&mut self) -> u64 {
+        self.issued += 1;
+        self.issued
+    }
+
+    fn step(&mut self, ticket: u64) -> Step {
+        if self.synced >= ticket {
+            Step::Done
+        } else if self.syncing {
+            Step::Wait
+        } else {
+            // Covers every ticket issued so far: their writes came first.
+            self.syncing = true;
+            Step::Sync {
+                through: self.issued,
+            }
+        }
+    }
+
+    /// A sync ended; on failure the waiters try again themselves.
+    fn synced(&mut self, through: u64, ok: bool) {
+        self.syncing = false;
+        if ok {
+            self.synced = self.synced.max(through);
+        }
+    }
+}
+
+/// Shares log syncs among concurrent writers.
+pub struct GroupSync {
+    state: Mutex<State>,
+    done: Condvar,
+    /// Bumped after every sync, for async waiters.
+    ended: watch::Sender<u64>,
+}
+
+impl Default for GroupSync {
+    fn default() -> Self {
+        GroupSync {
+            state: Mutex::default(),
+            done: Condvar::new(),
+            ended: watch::Sender::new(0),
+        }
+    }
+}
+
 impl GroupSync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn end(&self, through: u64, ok: bool) {
+        self.lock().synced(through, ok);
+        self.done.notify_all();
+        self.ended.send_modify(|n| *n += 1);
+    }
+
     /// Returns once every write applied before the call is durable, running
     /// `sync_log` (which must make all of them durable) at most once itself.
+    /// Blocks the thread.
     pub fn sync<E>(&self, sync_log: impl Fn() -> Result<(), E>) -> Result<(), E> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.issued += 1;
-        let ticket = state.issued;
+        let mut state = self.lock();
+        let ticket = state.issue();
         loop {
-            if state.synced >= ticket {
-                return Ok(());
-            }
-            if !state.syncing {
-                // Covers every ticket issued so far: their writes came first.
-                let through = state.issued;
-                state.syncing = true;
-                drop(state);
-                let result = sync_log();
-                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.syncing = false;
-                if result.is_ok() {
-                    state.synced = state.synced.max(through);
+            match state.step(ticket) {
+                Step::Done => return Ok(()),
+                Step::Sync { through } => {
+                    drop(state);
+                    let result = sync_log();
+                    self.end(through, result.is_ok());
+                    return result;
                 }
-                self.done.notify_all();
-                // On failure the others try again themselves.
-                return result;
+                Step::Wait => {
+                    state.waiting += 1;
+                    state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                    state.waiting -= 1;
+                }
             }
-            state.waiting += 1;
-            state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
-            state.waiting -= 1;
+        }
+    }
+
+    /// [`GroupSync::sync`] for async callers: waiting holds no thread; the
+    /// sync itself runs through `run` (e.g. on the blocking pool).
+    pub async fn sync_async<E, F>(&self, run: impl Fn() -> F) -> Result<(), E>
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+    {
+        let mut ended = self.ended.subscribe();
+        let ticket = self.lock().issue();
+        loop {
+            // Marked seen before asking, so a sync that ends in between wakes us.
+            ended.borrow_and_update();
+            let step = self.lock().step(ticket);
+            match step {
+                Step::Done => return Ok(()),
+                Step::Sync { through } => {
+                    let result = run().await;
+                    self.end(through, result.is_ok());
+                    return result;
+                }
+                Step::Wait => {
+                    // The sender lives as long as `self`.
+                    let _ = ended.changed().await;
+                }
+            }
         }
     }
 
     #[cfg(test)]
     fn waiting(&self) -> usize {
-        self.state.lock().unwrap().waiting
+        self.lock().waiting
     }
 }
 
@@ -74,6 +161,21 @@ mod tests {
         atomic::{AtomicUsize, Ordering},
         mpsc, Arc,
     };
+
+    #[test]
+    fn a_sync_covers_the_tickets_issued_before_it_started() {
+        let mut state = State::default();
+        let (a, b) = (state.issue(), state.issue());
+        assert_eq!(state.step(a), Step::Sync { through: 2 });
+        let c = state.issue();
+        assert_eq!(state.step(b), Step::Wait);
+        assert_eq!(state.step(c), Step::Wait);
+        state.synced(2, true);
+        assert_eq!(state.step(b), Step::Done, "b was covered by a's sync");
+        assert_eq!(state.step(c), Step::Sync { through: 3 }, "c came after it started");
+        state.synced(3, false);
+        assert_eq!(state.step(c), Step::Sync { through: 3 }, "a failed sync is tried again");
+    }
 
     #[test]
     fn writers_that_arrive_during_a_sync_share_the_next_one() {
@@ -116,21 +218,32 @@ mod tests {
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
     }
 
-    #[test]
-    fn a_failed_sync_is_reported_and_the_next_writer_syncs_again() {
+    #[tokio::test]
+    async fn async_writers_share_syncs_and_see_failures() {
         let group = GroupSync::default();
-        let calls = AtomicUsize::new(0);
-        let flaky = || {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n == 0 {
-                Err("disk full")
-            } else {
-                Ok(())
+        let syncs = AtomicUsize::new(0);
+        let (go, gate) = watch::channel(false);
+        let run = || {
+            let mut gate = gate.clone();
+            let n = syncs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                if n == 0 {
+                    Err("disk full")
+                } else {
+                    Ok(())
+                }
             }
         };
-        assert_eq!(group.sync(flaky), Err("disk full"));
-        assert_eq!(group.sync(flaky), Ok(()));
-        assert_eq!(group.sync(flaky), Ok(()));
-        assert_eq!(calls.load(Ordering::SeqCst), 3, "each call after the failure synced");
+        // Eight writers at once: the first one's sync fails (only it hears
+        // so), the others share one more.
+        let writers = futures::future::join_all((0..8).map(|_| group.sync_async(run)));
+        let opener = async {
+            tokio::task::yield_now().await;
+            go.send_replace(true);
+        };
+        let (results, ()) = tokio::join!(writers, opener);
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1, "{results:?}");
+        assert_eq!(syncs.load(Ordering::SeqCst), 2);
     }
 }
