@@ -19,6 +19,10 @@ use crate::{
     transfer::{self, blocking},
 };
 
+/// Values up to this size are stored by the task that received them, not on
+/// the blocking pool: a small write costs less than the hop.
+pub(crate) const IN_PLACE_MAX: u64 = 16 << 10;
+
 /// How long a node waits to apply a map a peer already acts on.
 pub(crate) const MAP_WAIT: Duration = Duration::from_secs(2);
 
@@ -32,8 +36,7 @@ pub(crate) async fn ensure_blob(
 ) -> Result<Pin> {
     let store = space.store().clone();
     let pin = store.pin(hash);
-    let check = store.clone();
-    if blocking(move || check.has_blob(&hash)).await? {
+    if store.has_blob(&hash)? {
         return Ok(pin);
     }
     if size > space.config().max_object_bytes {
@@ -49,12 +52,17 @@ pub(crate) async fn ensure_blob(
             )));
         }
         let mut ingest = space.ingest();
-        let pin = blocking(move || {
+        let store_it = move || {
             ingest.push(&bytes)?;
             let (_, _, pin) = ingest.finish()?;
             Ok(pin)
-        })
-        .await?;
+        };
+        // Small values are stored in place; larger ones are worth the hop.
+        let pin = if size <= IN_PLACE_MAX {
+            store_it()?
+        } else {
+            blocking(store_it).await?
+        };
         space.announce(hash, size);
         return Ok(pin);
     }
@@ -116,9 +124,7 @@ pub(crate) async fn adopt(
     inline: Option<Vec<u8>>,
     sources: &[PeerId],
 ) -> Result<PeerResponse> {
-    let store = space.store().clone();
-    let (ns, name) = (record.ns.clone(), record.name.clone());
-    let local = blocking(move || store.record(&ns, &name)).await?;
+    let local = space.store().record(&record.ns, &record.name)?;
     match ordering::incoming(local.as_ref(), &record) {
         Incoming::Same => return Ok(PeerResponse::Replicated),
         Incoming::Stale(ours) => return Ok(PeerResponse::Stale(ours)),

@@ -262,6 +262,14 @@ impl Store {
         self.durable()
     }
 
+    /// [`Store::put_lock_state`] for async callers (see
+    /// [`Store::put_record_async`]).
+    pub async fn put_lock_state_async(&self, key: &[u8; 32], state: &LockState) -> Result<()> {
+        let cf = self.cf(CF_LOCKS)?;
+        self.inner.db.raw().put_cf(cf, key, encode(state)?)?;
+        self.durable_async().await
+    }
+
     /// Returns once every write applied so far is on disk, sharing the log
     /// sync with the writers that wait at the same time.
     fn durable(&self) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::{
     object::{PutOptions, MAX_META_BYTES, VOLATILE_MAX},
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
     read::read_small,
+    replica::IN_PLACE_MAX,
     space::ObjectSpace,
     store::{BlobWriter, Pin},
     transfer::blocking,
@@ -94,7 +95,9 @@ impl ObjectSpace {
         if options.volatile && size > VOLATILE_MAX {
             return Err(volatile_too_large(size));
         }
-        let inline = if size <= INLINE_MAX {
+        let inline = if size <= IN_PLACE_MAX {
+            Some(read_small(&self.inner.store, &blob)?)
+        } else if size <= INLINE_MAX {
             let store = self.inner.store.clone();
             Some(blocking(move || read_small(&store, &blob)).await?)
         } else {

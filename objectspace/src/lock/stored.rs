@@ -13,16 +13,13 @@ use crate::{
     object::now_ms,
     protocol::{PeerRequest, PeerResponse},
     space::ObjectSpace,
-    transfer::blocking,
 };
 
 impl ObjectSpace {
     /// The lock state of a key as stored here.
     pub(crate) async fn lock_state(&self, key: [u8; 32]) -> Result<LockState> {
-        let store = self.store().clone();
-        Ok(blocking(move || store.lock_state(&key))
-            .await?
-            .unwrap_or_default())
+        // A small read: in place, like record reads.
+        Ok(self.store().lock_state(&key)?.unwrap_or_default())
     }
 
     /// Applies `change` to the key's state under the key's lock; if it returns
@@ -110,8 +107,7 @@ impl ObjectSpace {
                 }
             });
         if newest.revision > 0 {
-            let (store, stored) = (self.store().clone(), newest.clone());
-            blocking(move || store.put_lock_state(&key, &stored)).await?;
+            self.store().put_lock_state_async(&key, &newest).await?;
         }
         Ok(newest)
     }
@@ -133,9 +129,7 @@ impl ObjectSpace {
             state.revision = 0;
         }
         state.revision += 1;
-        let store = self.store().clone();
-        let stored = state.clone();
-        blocking(move || store.put_lock_state(&key, &stored)).await?;
+        self.store().put_lock_state_async(&key, state).await?;
         let owners = self.owners_in(&map, &key)?;
         let sends = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
             let request = PeerRequest::LockState {
@@ -173,8 +167,7 @@ impl ObjectSpace {
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
         if self.lock_state(key).await?.order() < state.order() {
-            let store = self.store().clone();
-            blocking(move || store.put_lock_state(&key, &state)).await?;
+            self.store().put_lock_state_async(&key, &state).await?;
         }
         Ok(PeerResponse::Done)
     }

@@ -26,7 +26,6 @@ use crate::{
     protocol::{PeerRequest, PeerResponse},
     replica::adopt,
     space::ObjectSpace,
-    transfer::blocking,
 };
 use p3_dht::PeerId;
 
@@ -130,9 +129,7 @@ pub(crate) async fn peer(
     if space.inner.peered.done(&key, epoch) {
         return Ok(());
     }
-    let store = space.store().clone();
-    let (n, m) = (ns.clone(), name.clone());
-    let mine = blocking(move || store.record(&n, &m)).await?;
+    let mine = space.store().record(ns, name)?;
     let ask = |peer: PeerId| {
         let request = PeerRequest::Head {
             ns: ns.clone(),
