@@ -344,6 +344,11 @@ pub struct BenchArgs {
     /// Namespace to write into (created if missing).
     #[arg(long, value_name = "NS", default_value = "bench")]
     pub namespace: String,
+    /// `bench lock`: distinct locks; connection i uses lock i mod N (1: every
+    /// connection contends for the same lock; --concurrency: each has its own).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub locks: u64,
 }
 
 /// The operations `p3ctl bench` can time.
@@ -353,8 +358,8 @@ pub enum BenchOp {
     Put,
     /// Read objects written beforehand (untimed).
     Get,
-    /// Acquire and release a write lock on one object; with --concurrency 1
-    /// uncontended, with more every connection contends for the same lock.
+    /// Acquire and release a write lock; with --concurrency 1 uncontended,
+    /// with more the connections share --locks distinct locks.
     Lock,
     /// Take (read and remove) objects written beforehand (untimed), each once.
     Take,

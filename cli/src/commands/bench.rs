@@ -47,6 +47,8 @@ struct Plan {
     targets: Vec<String>,
     /// The node's data directory (lock operations each need a connection).
     dir: std::path::PathBuf,
+    /// Distinct locks `bench lock` uses.
+    locks: u64,
     /// Next operation number to hand out.
     next: AtomicU64,
     /// The first failure; once set, lanes stop taking operations.
@@ -115,7 +117,8 @@ struct Lane {
     written: Vec<String>,
 }
 
-async fn lane(mut space: Space, plan: Arc<Plan>) -> Lane {
+/// Lane `index` running operations until the plan's budget is spent.
+async fn lane(mut space: Space, plan: Arc<Plan>, index: u64) -> Lane {
     let mut done = Lane::default();
     while !plan.stopped() {
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +146,7 @@ async fn lane(mut space: Space, plan: Arc<Plan>) -> Lane {
                 (path.clone(), taken.map(drop).map_err(anyhow::Error::from))
             }
             BenchOp::Lock => {
-                let path = plan.path(0);
+                let path = plan.path(index % plan.locks);
                 (path.clone(), plan.lock_once(&path).await)
             }
         };
@@ -190,6 +193,7 @@ pub async fn run(opts: &NodeOpts, args: &BenchArgs) -> Result<()> {
         base,
         targets: Vec::new(),
         dir: dir.root().to_owned(),
+        locks: args.locks,
         next: AtomicU64::new(0),
         failure: Mutex::new(None),
     };
@@ -216,7 +220,8 @@ pub async fn run(opts: &NodeOpts, args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let tasks: Vec<_> = lanes
         .into_iter()
-        .map(|space| tokio::spawn(lane(space, plan.clone())))
+        .zip(0..)
+        .map(|(space, index)| tokio::spawn(lane(space, plan.clone(), index)))
         .collect();
     let mut latencies = Vec::new();
     let mut written = plan.targets.clone();
@@ -403,6 +408,7 @@ mod tests {
             base: vec![9; size],
             targets: Vec::new(),
             dir: std::path::PathBuf::new(),
+            locks: 1,
             next: AtomicU64::new(0),
             failure: Mutex::new(None),
         }
