@@ -106,6 +106,17 @@ pub enum PeerRequest {
         #[serde(default)]
         epoch: u64,
     },
+    /// Send the record of a name (and its value, if small and `inline`) as
+    /// its primary: answered from this node alone, or with
+    /// [`PeerResponse::NotPrimary`].
+    Read {
+        /// Namespace.
+        ns: Namespace,
+        /// Name.
+        name: ObjectName,
+        /// Whether to include a small value.
+        inline: bool,
+    },
     /// Repair: which of these versions do you lack, and which do you have newer?
     Sync(Vec<SyncEntry>),
     /// Records of a namespace with a name prefix, after a name, in name order.
@@ -197,6 +208,7 @@ impl PeerRequest {
             PeerRequest::Write(_) => "write",
             PeerRequest::Replicate { .. } => "replicate",
             PeerRequest::Head { .. } => "head",
+            PeerRequest::Read { .. } => "read",
             PeerRequest::Sync(_) => "sync",
             PeerRequest::List { .. } => "list",
             PeerRequest::DropNamespace(_) => "drop-namespace",

@@ -32,9 +32,64 @@ pub struct Found {
 }
 
 impl ObjectSpace {
+    /// The newest live record of `path`: from its primary alone when it can
+    /// answer as primary (one request), else from every owner.
+    pub async fn find(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
+        match self.find_at_primary(path, inline).await {
+            Ok(found) => Ok(found),
+            Err(e @ SpaceError::NotFound(_)) => Err(e),
+            Err(e) => {
+                tracing::debug!(%path, error = %e, "the primary did not answer as primary; asking every owner");
+                self.find_everywhere(path, inline).await
+            }
+        }
+    }
+
+    /// Asks `path`'s primary, which answers only while it is primary in its
+    /// own map (see `service::read_as_primary`).
+    async fn find_at_primary(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
+        let (incarnation, owners) = self.locate(path).await?;
+        let Some(&primary) = owners.first() else {
+            return Err(SpaceError::Unavailable(format!("{path} has no owners yet")));
+        };
+        let request = PeerRequest::Read {
+            ns: path.namespace.clone(),
+            name: path.name.clone(),
+            inline,
+        };
+        // Boxed: the request may be answered here, by code that reads.
+        match Box::pin(self.ask(primary, request)).await? {
+            PeerResponse::Head { record, inline } => {
+                // A copy from a removed namespace of the same name is no copy.
+                let live = record
+                    .filter(|r| r.ns_incarnation == incarnation && r.is_live(now_ms()))
+                    .map(|r| *r);
+                let Some(record) = live else {
+                    return Err(SpaceError::NotFound(path.to_string()));
+                };
+                Ok(Found {
+                    replicas: vec![Replica {
+                        peer: primary.to_string(),
+                        version: record.version,
+                        primary: true,
+                    }],
+                    record,
+                    inline,
+                    holders: vec![primary],
+                })
+            }
+            PeerResponse::NotPrimary(other) => Err(SpaceError::Unavailable(format!(
+                "{primary} says {other} is the primary of {path}"
+            ))),
+            other => Err(SpaceError::Unavailable(format!(
+                "unexpected answer to a read: {other:?}"
+            ))),
+        }
+    }
+
     /// Asks every owner of `path` for its record; the newest live one wins.
     /// Owners holding older versions are brought up to date in the background.
-    pub async fn find(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
+    pub async fn find_everywhere(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
         let (incarnation, owners) = self.locate(path).await?;
         let asks = owners.iter().map(|&peer| {
             let request = PeerRequest::Head {
@@ -142,7 +197,7 @@ impl ObjectSpace {
 
     /// Metadata of `path` with the version every owner holds.
     pub async fn stat(&self, path: &ObjectPath) -> Result<Stat> {
-        let found = self.find(path, false).await?;
+        let found = self.find_everywhere(path, false).await?;
         let mut stat = found.record.stat();
         stat.replicas = found.replicas;
         Ok(stat)

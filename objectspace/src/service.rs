@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     blob::INLINE_MAX,
+    name::{Namespace, ObjectName},
     error::{Result, SpaceError},
     key::object_key,
     object::now_ms,
@@ -21,7 +22,8 @@ use crate::{
     read::read_small,
     repair,
     replica::{
-        accept_replica, adopt, check_primary, ensure_blob, store_record, volatile_value, MAP_WAIT,
+        accept_replica, adopt, check_primary, ensure_blob, store_record, volatile_value,
+        IN_PLACE_MAX, MAP_WAIT,
     },
     space::ObjectSpace,
     transfer::{self, blocking},
@@ -143,30 +145,9 @@ pub(crate) async fn handle(
                     Some(space.key_lock(object_key(&ns, &name)).lock_owned().await)
                 }
             };
-            let store = space.store().clone();
-            blocking(move || {
-                let record = store.record(&ns, &name)?;
-                let value = match &record {
-                    Some(r) if inline && r.is_live(now_ms()) && r.volatile => store
-                        .volatile(&ns, &name)
-                        .map(|entry| entry.value.as_ref().clone()),
-                    Some(r) if inline && r.is_live(now_ms()) && r.size <= INLINE_MAX => {
-                        match r.blob {
-                            Some(hash) if store.has_blob(&hash)? => {
-                                Some(read_small(&store, &hash)?)
-                            }
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                Ok(PeerResponse::Head {
-                    record: record.map(Box::new),
-                    inline: value,
-                })
-            })
-            .await
+            head_here(space, ns, name, inline).await
         }
+        PeerRequest::Read { ns, name, inline } => read_as_primary(space, ns, name, inline).await,
         PeerRequest::Sync(entries) => sync(space, entries).await,
         PeerRequest::List { ns, prefix, after } => {
             let store = space.store().clone();
@@ -339,6 +320,59 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     Err(SpaceError::Unavailable(format!(
         "the owners of {path} keep disagreeing about its newest version; retry"
     )))
+}
+
+/// This node's record of a name, with its value if small and `inline`. The
+/// record, and values up to [`IN_PLACE_MAX`], are read in place; larger
+/// values on the blocking pool.
+async fn head_here(
+    space: &ObjectSpace,
+    ns: Namespace,
+    name: ObjectName,
+    inline: bool,
+) -> Result<PeerResponse> {
+    let store = space.store().clone();
+    let record = store.record(&ns, &name)?;
+    let value = match &record {
+        Some(r) if inline && r.is_live(now_ms()) && r.volatile => store
+            .volatile(&ns, &name)
+            .map(|entry| entry.value.as_ref().clone()),
+        Some(r) if inline && r.is_live(now_ms()) && r.size <= INLINE_MAX => match r.blob {
+            Some(hash) if store.has_blob(&hash)? => Some(if r.size <= IN_PLACE_MAX {
+                read_small(&store, &hash)?
+            } else {
+                blocking(move || read_small(&store, &hash)).await?
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok(PeerResponse::Head {
+        record: record.map(Box::new),
+        inline: value,
+    })
+}
+
+/// A read the key's primary answers alone: every write it acknowledged is
+/// here (it stores before any owner), and every write of an earlier primary
+/// once it has peered, which it does before its first read or write of the
+/// key in its epoch. While its membership lease holds no other node is
+/// primary of the key (`docs/consistency.md`).
+async fn read_as_primary(
+    space: &ObjectSpace,
+    ns: Namespace,
+    name: ObjectName,
+    inline: bool,
+) -> Result<PeerResponse> {
+    space.check_lease().await?;
+    let map = space.membership().map();
+    let key = object_key(&ns, &name);
+    let owners = space.owners_in(&map, &key)?;
+    if owners.first() != Some(&space.me()) {
+        return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
+    }
+    crate::peering::peer(space, &map, key, &ns, &name).await?;
+    head_here(space, ns, name, inline).await
 }
 
 /// Compares a peer's versions with ours: which it should send, which are newer here.
