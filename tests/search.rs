@@ -222,7 +222,11 @@ fn a_waiting_template_take_gets_the_next_matching_write() {
         std::fs::write(&path, text).unwrap();
         path.to_string_lossy().into_owned()
     };
-    let (note, wrong, right) = (file("note", "a note"), file("wrong", "plain"), file("right", "has the needle"));
+    let (note, wrong, right) = (
+        file("note", "a note"),
+        file("wrong", "plain"),
+        file("right", "has the needle"),
+    );
     let take = |query: &str| {
         KillOnDrop(
             common::p3ctl_command(
@@ -236,14 +240,22 @@ fn a_waiting_template_take_gets_the_next_matching_write() {
         )
     };
     let put = |name: &str, path: &str, type_tag: &str| {
-        p3ctl_ok(&cluster.nodes[1].dir, &["put", &format!("later/{name}"), path, "--type", type_tag]);
+        p3ctl_ok(
+            &cluster.nodes[1].dir,
+            &["put", &format!("later/{name}"), path, "--type", type_tag],
+        );
     };
     put("decoy", &note, "note");
 
     // The taker is waiting (nothing matches), then writes arrive.
     let waiting = |n: usize| {
         wait_for("the taker to wait", DEADLINE, || {
-            (cluster.nodes[2].log().matches("template take waiting").count() >= n).then_some(())
+            (cluster.nodes[2]
+                .log()
+                .matches("template take waiting")
+                .count()
+                >= n)
+                .then_some(())
         })
     };
     let taker = take("type = task");
@@ -321,13 +333,18 @@ async fn an_index_owner_that_missed_writes_is_caught_up_by_the_audit() {
         bootstrap: vec![cluster.nodes[0].addr.parse().unwrap()],
         ..NetworkConfig::default()
     };
-    let (asker, mut inbound) = Node::start(config, Keypair::generate_ed25519(), db).await.unwrap();
+    let (asker, mut inbound) = Node::start(config, Keypair::generate_ed25519(), db)
+        .await
+        .unwrap();
     tokio::spawn(async move { while inbound.requests.recv().await.is_some() {} });
 
     let deadline = Instant::now() + DEADLINE;
     let mut last = String::new();
     loop {
-        assert!(Instant::now() < deadline, "the returned owner never held every row: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "the returned owner never held every row: {last}"
+        );
         let mut owned = 0;
         let mut behind = Vec::new();
         for shard in 0..SHARDS {
@@ -339,14 +356,19 @@ async fn an_index_owner_that_missed_writes_is_caught_up_by_the_audit() {
                 after: None,
             };
             match asker.request::<_, PeerResponse>(returned, &request).await {
-                Ok(PeerResponse::Found { entries, next: None }) => {
+                Ok(PeerResponse::Found {
+                    entries,
+                    next: None,
+                }) => {
                     owned += 1;
-                    let got: BTreeSet<String> = entries.into_iter().map(|e| e.summary.name).collect();
+                    let got: BTreeSet<String> =
+                        entries.into_iter().map(|e| e.summary.name).collect();
                     if got != expected.get(&shard).cloned().unwrap_or_default() {
                         behind.push(format!("shard {shard}: {} rows", got.len()));
                     }
                 }
-                Ok(PeerResponse::Error(SpaceError::Unavailable(e))) if e.contains("not an owner") => {}
+                Ok(PeerResponse::Error(SpaceError::Unavailable(e)))
+                    if e.contains("not an owner") => {}
                 other => behind.push(format!("shard {shard}: {other:?}")),
             }
         }

@@ -37,7 +37,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{node::InboundRequest, DhtError};
 
-
 const REQUEST: u8 = 0;
 const RESPONSE: u8 = 1;
 /// The receiver dropped the request without an answer.
@@ -328,16 +327,23 @@ async fn read_frame(read: &mut ReadHalf<Stream>, max: u64) -> Result<Option<Fram
     let id = u64::from_be_bytes(header[1..9].try_into().unwrap_or_default());
     let len = u32::from_be_bytes(header[9..13].try_into().unwrap_or_default()) as u64;
     if len > max {
-        return Err(format!("a frame of {len} bytes is over the {max}-byte limit"));
+        return Err(format!(
+            "a frame of {len} bytes is over the {max}-byte limit"
+        ));
     }
     let mut body = vec![0u8; len as usize];
-    read.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    read.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Some((kind, id, body)))
 }
 
 /// Writes queued frames, as many as are waiting in one write, until the
 /// queue closes.
-async fn write_frames(mut write: WriteHalf<Stream>, mut queue: mpsc::Receiver<Frame>) -> std::io::Result<()> {
+async fn write_frames(
+    mut write: WriteHalf<Stream>,
+    mut queue: mpsc::Receiver<Frame>,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     while let Some(frame) = queue.recv().await {
         push_frame(&mut buf, frame);

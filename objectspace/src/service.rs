@@ -10,9 +10,9 @@ use tokio::sync::Semaphore;
 
 use crate::{
     blob::INLINE_MAX,
-    name::{Namespace, ObjectName},
     error::{Result, SpaceError},
     key::object_key,
+    name::{Namespace, ObjectName},
     object::now_ms,
     ordering::{self, Attempt, Tally},
     protocol::{

@@ -39,8 +39,8 @@ use crate::{
     object::ObjectRecord,
 };
 
-use volatile::Volatile;
 pub use index::CF_INDEX;
+use volatile::Volatile;
 pub use volatile::{Entry as VolatileEntry, VOLATILE_BYTES};
 
 /// Column family of object records.
@@ -273,7 +273,10 @@ impl Store {
     /// Returns once every write applied so far is on disk, sharing the log
     /// sync with the writers that wait at the same time.
     fn durable(&self) -> Result<()> {
-        Ok(self.inner.group.sync(|| self.inner.db.raw().flush_wal(true))?)
+        Ok(self
+            .inner
+            .group
+            .sync(|| self.inner.db.raw().flush_wal(true))?)
     }
 
     /// [`Store::durable`] without holding a thread while others sync; a sync

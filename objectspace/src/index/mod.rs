@@ -208,7 +208,12 @@ impl ObjectSpace {
 
     /// Whether the version a write event announces matches `query`; reads
     /// the value only for a query about contents.
-    async fn event_matches(&self, path: &ObjectPath, event: &crate::event::Event, query: &Query) -> bool {
+    async fn event_matches(
+        &self,
+        path: &ObjectPath,
+        event: &crate::event::Event,
+        query: &Query,
+    ) -> bool {
         let mut summary = Searchable {
             name: event.name.to_string(),
             type_tag: event.type_tag.clone(),
@@ -218,7 +223,9 @@ impl ObjectSpace {
         };
         if query.uses_content() && event.size <= CONTENT_MAX {
             match self.read_all(path).await {
-                Ok((record, bytes)) if record.version == event.version => summary.content = Some(bytes),
+                Ok((record, bytes)) if record.version == event.version => {
+                    summary.content = Some(bytes)
+                }
                 _ => return false, // changed since: the next event or search sees it
             }
         }

@@ -166,8 +166,14 @@ mod tests {
         assert!(v2.supersedes(Some(&v1)));
         assert!(!v1.supersedes(Some(&v2)), "a late older update is ignored");
         assert!(gone.supersedes(Some(&v2)));
-        assert!(!v2.supersedes(Some(&gone)), "a removal is not undone by its past");
-        assert!(!v2.supersedes(Some(&v2)), "repeating an update changes nothing");
+        assert!(
+            !v2.supersedes(Some(&gone)),
+            "a removal is not undone by its past"
+        );
+        assert!(
+            !v2.supersedes(Some(&v2)),
+            "repeating an update changes nothing"
+        );
         // A write ordered by a later primary (a higher epoch) wins over one of
         // the same version the old primary ordered.
         assert!(row(2, 2, 0, true).supersedes(Some(&v2)));
@@ -181,7 +187,10 @@ mod tests {
         assert!(!old.supersedes(Some(&new)));
         let any = Query::parse("*").unwrap();
         assert!(new.found(1, T, &any).is_some());
-        assert!(new.found(0, T, &any).is_none(), "searched as another incarnation");
+        assert!(
+            new.found(0, T, &any).is_none(),
+            "searched as another incarnation"
+        );
     }
 
     #[test]
@@ -194,7 +203,9 @@ mod tests {
         assert!(live.found(0, T + 9, &hello).is_some());
         assert!(live.found(0, T + 10, &hello).is_none(), "expired");
         assert!(live.found(0, T, &other).is_none(), "does not match");
-        assert!(row(2, 1, 0, false).found(0, T, &Query::parse("*").unwrap()).is_none());
+        assert!(row(2, 1, 0, false)
+            .found(0, T, &Query::parse("*").unwrap())
+            .is_none());
     }
 
     #[test]
@@ -227,7 +238,10 @@ mod tests {
             },
         };
         let merged = merge_found([entry("b", 1), entry("a", 3), entry("b", 4), entry("a", 2)]);
-        let got: Vec<_> = merged.iter().map(|e| (e.summary.name.as_str(), e.version)).collect();
+        let got: Vec<_> = merged
+            .iter()
+            .map(|e| (e.summary.name.as_str(), e.version))
+            .collect();
         assert_eq!(got, [("a", 3), ("b", 4)]);
     }
 }

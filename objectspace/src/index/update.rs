@@ -153,7 +153,9 @@ impl ObjectSpace {
                 || updates.iter().any(|(record, content)| {
                     record.ns != ns
                         || shard_of(&record.name) != shard
-                        || content.as_ref().is_some_and(|c| c.len() as u64 > CONTENT_MAX)
+                        || content
+                            .as_ref()
+                            .is_some_and(|c| c.len() as u64 > CONTENT_MAX)
                 });
             if bad {
                 return Err(SpaceError::Invalid(format!(
@@ -186,7 +188,9 @@ impl ObjectSpace {
     /// Refuses requests for a shard this node does not keep.
     pub(crate) fn check_shard_owner(&self, ns: &Namespace, shard: u8) -> Result<()> {
         if shard >= SHARDS {
-            return Err(SpaceError::Invalid(format!("index shards are numbered below {SHARDS}")));
+            return Err(SpaceError::Invalid(format!(
+                "index shards are numbered below {SHARDS}"
+            )));
         }
         if !self.owners_now(&shard_key(ns, shard)).contains(&self.me()) {
             return Err(SpaceError::Unavailable(format!(
@@ -255,7 +259,13 @@ impl ObjectSpace {
         }
     }
 
-    async fn audit_owner(&self, owner: PeerId, ns: &Namespace, shard: u8, records: &[ObjectRecord]) {
+    async fn audit_owner(
+        &self,
+        owner: PeerId,
+        ns: &Namespace,
+        shard: u8,
+        records: &[ObjectRecord],
+    ) {
         let request = PeerRequest::IndexHave {
             ns: ns.clone(),
             shard,
@@ -311,15 +321,24 @@ impl ObjectSpace {
                     if let Some(entry) = row.found(incarnation, now, &query) {
                         entries.push(entry.clone());
                         if entries.len() == crate::protocol::LIST_BATCH {
-                            return Ok(PeerResponse::Found { entries, next: after });
+                            return Ok(PeerResponse::Found {
+                                entries,
+                                next: after,
+                            });
                         }
                     }
                 }
                 if end {
-                    return Ok(PeerResponse::Found { entries, next: None });
+                    return Ok(PeerResponse::Found {
+                        entries,
+                        next: None,
+                    });
                 }
             }
-            Ok(PeerResponse::Found { entries, next: after })
+            Ok(PeerResponse::Found {
+                entries,
+                next: after,
+            })
         })
         .await
     }

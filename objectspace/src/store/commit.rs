@@ -172,9 +172,17 @@ mod tests {
         assert_eq!(state.step(c), Step::Wait);
         state.synced(2, true);
         assert_eq!(state.step(b), Step::Done, "b was covered by a's sync");
-        assert_eq!(state.step(c), Step::Sync { through: 3 }, "c came after it started");
+        assert_eq!(
+            state.step(c),
+            Step::Sync { through: 3 },
+            "c came after it started"
+        );
         state.synced(3, false);
-        assert_eq!(state.step(c), Step::Sync { through: 3 }, "a failed sync is tried again");
+        assert_eq!(
+            state.step(c),
+            Step::Sync { through: 3 },
+            "a failed sync is tried again"
+        );
     }
 
     #[test]
@@ -203,7 +211,9 @@ mod tests {
         let first = writer(group.clone(), sync_log.clone());
         entered.recv().unwrap();
         // ...when seven more arrive: they wait for the next sync.
-        let rest: Vec<_> = (0..7).map(|_| writer(group.clone(), sync_log.clone())).collect();
+        let rest: Vec<_> = (0..7)
+            .map(|_| writer(group.clone(), sync_log.clone()))
+            .collect();
         while group.waiting() < 7 {
             std::thread::yield_now();
         }
@@ -243,7 +253,11 @@ mod tests {
             go.send_replace(true);
         };
         let (results, ()) = tokio::join!(writers, opener);
-        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1, "{results:?}");
+        assert_eq!(
+            results.iter().filter(|r| r.is_err()).count(),
+            1,
+            "{results:?}"
+        );
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
     }
 }

@@ -31,16 +31,17 @@ fn row_key(ns: &Namespace, shard: u8, name: &str) -> Vec<u8> {
 impl Store {
     /// Merges `rows` (names of shard `shard` of `ns`) into the rows held
     /// here; how many replaced what was held.
-    pub fn merge_index(&self, ns: &Namespace, shard: u8, rows: Vec<(String, Row)>) -> Result<usize> {
+    pub fn merge_index(
+        &self,
+        ns: &Namespace,
+        shard: u8,
+        rows: Vec<(String, Row)>,
+    ) -> Result<usize> {
         let db = self.inner.db.raw();
         let cf = self.cf(CF_INDEX)?;
         // Read-merge-write of the same name by two batches at once would let
         // the older one win.
-        let _merging = self
-            .inner
-            .index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _merging = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
         let keys: Vec<Vec<u8>> = rows.iter().map(|(n, _)| row_key(ns, shard, n)).collect();
         let held = db.batched_multi_get_cf(cf, &keys, false);
         let mut batch = WriteBatch::default();
@@ -95,7 +96,12 @@ impl Store {
     }
 
     /// The rows held here of `names` in shard `shard` of `ns`.
-    pub fn index_held(&self, ns: &Namespace, shard: u8, names: &[String]) -> Result<Vec<Option<Row>>> {
+    pub fn index_held(
+        &self,
+        ns: &Namespace,
+        shard: u8,
+        names: &[String],
+    ) -> Result<Vec<Option<Row>>> {
         let keys: Vec<Vec<u8>> = names.iter().map(|n| row_key(ns, shard, n)).collect();
         let cf = self.cf(CF_INDEX)?;
         self.inner
@@ -125,7 +131,12 @@ impl Store {
     /// Turns expired entries into removal markers and forgets old markers,
     /// reading at most `limit` rows after the key `after`; the key to go on
     /// from, if any rows are left.
-    pub fn sweep_index(&self, now_ms: u64, after: Option<&[u8]>, limit: usize) -> Result<Option<Vec<u8>>> {
+    pub fn sweep_index(
+        &self,
+        now_ms: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>> {
         let db = self.inner.db.raw();
         let cf = self.cf(CF_INDEX)?;
         let _merging = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,10 +171,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::{
-        blob::BlobHash,
-        index::row::REMOVED_HORIZON_MS,
-        name::ObjectName,
-        object::ObjectRecord,
+        blob::BlobHash, index::row::REMOVED_HORIZON_MS, name::ObjectName, object::ObjectRecord,
         store::COLUMN_FAMILIES,
     };
     use p3_dht::Database;
@@ -204,26 +212,50 @@ mod tests {
         let ns = Namespace::new("jobs").unwrap();
         let other = Namespace::new("jobs2").unwrap();
         let merged = store
-            .merge_index(&ns, 3, vec![row("jobs", "b", 2, true, None), row("jobs", "a", 1, true, None)])
+            .merge_index(
+                &ns,
+                3,
+                vec![
+                    row("jobs", "b", 2, true, None),
+                    row("jobs", "a", 1, true, None),
+                ],
+            )
             .unwrap();
         assert_eq!(merged, 2);
         // Older and repeated updates change nothing; newer ones replace.
-        let again = vec![row("jobs", "b", 1, true, None), row("jobs", "a", 1, true, None), row("jobs", "c", 1, false, None)];
+        let again = vec![
+            row("jobs", "b", 1, true, None),
+            row("jobs", "a", 1, true, None),
+            row("jobs", "c", 1, false, None),
+        ];
         assert_eq!(store.merge_index(&ns, 3, again).unwrap(), 1);
-        store.merge_index(&ns, 4, vec![row("jobs", "z", 1, true, None)]).unwrap();
-        store.merge_index(&other, 3, vec![row("jobs2", "a", 9, true, None)]).unwrap();
+        store
+            .merge_index(&ns, 4, vec![row("jobs", "z", 1, true, None)])
+            .unwrap();
+        store
+            .merge_index(&other, 3, vec![row("jobs2", "a", 9, true, None)])
+            .unwrap();
 
         let (first, end) = store.index_rows(&ns, 3, None, 2).unwrap();
         assert_eq!((names(&first), end), (vec![("a", 1), ("b", 2)], false));
         let (rest, end) = store.index_rows(&ns, 3, Some("b"), 2).unwrap();
         assert_eq!((names(&rest), end), (vec![("c", 1)], true));
         let held = store.index_held(&ns, 3, &["b".into(), "y".into()]).unwrap();
-        assert_eq!(held.iter().map(|r| r.as_ref().map(|r| r.order.1)).collect::<Vec<_>>(), [Some(2), None]);
+        assert_eq!(
+            held.iter()
+                .map(|r| r.as_ref().map(|r| r.order.1))
+                .collect::<Vec<_>>(),
+            [Some(2), None]
+        );
 
         store.drop_index(&ns).unwrap();
         assert!(store.index_rows(&ns, 3, None, 10).unwrap().0.is_empty());
         assert!(store.index_rows(&ns, 4, None, 10).unwrap().0.is_empty());
-        assert_eq!(store.index_rows(&other, 3, None, 10).unwrap().0.len(), 1, "another namespace is kept");
+        assert_eq!(
+            store.index_rows(&other, 3, None, 10).unwrap().0.len(),
+            1,
+            "another namespace is kept"
+        );
     }
 
     #[test]
@@ -245,7 +277,11 @@ mod tests {
         };
         sweep_all(T + 5);
         let (held, _) = store.index_rows(&ns, 0, None, 10).unwrap();
-        let live: Vec<_> = held.iter().filter(|(_, r)| r.entry.is_some()).map(|(n, _)| n.as_str()).collect();
+        let live: Vec<_> = held
+            .iter()
+            .filter(|(_, r)| r.entry.is_some())
+            .map(|(n, _)| n.as_str())
+            .collect();
         assert_eq!(live, ["keeps"], "the expired entry is a marker now");
         sweep_all(T + 5 + REMOVED_HORIZON_MS);
         let (held, _) = store.index_rows(&ns, 0, None, 10).unwrap();
