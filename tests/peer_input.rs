@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{p3ctl, NodeProc};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use p3::dht::{db::COLUMN_FAMILIES, Database, Keypair, NetworkConfig, Node, PeerId, BLOB_PROTOCOL};
+use p3::dht::{
+    db::COLUMN_FAMILIES, Database, Keypair, NetworkConfig, Node, PeerId, BLOB_PROTOCOL,
+    REQUEST_STREAM_PROTOCOL,
+};
 use p3::objectspace::{
     blob::BlobHash,
     index::{shard_of, SHARDS},
@@ -197,6 +200,38 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
         // The node closes the stream; it does not hang on it.
         let read = tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut rest));
         assert!(read.await.is_ok(), "node kept a bad blob stream open");
+    }
+
+    // Request streams: a frame announcing 4 GiB, a frame of an unknown kind
+    // (an answer where a request belongs), and a frame cut short. The node
+    // greets the stream, then closes it without reading on.
+    let header = |kind: u8, len: u32| {
+        let mut frame = vec![kind];
+        frame.extend_from_slice(&7u64.to_be_bytes());
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame
+    };
+    let mut short = header(0, 100);
+    short.extend_from_slice(b"cut");
+    for bytes in [header(0, u32::MAX), header(1, 0), short] {
+        let mut stream = node
+            .open_stream(peer, REQUEST_STREAM_PROTOCOL)
+            .await
+            .unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        stream.flush().await.unwrap();
+        // The last one is cut short by the sender: the node sees the end
+        // of the stream inside a frame.
+        stream.close().await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut rest));
+        assert!(read.await.is_ok(), "node kept a bad request stream open");
+        assert_eq!(
+            rest.first(),
+            Some(&0x70),
+            "the node greets a request stream first"
+        );
+        assert_eq!(rest.len(), 1, "a bad frame got an answer: {rest:?}");
     }
 
     // None of that was stored, and the node still serves its clients.
