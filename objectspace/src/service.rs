@@ -269,8 +269,9 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         let current = space.store().record(&write.ns, &write.name)?;
         let record =
             ordering::next_record(current.as_ref(), &write, attempt > 0, now_ms(), map.epoch())?;
-        store_record(space, &record, write.inline.as_deref()).await?;
-
+        // This node stores the write while the other owners do: it
+        // acknowledges only once everyone holds it, so its own copy need not
+        // come first.
         let mut replicas: FuturesUnordered<_> = owners
             .iter()
             .filter(|p| **p != me)
@@ -286,17 +287,30 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             })
             .collect();
         let mut tally = Tally::new(me, &owners);
-        while !tally.complete() {
-            let Some((peer, answer)) = replicas.next().await else {
-                break;
-            };
-            if let Err(e) = &answer {
-                tracing::debug!(%peer, error = %e, "replica unreachable");
+        let answers = async {
+            while !tally.complete() {
+                let Some((peer, answer)) = replicas.next().await else {
+                    break;
+                };
+                if let Err(e) = &answer {
+                    tracing::debug!(%peer, error = %e, "replica unreachable");
+                }
+                tally.answer(peer, &answer);
             }
-            tally.answer(peer, &answer);
-        }
+        };
+        // The requests go out first; then this node's own write.
+        let ((), stored) = tokio::join!(
+            answers,
+            store_record(space, &record, write.inline.as_deref())
+        );
         if !replicas.is_empty() {
             tokio::spawn(async move { while replicas.next().await.is_some() {} });
+        }
+        if let Err(e) = stored {
+            // Other owners may hold it now.
+            return Err(SpaceError::OutcomeUnknown(format!(
+                "the write to {path} may or may not have been applied (its primary could not store it: {e}); read it before retrying"
+            )));
         }
         match tally.outcome() {
             Attempt::Acknowledged(acked) => {
@@ -354,7 +368,7 @@ async fn head_here(
 }
 
 /// A read the key's primary answers alone: every write it acknowledged is
-/// here (it stores before any owner), and every write of an earlier primary
+/// here (it acknowledges once stored), and every write of an earlier primary
 /// once it has peered, which it does before its first read or write of the
 /// key in its epoch. While its membership lease holds no other node is
 /// primary of the key (`docs/consistency.md`).
