@@ -119,13 +119,22 @@ impl ObjectSpace {
                 shard,
                 incarnation,
                 query: query.to_owned(),
-                after,
+                after: after.clone(),
             };
             match self.ask(owner, request).await? {
                 PeerResponse::Found { entries, next } => {
                     found.extend(entries);
                     match next {
-                        Some(name) => after = Some(name),
+                        // Pages must move on, or a faulty owner could keep
+                        // this loop going.
+                        Some(name) if after.as_ref().is_none_or(|a| name > *a) => {
+                            after = Some(name)
+                        }
+                        Some(_) => {
+                            return Err(SpaceError::Unavailable(format!(
+                                "{owner} answered a search with a page that does not move on"
+                            )))
+                        }
                         None => return Ok(found),
                     }
                 }
