@@ -15,30 +15,33 @@
 //! name is either volatile or durable at one time).
 //!
 //! A blob no local record uses is a cache entry: it stays until the least
-//! recently used ones are evicted to keep the cache under its byte limit. Every
-//! method blocks on disk; async callers run them on the blocking pool.
+//! recently used ones are evicted to keep the cache under its byte limit
+//! ([`blobs`]). Methods block on disk: async callers run large reads and
+//! writes on the blocking pool and small ones (a record, a lock state, a
+//! value of a few KiB) in place; durable writes from async callers wait for
+//! their log sync without a thread ([`Store::put_record_async`]).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+mod blobs;
 mod commit;
 mod index;
 mod volatile;
 
 use p3_dht::Database;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
-    blob::{BlobHash, Manifest},
+    blob::BlobHash,
     error::{Result, SpaceError},
     lock::LockState,
     name::{Namespace, ObjectName},
     object::ObjectRecord,
 };
 
+use blobs::Cache;
+pub use blobs::{BlobEntry, BlobWriter, Pin};
 pub use index::CF_INDEX;
 use volatile::Volatile;
 pub use volatile::{Entry as VolatileEntry, VOLATILE_BYTES};
@@ -63,15 +66,6 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_INDEX,
 ];
 
-/// A blob the node holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BlobEntry {
-    /// Its chunks.
-    pub manifest: Manifest,
-    /// Local object records pointing at it; 0 means it is only cached.
-    pub refs: u64,
-}
-
 /// The storage key of an object record.
 pub fn record_key(ns: &Namespace, name: &ObjectName) -> Vec<u8> {
     let mut key = Vec::with_capacity(ns.as_str().len() + 1 + name.as_str().len());
@@ -79,36 +73,6 @@ pub fn record_key(ns: &Namespace, name: &ObjectName) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(name.as_str().as_bytes());
     key
-}
-
-/// Least-recently-used order of the cached (unreferenced) blobs.
-#[derive(Default)]
-struct Cache {
-    tick: u64,
-    order: BTreeMap<u64, BlobHash>,
-    entries: HashMap<BlobHash, (u64, u64)>,
-    bytes: u64,
-    pins: HashMap<BlobHash, usize>,
-    evicted: Vec<BlobHash>,
-}
-
-impl Cache {
-    fn touch(&mut self, hash: BlobHash, size: u64) {
-        self.tick += 1;
-        if let Some((old, _)) = self.entries.insert(hash, (self.tick, size)) {
-            self.order.remove(&old);
-        } else {
-            self.bytes += size;
-        }
-        self.order.insert(self.tick, hash);
-    }
-
-    fn forget(&mut self, hash: &BlobHash) {
-        if let Some((tick, size)) = self.entries.remove(hash) {
-            self.order.remove(&tick);
-            self.bytes -= size;
-        }
-    }
 }
 
 struct Inner {
@@ -138,24 +102,6 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     ciborium::from_reader(bytes).map_err(|e| SpaceError::Storage(format!("corrupt entry: {e}")))
-}
-
-/// Keeps a blob from being evicted while an operation uses it.
-pub struct Pin {
-    store: Store,
-    hash: BlobHash,
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        let mut cache = self.store.lock();
-        if let Some(n) = cache.pins.get_mut(&self.hash) {
-            *n -= 1;
-            if *n == 0 {
-                cache.pins.remove(&self.hash);
-            }
-        }
-    }
 }
 
 impl Store {
@@ -354,26 +300,6 @@ impl Store {
         self.durable()
     }
 
-    fn add_ref(
-        &self,
-        batch: &mut WriteBatch,
-        cache: &mut Cache,
-        hash: BlobHash,
-        delta: i64,
-    ) -> Result<()> {
-        let mut entry: BlobEntry = self.get(CF_BLOBS, &hash.0)?.ok_or_else(|| {
-            SpaceError::Storage(format!("record points at blob {hash}, which is not stored"))
-        })?;
-        entry.refs = entry.refs.saturating_add_signed(delta);
-        if entry.refs == 0 {
-            cache.touch(hash, entry.manifest.size());
-        } else {
-            cache.forget(&hash);
-        }
-        batch.put_cf(self.cf(CF_BLOBS)?, hash.0, encode(&entry)?);
-        Ok(())
-    }
-
     /// Records in key order starting after `after` (or at `start`), at most
     /// `limit`, while `keep(key)` holds.
     fn scan(
@@ -436,183 +362,6 @@ impl Store {
             records.truncate(limit);
         }
         Ok(records)
-    }
-
-    /// The manifest of a blob held here.
-    pub fn manifest(&self, hash: &BlobHash) -> Result<Option<Manifest>> {
-        Ok(self
-            .get::<BlobEntry>(CF_BLOBS, &hash.0)?
-            .map(|entry| entry.manifest))
-    }
-
-    /// Whether the whole blob is here.
-    pub fn has_blob(&self, hash: &BlobHash) -> Result<bool> {
-        Ok(self
-            .inner
-            .db
-            .raw()
-            .get_pinned_cf(self.cf(CF_BLOBS)?, hash.0)?
-            .is_some())
-    }
-
-    /// The bytes of one chunk, if held.
-    pub fn chunk(&self, hash: &BlobHash) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.db.raw().get_cf(self.cf(CF_CHUNKS)?, hash.0)?)
-    }
-
-    /// Marks a cached blob as just used.
-    pub fn touch(&self, hash: &BlobHash) {
-        let mut cache = self.lock();
-        if let Some(&(_, size)) = cache.entries.get(hash) {
-            cache.touch(*hash, size);
-        }
-    }
-
-    /// Keeps `hash` from eviction until the returned guard drops.
-    pub fn pin(&self, hash: BlobHash) -> Pin {
-        *self.lock().pins.entry(hash).or_insert(0) += 1;
-        Pin {
-            store: self.clone(),
-            hash,
-        }
-    }
-
-    /// Starts receiving a blob's chunks.
-    pub fn writer(&self) -> BlobWriter {
-        BlobWriter {
-            store: self.clone(),
-            staged: Vec::new(),
-        }
-    }
-
-    /// Blobs evicted from the cache since the last call (their provider records
-    /// should be withdrawn).
-    pub fn take_evicted(&self) -> Vec<BlobHash> {
-        std::mem::take(&mut self.lock().evicted)
-    }
-
-    /// Bytes of cached (unreferenced) blobs.
-    pub fn cached_bytes(&self) -> u64 {
-        self.lock().bytes
-    }
-
-    fn evict(&self, cache: &mut Cache) -> Result<()> {
-        while cache.bytes > self.inner.cache_limit {
-            let victim = cache
-                .order
-                .values()
-                .find(|h| !cache.pins.contains_key(h))
-                .copied();
-            let Some(hash) = victim else { break };
-            cache.forget(&hash);
-            if let Some(entry) = self.get::<BlobEntry>(CF_BLOBS, &hash.0)? {
-                let mut batch = WriteBatch::default();
-                batch.delete_cf(self.cf(CF_BLOBS)?, hash.0);
-                for chunk in entry.manifest.chunks() {
-                    self.chunk_ref(&mut batch, chunk, -1)?;
-                }
-                self.inner.db.raw().write(batch)?;
-            }
-            cache.evicted.push(hash);
-        }
-        Ok(())
-    }
-
-    /// Adjusts a chunk's count in `batch`, deleting the chunk when it reaches 0.
-    /// Counts of one chunk must not change twice in one batch (reads see the
-    /// database, not the batch), so callers apply batches chunk by chunk.
-    fn chunk_ref(&self, batch: &mut WriteBatch, chunk: &BlobHash, delta: i64) -> Result<()> {
-        let refs_cf = self.cf(CF_CHUNK_REFS)?;
-        let current = match self.inner.db.raw().get_pinned_cf(refs_cf, chunk.0)? {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        };
-        let next = current.saturating_add_signed(delta);
-        if next == 0 {
-            batch.delete_cf(refs_cf, chunk.0);
-            batch.delete_cf(self.cf(CF_CHUNKS)?, chunk.0);
-        } else {
-            batch.put_cf(refs_cf, chunk.0, next.to_be_bytes());
-        }
-        Ok(())
-    }
-
-    fn apply_chunk_ref(&self, chunk: &BlobHash, delta: i64) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.chunk_ref(&mut batch, chunk, delta)?;
-        Ok(self.inner.db.raw().write(batch)?)
-    }
-}
-
-/// Receives a blob chunk by chunk. Every chunk written holds a reference from
-/// the moment it is written, so concurrent uploads sharing chunks never delete
-/// each other's; [`BlobWriter::commit`] hands the references to the blob, and
-/// dropping an uncommitted writer gives them back.
-pub struct BlobWriter {
-    store: Store,
-    staged: Vec<BlobHash>,
-}
-
-impl BlobWriter {
-    /// Stores one chunk (already verified by the caller).
-    pub fn write_chunk(&mut self, hash: BlobHash, bytes: &[u8]) -> Result<()> {
-        let store = &self.store;
-        let _cache = store.lock();
-        let refs_cf = store.cf(CF_CHUNK_REFS)?;
-        let db = store.inner.db.raw();
-        let current = match db.get_pinned_cf(refs_cf, hash.0)? {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        };
-        let mut batch = WriteBatch::default();
-        if current == 0 {
-            batch.put_cf(store.cf(CF_CHUNKS)?, hash.0, bytes);
-        }
-        batch.put_cf(refs_cf, hash.0, (current + 1).to_be_bytes());
-        db.write(batch)?;
-        self.staged.push(hash);
-        Ok(())
-    }
-
-    /// Makes the blob visible as a cached blob, pinned by the returned guard
-    /// until a record references it. If the store already had it, the staged
-    /// chunks are released.
-    pub fn commit(mut self, hash: BlobHash, manifest: Manifest) -> Result<Pin> {
-        let store = self.store.clone();
-        let pin = store.pin(hash);
-        let mut cache = store.lock();
-        if store.get::<BlobEntry>(CF_BLOBS, &hash.0)?.is_some() {
-            drop(cache);
-            return Ok(pin); // `self` drops here and releases the staged chunks
-        }
-        let size = manifest.size();
-        let entry = BlobEntry { manifest, refs: 0 };
-        // Not synced: no record points at it yet. The synced write of the
-        // record that will (`put_record`) syncs the write-ahead log up to
-        // itself, this entry and its chunks included.
-        store
-            .inner
-            .db
-            .raw()
-            .put_cf(store.cf(CF_BLOBS)?, hash.0, encode(&entry)?)?;
-        self.staged.clear();
-        cache.touch(hash, size);
-        store.evict(&mut cache)?;
-        Ok(pin)
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if self.staged.is_empty() {
-            return;
-        }
-        let _cache = self.store.lock();
-        for chunk in std::mem::take(&mut self.staged) {
-            if let Err(e) = self.store.apply_chunk_ref(&chunk, -1) {
-                tracing::warn!(error = %e, "cannot release a chunk of an abandoned upload");
-            }
-        }
     }
 }
 
