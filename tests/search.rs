@@ -247,7 +247,7 @@ fn a_waiting_template_take_gets_the_next_matching_write() {
     };
     put("decoy", &note, "note");
 
-    // The taker is waiting (nothing matches), then writes arrive.
+    // Whether the taker (on node 2) has searched, found nothing, and waits.
     let waiting = |n: usize| {
         wait_for("the taker to wait", DEADLINE, || {
             (cluster.nodes[2]
@@ -258,24 +258,23 @@ fn a_waiting_template_take_gets_the_next_matching_write() {
                 .then_some(())
         })
     };
-    let taker = take("type = task");
-    waiting(1);
-    put("skip", &note, "note");
-    put("task", &right, "task");
-    let (ok, out, err) = taker.finish();
-    assert!(ok, "the take failed: {err}");
-    assert_eq!(out, b"has the needle");
-    assert!(err.contains("later/task"), "{err}");
-
-    // By content: a write of the right type but the wrong content is skipped.
-    let taker = take("content ~ needle");
-    waiting(2);
-    put("plain", &wrong, "task");
-    put("needle", &right, "task");
-    let (ok, out, err) = taker.finish();
-    assert!(ok, "the take failed: {err}");
-    assert_eq!(out, b"has the needle");
-    assert!(err.contains("later/needle"), "{err}");
+    // First by type, then by content (a write of the right type but the
+    // wrong content is skipped): the taker waits, a non-match is written,
+    // then a match; it gets the match.
+    let rounds = [
+        ("type = task", ("skip", &note, "note"), "task"),
+        ("content ~ needle", ("plain", &wrong, "task"), "needle"),
+    ];
+    for (round, (query, (skip, skip_path, skip_type), want)) in rounds.into_iter().enumerate() {
+        let taker = take(query);
+        waiting(round + 1);
+        put(skip, skip_path, skip_type);
+        put(want, &right, "task");
+        let (ok, out, err) = taker.finish();
+        assert!(ok, "the take failed: {err}");
+        assert_eq!(out, b"has the needle");
+        assert!(err.contains(&format!("later/{want}")), "{err}");
+    }
     for kept in ["decoy", "skip", "plain"] {
         p3ctl_ok(&cluster.nodes[0].dir, &["stat", &format!("later/{kept}")]);
     }

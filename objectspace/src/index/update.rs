@@ -28,12 +28,13 @@ use crate::{
 /// and a slow owner holds up only its own updates.
 #[derive(Default)]
 pub(crate) struct IndexQueue {
-    pending: HashMap<PeerId, BTreeMap<(Namespace, u8, String), ObjectRecord>>,
+    pending: HashMap<PeerId, BTreeMap<(Namespace, u8, String), Update>>,
     draining: HashSet<PeerId>,
 }
 
-/// A batch of updates of one shard as the wire carries it.
-type Updates = Vec<(ObjectRecord, Option<ByteBuf>)>;
+/// A written record with its searchable content (its value, if small), as
+/// the wire carries it.
+type Update = (ObjectRecord, Option<ByteBuf>);
 
 impl ObjectSpace {
     /// Brings the index up to date with `record` (called by the primary after
@@ -45,6 +46,8 @@ impl ObjectSpace {
         let shard = shard_of(&record.name);
         let owners = self.owners_now(&shard_key(&record.ns, shard));
         let key = (record.ns.clone(), shard, record.name.to_string());
+        // Read once here, for every owner it goes to.
+        let update = self.with_content(record);
         let mut start = Vec::new();
         {
             let mut queue = self
@@ -55,9 +58,9 @@ impl ObjectSpace {
             for owner in owners {
                 let pending = queue.pending.entry(owner).or_default();
                 match pending.get(&key) {
-                    Some(have) if have.order() >= record.order() => {}
+                    Some((have, _)) if have.order() >= update.0.order() => {}
                     _ => {
-                        pending.insert(key.clone(), record.clone());
+                        pending.insert(key.clone(), update.clone());
                     }
                 }
                 if queue.draining.insert(owner) {
@@ -75,7 +78,7 @@ impl ObjectSpace {
     /// (up to a request's worth), until none are left.
     async fn drain_index(&self, owner: PeerId) {
         loop {
-            let batch: Vec<ObjectRecord> = {
+            let batch: Vec<Update> = {
                 let mut queue = self
                     .inner
                     .index_queue
@@ -89,10 +92,10 @@ impl ObjectSpace {
                 }
                 let mut batch = Vec::new();
                 while batch.len() < MAX_INDEX_UPDATES {
-                    let Some((_, record)) = pending.pop_first() else {
+                    let Some((_, update)) = pending.pop_first() else {
                         break;
                     };
-                    batch.push(record);
+                    batch.push(update);
                 }
                 batch
             };
@@ -100,35 +103,32 @@ impl ObjectSpace {
         }
     }
 
-    /// Records with their searchable content, read from this node's store
-    /// (the primary holds every value it acknowledged), grouped by shard.
-    async fn with_content(&self, records: Vec<ObjectRecord>) -> Vec<ShardUpdates> {
-        let store = self.store().clone();
-        let read = blocking(move || {
-            let mut shards: BTreeMap<(Namespace, u8), Updates> = BTreeMap::new();
-            for record in records {
-                let content = match record.blob {
-                    Some(hash) if record.size <= CONTENT_MAX => {
-                        read_small(&store, &hash).ok().map(ByteBuf::from)
-                    }
-                    _ => None,
-                };
-                let at = (record.ns.clone(), shard_of(&record.name));
-                shards.entry(at).or_default().push((record, content));
+    /// `record` with its searchable content, read from this node's store (the
+    /// primary holds every value it acknowledged). At most [`CONTENT_MAX`]
+    /// bytes: read in place.
+    fn with_content(&self, record: ObjectRecord) -> Update {
+        let content = match record.blob {
+            Some(hash) if record.size <= CONTENT_MAX => {
+                read_small(self.store(), &hash).ok().map(ByteBuf::from)
             }
-            Ok(shards
-                .into_iter()
-                .map(|((ns, shard), updates)| ShardUpdates { ns, shard, updates })
-                .collect())
-        });
-        read.await.unwrap_or_default()
+            _ => None,
+        };
+        (record, content)
     }
 
-    /// Has `owner` merge `records` into its rows; a failure is left to the
-    /// audit of the next repair pass.
-    async fn send_rows(&self, owner: PeerId, records: Vec<ObjectRecord>) {
-        let count = records.len();
-        let shards = self.with_content(records).await;
+    /// Has `owner` merge `updates` into its rows, grouped by shard; a failure
+    /// is left to the audit of the next repair pass.
+    async fn send_rows(&self, owner: PeerId, updates: Vec<Update>) {
+        let count = updates.len();
+        let mut shards: BTreeMap<(Namespace, u8), Vec<Update>> = BTreeMap::new();
+        for update in updates {
+            let at = (update.0.ns.clone(), shard_of(&update.0.name));
+            shards.entry(at).or_default().push(update);
+        }
+        let shards = shards
+            .into_iter()
+            .map(|((ns, shard), updates)| ShardUpdates { ns, shard, updates })
+            .collect();
         if let Err(e) = self.ask(owner, PeerRequest::Index(shards)).await {
             tracing::debug!(%owner, count, error = %e, "index owner did not take updates; the audit will");
         }
@@ -285,9 +285,10 @@ impl ObjectSpace {
                 return;
             }
         };
-        let missed: Vec<ObjectRecord> = want
+        let missed: Vec<Update> = want
             .iter()
             .filter_map(|&i| records.get(i as usize).cloned())
+            .map(|record| self.with_content(record))
             .collect();
         if missed.is_empty() {
             return;
