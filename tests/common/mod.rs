@@ -333,6 +333,28 @@ impl NodeProc {
         fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
+    /// Copies the node's log out of its data dir (which the test removes) into
+    /// the target dir; one line saying where. A failing test prints this line
+    /// instead of the whole log so that its panic message stays at the end of
+    /// the output, where CI shows it.
+    fn save_log(&self) -> String {
+        let test = thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-");
+        let node = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "node".to_owned());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-tests").join(test);
+        let path = dir.join(format!("{node}-{}.log", self.peer_id));
+        match fs::create_dir_all(&dir).and_then(|()| fs::write(&path, self.log())) {
+            Ok(()) => format!("log of node {} ({node}): {}", self.peer_id, path.display()),
+            Err(e) => format!("log of node {} not saved ({e}):\n{}", self.peer_id, self.log()),
+        }
+    }
+
     /// OS process id.
     pub fn pid(&self) -> u32 {
         self.child
@@ -421,7 +443,7 @@ impl Drop for NodeProc {
             let _ = child.kill();
             let _ = child.wait();
             if thread::panicking() {
-                eprintln!("--- log of node {} ---\n{}", self.dir.display(), self.log());
+                eprintln!("{}", self.save_log());
             }
         }
     }

@@ -295,9 +295,12 @@ fn run(nemesis: Nemesis) {
         .iter()
         .map(|(a, b)| format!("{a:?} and {b:?}"))
         .collect();
+    // The holds are listed only when they are what failed: a list of a hundred
+    // would push the counts out of view.
     let holders: Vec<String> = history
         .holds
         .iter()
+        .filter(|_| found.overlapping_holds + found.duplicate_tokens > 0)
         .map(|o| {
             format!(
                 "node {} {:.2}s-{:.2}s {:?}",
@@ -336,17 +339,7 @@ fn read_back(nodes: &Nodes, counter: &str, history: &History) -> Final {
                 let mine: Vec<&String> = acked.iter().copied().skip(i).step_by(NODES).collect();
                 s.spawn(move || {
                     mine.into_iter()
-                        .map(|key| {
-                            let out = nodes.nodes[i]
-                                .command(&["get", key])
-                                .output()
-                                .expect("p3ctl");
-                            let value = out
-                                .status
-                                .success()
-                                .then(|| String::from_utf8_lossy(&out.stdout).into_owned());
-                            (key.clone(), value)
-                        })
+                        .map(|key| (key.clone(), read_one(&nodes.nodes[i], key)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -360,6 +353,22 @@ fn read_back(nodes: &Nodes, counter: &str, history: &History) -> Final {
         counter: (version, value),
         writes,
     }
+}
+
+/// The value of `key` read through `node`, `None` if the object does not
+/// exist. A read that fails otherwise (a node still settling its map after
+/// the heal answers "unavailable") says nothing about the write, so it is
+/// retried until the deadline.
+fn read_one(node: &NodeProc, key: &str) -> Option<String> {
+    wait_for(&format!("a read of {key}"), DEADLINE, || {
+        let out = node.command(&["get", key]).output().expect("p3ctl");
+        if out.status.success() {
+            return Some(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        String::from_utf8_lossy(&out.stderr)
+            .contains("does not exist")
+            .then_some(None)
+    })
 }
 
 fn acked<T>(ops: &[checker::Op<T>]) -> usize {
