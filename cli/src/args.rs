@@ -383,6 +383,14 @@ pub enum NodeCommand {
         /// Store objects and serve the space, but run no job tasks.
         #[arg(long)]
         no_worker: bool,
+        /// Where to serve the HTTP API, metrics and dashboard, e.g.
+        /// 127.0.0.1:8080, or `off` [default: `http_listen` of the config
+        /// file, 127.0.0.1 on a free port].
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<String>,
+        /// Log lines as plain text or as one JSON object per line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
         #[command(flatten)]
         opts: NodeOpts,
     },
@@ -396,4 +404,18 @@ pub enum NodeCommand {
         #[command(flatten)]
         opts: NodeOpts,
     },
+    /// Print the URL of the running node's dashboard (with its token).
+    Dashboard {
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+}
+
+/// How a node writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }

@@ -12,6 +12,7 @@
 
 use std::{
     fs,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -88,6 +89,10 @@ pub struct ConfigFile {
     pub listen: Vec<String>,
     /// Multiaddrs of nodes to join through; re-dialled whenever no peer is connected.
     pub seeds: Vec<String>,
+    /// `IP:PORT` of the HTTP API, metrics and dashboard (port 0: a free one),
+    /// or `off`. Loopback by default: any other address exposes the API to
+    /// whoever has the token and can reach it.
+    pub http_listen: String,
     /// Network timings.
     pub network: NetworkSection,
     /// Object-space settings.
@@ -168,6 +173,7 @@ impl Default for ConfigFile {
         Self {
             listen: vec![format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")],
             seeds: Vec::new(),
+            http_listen: DEFAULT_HTTP.to_owned(),
             network: NetworkSection::default(),
             space: SpaceSection::default(),
             membership: MembershipSection::default(),
@@ -187,6 +193,19 @@ impl Default for NetworkSection {
             failure_timeout_ms: d.failure_timeout.as_millis() as u64,
         }
     }
+}
+
+/// Where a node serves HTTP unless told otherwise: loopback, a free port.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:0";
+
+/// `IP:PORT`, or `off`.
+fn http_addr(text: &str) -> Result<Option<SocketAddr>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{text:?} is not IP:PORT (e.g. 127.0.0.1:8080) or off"))
 }
 
 impl ConfigFile {
@@ -244,11 +263,22 @@ impl ConfigFile {
         if config.network.failure_timeout_ms < 300 {
             bail!("network.failure_timeout_ms must be at least 300");
         }
+        http_addr(&config.http_listen).context("http_listen")?;
         let membership = &config.membership;
         if membership.lease_ms < 300 || membership.drift_ms >= membership.lease_ms {
             bail!("membership.lease_ms must be at least 300 and more than membership.drift_ms");
         }
         Ok(config)
+    }
+
+    /// Where to serve HTTP: `flag` (`--http-listen`) if given, else the file's
+    /// `http_listen`; `None` when off.
+    pub fn http(&self, flag: Option<&str>) -> Result<Option<SocketAddr>> {
+        let (text, from) = match flag {
+            Some(text) => (text, "--http-listen"),
+            None => (self.http_listen.as_str(), "http_listen"),
+        };
+        http_addr(text).context(from)
     }
 
     /// The membership lease and drift.

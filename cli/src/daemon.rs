@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use p3_dht::{identity, Database, Node};
+use p3_http::{HttpState, Metrics};
 use p3_membership::{Membership, MembershipConfig};
 use p3_objectspace::{
     api::{self, ApiInfo},
@@ -33,6 +34,8 @@ pub struct NodeArgs {
     pub bootstrap: Vec<String>,
     /// `--slots`; `None` with `--no-worker`.
     pub slots: Option<usize>,
+    /// `--http-listen`, overriding the config file's `http_listen`.
+    pub http_listen: Option<String>,
 }
 
 /// Starts the node of `dir` and serves until a shutdown signal arrives; on the way
@@ -42,6 +45,16 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
     dir.create()?;
     let config = ConfigFile::load_or_init(&dir)?;
     let network = config.network(listen, bootstrap)?;
+    let http_addr = config.http(args.http_listen.as_deref())?;
+    // Before anything records: the facade keeps what is recorded before a
+    // recorder exists nowhere.
+    let metrics = match Metrics::install() {
+        Ok(metrics) => Some(metrics),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics are off");
+            None
+        }
+    };
     // A node with no seeds founds the membership group; the others join it.
     let found = network.bootstrap.is_empty();
     let key = identity::load_or_create(&dir.identity())?;
@@ -87,10 +100,35 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
         .context("cannot open the local API port")?;
     let mut token = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut token);
+    let token = hex::encode(token);
+    let (http, http_task) = match http_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve HTTP on {addr} (http_listen)"))?;
+            let local = listener.local_addr()?;
+            let state = HttpState::new(
+                space.clone(),
+                token.clone(),
+                dir.root().to_owned(),
+                registry.clone(),
+                metrics,
+            );
+            let task = tokio::spawn(async move {
+                if let Err(e) = p3_http::serve(listener, state).await {
+                    tracing::error!(error = %e, "the HTTP server stopped");
+                }
+            });
+            tracing::info!(http = %local, "HTTP API, metrics and dashboard ready");
+            (Some(local.to_string()), Some(task))
+        }
+        None => (None, None),
+    };
     let info = ApiInfo {
         addr: listener.local_addr()?.to_string(),
-        token: hex::encode(token),
+        token,
         pid: std::process::id(),
+        http,
     };
     identity::write_private(&dir.api_file(), serde_json::to_string(&info)?.as_bytes())
         .with_context(|| format!("cannot write {}", dir.api_file().display()))?;
@@ -125,6 +163,9 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
         worker.stop();
     }
     api_task.abort();
+    if let Some(task) = http_task {
+        task.abort();
+    }
     if let Err(e) = std::fs::remove_file(dir.api_file()) {
         tracing::warn!(error = %e, "cannot remove api.json");
     }

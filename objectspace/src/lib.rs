@@ -31,6 +31,7 @@ pub mod interest;
 pub mod key;
 pub mod local;
 pub mod lock;
+mod metrics;
 pub mod name;
 pub mod namespaces;
 pub mod object;

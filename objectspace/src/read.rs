@@ -35,6 +35,7 @@ impl ObjectSpace {
     /// The newest live record of `path`: from its primary alone when it can
     /// answer as primary (one request), else from every owner.
     pub async fn find(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
+        crate::metrics::observe("get", async {
         match self.find_at_primary(path, inline).await {
             Ok(found) => Ok(found),
             Err(e @ SpaceError::NotFound(_)) => Err(e),
@@ -43,6 +44,8 @@ impl ObjectSpace {
                 self.find_everywhere(path, inline).await
             }
         }
+    })
+        .await
     }
 
     /// Asks `path`'s primary, which answers only while it is primary in its
@@ -197,10 +200,13 @@ impl ObjectSpace {
 
     /// Metadata of `path` with the version every owner holds.
     pub async fn stat(&self, path: &ObjectPath) -> Result<Stat> {
-        let found = self.find_everywhere(path, false).await?;
-        let mut stat = found.record.stat();
-        stat.replicas = found.replicas;
-        Ok(stat)
+        crate::metrics::observe("stat", async {
+            let found = self.find_everywhere(path, false).await?;
+            let mut stat = found.record.stat();
+            stat.replicas = found.replicas;
+            Ok(stat)
+        })
+        .await
     }
 
     /// This node's own live copy of `path`, without asking anyone.
@@ -224,6 +230,14 @@ impl ObjectSpace {
     /// local store, the answer itself, or other holders (owners first, then
     /// nodes that cached it); a fetched blob stays in the local cache.
     pub async fn stream_value(&self, found: &Found, sink: &ChunkSink) -> Result<()> {
+        let streamed = self.stream_from_holders(found, sink).await;
+        if streamed.is_ok() {
+            crate::metrics::bytes_out(found.record.size);
+        }
+        streamed
+    }
+
+    async fn stream_from_holders(&self, found: &Found, sink: &ChunkSink) -> Result<()> {
         let gone = || SpaceError::Unavailable("the reader went away".into());
         let Some(hash) = found.record.blob else {
             return Ok(());
@@ -291,6 +305,7 @@ impl ObjectSpace {
     pub async fn value(&self, found: &Found) -> Result<Vec<u8>> {
         if let Some(bytes) = &found.inline {
             if found.record.blob == Some(BlobHash::of(bytes)) {
+                crate::metrics::bytes_out(bytes.len() as u64);
                 return Ok(bytes.clone());
             }
         }
@@ -311,35 +326,38 @@ impl ObjectSpace {
     /// Live objects of `ns` whose names start with `prefix`, in name order,
     /// gathered from every live node (newest version of each name wins).
     pub async fn list(&self, ns: &Namespace, prefix: &str) -> Result<Vec<Stat>> {
-        self.inner.namespaces.incarnation(self, ns).await?;
-        let mut peers = self.inner.node.connected().await?;
-        peers.push(self.me());
-        let lists = peers.iter().map(|&peer| self.list_from(peer, ns, prefix));
-        let mut newest: BTreeMap<ObjectName, ObjectRecord> = BTreeMap::new();
-        let mut answered = 0;
-        for result in join_all(lists).await {
-            let Ok(records) = result else { continue };
-            answered += 1;
-            for record in records {
-                match newest.get(&record.name) {
-                    Some(have) if have.order() >= record.order() => {}
-                    _ => {
-                        newest.insert(record.name.clone(), record);
+        crate::metrics::observe("list", async {
+            self.inner.namespaces.incarnation(self, ns).await?;
+            let mut peers = self.inner.node.connected().await?;
+            peers.push(self.me());
+            let lists = peers.iter().map(|&peer| self.list_from(peer, ns, prefix));
+            let mut newest: BTreeMap<ObjectName, ObjectRecord> = BTreeMap::new();
+            let mut answered = 0;
+            for result in join_all(lists).await {
+                let Ok(records) = result else { continue };
+                answered += 1;
+                for record in records {
+                    match newest.get(&record.name) {
+                        Some(have) if have.order() >= record.order() => {}
+                        _ => {
+                            newest.insert(record.name.clone(), record);
+                        }
                     }
                 }
             }
-        }
-        if answered == 0 {
-            return Err(SpaceError::Unavailable(
-                "no node answered the listing".into(),
-            ));
-        }
-        let now = now_ms();
-        Ok(newest
-            .into_values()
-            .filter(|r| r.is_live(now))
-            .map(|r| r.stat())
-            .collect())
+            if answered == 0 {
+                return Err(SpaceError::Unavailable(
+                    "no node answered the listing".into(),
+                ));
+            }
+            let now = now_ms();
+            Ok(newest
+                .into_values()
+                .filter(|r| r.is_live(now))
+                .map(|r| r.stat())
+                .collect())
+        })
+        .await
     }
 
     async fn list_from(

@@ -28,23 +28,26 @@ pub struct Taken {
 impl ObjectSpace {
     /// Takes `path`, waiting up to `wait` for it to exist.
     pub async fn take(&self, path: &ObjectPath, wait: Option<Duration>) -> Result<Taken> {
-        let deadline = wait.map(|w| Instant::now() + w);
-        loop {
-            let found = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    self.find_newer(path, None, left).await?
+        crate::metrics::observe("take", async {
+            let deadline = wait.map(|w| Instant::now() + w);
+            loop {
+                let found = match deadline {
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        self.find_newer(path, None, left).await?
+                    }
+                    None => self.find(path, true).await?,
+                };
+                let pin = self.hold_value(&found).await?;
+                match self.remove(path, Some(found.record.version), None).await {
+                    Ok(_) => return Ok(Taken { found, _pin: pin }),
+                    // Another taker was first, or a writer changed it: read again.
+                    Err(SpaceError::VersionConflict { .. } | SpaceError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
                 }
-                None => self.find(path, true).await?,
-            };
-            let pin = self.hold_value(&found).await?;
-            match self.remove(path, Some(found.record.version), None).await {
-                Ok(_) => return Ok(Taken { found, _pin: pin }),
-                // Another taker was first, or a writer changed it: read again.
-                Err(SpaceError::VersionConflict { .. } | SpaceError::NotFound(_)) => {}
-                Err(e) => return Err(e),
             }
-        }
+        })
+        .await
     }
 
     /// Makes sure the value of `found` is on this node (small values come with

@@ -164,33 +164,38 @@ impl ObjectSpace {
         after: Option<u64>,
         wait: Duration,
     ) -> Result<Found> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let seen = match self.find(path, true).await {
-                Ok(found) if after.is_none_or(|a| found.record.version > a) => return Ok(found),
-                Ok(found) => Some(found.record.version),
-                Err(SpaceError::NotFound(_)) => None,
-                Err(e) => return Err(e),
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(SpaceError::TimedOut(match seen {
-                    Some(v) => format!("{path} is still at version {v} after waiting {wait:?}"),
-                    None => format!("{path} does not exist after waiting {wait:?}"),
-                }));
+        crate::metrics::observe("get_wait", async {
+            let deadline = Instant::now() + wait;
+            loop {
+                let seen = match self.find(path, true).await {
+                    Ok(found) if after.is_none_or(|a| found.record.version > a) => {
+                        return Ok(found)
+                    }
+                    Ok(found) => Some(found.record.version),
+                    Err(SpaceError::NotFound(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(SpaceError::TimedOut(match seen {
+                        Some(v) => format!("{path} is still at version {v} after waiting {wait:?}"),
+                        None => format!("{path} does not exist after waiting {wait:?}"),
+                    }));
+                }
+                let (_, owners) = self.locate(path).await?;
+                let request = PeerRequest::WaitNewer {
+                    ns: path.namespace.clone(),
+                    name: path.name.clone(),
+                    after: after.unwrap_or(0).max(seen.unwrap_or(0)),
+                    wait_ms: left.as_millis() as u64,
+                };
+                if let Err(e) = self.ask(owners[0], request).await {
+                    tracing::debug!(error = %e, "blocking read: primary failed; reading again");
+                    tokio::time::sleep(RETRY.min(left)).await;
+                }
             }
-            let (_, owners) = self.locate(path).await?;
-            let request = PeerRequest::WaitNewer {
-                ns: path.namespace.clone(),
-                name: path.name.clone(),
-                after: after.unwrap_or(0).max(seen.unwrap_or(0)),
-                wait_ms: left.as_millis() as u64,
-            };
-            if let Err(e) = self.ask(owners[0], request).await {
-                tracing::debug!(error = %e, "blocking read: primary failed; reading again");
-                tokio::time::sleep(RETRY.min(left)).await;
-            }
-        }
+        })
+        .await
     }
 }
 

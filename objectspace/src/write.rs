@@ -52,7 +52,7 @@ impl Ingest {
 }
 
 /// The refusal of a volatile value of `size` bytes.
-pub(crate) fn volatile_too_large(size: u64) -> SpaceError {
+pub fn volatile_too_large(size: u64) -> SpaceError {
     SpaceError::Invalid(format!(
         "a volatile value holds at most {VOLATILE_MAX} bytes; this one has {size} (write it without --volatile)"
     ))
@@ -91,33 +91,36 @@ impl ObjectSpace {
         blob: BlobHash,
         size: u64,
     ) -> Result<Written> {
-        check_meta(&options)?;
-        if options.volatile && size > VOLATILE_MAX {
-            return Err(volatile_too_large(size));
-        }
-        let inline = if size <= IN_PLACE_MAX {
-            Some(read_small(&self.inner.store, &blob)?)
-        } else if size <= INLINE_MAX {
-            let store = self.inner.store.clone();
-            Some(blocking(move || read_small(&store, &blob)).await?)
-        } else {
-            None
-        };
-        let op = WriteOp::Put {
-            blob,
-            size,
-            type_tag: options.type_tag,
-            meta: options.meta,
-            ttl_ms: options.ttl_ms,
-            volatile: options.volatile,
-        };
-        let conditions = (options.if_version, options.token);
-        let written = self.submit(path, op, conditions, inline).await?;
-        if !options.volatile {
-            // This node holds the value too (owner or not): say so.
-            self.announce(blob, size);
-        }
-        Ok(written)
+        crate::metrics::observe_put(async {
+            check_meta(&options)?;
+            if options.volatile && size > VOLATILE_MAX {
+                return Err(volatile_too_large(size));
+            }
+            let inline = if size <= IN_PLACE_MAX {
+                Some(read_small(&self.inner.store, &blob)?)
+            } else if size <= INLINE_MAX {
+                let store = self.inner.store.clone();
+                Some(blocking(move || read_small(&store, &blob)).await?)
+            } else {
+                None
+            };
+            let op = WriteOp::Put {
+                blob,
+                size,
+                type_tag: options.type_tag,
+                meta: options.meta,
+                ttl_ms: options.ttl_ms,
+                volatile: options.volatile,
+            };
+            let conditions = (options.if_version, options.token);
+            let written = self.submit(path, op, conditions, inline).await?;
+            if !options.volatile {
+                // This node holds the value too (owner or not): say so.
+                self.announce(blob, size);
+            }
+            Ok(written)
+        })
+        .await
     }
 
     /// Writes a value held in memory: a volatile one goes to the owners inside
@@ -129,24 +132,27 @@ impl ObjectSpace {
         bytes: Vec<u8>,
         options: PutOptions,
     ) -> Result<Written> {
-        if !options.volatile {
-            return self.put_small(path, bytes, options).await;
-        }
-        let size = bytes.len() as u64;
-        if size > VOLATILE_MAX {
-            return Err(volatile_too_large(size));
-        }
-        check_meta(&options)?;
-        let op = WriteOp::Put {
-            blob: BlobHash::of(&bytes),
-            size,
-            type_tag: options.type_tag,
-            meta: options.meta,
-            ttl_ms: options.ttl_ms,
-            volatile: true,
-        };
-        self.submit(path, op, (options.if_version, options.token), Some(bytes))
-            .await
+        crate::metrics::observe_put(async {
+            if !options.volatile {
+                return self.put_small(path, bytes, options).await;
+            }
+            let size = bytes.len() as u64;
+            if size > VOLATILE_MAX {
+                return Err(volatile_too_large(size));
+            }
+            check_meta(&options)?;
+            let op = WriteOp::Put {
+                blob: BlobHash::of(&bytes),
+                size,
+                type_tag: options.type_tag,
+                meta: options.meta,
+                ttl_ms: options.ttl_ms,
+                volatile: true,
+            };
+            self.submit(path, op, (options.if_version, options.token), Some(bytes))
+                .await
+        })
+        .await
     }
 
     /// Writes `to` with the value `from` has now, without the bytes passing
@@ -217,8 +223,11 @@ impl ObjectSpace {
         if_version: Option<u64>,
         token: Option<u64>,
     ) -> Result<Written> {
-        self.submit(path, WriteOp::Remove, (if_version, token), None)
-            .await
+        crate::metrics::observe("remove", async {
+            self.submit(path, WriteOp::Remove, (if_version, token), None)
+                .await
+        })
+        .await
     }
 
     /// Sends a write to the key's primary, following redirects and skipping

@@ -347,11 +347,17 @@ impl NodeProc {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "node".to_owned());
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-tests").join(test);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("failed-tests")
+            .join(test);
         let path = dir.join(format!("{node}-{}.log", self.peer_id));
         match fs::create_dir_all(&dir).and_then(|()| fs::write(&path, self.log())) {
             Ok(()) => format!("log of node {} ({node}): {}", self.peer_id, path.display()),
-            Err(e) => format!("log of node {} not saved ({e}):\n{}", self.peer_id, self.log()),
+            Err(e) => format!(
+                "log of node {} not saved ({e}):\n{}",
+                self.peer_id,
+                self.log()
+            ),
         }
     }
 

@@ -21,7 +21,7 @@ use p3_scheduler::Registry;
 use self::objects::Read;
 
 use crate::{
-    args::{Cli, Command, NodeCommand, NodeOpts, NsCommand},
+    args::{Cli, Command, LogFormat, NodeCommand, NodeOpts, NsCommand},
     config::DataDir,
     daemon::NodeArgs,
 };
@@ -41,14 +41,17 @@ pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
                         bootstrap,
                         slots,
                         no_worker,
+                        http_listen,
+                        log_format,
                         opts,
                     },
             } => {
-                init_logging();
+                init_logging_as(log_format);
                 let args = NodeArgs {
                     listen,
                     bootstrap,
                     slots: (!no_worker).then_some(usize::from(slots)),
+                    http_listen,
                 };
                 crate::daemon::run(DataDir::resolve(opts.data_dir)?, args, registry.clone()).await?
             }
@@ -58,6 +61,9 @@ pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
             Command::Node {
                 command: NodeCommand::Status { opts },
             } => network::status(&opts).await?,
+            Command::Node {
+                command: NodeCommand::Dashboard { opts },
+            } => network::dashboard(&opts)?,
             Command::Peers { opts } => network::peers(&opts).await?,
             Command::Closest {
                 key,
@@ -171,12 +177,20 @@ async fn space(opts: &NodeOpts) -> Result<Space> {
 
 /// Logs go to stderr; `RUST_LOG` (e.g. `p3_dht=debug`) adjusts them, default `info`.
 pub(crate) fn init_logging() {
+    init_logging_as(LogFormat::Text);
+}
+
+/// [`init_logging`] in the given format.
+pub(crate) fn init_logging_as(format: LogFormat) {
     // openraft reports every unreachable peer as an error, twice a second,
     // until the member is removed; the membership layer says what matters.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }

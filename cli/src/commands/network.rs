@@ -1,8 +1,10 @@
-//! Commands about the node and the network: `node id`, `node status`, `peers`,
+//! Commands about the node and the network: `node id`, `node status`,
+//! `node dashboard`, `peers`,
 //! `closest`.
 
 use anyhow::{bail, Context, Result};
 use p3_dht::identity;
+use p3_objectspace::api::ApiInfo;
 
 use super::space;
 use crate::{args::NodeOpts, config::DataDir, output};
@@ -36,10 +38,12 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
         std::fs::read_to_string(dir.root().join(crate::daemon::MEMBERSHIP_FILE))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok());
+    let http = api_info(&dir).ok().and_then(|info| info.http);
     if opts.json {
         let mut value = serde_json::to_value(&status)?;
         value["worker"] = worker.unwrap_or_default();
         value["membership"] = serde_json::to_value(&membership)?;
+        value["http"] = serde_json::to_value(&http)?;
         return output::json(&value);
     }
     let node = &status.node;
@@ -57,6 +61,12 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
     println!("connected:     {} peers", node.connected_peers);
     println!("routing table: {} peers", node.routing_table_size);
     println!("uptime:        {}", output::duration(node.uptime_secs));
+    match &http {
+        Some(addr) => println!(
+            "http:          http://{addr}/ (`p3ctl node dashboard` prints the dashboard's URL)"
+        ),
+        None => println!("http:          off"),
+    }
     match &membership {
         None => println!("membership:    unknown"),
         Some(m) => println!(
@@ -90,6 +100,36 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// What the running node of `dir` published in its `api.json`.
+fn api_info(dir: &DataDir) -> Result<ApiInfo> {
+    let path = dir.api_file();
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no node is running on {} (cannot read {})",
+            dir.root().display(),
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is corrupt; restart the node to rewrite it",
+            path.display()
+        )
+    })
+}
+
+/// `p3ctl node dashboard`: the dashboard's URL, the token in its fragment
+/// (which the browser never sends to the server).
+pub fn dashboard(opts: &NodeOpts) -> Result<()> {
+    let dir = DataDir::resolve(opts.data_dir.clone())?;
+    let info = api_info(&dir)?;
+    let Some(addr) = info.http else {
+        bail!("the node serves no HTTP (http_listen = \"off\"); set http_listen in its config.toml and restart it");
+    };
+    println!("http://{addr}/#token={}", info.token);
     Ok(())
 }
 

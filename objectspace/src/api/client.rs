@@ -543,6 +543,7 @@ mod tests {
             addr: listener.local_addr().unwrap().to_string(),
             token: "t".into(),
             pid: 0,
+            http: None,
         };
         std::fs::write(
             dir.path().join(API_FILE),

@@ -35,6 +35,10 @@ pub struct ApiInfo {
     pub token: String,
     /// Process id of the node, for people and scripts.
     pub pid: u32,
+    /// `IP:PORT` of the node's HTTP API, metrics and dashboard, if it serves
+    /// them (the same token admits a client).
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 /// Framing failures, worded for whoever sees them.

@@ -25,6 +25,8 @@ use crate::{
     query::Query,
     read::Found,
     space::ObjectSpace,
+    take::Taken,
+    watch::Watch,
     write::{volatile_too_large, Ingest},
 };
 
@@ -99,22 +101,10 @@ async fn session(mut stream: Channel, space: &ObjectSpace) -> Result<(), FrameEr
                 namespace,
                 query,
                 wait_ms,
-            } => {
-                let taken = async {
-                    let ns = Namespace::new(&namespace)?;
-                    if ns.as_str() == SYSTEM {
-                        return Err(SpaceError::Invalid(format!(
-                            "namespace {SYSTEM} is reserved"
-                        )));
-                    }
-                    let wait = Duration::from_millis(wait_ms.unwrap_or(0));
-                    space.take_match(&ns, &Query::parse(&query)?, wait).await
-                };
-                match taken.await {
-                    Ok(taken) => send_value(&mut stream, space, &taken.found).await?,
-                    Err(e) => write_frame(&mut stream, &Response::Error(e)).await?,
-                }
-            }
+            } => match take_match(space, &namespace, &query, wait_ms).await {
+                Ok(taken) => send_value(&mut stream, space, &taken.found).await?,
+                Err(e) => write_frame(&mut stream, &Response::Error(e)).await?,
+            },
             Request::Lock {
                 path,
                 mode,
@@ -146,20 +136,7 @@ async fn put(
     options: PutOptions,
     size: Option<u64>,
 ) -> Result<(), FrameError> {
-    let checked = async {
-        let path = path_of(path)?;
-        writable(&path)?;
-        let max = space.config().max_object_bytes;
-        if let Some(size) = size.filter(|s| *s > max) {
-            return Err(SpaceError::TooLarge { size, max });
-        }
-        if let Some(size) = size.filter(|s| options.volatile && *s > VOLATILE_MAX) {
-            return Err(volatile_too_large(size));
-        }
-        space.check_namespace(&path.namespace).await?;
-        Ok(path)
-    };
-    let path = match checked.await {
+    let path = match check_put(space, path, &options, size).await {
         Ok(path) => path,
         Err(e) => return write_frame(stream, &Response::Error(e)).await,
     };
@@ -239,17 +216,7 @@ async fn get(
     path: &str,
     wait: Option<Wait>,
 ) -> Result<(), FrameError> {
-    let found = async {
-        let path = path_of(path)?;
-        match wait {
-            Some(w) => {
-                let patience = Duration::from_millis(w.ms);
-                space.find_newer(&path, w.after_version, patience).await
-            }
-            None => space.find(&path, true).await,
-        }
-    };
-    match found.await {
+    match find(space, path, wait).await {
         Ok(found) => send_value(stream, space, &found).await,
         Err(e) => write_frame(stream, &Response::Error(e)).await,
     }
@@ -261,12 +228,7 @@ async fn take(
     path: &str,
     wait_ms: Option<u64>,
 ) -> Result<(), FrameError> {
-    let taken = async {
-        let path = path_of(path)?;
-        writable(&path)?;
-        space.take(&path, wait_ms.map(Duration::from_millis)).await
-    };
-    match taken.await {
+    match take_path(space, path, wait_ms).await {
         // The hold on the value lasts until it is sent.
         Ok(taken) => send_value(stream, space, &taken.found).await,
         Err(e) => write_frame(stream, &Response::Error(e)).await,
@@ -392,11 +354,7 @@ async fn watch(
     prefix: &str,
     exact: bool,
 ) -> Result<(), FrameError> {
-    let started = async {
-        let watch = space.watch(&Namespace::new(namespace)?, prefix).await?;
-        Ok::<_, SpaceError>(if exact { watch.exact() } else { watch })
-    };
-    let mut events = match started.await {
+    let mut events = match start_watch(space, namespace, prefix, exact).await {
         Ok(events) => events,
         Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
     };
@@ -414,7 +372,82 @@ async fn watch(
     }
 }
 
-async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
+// The operations below are the API's: the CBOR sessions above and the node's
+// HTTP server (crate `p3-http`) both call them, so that a check or a rule is
+// written once.
+
+/// Checks a write before any byte of its value moves: the path, the reserved
+/// namespace, the size if announced (against the node's limit, and the
+/// volatile limit), and that the namespace exists.
+pub async fn check_put(
+    space: &ObjectSpace,
+    path: &str,
+    options: &PutOptions,
+    size: Option<u64>,
+) -> Result<ObjectPath> {
+    let path = path_of(path)?;
+    writable(&path)?;
+    let max = space.config().max_object_bytes;
+    if let Some(size) = size.filter(|s| *s > max) {
+        return Err(SpaceError::TooLarge { size, max });
+    }
+    if let Some(size) = size.filter(|s| options.volatile && *s > VOLATILE_MAX) {
+        return Err(volatile_too_large(size));
+    }
+    space.check_namespace(&path.namespace).await?;
+    Ok(path)
+}
+
+/// Finds the current version of `path` to read, waiting for it if asked.
+pub async fn find(space: &ObjectSpace, path: &str, wait: Option<Wait>) -> Result<Found> {
+    let path = path_of(path)?;
+    match wait {
+        Some(w) => {
+            let patience = Duration::from_millis(w.ms);
+            space.find_newer(&path, w.after_version, patience).await
+        }
+        None => space.find(&path, true).await,
+    }
+}
+
+/// Takes `path`, waiting up to `wait_ms` for it to exist.
+pub async fn take_path(space: &ObjectSpace, path: &str, wait_ms: Option<u64>) -> Result<Taken> {
+    let path = path_of(path)?;
+    writable(&path)?;
+    space.take(&path, wait_ms.map(Duration::from_millis)).await
+}
+
+/// Takes any one object of `namespace` that matches `query`.
+pub async fn take_match(
+    space: &ObjectSpace,
+    namespace: &str,
+    query: &str,
+    wait_ms: Option<u64>,
+) -> Result<Taken> {
+    let ns = Namespace::new(namespace)?;
+    if ns.as_str() == SYSTEM {
+        return Err(SpaceError::Invalid(format!(
+            "namespace {SYSTEM} is reserved"
+        )));
+    }
+    let wait = Duration::from_millis(wait_ms.unwrap_or(0));
+    space.take_match(&ns, &Query::parse(query)?, wait).await
+}
+
+/// Starts a watch of the objects of `namespace` whose names start with
+/// `prefix` (only the one named `prefix` if `exact`).
+pub async fn start_watch(
+    space: &ObjectSpace,
+    namespace: &str,
+    prefix: &str,
+    exact: bool,
+) -> Result<Watch> {
+    let watch = space.watch(&Namespace::new(namespace)?, prefix).await?;
+    Ok(if exact { watch.exact() } else { watch })
+}
+
+/// Answers the requests that get exactly one answer.
+pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
     let node = space.node();
     let namespaces = &space.inner.namespaces;
     Ok(match request {

@@ -60,15 +60,18 @@ pub(crate) fn shard_key(ns: &Namespace, shard: u8) -> [u8; 32] {
 impl ObjectSpace {
     /// The live objects of `ns` matching `query`, in name order.
     pub async fn search(&self, ns: &Namespace, query: &Query) -> Result<Vec<Entry>> {
-        let incarnation = self.inner.namespaces.incarnation(self, ns).await?;
-        let text = query.text();
-        let shards = (0..SHARDS).map(|shard| self.search_shard(ns, shard, incarnation, text));
-        let mut found = Vec::new();
-        for shard in join_all(shards).await {
-            found.extend(shard?);
-        }
-        found.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
-        Ok(found)
+        crate::metrics::observe("search", async {
+            let incarnation = self.inner.namespaces.incarnation(self, ns).await?;
+            let text = query.text();
+            let shards = (0..SHARDS).map(|shard| self.search_shard(ns, shard, incarnation, text));
+            let mut found = Vec::new();
+            for shard in join_all(shards).await {
+                found.extend(shard?);
+            }
+            found.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
+            Ok(found)
+        })
+        .await
     }
 
     /// Asks every owner of one shard, merging their answers; an error only if
@@ -149,6 +152,7 @@ impl ObjectSpace {
 
     /// Takes one object of `ns` matching `query`, waiting up to `wait` for one.
     pub async fn take_match(&self, ns: &Namespace, query: &Query, wait: Duration) -> Result<Taken> {
+        crate::metrics::observe("take", async {
         let deadline = Instant::now() + wait;
         // Subscribed before searching, so a write in between is seen.
         let mut changes = self.watch(ns, "").await?;
@@ -193,6 +197,8 @@ impl ObjectSpace {
                 }
             }
         }
+    })
+        .await
     }
 
     /// Takes a random match of a search, if any is left to take.

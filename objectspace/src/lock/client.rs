@@ -54,31 +54,35 @@ impl ObjectSpace {
         lease: Duration,
         wait: Duration,
     ) -> Result<Grant> {
-        let holder = rand::random::<u64>();
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let request = LockRequest::Acquire {
-                ns: path.namespace.clone(),
-                name: path.name.clone(),
-                holder,
-                mode,
-                lease_ms: lease.as_millis() as u64,
-                wait_ms: left.as_millis() as u64,
-            };
-            match self.to_primary(path, request, deadline).await {
-                Ok(PeerResponse::Granted(grant)) => return Ok(grant),
-                Ok(other) => {
-                    return Err(SpaceError::Unavailable(format!(
-                        "unexpected answer {other:?}"
-                    )))
+        let _waiting = crate::metrics::Level::up("p3_locks_waiting");
+        crate::metrics::observe("lock", async {
+            let holder = rand::random::<u64>();
+            let deadline = Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let request = LockRequest::Acquire {
+                    ns: path.namespace.clone(),
+                    name: path.name.clone(),
+                    holder,
+                    mode,
+                    lease_ms: lease.as_millis() as u64,
+                    wait_ms: left.as_millis() as u64,
+                };
+                match self.to_primary(path, request, deadline).await {
+                    Ok(PeerResponse::Granted(grant)) => return Ok(grant),
+                    Ok(other) => {
+                        return Err(SpaceError::Unavailable(format!(
+                            "unexpected answer {other:?}"
+                        )))
+                    }
+                    // The primary died while this request waited: ask the new one.
+                    Err(SpaceError::Unavailable(_) | SpaceError::OutcomeUnknown(_))
+                        if Instant::now() < deadline => {}
+                    Err(e) => return Err(e),
                 }
-                // The primary died while this request waited: ask the new one.
-                Err(SpaceError::Unavailable(_) | SpaceError::OutcomeUnknown(_))
-                    if Instant::now() < deadline => {}
-                Err(e) => return Err(e),
             }
-        }
+        })
+        .await
     }
 
     /// Renews a held lock's lease, trying until `deadline`.
@@ -105,12 +109,15 @@ impl ObjectSpace {
 
     /// Releases a held lock.
     pub async fn release(&self, path: &ObjectPath, holder: u64) -> Result<()> {
-        let request = LockRequest::Release {
-            ns: path.namespace.clone(),
-            name: path.name.clone(),
-            holder,
-        };
-        let deadline = Instant::now() + self.config().rpc_timeout;
-        self.to_primary(path, request, deadline).await.map(drop)
+        crate::metrics::observe("unlock", async {
+            let request = LockRequest::Release {
+                ns: path.namespace.clone(),
+                name: path.name.clone(),
+                holder,
+            };
+            let deadline = Instant::now() + self.config().rpc_timeout;
+            self.to_primary(path, request, deadline).await.map(drop)
+        })
+        .await
     }
 }

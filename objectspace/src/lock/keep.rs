@@ -130,6 +130,9 @@ pub(crate) async fn keep(
     mut keeper: Keeper,
     held: watch::Sender<Held>,
 ) {
+    // Held for a client of this node while this runs (ended by release,
+    // loss or abort).
+    let _held = crate::metrics::Level::up("p3_locks_held");
     let mut last_failed = false;
     loop {
         let next = keeper.next_renewal(Instant::now(), last_failed);

@@ -169,9 +169,21 @@ impl ActiveJob {
         self.ended.load(Ordering::Relaxed)
     }
 
-    /// Adds to this worker's counters.
+    /// Adds to this worker's counters, and to the node's metrics (by job).
     pub fn count(&self, f: impl FnOnce(&mut WorkerStats)) {
-        f(&mut locked(&self.stats));
+        let mut stats = locked(&self.stats);
+        let before = stats.clone();
+        f(&mut stats);
+        for (name, was, now) in [
+            ("p3_job_slices_total", before.slices, stats.slices),
+            ("p3_job_steals_total", before.steals, stats.steals),
+            ("p3_job_divides_total", before.divides, stats.divides),
+            ("p3_job_restarts_total", before.restarts, stats.restarts),
+        ] {
+            if now > was {
+                metrics::counter!(name, "job" => self.id.to_string()).increment(now - was);
+            }
+        }
     }
 
     /// Whether a task of the job runs here.

@@ -1,0 +1,111 @@
+//! Errors as HTTP answers: a status and a JSON body with the one-line reason
+//! the CLI prints and a kind a program can branch on.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use p3_objectspace::SpaceError;
+use p3_scheduler::JobError;
+use serde::Serialize;
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// Machine-readable kind (`not_found`, `version_conflict`, ...).
+    pub kind: &'static str,
+    /// One line for people.
+    pub reason: String,
+}
+
+impl ApiError {
+    /// An error with this status, kind and reason.
+    pub fn new(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// A request that makes no sense (bad header, query or body).
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", reason)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    kind: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: &self.reason,
+            kind: self.kind,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<SpaceError> for ApiError {
+    fn from(e: SpaceError) -> Self {
+        use StatusCode as S;
+        let (status, kind) = match &e {
+            SpaceError::InvalidName(_) | SpaceError::Invalid(_) => (S::BAD_REQUEST, "invalid"),
+            SpaceError::NoSuchNamespace(_) | SpaceError::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            SpaceError::NamespaceExists(_) => (S::CONFLICT, "conflict"),
+            SpaceError::VersionConflict { .. } => (S::PRECONDITION_FAILED, "version_conflict"),
+            SpaceError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too_large"),
+            SpaceError::Fenced(_) => (S::LOCKED, "locked"),
+            SpaceError::TimedOut(_) => (S::REQUEST_TIMEOUT, "timed_out"),
+            SpaceError::NotEnoughOwners { .. }
+            | SpaceError::Unavailable(_)
+            | SpaceError::OutcomeUnknown(_)
+            | SpaceError::Stopped => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            SpaceError::Corrupt(_) | SpaceError::Storage(_) => {
+                (S::INTERNAL_SERVER_ERROR, "storage")
+            }
+        };
+        Self::new(status, kind, e.to_string())
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Space(e) => e.into(),
+            JobError::Arg(_) | JobError::UnknownKind(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid", e.to_string())
+            }
+            JobError::NoSuchJob(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            JobError::Cancelled => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            JobError::Codec(_) | JobError::Failed(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<p3_objectspace::NameError> for ApiError {
+    fn from(e: p3_objectspace::NameError) -> Self {
+        SpaceError::from(e).into()
+    }
+}
+
+/// A path under `/api/v1` that is no route.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+/// What handlers return.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
