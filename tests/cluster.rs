@@ -209,3 +209,37 @@ fn nodes_whose_seed_is_down_join_once_the_seed_comes_up() {
         "SIGTERM should shut the node down cleanly, got {status}"
     );
 }
+
+#[test]
+fn json_logs_and_http_turned_off() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    let node = NodeProc::start_with(
+        &dir,
+        "/ip4/127.0.0.1/tcp/0",
+        &[],
+        &["--log-format", "json", "--http-listen", "off"],
+    );
+    // Every line the node logged is one JSON object with a level and fields.
+    let log = wait_for("the node to log that its API is ready", DEADLINE, || {
+        let log = node.log();
+        log.contains("local API ready").then_some(log)
+    });
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        assert!(entry["level"].is_string(), "no level: {line}");
+        assert!(entry["fields"].is_object(), "no fields: {line}");
+    }
+    assert!(
+        log.contains(r#""message":"local API ready""#),
+        "the API's readiness is logged as a JSON message: {log}"
+    );
+    let status = node.json(&["node", "status"]).expect("node status");
+    assert_eq!(status["http"], serde_json::Value::Null, "{status}");
+    let out = p3ctl(&dir, &["node", "dashboard"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("serves no HTTP"), "{err}");
+}

@@ -107,5 +107,42 @@ pub async fn no_route(uri: axum::http::Uri) -> ApiError {
     )
 }
 
+/// Makes every error answer under `/api` JSON with one line: axum's own
+/// rejections (a malformed JSON body, a bad query string, a method the
+/// route lacks) come as plain text otherwise.
+pub async fn as_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let (kind, reason) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method", "this endpoint has no such method".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", line),
+        s if s.is_client_error() => ("invalid", line),
+        _ => ("failed", line),
+    };
+    let reason = if reason.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        reason
+    };
+    ApiError::new(status, kind, reason).into_response()
+}
+
 /// What handlers return.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;

@@ -103,7 +103,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
     let guarded = Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics::scrape))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::bearer));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::bearer))
+        .layer(middleware::from_fn(error::as_json));
     Router::new()
         .merge(guarded)
         .route("/api/openapi.json", get(openapi::document))

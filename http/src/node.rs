@@ -29,8 +29,18 @@ pub async fn status(state: State) -> Result<Json<Value>> {
     let membership = std::fs::read(state.data_dir.join(MEMBERSHIP_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
-    if let (Value::Object(map), Some(membership)) = (&mut json, membership) {
-        map.insert("membership".into(), membership);
+    if let Value::Object(map) = &mut json {
+        // What the dashboard's header says this node is.
+        let role = match &membership {
+            None => "joining",
+            Some(m) if m["leader"] == map["peer_id"] => "leader",
+            Some(m) if m["lease_ms"].as_u64().unwrap_or(0) > 0 => "member",
+            Some(_) => "no lease",
+        };
+        map.insert("role".into(), role.into());
+        if let Some(membership) = membership {
+            map.insert("membership".into(), membership);
+        }
     }
     Ok(Json(json))
 }
