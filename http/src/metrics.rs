@@ -70,6 +70,10 @@ fn describe() {
         "Records pushed to owners that lacked them by repair rounds"
     );
     describe_counter!("p3_repair_rounds_total", "Repair rounds run");
+    describe_counter!(
+        "p3_repair_handed_off_total",
+        "Records handed to new owners by repair rounds"
+    );
     describe_gauge!(
         "p3_locks_held",
         "Locks this node holds for its clients (API connections, workers, HTTP handles)"

@@ -74,6 +74,21 @@ pub(crate) fn bytes_out(n: u64) {
     metrics::counter!("p3_bytes_out_total").increment(n);
 }
 
+/// A replica copy offered to this node by a primary (or by repair) was
+/// stored, or refused.
+pub(crate) fn replica_stored(ok: bool) {
+    let outcome = if ok { "ok" } else { "refused" };
+    metrics::counter!("p3_replica_stores_total", "outcome" => outcome).increment(1);
+}
+
+/// A repair round ended, having pushed `pushed` records to owners that
+/// lacked them and handed `handed_off` to new owners.
+pub(crate) fn repair_round(pushed: u64, handed_off: u64) {
+    metrics::counter!("p3_repair_rounds_total").increment(1);
+    metrics::counter!("p3_repair_pushed_total").increment(pushed);
+    metrics::counter!("p3_repair_handed_off_total").increment(handed_off);
+}
+
 /// A gauge raised while this lives (a lock held, a lock waited for).
 pub(crate) struct Level(&'static str);
 

@@ -111,10 +111,15 @@ pub(crate) async fn accept_replica(
     inline: Option<Vec<u8>>,
     sources: &[PeerId],
 ) -> Result<PeerResponse> {
-    space.check_lease().await?;
-    let lock = space.key_lock(object_key(&record.ns, &record.name));
-    let _ordered = lock.lock().await;
-    adopt(space, record, inline, sources).await
+    let accepted = async {
+        space.check_lease().await?;
+        let lock = space.key_lock(object_key(&record.ns, &record.name));
+        let _ordered = lock.lock().await;
+        adopt(space, record, inline, sources).await
+    }
+    .await;
+    crate::metrics::replica_stored(accepted.is_ok());
+    accepted
 }
 
 /// [`accept_replica`] for a caller that holds the key's lock already.
