@@ -146,3 +146,40 @@ pub async fn as_json(request: axum::extract::Request, next: axum::middleware::Ne
 
 /// What handlers return.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_errors_get_the_statuses_docs_http_md_promises() {
+        let cases = [
+            (SpaceError::NotFound("global/x".into()), 404, "not_found"),
+            (SpaceError::NamespaceExists("a".into()), 409, "conflict"),
+            (
+                SpaceError::VersionConflict {
+                    path: "global/x".into(),
+                    expected: 1,
+                    current: 2,
+                },
+                412,
+                "version_conflict",
+            ),
+            (SpaceError::TooLarge { size: 2, max: 1 }, 413, "too_large"),
+            (SpaceError::Fenced("stale token".into()), 423, "locked"),
+            (SpaceError::TimedOut("waited".into()), 408, "timed_out"),
+            (
+                SpaceError::Unavailable("no owner".into()),
+                503,
+                "unavailable",
+            ),
+            (SpaceError::InvalidName("bad".into()), 400, "invalid"),
+        ];
+        for (error, status, kind) in cases {
+            let reason = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!((api.status.as_u16(), api.kind), (status, kind), "{reason}");
+            assert_eq!(api.reason, reason, "the CLI's text, unchanged");
+        }
+    }
+}

@@ -485,3 +485,82 @@ fn send_value(space: &ObjectSpace, source: Source, headers: &HeaderMap) -> Resul
 fn tokio_stream_of(mut rx: mpsc::Receiver<Vec<u8>>) -> impl futures::Stream<Item = Vec<u8>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn ranges_as_rfc_9110_reads_them() {
+        let r = |value: &str| range(&headers(&[("range", value)]), 10);
+        assert_eq!(r("bytes=2-5").unwrap(), Some((2, 6)));
+        assert_eq!(r("bytes=7-").unwrap(), Some((7, 10)));
+        assert_eq!(r("bytes=-3").unwrap(), Some((7, 10)));
+        // A last byte past the end is cut to the end.
+        assert_eq!(r("bytes=8-100").unwrap(), Some((8, 10)));
+        assert_eq!(range(&HeaderMap::new(), 10).unwrap(), None);
+        for outside in ["bytes=10-12", "bytes=5-4"] {
+            assert_eq!(
+                r(outside).unwrap_err().status,
+                StatusCode::RANGE_NOT_SATISFIABLE
+            );
+        }
+        for malformed in [
+            "bytes=1-2,4-5",
+            "items=1-2",
+            "bytes=a-2",
+            "bytes=-",
+            "bytes=3",
+        ] {
+            assert_eq!(
+                r(malformed).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_from_if_match_and_if_none_match() {
+        assert_eq!(
+            condition(&headers(&[("if-match", "\"3\"")])).unwrap(),
+            Some(3)
+        );
+        assert_eq!(
+            condition(&headers(&[("if-match", "W/\"3\"")])).unwrap(),
+            Some(3)
+        );
+        assert_eq!(condition(&headers(&[("if-match", "3")])).unwrap(), Some(3));
+        assert_eq!(
+            condition(&headers(&[("if-none-match", "*")])).unwrap(),
+            Some(0)
+        );
+        assert_eq!(condition(&HeaderMap::new()).unwrap(), None);
+        assert!(condition(&headers(&[("if-match", "abc")])).is_err());
+        assert!(condition(&headers(&[("if-none-match", "\"3\"")])).is_err());
+    }
+
+    #[test]
+    fn metadata_headers_become_text_or_numbers() {
+        let meta = metadata(&headers(&[
+            ("x-p3-meta-owner", "ana"),
+            ("x-p3-meta-size", "12.5"),
+            ("x-p3-meta-nan", "NaN"),
+            ("content-type", "text/plain"),
+        ]))
+        .unwrap();
+        assert_eq!(meta.len(), 3, "{meta:?}");
+        assert_eq!(meta["owner"], MetaValue::Str("ana".into()));
+        assert_eq!(meta["size"], MetaValue::Num(12.5));
+        // Not a finite number: kept as the text it was.
+        assert_eq!(meta["nan"], MetaValue::Str("NaN".into()));
+    }
+}
