@@ -61,7 +61,9 @@ impl From<SpaceError> for ApiError {
             SpaceError::NoSuchNamespace(_) | SpaceError::NotFound(_) => (S::NOT_FOUND, "not_found"),
             SpaceError::NamespaceExists(_) => (S::CONFLICT, "conflict"),
             SpaceError::VersionConflict { .. } => (S::PRECONDITION_FAILED, "version_conflict"),
-            SpaceError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too_large"),
+            SpaceError::TooLarge { .. } | SpaceError::VolatileTooLarge { .. } => {
+                (S::PAYLOAD_TOO_LARGE, "too_large")
+            }
             SpaceError::Fenced(_) => (S::LOCKED, "locked"),
             SpaceError::TimedOut(_) => (S::REQUEST_TIMEOUT, "timed_out"),
             SpaceError::NotEnoughOwners { .. }
@@ -130,6 +132,14 @@ pub async fn as_json(request: axum::extract::Request, next: axum::middleware::Ne
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(": ");
+    // axum answers a JSON body of the wrong shape with 422 and one without
+    // its content type with 415; to a client both are a bad request.
+    let status = match status {
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            StatusCode::BAD_REQUEST
+        }
+        other => other,
+    };
     let (kind, reason) = match status {
         StatusCode::METHOD_NOT_ALLOWED => ("method", "this endpoint has no such method".to_owned()),
         StatusCode::PAYLOAD_TOO_LARGE => ("too_large", line),

@@ -2,7 +2,7 @@
 //! stat, remove, list and search.
 
 use axum::{
-    body::{Body, Bytes},
+    body::{Body, BodyDataStream, Bytes},
     extract::{Path, Query},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
@@ -149,14 +149,18 @@ pub async fn put(
                 .map_err(|_| ApiError::invalid("Content-Length is not a number"))
         })
         .transpose()?;
-    let path = server::check_put(space, &key.path(), &options, size).await?;
     let mut chunks = body.into_data_stream();
+    let path = match server::check_put(space, &key.path(), &options, size).await {
+        Ok(path) => path,
+        Err(e) => return Err(refuse(&mut chunks, e).await),
+    };
     let written = if options.volatile {
         let mut value = Vec::new();
         while let Some(chunk) = chunks.next().await {
             value.extend_from_slice(&chunk.map_err(body_error)?);
             if value.len() as u64 > VOLATILE_MAX {
-                return Err(volatile_too_large(value.len() as u64).into());
+                let e = volatile_too_large(value.len() as u64);
+                return Err(refuse(&mut chunks, e).await);
             }
         }
         space.put_value(&path, value, options).await?
@@ -164,12 +168,37 @@ pub async fn put(
         let mut ingest = space.ingest();
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(body_error)?;
-            tokio::task::block_in_place(|| ingest.push(&chunk))?;
+            if let Err(e) = tokio::task::block_in_place(|| ingest.push(&chunk)) {
+                return Err(refuse(&mut chunks, e).await);
+            }
         }
         let (hash, size, _pin) = tokio::task::block_in_place(|| ingest.finish())?;
         space.put(&path, options, hash, size).await?
     };
     Ok((StatusCode::CREATED, Json(written)))
+}
+
+/// Most of a refused body read (and dropped) before the answer, and for how
+/// long: see [`refuse`].
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refuses a write after reading and dropping what is left of its body, up
+/// to [`DRAIN_BYTES`] or [`DRAIN_TIME`]: a client that sends its whole body
+/// before it reads the answer would otherwise see the connection close
+/// instead of the reason. Past the bound the connection closes anyway.
+async fn refuse(chunks: &mut BodyDataStream, error: p3_objectspace::SpaceError) -> ApiError {
+    let mut left = DRAIN_BYTES;
+    let drained = async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+    error.into()
 }
 
 /// A blocking get's query.
@@ -451,8 +480,9 @@ fn send_value(space: &ObjectSpace, source: Source, headers: &HeaderMap) -> Resul
         let at = offset;
         offset += chunk.len() as u64;
         let (from, to) = (start.max(at), end.min(offset));
-        let piece = (from < to)
-            .then(|| Bytes::copy_from_slice(&chunk[(from - at) as usize..(to - at) as usize]));
+        // The chunk's own buffer, cut to the range: no copy.
+        let piece =
+            (from < to).then(|| Bytes::from(chunk).slice((from - at) as usize..(to - at) as usize));
         async move { piece.map(Ok::<_, std::io::Error>) }
     });
     // A read that fails half-way ends the body with an error: the client

@@ -37,8 +37,16 @@ pub async fn watch(
         let mut events = events?;
         match events.next().await {
             Ok(event) => {
+                // `type`, as in a stat and a search result (the CBOR field
+                // is `type_tag`).
+                let mut json = serde_json::to_value(&event).unwrap_or_default();
+                if let serde_json::Value::Object(map) = &mut json {
+                    if let Some(tag) = map.remove("type_tag") {
+                        map.insert("type".into(), tag);
+                    }
+                }
                 let sse = Sse_::default()
-                    .json_data(&event)
+                    .json_data(&json)
                     .unwrap_or_else(|e| Sse_::default().event("error").data(e.to_string()));
                 Some((Ok(sse), Some(events)))
             }

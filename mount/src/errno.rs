@@ -10,7 +10,7 @@ pub fn errno(operation: &str, path: &str, error: &SpaceError) -> c_int {
         SpaceError::NotFound(_) | SpaceError::NoSuchNamespace(_) => return libc::ENOENT,
         SpaceError::NamespaceExists(_) => libc::EEXIST,
         SpaceError::VersionConflict { .. } => libc::EAGAIN,
-        SpaceError::TooLarge { .. } => libc::EFBIG,
+        SpaceError::TooLarge { .. } | SpaceError::VolatileTooLarge { .. } => libc::EFBIG,
         SpaceError::InvalidName(_) | SpaceError::Invalid(_) => libc::EINVAL,
         SpaceError::Fenced(_) => libc::EBUSY,
         SpaceError::NotEnoughOwners { .. }

@@ -39,6 +39,15 @@ pub enum SpaceError {
         /// The limit.
         max: u64,
     },
+    /// A volatile value over [`crate::object::VOLATILE_MAX`]: it travels
+    /// inside messages, so it is refused whatever the node's size limit.
+    #[error("a volatile value holds at most {max} bytes; this one has {size} (write it without --volatile)")]
+    VolatileTooLarge {
+        /// The value's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// Too few owners confirmed a write for it to count as acknowledged.
     #[error("only {acked} of the {needed} owners needed acknowledged the write to {path}; it may or may not be visible later — retry")]
     NotEnoughOwners {

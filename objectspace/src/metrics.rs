@@ -50,6 +50,7 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
             SpaceError::InvalidName(_)
             | SpaceError::Invalid(_)
             | SpaceError::TooLarge { .. }
+            | SpaceError::VolatileTooLarge { .. }
             | SpaceError::NamespaceExists(_),
         ) => "refused",
         Err(SpaceError::Corrupt(_) | SpaceError::Storage(_)) => "error",

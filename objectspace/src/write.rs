@@ -53,9 +53,10 @@ impl Ingest {
 
 /// The refusal of a volatile value of `size` bytes.
 pub fn volatile_too_large(size: u64) -> SpaceError {
-    SpaceError::Invalid(format!(
-        "a volatile value holds at most {VOLATILE_MAX} bytes; this one has {size} (write it without --volatile)"
-    ))
+    SpaceError::VolatileTooLarge {
+        size,
+        max: VOLATILE_MAX,
+    }
 }
 
 fn check_meta(options: &PutOptions) -> Result<()> {
