@@ -1084,6 +1084,18 @@ fn jobs_submit_poll_result_list_and_cancel() {
     result.expect(200, "the result");
     let result = result.json();
     assert_eq!(result["sum"], "500500", "1 + ... + 1000: {result}");
+    // The node's worker ran the job: its slices are counted under its id,
+    // and its store holds what the job wrote.
+    let metrics = scrape(&http);
+    assert!(
+        metric(&metrics, "p3_job_slices_total", &[("job", &id)]) >= 1.0,
+        "slices of job {id} in:\n{metrics}"
+    );
+    assert!(metric(&metrics, "p3_store_bytes", &[]) > 0.0, "{metrics}");
+    assert!(
+        metrics.contains("p3_operation_seconds_bucket{op=\"put\""),
+        "a latency histogram of puts: {metrics}"
+    );
     let listed = http.get("/api/v1/jobs").reply();
     listed.expect(200, "GET /jobs");
     let listed = listed.json();
