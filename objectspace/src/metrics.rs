@@ -18,19 +18,30 @@ tokio::task_local! {
 
 /// Runs operation `op`, counting it and timing it unless an outer operation
 /// on this task already does.
-pub(crate) async fn observe<T>(
+///
+/// The operation's future goes on the heap: the returned future holds a
+/// pointer to it, not a second copy of it. Futures of these operations are
+/// large, and a wrapper that held them inline would multiply their size in
+/// every caller that awaits one operation inside another (a removal writes a
+/// tombstone), until a worker thread's stack overflows where the big
+/// futures are built.
+pub(crate) fn observe<T>(
     op: &'static str,
     run: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    if COUNTED.try_with(|_| ()).is_ok() {
-        return run.await;
+) -> impl Future<Output = Result<T>> {
+    let run = Box::pin(run);
+    async move {
+        if COUNTED.try_with(|_| ()).is_ok() {
+            return run.await;
+        }
+        let started = Instant::now();
+        let result = COUNTED.scope((), run).await;
+        metrics::counter!("p3_operations_total", "op" => op, "outcome" => outcome(&result))
+            .increment(1);
+        metrics::histogram!("p3_operation_seconds", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
-    let started = Instant::now();
-    let result = COUNTED.scope((), run).await;
-    metrics::counter!("p3_operations_total", "op" => op, "outcome" => outcome(&result))
-        .increment(1);
-    metrics::histogram!("p3_operation_seconds", "op" => op).record(started.elapsed().as_secs_f64());
-    result
 }
 
 /// An outcome label: few values, so that series stay few.
@@ -59,15 +70,18 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
 
 /// [`observe`] for a write, which also counts the bytes written (once, for
 /// the outermost write).
-pub(crate) async fn observe_put(
+pub(crate) fn observe_put(
     run: impl Future<Output = Result<crate::api::protocol::Written>>,
-) -> Result<crate::api::protocol::Written> {
-    let outermost = COUNTED.try_with(|_| ()).is_err();
-    let result = observe("put", run).await;
-    if let (true, Ok(written)) = (outermost, &result) {
-        metrics::counter!("p3_bytes_in_total").increment(written.size);
+) -> impl Future<Output = Result<crate::api::protocol::Written>> {
+    let observed = observe("put", run);
+    async move {
+        let outermost = COUNTED.try_with(|_| ()).is_err();
+        let result = observed.await;
+        if let (true, Ok(written)) = (outermost, &result) {
+            metrics::counter!("p3_bytes_in_total").increment(written.size);
+        }
+        result
     }
-    result
 }
 
 /// Value bytes a client read through this node.

@@ -115,7 +115,8 @@ pub(crate) async fn accept_replica(
         space.check_lease().await?;
         let lock = space.key_lock(object_key(&record.ns, &record.name));
         let _ordered = lock.lock().await;
-        adopt(space, record, inline, sources).await
+        // Boxed: this runs inside repair's and the service's large futures.
+        Box::pin(adopt(space, record, inline, sources)).await
     }
     .await;
     crate::metrics::replica_stored(accepted.is_ok());
