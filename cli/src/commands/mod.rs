@@ -26,10 +26,18 @@ use crate::{
     daemon::NodeArgs,
 };
 
+/// Stack of the runtime's threads. A node's deepest tasks (a worker's slot
+/// claiming, stealing and checkpointing a task through the engine) build
+/// large futures on the stack where they await one another: they overflow
+/// 1 MiB and came within a few frames of the 2 MiB default (a CI run saw
+/// three nodes overflow it). Untouched stack costs address space, not memory.
+const THREAD_STACK: usize = 8 << 20;
+
 /// Runs the parsed command line; `registry` holds the job kinds this binary runs.
 pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(THREAD_STACK)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
