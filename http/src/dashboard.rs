@@ -114,7 +114,13 @@ mod tests {
 
     #[test]
     fn every_script_in_the_assets_dir_is_served() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        // Cargo sets the variable when it runs the test too: the tree's path
+        // now, not where it was when the test was built.
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        );
+        let dir = manifest.join("assets");
         for entry in std::fs::read_dir(&dir).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if name.ends_with(".js") {
