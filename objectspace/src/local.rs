@@ -4,14 +4,14 @@
 //! call into the engine. Checks that guard the API (reserved namespace, name
 //! syntax) apply here too.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     api::protocol::Written,
     error::{Result, SpaceError},
-    lock::{keep, lost, Held, Keeper, LockMode},
+    lock::{keep, lost, Held, LockMode},
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::{PutOptions, Stat},
@@ -140,8 +140,7 @@ impl Local {
     ) -> Result<LocalLock> {
         let path = path_of(path)?;
         let lease = lease.max(MIN_LEASE);
-        let grant = self.space.acquire(&path, mode, lease, wait).await?;
-        let keeper = Keeper::granted(Instant::now(), lease);
+        let (grant, keeper) = self.space.acquire(&path, mode, lease, wait).await?;
         let (held, watched) = watch::channel(keeper.held());
         let renewer = tokio::spawn(keep(
             self.space.clone(),

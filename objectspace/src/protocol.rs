@@ -175,6 +175,9 @@ pub enum PeerRequest {
         ns: Namespace,
         /// Name.
         name: ObjectName,
+        /// The asker's membership epoch: the owner applies it first, and
+        /// from then on refuses states from primaries of earlier epochs.
+        epoch: u64,
     },
     /// Send me the events of names in each namespace starting with its
     /// prefix for `lease_ms` (renewed by asking again; 0 cancels).
@@ -297,7 +300,14 @@ pub enum PeerResponse {
     /// the wait ended first.
     Newer(Option<u64>),
     /// A lock was granted (or renewed).
-    Granted(Grant),
+    Granted {
+        /// The grant.
+        grant: Grant,
+        /// How long after the request arrived the grant's lease began (its
+        /// wait in line): the holder counts the lease from when it sent the
+        /// request plus this, which no delay of this answer can stretch.
+        waited_ms: u64,
+    },
     /// Answer to [`PeerRequest::LockStateOf`].
     HeldLockState(LockState),
     /// Done.

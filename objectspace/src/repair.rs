@@ -268,7 +268,7 @@ async fn sync_with(
         }
     }
     for record in newer {
-        if let Err(e) = accept_replica(space, record, None, &[peer]).await {
+        if let Err(e) = accept_replica(space, record, None, &[peer], None).await {
             tracing::debug!(%peer, error = %e, "cannot adopt a newer version");
         }
     }

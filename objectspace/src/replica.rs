@@ -77,23 +77,35 @@ pub(crate) async fn ensure_blob(
     Ok(pin)
 }
 
-/// Refuses a write `sender` ordered unless this node's map (once it has
-/// applied the map the write was ordered in) makes `sender` the key's primary
-/// and this node one of its owners: a primary that lost the key must not
-/// reach a majority with owners that already serve its successor.
-pub(crate) async fn check_primary(
+/// Waits (up to [`MAP_WAIT`]) until this node has applied membership epoch
+/// `epoch`: the map a peer ordered a write in, or peers a key in.
+pub(crate) async fn reach(space: &ObjectSpace, epoch: u64) -> Result<()> {
+    if space.membership().reach_epoch(epoch, MAP_WAIT).await {
+        return Ok(());
+    }
+    Err(SpaceError::Unavailable(format!(
+        "this node has not applied membership epoch {epoch} yet; retry"
+    )))
+}
+
+/// Refuses a write `sender` ordered unless this node's current map makes
+/// `sender` the key's primary and this node one of its owners: a primary that
+/// lost the key must not reach a majority with owners that already serve its
+/// successor.
+///
+/// Called under the key's lock (after [`reach`] for the write's epoch): a
+/// primary of a later epoch peers the key through the same lock once this
+/// node serves that epoch, so a write checked before the peering is held when
+/// the peering reads the key, and one checked after it is refused. Checked
+/// before taking the lock, a write could pass at the old epoch, wait for the
+/// lock while the peering answered, then be stored and acknowledged unseen
+/// by the new primary (an acknowledged CAS write lost under a partition).
+pub(crate) fn check_primary(
     space: &ObjectSpace,
     sender: PeerId,
     (ns, name): (&Namespace, &ObjectName),
-    epoch: u64,
 ) -> Result<()> {
-    let membership = space.membership();
-    if !membership.reach_epoch(epoch, MAP_WAIT).await {
-        return Err(SpaceError::Unavailable(format!(
-            "this node has not applied membership epoch {epoch} yet; retry"
-        )));
-    }
-    let map = membership.map();
+    let map = space.membership().map();
     let owners = space.owners_in(&map, &object_key(ns, name))?;
     if owners.first() == Some(&sender) && owners.contains(&space.me()) {
         return Ok(());
@@ -105,16 +117,25 @@ pub(crate) async fn check_primary(
 }
 
 /// A replica's part: hold `record` unless a newer version is already here.
+/// `ordered_by` is the primary that ordered it, checked against this node's
+/// map ([`check_primary`]); `None` for a copy repair brought.
 pub(crate) async fn accept_replica(
     space: &ObjectSpace,
     record: ObjectRecord,
     inline: Option<Vec<u8>>,
     sources: &[PeerId],
+    ordered_by: Option<PeerId>,
 ) -> Result<PeerResponse> {
     let accepted = async {
+        if ordered_by.is_some() {
+            reach(space, record.epoch).await?;
+        }
         space.check_lease().await?;
         let lock = space.key_lock(object_key(&record.ns, &record.name));
         let _ordered = lock.lock().await;
+        if let Some(sender) = ordered_by {
+            check_primary(space, sender, (&record.ns, &record.name))?;
+        }
         // Boxed: this runs inside repair's and the service's large futures.
         Box::pin(adopt(space, record, inline, sources)).await
     }

@@ -22,8 +22,7 @@ use crate::{
     read::read_small,
     repair,
     replica::{
-        accept_replica, adopt, check_primary, ensure_blob, store_record, volatile_value,
-        IN_PLACE_MAX, MAP_WAIT,
+        accept_replica, adopt, ensure_blob, reach, store_record, volatile_value, IN_PLACE_MAX,
     },
     space::ObjectSpace,
     transfer::{self, blocking},
@@ -116,15 +115,8 @@ pub(crate) async fn handle(
         } => {
             let mut sources: Vec<PeerId> = sources.iter().filter_map(|s| s.parse().ok()).collect();
             sources.push(peer);
-            match ordered {
-                true => match check_primary(space, peer, (&record.ns, &record.name), record.epoch)
-                    .await
-                {
-                    Ok(()) => accept_replica(space, record, inline, &sources).await,
-                    Err(e) => Err(e),
-                },
-                false => accept_replica(space, record, inline, &sources).await,
-            }
+            let ordered_by = ordered.then_some(peer);
+            accept_replica(space, record, inline, &sources, ordered_by).await
         }
         PeerRequest::Head {
             ns,
@@ -137,10 +129,8 @@ pub(crate) async fn handle(
             let _ordered = match epoch {
                 0 => None,
                 _ => {
-                    if !space.membership().reach_epoch(epoch, MAP_WAIT).await {
-                        return PeerResponse::Error(SpaceError::Unavailable(format!(
-                            "this node has not applied membership epoch {epoch} yet; retry"
-                        )));
+                    if let Err(e) = reach(space, epoch).await {
+                        return PeerResponse::Error(e);
                     }
                     Some(space.key_lock(object_key(&ns, &name)).lock_owned().await)
                 }
@@ -191,18 +181,11 @@ pub(crate) async fn handle(
         PeerRequest::Events(events) => space.received(events),
         PeerRequest::Lock(request) => space.handle_lock(request).await,
         PeerRequest::LockState { ns, name, state } => {
-            match check_primary(space, peer, (&ns, &name), state.epoch).await {
-                Ok(()) => match space.check_lease().await {
-                    Ok(()) => space.hold_lock_state(ns, name, state).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+            space.hold_lock_state(peer, ns, name, state).await
         }
-        PeerRequest::LockStateOf { ns, name } => space
-            .lock_state(crate::key::object_key(&ns, &name))
-            .await
-            .map(PeerResponse::HeldLockState),
+        PeerRequest::LockStateOf { ns, name, epoch } => {
+            space.lock_state_for_peering(ns, name, epoch).await
+        }
         PeerRequest::DropNamespace(ns) => repair::drop_namespace(space, &ns)
             .await
             .map(|()| PeerResponse::Done),

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     error::{Result, SpaceError},
     local::{path_of, writable, MIN_LEASE},
-    lock::{keep, Held, Keeper, LockMode},
+    lock::{keep, Held, LockMode},
     name::{Namespace, ObjectPath},
     namespaces::SYSTEM,
     object::{PutOptions, VOLATILE_MAX},
@@ -277,14 +277,13 @@ async fn hold_lock(
         let path = path_of(path)?;
         // "Forever" is a year; the acquirer retries with each new primary.
         let wait = timeout_ms.map_or(Duration::from_secs(365 * 24 * 3600), Duration::from_millis);
-        let grant = space.acquire(&path, mode, lease, wait).await?;
-        Ok::<_, SpaceError>((path, grant))
+        let (grant, keeper) = space.acquire(&path, mode, lease, wait).await?;
+        Ok::<_, SpaceError>((path, grant, keeper))
     };
-    let (path, grant) = match acquired.await {
+    let (path, grant, keeper) = match acquired.await {
         Ok(held) => held,
         Err(e) => return write_frame(&mut stream, &Response::Error(e)).await,
     };
-    let keeper = Keeper::granted(Instant::now(), lease);
     let (sender, mut held) = watch::channel(keeper.held());
     let renewer = AbortOnDrop(tokio::spawn(keep(
         space.clone(),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use p3_dht::PeerId;
 
-use super::{Grant, LockMode, LockRequest};
+use super::{Grant, Keeper, LockMode, LockRequest};
 use crate::{
     error::{Result, SpaceError},
     key::object_key,
@@ -46,20 +46,22 @@ impl ObjectSpace {
         }
     }
 
-    /// Acquires a lock on `path` for a new holder, waiting up to `wait`.
+    /// Acquires a lock on `path` for a new holder, waiting up to `wait`;
+    /// the grant and what the holder knows of its lease.
     pub async fn acquire(
         &self,
         path: &ObjectPath,
         mode: LockMode,
         lease: Duration,
         wait: Duration,
-    ) -> Result<Grant> {
+    ) -> Result<(Grant, Keeper)> {
         let _waiting = crate::metrics::Level::up("p3_locks_waiting");
         crate::metrics::observe("lock", async {
             let holder = rand::random::<u64>();
             let deadline = Instant::now() + wait;
             loop {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let sent = Instant::now();
+                let left = deadline.saturating_duration_since(sent);
                 let request = LockRequest::Acquire {
                     ns: path.namespace.clone(),
                     name: path.name.clone(),
@@ -69,7 +71,26 @@ impl ObjectSpace {
                     wait_ms: left.as_millis() as u64,
                 };
                 match self.to_primary(path, request, deadline).await {
-                    Ok(PeerResponse::Granted(grant)) => return Ok(grant),
+                    Ok(PeerResponse::Granted { grant, waited_ms }) => {
+                        let waited = Duration::from_millis(waited_ms);
+                        let mut keeper = Keeper::granted(sent, waited, Instant::now(), lease);
+                        if keeper.fresh(Instant::now()) {
+                            return Ok((grant, keeper));
+                        }
+                        // The answer came late (held up in the network):
+                        // the lease may be over. A renewal says whether it
+                        // still holds, and counts from its own sending.
+                        let renewed = Instant::now();
+                        match self.renew(path, holder, lease, deadline).await {
+                            Ok(_) => {
+                                keeper.renewed(renewed, Instant::now());
+                                return Ok((grant, keeper));
+                            }
+                            // Lost before it was used: wait in line again.
+                            Err(SpaceError::Fenced(_)) if Instant::now() < deadline => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
                     Ok(other) => {
                         return Err(SpaceError::Unavailable(format!(
                             "unexpected answer {other:?}"
@@ -100,7 +121,7 @@ impl ObjectSpace {
             lease_ms: lease.as_millis() as u64,
         };
         match self.to_primary(path, request, deadline).await? {
-            PeerResponse::Granted(grant) => Ok(grant),
+            PeerResponse::Granted { grant, .. } => Ok(grant),
             other => Err(SpaceError::Unavailable(format!(
                 "unexpected answer {other:?}"
             ))),

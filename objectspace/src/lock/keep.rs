@@ -10,9 +10,11 @@
 //! Lease ends are instants on the holder's node, never wall-clock times from
 //! the primary. The holder is told the safe side: a renewal counts from when
 //! it was *sent* (the primary extends from a later moment), and a fresh grant
-//! from its arrival with half its lease (a primary hands out no grant with
-//! less left; see `serve_line_once`). Renewals go on until the other side: a
-//! full lease after the last answer arrived.
+//! from when its request was sent plus the time the primary says it waited
+//! in line. Never from the answer's arrival: an answer held up in the network
+//! (a partition healing delivers it seconds late) would otherwise start a
+//! lease the next holder may already have. Renewals go on until the other
+//! side: a full lease after the last answer arrived.
 
 use std::time::{Duration, Instant};
 
@@ -58,14 +60,21 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// A lock granted with `lease`, whose grant arrived at `received`.
-    pub fn granted(received: Instant, lease: Duration) -> Self {
+    /// A lock granted with `lease`: its request was sent at `sent`, waited
+    /// `waited` in the primary's line, and the grant arrived at `received`.
+    pub fn granted(sent: Instant, waited: Duration, received: Instant, lease: Duration) -> Self {
         Keeper {
             lease,
-            until: received + lease / 2,
+            until: sent + waited + lease,
             latest: received + lease,
             lost: None,
         }
+    }
+
+    /// Whether at least half the lease surely remains at `now`. A grant
+    /// whose answer arrived later than that is renewed before it is used.
+    pub fn fresh(&self, now: Instant) -> bool {
+        self.lost.is_none() && self.until >= now + self.lease / 2
     }
 
     /// What the holder knows now.
@@ -174,10 +183,10 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_grant_counts_half_its_lease_and_renewals_count_from_sending() {
+    fn a_grant_counts_from_its_request_and_renewals_count_from_sending() {
         let t0 = Instant::now();
-        let mut k = Keeper::granted(t0, LEASE);
-        assert_eq!(k.held(), Held::Until(t0 + LEASE / 2));
+        let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
+        assert_eq!(k.held(), Held::Until(t0 + LEASE));
         assert_eq!(k.next_renewal(t0, false), t0 + LEASE / 3);
         k.renewed(t0 + LEASE / 3, t0 + LEASE / 3);
         assert_eq!(k.held(), Held::Until(t0 + LEASE / 3 + LEASE));
@@ -187,9 +196,26 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_whose_answer_was_held_up_is_not_fresh() {
+        let t0 = Instant::now();
+        // Sent at 0, waited 1 s in line: the lease began no earlier than 1 s.
+        let waited = Duration::from_secs(1);
+        let k = Keeper::granted(t0, waited, t0 + waited, LEASE);
+        assert_eq!(k.held(), Held::Until(t0 + waited + LEASE));
+        assert!(k.fresh(t0 + waited));
+        // The same answer delivered 2 s late (a partition healing): most of
+        // the lease may be gone, whatever the arrival time suggests.
+        let late = t0 + waited + Duration::from_secs(2);
+        let k = Keeper::granted(t0, waited, late, LEASE);
+        assert_eq!(k.held(), Held::Until(t0 + waited + LEASE));
+        assert!(!k.fresh(late), "renewed before it is used");
+        assert_eq!(k.deadline(), late + LEASE, "but it may still hold");
+    }
+
+    #[test]
     fn a_failed_renewal_is_retried_while_the_lease_holds() {
         let t0 = Instant::now();
-        let mut k = Keeper::granted(t0, LEASE);
+        let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
         let t1 = t0 + LEASE / 3;
         assert!(!k.failed(t1, unavailable()), "the lease still holds");
         let retry = k.next_renewal(t1, true);
@@ -201,9 +227,9 @@ mod tests {
     #[test]
     fn the_lock_is_lost_when_the_lease_runs_out_or_the_primary_fences_it() {
         let t0 = Instant::now();
-        let mut k = Keeper::granted(t0, LEASE);
+        let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
         assert!(!k.tick(t0 + LEASE / 4));
-        // Past the safe end, the lease may still hold: renewals go on.
+        // Renewals go on while the lease may still hold.
         assert!(!k.tick(t0 + LEASE / 2));
         assert!(!k.failed(t0 + LEASE / 2, unavailable()));
         assert!(k.tick(t0 + LEASE), "the lease ran out");
@@ -212,21 +238,21 @@ mod tests {
         k.renewed(t0 + LEASE, t0 + LEASE);
         assert!(matches!(k.held(), Held::Lost(_)));
 
-        let mut k = Keeper::granted(t0, LEASE);
+        let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
         assert!(k.failed(t0, SpaceError::Fenced("unknown holder".into())));
         assert_eq!(
             k.held(),
             Held::Lost(SpaceError::Fenced("unknown holder".into()))
         );
 
-        let mut k = Keeper::granted(t0, LEASE);
+        let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
         assert!(k.failed(t0 + LEASE, unavailable()), "failed after the end");
     }
 
     #[test]
     fn a_renewal_answered_late_extends_how_long_renewals_keep_trying() {
         let t0 = Instant::now();
-        let mut k = Keeper::granted(t0, LEASE);
+        let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
         // Sent at 1 s, answered at 2 s: held for sure until 1 s + lease,
         // perhaps until 2 s + lease.
         let (sent, answered) = (t0 + LEASE / 3, t0 + 2 * LEASE / 3);

@@ -5,7 +5,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Mutex,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{future::BoxFuture, FutureExt};
@@ -26,7 +26,8 @@ struct Waiter {
     holder: u64,
     mode: LockMode,
     lease_ms: u64,
-    granted: oneshot::Sender<Grant>,
+    /// The grant, and the instant its lease began.
+    granted: oneshot::Sender<(Grant, Instant)>,
 }
 
 /// The waiting lines of the keys this node is primary of, and which keys have
@@ -80,6 +81,7 @@ impl ObjectSpace {
                 wait_ms,
                 ..
             } => {
+                let arrived = Instant::now();
                 let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64).max(1);
                 let (tx, rx) = oneshot::channel();
                 self.inner
@@ -97,7 +99,10 @@ impl ObjectSpace {
                 self.serve_line(&ns, &name).await?;
                 let wait = Duration::from_millis(wait_ms).min(MAX_LEASE);
                 match tokio::time::timeout(wait, rx).await {
-                    Ok(Ok(grant)) => Ok(PeerResponse::Granted(grant)),
+                    Ok(Ok((grant, began))) => Ok(PeerResponse::Granted {
+                        grant,
+                        waited_ms: began.saturating_duration_since(arrived).as_millis() as u64,
+                    }),
                     _ => {
                         self.leave_line(key, holder);
                         Err(SpaceError::TimedOut(format!(
@@ -117,7 +122,12 @@ impl ObjectSpace {
                         Some(grant.clone())
                     })
                     .await?;
-                grant.map(PeerResponse::Granted).ok_or_else(|| {
+                // The new lease counts from after the request arrived.
+                let granted = |grant| PeerResponse::Granted {
+                    grant,
+                    waited_ms: 0,
+                };
+                grant.map(granted).ok_or_else(|| {
                     SpaceError::Fenced(format!(
                         "the lock on {ns}/{name} was lost (its lease ended before it was renewed)"
                     ))
@@ -204,6 +214,7 @@ impl ObjectSpace {
             line.retain(|w| !w.granted.is_closed());
             while line.front().is_some_and(|head| state.compatible(head.mode)) {
                 let Some(w) = line.pop_front() else { break };
+                let began = Instant::now();
                 let grant = Grant {
                     holder: w.holder,
                     mode: w.mode,
@@ -211,7 +222,7 @@ impl ObjectSpace {
                     lease_until_ms: now_ms() + w.lease_ms,
                 };
                 state.grants.push(grant.clone());
-                granted.push((w, grant));
+                granted.push((w, grant, began));
                 changed = true;
             }
             if line.is_empty() {
@@ -224,31 +235,31 @@ impl ObjectSpace {
                 // the line, in order, for the next pass.
                 let mut lines = self.inner.queues.lines();
                 let line = lines.waiting.entry(key).or_default();
-                for (w, _) in granted.into_iter().rev() {
+                for (w, ..) in granted.into_iter().rev() {
                     line.push_front(w);
                 }
                 return Err(e);
             }
         }
         // A grant's lease was counted from before its commit, which may have
-        // waited on a slow owner: a holder told of it now must still have at
-        // least half of it, or the next waiter could be granted while it
-        // thinks it holds the lock. Otherwise it waits for the stale grant to
-        // run out, at the head of the line.
+        // waited on a slow owner. The holder counts it from then too (see
+        // `Keeper::granted`), so one with less than half of it left would be
+        // of little use: its waiter stays at the head of the line until it
+        // runs out and is granted afresh.
         let now = now_ms();
         let (fresh, stale): (Vec<_>, Vec<_>) = granted
             .into_iter()
-            .partition(|(w, grant)| grant.lease_until_ms >= now + w.lease_ms / 2);
+            .partition(|(w, grant, _)| grant.lease_until_ms >= now + w.lease_ms / 2);
         if !stale.is_empty() {
             tracing::debug!(count = stale.len(), "grants committed too late to hand out");
             let mut lines = self.inner.queues.lines();
             let line = lines.waiting.entry(key).or_default();
-            for (w, _) in stale.into_iter().rev() {
+            for (w, ..) in stale.into_iter().rev() {
                 line.push_front(w);
             }
         }
-        for (w, grant) in fresh {
-            let _ = w.granted.send(grant);
+        for (w, grant, began) in fresh {
+            let _ = w.granted.send((grant, began));
         }
         let mut lines = self.inner.queues.lines();
         if !lines.waiting.contains_key(&key) {

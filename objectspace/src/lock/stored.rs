@@ -12,6 +12,7 @@ use crate::{
     name::{Namespace, ObjectName},
     object::now_ms,
     protocol::{PeerRequest, PeerResponse},
+    replica::{check_primary, reach},
     space::ObjectSpace,
 };
 
@@ -80,6 +81,7 @@ impl ObjectSpace {
             let request = PeerRequest::LockStateOf {
                 ns: ns.clone(),
                 name: name.clone(),
+                epoch: map.epoch(),
             };
             async move {
                 match self.ask_remote(peer, request).await? {
@@ -156,19 +158,41 @@ impl ObjectSpace {
         Ok(())
     }
 
-    /// A replica's side: keep the newest state.
+    /// A replica's side: keep the newest state, if `sender` is the key's
+    /// primary in this node's map once it has applied the state's epoch
+    /// (checked under the key's lock; see [`check_primary`]).
     pub(crate) async fn hold_lock_state(
         &self,
+        sender: PeerId,
         ns: Namespace,
         name: ObjectName,
         state: LockState,
     ) -> Result<PeerResponse> {
+        reach(self, state.epoch).await?;
+        self.check_lease().await?;
         let key = object_key(&ns, &name);
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
+        check_primary(self, sender, (&ns, &name))?;
         if self.lock_state(key).await?.order() < state.order() {
             self.store().put_lock_state_async(&key, &state).await?;
         }
         Ok(PeerResponse::Done)
+    }
+
+    /// An owner's answer to a peering primary of `epoch`: its state, once
+    /// it has applied that epoch (so it refuses commits of earlier primaries
+    /// from then on) and any commit in flight here has finished.
+    pub(crate) async fn lock_state_for_peering(
+        &self,
+        ns: Namespace,
+        name: ObjectName,
+        epoch: u64,
+    ) -> Result<PeerResponse> {
+        reach(self, epoch).await?;
+        let key = object_key(&ns, &name);
+        let lock = self.key_lock(key);
+        let _ordered = lock.lock().await;
+        self.lock_state(key).await.map(PeerResponse::HeldLockState)
     }
 }
