@@ -82,8 +82,8 @@ pub struct LocalIo {
     space: Local,
     paths: JobPaths,
     runtime: Handle,
-    /// Writes not yet acknowledged, oldest first.
-    pending: std::collections::VecDeque<JoinHandle<Result<()>>>,
+    /// Writes not yet acknowledged, oldest first, with their names.
+    pending: std::collections::VecDeque<(String, JoinHandle<Result<()>>)>,
 }
 
 impl LocalIo {
@@ -101,7 +101,7 @@ impl LocalIo {
     /// failure, if any.
     pub async fn flush(&mut self) -> Result<()> {
         let mut outcome = Ok(());
-        while let Some(write) = self.pending.pop_front() {
+        while let Some((_, write)) = self.pending.pop_front() {
             let done = write
                 .await
                 .map_err(|e| crate::JobError::Failed(format!("a write panicked: {e}")))
@@ -121,7 +121,11 @@ impl LocalIo {
 
 impl Io for LocalIo {
     fn get(&mut self, name: &str) -> Result<Vec<u8>> {
-        self.flush_blocking()?;
+        // Only a write of this name must land first: a slice that reads its
+        // input while the previous slice's output travels keeps computing.
+        if self.pending.iter().any(|(written, _)| written == name) {
+            self.flush_blocking()?;
+        }
         let path = self.paths.data(name);
         let (_, value) = self.runtime.block_on(self.space.get_bytes(&path))?;
         Ok(value)
@@ -129,19 +133,20 @@ impl Io for LocalIo {
 
     fn put(&mut self, name: &str, value: &[u8]) -> Result<()> {
         if self.pending.len() >= WRITE_BEHIND {
-            if let Some(oldest) = self.pending.pop_front() {
+            if let Some((_, oldest)) = self.pending.pop_front() {
                 self.runtime
                     .block_on(oldest)
                     .map_err(|e| crate::JobError::Failed(format!("a write panicked: {e}")))??;
             }
         }
         let (space, path, value) = (self.space.clone(), self.paths.data(name), value.to_vec());
-        self.pending.push_back(self.runtime.spawn(async move {
+        let write = self.runtime.spawn(async move {
             space
                 .put_bytes(&path, &PutOptions::default(), &value)
                 .await?;
             Ok(())
-        }));
+        });
+        self.pending.push_back((name.to_owned(), write));
         Ok(())
     }
 

@@ -131,7 +131,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
 ///
 /// A worker writes behind: `put` may return before the write is acknowledged,
 /// so that a slice computes while its output travels. Reads see earlier
-/// writes (a `get` waits for those in flight), and every write is
+/// writes (a `get` waits for writes of its name in flight), and every write is
 /// acknowledged before the task's state is checkpointed, divided or finished,
 /// so a checkpoint never records progress whose output could be lost.
 pub trait Io {
