@@ -64,8 +64,9 @@ pub struct PutOptions {
     pub volatile: bool,
 }
 
-/// Largest value of a volatile object: it always travels inside messages.
-pub const VOLATILE_MAX: u64 = crate::blob::INLINE_MAX;
+/// Largest value of a volatile object: it always travels inside messages,
+/// and is held in the owners' memory.
+pub const VOLATILE_MAX: u64 = 64 << 10;
 
 /// How copies of a record are ordered: see [`ObjectRecord::order`].
 pub type Order = (u64, u64, u64, Option<BlobHash>);
