@@ -129,8 +129,8 @@ async fn a_plain_libp2p_kademlia_peer_joins_the_dht() {
 
     // Content: after a put, the plain peer finds the nodes that hold the value
     // through standard provider records under the multihash key 0x1e 0x20 ‖ blake3.
-    // (Values up to 1 MiB travel inside P³'s messages and are not announced.)
-    let value = b"content any Kademlia peer can locate. ".repeat(30_000);
+    // (Values up to 64 KiB travel inside P³'s messages and are not announced.)
+    let value = b"content any Kademlia peer can locate. ".repeat(2000);
     let hash = blake3::hash(&value);
     let dir = cluster.nodes[0].dir.clone();
     let mut put = tokio::task::spawn_blocking(move || {

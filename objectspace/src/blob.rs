@@ -23,6 +23,13 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 /// Well under the peer request limit (`max_request_bytes`, 4 MiB).
 pub const INLINE_MAX: u64 = CHUNK_SIZE as u64;
 
+/// Values up to this size also travel inside the answers to reads and are
+/// not announced as provider records. A larger one is announced, and a
+/// reader that holds it (an owner, or a node that cached it) reads its own
+/// copy instead of having the primary send it: for a 1 MiB value that is
+/// the difference between 540 and 700-890 MB/s of gets.
+pub const SMALL_MAX: u64 = 64 << 10;
+
 /// A blake3-256 digest naming a blob or a chunk.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobHash(pub [u8; 32]);

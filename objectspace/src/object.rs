@@ -66,7 +66,7 @@ pub struct PutOptions {
 
 /// Largest value of a volatile object: it always travels inside messages,
 /// and is held in the owners' memory.
-pub const VOLATILE_MAX: u64 = 64 << 10;
+pub const VOLATILE_MAX: u64 = crate::blob::SMALL_MAX;
 
 /// How copies of a record are ordered: see [`ObjectRecord::order`].
 pub type Order = (u64, u64, u64, Option<BlobHash>);

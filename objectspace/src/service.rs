@@ -9,7 +9,7 @@ use p3_dht::{Inbound, InboundRequest, PeerId};
 use tokio::sync::Semaphore;
 
 use crate::{
-    blob::INLINE_MAX,
+    blob::SMALL_MAX,
     error::{Result, SpaceError},
     key::object_key,
     name::{Namespace, ObjectName},
@@ -334,7 +334,7 @@ async fn head_here(
         Some(r) if inline && r.is_live(now_ms()) && r.volatile => store
             .volatile(&ns, &name)
             .map(|entry| entry.value.as_ref().clone()),
-        Some(r) if inline && r.is_live(now_ms()) && r.size <= INLINE_MAX => match r.blob {
+        Some(r) if inline && r.is_live(now_ms()) && r.size <= SMALL_MAX => match r.blob {
             Some(hash) if store.has_blob(&hash)? => Some(if r.size <= IN_PLACE_MAX {
                 read_small(&store, &hash)?
             } else {

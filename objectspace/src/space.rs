@@ -23,7 +23,7 @@ use p3_membership::Membership;
 use tokio::{sync::broadcast, time::timeout};
 
 use crate::{
-    blob::{BlobHash, INLINE_MAX},
+    blob::{BlobHash, SMALL_MAX},
     error::{Result, SpaceError},
     index::IndexQueue,
     interest::Interests,
@@ -299,11 +299,11 @@ impl ObjectSpace {
 
     /// Announces in the DHT that this node holds `hash` (of `size` bytes),
     /// so readers that are not owners can fetch it from here too. Values up
-    /// to [`INLINE_MAX`] travel inside the messages that carry their records
+    /// to [`SMALL_MAX`] travel inside the messages that carry their records
     /// and are never fetched by hash: announcing them would cost a Kademlia
     /// query on every owner for every small write, and help no one.
     pub(crate) fn announce(&self, hash: BlobHash, size: u64) {
-        if size <= INLINE_MAX {
+        if size <= SMALL_MAX {
             return;
         }
         let node = self.inner.node.clone();
