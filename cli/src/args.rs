@@ -215,6 +215,11 @@ pub enum Command {
         /// The mount point.
         dir: PathBuf,
     },
+    /// Keys of private swarms: networks only nodes with the key can join.
+    SwarmKey {
+        #[command(subcommand)]
+        command: SwarmKeyCommand,
+    },
     /// Run parallel jobs on the nodes that join: submit, watch, cancel.
     Job {
         #[command(subcommand)]
@@ -227,6 +232,14 @@ pub enum Command {
         #[command(flatten)]
         opts: NodeOpts,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmKeyCommand {
+    /// Print a new random key to stdout: `p3ctl swarm-key new > swarm.key`,
+    /// then copy the file to every node of the swarm and name it in each
+    /// node's config.toml (`swarm_key_file`). Keep it secret.
+    New,
 }
 
 #[derive(Debug, Subcommand)]

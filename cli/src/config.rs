@@ -4,7 +4,8 @@
 //! ```text
 //! DATA_DIR/
 //!   identity.key   ed25519 key (protobuf), mode 0600; the PeerId survives restarts
-//!   config.toml    listen addresses, seeds, network timings (created on first start)
+//!   config.toml    listen addresses, seeds, network timings (created on first start);
+//!                  `swarm_key_file` names a private swarm's key, relative to DATA_DIR
 //!   db/            RocksDB: Kademlia records and providers (objects later)
 //!   api.json       address + access token of the running node's local API, 0600;
 //!                  written at start, removed at clean shutdown
@@ -18,7 +19,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use p3_dht::{Multiaddr, NetworkConfig};
+use p3_dht::{Multiaddr, NetworkConfig, SwarmKey};
 use p3_membership::LeaseTimes;
 use p3_objectspace::SpaceConfig;
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,11 @@ pub struct ConfigFile {
     pub space: SpaceSection,
     /// Membership leases.
     pub membership: MembershipSection,
+    /// The key file of a private swarm (`p3ctl swarm-key new > FILE`), relative
+    /// to the data directory unless absolute. Without it the node joins public
+    /// networks only; with it, only nodes with the same key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_key_file: Option<PathBuf>,
 }
 
 /// The `[membership]` table: how quickly a silent node stops owning keys.
@@ -177,6 +183,7 @@ impl Default for ConfigFile {
             network: NetworkSection::default(),
             space: SpaceSection::default(),
             membership: MembershipSection::default(),
+            swarm_key_file: None,
         }
     }
 }
@@ -281,6 +288,34 @@ impl ConfigFile {
         http_addr(text).context(from)
     }
 
+    /// The private swarm's key, read from `swarm_key_file`; `None` for a
+    /// public network.
+    pub fn swarm_key(&self, dir: &DataDir) -> Result<Option<SwarmKey>> {
+        let Some(file) = &self.swarm_key_file else {
+            return Ok(None);
+        };
+        let path = dir.root().join(file);
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("swarm_key_file: cannot read {}", path.display()))?;
+        let key =
+            SwarmKey::parse(&text).with_context(|| format!("swarm_key_file {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "swarm key file {} can be read by other users (mode {:o}): anyone who has it can join; chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+        Ok(Some(key))
+    }
+
     /// The membership lease and drift.
     pub fn lease_times(&self) -> LeaseTimes {
         LeaseTimes {
@@ -372,6 +407,29 @@ mod tests {
         );
         assert_eq!(net.bootstrap.len(), 2);
         assert_eq!(net.query_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn swarm_key_file_is_read_relative_to_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::resolve(Some(dir.path().to_owned())).unwrap();
+        assert!(ConfigFile::default().swarm_key(&data).unwrap().is_none());
+        let key = SwarmKey::generate();
+        fs::write(dir.path().join("swarm.key"), key.to_file_text()).unwrap();
+        let config = ConfigFile::parse("swarm_key_file = \"swarm.key\"").unwrap();
+        let read = config.swarm_key(&data).unwrap().unwrap();
+        assert_eq!(read.fingerprint(), key.fingerprint());
+
+        let missing = ConfigFile::parse("swarm_key_file = \"nope.key\"").unwrap();
+        let err = format!("{:#}", missing.swarm_key(&data).unwrap_err());
+        assert!(err.contains("nope.key"), "{err}");
+        fs::write(dir.path().join("bad.key"), "hello\n").unwrap();
+        let bad = ConfigFile::parse("swarm_key_file = \"bad.key\"").unwrap();
+        let err = format!("{:#}", bad.swarm_key(&data).unwrap_err());
+        assert!(
+            err.contains("bad.key") && err.contains("not a swarm key"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
     let (listen, bootstrap) = (&args.listen, &args.bootstrap);
     dir.create()?;
     let config = ConfigFile::load_or_init(&dir)?;
-    let network = config.network(listen, bootstrap)?;
+    let mut network = config.network(listen, bootstrap)?;
+    network.swarm_key = config.swarm_key(&dir)?;
     let http_addr = config.http(args.http_listen.as_deref())?;
     // Before anything records: the facade keeps what is recorded before a
     // recorder exists nowhere.

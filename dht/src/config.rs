@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
-use crate::store::StoreLimits;
+use crate::{store::StoreLimits, swarm_key::SwarmKey};
 
 /// How a node joins and uses the network.
 #[derive(Debug, Clone)]
@@ -38,6 +38,9 @@ pub struct NetworkConfig {
     pub max_response_bytes: u64,
     /// Limits of the Kademlia record and provider store.
     pub store_limits: StoreLimits,
+    /// The private swarm's key, or `None` for a public network. Nodes connect
+    /// only to nodes with the same key (or, without one, to nodes without one).
+    pub swarm_key: Option<SwarmKey>,
 }
 
 impl Default for NetworkConfig {
@@ -54,6 +57,7 @@ impl Default for NetworkConfig {
             max_request_bytes: 4 << 20,
             max_response_bytes: 16 << 20,
             store_limits: StoreLimits::default(),
+            swarm_key: None,
         }
     }
 }

@@ -16,10 +16,10 @@ use libp2p::{
     identity::Keypair,
     kad::{self, GetClosestPeersError, GetProvidersOk, QueryId, QueryResult, RecordKey},
     multiaddr::Protocol,
-    noise, ping,
+    ping,
     request_response::{self, OutboundRequestId, ResponseChannel},
     swarm::{ConnectionId, SwarmEvent},
-    tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder,
+    Multiaddr, PeerId, Swarm,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -31,6 +31,7 @@ use crate::{
     node::{Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
     redial::Redials,
     silence::Silence,
+    transport::{build_swarm, handshake_failure},
     DhtError, KAD_PROTOCOL, RPC_PROTOCOL,
 };
 
@@ -66,6 +67,8 @@ struct EventLoop {
     redials: Redials,
     /// When each connection's peer last answered a ping.
     silence: Silence<ConnectionId>,
+    /// Addresses whose handshake failed, already reported to the user.
+    handshake_failures: HashSet<String>,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -78,21 +81,7 @@ pub(crate) fn spawn(
 ) -> Result<libp2p_stream::Control, DhtError> {
     let behaviour = Behaviour::new(&key, &config, db)?;
     let streams = behaviour.streams.new_control();
-    let transport_err = |e: &dyn std::fmt::Display| DhtError::Transport(e.to_string());
-    let mut swarm = SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| transport_err(&e))?
-        .with_dns()
-        .map_err(|e| transport_err(&e))?
-        .with_behaviour(|_| behaviour)
-        .map_err(|e: std::convert::Infallible| -> DhtError { match e {} })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
-        .build();
+    let mut swarm = build_swarm(key, &config, behaviour)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -119,6 +108,7 @@ pub(crate) fn spawn(
         rtts: HashMap::new(),
         redials: Redials::default(),
         silence: Silence::new(failure_timeout),
+        handshake_failures: HashSet::new(),
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -243,6 +233,7 @@ impl EventLoop {
             connected_peers: self.swarm.connected_peers().count(),
             routing_table_size: self.routing_table_size(),
             uptime_secs: self.started.elapsed().as_secs(),
+            swarm_key: self.config.swarm_key.map(|key| key.fingerprint()),
         }
     }
 
@@ -393,7 +384,30 @@ impl EventLoop {
                 tracing::debug!(%peer_id, ?cause, num_established, "connection closed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(failed) = handshake_failure(&error) {
+                    // The one failure a user can fix: say how, once per address
+                    // (and cause), in a bounded set.
+                    if self.handshake_failures.len() < 256
+                        && self.handshake_failures.insert(failed.clone())
+                    {
+                        tracing::warn!(
+                            "cannot connect: the handshake failed at {failed}; {}",
+                            match self.config.swarm_key {
+                                Some(key) => format!("that node is not in this node's private swarm (key {})", key.fingerprint()),
+                                None => "that node may be in a private swarm: give this node its key (swarm_key_file in config.toml)".to_owned(),
+                            }
+                        );
+                    }
+                } else {
+                    tracing::debug!(?peer_id, %error, "dial failed");
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, %error, "refused an incoming connection");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}

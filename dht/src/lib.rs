@@ -1,6 +1,7 @@
 //! # p3-dht — the network layer of P³
 //!
-//! This crate owns the libp2p swarm of a P³ node: TCP + noise + yamux transport,
+//! This crate owns the libp2p swarm of a P³ node: TCP (+ a pre-shared key in a
+//! private swarm, [`swarm_key`]) + noise + yamux transport,
 //! Kademlia under the protocol id [`KAD_PROTOCOL`] (standard wire protocol, so any
 //! libp2p implementation configured with that id can join as a DHT peer), identify,
 //! ping, gossipsub, and requests whose bodies are size-limited CBOR: framed on
@@ -22,6 +23,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod store;
+pub mod swarm_key;
 
 mod addresses;
 mod behaviour;
@@ -31,6 +33,7 @@ mod node;
 mod redial;
 mod rpc;
 mod silence;
+mod transport;
 
 pub use addresses::by_distance;
 pub use config::NetworkConfig;
@@ -40,6 +43,7 @@ pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 pub use node::{
     GossipMessage, Inbound, InboundRequest, IncomingStreams, Node, NodeStatus, PeerInfo, Stream,
 };
+pub use swarm_key::SwarmKey;
 /// Stream protocol id for blob transfer between nodes.
 pub const BLOB_PROTOCOL: &str = "/p3/blob/1.0.0";
 

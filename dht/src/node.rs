@@ -66,6 +66,9 @@ pub struct NodeStatus {
     pub routing_table_size: usize,
     /// Seconds since the node started.
     pub uptime_secs: u64,
+    /// The fingerprint of the private swarm's key; `None` in a public network.
+    #[serde(default)]
+    pub swarm_key: Option<String>,
 }
 
 /// A peer this node knows of.

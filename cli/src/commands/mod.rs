@@ -21,7 +21,7 @@ use p3_scheduler::Registry;
 use self::objects::Read;
 
 use crate::{
-    args::{Cli, Command, LogFormat, NodeCommand, NodeOpts, NsCommand},
+    args::{Cli, Command, LogFormat, NodeCommand, NodeOpts, NsCommand, SwarmKeyCommand},
     config::DataDir,
     daemon::NodeArgs,
 };
@@ -172,6 +172,9 @@ pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
                 opts,
             } => mount::run(&opts, &namespace, &dir, read_only).await?,
             Command::Umount { dir } => mount::unmount(&dir).await?,
+            Command::SwarmKey {
+                command: SwarmKeyCommand::New,
+            } => print!("{}", p3_dht::SwarmKey::generate().to_file_text()),
         }
         Ok(ExitCode::SUCCESS)
     })

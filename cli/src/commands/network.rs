@@ -61,6 +61,10 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
     println!("connected:     {} peers", node.connected_peers);
     println!("routing table: {} peers", node.routing_table_size);
     println!("uptime:        {}", output::duration(node.uptime_secs));
+    match &node.swarm_key {
+        Some(fingerprint) => println!("swarm:         private, key {fingerprint}"),
+        None => println!("swarm:         public"),
+    }
     match &http {
         Some(addr) => println!(
             "http:          http://{addr}/ (`p3ctl node dashboard` prints the dashboard's URL)"
