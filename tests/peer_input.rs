@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{p3ctl, NodeProc};
+use common::{objects, p3ctl, wait_for, NodeProc};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use p3::dht::{
     db::COLUMN_FAMILIES, Database, Keypair, NetworkConfig, Node, PeerId, BLOB_PROTOCOL,
@@ -15,6 +15,7 @@ use p3::dht::{
 use p3::objectspace::{
     blob::BlobHash,
     index::{shard_of, SHARDS},
+    lock::{LockMode, LockRequest},
     object::ObjectRecord,
     protocol::{PeerRequest, PeerResponse, ShardUpdates, SyncEntry, SYNC_BATCH},
     Namespace, ObjectName, SpaceError,
@@ -38,6 +39,25 @@ fn record(name: &str, blob: BlobHash, size: u64) -> ObjectRecord {
     }
 }
 
+/// A bare libp2p peer joined through `seed`: a P³ peer to the nodes, so it
+/// may be asked things (as an owner); it refuses everything at once, as the
+/// network layer does for a dropped request.
+async fn rogue(root: &std::path::Path, seed: &str) -> Node {
+    let db = Database::open(&root.join("peer-db"), COLUMN_FAMILIES).unwrap();
+    let config = NetworkConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![seed.parse().unwrap()],
+        // Its parked lock requests wait at the node for minutes.
+        request_timeout: Duration::from_secs(300),
+        ..NetworkConfig::default()
+    };
+    let (node, mut inbound) = Node::start(config, Keypair::generate_ed25519(), db)
+        .await
+        .unwrap();
+    tokio::spawn(async move { while inbound.requests.recv().await.is_some() {} });
+    node
+}
+
 async fn ask(node: &Node, peer: PeerId, request: &PeerRequest) -> PeerResponse {
     node.request(peer, request).await.expect("the node answers")
 }
@@ -55,20 +75,7 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let db_dir = root.path().join("peer-db");
-    let db = Database::open(&db_dir, COLUMN_FAMILIES).unwrap();
-    let config = NetworkConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![target.addr.parse().unwrap()],
-        ..NetworkConfig::default()
-    };
-    let (node, mut inbound) = Node::start(config, Keypair::generate_ed25519(), db)
-        .await
-        .unwrap();
-    // This peer is a P³ peer to the target, so it may be asked things (as an
-    // owner); it refuses everything at once, as the network layer does for a
-    // dropped request.
-    tokio::spawn(async move { while inbound.requests.recv().await.is_some() {} });
+    let node = rogue(root.path(), &target.addr).await;
     let peer: PeerId = target.peer_id.parse().unwrap();
 
     // Not a PeerRequest at all.
@@ -253,4 +260,186 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
     assert!(started.elapsed() < Duration::from_secs(30));
     node.shutdown(Duration::from_secs(5)).await;
     drop(target);
+}
+
+/// Requests in flight from the flooding peer: more than a node handles and
+/// queues for one peer together (128 + 1024), so some are refused.
+const FLOOD_IN_FLIGHT: usize = 1500;
+/// Bounds on the flood, whatever happens to the client.
+const FLOOD_MAX_REQUESTS: u64 = 300_000;
+const FLOOD_MAX_TIME: Duration = Duration::from_secs(120);
+/// Lock requests the flooding peer parks at the node: more than its handling
+/// slots.
+const PARKED_LOCKS: u64 = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_does_not_stop_other_nodes_clients() {
+    let root = tempfile::tempdir().unwrap();
+    let (target, other) = tokio::task::block_in_place(|| {
+        let target = NodeProc::start(&root.path().join("target"), &[]);
+        let other = NodeProc::start(&root.path().join("other"), &[&target.addr]);
+        wait_for("the two nodes to connect", common::DEADLINE, || {
+            target.connected().contains(&other.peer_id).then_some(())
+        });
+        (target, other)
+    });
+    let node = rogue(root.path(), &target.addr).await;
+    let peer: PeerId = target.peer_id.parse().unwrap();
+
+    // First the peer parks more lock requests at the target than it has
+    // handling slots (128): it holds a lock the target orders and asks for
+    // it again and again.
+    let members = [target.peer_id.clone(), other.peer_id.clone()];
+    let name = (0..)
+        .map(|i| format!("flood-lock-{i}"))
+        .find(|n| objects::expected_owners("global", n, &members, 1)[0] == target.peer_id)
+        .unwrap();
+    let acquire = |holder, wait_ms| {
+        PeerRequest::Lock(LockRequest::Acquire {
+            ns: Namespace::new("global").unwrap(),
+            name: ObjectName::new(&name).unwrap(),
+            holder,
+            mode: LockMode::Write,
+            lease_ms: 600_000,
+            wait_ms,
+        })
+    };
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        // Refused until the target's membership lease is in place.
+        match ask(&node, peer, &acquire(1, 0)).await {
+            PeerResponse::Granted { .. } => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the lock was never granted: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lock_answers = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let parked: Vec<_> = (2..=PARKED_LOCKS + 1)
+        .map(|holder| {
+            let (node, request, answers) =
+                (node.clone(), acquire(holder, 600_000), lock_answers.clone());
+            tokio::spawn(async move {
+                let _ = node.request::<_, PeerResponse>(peer, &request).await;
+                answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+        })
+        .collect();
+
+    let head = PeerRequest::Head {
+        ns: Namespace::new("global").unwrap(),
+        name: ObjectName::new("anything").unwrap(),
+        inline: true,
+        epoch: 0,
+    };
+    // Until the client is done (or the bounds are hit): as many requests in
+    // flight as the flooder can keep.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let flood = {
+        let (done, sent) = (done.clone(), sent.clone());
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            use std::sync::atomic::Ordering::Relaxed;
+            let started = Instant::now();
+            let (mut answered, mut busy) = (0u64, 0u64);
+            let requests = futures::stream::iter(0..FLOOD_MAX_REQUESTS)
+                .take_while(|_| {
+                    let go = !done.load(Relaxed) && started.elapsed() < FLOOD_MAX_TIME;
+                    async move { go }
+                })
+                .map(|_| {
+                    sent.fetch_add(1, Relaxed);
+                    node.request::<_, PeerResponse>(peer, &head)
+                })
+                .buffer_unordered(FLOOD_IN_FLIGHT);
+            futures::pin_mut!(requests);
+            while let Some(answer) = requests.next().await {
+                match answer {
+                    Ok(PeerResponse::Error(SpaceError::Unavailable(_))) => busy += 1,
+                    Ok(_) => answered += 1,
+                    Err(_) => {}
+                }
+            }
+            node.shutdown(Duration::from_secs(5)).await;
+            (answered, busy)
+        })
+    };
+    wait_for_async("the flood to start", || {
+        sent.load(std::sync::atomic::Ordering::Relaxed) > 5_000
+    })
+    .await;
+
+    // A client of the other node writes objects the target owns too, and
+    // reads them back through the target, while the flood goes on.
+    let sent_before = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let client = tokio::task::spawn_blocking({
+        let (target_dir, other_dir) = (target.dir.clone(), other.dir.clone());
+        move || {
+            let started = Instant::now();
+            for i in 0..20 {
+                let path = format!("global/during-flood-{i}");
+                let value = format!("value {i}");
+                let mut put = common::p3ctl_command(&other_dir, &["put", &path, "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                use std::io::Write;
+                put.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(value.as_bytes())
+                    .unwrap();
+                let out = put.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "put {i} failed during the flood: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let out = p3ctl(&target_dir, &["get", &path]);
+                assert!(
+                    out.status.success(),
+                    "get {i} failed during the flood: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(out.stdout, value.as_bytes());
+            }
+            started.elapsed()
+        }
+    });
+    let client = client.await;
+    let sent_during = sent.load(std::sync::atomic::Ordering::Relaxed) - sent_before;
+    // Before the flooder stops (its shutdown fails what it still waits for).
+    let locks_answered = lock_answers.load(std::sync::atomic::Ordering::Relaxed);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, busy) = flood.await.unwrap();
+    let took = client.expect("the client failed during the flood");
+    eprintln!("client: 20 puts and gets in {took:?}; flood: {sent_during} requests meanwhile, {answered} answered, {busy} refused as busy");
+    // The client really ran during a flood.
+    assert!(
+        sent_during >= 2_000,
+        "only {sent_during} flood requests while the client ran for {took:?}"
+    );
+    assert!(answered > 0, "the flooder was never answered");
+    assert_eq!(
+        locks_answered, 0,
+        "the lock requests were answered instead of parked: the test did not hold the node's slots"
+    );
+    for request in parked {
+        request.abort();
+    }
+    drop((target, other));
+}
+
+/// Waits up to a minute for `check`, polling every 10 ms.
+async fn wait_for_async(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + common::DEADLINE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

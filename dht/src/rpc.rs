@@ -272,8 +272,9 @@ async fn serve_stream(
         }
         let (reply, answer) = oneshot::channel();
         let inbound = InboundRequest { peer, body, reply };
-        if let Err(e) = requests.try_send(inbound) {
-            tracing::warn!(%peer, "dropping inbound request: {e}");
+        // Waiting here holds back only this peer's stream: the node's queue
+        // is full because it is busy, and the peer should slow down, not fail.
+        if requests.send(inbound).await.is_err() {
             let _ = frames.send((REFUSED, id, Vec::new())).await;
             continue;
         }

@@ -22,6 +22,7 @@
 //! know about jobs and schedulers; hold a whole value in memory (values move a
 //! chunk at a time); trust a byte from a peer before checking it.
 
+mod admission;
 pub mod api;
 pub mod blob;
 pub mod error;

@@ -9,9 +9,11 @@ use p3_dht::{Inbound, InboundRequest, PeerId};
 use tokio::sync::Semaphore;
 
 use crate::{
+    admission::{FairQueue, Parked, PeerBounds},
     blob::SMALL_MAX,
     error::{Result, SpaceError},
     key::object_key,
+    lock::LockRequest,
     name::{Namespace, ObjectName},
     object::now_ms,
     ordering::{self, Attempt, Tally},
@@ -31,51 +33,119 @@ use crate::{
 /// Longest a blocking read waits at the primary in one request.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-/// Peer requests handled at once; more wait in the network layer's queue.
+/// Peer requests handled at once; more wait for their peer's turn.
 const MAX_HANDLING: usize = 128;
-/// Blocking reads parked here at once; more are refused (the reader retries).
+/// Requests parked here at once (blocking reads, lock waits); more are
+/// refused (the reader retries).
 const MAX_WAITING: usize = 4096;
+/// Requests one peer may have parked here.
+const PEER_PARKED: usize = 1024;
+
+/// Requests from one peer waiting for a handling slot; more are refused (the
+/// peer is told the node is busy). Bytes bound what a flooding peer holds in
+/// this node's memory: requests may be up to the 4 MiB message limit.
+const PEER_WAITING: PeerBounds = PeerBounds {
+    requests: 1024,
+    bytes: 64 << 20,
+};
 
 /// Starts serving peers (requests and blob streams) and the repair loop.
-pub fn start(space: &ObjectSpace, mut inbound: Inbound) -> Result<()> {
+pub fn start(space: &ObjectSpace, inbound: Inbound) -> Result<()> {
     let blobs = space.clone();
     let incoming = space.node().accept_streams(p3_dht::BLOB_PROTOCOL)?;
     tokio::spawn(async move {
         transfer::serve(incoming, blobs.store().clone()).await;
     });
-    let requests = space.clone();
-    tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(MAX_HANDLING));
-        // Blocking reads park for long; they get their own, larger allowance so
-        // they never hold up writes.
-        let waits = Arc::new(Semaphore::new(MAX_WAITING));
-        while let Some(request) = inbound.requests.recv().await {
-            let decoded = request.decode::<PeerRequest>();
-            let slot = if matches!(decoded, Ok(PeerRequest::WaitNewer { .. })) {
-                match waits.clone().try_acquire_owned() {
-                    Ok(slot) => slot,
-                    Err(_) => {
-                        let busy = SpaceError::Unavailable("too many blocking reads here".into());
-                        let _ = request.respond(&PeerResponse::Error(busy));
-                        continue;
-                    }
-                }
-            } else {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                slot
-            };
-            let space = requests.clone();
-            tokio::spawn(async move {
-                answer(&space, request, decoded).await;
-                drop(slot);
-            });
-        }
-    });
+    tokio::spawn(serve_requests(space.clone(), inbound));
     tokio::spawn(repair::run(space.clone()));
     tokio::spawn(crate::interest::keep(space.clone()));
     Ok(())
+}
+
+/// Hands peer requests to handlers, at most [`MAX_HANDLING`] at once, taking
+/// turns between peers so one peer's flood delays every other peer's request
+/// by at most a turn.
+async fn serve_requests(space: ObjectSpace, mut inbound: Inbound) {
+    let slots = Arc::new(Semaphore::new(MAX_HANDLING));
+    // Blocking reads and lock waits park for long: they hold a place of their
+    // own, not a handling slot, so they never hold up writes.
+    let waits = Arc::new(Semaphore::new(MAX_WAITING));
+    let mut waiting = FairQueue::new(PEER_WAITING);
+    let parked = Parked::new(PEER_PARKED);
+    let admit = |request: InboundRequest, waiting: &mut FairQueue<PeerId, _>| {
+        let decoded = request.decode::<PeerRequest>();
+        let parks = matches!(
+            decoded,
+            Ok(PeerRequest::WaitNewer { .. } | PeerRequest::Lock(LockRequest::Acquire { .. }))
+        );
+        if parks {
+            let place = match (
+                parked.admit(request.peer),
+                waits.clone().try_acquire_owned(),
+            ) {
+                (Some(place), Ok(slot)) => (place, slot),
+                (None, _) => return busy(request, "too many of your requests are parked here"),
+                (_, Err(_)) => return busy(request, "too many requests are parked here"),
+            };
+            spawn_answer(&space, request, decoded, place);
+            return;
+        }
+        let bytes = request.body.len();
+        if let Err((request, _)) = waiting.push(request.peer, (request, decoded), bytes) {
+            busy(request, "too many of your requests are waiting here");
+        }
+    };
+    loop {
+        // Take in everything that has arrived, so each peer's turn sees it...
+        while let Ok(request) = inbound.requests.try_recv() {
+            admit(request, &mut waiting);
+        }
+        // ...start what the free slots allow...
+        while !waiting.is_empty() {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Some((_, (request, decoded))) = waiting.pop() {
+                spawn_answer(&space, request, decoded, slot);
+            }
+        }
+        // ...and wait for a request or a slot.
+        tokio::select! {
+            request = inbound.requests.recv() => match request {
+                Some(request) => admit(request, &mut waiting),
+                None => break,
+            },
+            slot = slots.clone().acquire_owned(), if !waiting.is_empty() => {
+                let Ok(slot) = slot else { break };
+                if let Some((_, (request, decoded))) = waiting.pop() {
+                    spawn_answer(&space, request, decoded, slot);
+                }
+            }
+        }
+    }
+}
+
+/// Answers `request` in a task of its own, holding `place` (its handling
+/// slot or parking place) until the answer is sent.
+fn spawn_answer(
+    space: &ObjectSpace,
+    request: InboundRequest,
+    decoded: Result<PeerRequest, p3_dht::DhtError>,
+    place: impl Send + 'static,
+) {
+    let space = space.clone();
+    tokio::spawn(async move {
+        answer(&space, request, decoded).await;
+        drop(place);
+    });
+}
+
+/// Refuses `request`: the peer should back off and retry.
+fn busy(request: InboundRequest, why: &str) {
+    tracing::debug!(peer = %request.peer, why, "refusing a peer request");
+    let _ = request.respond(&PeerResponse::Error(SpaceError::Unavailable(
+        why.to_owned(),
+    )));
 }
 
 async fn answer(
