@@ -23,36 +23,15 @@ use std::{
 
 use common::mount::*;
 use common::objects::{get, stat, MIB};
-use common::{
-    blake3_file, p3ctl_ok, wait_for, write_pseudo_random_file, Cluster, KillOnDrop, DEADLINE,
-};
+use common::{blake3_file, p3ctl_ok, wait_for, write_pseudo_random_file, KillOnDrop, DEADLINE};
 
 /// Returns from the test, saying why, if FUSE is missing (the only allowed skip).
 macro_rules! skip_without_fuse {
     () => {
-        if !Path::new("/dev/fuse").exists() {
-            eprintln!("skipping: /dev/fuse is missing (install fuse3 / load the fuse module)");
+        if fuse_missing() {
             return;
         }
     };
-}
-
-/// A cluster of `n` nodes with namespace `NS`.
-fn cluster_with_ns(n: usize) -> Cluster {
-    let cluster = Cluster::start(n);
-    if n > 1 {
-        cluster.wait_formed();
-    }
-    p3ctl_ok(&cluster.nodes[0].dir, &["ns", "create", NS]);
-    cluster
-}
-
-/// Mounts of `NS` on node 1 and node 3 of a three-node cluster.
-fn two_mounts() -> (Cluster, Mount, Mount) {
-    let cluster = cluster_with_ns(3);
-    let m1 = Mount::on(&cluster, 0, "m1", false);
-    let m3 = Mount::on(&cluster, 2, "m3", false);
-    (cluster, m1, m3)
 }
 
 /// Asserts `file`'s xattrs (as getfattr prints them) include `want`; all of them.

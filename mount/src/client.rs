@@ -120,10 +120,16 @@ impl Client {
         self.call(move |s| Box::pin(async move { s.copy(&from, &to, &options).await }))
     }
 
-    /// Writes an empty value (a directory marker).
-    pub fn put_empty(&mut self, path: &str, options: PutOptions) -> Result<Written> {
+    /// Writes a small value (a directory marker, a symbolic link's target).
+    pub fn put_bytes(&mut self, path: &str, options: PutOptions, value: &[u8]) -> Result<Written> {
+        let (path, value) = (path.to_owned(), value.to_owned());
+        self.call(move |s| Box::pin(async move { s.put_bytes(&path, &options, &value).await }))
+    }
+
+    /// Reads a small value whole (a symbolic link's target) with its metadata.
+    pub fn get_bytes(&mut self, path: &str) -> Result<(Stat, Vec<u8>)> {
         let path = path.to_owned();
-        self.call(move |s| Box::pin(async move { s.put_bytes(&path, &options, &[]).await }))
+        self.call(move |s| Box::pin(async move { s.get_bytes(&path).await }))
     }
 
     /// Reads `path` into `file` (replacing its contents); returns its metadata.

@@ -11,7 +11,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::client::{local, Client, Result};
+use crate::{
+    client::{local, Client, Result},
+    posix::Change,
+};
 
 /// Bytes buffered between the node's answer and the kernel's reads.
 const PIPE_BYTES: usize = 1 << 20;
@@ -120,6 +123,11 @@ pub struct Spool {
     pub written: bool,
     /// The version it started from (its type and metadata are kept).
     pub base: Option<Stat>,
+    /// Whether its bytes are new content rather than a copy of `base`'s:
+    /// then the version it becomes gets its own modification time.
+    pub new_content: bool,
+    /// Attributes set while it is open, applied when it is sent.
+    pub posix: Change,
 }
 
 impl Spool {
@@ -130,6 +138,8 @@ impl Spool {
             dirty: true,
             written: false,
             base,
+            new_content: true,
+            posix: Change::default(),
         })
     }
 
@@ -156,6 +166,7 @@ impl Spool {
         self.file.write_all_at(data, offset).map_err(local)?;
         self.dirty = true;
         self.written = true;
+        self.new_content = true;
         Ok(())
     }
 
@@ -164,6 +175,7 @@ impl Spool {
         self.file.set_len(size).map_err(local)?;
         self.dirty = true;
         self.written = true;
+        self.new_content = true;
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 //! ([`tree`]); reads stream values from the node, writes collect in a spool
 //! file and become the object's next version, whole, when the file is closed
 //! or fsync'd ([`handles`]); type and metadata are extended attributes
-//! (`user.p3.type`, `user.p3.meta.KEY`). Changes made elsewhere show up within
+//! (`user.p3.type`, `user.p3.meta.KEY`); mode, owner and times are kept as
+//! metadata too, and symbolic links are objects of their own type ([`posix`]). Changes made elsewhere show up within
 //! a second: the kernel trusts what it was told for one second, and a watch
 //! on the namespace empties the mount's own caches on every change.
 //!
@@ -17,6 +18,7 @@ pub mod client;
 pub mod errno;
 pub mod fs;
 pub mod handles;
+pub mod posix;
 pub mod tree;
 
 use std::{

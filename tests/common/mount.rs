@@ -18,6 +18,34 @@ pub const NS: &str = "fs";
 /// Longest any single shell command may take before it counts as hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether FUSE is missing; says so, since a mount test then returns early
+/// (the only allowed skip).
+pub fn fuse_missing() -> bool {
+    let missing = !Path::new("/dev/fuse").exists();
+    if missing {
+        eprintln!("skipping: /dev/fuse is missing (install fuse3 / load the fuse module)");
+    }
+    missing
+}
+
+/// A cluster of `n` nodes with namespace [`NS`].
+pub fn cluster_with_ns(n: usize) -> Cluster {
+    let cluster = Cluster::start(n);
+    if n > 1 {
+        cluster.wait_formed();
+    }
+    super::p3ctl_ok(&cluster.nodes[0].dir, &["ns", "create", NS]);
+    cluster
+}
+
+/// Mounts of [`NS`] on node 1 and node 3 of a three-node cluster.
+pub fn two_mounts() -> (Cluster, Mount, Mount) {
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    let m3 = Mount::on(&cluster, 2, "m3", false);
+    (cluster, m1, m3)
+}
+
 /// Whether `dir` (canonical) is a mount point, per /proc/self/mountinfo.
 pub fn is_mounted(dir: &Path) -> bool {
     let want = dir.to_str().expect("non-UTF-8 mount dir");

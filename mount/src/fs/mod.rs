@@ -1,6 +1,7 @@
 //! The FUSE filesystem: the namespace seen as a tree, and the operations on
 //! it ([`P3Fs`]); [`requests`] answers the kernel's requests with them.
 
+mod attributes;
 mod requests;
 
 use std::{
@@ -21,6 +22,7 @@ use crate::{
     client::Client,
     errno::errno,
     handles::{Handle, Spool},
+    posix::{self, Change},
     tree::{child, join, parent, prefix, Entry, Inodes, Listings},
 };
 
@@ -101,6 +103,7 @@ impl P3Fs {
         created: SystemTime,
     ) -> FileAttr {
         let perm = match (kind, self.read_only) {
+            (FileType::Symlink, _) => 0o777,
             (FileType::Directory, false) => 0o755,
             (FileType::Directory, true) => 0o555,
             (_, false) => 0o644,
@@ -130,13 +133,31 @@ impl P3Fs {
     }
 
     fn file_attr(&self, ino: u64, stat: &Stat) -> FileAttr {
-        self.attr(
+        let attr = self.attr(
             ino,
-            FileType::RegularFile,
+            kind_of(stat),
             stat.size,
             time(stat.modified_ms),
             time(stat.created_ms),
-        )
+        );
+        self.with_posix(attr, &posix::read(&stat.meta))
+    }
+
+    /// `attr` with the attributes a file has set; the change time stays the
+    /// version's.
+    fn with_posix(&self, mut attr: FileAttr, posix: &Change) -> FileAttr {
+        if let Some(mode) = posix.mode {
+            let writable = if self.read_only { !0o222 } else { 0o7777 };
+            attr.perm = (mode & writable) as u16;
+        }
+        attr.uid = posix.uid.unwrap_or(attr.uid);
+        attr.gid = posix.gid.unwrap_or(attr.gid);
+        if let Some(mtime) = posix.mtime {
+            attr.mtime = mtime;
+            attr.atime = mtime;
+        }
+        attr.atime = posix.atime.unwrap_or(attr.atime);
+        attr
     }
 
     fn listing(&mut self, dir: &str) -> Result<Arc<Vec<Stat>>, SpaceError> {
@@ -175,7 +196,19 @@ impl P3Fs {
         if let Some(spool) = self.writing(path) {
             let size = spool.size().map_err(|e| errno("getattr", path, &e))?;
             let now = SystemTime::now();
-            return Ok(self.attr(ino, FileType::RegularFile, size, now, now));
+            let (mut posix, modified) = match &spool.base {
+                Some(base) => (posix::read(&base.meta), time(base.modified_ms)),
+                None => (Change::default(), now),
+            };
+            let modified = if spool.new_content {
+                posix::content_changed_times(&mut posix);
+                now
+            } else {
+                modified
+            };
+            posix.merge(&spool.posix);
+            let attr = self.attr(ino, FileType::RegularFile, size, modified, now);
+            return Ok(self.with_posix(attr, &posix));
         }
         match self.resolve(path) {
             Ok(Some(Entry::File(stat))) => Ok(self.file_attr(ino, &stat)),
@@ -217,10 +250,14 @@ impl P3Fs {
         if !spool.dirty || (closing && !spool.written) {
             return Ok(());
         }
-        let options = spool
+        let mut options = spool
             .base
             .as_ref()
             .map_or_else(PutOptions::default, keeping);
+        if spool.new_content {
+            posix::content_changed(&mut options.meta);
+        }
+        spool.posix.apply(&mut options.meta);
         let object = format!("{}/{path}", self.namespace);
         let path = path.clone();
         match self.client.put_file(&object, options, &spool.file) {
@@ -245,6 +282,7 @@ impl P3Fs {
             .map_err(|e| errno("open", path, &e))?;
         spool.base = Some(base);
         spool.dirty = false;
+        spool.new_content = false;
         Ok(spool)
     }
 
@@ -385,6 +423,15 @@ fn empty(reply: ReplyEmpty, result: Result<(), c_int>) {
     match result {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(e),
+    }
+}
+
+/// What kind of file an object is.
+fn kind_of(stat: &Stat) -> FileType {
+    if stat.type_tag == posix::SYMLINK_TYPE {
+        FileType::Symlink
+    } else {
+        FileType::RegularFile
     }
 }
 

@@ -1,7 +1,7 @@
 //! The kernel's requests, each answered from [`P3Fs`]'s operations: the
 //! `fuser::Filesystem` implementation.
 
-use std::{ffi::OsStr, time::SystemTime};
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, time::SystemTime};
 
 use fuser::{
     FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
@@ -9,10 +9,11 @@ use fuser::{
 };
 use p3_objectspace::object::PutOptions;
 
-use super::{empty, keeping, reply_xattr, text, P3Fs, TTL};
+use super::{attributes::requested, empty, keeping, kind_of, reply_xattr, text, P3Fs, TTL};
 use crate::{
     errno::errno,
     handles::{Handle, Reader, Spool},
+    posix::Change,
     tree::{children, join, parent, prefix, Entry, DIRECTORY_TYPE, ROOT},
 };
 
@@ -41,12 +42,12 @@ impl Filesystem for P3Fs {
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<u64>,
         _crtime: Option<SystemTime>,
@@ -87,7 +88,14 @@ impl Filesystem for P3Fs {
                     }
                 }
             }
-            // Times and modes are the object's own; changing them is a no-op.
+            let change = Change {
+                mode,
+                uid,
+                gid,
+                atime: atime.map(requested),
+                mtime: mtime.map(requested),
+            };
+            self.set_attributes(&path, &change)?;
             self.attr_of(&path)
         })();
         match result {
@@ -121,7 +129,7 @@ impl Filesystem for P3Fs {
             };
             let object = format!("{}/", self.object(&path));
             self.client
-                .put_empty(&object, marker)
+                .put_bytes(&object, marker, &[])
                 .map_err(|e| errno("mkdir", &path, &e))?;
             self.changed();
             let ino = self.inodes.number(&path);
@@ -229,11 +237,11 @@ impl Filesystem for P3Fs {
 
     fn create(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -249,7 +257,16 @@ impl Filesystem for P3Fs {
                 Some(Entry::File(stat)) => Some(stat),
                 None => None,
             };
-            let spool = Spool::empty(base).map_err(|e| errno("create", &path, &e))?;
+            let mut spool = Spool::empty(base).map_err(|e| errno("create", &path, &e))?;
+            if spool.base.is_none() {
+                // A new file is its creator's, with the mode it asked for.
+                spool.posix = Change {
+                    mode: Some(mode & !umask),
+                    uid: Some(req.uid()),
+                    gid: Some(req.gid()),
+                    ..Change::default()
+                };
+            }
             let fh = self.add_handle(path.clone(), Handle::Write(spool));
             Ok((self.attr_of(&path)?, fh))
         })();
@@ -360,7 +377,7 @@ impl Filesystem for P3Fs {
             ];
             for (name, entry) in children(&dir, &list) {
                 let kind = match entry {
-                    Entry::File(_) => FileType::RegularFile,
+                    Entry::File(stat) => kind_of(&stat),
                     Entry::Directory => FileType::Directory,
                 };
                 entries.push((self.inodes.number(&join(&dir, &name)), kind, name));
@@ -393,6 +410,43 @@ impl Filesystem for P3Fs {
             }
             Err(e) => reply.error(e),
         }
+    }
+
+    fn symlink(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self.child(parent, link_name).and_then(|path| {
+            self.make_symlink(&path, target.as_os_str().as_bytes(), req.uid(), req.gid())
+        });
+        match result {
+            Ok(attr) => reply.entry(&TTL, &attr, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        match self.path_of(ino).and_then(|path| self.read_link(&path)) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// An object has one name: hard links are refused (EPERM, as on
+    /// filesystems without them); `cp -l` and `git` fall back to copies.
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EPERM);
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {

@@ -1,0 +1,112 @@
+//! Setting a file's POSIX attributes, and symbolic links: the operations
+//! behind `chmod`, `chown`, `utimes`, `ln -s` and `readlink` (see
+//! [`crate::posix`] for how they are stored).
+
+use std::time::SystemTime;
+
+use fuser::{FileAttr, TimeOrNow};
+use libc::c_int;
+use p3_objectspace::object::PutOptions;
+
+use super::P3Fs;
+use crate::{
+    errno::errno,
+    handles::Handle,
+    posix::{self, Change},
+    tree::Entry,
+};
+
+/// Longest target a symbolic link may have (Linux's `PATH_MAX`).
+const MAX_TARGET: usize = 4096;
+
+/// The time a `utimensat` asks for.
+pub(super) fn requested(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl P3Fs {
+    /// Sets `change` on `path`: on its open spool if it is being written
+    /// (it is sent with the content), else as a new version with the same
+    /// value. Directories are prefixes with nothing to keep: accepted, kept
+    /// nowhere.
+    pub(super) fn set_attributes(&mut self, path: &str, change: &Change) -> Result<(), c_int> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        self.writable()?;
+        let open = self
+            .handles
+            .values_mut()
+            .find_map(|(name, handle)| match handle {
+                Handle::Write(spool) if name == path => Some(spool),
+                _ => None,
+            });
+        if let Some(spool) = open {
+            spool.posix.merge(change);
+            spool.dirty = true;
+            return Ok(());
+        }
+        match self.resolve(path).map_err(|e| errno("setattr", path, &e))? {
+            None => Err(libc::ENOENT),
+            Some(Entry::Directory) => Ok(()),
+            Some(Entry::File(_)) => self.retag(path, |options| {
+                change.apply(&mut options.meta);
+                Ok(())
+            }),
+        }
+    }
+
+    /// Makes `path` a symbolic link to `target`, owned by `uid`:`gid`.
+    pub(super) fn make_symlink(
+        &mut self,
+        path: &str,
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, c_int> {
+        self.writable()?;
+        if target.len() > MAX_TARGET {
+            return Err(libc::ENAMETOOLONG);
+        }
+        if self
+            .resolve(path)
+            .map_err(|e| errno("symlink", path, &e))?
+            .is_some()
+        {
+            return Err(libc::EEXIST);
+        }
+        let mut options = PutOptions {
+            type_tag: posix::SYMLINK_TYPE.to_owned(),
+            // Only if absent: two `ln -s` racing from two mounts, one wins.
+            if_version: Some(0),
+            ..PutOptions::default()
+        };
+        Change {
+            uid: Some(uid),
+            gid: Some(gid),
+            ..Change::default()
+        }
+        .apply(&mut options.meta);
+        let object = self.object(path);
+        let put = self.client.put_bytes(&object, options, target);
+        self.changed();
+        put.map_err(|e| errno("symlink", path, &e))?;
+        self.attr_of(path)
+    }
+
+    /// The target of the symbolic link `path`.
+    pub(super) fn read_link(&mut self, path: &str) -> Result<Vec<u8>, c_int> {
+        let object = self.object(path);
+        let (stat, target) = self
+            .client
+            .get_bytes(&object)
+            .map_err(|e| errno("readlink", path, &e))?;
+        if stat.type_tag != posix::SYMLINK_TYPE {
+            return Err(libc::EINVAL);
+        }
+        Ok(target)
+    }
+}

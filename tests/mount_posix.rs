@@ -1,0 +1,130 @@
+//! What a mount keeps of a file besides its bytes, through real FUSE on two
+//! nodes: mode bits, owner, group and times set by `tar -x`, `chmod`, `chown`
+//! and `touch -d` are stored with the object and seen through the other
+//! node's mount; symbolic links are objects of their own type that
+//! `p3ctl get` reads; hard links are refused with EPERM.
+
+mod common;
+
+use std::fs;
+
+use common::mount::*;
+use common::objects::stat;
+use common::p3ctl_ok;
+
+/// Whether this test runs as root (then it can give files other owners).
+fn root() -> bool {
+    sh_ok("id -u").trim() == "0"
+}
+
+#[test]
+fn tar_keeps_modes_owners_times_and_symlinks_across_mounts() {
+    if fuse_missing() {
+        return;
+    }
+    let (cluster, m1, m3) = two_mounts();
+    let src = cluster.root.path().join("src");
+    fs::create_dir_all(src.join("sub/dir")).unwrap();
+    fs::write(
+        src.join("script.sh"),
+        "#!/bin/sh\necho hi from the script\n",
+    )
+    .unwrap();
+    fs::write(src.join("secret"), "private\n").unwrap();
+    fs::write(src.join("plain"), "plain text\n").unwrap();
+    fs::write(src.join("sub/dir/file"), "deep\n").unwrap();
+    let s = q(&src);
+    sh_ok(&format!(
+        "cd {s} && chmod 755 . sub sub/dir script.sh && chmod 600 secret && chmod 644 plain \
+         && chmod 640 sub/dir/file \
+         && touch -h -d '2001-02-03 04:05:06.123456789' script.sh secret sub/dir/file \
+         && touch -d '1999-12-31 23:59:59' plain \
+         && ln -s plain link && ln -s nowhere dangling && ln -s ../script.sh sub/up"
+    ));
+    if root() {
+        sh_ok(&format!("chown 1234:5678 {s}/secret"));
+    }
+    let archive = cluster.root.path().join("tree.tar");
+    // POSIX (pax) archives keep nanoseconds; the default GNU format whole seconds.
+    sh_ok(&format!("tar --format=posix -cf {} -C {s} .", q(&archive)));
+
+    sh_ok(&format!("mkdir {}", m1.q("tree")));
+    sh_ok(&format!("tar -xpf {} -C {}", q(&archive), m1.q("tree")));
+    sh_ok(&format!("tar -df {} -C {}", q(&archive), m1.q("tree")));
+    // Through the other node's mount: modes, owners, times, contents and
+    // link targets all compare equal.
+    eventually(
+        "the extracted tree to compare clean through mount 3",
+        &format!("tar -df {} -C {}", q(&archive), m3.q("tree")),
+    );
+    let out = sh_ok(&m3.q("tree/script.sh"));
+    assert_eq!(out, "hi from the script\n", "the script runs from mount 3");
+    assert_eq!(
+        sh_ok(&format!("readlink {}", m3.q("tree/sub/up"))),
+        "../script.sh\n"
+    );
+    assert_eq!(sh_ok(&format!("cat {}", m3.q("tree/link"))), "plain text\n");
+    assert_eq!(
+        sh_ok(&format!("stat -c '%F %a' {}", m3.q("tree/dangling"))),
+        "symbolic link 777\n"
+    );
+
+    // Stored with the object: `p3ctl stat` shows them, `p3ctl get` reads a link.
+    let node = &cluster.nodes[1].dir;
+    let script = stat(node, &format!("{NS}/tree/script.sh"));
+    assert_eq!(
+        script["meta"]["posix.mode"].as_f64(),
+        Some(f64::from(0o755)),
+        "{script}"
+    );
+    let seconds = |date: &str| sh_ok(&format!("date -d '{date}' +%s")).trim().to_owned();
+    assert_eq!(
+        script["meta"]["posix.mtime"].as_str(),
+        Some(format!("{}.123456789", seconds("2001-02-03 04:05:06")).as_str()),
+        "{script}"
+    );
+    let link = p3ctl_ok(node, &["get", &format!("{NS}/tree/link")]).stdout;
+    assert_eq!(link, b"plain");
+    assert_eq!(
+        stat(node, &format!("{NS}/tree/link"))["type"],
+        "inode/symlink"
+    );
+
+    // Changes on one mount show on the other; new content gets a new mtime
+    // but keeps its mode.
+    sh_ok(&format!(
+        "chmod 700 {p} && touch -d '2010-01-01 00:00:00' {p}",
+        p = m1.q("tree/plain")
+    ));
+    let new_year = seconds("2010-01-01 00:00:00");
+    eventually(
+        "chmod and touch -d on mount 1 to show on mount 3",
+        &format!(
+            "test \"$(stat -c '%a %Y' {})\" = '700 {new_year}'",
+            m3.q("tree/plain")
+        ),
+    );
+    sh_ok(&format!("echo more >> {}", m1.q("tree/plain")));
+    eventually(
+        "an append on mount 1 to move the mtime on mount 3 and keep the mode",
+        &format!(
+            "test \"$(stat -c '%a' {p})\" = 700 && test \"$(stat -c '%Y' {p})\" -gt {new_year}",
+            p = m3.q("tree/plain")
+        ),
+    );
+    if root() {
+        sh_ok(&format!("chown 42:43 {}", m1.q("tree/plain")));
+        eventually(
+            "chown on mount 1 to show on mount 3",
+            &format!("test \"$(stat -c '%u:%g' {})\" = 42:43", m3.q("tree/plain")),
+        );
+    }
+
+    // One name per object: hard links are refused.
+    sh_fails_with(
+        &format!("ln {} {}", m1.q("tree/plain"), m1.q("tree/hard")),
+        "Operation not permitted",
+    );
+    // A link's name is taken like a file's.
+    sh_fails_with(&format!("ln -s x {}", m1.q("tree/link")), "File exists");
+}
