@@ -2,7 +2,8 @@
 //! nodes: mode bits, owner, group and times set by `tar -x`, `chmod`, `chown`
 //! and `touch -d` are stored with the object and seen through the other
 //! node's mount; symbolic links are objects of their own type that
-//! `p3ctl get` reads; hard links are refused with EPERM.
+//! `p3ctl get` reads; hard links are refused with EPERM; git works in a mount
+//! (its lock files are renamed over the files they replace).
 
 mod common;
 
@@ -127,4 +128,50 @@ fn tar_keeps_modes_owners_times_and_symlinks_across_mounts() {
     );
     // A link's name is taken like a file's.
     sh_fails_with(&format!("ln -s x {}", m1.q("tree/link")), "File exists");
+}
+
+#[test]
+fn a_git_repository_made_in_one_mount_clones_clean_out_of_another() {
+    if fuse_missing() {
+        return;
+    }
+    let (cluster, m1, m3) = two_mounts();
+    let git = "git -c user.email=p3@example.com -c user.name=P3 -c init.defaultBranch=main";
+    let repo = m1.q("repo");
+    sh_ok(&format!("{git} init -q {repo}"));
+    for i in 0..3 {
+        sh_ok(&format!(
+            "cd {repo} && mkdir -p src && echo 'line {i}' >> src/file.txt && echo '#!/bin/sh' > run.sh \
+             && chmod +x run.sh && {git} add -A && {git} commit -qm 'commit {i}'"
+        ));
+    }
+    sh_ok(&format!("cd {repo} && {git} gc -q && {git} fsck --strict"));
+    // Through the other node's mount, out to local disk.
+    let out = cluster.root.path().join("clone");
+    eventually(
+        "the repository to clone out of mount 3",
+        &format!(
+            "rm -rf {o} && {git} clone -q {} {o}",
+            m3.q("repo"),
+            o = q(&out)
+        ),
+    );
+    let o = q(&out);
+    sh_ok(&format!("cd {o} && {git} fsck --strict"));
+    assert_eq!(
+        sh_ok(&format!("cd {o} && {git} log --format=%s")),
+        "commit 2\ncommit 1\ncommit 0\n"
+    );
+    assert_eq!(
+        sh_ok(&format!("stat -c %a {o}/run.sh")),
+        "755\n",
+        "git kept the executable bit"
+    );
+    // And back into a mount.
+    sh_ok(&format!("{git} clone -q {o} {}", m3.q("again")));
+    let status = sh_ok(&format!(
+        "cd {} && {git} fsck --strict && {git} status --porcelain",
+        m3.q("again")
+    ));
+    assert_eq!(status, "", "a fresh clone in the mount shows changes");
 }

@@ -64,6 +64,40 @@ impl Inodes {
     pub fn path(&self, ino: u64) -> Option<&str> {
         self.paths.get(&ino).map(String::as_str)
     }
+
+    /// `from` (a file, or a directory with everything under it) is now `to`:
+    /// its inode numbers follow it, as the kernel expects of a rename (a
+    /// program that renames `config.lock` over `config` and opens `config`
+    /// gets the lock file's inode); whatever was at `to` before names nothing.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        let under = |path: &str, dir: &str| {
+            path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+        };
+        let replaced: Vec<String> = self
+            .numbers
+            .keys()
+            .filter(|p| under(p, to))
+            .cloned()
+            .collect();
+        for path in replaced {
+            if let Some(ino) = self.numbers.remove(&path) {
+                self.paths.remove(&ino);
+            }
+        }
+        let moved: Vec<String> = self
+            .numbers
+            .keys()
+            .filter(|p| under(p, from))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let Some(ino) = self.numbers.remove(&old) {
+                let new = format!("{to}{}", &old[from.len()..]);
+                self.paths.insert(ino, new.clone());
+                self.numbers.insert(new, ino);
+            }
+        }
+    }
 }
 
 /// `dir/name`, or `name` in the root.
@@ -165,6 +199,34 @@ impl Listings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renamed_path_keeps_its_inode_and_the_replaced_one_is_gone() {
+        let mut inodes = Inodes::default();
+        let lock = inodes.number(".git/config.lock");
+        let config = inodes.number(".git/config");
+        let deep = inodes.number("dir/a/b");
+        let dir = inodes.number("dir");
+        let sibling = inodes.number("dirt");
+        inodes.rename(".git/config.lock", ".git/config");
+        assert_eq!(inodes.path(lock), Some(".git/config"));
+        assert_eq!(inodes.path(config), None, "the replaced file names nothing");
+        assert_eq!(inodes.number(".git/config"), lock);
+        assert_ne!(
+            inodes.number(".git/config.lock"),
+            lock,
+            "a new file, a new inode"
+        );
+
+        inodes.rename("dir", "moved");
+        assert_eq!(inodes.path(dir), Some("moved"));
+        assert_eq!(inodes.path(deep), Some("moved/a/b"));
+        assert_eq!(
+            inodes.path(sibling),
+            Some("dirt"),
+            "only paths under dir/ move"
+        );
+    }
 
     fn stat(path: &str) -> Stat {
         Stat {

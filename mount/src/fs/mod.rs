@@ -329,6 +329,19 @@ impl P3Fs {
         copied.map(drop).map_err(|e| errno("xattr", path, &e))
     }
 
+    /// After a rename: inode numbers and open files follow their paths.
+    fn renamed(&mut self, from: &str, to: &str) {
+        self.inodes.rename(from, to);
+        let dir = prefix(from);
+        for (path, _) in self.handles.values_mut() {
+            if path == from {
+                *path = to.to_owned();
+            } else if let Some(rest) = path.strip_prefix(&dir) {
+                *path = format!("{}{rest}", prefix(to));
+            }
+        }
+    }
+
     fn rename_paths(&mut self, from: &str, to: &str) -> Result<(), c_int> {
         match self.resolve(from).map_err(|e| errno("rename", from, &e))? {
             None => Err(libc::ENOENT),

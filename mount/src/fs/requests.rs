@@ -205,7 +205,9 @@ impl Filesystem for P3Fs {
             }
             let moved = self.rename_paths(&from, &to);
             self.changed();
-            moved
+            moved?;
+            self.renamed(&from, &to);
+            Ok(())
         })();
         empty(reply, result);
     }
