@@ -126,13 +126,7 @@ fn restart_every_node(cluster: &mut Cluster) {
             );
         }
     }
-    let dirs: Vec<PathBuf> = cluster.nodes.iter().map(|n| n.dir.clone()).collect();
-    cluster.nodes.clear();
-    cluster.nodes.push(NodeProc::start(&dirs[0], &[]));
-    let seed = cluster.nodes[0].addr.clone();
-    for dir in &dirs[1..] {
-        cluster.nodes.push(NodeProc::start(dir, &[&seed]));
-    }
+    cluster.start_stopped();
 }
 
 /// `events_received` of `node status --json`: watch events the node has had

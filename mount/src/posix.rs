@@ -83,12 +83,6 @@ pub fn content_changed(meta: &mut Metadata) {
     meta.remove(ATIME);
 }
 
-/// [`content_changed`] for attributes already read.
-pub fn content_changed_times(change: &mut Change) {
-    change.mtime = None;
-    change.atime = None;
-}
-
 /// The attributes stored in `meta`; what is missing or malformed is `None`.
 pub fn read(meta: &Metadata) -> Change {
     let number = |key: &str| match meta.get(key) {

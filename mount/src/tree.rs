@@ -70,33 +70,26 @@ impl Inodes {
     /// program that renames `config.lock` over `config` and opens `config`
     /// gets the lock file's inode); whatever was at `to` before names nothing.
     pub fn rename(&mut self, from: &str, to: &str) {
-        let under = |path: &str, dir: &str| {
-            path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
-        };
-        let replaced: Vec<String> = self
-            .numbers
-            .keys()
-            .filter(|p| under(p, to))
-            .cloned()
-            .collect();
-        for path in replaced {
+        for path in self.under(to) {
             if let Some(ino) = self.numbers.remove(&path) {
                 self.paths.remove(&ino);
             }
         }
-        let moved: Vec<String> = self
-            .numbers
-            .keys()
-            .filter(|p| under(p, from))
-            .cloned()
-            .collect();
-        for old in moved {
+        for old in self.under(from) {
             if let Some(ino) = self.numbers.remove(&old) {
                 let new = format!("{to}{}", &old[from.len()..]);
                 self.paths.insert(ino, new.clone());
                 self.numbers.insert(new, ino);
             }
         }
+    }
+
+    /// The numbered paths that are `dir` or below it.
+    fn under(&self, dir: &str) -> Vec<String> {
+        let below = |path: &str| {
+            path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+        };
+        self.numbers.keys().filter(|p| below(p)).cloned().collect()
     }
 }
 

@@ -100,16 +100,7 @@ async fn serve_requests(space: ObjectSpace, mut inbound: Inbound) {
         while let Ok(request) = inbound.requests.try_recv() {
             admit(request, &mut waiting);
         }
-        // ...start what the free slots allow...
-        while !waiting.is_empty() {
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                break;
-            };
-            if let Some((_, (request, decoded))) = waiting.pop() {
-                spawn_answer(&space, request, decoded, slot);
-            }
-        }
-        // ...and wait for a request or a slot.
+        // ...then wait for another request or a free slot for the next turn.
         tokio::select! {
             request = inbound.requests.recv() => match request {
                 Some(request) => admit(request, &mut waiting),

@@ -341,6 +341,13 @@ impl Cluster {
             .enumerate()
             .map(|(i, node)| node.stop(signal(i)))
             .collect();
+        self.start_stopped();
+        statuses
+    }
+
+    /// Starts every (stopped) node again on its data dir: node 1 first, the
+    /// others joining through it.
+    pub fn start_stopped(&mut self) {
         let dirs: Vec<PathBuf> = self.nodes.iter().map(|n| n.dir.clone()).collect();
         self.nodes.clear();
         self.nodes.push(NodeProc::start(&dirs[0], &[]));
@@ -348,7 +355,23 @@ impl Cluster {
         for dir in &dirs[1..] {
             self.nodes.push(NodeProc::start(dir, &[&seed]));
         }
-        statuses
+    }
+
+    /// Waits until every node's membership map lists all the nodes: before
+    /// that, a node may refuse writes as not yet a member.
+    pub fn wait_members(&self) {
+        let n = self.nodes.len();
+        for (i, node) in self.nodes.iter().enumerate() {
+            wait_for(
+                &format!("node {i}'s map to list all {n} nodes"),
+                DEADLINE,
+                || {
+                    let status = node.json(&["node", "status"])?;
+                    let members = status["membership"]["members"].as_array()?.len();
+                    (members == n).then_some(())
+                },
+            );
+        }
     }
 
     /// Waits until every node's routing table holds every other node.

@@ -33,6 +33,7 @@ pub fn cluster_with_ns(n: usize) -> Cluster {
     let cluster = Cluster::start(n);
     if n > 1 {
         cluster.wait_formed();
+        cluster.wait_members();
     }
     super::p3ctl_ok(&cluster.nodes[0].dir, &["ns", "create", NS]);
     cluster

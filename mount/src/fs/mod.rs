@@ -196,17 +196,21 @@ impl P3Fs {
         if let Some(spool) = self.writing(path) {
             let size = spool.size().map_err(|e| errno("getattr", path, &e))?;
             let now = SystemTime::now();
-            let (mut posix, modified) = match &spool.base {
-                Some(base) => (posix::read(&base.meta), time(base.modified_ms)),
-                None => (Change::default(), now),
+            // What the version it becomes will have: see `send`.
+            let mut meta = spool
+                .base
+                .as_ref()
+                .map(|b| b.meta.clone())
+                .unwrap_or_default();
+            let modified = match &spool.base {
+                Some(base) if !spool.new_content => time(base.modified_ms),
+                _ => {
+                    posix::content_changed(&mut meta);
+                    now
+                }
             };
-            let modified = if spool.new_content {
-                posix::content_changed_times(&mut posix);
-                now
-            } else {
-                modified
-            };
-            posix.merge(&spool.posix);
+            spool.posix.apply(&mut meta);
+            let posix = posix::read(&meta);
             let attr = self.attr(ino, FileType::RegularFile, size, modified, now);
             return Ok(self.with_posix(attr, &posix));
         }
