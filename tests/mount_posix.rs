@@ -3,7 +3,8 @@
 //! and `touch -d` are stored with the object and seen through the other
 //! node's mount; symbolic links are objects of their own type that
 //! `p3ctl get` reads; hard links are refused with EPERM; git works in a mount
-//! (its lock files are renamed over the files they replace).
+//! (its lock files are renamed over the files they replace); a second
+//! `rsync -a` finds nothing to do (directories keep their attributes too).
 
 mod common;
 
@@ -128,6 +129,48 @@ fn tar_keeps_modes_owners_times_and_symlinks_across_mounts() {
     );
     // A link's name is taken like a file's.
     sh_fails_with(&format!("ln -s x {}", m1.q("tree/link")), "File exists");
+}
+
+#[test]
+fn a_second_rsync_into_a_mount_has_nothing_to_transfer() {
+    if fuse_missing() {
+        return;
+    }
+    let (cluster, m1, m3) = two_mounts();
+    let src = cluster.root.path().join("src");
+    fs::create_dir_all(src.join("lib/deep")).unwrap();
+    fs::create_dir_all(src.join("empty")).unwrap();
+    fs::write(src.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    fs::write(src.join("lib/a.txt"), "a\n").unwrap();
+    fs::write(src.join("lib/deep/b.bin"), vec![7u8; 100_000]).unwrap();
+    let s = q(&src);
+    // Directory modes and times are set last, as after a build: rsync -a
+    // keeps them on directories too.
+    sh_ok(&format!(
+        "cd {s} && chmod 755 run.sh && chmod 600 lib/a.txt && ln -s lib/a.txt link \
+         && touch -d '2003-04-05 06:07:08.5' run.sh lib/a.txt lib/deep/b.bin \
+         && touch -h -d '2004-01-01' link \
+         && chmod 750 lib && chmod 700 empty \
+         && touch -d '2005-06-07 08:09:10' lib lib/deep empty ."
+    ));
+    let copy = m1.q("copy");
+    let first = sh_ok(&format!("rsync -a --itemize-changes {s}/ {copy}/"));
+    assert!(first.contains("run.sh"), "the first run copies: {first}");
+    let second = sh_ok(&format!("rsync -a --itemize-changes {s}/ {copy}/"));
+    assert_eq!(second, "", "a second rsync -a finds everything up to date");
+    // Through the other node's mount it is the same tree.
+    eventually(
+        "mount 3 to hold what rsync wrote, attributes and all",
+        &format!(
+            "test -z \"$(rsync -a --dry-run --itemize-changes {s}/ {}/)\"",
+            m3.q("copy")
+        ),
+    );
+    assert_eq!(
+        sh_ok(&format!("stat -c '%a %Y' {}", m3.q("copy/lib"))),
+        format!("750 {}", sh_ok("date -d '2005-06-07 08:09:10' +%s").trim()) + "\n"
+    );
+    assert_eq!(sh_ok(&m3.q("copy/run.sh")), "ran\n");
 }
 
 #[test]

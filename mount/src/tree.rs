@@ -24,8 +24,9 @@ pub const LISTING_TTL: Duration = Duration::from_secs(1);
 pub enum Entry {
     /// An object.
     File(Stat),
-    /// A prefix of other names (or a marker).
-    Directory,
+    /// A prefix of other names, with its marker object `DIR/` if it has one
+    /// (an empty directory, or one whose mode, owner or times were set).
+    Directory(Option<Stat>),
 }
 
 /// Paths ↔ inode numbers. A path is the object name (`a/b/c`), `""` for the
@@ -116,16 +117,39 @@ pub fn prefix(dir: &str) -> String {
     }
 }
 
+/// What an object makes of a directory's child.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Makes {
+    /// The child is this file.
+    File,
+    /// The child is a directory and this object is its marker.
+    Marker,
+    /// The child is a directory this object is somewhere below.
+    Below,
+}
+
 /// The child of the directory whose names start with `prefix` that object
-/// `stat` makes: `(name, true)` for a file in it, `(name, false)` for a
-/// directory below it; `None` for an object outside it or its own marker.
-fn child_of<'a>(prefix: &str, stat: &'a Stat) -> Option<(&'a str, bool)> {
+/// `stat` makes, and how; `None` for an object outside it or its own marker.
+fn child_of<'a>(prefix: &str, stat: &'a Stat) -> Option<(&'a str, Makes)> {
     let (_, name) = stat.path.split_once('/')?;
     let rest = name.strip_prefix(prefix)?;
     match rest.split_once('/') {
-        None if !rest.is_empty() => Some((rest, true)),
-        Some((child, _)) if !child.is_empty() => Some((child, false)),
+        None if !rest.is_empty() => Some((rest, Makes::File)),
+        Some((child, "")) if !child.is_empty() => Some((child, Makes::Marker)),
+        Some((child, _)) if !child.is_empty() => Some((child, Makes::Below)),
         _ => None, // this directory's own marker, or an empty segment
+    }
+}
+
+/// Adds what `makes` says to what a child was found to be so far: a file
+/// wins over a directory of the same name, a marker over a bare prefix.
+fn found(entry: &mut Option<Entry>, makes: Makes, stat: &Stat) {
+    match (makes, &entry) {
+        (Makes::File, _) => *entry = Some(Entry::File(stat.clone())),
+        (_, Some(Entry::File(_))) => {}
+        (Makes::Marker, _) => *entry = Some(Entry::Directory(Some(stat.clone()))),
+        (Makes::Below, None) => *entry = Some(Entry::Directory(None)),
+        (Makes::Below, Some(Entry::Directory(_))) => {}
     }
 }
 
@@ -133,34 +157,31 @@ fn child_of<'a>(prefix: &str, stat: &'a Stat) -> Option<(&'a str, bool)> {
 /// start with its prefix. A file and a directory of the same name: the file.
 pub fn children(dir: &str, objects: &[Stat]) -> BTreeMap<String, Entry> {
     let prefix = prefix(dir);
-    let mut entries = BTreeMap::new();
+    let mut entries: BTreeMap<String, Option<Entry>> = BTreeMap::new();
     for stat in objects {
-        match child_of(&prefix, stat) {
-            Some((name, true)) => {
-                entries.insert(name.to_owned(), Entry::File(stat.clone()));
-            }
-            Some((name, false)) => {
-                entries.entry(name.to_owned()).or_insert(Entry::Directory);
-            }
-            None => {}
+        if let Some((name, makes)) = child_of(&prefix, stat) {
+            found(entries.entry(name.to_owned()).or_default(), makes, stat);
         }
     }
     entries
+        .into_iter()
+        .filter_map(|(name, entry)| Some((name, entry?)))
+        .collect()
 }
 
 /// What `name` is in directory `dir` (as [`children`] would say, without
 /// building the whole listing: lookups are the hot path).
 pub fn child(dir: &str, name: &str, objects: &[Stat]) -> Option<Entry> {
     let prefix = prefix(dir);
-    let mut found = None;
+    let mut entry = None;
     for stat in objects {
         match child_of(&prefix, stat) {
-            Some((child, true)) if child == name => return Some(Entry::File(stat.clone())),
-            Some((child, false)) if child == name => found = Some(Entry::Directory),
+            Some((child, Makes::File)) if child == name => return Some(Entry::File(stat.clone())),
+            Some((child, makes)) if child == name => found(&mut entry, makes, stat),
             _ => {}
         }
     }
-    found
+    entry
 }
 
 /// Recent listings of directories, dropped when any object changes.
@@ -251,8 +272,8 @@ mod tests {
         .collect();
         let root = children("", &objects);
         assert!(matches!(root["a.txt"], Entry::File(_)));
-        assert!(matches!(root["docs"], Entry::Directory));
-        assert!(matches!(root["empty"], Entry::Directory));
+        assert!(matches!(&root["docs"], Entry::Directory(Some(m)) if m.path == "ns/docs/"));
+        assert!(matches!(root["empty"], Entry::Directory(Some(_))));
         assert_eq!(root.len(), 3);
         let docs = children("docs", &objects);
         assert_eq!(docs.keys().collect::<Vec<_>>(), ["x", "y"]);
@@ -260,11 +281,11 @@ mod tests {
         assert!(matches!(child("", "a.txt", &objects), Some(Entry::File(_))));
         assert!(matches!(
             child("", "docs", &objects),
-            Some(Entry::Directory)
+            Some(Entry::Directory(Some(_)))
         ));
         assert!(matches!(
             child("docs", "y", &objects),
-            Some(Entry::Directory)
+            Some(Entry::Directory(None))
         ));
         assert!(child("docs", "z", &objects).is_none());
         assert_eq!(parent("a/b/c"), "a/b");

@@ -6,14 +6,14 @@ use std::time::SystemTime;
 
 use fuser::{FileAttr, TimeOrNow};
 use libc::c_int;
-use p3_objectspace::object::PutOptions;
+use p3_objectspace::{object::PutOptions, SpaceError};
 
 use super::P3Fs;
 use crate::{
     errno::errno,
     handles::Handle,
     posix::{self, Change},
-    tree::Entry,
+    tree::{Entry, DIRECTORY_TYPE},
 };
 
 /// Longest target a symbolic link may have (Linux's `PATH_MAX`).
@@ -30,8 +30,9 @@ pub(super) fn requested(time: TimeOrNow) -> SystemTime {
 impl P3Fs {
     /// Sets `change` on `path`: on its open spool if it is being written
     /// (it is sent with the content), else as a new version with the same
-    /// value. Directories are prefixes with nothing to keep: accepted, kept
-    /// nowhere.
+    /// value. A directory keeps them on its marker object `DIR/` (made if
+    /// it has none); the root has no object: its attributes are accepted
+    /// and kept nowhere.
     pub(super) fn set_attributes(&mut self, path: &str, change: &Change) -> Result<(), c_int> {
         if change.is_empty() {
             return Ok(());
@@ -51,12 +52,38 @@ impl P3Fs {
         }
         match self.resolve(path).map_err(|e| errno("setattr", path, &e))? {
             None => Err(libc::ENOENT),
-            Some(Entry::Directory) => Ok(()),
+            Some(Entry::Directory(_)) if path.is_empty() => Ok(()),
+            Some(Entry::Directory(None)) => self
+                .make_marker(path, change)
+                .map_err(|e| errno("setattr", path, &e)),
+            Some(Entry::Directory(Some(_))) => self.retag(&format!("{path}/"), |options| {
+                change.apply(&mut options.meta);
+                Ok(())
+            }),
             Some(Entry::File(_)) => self.retag(path, |options| {
                 change.apply(&mut options.meta);
                 Ok(())
             }),
         }
+    }
+
+    /// Makes the marker object `path/` of directory `path`, with `attributes`
+    /// (only if it has none: two mounts racing, one wins).
+    pub(super) fn make_marker(
+        &mut self,
+        path: &str,
+        attributes: &Change,
+    ) -> Result<(), SpaceError> {
+        let mut options = PutOptions {
+            type_tag: DIRECTORY_TYPE.into(),
+            if_version: Some(0),
+            ..PutOptions::default()
+        };
+        attributes.apply(&mut options.meta);
+        let object = format!("{}/", self.object(path));
+        let put = self.client.put_bytes(&object, options, &[]);
+        self.changed();
+        put.map(drop)
     }
 
     /// Makes `path` a symbolic link to `target`, owned by `uid`:`gid`.

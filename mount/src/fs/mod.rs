@@ -128,8 +128,20 @@ impl P3Fs {
         }
     }
 
-    fn directory_attr(&self, ino: u64) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0, self.mounted, self.mounted)
+    /// A directory's attributes: its marker's, if it has one (set by
+    /// `mkdir`, `chmod`, `chown`, `touch`), else the mount's defaults.
+    fn directory_attr(&self, ino: u64, marker: Option<&Stat>) -> FileAttr {
+        let Some(marker) = marker else {
+            return self.attr(ino, FileType::Directory, 0, self.mounted, self.mounted);
+        };
+        let attr = self.attr(
+            ino,
+            FileType::Directory,
+            0,
+            time(marker.modified_ms),
+            time(marker.created_ms),
+        );
+        self.with_posix(attr, &posix::read(&marker.meta))
     }
 
     fn file_attr(&self, ino: u64, stat: &Stat) -> FileAttr {
@@ -183,7 +195,7 @@ impl P3Fs {
     /// What `path` is, or `None`.
     fn resolve(&mut self, path: &str) -> Result<Option<Entry>, SpaceError> {
         if path.is_empty() {
-            return Ok(Some(Entry::Directory));
+            return Ok(Some(Entry::Directory(None)));
         }
         let dir = parent(path).to_owned();
         let base = path.rsplit('/').next().unwrap_or(path);
@@ -216,7 +228,7 @@ impl P3Fs {
         }
         match self.resolve(path) {
             Ok(Some(Entry::File(stat))) => Ok(self.file_attr(ino, &stat)),
-            Ok(Some(Entry::Directory)) => Ok(self.directory_attr(ino)),
+            Ok(Some(Entry::Directory(marker))) => Ok(self.directory_attr(ino, marker.as_ref())),
             Ok(None) => Err(libc::ENOENT),
             Err(e) => Err(errno("getattr", path, &e)),
         }
@@ -350,14 +362,14 @@ impl P3Fs {
         match self.resolve(from).map_err(|e| errno("rename", from, &e))? {
             None => Err(libc::ENOENT),
             Some(Entry::File(stat)) => {
-                if let Some(Entry::Directory) =
+                if let Some(Entry::Directory(_)) =
                     self.resolve(to).map_err(|e| errno("rename", to, &e))?
                 {
                     return Err(libc::EISDIR);
                 }
                 self.move_object(from, &stat, to)
             }
-            Some(Entry::Directory) => {
+            Some(Entry::Directory(_)) => {
                 let target = self
                     .client
                     .list(&self.namespace, &prefix(to))
@@ -417,7 +429,7 @@ impl P3Fs {
             .map_err(|e| errno("getxattr", path, &e))?
         {
             Some(Entry::File(stat)) => stat,
-            Some(Entry::Directory) => return Ok(Vec::new()),
+            Some(Entry::Directory(_)) => return Ok(Vec::new()),
             None => return Err(libc::ENOENT),
         };
         let mut all = vec![

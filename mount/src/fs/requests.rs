@@ -14,7 +14,7 @@ use crate::{
     errno::errno,
     handles::{Handle, Reader, Spool},
     posix::Change,
-    tree::{children, join, parent, prefix, Entry, DIRECTORY_TYPE, ROOT},
+    tree::{children, join, parent, prefix, Entry, ROOT},
 };
 
 impl Filesystem for P3Fs {
@@ -30,7 +30,7 @@ impl Filesystem for P3Fs {
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
         if ino == ROOT {
-            return reply.attr(&TTL, &self.directory_attr(ROOT));
+            return reply.attr(&TTL, &self.directory_attr(ROOT, None));
         }
         match self.path_of(ino).and_then(|path| self.attr_of(&path)) {
             Ok(attr) => reply.attr(&TTL, &attr),
@@ -106,11 +106,11 @@ impl Filesystem for P3Fs {
 
     fn mkdir(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let result = (|| {
@@ -123,17 +123,16 @@ impl Filesystem for P3Fs {
             {
                 return Err(libc::EEXIST);
             }
-            let marker = PutOptions {
-                type_tag: DIRECTORY_TYPE.into(),
-                ..PutOptions::default()
+            // A new directory is its creator's, with the mode it asked for.
+            let attributes = Change {
+                mode: Some(mode & !umask),
+                uid: Some(req.uid()),
+                gid: Some(req.gid()),
+                ..Change::default()
             };
-            let object = format!("{}/", self.object(&path));
-            self.client
-                .put_bytes(&object, marker, &[])
+            self.make_marker(&path, &attributes)
                 .map_err(|e| errno("mkdir", &path, &e))?;
-            self.changed();
-            let ino = self.inodes.number(&path);
-            Ok(self.directory_attr(ino))
+            self.attr_of(&path)
         })();
         match result {
             Ok(attr) => reply.entry(&TTL, &attr, 0),
@@ -150,7 +149,7 @@ impl Filesystem for P3Fs {
                 .map_err(|e| errno("unlink", &path, &e))?
             {
                 Some(Entry::File(_)) => {}
-                Some(Entry::Directory) => return Err(libc::EISDIR),
+                Some(Entry::Directory(_)) => return Err(libc::EISDIR),
                 None => return Err(libc::ENOENT),
             }
             let removed = self.client.remove(&self.object(&path));
@@ -165,7 +164,7 @@ impl Filesystem for P3Fs {
             self.writable()?;
             let path = self.child(parent, name)?;
             match self.resolve(&path).map_err(|e| errno("rmdir", &path, &e))? {
-                Some(Entry::Directory) => {}
+                Some(Entry::Directory(_)) => {}
                 Some(Entry::File(_)) => return Err(libc::ENOTDIR),
                 None => return Err(libc::ENOENT),
             }
@@ -254,7 +253,7 @@ impl Filesystem for P3Fs {
                 .resolve(&path)
                 .map_err(|e| errno("create", &path, &e))?;
             let base = match existing {
-                Some(Entry::Directory) => return Err(libc::EISDIR),
+                Some(Entry::Directory(_)) => return Err(libc::EISDIR),
                 Some(Entry::File(_)) if flags & libc::O_EXCL != 0 => return Err(libc::EEXIST),
                 Some(Entry::File(stat)) => Some(stat),
                 None => None,
@@ -380,7 +379,7 @@ impl Filesystem for P3Fs {
             for (name, entry) in children(&dir, &list) {
                 let kind = match entry {
                     Entry::File(stat) => kind_of(&stat),
-                    Entry::Directory => FileType::Directory,
+                    Entry::Directory(_) => FileType::Directory,
                 };
                 entries.push((self.inodes.number(&join(&dir, &name)), kind, name));
             }
