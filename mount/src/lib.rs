@@ -6,9 +6,10 @@
 //! file and become the object's next version, whole, when the file is closed
 //! or fsync'd ([`handles`]); type and metadata are extended attributes
 //! (`user.p3.type`, `user.p3.meta.KEY`); mode, owner and times are kept as
-//! metadata too, and symbolic links are objects of their own type ([`posix`]). Changes made elsewhere show up within
-//! a second: the kernel trusts what it was told for one second, and a watch
-//! on the namespace empties the mount's own caches on every change.
+//! metadata too, and symbolic links are objects of their own type
+//! ([`posix`]). Changes made elsewhere show at the next access: a watch on
+//! the namespace drops the mount's listings and the kernel's cached names,
+//! attributes and pages of what changed ([`fresh`]).
 //!
 //! What it must never do: hold a whole value in memory; leave a half-written
 //! file in the space; hang a program forever on a node that stopped answering
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod errno;
+pub mod fresh;
 pub mod fs;
 pub mod handles;
 pub mod posix;
@@ -23,15 +25,18 @@ pub mod tree;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{mpsc, Arc, Mutex},
 };
 
 use fuser::{BackgroundSession, MountOption};
-use p3_objectspace::{Space, SpaceError};
+use p3_objectspace::SpaceError;
 use tokio::{runtime::Handle, task::JoinHandle};
 
-use crate::{client::Client, fs::P3Fs, tree::Listings};
+use crate::{
+    client::Client,
+    fs::P3Fs,
+    tree::{Inodes, Listings},
+};
 
 /// Why a mount could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -97,11 +102,13 @@ pub fn mount(runtime: Handle, config: &MountConfig) -> Result<Mounted, MountErro
         return Err(SpaceError::NoSuchNamespace(config.namespace.clone()).into());
     }
     let listings = Arc::new(Mutex::new(Listings::default()));
+    let inodes = Arc::new(Mutex::new(Inodes::default()));
     let fs = P3Fs::new(
         config.namespace.clone(),
         config.read_only,
         client,
         listings.clone(),
+        inodes.clone(),
     );
     let mut options = vec![
         MountOption::FSName(format!("p3:{}", config.namespace)),
@@ -126,29 +133,20 @@ pub fn mount(runtime: Handle, config: &MountConfig) -> Result<Mounted, MountErro
             reason: e.to_string(),
         }
     })?;
-    let watcher = runtime.spawn(invalidate_on_change(
+    let (changes, changed) = mpsc::channel();
+    let notifier = session.notifier();
+    std::thread::Builder::new()
+        .name("p3-mount-invalidate".into())
+        .spawn(move || fresh::forget_in_kernel(notifier, inodes, changed))
+        .map_err(|e| MountError::MountPoint {
+            path: config.mountpoint.clone(),
+            reason: format!("cannot start a thread: {e}"),
+        })?;
+    let watcher = runtime.spawn(fresh::watch(
         config.data_dir.clone(),
         config.namespace.clone(),
         listings,
+        changes,
     ));
     Ok(Mounted { session, watcher })
-}
-
-/// Empties the listing cache whenever an object of the namespace changes
-/// (watched through the node); reconnects if the node goes away.
-async fn invalidate_on_change(
-    data_dir: PathBuf,
-    namespace: String,
-    listings: Arc<Mutex<Listings>>,
-) {
-    loop {
-        if let Ok(space) = Space::connect(&data_dir).await {
-            if let Ok(mut watching) = space.watch(&namespace, "", false).await {
-                while watching.next().await.is_ok() {
-                    listings.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }

@@ -61,6 +61,11 @@ impl Inodes {
         ino
     }
 
+    /// The inode of `path` if it has one yet.
+    pub fn known(&self, path: &str) -> Option<u64> {
+        self.numbers.get(path).copied()
+    }
+
     /// The path of `ino`.
     pub fn path(&self, ino: u64) -> Option<&str> {
         self.paths.get(&ino).map(String::as_str)
@@ -188,6 +193,9 @@ pub fn child(dir: &str, name: &str, objects: &[Stat]) -> Option<Entry> {
 #[derive(Debug, Default)]
 pub struct Listings {
     cached: HashMap<String, (Instant, Arc<Vec<Stat>>)>,
+    /// How many times it was cleared: a listing asked for before a clear
+    /// may predate the change and is not kept.
+    generation: u64,
 }
 
 impl Listings {
@@ -199,14 +207,24 @@ impl Listings {
             .map(|(_, list)| list.clone())
     }
 
-    /// Remembers the listing of `dir`.
-    pub fn put(&mut self, dir: &str, list: Arc<Vec<Stat>>) {
-        self.cached.insert(dir.to_owned(), (Instant::now(), list));
+    /// Its generation now: pass it to [`Listings::put`] with a listing
+    /// asked for after this.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Remembers the listing of `dir`, asked for at `generation`, unless a
+    /// change came in since (it may not show it).
+    pub fn put(&mut self, dir: &str, list: Arc<Vec<Stat>>, generation: u64) {
+        if generation == self.generation {
+            self.cached.insert(dir.to_owned(), (Instant::now(), list));
+        }
     }
 
     /// Forgets everything (an object changed somewhere).
     pub fn clear(&mut self) {
         self.cached.clear();
+        self.generation += 1;
     }
 }
 
@@ -240,6 +258,18 @@ mod tests {
             Some("dirt"),
             "only paths under dir/ move"
         );
+    }
+
+    #[test]
+    fn a_listing_asked_for_before_a_change_is_not_kept() {
+        let mut listings = Listings::default();
+        let before = listings.generation();
+        listings.clear();
+        listings.put("d", Arc::new(vec![stat("ns/d/old")]), before);
+        assert!(listings.get("d").is_none(), "it may predate the change");
+        let now = listings.generation();
+        listings.put("d", Arc::new(vec![stat("ns/d/new")]), now);
+        assert_eq!(listings.get("d").map(|l| l.len()), Some(1));
     }
 
     fn stat(path: &str) -> Stat {

@@ -110,6 +110,11 @@ impl Mount {
         mount
     }
 
+    /// `DIR/rel`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
     /// `DIR/rel` as a shell-quoted word.
     pub fn q(&self, rel: &str) -> String {
         q(&self.dir.join(rel))

@@ -40,7 +40,7 @@ pub struct P3Fs {
     namespace: String,
     read_only: bool,
     client: Client,
-    inodes: Inodes,
+    inodes: Arc<Mutex<Inodes>>,
     listings: Arc<Mutex<Listings>>,
     handles: HashMap<u64, (String, Handle)>,
     next_handle: u64,
@@ -58,13 +58,15 @@ fn text(name: &OsStr) -> Result<&str, c_int> {
 }
 
 impl P3Fs {
-    /// A filesystem over `namespace`, through `client`; `listings` is shared
-    /// with the watcher that empties it when objects change.
+    /// A filesystem over `namespace`, through `client`; `listings` and
+    /// `inodes` are shared with the watcher that drops what changed (see
+    /// [`crate::fresh`]).
     pub fn new(
         namespace: String,
         read_only: bool,
         client: Client,
         listings: Arc<Mutex<Listings>>,
+        inodes: Arc<Mutex<Inodes>>,
     ) -> Self {
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -72,7 +74,7 @@ impl P3Fs {
             namespace,
             read_only,
             client,
-            inodes: Inodes::default(),
+            inodes,
             listings,
             handles: HashMap::new(),
             next_handle: 1,
@@ -88,6 +90,10 @@ impl P3Fs {
 
     fn listings(&self) -> std::sync::MutexGuard<'_, Listings> {
         self.listings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn changed(&self) {
@@ -176,8 +182,9 @@ impl P3Fs {
         if let Some(list) = self.listings().get(dir) {
             return Ok(list);
         }
+        let generation = self.listings().generation();
         let list = Arc::new(self.client.list(&self.namespace, &prefix(dir))?);
-        self.listings().put(dir, list.clone());
+        self.listings().put(dir, list.clone(), generation);
         Ok(list)
     }
 
@@ -204,7 +211,7 @@ impl P3Fs {
     }
 
     fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
-        let ino = self.inodes.number(path);
+        let ino = self.inodes().number(path);
         if let Some(spool) = self.writing(path) {
             let size = spool.size().map_err(|e| errno("getattr", path, &e))?;
             let now = SystemTime::now();
@@ -235,7 +242,10 @@ impl P3Fs {
     }
 
     fn path_of(&self, ino: u64) -> Result<String, c_int> {
-        self.inodes.path(ino).map(str::to_owned).ok_or(libc::ENOENT)
+        self.inodes()
+            .path(ino)
+            .map(str::to_owned)
+            .ok_or(libc::ENOENT)
     }
 
     fn child(&self, parent: u64, name: &OsStr) -> Result<String, c_int> {
@@ -347,7 +357,7 @@ impl P3Fs {
 
     /// After a rename: inode numbers and open files follow their paths.
     fn renamed(&mut self, from: &str, to: &str) {
-        self.inodes.rename(from, to);
+        self.inodes().rename(from, to);
         let dir = prefix(from);
         for (path, _) in self.handles.values_mut() {
             if path == from {

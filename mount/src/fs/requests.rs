@@ -381,7 +381,7 @@ impl Filesystem for P3Fs {
                     Entry::File(stat) => kind_of(&stat),
                     Entry::Directory(_) => FileType::Directory,
                 };
-                entries.push((self.inodes.number(&join(&dir, &name)), kind, name));
+                entries.push((self.inodes().number(&join(&dir, &name)), kind, name));
             }
             // Files being written but not yet sent are there too.
             let pending: Vec<String> = self
@@ -393,7 +393,7 @@ impl Filesystem for P3Fs {
             for path in pending {
                 let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
                 if !entries.iter().any(|(_, _, n)| *n == name) {
-                    entries.push((self.inodes.number(&path), FileType::RegularFile, name));
+                    entries.push((self.inodes().number(&path), FileType::RegularFile, name));
                 }
             }
             Ok(entries)
