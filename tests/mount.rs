@@ -3,7 +3,8 @@
 //! node; puts, renames, removals, overwrites, appends, truncation and
 //! directories made in one place show up in the other mount without
 //! remounting; writes reach the space on close or fsync, never half-done; a
-//! 300 MiB file passes through without the mount holding it in memory; xattrs
+//! 300 MiB file passes through without the mount holding it in memory, and
+//! while a large file's close sends it other programs are served; xattrs
 //! expose and set an object's type and metadata; errors map to the right errno
 //! (also EROFS on `--read-only` mounts, EIO when the node dies); `p3ctl umount`,
 //! SIGTERM and SIGINT end a mount cleanly. Real node and mount processes on
@@ -15,8 +16,10 @@ mod common;
 use std::{
     collections::BTreeMap,
     fs,
+    io::Write,
     path::Path,
     process::{Command, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -184,6 +187,54 @@ fn changes_in_one_mount_show_in_the_other() {
         "a removed directory to vanish",
         &format!("! [ -e {b}/empty ]"),
     );
+}
+
+#[test]
+fn a_large_files_close_does_not_hold_up_other_programs() {
+    skip_without_fuse!();
+    const SIZE: u64 = 128 * MIB;
+    /// Rounds of listing and reading small files that must complete while
+    /// the large file's close is sending it; served one request at a time,
+    /// the first round would wait for the whole send.
+    const ROUNDS: usize = 10;
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    fs::create_dir(m1.path("small")).unwrap();
+    for i in 0..5 {
+        fs::write(m1.path(&format!("small/{i}")), format!("small file {i}")).unwrap();
+    }
+    let big = m1.path("big.bin");
+    let (said, heard) = mpsc::channel();
+    let writer = thread::spawn(move || {
+        let mut file = fs::File::create(&big).unwrap();
+        let chunk = vec![5u8; MIB as usize];
+        for _ in 0..SIZE / MIB {
+            file.write_all(&chunk).unwrap();
+        }
+        said.send("closing").unwrap();
+        drop(file); // the close sends the value and returns once it is stored
+        said.send("closed").unwrap();
+    });
+    assert_eq!(heard.recv_timeout(DEADLINE), Ok("closing"));
+    let mut rounds = 0;
+    while rounds < ROUNDS && heard.try_recv().is_err() {
+        // Each round reaches the mount: listings and opens are never
+        // answered from the kernel's caches.
+        let names = fs::read_dir(m1.path("small")).unwrap().count();
+        assert_eq!(names, 5);
+        for i in 0..5 {
+            let text = fs::read_to_string(m1.path(&format!("small/{i}"))).unwrap();
+            assert_eq!(text, format!("small file {i}"));
+        }
+        rounds += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        rounds, ROUNDS,
+        "only {rounds} rounds of small reads were served while the large file was being sent"
+    );
+    let meta = stat(&cluster.nodes[1].dir, &format!("{NS}/big.bin"));
+    assert_eq!(meta["size"].as_u64(), Some(SIZE), "{meta}");
 }
 
 #[test]

@@ -1,9 +1,17 @@
 //! The mount's way to the space: one connection to the local node, used from
-//! the FUSE thread by blocking on the runtime, re-opened after any failure so
-//! a node restart costs a failed call, not a dead mount. Values move through
-//! files (spools), never whole in memory.
+//! the FUSE thread by blocking on the runtime ([`Client`]), re-opened after
+//! any failure so a node restart costs a failed call, not a dead mount; and
+//! connections for the work done off that thread, reads and sends of whole
+//! values ([`Node`]). Values move through files (spools), never whole in
+//! memory.
 
-use std::{fs::File, io::Seek, path::PathBuf, time::Duration};
+use std::{
+    fs::File,
+    io::Seek,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use p3_objectspace::{
     api::protocol::Written,
@@ -19,10 +27,67 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Result of a call to the space.
 pub type Result<T> = std::result::Result<T, SpaceError>;
 
-/// A connection to the node on `data_dir`, for blocking callers.
-pub struct Client {
+/// Idle connections kept for the next send: a file closed after each of a
+/// few thousand small writes (`tar -x`) should not cost a handshake each.
+const IDLE_CONNECTIONS: usize = 8;
+
+/// The node on a data directory, for tasks on the runtime: cheap to clone.
+#[derive(Clone)]
+pub struct Node {
     runtime: Handle,
     data_dir: PathBuf,
+    idle: Arc<Mutex<Vec<Space>>>,
+}
+
+impl Node {
+    /// The node on `data_dir`; `runtime` runs the calls to it.
+    pub fn new(runtime: Handle, data_dir: PathBuf) -> Self {
+        Self {
+            runtime,
+            data_dir,
+            idle: Arc::default(),
+        }
+    }
+
+    /// The runtime the calls run on.
+    pub fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+
+    /// A fresh connection (a reader streams on its own).
+    pub async fn connect(&self) -> Result<Space> {
+        Ok(Space::connect(&self.data_dir)
+            .await?
+            .with_timeout(CALL_TIMEOUT))
+    }
+
+    /// Writes `path` with the contents of `file` (from its start), on an idle
+    /// connection or a new one.
+    pub async fn put_file(&self, path: &str, options: &PutOptions, file: &File) -> Result<Written> {
+        let size = file.metadata().map_err(local)?.len();
+        let mut file = file.try_clone().map_err(local)?;
+        file.rewind().map_err(local)?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut space = match idle {
+            Some(space) => space,
+            None => self.connect().await?,
+        };
+        let reader = tokio::fs::File::from_std(file);
+        let written = space.put(path, options, Some(size), reader, |_| {}).await;
+        // A connection that failed may be broken: only a good one is kept.
+        if written.is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < IDLE_CONNECTIONS {
+                idle.push(space);
+            }
+        }
+        written
+    }
+}
+
+/// A connection to the node on `data_dir`, for blocking callers.
+pub struct Client {
+    node: Node,
     space: Option<Space>,
 }
 
@@ -30,28 +95,19 @@ impl Client {
     /// A client of the node on `data_dir`; connects on first use.
     pub fn new(runtime: Handle, data_dir: PathBuf) -> Self {
         Self {
-            runtime,
-            data_dir,
+            node: Node::new(runtime, data_dir),
             space: None,
         }
     }
 
-    /// The runtime calls block on.
-    pub fn runtime(&self) -> &Handle {
-        &self.runtime
+    /// The node, for work done off the caller's thread.
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
-    /// The node's data directory.
-    pub fn data_dir(&self) -> &PathBuf {
-        &self.data_dir
-    }
-
-    /// Opens a fresh connection (for a reader that streams on its own).
+    /// Opens a fresh connection.
     pub fn connect(&self) -> Result<Space> {
-        let dir = self.data_dir.clone();
-        self.runtime
-            .block_on(async move { Space::connect(&dir).await })
-            .map(|s| s.with_timeout(CALL_TIMEOUT))
+        self.node.runtime.block_on(self.node.connect())
     }
 
     /// Runs one call on the shared connection; a connection that failed is
@@ -70,7 +126,7 @@ impl Client {
         let Some(space) = self.space.as_mut() else {
             return Err(SpaceError::Unavailable("no connection".into()));
         };
-        let result = self.runtime.block_on(f(space));
+        let result = self.node.runtime.block_on(f(space));
         if matches!(
             result,
             Err(SpaceError::Unavailable(_)
@@ -102,16 +158,9 @@ impl Client {
 
     /// Writes `path` with the contents of `file` (from its start).
     pub fn put_file(&mut self, path: &str, options: PutOptions, file: &File) -> Result<Written> {
-        let size = file.metadata().map_err(local)?.len();
-        let mut file = file.try_clone().map_err(local)?;
-        file.rewind().map_err(local)?;
-        let path = path.to_owned();
-        self.call(move |s| {
-            Box::pin(async move {
-                let reader = tokio::fs::File::from_std(file);
-                s.put(&path, &options, Some(size), reader, |_| {}).await
-            })
-        })
+        self.node
+            .runtime
+            .block_on(self.node.put_file(path, &options, file))
     }
 
     /// Writes `to` with the value of `from` (the node copies; no bytes here).

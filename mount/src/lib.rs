@@ -4,7 +4,9 @@
 //! object names with `/` are paths and directories are their prefixes
 //! ([`tree`]); reads stream values from the node, writes collect in a spool
 //! file and become the object's next version, whole, when the file is closed
-//! or fsync'd ([`handles`]); type and metadata are extended attributes
+//! or fsync'd ([`handles`]); both run on the runtime and answer the kernel
+//! from there, so a large value being read or sent holds up no other
+//! request (names and attributes are served in order, one request each); type and metadata are extended attributes
 //! (`user.p3.type`, `user.p3.meta.KEY`); mode, owner and times are kept as
 //! metadata too, and symbolic links are objects of their own type
 //! ([`posix`]). Changes made elsewhere show at the next access: a watch on

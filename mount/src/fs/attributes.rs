@@ -47,7 +47,7 @@ impl P3Fs {
             });
         if let Some(spool) = open {
             spool.posix.merge(change);
-            spool.dirty = true;
+            spool.touched();
             return Ok(());
         }
         match self.resolve(path).map_err(|e| errno("setattr", path, &e))? {

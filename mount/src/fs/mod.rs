@@ -21,7 +21,7 @@ use p3_objectspace::{
 use crate::{
     client::Client,
     errno::errno,
-    handles::{Handle, Spool},
+    handles::{keeping, spool::Upload, Handle, Spool},
     posix::{self, Change},
     tree::{child, join, parent, prefix, Entry, Inodes, Listings},
 };
@@ -216,20 +216,11 @@ impl P3Fs {
             let size = spool.size().map_err(|e| errno("getattr", path, &e))?;
             let now = SystemTime::now();
             // What the version it becomes will have: see `send`.
-            let mut meta = spool
-                .base
-                .as_ref()
-                .map(|b| b.meta.clone())
-                .unwrap_or_default();
             let modified = match &spool.base {
                 Some(base) if !spool.new_content => time(base.modified_ms),
-                _ => {
-                    posix::content_changed(&mut meta);
-                    now
-                }
+                _ => now,
             };
-            spool.posix.apply(&mut meta);
-            let posix = posix::read(&meta);
+            let posix = posix::read(&spool.options().meta);
             let attr = self.attr(ino, FileType::RegularFile, size, modified, now);
             return Ok(self.with_posix(attr, &posix));
         }
@@ -267,49 +258,65 @@ impl P3Fs {
         fh
     }
 
-    /// Sends a dirty spool as the file's next version (on a close, only if
-    /// it was written to: see [`Spool::written`]).
-    fn send(&mut self, fh: u64, closing: bool) -> Result<(), c_int> {
-        let Some((path, Handle::Write(spool))) = self.handles.get_mut(&fh) else {
+    /// What sending handle `fh`'s spool takes, if it has changes to send
+    /// (on a close, only if it was written to: see [`Spool::upload`]).
+    fn upload_of(&self, fh: u64, closing: bool) -> Result<Option<(String, Upload)>, c_int> {
+        let Some((path, Handle::Write(spool))) = self.handles.get(&fh) else {
+            return Ok(None);
+        };
+        match spool.upload(self.object(path), closing) {
+            Ok(upload) => Ok(upload.map(|u| (path.clone(), u))),
+            Err(e) => Err(errno("write", path, &e)),
+        }
+    }
+
+    /// Sends handle `fh`'s changes as the file's next version and answers
+    /// `reply` once they are stored, from the runtime: the FUSE thread
+    /// serves others meanwhile. For `flush` and `fsync`, whose caller waits
+    /// for the answer before it does anything else to the file.
+    fn send(&mut self, fh: u64, closing: bool, reply: ReplyEmpty) {
+        let (path, upload) = match self.upload_of(fh, closing) {
+            Ok(Some(found)) => found,
+            Ok(None) => return reply.ok(),
+            Err(e) => return reply.error(e),
+        };
+        let (node, listings) = (self.client.node().clone(), self.listings.clone());
+        node.runtime().clone().spawn(async move {
+            let sent = upload.run(&node).await;
+            listings.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            match sent {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("write", &path, &e)),
+            }
+        });
+    }
+
+    /// Sends handle `fh`'s changes before anything else is served. For
+    /// `release`, which the kernel sends without waiting for it: the
+    /// program may already be renaming or removing the file, and those
+    /// must find what it wrote (a lock file removed unwritten must not
+    /// appear afterwards). What is left by then is small: a close has
+    /// already sent what was written.
+    fn send_now(&mut self, fh: u64) -> Result<(), c_int> {
+        let Some((path, upload)) = self.upload_of(fh, false)? else {
             return Ok(());
         };
-        if !spool.dirty || (closing && !spool.written) {
-            return Ok(());
-        }
-        let mut options = spool
-            .base
-            .as_ref()
-            .map_or_else(PutOptions::default, keeping);
-        if spool.new_content {
-            posix::content_changed(&mut options.meta);
-        }
-        spool.posix.apply(&mut options.meta);
-        let object = format!("{}/{path}", self.namespace);
-        let path = path.clone();
-        match self.client.put_file(&object, options, &spool.file) {
-            Ok(_) => {
-                spool.dirty = false;
-                spool.written = false;
-                self.changed();
-                Ok(())
-            }
-            Err(e) => Err(errno("write", &path, &e)),
-        }
+        let node = self.client.node().clone();
+        let sent = node.runtime().block_on(upload.run(&node));
+        self.changed();
+        sent.map_err(|e| errno("write", &path, &e))
     }
 
     /// The spool of `path` with its current contents (for changing a file
     /// that is not open).
     fn spool_of(&mut self, path: &str) -> Result<Spool, c_int> {
-        let mut spool = Spool::empty(None).map_err(|e| errno("open", path, &e))?;
+        let spool = Spool::empty(None).map_err(|e| errno("open", path, &e))?;
         let object = self.object(path);
         let base = self
             .client
             .get_file(&object, &spool.file)
             .map_err(|e| errno("open", path, &e))?;
-        spool.base = Some(base);
-        spool.dirty = false;
-        spool.new_content = false;
-        Ok(spool)
+        Ok(spool.filled_from(base))
     }
 
     fn send_spool(&mut self, path: &str, spool: Spool, options: PutOptions) -> Result<(), c_int> {
@@ -471,16 +478,6 @@ fn kind_of(stat: &Stat) -> FileType {
         FileType::Symlink
     } else {
         FileType::RegularFile
-    }
-}
-
-/// The options of a new version that keeps `stat`'s type and metadata.
-fn keeping(stat: &Stat) -> PutOptions {
-    PutOptions {
-        type_tag: stat.type_tag.clone(),
-        meta: stat.meta.clone(),
-        volatile: stat.volatile,
-        ..PutOptions::default()
     }
 }
 

@@ -7,12 +7,11 @@ use fuser::{
     FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
-use p3_objectspace::object::PutOptions;
 
-use super::{attributes::requested, empty, keeping, kind_of, reply_xattr, text, P3Fs, TTL};
+use super::{attributes::requested, empty, kind_of, reply_xattr, text, P3Fs, TTL};
 use crate::{
     errno::errno,
-    handles::{Handle, Reader, Spool},
+    handles::{Handle, Reads, Spool},
     posix::Change,
     tree::{children, join, parent, prefix, Entry, ROOT},
 };
@@ -80,10 +79,7 @@ impl Filesystem for P3Fs {
                         spool
                             .truncate(size)
                             .map_err(|e| errno("truncate", &path, &e))?;
-                        let options = spool
-                            .base
-                            .as_ref()
-                            .map_or_else(PutOptions::default, keeping);
+                        let options = spool.options();
                         self.send_spool(&path, spool, options)?;
                     }
                 }
@@ -215,7 +211,7 @@ impl Filesystem for P3Fs {
         let result = (|| {
             let path = self.path_of(ino)?;
             let handle = if flags & libc::O_ACCMODE == libc::O_RDONLY {
-                Handle::Read(Reader::new(self.object(&path)))
+                Handle::Read(Reads::new(self.client.node().clone(), self.object(&path)))
             } else {
                 self.writable()?;
                 if flags & libc::O_TRUNC != 0 {
@@ -289,16 +285,13 @@ impl Filesystem for P3Fs {
         reply: ReplyData,
     ) {
         let offset = offset.max(0) as u64;
-        let Some((path, handle)) = self.handles.get_mut(&fh) else {
-            return reply.error(libc::EBADF);
-        };
-        let read = match handle {
-            Handle::Read(reader) => reader.read(&self.client, offset, size as usize),
-            Handle::Write(spool) => spool.read(offset, size as usize),
-        };
-        match read {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno("read", path, &e)),
+        match self.handles.get(&fh) {
+            None => reply.error(libc::EBADF),
+            Some((_, Handle::Read(reads))) => reads.read(offset, size as usize, reply),
+            Some((path, Handle::Write(spool))) => match spool.read(offset, size as usize) {
+                Ok(bytes) => reply.data(&bytes),
+                Err(e) => reply.error(errno("read", path, &e)),
+            },
         }
     }
 
@@ -332,7 +325,7 @@ impl Filesystem for P3Fs {
         _lock_owner: u64,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.send(fh, true));
+        self.send(fh, true, reply);
     }
 
     fn fsync(
@@ -343,7 +336,7 @@ impl Filesystem for P3Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.send(fh, false));
+        self.send(fh, false, reply);
     }
 
     fn release(
@@ -356,7 +349,7 @@ impl Filesystem for P3Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let sent = self.send(fh, false);
+        let sent = self.send_now(fh);
         self.handles.remove(&fh);
         empty(reply, sent);
     }

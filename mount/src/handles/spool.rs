@@ -1,0 +1,191 @@
+//! A file being written: its bytes in a spool file on local disk until they
+//! are sent, whole, as the object's next version. Sends run on the runtime,
+//! one at a time per file, newest last: each is numbered by the change it
+//! carries, and one that finds a later change already sent has nothing to do.
+
+use std::{
+    fs::File,
+    os::unix::fs::FileExt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use p3_objectspace::object::{PutOptions, Stat};
+
+use super::keeping;
+use crate::{
+    client::{local, Node, Result},
+    posix::{self, Change},
+};
+
+/// How far a spool's changes got: each change is numbered, and a send
+/// records the number it carried. Shared with the sends in flight.
+#[derive(Default)]
+struct Progress {
+    /// The latest change (0: none since the spool was filled).
+    changed: AtomicU64,
+    /// The latest change to the bytes.
+    written: AtomicU64,
+    /// The latest change sent.
+    sent: AtomicU64,
+    /// Held while a send is in flight.
+    sending: tokio::sync::Mutex<()>,
+}
+
+/// A file open for writing.
+pub struct Spool {
+    /// The bytes.
+    pub file: File,
+    /// The version it started from (its type and metadata are kept).
+    pub base: Option<Stat>,
+    /// Whether its bytes are new content rather than a copy of `base`'s:
+    /// then the version it becomes gets its own modification time.
+    pub new_content: bool,
+    /// Attributes set while it is open, applied when it is sent.
+    pub posix: Change,
+    progress: Arc<Progress>,
+}
+
+impl Spool {
+    /// An empty spool in the system's temporary directory: a new (or
+    /// truncated) file, to be sent when its last descriptor closes even if
+    /// nothing is written to it.
+    pub fn empty(base: Option<Stat>) -> Result<Self> {
+        let spool = Self {
+            file: tempfile::tempfile().map_err(local)?,
+            base,
+            new_content: true,
+            posix: Change::default(),
+            progress: Arc::default(),
+        };
+        spool.progress.changed.store(1, Ordering::SeqCst);
+        Ok(spool)
+    }
+
+    /// This spool, filled with `base`'s bytes: nothing to send yet.
+    pub fn filled_from(mut self, base: Stat) -> Self {
+        self.base = Some(base);
+        self.new_content = false;
+        self.progress = Arc::default();
+        self
+    }
+
+    fn change(&self) -> u64 {
+        self.progress.changed.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Its attributes changed (see [`Spool::posix`]).
+    pub fn touched(&self) {
+        self.change();
+    }
+
+    fn written(&mut self) {
+        let change = self.change();
+        self.progress.written.store(change, Ordering::SeqCst);
+        self.new_content = true;
+    }
+
+    /// Bytes at `offset`.
+    pub fn read(&self, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; size];
+        let mut filled = 0;
+        while filled < size {
+            let n = self
+                .file
+                .read_at(&mut bytes[filled..], offset + filled as u64)
+                .map_err(local)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        bytes.truncate(filled);
+        Ok(bytes)
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.file.write_all_at(data, offset).map_err(local)?;
+        self.written();
+        Ok(())
+    }
+
+    /// Cuts or extends to `size` bytes.
+    pub fn truncate(&mut self, size: u64) -> Result<()> {
+        self.file.set_len(size).map_err(local)?;
+        self.written();
+        Ok(())
+    }
+
+    /// Its size now.
+    pub fn size(&self) -> Result<u64> {
+        Ok(self.file.metadata().map_err(local)?.len())
+    }
+
+    /// The options of the version it becomes: `base`'s type and metadata,
+    /// the attributes set meanwhile, and a new modification time for new
+    /// content.
+    pub fn options(&self) -> PutOptions {
+        let mut options = self.base.as_ref().map_or_else(PutOptions::default, keeping);
+        if self.new_content {
+            posix::content_changed(&mut options.meta);
+        }
+        self.posix.apply(&mut options.meta);
+        options
+    }
+
+    /// What sending it as `object`'s next version takes, unless there is
+    /// nothing to send. On a close (`closing`) only bytes written since the
+    /// last send are sent: a new file nobody wrote to yet is sent when its
+    /// last descriptor closes, so a shell's `> f` (open, dup, close, write,
+    /// close) never shows an empty version first.
+    pub fn upload(&self, object: String, closing: bool) -> Result<Option<Upload>> {
+        let progress = &self.progress;
+        let change = progress.changed.load(Ordering::SeqCst);
+        if !needs_send(progress, change, closing) {
+            return Ok(None);
+        }
+        Ok(Some(Upload {
+            object,
+            file: self.file.try_clone().map_err(local)?,
+            options: self.options(),
+            change,
+            closing,
+            progress: progress.clone(),
+        }))
+    }
+}
+
+/// Whether a send of change `change` has something to carry.
+fn needs_send(progress: &Progress, change: u64, closing: bool) -> bool {
+    let sent = progress.sent.load(Ordering::SeqCst);
+    change > sent && !(closing && progress.written.load(Ordering::SeqCst) <= sent)
+}
+
+/// A spool's bytes and attributes on their way to the space.
+pub struct Upload {
+    object: String,
+    file: File,
+    options: PutOptions,
+    change: u64,
+    closing: bool,
+    progress: Arc<Progress>,
+}
+
+impl Upload {
+    /// Sends it through `node`, after the sends of the same file before it,
+    /// unless one of them already carried this change or a later one.
+    pub async fn run(self, node: &Node) -> Result<()> {
+        let progress = &self.progress;
+        let _turn = progress.sending.lock().await;
+        if !needs_send(progress, self.change, self.closing) {
+            return Ok(());
+        }
+        node.put_file(&self.object, &self.options, &self.file)
+            .await?;
+        progress.sent.fetch_max(self.change, Ordering::SeqCst);
+        Ok(())
+    }
+}
