@@ -1,8 +1,12 @@
-//! Sequential throughput of one large file through a mount, against the same
-//! file through `p3ctl put` / `p3ctl get` and a plain local-disk copy, on a
-//! local 3-node cluster (separate `p3ctl` processes on 127.0.0.1, one disk).
+//! What tools get from a mount, on a local 3-node cluster (separate `p3ctl`
+//! processes on 127.0.0.1, one disk), each beside the same on local disk:
+//! sequential throughput of one large file against `p3ctl put` / `p3ctl
+//! get`; `tar -x` of 10,000 small files in 100 directories (files per
+//! second); `ls -l` of a 10,000-entry tree; `git clone` of a 5,000-file
+//! repository.
 //!
-//! Run with `cargo bench --bench mount` (1 GiB; `P3_BENCH_QUICK=1` for 64 MiB).
+//! Run with `cargo bench --bench mount` (1 GiB, 10,000 files; `P3_BENCH_QUICK=1`
+//! for 64 MiB and 1,000 files).
 //! Every write is timed until it is durable: the local copy until `sync FILE`
 //! returns, a put and a mount write (`cp` into the mount: the close sends the
 //! file) until the owners acknowledge. Reads go to a local file. Needs
@@ -67,11 +71,8 @@ fn main() {
         );
         return;
     }
-    let bytes: u64 = if std::env::var_os("P3_BENCH_QUICK").is_some() {
-        64 << 20
-    } else {
-        1 << 30
-    };
+    let quick = std::env::var_os("P3_BENCH_QUICK").is_some();
+    let bytes: u64 = if quick { 64 << 20 } else { 1 << 30 };
     let started = Instant::now();
     let cluster = Cluster::start(3);
     cluster.wait_formed();
@@ -134,8 +135,62 @@ fn main() {
         write / put * 100.0,
         read / get * 100.0
     );
+    small_files(&dir, work, quick);
     println!(
         "mount bench took {:?}",
         Duration::from_secs(started.elapsed().as_secs())
     );
+}
+
+/// Seconds `script` takes (run by `sh`, which must succeed).
+fn seconds(script: &str) -> f64 {
+    let start = Instant::now();
+    sh(script);
+    start.elapsed().as_secs_f64()
+}
+
+/// Many small files: `tar -x`, `ls -l`, `git clone`, into the mount `mnt`
+/// and into a local directory under `work`.
+fn small_files(mnt: &Path, work: &Path, quick: bool) {
+    let (files, repo_files) = if quick { (1_000, 500) } else { (10_000, 5_000) };
+    let (m, w) = (mnt.display(), work.display());
+    // A source tree: 100 directories of small files (1-4 KiB, like code).
+    sh(&format!(
+        "mkdir -p {w}/tree && cd {w}/tree && for d in $(seq 0 99); do mkdir d$d; done && \
+         awk 'BEGIN {{ for (i = 0; i < {files}; i++) {{ f = sprintf(\"d%d/f%d.c\", i % 100, i); \
+           n = 1024 + (i * 37) % 3072; s = \"\"; while (length(s) < n) s = s \"int x\" i \" = \" i \";\\n\"; \
+           printf \"%s\", s > f; close(f) }} }}' && tar -cf {w}/tree.tar -C {w}/tree ."
+    ));
+    let rate = |secs: f64| files as f64 / secs;
+    let local = seconds(&format!(
+        "mkdir {w}/untar && tar -xf {w}/tree.tar -C {w}/untar && sync"
+    ));
+    let mounted = seconds(&format!(
+        "mkdir {m}/untar && tar -xf {w}/tree.tar -C {m}/untar"
+    ));
+    println!(
+        "tar -x of {files} small files: local disk {:.0} files/s, mount {:.0} files/s",
+        rate(local),
+        rate(mounted)
+    );
+    let local = seconds(&format!("ls -lR {w}/untar > /dev/null"));
+    let mounted = seconds(&format!("ls -lR {m}/untar > /dev/null"));
+    println!("ls -lR of {files} entries: local disk {local:.3} s, mount {mounted:.3} s");
+    sh(&format!("diff -r {w}/tree {m}/untar"));
+
+    // A repository of `repo_files` files in one commit.
+    sh(&format!(
+        "mkdir {w}/repo && cd {w}/repo && git init -q && \
+         tar -xf {w}/tree.tar && find . -name '*.c' | sort | tail -n +{} | xargs rm -f && \
+         git add -A && git -c user.email=b@example.com -c user.name=bench commit -qm tree",
+        repo_files + 1
+    ));
+    let local = seconds(&format!(
+        "git clone -q --no-local {w}/repo {w}/clone && sync"
+    ));
+    let mounted = seconds(&format!("git clone -q --no-local {w}/repo {m}/clone"));
+    println!("git clone of {repo_files} files: local disk {local:.2} s, mount {mounted:.2} s");
+    sh(&format!(
+        "cd {m}/clone && git fsck --no-progress 2>/dev/null && git status --porcelain | wc -l | grep -qx 0"
+    ));
 }

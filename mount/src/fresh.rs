@@ -15,7 +15,10 @@ use std::{
 use fuser::Notifier;
 use p3_objectspace::Space;
 
-use crate::tree::{parent, Inodes, Listings};
+use crate::{
+    listings::Listings,
+    tree::{parent, Inodes},
+};
 
 /// What the kernel is told to forget.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +50,7 @@ pub fn to_forget(inodes: &Inodes, name: &str) -> Vec<Forget> {
 }
 
 /// Watches `namespace` through the node on `data_dir` for as long as the
-/// mount lives: every change empties `listings`, then goes to `changes`
+/// mount lives: every change is forgotten in `listings`, then goes to `changes`
 /// (for [`forget_in_kernel`]). Reconnects if the node goes away.
 pub async fn watch(
     data_dir: PathBuf,
@@ -59,8 +62,12 @@ pub async fn watch(
         if let Ok(space) = Space::connect(&data_dir).await {
             if let Ok(mut watching) = space.watch(&namespace, "", false).await {
                 while let Ok(event) = watching.next().await {
-                    listings.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                    if changes.send(event.name.as_str().to_owned()).is_err() {
+                    let name = event.name.as_str();
+                    listings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forget(name);
+                    if changes.send(name.to_owned()).is_err() {
                         return; // unmounted
                     }
                 }

@@ -22,6 +22,7 @@ pub mod errno;
 pub mod fresh;
 pub mod fs;
 pub mod handles;
+pub mod listings;
 pub mod posix;
 pub mod tree;
 
@@ -34,11 +35,7 @@ use fuser::{BackgroundSession, MountOption};
 use p3_objectspace::SpaceError;
 use tokio::{runtime::Handle, task::JoinHandle};
 
-use crate::{
-    client::Client,
-    fs::P3Fs,
-    tree::{Inodes, Listings},
-};
+use crate::{client::Client, fs::P3Fs, listings::Listings, tree::Inodes};
 
 /// Why a mount could not be made.
 #[derive(Debug, thiserror::Error)]

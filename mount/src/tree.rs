@@ -2,11 +2,7 @@
 //! directory is a name prefix (or an empty directory's marker object `DIR/`),
 //! and inode numbers are handed out per path for as long as the mount lives.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::collections::{BTreeMap, HashMap};
 
 use p3_objectspace::object::Stat;
 
@@ -15,9 +11,6 @@ pub const ROOT: u64 = fuser::FUSE_ROOT_ID;
 
 /// Type tag of an empty directory's marker object.
 pub const DIRECTORY_TYPE: &str = "p3.directory";
-
-/// How long a listing is trusted without a change event.
-pub const LISTING_TTL: Duration = Duration::from_secs(1);
 
 /// What a name in a directory is.
 #[derive(Debug, Clone)]
@@ -189,47 +182,8 @@ pub fn child(dir: &str, name: &str, objects: &[Stat]) -> Option<Entry> {
     entry
 }
 
-/// Recent listings of directories, dropped when any object changes.
-#[derive(Debug, Default)]
-pub struct Listings {
-    cached: HashMap<String, (Instant, Arc<Vec<Stat>>)>,
-    /// How many times it was cleared: a listing asked for before a clear
-    /// may predate the change and is not kept.
-    generation: u64,
-}
-
-impl Listings {
-    /// The cached listing of `dir`, if fresh.
-    pub fn get(&self, dir: &str) -> Option<Arc<Vec<Stat>>> {
-        self.cached
-            .get(dir)
-            .filter(|(at, _)| at.elapsed() < LISTING_TTL)
-            .map(|(_, list)| list.clone())
-    }
-
-    /// Its generation now: pass it to [`Listings::put`] with a listing
-    /// asked for after this.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Remembers the listing of `dir`, asked for at `generation`, unless a
-    /// change came in since (it may not show it).
-    pub fn put(&mut self, dir: &str, list: Arc<Vec<Stat>>, generation: u64) {
-        if generation == self.generation {
-            self.cached.insert(dir.to_owned(), (Instant::now(), list));
-        }
-    }
-
-    /// Forgets everything (an object changed somewhere).
-    pub fn clear(&mut self) {
-        self.cached.clear();
-        self.generation += 1;
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -260,19 +214,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_listing_asked_for_before_a_change_is_not_kept() {
-        let mut listings = Listings::default();
-        let before = listings.generation();
-        listings.clear();
-        listings.put("d", Arc::new(vec![stat("ns/d/old")]), before);
-        assert!(listings.get("d").is_none(), "it may predate the change");
-        let now = listings.generation();
-        listings.put("d", Arc::new(vec![stat("ns/d/new")]), now);
-        assert_eq!(listings.get("d").map(|l| l.len()), Some(1));
-    }
-
-    fn stat(path: &str) -> Stat {
+    pub(crate) fn stat(path: &str) -> Stat {
         Stat {
             path: path.to_owned(),
             version: 1,

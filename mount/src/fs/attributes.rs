@@ -82,7 +82,7 @@ impl P3Fs {
         attributes.apply(&mut options.meta);
         let object = format!("{}/", self.object(path));
         let put = self.client.put_bytes(&object, options, &[]);
-        self.changed();
+        self.changed_object(&format!("{path}/"));
         put.map(drop)
     }
 
@@ -119,7 +119,7 @@ impl P3Fs {
         .apply(&mut options.meta);
         let object = self.object(path);
         let put = self.client.put_bytes(&object, options, target);
-        self.changed();
+        self.changed_object(path);
         put.map_err(|e| errno("symlink", path, &e))?;
         self.attr_of(path)
     }

@@ -22,8 +22,9 @@ use crate::{
     client::Client,
     errno::errno,
     handles::{keeping, spool::Upload, Handle, Spool},
+    listings::{Known, Listings},
     posix::{self, Change},
-    tree::{child, join, parent, prefix, Entry, Inodes, Listings},
+    tree::{child, join, parent, prefix, Entry, Inodes},
 };
 
 /// How long the kernel may trust an attribute or a name without asking again:
@@ -96,8 +97,14 @@ impl P3Fs {
         self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Changes of wide or unknown extent were made (a directory renamed).
     fn changed(&self) {
         self.listings().clear();
+    }
+
+    /// Object `path` (`a/b/` for a directory's marker) was changed here.
+    fn changed_object(&self, path: &str) {
+        self.listings().forget(path);
     }
 
     fn attr(
@@ -206,8 +213,24 @@ impl P3Fs {
         }
         let dir = parent(path).to_owned();
         let base = path.rsplit('/').next().unwrap_or(path);
-        let list = self.listing(&dir)?;
-        Ok(child(&dir, base, &list))
+        let known = self.listings().lookup(&dir, path);
+        match known {
+            Known::Listed(list) => Ok(child(&dir, base, &list)),
+            // Changed since the listing: the object itself says what it is
+            // now; only a directory can still be answered by the listing.
+            Known::Stale(list) => {
+                match self.client.stat(&self.object(path)) {
+                    Ok(stat) => Ok(Some(Entry::File(stat))),
+                    Err(SpaceError::NotFound(_)) => Ok(child(&dir, base, &list)
+                        .filter(|entry| matches!(entry, Entry::Directory(_)))),
+                    Err(e) => Err(e),
+                }
+            }
+            Known::Nothing => {
+                let list = self.listing(&dir)?;
+                Ok(child(&dir, base, &list))
+            }
+        }
     }
 
     fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
@@ -283,7 +306,10 @@ impl P3Fs {
         let (node, listings) = (self.client.node().clone(), self.listings.clone());
         node.runtime().clone().spawn(async move {
             let sent = upload.run(&node).await;
-            listings.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            listings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(&path);
             match sent {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("write", &path, &e)),
@@ -303,7 +329,7 @@ impl P3Fs {
         };
         let node = self.client.node().clone();
         let sent = node.runtime().block_on(upload.run(&node));
-        self.changed();
+        self.changed_object(&path);
         sent.map_err(|e| errno("write", &path, &e))
     }
 
@@ -322,7 +348,7 @@ impl P3Fs {
     fn send_spool(&mut self, path: &str, spool: Spool, options: PutOptions) -> Result<(), c_int> {
         let object = self.object(path);
         let sent = self.client.put_file(&object, options, &spool.file);
-        self.changed();
+        self.changed_object(path);
         sent.map(drop).map_err(|e| errno("write", path, &e))
     }
 
@@ -358,7 +384,7 @@ impl P3Fs {
         };
         change(&mut options)?;
         let copied = self.client.copy(&object, &object, options);
-        self.changed();
+        self.changed_object(path);
         copied.map(drop).map_err(|e| errno("xattr", path, &e))
     }
 

@@ -149,7 +149,7 @@ impl Filesystem for P3Fs {
                 None => return Err(libc::ENOENT),
             }
             let removed = self.client.remove(&self.object(&path));
-            self.changed();
+            self.changed_object(&path);
             removed.map(drop).map_err(|e| errno("unlink", &path, &e))
         })();
         empty(reply, result);
@@ -176,7 +176,7 @@ impl Filesystem for P3Fs {
                 return Err(libc::ENOTEMPTY);
             }
             let removed = self.client.remove(&self.object(&marker));
-            self.changed();
+            self.changed_object(&marker);
             removed.map(drop).map_err(|e| errno("rmdir", &path, &e))
         })();
         empty(reply, result);
@@ -470,9 +470,7 @@ impl Filesystem for P3Fs {
         let result = (|| {
             self.writable()?;
             let path = self.path_of(ino)?;
-            let set = self.set_xattr(&path, text(name)?, value);
-            self.changed();
-            set
+            self.set_xattr(&path, text(name)?, value)
         })();
         empty(reply, result);
     }
@@ -519,9 +517,7 @@ impl Filesystem for P3Fs {
         let result = (|| {
             self.writable()?;
             let path = self.path_of(ino)?;
-            let removed = self.remove_xattr(&path, text(name)?);
-            self.changed();
-            removed
+            self.remove_xattr(&path, text(name)?)
         })();
         empty(reply, result);
     }
