@@ -6,7 +6,7 @@
 //! repository.
 //!
 //! Run with `cargo bench --bench mount` (1 GiB, 10,000 files; `P3_BENCH_QUICK=1`
-//! for 64 MiB and 1,000 files).
+//! for 64 MiB and 1,000 files; `P3_BENCH_MIB=N` for an N MiB large file).
 //! Every write is timed until it is durable: the local copy until `sync FILE`
 //! returns, a put and a mount write (`cp` into the mount: the close sends the
 //! file) until the owners acknowledge. Reads go to a local file. Needs
@@ -23,11 +23,16 @@ use std::{
 
 use common::{p3ctl_ok, wait_for, Cluster, DEADLINE};
 
-/// The `p3ctl mount` process; unmounts (SIGTERM) when dropped.
-struct Mount(Child, std::path::PathBuf);
+/// The `p3ctl mount` process, its mount point and its log; unmounts
+/// (SIGTERM) when dropped, and shows the log if the bench failed.
+struct Mount(Child, std::path::PathBuf, std::path::PathBuf);
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.2).unwrap_or_default();
+            eprintln!("--- mount log ---\n{log}");
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
@@ -72,7 +77,12 @@ fn main() {
         return;
     }
     let quick = std::env::var_os("P3_BENCH_QUICK").is_some();
-    let bytes: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let mib: u64 = match std::env::var("P3_BENCH_MIB") {
+        Ok(mib) => mib.parse().expect("P3_BENCH_MIB: a number of MiB"),
+        Err(_) if quick => 64,
+        Err(_) => 1024,
+    };
+    let bytes = mib << 20;
     let started = Instant::now();
     let cluster = Cluster::start(3);
     cluster.wait_formed();
@@ -86,12 +96,13 @@ fn main() {
     p3ctl_ok(node, &["ns", "create", "bench"]);
     let dir = work.join("mnt");
     std::fs::create_dir_all(&dir).expect("mount point");
+    let log = work.join("mount.log");
     let child = common::p3ctl_command(node, &["mount", "bench", dir.to_str().expect("utf-8")])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.join("mount.log")).expect("log"))
+        .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("p3ctl mount");
-    let _mount = Mount(child, dir.clone());
+    let _mount = Mount(child, dir.clone(), log);
     wait_for("the mount", DEADLINE, || is_mounted(&dir).then_some(()));
 
     println!("{} MiB, 3 nodes, R = 3, mount on node 0", bytes >> 20);
