@@ -260,8 +260,9 @@ pub fn sh_fails_with(cmd: &str, error: &str) {
     );
 }
 
-/// Polls `cmd` until it succeeds (the other mount learns of changes within about
-/// a second); fails the test with its last output after [`DEADLINE`].
+/// Polls `cmd` until it succeeds (the other mount learns of changes through
+/// its watch, within milliseconds; see `tests/mount_freshness.rs` for the
+/// bound); fails the test with its last output after [`DEADLINE`].
 pub fn eventually(what: &str, cmd: &str) {
     let start = Instant::now();
     loop {
