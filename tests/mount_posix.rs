@@ -143,6 +143,12 @@ fn a_second_rsync_into_a_mount_has_nothing_to_transfer() {
     fs::write(src.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
     fs::write(src.join("lib/a.txt"), "a\n").unwrap();
     fs::write(src.join("lib/deep/b.bin"), vec![7u8; 100_000]).unwrap();
+    // Enough files below the copy's top directory that the mount looks names
+    // in it up one by one instead of listing it (listings::LARGE_LISTING).
+    fs::create_dir_all(src.join("many")).unwrap();
+    for i in 0..300 {
+        fs::write(src.join(format!("many/{i}")), format!("{i}\n")).unwrap();
+    }
     let s = q(&src);
     // Directory modes and times are set last, as after a build: rsync -a
     // keeps them on directories too.

@@ -4,6 +4,11 @@
 //! object; every other name is still answered from the listing, so `tar -x`
 //! does not list a directory again for each file it adds), and drops the
 //! listings of the directories above, whose subdirectories it may change.
+//!
+//! A listing is by name prefix, so a directory's holds everything below it.
+//! Where a directory's last listing was large, a name in it is looked up on
+//! its own instead ([`Listings::is_large`]): `mkdir` or `chmod` of a
+//! subdirectory of a big tree must not list the whole tree each time.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,6 +22,10 @@ use crate::tree::parent;
 
 /// How long a listing is trusted without a change event.
 pub const LISTING_TTL: Duration = Duration::from_secs(1);
+
+/// Records in a directory's listing above which names in it are looked up
+/// one by one rather than by listing it again.
+pub const LARGE_LISTING: usize = 256;
 
 /// A directory's listing and the names in it changed since.
 #[derive(Debug)]
@@ -45,6 +54,9 @@ pub struct Listings {
     /// How many changes came in: a listing asked for before a change may
     /// not show it, and is not kept.
     generation: u64,
+    /// The directories whose last listing had more than [`LARGE_LISTING`]
+    /// records (kept across changes: a tree does not shrink that fast).
+    large: HashSet<String>,
 }
 
 impl Listings {
@@ -70,6 +82,11 @@ impl Listings {
         }
     }
 
+    /// Whether `dir`'s last listing was large: look names in it up one by one.
+    pub fn is_large(&self, dir: &str) -> bool {
+        self.large.contains(dir)
+    }
+
     /// Its generation now: pass it to [`Listings::put`] with a listing
     /// asked for after this.
     pub fn generation(&self) -> u64 {
@@ -79,6 +96,11 @@ impl Listings {
     /// Remembers the listing of `dir`, asked for at `generation`, unless a
     /// change came in since (it may not show it).
     pub fn put(&mut self, dir: &str, objects: Arc<Vec<Stat>>, generation: u64) {
+        if objects.len() > LARGE_LISTING {
+            self.large.insert(dir.to_owned());
+        } else {
+            self.large.remove(dir);
+        }
         if generation == self.generation {
             let listing = Listing {
                 at: Instant::now(),
@@ -159,5 +181,23 @@ mod tests {
         assert!(listings.get("a/bc").is_none());
         listings.clear();
         assert!(listings.get("z").is_none());
+    }
+
+    #[test]
+    fn a_directory_whose_last_listing_was_large_stays_large_across_changes() {
+        let mut listings = Listings::default();
+        let many: Vec<String> = (0..=LARGE_LISTING)
+            .map(|i| format!("ns/big/f{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        listings.put("big", listing(&many), listings.generation());
+        listings.put("small", listing(&["ns/small/f"]), listings.generation());
+        listings.forget("big/f0");
+        listings.clear();
+        assert!(listings.is_large("big"));
+        assert!(!listings.is_large("small"));
+        // Even a listing that came too late to keep says how large it is.
+        listings.put("big", listing(&["ns/big/f"]), 0);
+        assert!(!listings.is_large("big"));
     }
 }

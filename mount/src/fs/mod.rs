@@ -226,11 +226,33 @@ impl P3Fs {
                     Err(e) => Err(e),
                 }
             }
+            Known::Nothing if self.listings().is_large(&dir) => self.resolve_alone(path),
             Known::Nothing => {
                 let list = self.listing(&dir)?;
                 Ok(child(&dir, base, &list))
             }
         }
+    }
+
+    /// What `path` is, asked of the node without listing its directory: the
+    /// object of that name (a file wins over a directory, as in
+    /// [`child`]), else its marker, else whatever is below it.
+    fn resolve_alone(&mut self, path: &str) -> Result<Option<Entry>, SpaceError> {
+        let found = |result: Result<Stat, SpaceError>| match result {
+            Ok(stat) => Ok(Some(stat)),
+            Err(SpaceError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        tracing::debug!(%path, "looked up on its own: its directory's listing is large");
+        if let Some(stat) = found(self.client.stat(&self.object(path)))? {
+            return Ok(Some(Entry::File(stat)));
+        }
+        let marker = format!("{}/", self.object(path));
+        if let Some(stat) = found(self.client.stat(&marker))? {
+            return Ok(Some(Entry::Directory(Some(stat))));
+        }
+        let below = self.client.list(&self.namespace, &prefix(path))?;
+        Ok((!below.is_empty()).then_some(Entry::Directory(None)))
     }
 
     fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
