@@ -144,6 +144,15 @@ impl Client {
         self.call(move |s| Box::pin(async move { s.stat(&path).await }))
     }
 
+    /// Metadata of `path`, or `None` if there is no such object.
+    pub fn stat_if_present(&mut self, path: &str) -> Result<Option<Stat>> {
+        match self.stat(path) {
+            Ok(stat) => Ok(Some(stat)),
+            Err(SpaceError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Objects of `namespace` whose names start with `prefix`.
     pub fn list(&mut self, namespace: &str, prefix: &str) -> Result<Vec<Stat>> {
         let (ns, prefix) = (namespace.to_owned(), prefix.to_owned());

@@ -219,11 +219,10 @@ impl P3Fs {
             // Changed since the listing: the object itself says what it is
             // now; only a directory can still be answered by the listing.
             Known::Stale(list) => {
-                match self.client.stat(&self.object(path)) {
-                    Ok(stat) => Ok(Some(Entry::File(stat))),
-                    Err(SpaceError::NotFound(_)) => Ok(child(&dir, base, &list)
+                match self.client.stat_if_present(&self.object(path))? {
+                    Some(stat) => Ok(Some(Entry::File(stat))),
+                    None => Ok(child(&dir, base, &list)
                         .filter(|entry| matches!(entry, Entry::Directory(_)))),
-                    Err(e) => Err(e),
                 }
             }
             Known::Nothing if self.listings().is_large(&dir) => self.resolve_alone(path),
@@ -238,17 +237,12 @@ impl P3Fs {
     /// object of that name (a file wins over a directory, as in
     /// [`child`]), else its marker, else whatever is below it.
     fn resolve_alone(&mut self, path: &str) -> Result<Option<Entry>, SpaceError> {
-        let found = |result: Result<Stat, SpaceError>| match result {
-            Ok(stat) => Ok(Some(stat)),
-            Err(SpaceError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        };
         tracing::debug!(%path, "looked up on its own: its directory's listing is large");
-        if let Some(stat) = found(self.client.stat(&self.object(path)))? {
+        if let Some(stat) = self.client.stat_if_present(&self.object(path))? {
             return Ok(Some(Entry::File(stat)));
         }
         let marker = format!("{}/", self.object(path));
-        if let Some(stat) = found(self.client.stat(&marker))? {
+        if let Some(stat) = self.client.stat_if_present(&marker)? {
             return Ok(Some(Entry::Directory(Some(stat))));
         }
         let below = self.client.list(&self.namespace, &prefix(path))?;

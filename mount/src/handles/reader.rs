@@ -121,7 +121,8 @@ impl Reader {
 
 /// Drops `skip` bytes of `pipe`, then reads up to `size`; whether it ended.
 async fn read_at(pipe: &mut DuplexStream, skip: u64, size: usize) -> Result<(Vec<u8>, bool)> {
-    let mut dropped = vec![0u8; 64 << 10];
+    // Most reads follow the last one: only a seek forward needs this.
+    let mut dropped = vec![0u8; skip.min(64 << 10) as usize];
     let mut left = skip;
     while left > 0 {
         let want = left.min(dropped.len() as u64) as usize;
