@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Longest any request-response exchange may take.
-const REQUEST_OUTER_BOUND: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const REQUEST_OUTER_BOUND: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Requests one connection may have in flight in each direction.
 const MAX_CONCURRENT_REQUESTS: usize = 8192;

@@ -26,7 +26,10 @@ pub struct NetworkConfig {
     pub idle_connection_timeout: Duration,
     /// Deadline of one Kademlia query (closest peers, providers).
     pub query_timeout: Duration,
-    /// Deadline of one request-response exchange.
+    /// Base deadline of a request to a peer. Callers add time for the work a
+    /// request asks for (moving a value); this layer itself only bounds an
+    /// exchange by an hour, and a silent peer's connection is closed after
+    /// `failure_timeout`, which fails its requests at once.
     pub request_timeout: Duration,
     /// A connected peer that answers no ping for this long is taken for gone
     /// (crashed, paused or cut off) and its connection closed, so requests to

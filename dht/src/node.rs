@@ -175,7 +175,11 @@ impl Node {
         let (commands, command_rx) = mpsc::channel(256);
         let (request_tx, requests) = mpsc::channel(256);
         let limits = (config.max_request_bytes, config.max_response_bytes);
-        let timeout = config.request_timeout;
+        // As for request-response: the caller's deadline governs (a replica
+        // that fetches a gigabyte before it answers may rightly take minutes).
+        let timeout = config
+            .request_timeout
+            .max(crate::behaviour::REQUEST_OUTER_BOUND);
         let streams = event_loop::spawn(config, key, db, command_rx, request_tx.clone())?;
         let incoming = streams
             .clone()

@@ -70,6 +70,16 @@ impl Lease {
         self.until.is_some_and(|u| now < u)
     }
 
+    /// Whether a member whose map is at `map_epoch` may act as an owner at
+    /// `now`: the lease holds, and the map is at least as new as the epoch
+    /// the leader acknowledged. A node removed while away and let back in
+    /// gets its lease with the answer to its join, before the entries that
+    /// removed and re-added it reach it; its old map would still make it the
+    /// primary of keys the group has given to others meanwhile.
+    pub fn serves(&self, now: Instant, map_epoch: u64) -> bool {
+        self.valid(now) && map_epoch >= self.epoch
+    }
+
     /// How long the lease still holds at `now` (zero when it does not).
     pub fn remaining(&self, now: Instant) -> Duration {
         self.until
@@ -173,6 +183,17 @@ mod tests {
         lease.renewed(t0 + 500 * MS, 4, &times);
         assert_eq!(lease.remaining(t0 + 3000 * MS), 1000 * MS);
         assert_eq!(lease.epoch(), 5);
+    }
+
+    #[test]
+    fn a_lease_serves_only_a_map_as_new_as_the_epoch_it_was_granted_at() {
+        let t0 = Instant::now();
+        let mut lease = Lease::default();
+        lease.renewed(t0, 7, &TIMES);
+        assert!(!lease.serves(t0, 5), "a map from before the node's removal");
+        assert!(lease.serves(t0, 7));
+        assert!(lease.serves(t0, 8), "a map newer than the answer");
+        assert!(!lease.serves(t0 + 3000 * MS, 7), "and only while it holds");
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
             let everywhere = owners
                 .iter()
                 .all(|o| confirmed.get(o).is_some_and(|keys| keys.contains(&key)));
-            if everywhere && hand_off(space, &record).await? {
+            if everywhere && drop_record(space, &record).await? {
                 handed_off += 1;
             }
         }
@@ -185,14 +185,10 @@ fn should_drop(record: &ObjectRecord, registry: Option<&Registry>, now: u64) -> 
     })
 }
 
-async fn drop_record(space: &ObjectSpace, record: &ObjectRecord) -> Result<()> {
-    let store = space.store().clone();
-    let (ns, name) = (record.ns.clone(), record.name.clone());
-    blocking(move || store.delete_record(&ns, &name)).await
-}
-
-/// Drops the local copy if it is still the version the owners confirmed.
-async fn hand_off(space: &ObjectSpace, record: &ObjectRecord) -> Result<bool> {
+/// Drops the local copy of `record` if it is still that version, under the
+/// key's lock: a write or adoption that stored a newer one meanwhile (repair
+/// reads its pages without the lock) is kept. Whether it was dropped.
+async fn drop_record(space: &ObjectSpace, record: &ObjectRecord) -> Result<bool> {
     let lock = space.key_lock(object_key(&record.ns, &record.name));
     let _ordered = lock.lock().await;
     let store = space.store().clone();

@@ -275,12 +275,9 @@ pub(crate) async fn handle(
 async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerResponse> {
     let me = space.me();
     let key = object_key(&write.ns, &write.name);
-    space.check_lease().await?;
-    // One map for the whole write: its owners, its stamp and its peering.
-    let map = space.membership().map();
-    let owners = space.owners_in(&map, &key)?;
-    if owners.first() != Some(&me) {
-        return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
+    // A redirect before the value is fetched; decided again under the lock.
+    if let Err(redirect) = as_primary(space, &key).await? {
+        return Ok(redirect);
     }
     let origin: Option<PeerId> = write.origin.parse().ok();
     let _pin = match &write.op {
@@ -302,6 +299,17 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     let path = format!("{}/{}", write.ns, write.name);
     let lock = space.key_lock(key);
     let _ordered = lock.lock().await;
+    // One map for the whole write (its owners, its stamp and its peering),
+    // taken under the key's lock: while this write waited for it, the map
+    // may have moved the key to a successor that has peered it since (this
+    // node answered under the same lock). Ordered on the older map, the
+    // write would reach owners that have not applied the new one yet, be
+    // acknowledged, and be missed by the successor: two acknowledged
+    // increments from one read in the nemesis suite's 2|3 split.
+    let (map, owners) = match as_primary(space, &key).await? {
+        Ok(primary) => primary,
+        Err(redirect) => return Ok(redirect),
+    };
     crate::peering::peer(space, &map, key, &write.ns, &write.name).await?;
     space
         .lock_state(key)
@@ -422,15 +430,38 @@ async fn read_as_primary(
     name: ObjectName,
     inline: bool,
 ) -> Result<PeerResponse> {
+    let key = object_key(&ns, &name);
+    let (map, _) = match as_primary(space, &key).await? {
+        Ok(primary) => primary,
+        Err(redirect) => return Ok(redirect),
+    };
+    if !space.inner.peered.done(&key, map.epoch()) {
+        // Peering adopts what it gathered: under the key's lock, so a write
+        // stored meanwhile is not overwritten by the older copy it read.
+        let lock = space.key_lock(key);
+        let _ordered = lock.lock().await;
+        let (map, _) = match as_primary(space, &key).await? {
+            Ok(primary) => primary,
+            Err(redirect) => return Ok(redirect),
+        };
+        crate::peering::peer(space, &map, key, &ns, &name).await?;
+    }
+    head_here(space, ns, name, inline).await
+}
+
+/// This node's map and `key`'s owners in it if this node holds a lease and
+/// is the key's primary in its map; else the redirect to the primary.
+async fn as_primary(
+    space: &ObjectSpace,
+    key: &[u8; 32],
+) -> Result<std::result::Result<(p3_membership::Map, Vec<PeerId>), PeerResponse>> {
     space.check_lease().await?;
     let map = space.membership().map();
-    let key = object_key(&ns, &name);
-    let owners = space.owners_in(&map, &key)?;
+    let owners = space.owners_in(&map, key)?;
     if owners.first() != Some(&space.me()) {
-        return Ok(PeerResponse::NotPrimary(owners[0].to_string()));
+        return Ok(Err(PeerResponse::NotPrimary(owners[0].to_string())));
     }
-    crate::peering::peer(space, &map, key, &ns, &name).await?;
-    head_here(space, ns, name, inline).await
+    Ok(Ok((map, owners)))
 }
 
 /// Compares a peer's versions with ours: which it should send, which are newer here.

@@ -173,6 +173,20 @@ pub fn check(history: &History, after: &Final) -> Violations {
     }
 }
 
+/// The acknowledged increments that share their read with another
+/// acknowledged one (the lost increments and what overwrote them).
+pub fn shared_reads(history: &History) -> Vec<&Op<Cas>> {
+    let acked: Vec<&Op<Cas>> = history.cas.iter().filter(|op| op.outcome.ok()).collect();
+    let mut per_read: HashMap<u64, usize> = HashMap::new();
+    for op in &acked {
+        *per_read.entry(op.what.read).or_default() += 1;
+    }
+    acked
+        .into_iter()
+        .filter(|op| per_read[&op.what.read] > 1)
+        .collect()
+}
+
 /// The increments reported as version conflicts whose value was `seen`.
 pub fn conflicts_applied<'a>(history: &'a History, seen: &HashSet<&str>) -> Vec<&'a Op<Cas>> {
     history
@@ -287,11 +301,17 @@ mod tests {
             cas: vec![
                 cas(1, "a", Some(2), Outcome::Ok),
                 cas(1, "b", Some(2), Outcome::Ok),
+                cas(2, "c", Some(3), Outcome::Ok),
             ],
             ..History::default()
         };
-        let found = check(&history, &counter(2, "b"));
+        let found = check(&history, &counter(3, "c"));
         assert_eq!(found.lost_increments, 1);
+        let shared: Vec<&str> = shared_reads(&history)
+            .iter()
+            .map(|op| op.what.value.as_str())
+            .collect();
+        assert_eq!(shared, ["a", "b"]);
     }
 
     #[test]

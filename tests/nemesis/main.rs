@@ -312,10 +312,11 @@ fn run(nemesis: Nemesis) {
         })
         .collect();
     let applied = checker::conflicts_applied(&history, &checker::values_seen(&history, &after));
+    let shared = checker::shared_reads(&history);
     assert_eq!(
         found,
         Violations::default(),
-        "{nemesis:?}: {found}\nconflicts applied: {applied:?}\noverlapping: {overlapping:?}\nholds (fault at {fault_at:?}):\n{}",
+        "{nemesis:?}: {found}\nconflicts applied: {applied:?}\nincrements from one read: {shared:?}\noverlapping: {overlapping:?}\nholds (fault at {fault_at:?}):\n{}",
         holders.join("\n")
     );
 }

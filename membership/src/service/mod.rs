@@ -239,7 +239,8 @@ impl Membership {
     /// Whether this node holds a membership lease now: only then may it act
     /// as an owner.
     pub fn has_lease(&self) -> bool {
-        locked(&self.inner.lease).valid(Instant::now())
+        let epoch = self.inner.map.borrow().epoch();
+        locked(&self.inner.lease).serves(Instant::now(), epoch)
     }
 
     /// Waits at most `deadline` for this node to hold a lease; returns
@@ -252,6 +253,10 @@ impl Membership {
             return true;
         }
         let until = tokio::time::Instant::now() + deadline;
+        // The lease waits for a renewal or, when it was granted at an epoch
+        // this node's map has not reached, for the map.
+        let mut maps = self.inner.map.clone();
+        maps.borrow_and_update();
         loop {
             let renewed = self.inner.renewed.notified();
             tokio::pin!(renewed);
@@ -260,8 +265,16 @@ impl Membership {
             if self.has_lease() {
                 return true;
             }
-            if tokio::time::timeout_at(until, renewed).await.is_err() {
-                return self.has_lease();
+            let changed = async {
+                tokio::select! {
+                    () = &mut renewed => true,
+                    moved = maps.changed() => moved.is_ok(),
+                }
+            };
+            match tokio::time::timeout_at(until, changed).await {
+                Ok(true) => {}
+                // Out of time, or the map will not change again (stopped).
+                Ok(false) | Err(_) => return self.has_lease(),
             }
         }
     }

@@ -123,8 +123,17 @@ impl ObjectSpace {
         state: &mut LockState,
     ) -> Result<()> {
         let key = object_key(ns, name);
-        // One map for the stamp and the owners.
+        // One map for the stamp and the owners, read under the key's lock
+        // (the caller's): a node the map no longer makes the primary stores
+        // nothing, or a later peering could adopt its refused change.
         let map = self.membership().map();
+        let owners = self.owners_in(&map, &key)?;
+        if owners[0] != self.me() {
+            return Err(SpaceError::Unavailable(format!(
+                "this node is no longer the primary of {ns}/{name} (membership epoch {}); retry",
+                map.epoch()
+            )));
+        }
         let epoch = map.epoch();
         if state.epoch < epoch {
             state.epoch = epoch;
@@ -132,7 +141,6 @@ impl ObjectSpace {
         }
         state.revision += 1;
         self.store().put_lock_state_async(&key, state).await?;
-        let owners = self.owners_in(&map, &key)?;
         let sends = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
             let request = PeerRequest::LockState {
                 ns: ns.clone(),
