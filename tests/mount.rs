@@ -3,8 +3,10 @@
 //! node; puts, renames, removals, overwrites, appends, truncation and
 //! directories made in one place show up in the other mount without
 //! remounting; writes reach the space on close or fsync, never half-done; a
-//! 300 MiB file passes through without the mount holding it in memory, and
-//! while a large file's close sends it other programs are served; xattrs
+//! 300 MiB file passes through without the mount holding it in memory; a new
+//! file written in order reaches the node while it is written, and one
+//! written out of order is sent whole; while a large file's close sends it
+//! other programs are served; xattrs
 //! expose and set an object's type and metadata; errors map to the right errno
 //! (also EROFS on `--read-only` mounts, EIO when the node dies); `p3ctl umount`,
 //! SIGTERM and SIGINT end a mount cleanly. Real node and mount processes on
@@ -25,8 +27,10 @@ use std::{
 };
 
 use common::mount::*;
-use common::objects::{get, stat, MIB};
-use common::{blake3_file, p3ctl_ok, wait_for, write_pseudo_random_file, KillOnDrop, DEADLINE};
+use common::objects::{assert_same_bytes, get, stat, MIB};
+use common::{
+    blake3_file, p3ctl_ok, pseudo_random, wait_for, write_pseudo_random_file, KillOnDrop, DEADLINE,
+};
 
 /// Returns from the test, saying why, if FUSE is missing (the only allowed skip).
 macro_rules! skip_without_fuse {
@@ -235,6 +239,68 @@ fn a_large_files_close_does_not_hold_up_other_programs() {
     );
     let meta = stat(&cluster.nodes[1].dir, &format!("{NS}/big.bin"));
     assert_eq!(meta["size"].as_u64(), Some(SIZE), "{meta}");
+}
+
+/// Bytes of the files under `dir`. Walked here, not by `du`: a process
+/// started while a file of the mount is open closes its inherited copy of
+/// the descriptor, and that close flushes the file (the mount sends it).
+fn disk_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| match entry.metadata() {
+                    Ok(m) if m.is_dir() => disk_bytes(&entry.path()),
+                    Ok(m) => m.len(),
+                    // Files come and go under a running node.
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_new_file_written_in_order_reaches_the_node_while_it_is_written() {
+    skip_without_fuse!();
+    const SIZE: usize = 48 * MIB as usize;
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    let node = &cluster.nodes[0].dir;
+    let before = disk_bytes(node);
+    let first = pseudo_random(SIZE, 48);
+    let mut file = fs::File::create(m1.path("streamed.bin")).unwrap();
+    file.write_all(&first).unwrap();
+    // Still open: a file sent only when closed would have none of its bytes
+    // on the node yet (its spool is in the system's temporary directory).
+    wait_for(
+        "the node to store most of the open file's bytes",
+        DEADLINE,
+        || (disk_bytes(node) >= before + SIZE as u64 / 2).then_some(()),
+    );
+    // fsync ends the stream: the object is the file so far.
+    file.sync_all().unwrap();
+    let object = format!("{NS}/streamed.bin");
+    let other = &cluster.nodes[1].dir;
+    assert_same_bytes(&get(other, &object), &first, "the object after fsync");
+    // What is written after it is sent whole when the file is closed.
+    let tail = pseudo_random(MIB as usize, 49);
+    file.write_all(&tail).unwrap();
+    drop(file);
+    let mut want = first;
+    want.extend_from_slice(&tail);
+    assert_same_bytes(&get(other, &object), &want, "the object after close");
+
+    // A file rewritten at its start is sent whole, as written.
+    let body = pseudo_random(8 * MIB as usize, 50);
+    let mut rewritten = fs::File::create(m1.path("rewritten.bin")).unwrap();
+    rewritten.write_all(&body).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&rewritten, b"HEAD", 0).unwrap();
+    drop(rewritten);
+    let mut want = body;
+    want[..4].copy_from_slice(b"HEAD");
+    let got = get(other, &format!("{NS}/rewritten.bin"));
+    assert_same_bytes(&got, &want, "a file rewritten at its start");
 }
 
 #[test]

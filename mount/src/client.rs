@@ -14,7 +14,7 @@ use std::{
 };
 
 use p3_objectspace::{
-    api::protocol::Written,
+    api::{protocol::Written, Piece},
     object::{PutOptions, Stat},
     Space, SpaceError,
 };
@@ -67,21 +67,44 @@ impl Node {
         let size = file.metadata().map_err(local)?.len();
         let mut file = file.try_clone().map_err(local)?;
         file.rewind().map_err(local)?;
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut space = match idle {
-            Some(space) => space,
-            None => self.connect().await?,
-        };
+        let mut space = self.idle_or_new().await?;
         let reader = tokio::fs::File::from_std(file);
         let written = space.put(path, options, Some(size), reader, |_| {}).await;
-        // A connection that failed may be broken: only a good one is kept.
-        if written.is_ok() {
+        self.done_with(space, written.is_ok());
+        written
+    }
+
+    /// Writes `path` with the pieces sent on `pieces` as they come (see
+    /// [`Space::put_pieces`]); nothing is written if they stop before their end.
+    pub async fn put_pieces(
+        &self,
+        path: &str,
+        options: &PutOptions,
+        pieces: tokio::sync::mpsc::Receiver<Piece>,
+    ) -> Result<Written> {
+        let mut space = self.idle_or_new().await?;
+        let written = space.put_pieces(path, options, pieces).await;
+        self.done_with(space, written.is_ok());
+        written
+    }
+
+    async fn idle_or_new(&self) -> Result<Space> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(space) => Ok(space),
+            None => self.connect().await,
+        }
+    }
+
+    /// Keeps `space` for the next send if its call went well: one that
+    /// failed may be broken (or, for an abandoned put, mid-value).
+    fn done_with(&self, space: Space, good: bool) {
+        if good {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < IDLE_CONNECTIONS {
                 idle.push(space);
             }
         }
-        written
     }
 }
 

@@ -299,14 +299,26 @@ impl P3Fs {
 
     /// What sending handle `fh`'s spool takes, if it has changes to send
     /// (on a close, only if it was written to: see [`Spool::upload`]).
-    fn upload_of(&self, fh: u64, closing: bool) -> Result<Option<(String, Upload)>, c_int> {
-        let Some((path, Handle::Write(spool))) = self.handles.get(&fh) else {
+    fn upload_of(&mut self, fh: u64, closing: bool) -> Result<Option<(String, Upload)>, c_int> {
+        let Some((path, Handle::Write(_))) = self.handles.get(&fh) else {
             return Ok(None);
         };
-        match spool.upload(self.object(path), closing) {
-            Ok(upload) => Ok(upload.map(|u| (path.clone(), u))),
-            Err(e) => Err(errno("write", path, &e)),
+        let (path, object) = (path.clone(), self.object(path));
+        let Some((_, Handle::Write(spool))) = self.handles.get_mut(&fh) else {
+            return Ok(None);
+        };
+        match spool.upload(object, closing) {
+            Ok(upload) => Ok(upload.map(|u| (path, u))),
+            Err(e) => Err(errno("write", &path, &e)),
         }
+    }
+
+    /// An empty spool for `path` (a new or truncated file whose last
+    /// version was `base`), sent while it is written if it is written in
+    /// order.
+    fn new_spool(&self, path: &str, base: Option<Stat>) -> Result<Spool, c_int> {
+        let spool = Spool::empty(base).map_err(|e| errno("open", path, &e))?;
+        Ok(spool.streamed(self.client.node().clone(), self.object(path)))
     }
 
     /// Sends handle `fh`'s changes as the file's next version and answers

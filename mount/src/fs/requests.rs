@@ -11,7 +11,7 @@ use fuser::{
 use super::{attributes::requested, empty, kind_of, reply_xattr, text, P3Fs, TTL};
 use crate::{
     errno::errno,
-    handles::{Handle, Reads, Spool},
+    handles::{Handle, Reads},
     posix::Change,
     tree::{children, join, parent, prefix, Entry, ROOT},
 };
@@ -219,7 +219,7 @@ impl Filesystem for P3Fs {
                         Some(Entry::File(stat)) => Some(stat),
                         _ => None,
                     };
-                    Handle::Write(Spool::empty(base).map_err(|e| errno("open", &path, &e))?)
+                    Handle::Write(self.new_spool(&path, base)?)
                 } else {
                     Handle::Write(self.spool_of(&path)?)
                 }
@@ -254,7 +254,7 @@ impl Filesystem for P3Fs {
                 Some(Entry::File(stat)) => Some(stat),
                 None => None,
             };
-            let mut spool = Spool::empty(base).map_err(|e| errno("create", &path, &e))?;
+            let mut spool = self.new_spool(&path, base)?;
             if spool.base.is_none() {
                 // A new file is its creator's, with the mode it asked for.
                 spool.posix = Change {

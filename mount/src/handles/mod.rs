@@ -1,12 +1,15 @@
 //! Open files. A file opened for reading streams its object from the node as
 //! the kernel asks for it ([`reader`]); a file opened for writing is a spool
 //! file on local disk that becomes the object's next version, whole, when the
-//! file is flushed (closed) or fsync'd ([`spool`]). Both do their network
+//! file is flushed (closed) or fsync'd ([`spool`]); a new file written in
+//! order is sent while it is written, and its close only ends the put
+//! ([`stream`]). Both do their network
 //! work on the runtime, off the FUSE thread, and answer the kernel from
 //! there: a large value being read or sent holds up no other request.
 
 pub mod reader;
 pub mod spool;
+pub mod stream;
 
 use p3_objectspace::object::{PutOptions, Stat};
 

@@ -1,5 +1,6 @@
 //! A file being written: its bytes in a spool file on local disk until they
-//! are sent, whole, as the object's next version. Sends run on the runtime,
+//! are sent, whole, as the object's next version (or, for a new file written
+//! in order, sent while they are written: [`super::stream`]). Sends run on the runtime,
 //! one at a time per file, newest last: each is numbered by the change it
 //! carries, and one that finds a later change already sent has nothing to do.
 
@@ -14,7 +15,10 @@ use std::{
 
 use p3_objectspace::object::{PutOptions, Stat};
 
-use super::keeping;
+use super::{
+    keeping,
+    stream::{Stream, Streaming},
+};
 use crate::{
     client::{local, Node, Result},
     posix::{self, Change},
@@ -46,6 +50,7 @@ pub struct Spool {
     /// Attributes set while it is open, applied when it is sent.
     pub posix: Change,
     progress: Arc<Progress>,
+    streaming: Streaming,
 }
 
 impl Spool {
@@ -59,6 +64,7 @@ impl Spool {
             new_content: true,
             posix: Change::default(),
             progress: Arc::default(),
+            streaming: Streaming::Off,
         };
         spool.progress.changed.store(1, Ordering::SeqCst);
         Ok(spool)
@@ -69,6 +75,13 @@ impl Spool {
         self.base = Some(base);
         self.new_content = false;
         self.progress = Arc::default();
+        self
+    }
+
+    /// Sends it to the space as `object` through `node` while it is
+    /// written, if it is written in order from its start.
+    pub fn streamed(mut self, node: Node, object: String) -> Self {
+        self.streaming = Streaming::new(node, object);
         self
     }
 
@@ -109,6 +122,9 @@ impl Spool {
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.file.write_all_at(data, offset).map_err(local)?;
         self.written();
+        let mut streaming = std::mem::replace(&mut self.streaming, Streaming::Off);
+        streaming.wrote(offset, data, &self.file, || self.options());
+        self.streaming = streaming;
         Ok(())
     }
 
@@ -116,6 +132,7 @@ impl Spool {
     pub fn truncate(&mut self, size: u64) -> Result<()> {
         self.file.set_len(size).map_err(local)?;
         self.written();
+        self.streaming.resized(size);
         Ok(())
     }
 
@@ -141,7 +158,10 @@ impl Spool {
     /// last send are sent: a new file nobody wrote to yet is sent when its
     /// last descriptor closes, so a shell's `> f` (open, dup, close, write,
     /// close) never shows an empty version first.
-    pub fn upload(&self, object: String, closing: bool) -> Result<Option<Upload>> {
+    ///
+    /// A stream in progress ends with this send: bytes written after it are
+    /// sent whole, with the next one.
+    pub fn upload(&mut self, object: String, closing: bool) -> Result<Option<Upload>> {
         let progress = &self.progress;
         let change = progress.changed.load(Ordering::SeqCst);
         if !needs_send(progress, change, closing) {
@@ -154,6 +174,7 @@ impl Spool {
             change,
             closing,
             progress: progress.clone(),
+            stream: self.streaming.take(),
         }))
     }
 }
@@ -172,6 +193,7 @@ pub struct Upload {
     change: u64,
     closing: bool,
     progress: Arc<Progress>,
+    stream: Option<Stream>,
 }
 
 impl Upload {
@@ -183,8 +205,16 @@ impl Upload {
         if !needs_send(progress, self.change, self.closing) {
             return Ok(());
         }
-        node.put_file(&self.object, &self.options, &self.file)
-            .await?;
+        let size = self.file.metadata().map_err(local)?.len();
+        match self.stream {
+            // Every byte of the file went into the stream, in order.
+            Some(stream) if stream.sent() == size => stream.finish(self.options).await?,
+            // (Dropped, a stream ends unfinished: nothing of it is written.)
+            _ => node
+                .put_file(&self.object, &self.options, &self.file)
+                .await
+                .map(drop)?,
+        }
         progress.sent.fetch_max(self.change, Ordering::SeqCst);
         Ok(())
     }

@@ -34,6 +34,15 @@ use crate::{
 /// still arrives.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A piece of a value sent while it is produced ([`Space::put_pieces`]).
+#[derive(Debug)]
+pub enum Piece {
+    /// The value's next bytes.
+    Data(Vec<u8>),
+    /// The value is complete; its version takes these options.
+    End(PutOptions),
+}
+
 /// A conversation with the node of a data directory: one request at a time.
 /// [`Space::channel`] opens another over the same connection, for requests
 /// that run concurrently.
@@ -186,17 +195,7 @@ impl Space {
         mut value: impl AsyncRead + Unpin,
         mut progress: impl FnMut(u64),
     ) -> Result<Written> {
-        match self
-            .call(Request::Put {
-                path: path.to_owned(),
-                options: options.clone(),
-                size,
-            })
-            .await?
-        {
-            Response::Ready => {}
-            other => return Err(unexpected(other)),
-        }
+        self.begin_put(path, options, size).await?;
         let mut buf = vec![0u8; DATA_FRAME];
         let mut sent = 0u64;
         loop {
@@ -212,6 +211,67 @@ impl Space {
             progress(sent);
         }
         self.send(&Request::End).await?;
+        self.written(sent).await
+    }
+
+    /// Writes `path` with a value sent while it is produced: the bytes of
+    /// every [`Piece::Data`] from `pieces`, until a [`Piece::End`] gives the
+    /// options the version takes (those of the start may be out of date by
+    /// then). When `pieces` closes before its end, nothing is written and
+    /// this fails; the value is left unfinished on this connection, so the
+    /// caller must drop it.
+    pub async fn put_pieces(
+        &mut self,
+        path: &str,
+        options: &PutOptions,
+        mut pieces: tokio::sync::mpsc::Receiver<Piece>,
+    ) -> Result<Written> {
+        self.begin_put(path, options, None).await?;
+        let mut sent = 0u64;
+        let last = loop {
+            match pieces.recv().await {
+                Some(Piece::Data(bytes)) => {
+                    sent += bytes.len() as u64;
+                    if bytes.len() <= DATA_FRAME {
+                        self.send(&Request::Data(bytes)).await?;
+                    } else {
+                        for frame in bytes.chunks(DATA_FRAME) {
+                            self.send(&Request::Data(frame.to_vec())).await?;
+                        }
+                    }
+                }
+                Some(Piece::End(last)) => break last,
+                None => {
+                    return Err(SpaceError::Invalid(format!(
+                        "the value of {path} was abandoned before its end; nothing was written"
+                    )))
+                }
+            }
+        };
+        self.send(&Request::EndWith(last)).await?;
+        self.written(sent).await
+    }
+
+    /// Asks to write `path`; the value's frames may follow once this returns.
+    async fn begin_put(
+        &mut self,
+        path: &str,
+        options: &PutOptions,
+        size: Option<u64>,
+    ) -> Result<()> {
+        let request = Request::Put {
+            path: path.to_owned(),
+            options: options.clone(),
+            size,
+        };
+        match self.call(request).await? {
+            Response::Ready => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The answer to a put of `sent` bytes.
+    async fn written(&mut self, sent: u64) -> Result<Written> {
         // The node answers once every owner holds the value: two transfers of it
         // on top of the usual deadline, at no less than 8 MiB/s.
         let deadline = self.timeout + Duration::from_secs(sent.saturating_mul(2) / (8 << 20));

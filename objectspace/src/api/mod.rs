@@ -17,7 +17,7 @@ pub mod server;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub use client::{Space, Watching};
+pub use client::{Piece, Space, Watching};
 pub use held::HeldLock;
 
 /// Name of the file in the data directory that says where the API listens.

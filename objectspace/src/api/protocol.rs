@@ -4,8 +4,10 @@
 //! - [`Request::Put`] is answered by [`Response::Ready`] (or an error: bad path,
 //!   unknown namespace, too large) before any byte of the value moves; then the
 //!   client sends [`Request::Data`] frames (at most [`DATA_FRAME`] bytes each)
-//!   and one [`Request::End`], and the node answers [`Response::Written`] (or an
-//!   error, after reading the value to its end so the connection stays usable).
+//!   and one [`Request::End`] (or [`Request::EndWith`]), and the node answers
+//!   [`Response::Written`] (or an error, after reading the value to its end so
+//!   the connection stays usable). A client that abandons a value closes the
+//!   connection before its end: nothing is written.
 //! - [`Request::Get`] is answered by [`Response::Object`], then [`Response::Data`]
 //!   frames, then [`Response::End`] (or a [`Response::Error`] at any point).
 
@@ -57,6 +59,12 @@ pub enum Request {
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The value of a [`Request::Put`] is complete.
     End,
+    /// The value of a [`Request::Put`] is complete, and the version takes
+    /// these options instead of the ones the put began with: a value sent
+    /// while it is being written (a file written through a mount) gets its
+    /// modification time and attributes when it is closed. Whether it is
+    /// volatile cannot change.
+    EndWith(PutOptions),
     /// Read the value of `NS/NAME`.
     Get {
         /// `NS/NAME`.

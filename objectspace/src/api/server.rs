@@ -146,6 +146,7 @@ async fn put(
     }
     // After a failure the rest of the value is read and dropped.
     let mut ingest: Result<Ingest> = Ok(space.ingest());
+    let mut options = options;
     loop {
         match read_frame::<_, Request>(stream).await? {
             Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
@@ -156,6 +157,15 @@ async fn put(
                 }
             }
             Some(Request::End) => break,
+            Some(Request::EndWith(last)) => {
+                if last.volatile {
+                    ingest = Err(SpaceError::Invalid(
+                        "a durable value cannot end as a volatile one".into(),
+                    ));
+                }
+                options = last;
+                break;
+            }
             Some(_) => {
                 let e = SpaceError::Invalid("expected the value's data frames".into());
                 write_frame(stream, &Response::Error(e)).await?;
@@ -178,7 +188,7 @@ async fn put_volatile(
     stream: &mut Channel,
     space: &ObjectSpace,
     path: &ObjectPath,
-    options: PutOptions,
+    mut options: PutOptions,
 ) -> Result<(), FrameError> {
     let mut value = Vec::new();
     let mut refused = None;
@@ -194,6 +204,15 @@ async fn put_volatile(
                 }
             }
             Some(Request::End) => break,
+            Some(Request::EndWith(last)) => {
+                if !last.volatile {
+                    let e =
+                        SpaceError::Invalid("a volatile value cannot end as a durable one".into());
+                    return write_frame(stream, &Response::Error(e)).await;
+                }
+                options = last;
+                break;
+            }
             Some(_) => {
                 let e = SpaceError::Invalid("expected the value's data frames".into());
                 write_frame(stream, &Response::Error(e)).await?;
@@ -512,7 +531,8 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
         | Request::Unlock
         | Request::Watch { .. }
         | Request::Data(_)
-        | Request::End => return Err(SpaceError::Invalid("unexpected request".into())),
+        | Request::End
+        | Request::EndWith(_) => return Err(SpaceError::Invalid("unexpected request".into())),
     })
 }
 
