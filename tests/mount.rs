@@ -301,6 +301,20 @@ fn a_new_file_written_in_order_reaches_the_node_while_it_is_written() {
     want[..4].copy_from_slice(b"HEAD");
     let got = get(other, &format!("{NS}/rewritten.bin"));
     assert_same_bytes(&got, &want, "a file rewritten at its start");
+
+    // Rewritten, and renamed while its stream is open: it is sent whole
+    // under its new name (a stream goes to the name it began with).
+    fs::write(m1.path("moving.bin"), b"first version").unwrap();
+    let body = pseudo_random(8 * MIB as usize, 51);
+    let mut moving = fs::File::create(m1.path("moving.bin")).unwrap();
+    moving.write_all(&body[..6 * MIB as usize]).unwrap();
+    fs::rename(m1.path("moving.bin"), m1.path("moved.bin")).unwrap();
+    moving.write_all(&body[6 * MIB as usize..]).unwrap();
+    drop(moving);
+    let got = get(other, &format!("{NS}/moved.bin"));
+    assert_same_bytes(&got, &body, "a file renamed while it was written");
+    let listed = String::from_utf8(p3ctl_ok(other, &["ls", NS]).stdout).unwrap();
+    assert!(!listed.contains("moving.bin"), "{listed}");
 }
 
 #[test]

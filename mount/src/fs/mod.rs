@@ -420,11 +420,16 @@ impl P3Fs {
     fn renamed(&mut self, from: &str, to: &str) {
         self.inodes().rename(from, to);
         let dir = prefix(from);
-        for (path, _) in self.handles.values_mut() {
+        for (path, handle) in self.handles.values_mut() {
             if path == from {
                 *path = to.to_owned();
             } else if let Some(rest) = path.strip_prefix(&dir) {
                 *path = format!("{}{rest}", prefix(to));
+            } else {
+                continue;
+            }
+            if let Handle::Write(spool) = handle {
+                spool.moved();
             }
         }
     }

@@ -68,10 +68,14 @@ impl Filesystem for P3Fs {
                     });
                 match open {
                     Some(fh) => {
+                        let (node, object) = (self.client.node().clone(), self.object(&path));
                         if let Some((_, Handle::Write(spool))) = self.handles.get_mut(&fh) {
                             spool
                                 .truncate(size)
                                 .map_err(|e| errno("truncate", &path, &e))?;
+                            if size == 0 {
+                                spool.stream_to(node, object);
+                            }
                         }
                     }
                     None => {

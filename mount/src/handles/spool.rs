@@ -81,8 +81,21 @@ impl Spool {
     /// Sends it to the space as `object` through `node` while it is
     /// written, if it is written in order from its start.
     pub fn streamed(mut self, node: Node, object: String) -> Self {
-        self.streaming = Streaming::new(node, object);
+        self.stream_to(node, object);
         self
+    }
+
+    /// [`Spool::streamed`] for a spool that is empty now: a file opened
+    /// without `O_TRUNC` and then cut to nothing (the kernel opens an
+    /// existing file that way for `O_TRUNC`) is new content from its start.
+    pub fn stream_to(&mut self, node: Node, object: String) {
+        self.streaming = Streaming::new(node, object);
+    }
+
+    /// The file was renamed while open: a stream goes to the object it
+    /// began as, so it is abandoned and the file sent whole under its new name.
+    pub fn moved(&mut self) {
+        self.streaming = Streaming::Off;
     }
 
     fn change(&self) -> u64 {
