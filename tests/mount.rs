@@ -5,7 +5,8 @@
 //! remounting; writes reach the space on close or fsync, never half-done; a
 //! 300 MiB file passes through without the mount holding it in memory; a new
 //! file written in order reaches the node while it is written, and one
-//! written out of order is sent whole; while a large file's close sends it
+//! written out of order is sent whole; a new file renamed before it was
+//! ever sent becomes the target when closed; while a large file's close sends it
 //! other programs are served; xattrs
 //! expose and set an object's type and metadata; errors map to the right errno
 //! (also EROFS on `--read-only` mounts, EIO when the node dies); `p3ctl umount`,
@@ -29,7 +30,8 @@ use std::{
 use common::mount::*;
 use common::objects::{assert_same_bytes, get, stat, MIB};
 use common::{
-    blake3_file, p3ctl_ok, pseudo_random, wait_for, write_pseudo_random_file, KillOnDrop, DEADLINE,
+    blake3_file, p3ctl_err, p3ctl_ok, pseudo_random, wait_for, write_pseudo_random_file,
+    KillOnDrop, DEADLINE,
 };
 
 /// Returns from the test, saying why, if FUSE is missing (the only allowed skip).
@@ -313,8 +315,29 @@ fn a_new_file_written_in_order_reaches_the_node_while_it_is_written() {
     drop(moving);
     let got = get(other, &format!("{NS}/moved.bin"));
     assert_same_bytes(&got, &body, "a file renamed while it was written");
-    let listed = String::from_utf8(p3ctl_ok(other, &["ls", NS]).stdout).unwrap();
-    assert!(!listed.contains("moving.bin"), "{listed}");
+    // Asked of its primary (a listing gathers copies and may show one
+    // whose removal has not reached it yet).
+    let gone = p3ctl_err(other, &["stat", &format!("{NS}/moving.bin")]);
+    assert!(gone.contains("does not exist"), "{gone}");
+}
+
+#[test]
+fn a_new_file_renamed_before_it_was_sent_becomes_the_target_when_closed() {
+    skip_without_fuse!();
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    let other = &cluster.nodes[1].dir;
+    // Over an existing file, as a program that writes a temporary file and
+    // renames it into place while it is still open does.
+    fs::write(m1.path("target.txt"), b"old target").unwrap();
+    let mut fresh = fs::File::create(m1.path("fresh.tmp")).unwrap();
+    fresh.write_all(b"new ").unwrap();
+    fs::rename(m1.path("fresh.tmp"), m1.path("target.txt")).unwrap();
+    fresh.write_all(b"target").unwrap();
+    drop(fresh);
+    assert_eq!(get(other, &format!("{NS}/target.txt")), b"new target");
+    let never = p3ctl_err(other, &["stat", &format!("{NS}/fresh.tmp")]);
+    assert!(never.contains("does not exist"), "{never}");
 }
 
 #[test]

@@ -436,6 +436,16 @@ impl P3Fs {
 
     fn rename_paths(&mut self, from: &str, to: &str) -> Result<(), c_int> {
         match self.resolve(from).map_err(|e| errno("rename", from, &e))? {
+            // A new file still being written has no object yet: its name
+            // moves with its open handles ([`P3Fs::renamed`]) and its object
+            // is made under the new name when it is sent. Until then others
+            // see what `to` was, as for any file being written.
+            None if self.writing(from).is_some() => {
+                match self.resolve(to).map_err(|e| errno("rename", to, &e))? {
+                    Some(Entry::Directory(_)) => Err(libc::EISDIR),
+                    _ => Ok(()),
+                }
+            }
             None => Err(libc::ENOENT),
             Some(Entry::File(stat)) => {
                 if let Some(Entry::Directory(_)) =
