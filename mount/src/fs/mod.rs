@@ -420,6 +420,7 @@ impl P3Fs {
     fn renamed(&mut self, from: &str, to: &str) {
         self.inodes().rename(from, to);
         let dir = prefix(from);
+        let namespace = self.namespace.clone();
         for (path, handle) in self.handles.values_mut() {
             if path == from {
                 *path = to.to_owned();
@@ -429,9 +430,24 @@ impl P3Fs {
                 continue;
             }
             if let Handle::Write(spool) = handle {
-                spool.moved();
+                spool.moved(format!("{namespace}/{path}"));
             }
         }
+    }
+
+    /// Holds the sends of every file open for writing at `from` or below
+    /// it while the guards live (see [`Spool::hold_sends`]).
+    fn hold_sends(&self, from: &str) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let dir = prefix(from);
+        self.handles
+            .values()
+            .filter_map(|(path, handle)| match handle {
+                Handle::Write(spool) if path == from || path.starts_with(&dir) => {
+                    Some(spool.hold_sends())
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn rename_paths(&mut self, from: &str, to: &str) -> Result<(), c_int> {

@@ -202,6 +202,7 @@ impl Filesystem for P3Fs {
             if from == to {
                 return Ok(());
             }
+            let _held = self.hold_sends(&from);
             let moved = self.rename_paths(&from, &to);
             self.changed();
             moved?;

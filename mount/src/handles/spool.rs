@@ -34,8 +34,24 @@ struct Progress {
     written: AtomicU64,
     /// The latest change sent.
     sent: AtomicU64,
-    /// Held while a send is in flight.
-    sending: tokio::sync::Mutex<()>,
+    /// Held while a send is in flight (and while the file is renamed).
+    sending: Arc<tokio::sync::Mutex<()>>,
+    /// The object the file is now: a send reads it when it runs, so one that
+    /// waited while the file was renamed goes to the new name.
+    object: std::sync::Mutex<String>,
+}
+
+impl Progress {
+    fn object(&self) -> String {
+        self.object
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_object(&self, object: String) {
+        *self.object.lock().unwrap_or_else(|e| e.into_inner()) = object;
+    }
 }
 
 /// A file open for writing.
@@ -92,9 +108,18 @@ impl Spool {
         self.streaming = Streaming::new(node, object);
     }
 
-    /// The file was renamed while open: a stream goes to the object it
-    /// began as, so it is abandoned and the file sent whole under its new name.
-    pub fn moved(&mut self) {
+    /// Holds this file's sends until the guard is dropped: a rename must
+    /// not run while a send to the old name is in flight (it would copy the
+    /// old version, or the send would bring the old name back).
+    pub fn hold_sends(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.progress.sending.clone().blocking_lock_owned()
+    }
+
+    /// The file was renamed to `object` while open: later sends go there. A
+    /// stream goes to the object it began as, so it is abandoned and the file
+    /// is sent whole under its new name.
+    pub fn moved(&mut self, object: String) {
+        self.progress.set_object(object);
         self.streaming = Streaming::Off;
     }
 
@@ -180,8 +205,8 @@ impl Spool {
         if !needs_send(progress, change, closing) {
             return Ok(None);
         }
+        progress.set_object(object);
         Ok(Some(Upload {
-            object,
             file: self.file.try_clone().map_err(local)?,
             options: self.options(),
             change,
@@ -200,7 +225,6 @@ fn needs_send(progress: &Progress, change: u64, closing: bool) -> bool {
 
 /// A spool's bytes and attributes on their way to the space.
 pub struct Upload {
-    object: String,
     file: File,
     options: PutOptions,
     change: u64,
@@ -219,12 +243,16 @@ impl Upload {
             return Ok(());
         }
         let size = self.file.metadata().map_err(local)?.len();
+        let object = progress.object();
         match self.stream {
-            // Every byte of the file went into the stream, in order.
-            Some(stream) if stream.sent() == size => stream.finish(self.options).await?,
+            // Every byte of the file went into the stream, in order, and the
+            // file still has the name the stream began with.
+            Some(stream) if stream.sent() == size && stream.object() == object => {
+                stream.finish(self.options).await?
+            }
             // (Dropped, a stream ends unfinished: nothing of it is written.)
             _ => node
-                .put_file(&self.object, &self.options, &self.file)
+                .put_file(&object, &self.options, &self.file)
                 .await
                 .map(drop)?,
         }

@@ -111,6 +111,7 @@ impl Streaming {
 
 /// A put whose bytes are sent as they are written.
 pub struct Stream {
+    object: String,
     pieces: mpsc::Sender<Piece>,
     sent: u64,
     put: JoinHandle<Result<()>>,
@@ -119,14 +120,12 @@ pub struct Stream {
 impl Stream {
     fn start(node: &Node, object: String, options: PutOptions) -> Self {
         let (pieces, received) = mpsc::channel(IN_FLIGHT);
-        let sender = node.clone();
-        let put = node.runtime().spawn(async move {
-            sender
-                .put_pieces(&object, &options, received)
-                .await
-                .map(drop)
-        });
+        let (sender, name) = (node.clone(), object.clone());
+        let put = node
+            .runtime()
+            .spawn(async move { sender.put_pieces(&name, &options, received).await.map(drop) });
         Stream {
+            object,
             pieces,
             sent: 0,
             put,
@@ -157,6 +156,11 @@ impl Stream {
             }
         }
         true
+    }
+
+    /// The object it writes.
+    pub fn object(&self) -> &str {
+        &self.object
     }
 
     /// Bytes handed on so far.
