@@ -1,5 +1,6 @@
 //! [`Space`]: the client of a node's local API, used by `p3ctl` and by Rust
-//! programs (the scheduler, the mount) that work with the object space.
+//! programs (the scheduler, the mount) that work with the object space; its
+//! puts and gets of values are in [`super::values`].
 
 use std::{
     io,
@@ -8,16 +9,12 @@ use std::{
 };
 
 use p3_dht::PeerInfo;
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-    time::timeout,
-};
+use tokio::{net::TcpStream, time::timeout};
 
 use super::{
     held::HeldLock,
     mux::{self, Channel, Opener},
-    protocol::{Hello, Request, Response, SpaceStatus, Wait, Written, DATA_FRAME},
+    protocol::{Hello, Request, Response, SpaceStatus, Written},
     read_frame, write_frame, ApiInfo, FrameError, API_FILE,
 };
 use crate::{
@@ -34,22 +31,13 @@ use crate::{
 /// still arrives.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A piece of a value sent while it is produced ([`Space::put_pieces`]).
-#[derive(Debug)]
-pub enum Piece {
-    /// The value's next bytes.
-    Data(Vec<u8>),
-    /// The value is complete; its version takes these options.
-    End(PutOptions),
-}
-
 /// A conversation with the node of a data directory: one request at a time.
 /// [`Space::channel`] opens another over the same connection, for requests
 /// that run concurrently.
 pub struct Space {
-    stream: Channel,
+    pub(super) stream: Channel,
     opener: Opener,
-    timeout: Duration,
+    pub(super) timeout: Duration,
 }
 
 pub(super) fn lost(e: FrameError) -> SpaceError {
@@ -126,16 +114,16 @@ impl Space {
         self
     }
 
-    async fn send(&mut self, request: &Request) -> Result<()> {
+    pub(super) async fn send(&mut self, request: &Request) -> Result<()> {
         write_frame(&mut self.stream, request).await.map_err(lost)
     }
 
     /// Reads the next answer; a [`Response::Error`] becomes the error.
-    async fn receive(&mut self) -> Result<Response> {
+    pub(super) async fn receive(&mut self) -> Result<Response> {
         self.receive_within(self.timeout).await
     }
 
-    async fn receive_within(&mut self, deadline: Duration) -> Result<Response> {
+    pub(super) async fn receive_within(&mut self, deadline: Duration) -> Result<Response> {
         let answer = timeout(deadline, read_frame(&mut self.stream))
             .await
             .map_err(|_| {
@@ -183,182 +171,6 @@ impl Space {
         }
     }
 
-    /// Writes `path` (`NS/NAME`) with the bytes of `value`, streamed in frames so
-    /// a value of any size passes without being held in memory. `size`, if
-    /// known, lets the node refuse an oversized value before it is sent.
-    /// `progress` is called with the bytes sent so far.
-    pub async fn put(
-        &mut self,
-        path: &str,
-        options: &PutOptions,
-        size: Option<u64>,
-        mut value: impl AsyncRead + Unpin,
-        mut progress: impl FnMut(u64),
-    ) -> Result<Written> {
-        self.begin_put(path, options, size).await?;
-        let mut buf = vec![0u8; DATA_FRAME];
-        let mut sent = 0u64;
-        loop {
-            let n = value
-                .read(&mut buf)
-                .await
-                .map_err(|e| SpaceError::Invalid(format!("cannot read the value: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            self.send(&Request::Data(buf[..n].to_vec())).await?;
-            sent += n as u64;
-            progress(sent);
-        }
-        self.send(&Request::End).await?;
-        self.written(sent).await
-    }
-
-    /// Writes `path` with a value sent while it is produced: the bytes of
-    /// every [`Piece::Data`] from `pieces`, until a [`Piece::End`] gives the
-    /// options the version takes (those of the start may be out of date by
-    /// then). When `pieces` closes before its end, nothing is written and
-    /// this fails; the value is left unfinished on this connection, so the
-    /// caller must drop it.
-    pub async fn put_pieces(
-        &mut self,
-        path: &str,
-        options: &PutOptions,
-        mut pieces: tokio::sync::mpsc::Receiver<Piece>,
-    ) -> Result<Written> {
-        self.begin_put(path, options, None).await?;
-        let mut sent = 0u64;
-        let last = loop {
-            match pieces.recv().await {
-                Some(Piece::Data(bytes)) => {
-                    sent += bytes.len() as u64;
-                    if bytes.len() <= DATA_FRAME {
-                        self.send(&Request::Data(bytes)).await?;
-                    } else {
-                        for frame in bytes.chunks(DATA_FRAME) {
-                            self.send(&Request::Data(frame.to_vec())).await?;
-                        }
-                    }
-                }
-                Some(Piece::End(last)) => break last,
-                None => {
-                    return Err(SpaceError::Invalid(format!(
-                        "the value of {path} was abandoned before its end; nothing was written"
-                    )))
-                }
-            }
-        };
-        self.send(&Request::EndWith(last)).await?;
-        self.written(sent).await
-    }
-
-    /// Asks to write `path`; the value's frames may follow once this returns.
-    async fn begin_put(
-        &mut self,
-        path: &str,
-        options: &PutOptions,
-        size: Option<u64>,
-    ) -> Result<()> {
-        let request = Request::Put {
-            path: path.to_owned(),
-            options: options.clone(),
-            size,
-        };
-        match self.call(request).await? {
-            Response::Ready => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// The answer to a put of `sent` bytes.
-    async fn written(&mut self, sent: u64) -> Result<Written> {
-        // The node answers once every owner holds the value: two transfers of it
-        // on top of the usual deadline, at no less than 8 MiB/s.
-        let deadline = self.timeout + Duration::from_secs(sent.saturating_mul(2) / (8 << 20));
-        match self.receive_within(deadline).await? {
-            Response::Written(w) => Ok(w),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Writes a value held in memory.
-    pub async fn put_bytes(
-        &mut self,
-        path: &str,
-        options: &PutOptions,
-        value: &[u8],
-    ) -> Result<Written> {
-        self.put(path, options, Some(value.len() as u64), value, |_| {})
-            .await
-    }
-
-    /// Reads `path` into `out`, streaming; returns its metadata. The bytes are
-    /// verified against the object's hash by the node; `progress` gets the bytes
-    /// received so far.
-    pub async fn get(
-        &mut self,
-        path: &str,
-        out: impl AsyncWrite + Unpin,
-        progress: impl FnMut(&Stat, u64),
-    ) -> Result<Stat> {
-        self.get_waiting(path, None, out, progress).await
-    }
-
-    /// [`Space::get`] that first waits, up to `wait`, until the object exists
-    /// (with a version above [`Wait::after_version`], if given). The node waits
-    /// for the write to happen rather than asking again and again.
-    pub async fn get_waiting(
-        &mut self,
-        path: &str,
-        wait: Option<Wait>,
-        out: impl AsyncWrite + Unpin,
-        progress: impl FnMut(&Stat, u64),
-    ) -> Result<Stat> {
-        let patience = wait.map_or(Duration::ZERO, |w| Duration::from_millis(w.ms));
-        let request = Request::Get {
-            path: path.to_owned(),
-            wait,
-        };
-        self.receive_value(request, patience, out, progress).await
-    }
-
-    /// Takes `path` (reads and removes it in one step; of concurrent takers
-    /// exactly one gets it), waiting up to `wait` for it to exist, and writes its
-    /// value to `out`.
-    pub async fn take(
-        &mut self,
-        path: &str,
-        wait: Option<Duration>,
-        out: impl AsyncWrite + Unpin,
-        progress: impl FnMut(&Stat, u64),
-    ) -> Result<Stat> {
-        let request = Request::Take {
-            path: path.to_owned(),
-            wait_ms: wait.map(|w| w.as_millis().try_into().unwrap_or(u64::MAX)),
-        };
-        self.receive_value(request, wait.unwrap_or_default(), out, progress)
-            .await
-    }
-
-    /// Takes any one object of `namespace` matching `query`, waiting up to
-    /// `wait` for one, and writes its value to `out`.
-    pub async fn take_match(
-        &mut self,
-        namespace: &str,
-        query: &str,
-        wait: Option<Duration>,
-        out: impl AsyncWrite + Unpin,
-        progress: impl FnMut(&Stat, u64),
-    ) -> Result<Stat> {
-        let request = Request::TakeMatch {
-            namespace: namespace.to_owned(),
-            query: query.to_owned(),
-            wait_ms: wait.map(|w| w.as_millis().try_into().unwrap_or(u64::MAX)),
-        };
-        self.receive_value(request, wait.unwrap_or_default(), out, progress)
-            .await
-    }
-
     /// The objects of `namespace` matching `query` (see [`crate::query`]).
     pub async fn search(&mut self, namespace: &str, query: &str) -> Result<Vec<Entry>> {
         let request = Request::Search {
@@ -369,52 +181,6 @@ impl Space {
             Response::Matches(found) => Ok(found),
             other => Err(unexpected(other)),
         }
-    }
-
-    /// Sends a request answered by a value and streams the value to `out`.
-    async fn receive_value(
-        &mut self,
-        request: Request,
-        patience: Duration,
-        mut out: impl AsyncWrite + Unpin,
-        mut progress: impl FnMut(&Stat, u64),
-    ) -> Result<Stat> {
-        self.send(&request).await?;
-        let stat = match self.receive_within(self.timeout + patience).await? {
-            Response::Object(stat) => stat,
-            other => return Err(unexpected(other)),
-        };
-        let mut received = 0u64;
-        loop {
-            match self.receive().await? {
-                Response::Data(bytes) => {
-                    out.write_all(&bytes)
-                        .await
-                        .map_err(|e| SpaceError::Invalid(format!("cannot write the value: {e}")))?;
-                    received += bytes.len() as u64;
-                    progress(&stat, received);
-                }
-                Response::End => break,
-                other => return Err(unexpected(other)),
-            }
-        }
-        out.flush()
-            .await
-            .map_err(|e| SpaceError::Invalid(format!("cannot write the value: {e}")))?;
-        if received != stat.size {
-            return Err(SpaceError::Corrupt(format!(
-                "received {received} of {} bytes",
-                stat.size
-            )));
-        }
-        Ok(stat)
-    }
-
-    /// Reads a value into memory.
-    pub async fn get_bytes(&mut self, path: &str) -> Result<(Stat, Vec<u8>)> {
-        let mut out = Vec::new();
-        let stat = self.get(path, &mut out, |_, _| {}).await?;
-        Ok((stat, out))
     }
 
     /// Turns this connection into a stream of the events of `namespace` for the

@@ -13,12 +13,14 @@ pub mod held;
 pub mod mux;
 pub mod protocol;
 pub mod server;
+pub mod values;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub use client::{Piece, Space, Watching};
+pub use client::{Space, Watching};
 pub use held::HeldLock;
+pub use values::Piece;
 
 /// Name of the file in the data directory that says where the API listens.
 pub const API_FILE: &str = "api.json";
