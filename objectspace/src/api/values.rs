@@ -177,7 +177,7 @@ impl Space {
     ) -> Result<Stat> {
         let request = Request::Take {
             path: path.to_owned(),
-            wait_ms: wait.map(|w| w.as_millis().try_into().unwrap_or(u64::MAX)),
+            wait_ms: wait.map(millis),
         };
         self.receive_value(request, wait.unwrap_or_default(), out, progress)
             .await
@@ -196,7 +196,7 @@ impl Space {
         let request = Request::TakeMatch {
             namespace: namespace.to_owned(),
             query: query.to_owned(),
-            wait_ms: wait.map(|w| w.as_millis().try_into().unwrap_or(u64::MAX)),
+            wait_ms: wait.map(millis),
         };
         self.receive_value(request, wait.unwrap_or_default(), out, progress)
             .await
@@ -247,4 +247,9 @@ impl Space {
         let stat = self.get(path, &mut out, |_, _| {}).await?;
         Ok((stat, out))
     }
+}
+
+/// A wait in whole milliseconds, as requests carry it.
+fn millis(wait: Duration) -> u64 {
+    wait.as_millis().try_into().unwrap_or(u64::MAX)
 }

@@ -1,0 +1,120 @@
+//! `p3ctl mount`, writes sent while they are made, through real FUSE: a new
+//! file written in order reaches the node while it is still open, and its
+//! object after `fsync` and after close is what was written; one rewritten at
+//! its start is sent whole; one renamed while its stream is open, or before
+//! it was ever sent, becomes the new name when closed. Real node and mount
+//! processes on 127.0.0.1, each in a temp dir.
+
+mod common;
+
+use std::{fs, io::Write, path::Path};
+
+use common::mount::*;
+use common::objects::{assert_same_bytes, get, MIB};
+use common::{p3ctl_err, pseudo_random, wait_for, DEADLINE};
+
+/// Returns from the test, saying why, if FUSE is missing (the only allowed skip).
+macro_rules! skip_without_fuse {
+    () => {
+        if fuse_missing() {
+            return;
+        }
+    };
+}
+
+/// Bytes of the files under `dir`. Walked here, not by `du`: a process
+/// started while a file of the mount is open closes its inherited copy of
+/// the descriptor, and that close flushes the file (the mount sends it).
+fn disk_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| match entry.metadata() {
+                    Ok(m) if m.is_dir() => disk_bytes(&entry.path()),
+                    Ok(m) => m.len(),
+                    // Files come and go under a running node.
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_new_file_written_in_order_reaches_the_node_while_it_is_written() {
+    skip_without_fuse!();
+    const SIZE: usize = 48 * MIB as usize;
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    let node = &cluster.nodes[0].dir;
+    let before = disk_bytes(node);
+    let first = pseudo_random(SIZE, 48);
+    let mut file = fs::File::create(m1.path("streamed.bin")).unwrap();
+    file.write_all(&first).unwrap();
+    // Still open: a file sent only when closed would have none of its bytes
+    // on the node yet (its spool is in the system's temporary directory).
+    wait_for(
+        "the node to store most of the open file's bytes",
+        DEADLINE,
+        || (disk_bytes(node) >= before + SIZE as u64 / 2).then_some(()),
+    );
+    // fsync ends the stream: the object is the file so far.
+    file.sync_all().unwrap();
+    let object = format!("{NS}/streamed.bin");
+    let other = &cluster.nodes[1].dir;
+    assert_same_bytes(&get(other, &object), &first, "the object after fsync");
+    // What is written after it is sent whole when the file is closed.
+    let tail = pseudo_random(MIB as usize, 49);
+    file.write_all(&tail).unwrap();
+    drop(file);
+    let mut want = first;
+    want.extend_from_slice(&tail);
+    assert_same_bytes(&get(other, &object), &want, "the object after close");
+
+    // A file rewritten at its start is sent whole, as written.
+    let body = pseudo_random(8 * MIB as usize, 50);
+    let mut rewritten = fs::File::create(m1.path("rewritten.bin")).unwrap();
+    rewritten.write_all(&body).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&rewritten, b"HEAD", 0).unwrap();
+    drop(rewritten);
+    let mut want = body;
+    want[..4].copy_from_slice(b"HEAD");
+    let got = get(other, &format!("{NS}/rewritten.bin"));
+    assert_same_bytes(&got, &want, "a file rewritten at its start");
+
+    // Rewritten, and renamed while its stream is open: it is sent whole
+    // under its new name (a stream goes to the name it began with).
+    fs::write(m1.path("moving.bin"), b"first version").unwrap();
+    let body = pseudo_random(8 * MIB as usize, 51);
+    let mut moving = fs::File::create(m1.path("moving.bin")).unwrap();
+    moving.write_all(&body[..6 * MIB as usize]).unwrap();
+    fs::rename(m1.path("moving.bin"), m1.path("moved.bin")).unwrap();
+    moving.write_all(&body[6 * MIB as usize..]).unwrap();
+    drop(moving);
+    let got = get(other, &format!("{NS}/moved.bin"));
+    assert_same_bytes(&got, &body, "a file renamed while it was written");
+    // Asked of its primary (a listing gathers copies and may show one
+    // whose removal has not reached it yet).
+    let gone = p3ctl_err(other, &["stat", &format!("{NS}/moving.bin")]);
+    assert!(gone.contains("does not exist"), "{gone}");
+}
+
+#[test]
+fn a_new_file_renamed_before_it_was_sent_becomes_the_target_when_closed() {
+    skip_without_fuse!();
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    let other = &cluster.nodes[1].dir;
+    // Over an existing file, as a program that writes a temporary file and
+    // renames it into place while it is still open does.
+    fs::write(m1.path("target.txt"), b"old target").unwrap();
+    let mut fresh = fs::File::create(m1.path("fresh.tmp")).unwrap();
+    fresh.write_all(b"new ").unwrap();
+    fs::rename(m1.path("fresh.tmp"), m1.path("target.txt")).unwrap();
+    fresh.write_all(b"target").unwrap();
+    drop(fresh);
+    assert_eq!(get(other, &format!("{NS}/target.txt")), b"new target");
+    let never = p3ctl_err(other, &["stat", &format!("{NS}/fresh.tmp")]);
+    assert!(never.contains("does not exist"), "{never}");
+}
