@@ -36,6 +36,7 @@ fn record(name: &str, blob: BlobHash, size: u64) -> ObjectRecord {
         expires_ms: None,
         volatile: false,
         epoch: 0,
+        signature: None,
     }
 }
 
@@ -302,6 +303,7 @@ async fn a_flooding_peer_does_not_stop_other_nodes_clients() {
             mode: LockMode::Write,
             lease_ms: 600_000,
             wait_ms,
+            signature: None,
         })
     };
     let deadline = Instant::now() + common::DEADLINE;

@@ -321,6 +321,37 @@ pub enum NsCommand {
     Create {
         /// The namespace: 1-63 characters from a-z, 0-9, '.', '_', '-'.
         name: String,
+        /// Make it writer-only: only these nodes (PeerIds, as `p3ctl node
+        /// status` prints them; the node asked must be one) may change it.
+        #[arg(long = "writer", value_name = "PEER_ID")]
+        writers: Vec<String>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Let more nodes change a writer-only namespace (asked of a writer).
+    Grant {
+        /// The namespace.
+        name: String,
+        /// PeerIds of the new writers.
+        #[arg(required = true)]
+        writers: Vec<String>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Stop nodes changing a writer-only namespace (asked of a writer).
+    Revoke {
+        /// The namespace.
+        name: String,
+        /// PeerIds of the writers to remove.
+        #[arg(required = true)]
+        writers: Vec<String>,
+        #[command(flatten)]
+        opts: NodeOpts,
+    },
+    /// Print who may change a namespace: its writers' PeerIds, or "open".
+    Writers {
+        /// The namespace.
+        name: String,
         #[command(flatten)]
         opts: NodeOpts,
     },

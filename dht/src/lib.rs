@@ -39,10 +39,14 @@ pub use addresses::by_distance;
 pub use config::NetworkConfig;
 pub use db::Database;
 pub use error::DhtError;
-pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
+pub use libp2p::{
+    identity::{Keypair, PublicKey},
+    Multiaddr, PeerId,
+};
 pub use node::{
     GossipMessage, Inbound, InboundRequest, IncomingStreams, Node, NodeStatus, PeerInfo, Stream,
 };
+pub use rpc::read_frames as read_request_frames;
 pub use swarm_key::SwarmKey;
 /// Stream protocol id for blob transfer between nodes.
 pub const BLOB_PROTOCOL: &str = "/p3/blob/1.0.0";

@@ -5,7 +5,10 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use libp2p::{identity::Keypair, PeerId, StreamProtocol};
+use libp2p::{
+    identity::{Keypair, PublicKey},
+    PeerId, StreamProtocol,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -139,6 +142,8 @@ pub struct Inbound {
 #[derive(Clone)]
 pub struct Node {
     peer_id: PeerId,
+    /// The node's identity: it signs changes to writer-only namespaces.
+    key: std::sync::Arc<Keypair>,
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
     rpc: std::sync::Arc<Rpc>,
@@ -172,6 +177,7 @@ impl Node {
         db: Database,
     ) -> Result<(Node, Inbound), DhtError> {
         let peer_id = key.public().to_peer_id();
+        let signer = std::sync::Arc::new(key.clone());
         let (commands, command_rx) = mpsc::channel(256);
         let (request_tx, requests) = mpsc::channel(256);
         let limits = (config.max_request_bytes, config.max_response_bytes);
@@ -190,6 +196,7 @@ impl Node {
         Ok((
             Node {
                 peer_id,
+                key: signer,
                 commands,
                 streams,
                 rpc: std::sync::Arc::new(rpc),
@@ -201,6 +208,18 @@ impl Node {
     /// This node's PeerId.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// This node's public key (its PeerId is derived from it).
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// Signs `bytes` with this node's identity key (ed25519).
+    pub fn sign(&self, bytes: &[u8]) -> Result<Vec<u8>, DhtError> {
+        self.key
+            .sign(bytes)
+            .map_err(|e| DhtError::Encode(format!("cannot sign: {e}")))
     }
 
     async fn ask<T>(

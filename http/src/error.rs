@@ -65,6 +65,7 @@ impl From<SpaceError> for ApiError {
                 (S::PAYLOAD_TOO_LARGE, "too_large")
             }
             SpaceError::Fenced(_) => (S::LOCKED, "locked"),
+            SpaceError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             SpaceError::TimedOut(_) => (S::REQUEST_TIMEOUT, "timed_out"),
             SpaceError::NotEnoughOwners { .. }
             | SpaceError::Unavailable(_)

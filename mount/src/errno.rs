@@ -13,6 +13,8 @@ pub fn errno(operation: &str, path: &str, error: &SpaceError) -> c_int {
         SpaceError::TooLarge { .. } | SpaceError::VolatileTooLarge { .. } => libc::EFBIG,
         SpaceError::InvalidName(_) | SpaceError::Invalid(_) => libc::EINVAL,
         SpaceError::Fenced(_) => libc::EBUSY,
+        // A mount on a node that is not a writer of a writer-only namespace.
+        SpaceError::Forbidden(_) => libc::EACCES,
         SpaceError::NotEnoughOwners { .. }
         | SpaceError::Unavailable(_)
         | SpaceError::OutcomeUnknown(_)

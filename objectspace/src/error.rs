@@ -79,6 +79,9 @@ pub enum SpaceError {
     /// longer valid.
     #[error("{0}")]
     Fenced(String),
+    /// A change to a writer-only namespace that no writer of it signed.
+    #[error("{0}")]
+    Forbidden(String),
     /// A wait ended before what it waited for happened.
     #[error("{0}")]
     TimedOut(String),

@@ -44,12 +44,14 @@ pub mod read;
 pub mod repair;
 pub mod replica;
 pub mod service;
+mod signing;
 pub mod space;
 pub mod store;
 pub mod take;
 pub mod transfer;
 pub mod watch;
 pub mod write;
+pub mod writers;
 
 pub use api::Space;
 pub use error::SpaceError;

@@ -171,7 +171,11 @@ impl Local {
     /// Creates a namespace.
     pub async fn create_namespace(&self, name: &str) -> Result<()> {
         let ns = Namespace::new(name)?;
-        self.space.inner.namespaces.create(&self.space, &ns).await
+        self.space
+            .inner
+            .namespaces
+            .create(&self.space, &ns, Vec::new())
+            .await
     }
 
     /// Removes a namespace with everything in it.

@@ -62,7 +62,8 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
             | SpaceError::Invalid(_)
             | SpaceError::TooLarge { .. }
             | SpaceError::VolatileTooLarge { .. }
-            | SpaceError::NamespaceExists(_),
+            | SpaceError::NamespaceExists(_)
+            | SpaceError::Forbidden(_),
         ) => "refused",
         Err(SpaceError::Corrupt(_) | SpaceError::Storage(_)) => "error",
     }

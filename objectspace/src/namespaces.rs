@@ -7,12 +7,20 @@
 //! every object records the incarnation it was written in, so copies of objects
 //! of a removed namespace that missed the removal (their node was down) are
 //! recognised and dropped even if a namespace of the same name exists again.
+//!
+//! A writer-only namespace also has a signed writer history
+//! ([`crate::writers::Writers`]) in the registry. Every node checks the
+//! histories of each registry it reads and never trades a history it knows
+//! for one that is not its continuation; the registry's owners refuse a new
+//! version that drops or rewrites one (`docs/writers.md`).
 
 use std::{
     collections::BTreeMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use p3_dht::PeerId;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +30,7 @@ use crate::{
     object::PutOptions,
     protocol::{PeerRequest, PeerResponse},
     space::ObjectSpace,
+    writers::Writers,
 };
 
 /// The reserved namespace of P³'s own objects; users cannot write to it.
@@ -32,8 +41,12 @@ const CACHE_FOR: Duration = Duration::from_secs(10);
 /// The namespace registry's value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
-    /// Name → incarnation.
+    /// Name → incarnation of every namespace that exists.
     pub namespaces: BTreeMap<String, u64>,
+    /// Name → signed writer history of every writer-only namespace, removed
+    /// ones included (their names stay taken: a removal is a signed step).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub writers: BTreeMap<String, Writers>,
 }
 
 impl Registry {
@@ -45,12 +58,101 @@ impl Registry {
             name => self.namespaces.get(name).copied(),
         }
     }
+
+    /// The writer history of `ns` if it is (or was) writer-only.
+    pub fn writers(&self, ns: &Namespace) -> Option<&Writers> {
+        self.writers.get(ns.as_str())
+    }
+
+    /// Checks every writer history, and that each open writer-only
+    /// namespace exists in the incarnation its history names.
+    pub fn verify(&self) -> Result<()> {
+        for (name, writers) in &self.writers {
+            let ns = Namespace::new(name).map_err(|e| SpaceError::Corrupt(e.to_string()))?;
+            writers.verify(&ns)?;
+            let exists = self.namespaces.get(name);
+            let consistent = match exists {
+                Some(&incarnation) => !writers.is_closed() && incarnation == writers.incarnation,
+                None => writers.is_closed(),
+            };
+            if !consistent {
+                return Err(SpaceError::Corrupt(format!(
+                    "the namespace list holds writer-only namespace {name} in another incarnation than its writer history"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `newer` may replace this list: it verifies, every writer
+    /// history here goes on in it (same steps, maybe more), and no open
+    /// namespace became writer-only in place.
+    pub fn may_become(&self, newer: &Registry) -> Result<()> {
+        newer.verify()?;
+        for (name, writers) in &self.writers {
+            if !newer
+                .writers
+                .get(name)
+                .is_some_and(|n| writers.is_prefix_of(n))
+            {
+                return Err(SpaceError::Forbidden(format!(
+                    "refused: this change of the namespace list drops or rewrites the writer history of {name} without its writers' signatures"
+                )));
+            }
+        }
+        for (name, writers) in &newer.writers {
+            if !self.writers.contains_key(name)
+                && self.namespaces.get(name) == Some(&writers.incarnation)
+            {
+                return Err(SpaceError::Forbidden(format!(
+                    "refused: namespace {name} is open to every node; it cannot become writer-only in place"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Registry> {
+    ciborium::from_reader(bytes)
+        .map_err(|e| SpaceError::Corrupt(format!("namespace registry does not decode: {e}")))
+}
+
+fn open_namespace(ns: &Namespace, exists: bool) -> SpaceError {
+    if !exists {
+        return SpaceError::NoSuchNamespace(ns.to_string());
+    }
+    SpaceError::Invalid(format!(
+        "namespace {ns} is open to every node; writer-only namespaces are made with `p3ctl ns create {ns} --writer PEER_ID`"
+    ))
+}
+
+/// Whether `record` is a version of the registry itself.
+pub(crate) fn is_registry(record: &crate::object::ObjectRecord) -> bool {
+    record.ns.as_str() == SYSTEM && record.name.as_str() == "namespaces"
+}
+
+/// An owner's check of a new registry version `newer` (its value,
+/// `None` for a removal) against `current`'s value: the histories of
+/// writer-only namespaces only grow.
+pub(crate) fn check_registry_change(current: Option<&[u8]>, newer: Option<&[u8]>) -> Result<()> {
+    let current = match current {
+        Some(bytes) => decode(bytes)?,
+        None => Registry::default(),
+    };
+    let newer = match newer {
+        Some(bytes) => decode(bytes)?,
+        None => Registry::default(),
+    };
+    current.may_become(&newer)
 }
 
 /// A node's cached view of the registry.
 #[derive(Default)]
 pub struct Namespaces {
-    cache: Mutex<Option<(Instant, Registry)>>,
+    /// The newest registry seen and when it was read. Never replaced by one
+    /// that is not its continuation (see [`Registry::may_become`]).
+    cache: Mutex<Option<(Instant, Arc<Registry>)>>,
 }
 
 fn registry_path() -> ObjectPath {
@@ -61,12 +163,53 @@ fn registry_path() -> ObjectPath {
 }
 
 impl Namespaces {
-    fn cached(&self) -> Option<Registry> {
+    fn cached(&self) -> Option<Arc<Registry>> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .as_ref()
             .filter(|(at, _)| at.elapsed() < CACHE_FOR)
             .map(|(_, r)| r.clone())
+    }
+
+    /// Remembers `registry` unless it would forget or rewrite a writer
+    /// history the one known holds (an owner that lags, or lies); returns
+    /// the one kept.
+    fn remember(&self, registry: Registry) -> Arc<Registry> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, known)) = cache.as_mut() {
+            if let Err(e) = known.may_become(&registry) {
+                tracing::warn!(error = %e, "kept the namespace list known here");
+                *at = Instant::now();
+                return known.clone();
+            }
+        }
+        let registry = Arc::new(registry);
+        *cache = Some((Instant::now(), registry.clone()));
+        registry
+    }
+
+    /// The writer history of `ns` if it is writer-only (or was, and was
+    /// removed); `None` for an open namespace or one not known here even
+    /// after reading the registry.
+    pub async fn writers(&self, space: &ObjectSpace, ns: &Namespace) -> Result<Option<Writers>> {
+        if Registry::default().incarnation(ns).is_some() {
+            return Ok(None);
+        }
+        let known = |r: &Registry| {
+            r.namespaces.contains_key(ns.as_str()) || r.writers.contains_key(ns.as_str())
+        };
+        let registry = match self.cached() {
+            Some(r) if known(&r) => r,
+            _ => {
+                Box::pin(self.fetch(space)).await?;
+                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                match cache.as_ref() {
+                    Some((_, r)) => r.clone(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(registry.writers(ns).cloned())
     }
 
     /// The incarnation of `ns`, or [`SpaceError::NoSuchNamespace`].
@@ -90,16 +233,14 @@ impl Namespaces {
     pub async fn fetch(&self, space: &ObjectSpace) -> Result<(Registry, u64)> {
         let (registry, version) = match space.read_all(&registry_path()).await {
             Ok((record, bytes)) => {
-                let registry: Registry = ciborium::from_reader(bytes.as_slice()).map_err(|e| {
-                    SpaceError::Corrupt(format!("namespace registry does not decode: {e}"))
-                })?;
+                let registry = decode(&bytes)?;
+                registry.verify()?;
                 (registry, record.version)
             }
             Err(SpaceError::NotFound(_)) => (Registry::default(), 0),
             Err(e) => return Err(e),
         };
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), registry.clone()));
+        self.remember(registry.clone());
         Ok((registry, version))
     }
 
@@ -113,24 +254,20 @@ impl Namespaces {
             ..PutOptions::default()
         };
         space.put_small(&registry_path(), bytes, options).await?;
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), registry.clone()));
+        self.remember(registry.clone());
         Ok(())
     }
 
-    /// Creates `ns`.
-    pub async fn create(&self, space: &ObjectSpace, ns: &Namespace) -> Result<()> {
-        if Registry::default().incarnation(ns).is_some() {
-            return Err(SpaceError::NamespaceExists(ns.to_string()));
-        }
+    /// Applies `change` to the registry with compare-and-set, retrying while
+    /// other updates land first.
+    async fn update(
+        &self,
+        space: &ObjectSpace,
+        mut change: impl FnMut(&mut Registry) -> Result<()>,
+    ) -> Result<()> {
         for _ in 0..8 {
             let (mut registry, version) = self.fetch(space).await?;
-            if registry.incarnation(ns).is_some() {
-                return Err(SpaceError::NamespaceExists(ns.to_string()));
-            }
-            registry
-                .namespaces
-                .insert(ns.to_string(), rand::random::<u64>().max(1));
+            change(&mut registry)?;
             match self.store(space, &registry, version).await {
                 Err(SpaceError::VersionConflict { .. }) => continue,
                 other => return other,
@@ -139,6 +276,82 @@ impl Namespaces {
         Err(SpaceError::Unavailable(
             "the namespace list keeps changing under this update; retry".into(),
         ))
+    }
+
+    /// Creates `ns`: open to every node if `writers` is empty, else
+    /// writer-only, with a history signed by this node (one of `writers`).
+    pub async fn create(
+        &self,
+        space: &ObjectSpace,
+        ns: &Namespace,
+        writers: Vec<PeerId>,
+    ) -> Result<()> {
+        if Registry::default().incarnation(ns).is_some() {
+            return Err(SpaceError::NamespaceExists(ns.to_string()));
+        }
+        self.update(space, |registry| {
+            if registry.incarnation(ns).is_some() {
+                return Err(SpaceError::NamespaceExists(ns.to_string()));
+            }
+            if registry.writers(ns).is_some() {
+                return Err(SpaceError::NamespaceExists(format!(
+                    "{ns} (a removed writer-only namespace: its name stays taken)"
+                )));
+            }
+            let incarnation = rand::random::<u64>().max(1);
+            if !writers.is_empty() {
+                let history = Writers::create(space.node(), ns, incarnation, writers.clone())?;
+                registry.writers.insert(ns.to_string(), history);
+            }
+            registry.namespaces.insert(ns.to_string(), incarnation);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds `grant` to and removes `revoke` from the writers of writer-only
+    /// namespace `ns`; signed by this node, which must be a writer.
+    pub async fn change_writers(
+        &self,
+        space: &ObjectSpace,
+        ns: &Namespace,
+        grant: &[PeerId],
+        revoke: &[PeerId],
+    ) -> Result<Vec<PeerId>> {
+        let mut now = Vec::new();
+        self.update(space, |registry| {
+            let exists = registry.incarnation(ns).is_some();
+            let history = registry
+                .writers
+                .get_mut(ns.as_str())
+                .ok_or_else(|| open_namespace(ns, exists))?;
+            let mut writers: Vec<PeerId> = history
+                .current()
+                .iter()
+                .filter(|w| !revoke.contains(w))
+                .copied()
+                .collect();
+            writers.extend_from_slice(grant);
+            history.push(space.node(), ns, writers, false)?;
+            now = history.current().to_vec();
+            Ok(())
+        })
+        .await?;
+        Ok(now)
+    }
+
+    /// The current writers of `ns` (empty: open to every node).
+    pub async fn current_writers(
+        &self,
+        space: &ObjectSpace,
+        ns: &Namespace,
+    ) -> Result<Vec<PeerId>> {
+        self.incarnation(space, ns).await?;
+        Ok(self
+            .writers(space, ns)
+            .await?
+            .map(|w| w.current().to_vec())
+            .unwrap_or_default())
     }
 
     /// Removes `ns` and tells every live node to drop its objects.
@@ -152,26 +365,17 @@ impl Namespaces {
             SYSTEM => return Err(SpaceError::Invalid(format!("{SYSTEM} is reserved"))),
             _ => {}
         }
-        let mut removed = false;
-        for _ in 0..8 {
-            let (mut registry, version) = self.fetch(space).await?;
+        self.update(space, |registry| {
             if registry.namespaces.remove(ns.as_str()).is_none() {
                 return Err(SpaceError::NoSuchNamespace(ns.to_string()));
             }
-            match self.store(space, &registry, version).await {
-                Err(SpaceError::VersionConflict { .. }) => continue,
-                Err(e) => return Err(e),
-                Ok(()) => {
-                    removed = true;
-                    break;
-                }
+            // A writer-only namespace goes only by a writer's signed step.
+            if let Some(history) = registry.writers.get_mut(ns.as_str()) {
+                history.push(space.node(), ns, Vec::new(), true)?;
             }
-        }
-        if !removed {
-            return Err(SpaceError::Unavailable(
-                "the namespace list keeps changing under this update; retry".into(),
-            ));
-        }
+            Ok(())
+        })
+        .await?;
         // Nodes missed here drop the objects (and index rows) in their next
         // repair round.
         let mut peers = space.node().connected().await?;

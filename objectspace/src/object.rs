@@ -109,6 +109,10 @@ pub struct ObjectRecord {
     /// it which owner sets held the key last (see `docs/consistency.md`).
     #[serde(default)]
     pub epoch: u64,
+    /// In a writer-only namespace: a writer's signature of every other field
+    /// (see [`crate::writers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::writers::Signature>,
 }
 
 impl ObjectRecord {

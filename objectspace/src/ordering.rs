@@ -67,6 +67,7 @@ pub(crate) fn next_record(
         expires_ms: None,
         volatile: false,
         epoch,
+        signature: None,
     };
     Ok(match &write.op {
         WriteOp::Put {
@@ -225,6 +226,7 @@ mod tests {
             owners: Vec::new(),
             hops: 0,
             token: None,
+            ticket: None,
         }
     }
 

@@ -70,6 +70,10 @@ pub struct WriteRequest {
     pub hops: u8,
     /// Fencing token of the write lock the writer holds.
     pub token: Option<u64>,
+    /// In a writer-only namespace, the primary asks the origin to sign the
+    /// record it made of this write, quoting this ([`PeerRequest::Sign`]).
+    #[serde(default)]
+    pub ticket: Option<u64>,
 }
 
 /// A request from one node to another.
@@ -190,6 +194,15 @@ pub enum PeerRequest {
     /// Events of names the receiver registered an interest in, in the order
     /// the sender ordered the writes.
     Events(Vec<Event>),
+    /// From a primary to the node a write came through: sign the record made
+    /// of the write with this ticket (writer-only namespaces). Signed only if
+    /// it is exactly what the writer asked for.
+    Sign {
+        /// The write's [`WriteRequest::ticket`].
+        ticket: u64,
+        /// The record the primary made of it.
+        record: ObjectRecord,
+    },
     /// Answer once a live version newer than `after` is acknowledged here (as
     /// primary), or after `wait_ms`.
     WaitNewer {
@@ -224,6 +237,7 @@ impl PeerRequest {
             PeerRequest::Interest { .. } => "interest",
             PeerRequest::Events(_) => "events",
             PeerRequest::WaitNewer { .. } => "wait-newer",
+            PeerRequest::Sign { .. } => "sign",
         }
     }
 }
@@ -265,6 +279,8 @@ pub enum PeerResponse {
     },
     /// Send the write to this peer instead: it is closer to the key.
     NotPrimary(String),
+    /// Answer to [`PeerRequest::Sign`].
+    Signed(crate::writers::Signature),
     /// The replica holds the version.
     Replicated,
     /// The replica holds a newer version than the one sent.
@@ -361,6 +377,7 @@ mod tests {
                 expires_ms: expires,
                 volatile: size % 2 == 0,
                 epoch: times.0 ^ version,
+                signature: None,
             }
         }
     }

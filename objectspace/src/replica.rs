@@ -14,6 +14,7 @@ use crate::{
     object::ObjectRecord,
     ordering::{self, Incoming},
     protocol::{PeerRequest, PeerResponse},
+    read::read_small,
     space::ObjectSpace,
     store::Pin,
     transfer::{self, blocking},
@@ -157,6 +158,11 @@ pub(crate) async fn adopt(
         Incoming::Stale(ours) => return Ok(PeerResponse::Stale(ours)),
         Incoming::Store => {}
     }
+    // Nothing unsigned, or signed by someone who never was a writer, enters
+    // a writer-only namespace, whoever sends it.
+    if let Some(writers) = space.inner.namespaces.writers(space, &record.ns).await? {
+        writers.check_record(&record, false)?;
+    }
     if record.volatile {
         let mut inline = inline;
         if let Some(hash) = record.blob {
@@ -172,8 +178,38 @@ pub(crate) async fn adopt(
         Some(hash) => Some(ensure_blob(space, hash, record.size, inline, sources).await?),
         None => None,
     };
+    if crate::namespaces::is_registry(&record) {
+        check_registry(space, local.as_ref(), &record, None).await?;
+    }
     store_record(space, &record, None).await?;
     Ok(PeerResponse::Replicated)
+}
+
+/// An owner's check of a new version of the namespace registry (its value
+/// `value`, or else read from the local store) against the version it
+/// holds: no writer-only namespace's history may be dropped or rewritten.
+pub(crate) async fn check_registry(
+    space: &ObjectSpace,
+    current: Option<&ObjectRecord>,
+    record: &ObjectRecord,
+    value: Option<&[u8]>,
+) -> Result<()> {
+    let store = space.store().clone();
+    let read = |r: Option<&ObjectRecord>| -> Result<Option<Vec<u8>>> {
+        match r
+            .filter(|r| r.is_live(crate::object::now_ms()))
+            .and_then(|r| r.blob)
+        {
+            Some(hash) => read_small(&store, &hash).map(Some),
+            None => Ok(None),
+        }
+    };
+    let old = read(current)?;
+    let new = match value {
+        Some(bytes) => Some(bytes.to_vec()),
+        None => read(Some(record))?,
+    };
+    crate::namespaces::check_registry_change(old.as_deref(), new.as_deref())
 }
 
 /// The value of a volatile record from one of `sources` that holds the same

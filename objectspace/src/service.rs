@@ -24,7 +24,8 @@ use crate::{
     read::read_small,
     repair,
     replica::{
-        accept_replica, adopt, ensure_blob, reach, store_record, volatile_value, IN_PLACE_MAX,
+        accept_replica, adopt, check_registry, ensure_blob, reach, store_record, volatile_value,
+        IN_PLACE_MAX,
     },
     space::ObjectSpace,
     transfer::{self, blocking},
@@ -168,6 +169,7 @@ pub(crate) async fn handle(
 ) -> PeerResponse {
     let result = match request {
         PeerRequest::Write(write) => handle_write(space, write).await,
+        PeerRequest::Sign { ticket, record } => crate::signing::sign(space, ticket, &record),
         PeerRequest::Replicate {
             record,
             inline,
@@ -315,12 +317,20 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         .lock_state(key)
         .await?
         .admits(&path, write.token, now_ms())?;
+    let writers = space.inner.namespaces.writers(space, &write.ns).await?;
     for attempt in 0..3 {
         // A record read hits the memtable or block cache: microseconds,
         // less than a trip through the blocking pool costs.
         let current = space.store().record(&write.ns, &write.name)?;
-        let record =
+        let mut record =
             ordering::next_record(current.as_ref(), &write, attempt > 0, now_ms(), map.epoch())?;
+        if let Some(writers) = &writers {
+            record.signature = Some(crate::signing::obtain(space, &write, &record).await?);
+            writers.check_record(&record, true)?;
+        }
+        if crate::namespaces::is_registry(&record) {
+            check_registry(space, current.as_ref(), &record, write.inline.as_deref()).await?;
+        }
         // This node stores the write while the other owners do: it
         // acknowledges only once everyone holds it, so its own copy need not
         // come first.

@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub index_queue: Mutex<IndexQueue>,
     /// Keys whose records this node peered in the current epoch.
     pub peered: Peered,
+    /// Writes in flight from here that their primary may ask to sign.
+    pub signable: crate::signing::Signable,
 }
 
 /// The object-space engine of a node. Cheap to clone.
@@ -122,6 +124,7 @@ impl ObjectSpace {
                 queues: Queues::default(),
                 index_queue: Mutex::new(IndexQueue::default()),
                 peered: Peered::default(),
+                signable: Default::default(),
             }),
         }
     }

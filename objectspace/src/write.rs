@@ -252,7 +252,11 @@ impl ObjectSpace {
             owners: owners.iter().map(ToString::to_string).collect(),
             hops: 0,
             token,
+            ticket: Some(rand::random()),
         };
+        // Until the write is answered, its primary may ask this node to sign
+        // the record it made of it (writer-only namespaces).
+        let _signable = self.inner.signable.hold(&request);
         let mut candidates: Vec<PeerId> = owners.clone();
         candidates.reverse();
         let mut failures = Vec::new();

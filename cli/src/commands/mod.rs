@@ -155,8 +155,32 @@ pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
             } => objects::remove(&opts, &path, if_version, token).await?,
             Command::Ls { target, opts } => objects::list(&opts, &target).await?,
             Command::Ns {
-                command: NsCommand::Create { name, opts },
-            } => namespaces::create(&opts, &name).await?,
+                command:
+                    NsCommand::Create {
+                        name,
+                        writers,
+                        opts,
+                    },
+            } => namespaces::create(&opts, &name, &writers).await?,
+            Command::Ns {
+                command:
+                    NsCommand::Grant {
+                        name,
+                        writers,
+                        opts,
+                    },
+            } => namespaces::change_writers(&opts, &name, &writers, &[]).await?,
+            Command::Ns {
+                command:
+                    NsCommand::Revoke {
+                        name,
+                        writers,
+                        opts,
+                    },
+            } => namespaces::change_writers(&opts, &name, &[], &writers).await?,
+            Command::Ns {
+                command: NsCommand::Writers { name, opts },
+            } => namespaces::writers(&opts, &name).await?,
             Command::Ns {
                 command: NsCommand::Rm { name, opts },
             } => namespaces::remove(&opts, &name).await?,

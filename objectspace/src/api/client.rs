@@ -309,6 +309,42 @@ impl Space {
         self.done(Request::CreateNamespace(name.to_owned())).await
     }
 
+    /// Creates a writer-only namespace: only `writers` (PeerIds; the node
+    /// this client talks to must be one) may change it.
+    pub async fn create_writer_only(&mut self, name: &str, writers: &[String]) -> Result<()> {
+        self.done(Request::CreateWriterOnly {
+            name: name.to_owned(),
+            writers: writers.to_vec(),
+        })
+        .await
+    }
+
+    /// Adds and removes writers of a writer-only namespace; its writers now.
+    pub async fn change_writers(
+        &mut self,
+        name: &str,
+        grant: &[String],
+        revoke: &[String],
+    ) -> Result<Vec<String>> {
+        let request = Request::ChangeWriters {
+            name: name.to_owned(),
+            grant: grant.to_vec(),
+            revoke: revoke.to_vec(),
+        };
+        match self.call(request).await? {
+            Response::Writers(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The writers of a namespace (empty: open to every node).
+    pub async fn writers(&mut self, name: &str) -> Result<Vec<String>> {
+        match self.call(Request::Writers(name.to_owned())).await? {
+            Response::Writers(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Removes a namespace and every object in it.
     pub async fn remove_namespace(&mut self, name: &str) -> Result<()> {
         self.done(Request::RemoveNamespace(name.to_owned())).await

@@ -164,6 +164,26 @@ pub enum Request {
     RemoveNamespace(String),
     /// The namespaces that exist.
     ListNamespaces,
+    /// Create a writer-only namespace: only `writers` (PeerIds, the node
+    /// asked among them) may change it.
+    CreateWriterOnly {
+        /// The namespace.
+        name: String,
+        /// Its writers.
+        writers: Vec<String>,
+    },
+    /// Change the writers of a writer-only namespace (the node asked must
+    /// be one); answered with [`Response::Writers`].
+    ChangeWriters {
+        /// The namespace.
+        name: String,
+        /// PeerIds to add.
+        grant: Vec<String>,
+        /// PeerIds to remove.
+        revoke: Vec<String>,
+    },
+    /// The writers of a namespace (none: open to every node).
+    Writers(String),
 }
 
 /// How long a blocking get waits, and for what.
@@ -229,6 +249,8 @@ pub enum Response {
     Namespaces(Vec<String>),
     /// A namespace operation succeeded.
     Done,
+    /// The writers of a namespace, as PeerIds (empty: open to every node).
+    Writers(Vec<String>),
     /// Answer to [`Request::Search`], in name order (without content).
     Matches(Vec<Entry>),
     /// The lock is held, for at least `valid_ms` more as the node measures

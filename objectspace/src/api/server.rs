@@ -507,7 +507,9 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
             Response::Objects(space.list(&Namespace::new(&namespace)?, &prefix).await?)
         }
         Request::CreateNamespace(name) => {
-            namespaces.create(space, &Namespace::new(&name)?).await?;
+            namespaces
+                .create(space, &Namespace::new(&name)?, Vec::new())
+                .await?;
             Response::Done
         }
         Request::RemoveNamespace(name) => {
@@ -515,6 +517,35 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
             Response::Done
         }
         Request::ListNamespaces => Response::Namespaces(namespaces.list(space).await?),
+        Request::CreateWriterOnly { name, writers } => {
+            let writers = peer_ids(&writers)?;
+            if writers.is_empty() {
+                return Err(SpaceError::Invalid(
+                    "a writer-only namespace needs at least one --writer".into(),
+                ));
+            }
+            namespaces
+                .create(space, &Namespace::new(&name)?, writers)
+                .await?;
+            Response::Done
+        }
+        Request::ChangeWriters {
+            name,
+            grant,
+            revoke,
+        } => {
+            let ns = Namespace::new(&name)?;
+            let (grant, revoke) = (peer_ids(&grant)?, peer_ids(&revoke)?);
+            let now = namespaces
+                .change_writers(space, &ns, &grant, &revoke)
+                .await?;
+            Response::Writers(now.iter().map(ToString::to_string).collect())
+        }
+        Request::Writers(name) => {
+            let ns = Namespace::new(&name)?;
+            let now = namespaces.current_writers(space, &ns).await?;
+            Response::Writers(now.iter().map(ToString::to_string).collect())
+        }
         Request::Search { namespace, query } => {
             let query = Query::parse(&query)?;
             let mut found = space.search(&Namespace::new(&namespace)?, &query).await?;
@@ -539,4 +570,17 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
 /// Token comparison in time independent of where the first difference is.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// PeerIds from a client, each checked.
+fn peer_ids(ids: &[String]) -> Result<Vec<p3_dht::PeerId>> {
+    ids.iter()
+        .map(|id| {
+            id.parse().map_err(|_| {
+                SpaceError::Invalid(format!(
+                    "{id:?} is not a PeerId (`p3ctl node status` prints a node's)"
+                ))
+            })
+        })
+        .collect()
 }

@@ -150,6 +150,7 @@ mod tests {
             expires_ms: None,
             volatile: false,
             epoch,
+            signature: None,
         }
     }
 

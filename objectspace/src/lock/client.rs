@@ -12,6 +12,7 @@ use crate::{
     name::ObjectPath,
     protocol::{PeerRequest, PeerResponse},
     space::ObjectSpace,
+    writers::{lock_statement, Signer},
 };
 
 impl ObjectSpace {
@@ -59,6 +60,16 @@ impl ObjectSpace {
         crate::metrics::observe("lock", async {
             let holder = rand::random::<u64>();
             let deadline = Instant::now() + wait;
+            let signature = match self.inner.namespaces.writers(self, &path.namespace).await? {
+                Some(writers) => Some(self.node().signature(&lock_statement(
+                    &path.namespace,
+                    writers.incarnation,
+                    &path.name,
+                    holder,
+                    mode,
+                ))?),
+                None => None,
+            };
             loop {
                 let sent = Instant::now();
                 let left = deadline.saturating_duration_since(sent);
@@ -69,6 +80,7 @@ impl ObjectSpace {
                     mode,
                     lease_ms: lease.as_millis() as u64,
                     wait_ms: left.as_millis() as u64,
+                    signature: signature.clone(),
                 };
                 match self.to_primary(path, request, deadline).await {
                     Ok(PeerResponse::Granted { grant, waited_ms }) => {

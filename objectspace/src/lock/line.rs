@@ -19,6 +19,7 @@ use crate::{
     object::now_ms,
     protocol::PeerResponse,
     space::ObjectSpace,
+    writers::{lock_statement, Signature, Writers},
 };
 
 /// Someone waiting in line at the primary.
@@ -26,6 +27,7 @@ struct Waiter {
     holder: u64,
     mode: LockMode,
     lease_ms: u64,
+    signature: Option<Signature>,
     /// The grant, and the instant its lease began.
     granted: oneshot::Sender<(Grant, Instant)>,
 }
@@ -79,8 +81,19 @@ impl ObjectSpace {
                 mode,
                 lease_ms,
                 wait_ms,
+                signature,
                 ..
             } => {
+                if let Some(writers) = self.inner.namespaces.writers(self, &ns).await? {
+                    check_grant(
+                        &writers,
+                        (&ns, &name),
+                        holder,
+                        mode,
+                        signature.as_ref(),
+                        true,
+                    )?;
+                }
                 let arrived = Instant::now();
                 let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64).max(1);
                 let (tx, rx) = oneshot::channel();
@@ -94,6 +107,7 @@ impl ObjectSpace {
                         holder,
                         mode,
                         lease_ms,
+                        signature,
                         granted: tx,
                     });
                 self.serve_line(&ns, &name).await?;
@@ -220,6 +234,7 @@ impl ObjectSpace {
                     mode: w.mode,
                     token: state.next_token(epoch),
                     lease_until_ms: now_ms() + w.lease_ms,
+                    signature: w.signature.clone(),
                 };
                 state.grants.push(grant.clone());
                 granted.push((w, grant, began));
@@ -283,4 +298,25 @@ impl ObjectSpace {
             }
         }
     }
+}
+
+/// Checks that a lock in writer-only namespace `ns` was asked for by a
+/// writer: `current` for a new request, else (a state an owner is sent) by
+/// anyone who was a writer when it asked.
+pub(super) fn check_grant(
+    writers: &Writers,
+    (ns, name): (&Namespace, &ObjectName),
+    holder: u64,
+    mode: LockMode,
+    signature: Option<&Signature>,
+    current: bool,
+) -> Result<()> {
+    let signature = signature.ok_or_else(|| {
+        SpaceError::Forbidden(format!(
+            "refused: {ns}/{name} is in a writer-only namespace and the lock request is not signed"
+        ))
+    })?;
+    let statement = lock_statement(ns, writers.incarnation, name, holder, mode);
+    let signer = signature.verify(&statement)?;
+    writers.check_signer(ns, signer, current)
 }

@@ -60,6 +60,10 @@ pub enum LockRequest {
         lease_ms: u64,
         /// How long to wait in line.
         wait_ms: u64,
+        /// In a writer-only namespace: the asking node's signature of
+        /// ([`crate::writers::lock_statement`]).
+        #[serde(default)]
+        signature: Option<crate::writers::Signature>,
     },
     /// Extend a held lease.
     Renew {

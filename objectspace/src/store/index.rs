@@ -197,6 +197,7 @@ mod tests {
             expires_ms: expires,
             volatile: false,
             epoch: 1,
+            signature: None,
         };
         (name.to_owned(), Row::of(&record, None, T))
     }

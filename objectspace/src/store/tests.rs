@@ -32,6 +32,7 @@ fn record(name: &str, version: u64, blob: Option<BlobHash>) -> ObjectRecord {
         expires_ms: None,
         volatile: false,
         epoch: 0,
+        signature: None,
     }
 }
 
