@@ -30,7 +30,7 @@ use std::{
 
 use futures::{
     io::{ReadHalf, WriteHalf},
-    AsyncReadExt, AsyncWriteExt, StreamExt,
+    AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt,
 };
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
@@ -312,8 +312,22 @@ async fn read_answers(mut read: ReadHalf<Stream>, conn: &Outbound, max: u64) -> 
     Ok(())
 }
 
+/// The frames (kind, request id, body) in `bytes` as a node reads them from a
+/// request stream with a per-frame limit of `max` bytes, up to the first
+/// error: the entry point for fuzzing the stream's framing without a peer.
+pub fn read_frames(bytes: &[u8], max: u64) -> Result<Vec<(u8, u64, Vec<u8>)>, String> {
+    futures::executor::block_on(async {
+        let mut read = futures::io::Cursor::new(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = read_frame(&mut read, max).await? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    })
+}
+
 /// The next frame, `None` at a clean end of the stream.
-async fn read_frame(read: &mut ReadHalf<Stream>, max: u64) -> Result<Option<Frame>, String> {
+async fn read_frame<R: AsyncRead + Unpin>(read: &mut R, max: u64) -> Result<Option<Frame>, String> {
     let mut header = [0u8; HEADER];
     let mut got = 0;
     while got < HEADER {
