@@ -240,7 +240,9 @@ impl Namespaces {
             Err(SpaceError::NotFound(_)) => (Registry::default(), 0),
             Err(e) => return Err(e),
         };
-        self.remember(registry.clone());
+        // What an owner that lags or lies sends does not replace a newer
+        // history known here.
+        let registry = Registry::clone(&self.remember(registry));
         Ok((registry, version))
     }
 
@@ -399,5 +401,105 @@ impl Namespaces {
         Ok(std::iter::once(Namespace::GLOBAL.to_owned())
             .chain(registry.namespaces.into_keys())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use p3_dht::Keypair;
+
+    use super::*;
+    use crate::writers::Signer;
+
+    fn team() -> Namespace {
+        Namespace::new("team").unwrap()
+    }
+
+    fn registry_with_team(writer: &Keypair) -> Registry {
+        let mut registry = Registry::default();
+        registry.namespaces.insert("open".into(), 3);
+        registry.namespaces.insert("team".into(), 7);
+        let history = Writers::create(writer, &team(), 7, vec![writer.peer()]).unwrap();
+        registry.writers.insert("team".into(), history);
+        registry
+    }
+
+    #[test]
+    fn a_registry_change_keeps_every_writer_history_and_grows_it_only_by_signed_steps() {
+        let (alice, mallory) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let before = registry_with_team(&alice);
+        before.verify().unwrap();
+        Registry::default().may_become(&before).unwrap();
+
+        // New open namespaces and signed steps are fine.
+        let mut grown = before.clone();
+        grown.namespaces.insert("more".into(), 9);
+        grown
+            .writers
+            .get_mut("team")
+            .unwrap()
+            .push(&alice, &team(), vec![alice.peer(), mallory.peer()], false)
+            .unwrap();
+        before.may_become(&grown).unwrap();
+        // Going back is a rewrite.
+        assert!(grown.may_become(&before).is_err());
+
+        // Dropping the history (so that team would be open), or the
+        // registry, or the namespace with its history kept open.
+        let mut dropped = before.clone();
+        dropped.writers.remove("team");
+        assert!(before.may_become(&dropped).is_err());
+        assert!(before.may_become(&Registry::default()).is_err());
+        let mut gone = before.clone();
+        gone.namespaces.remove("team");
+        assert!(gone.verify().is_err());
+        assert!(before.may_become(&gone).is_err());
+
+        // A history replaced by one a non-writer signed.
+        let mut stolen = before.clone();
+        let forged = Writers::create(&mallory, &team(), 7, vec![mallory.peer()]).unwrap();
+        stolen.writers.insert("team".into(), forged);
+        assert!(before.may_become(&stolen).is_err());
+
+        // An open namespace made writer-only in place.
+        let mut seized = before.clone();
+        let history = Writers::create(
+            &mallory,
+            &Namespace::new("open").unwrap(),
+            3,
+            vec![mallory.peer()],
+        )
+        .unwrap();
+        seized.writers.insert("open".into(), history);
+        assert!(before.may_become(&seized).is_err());
+
+        // A writer's signed removal closes it; the name stays taken.
+        let mut removed = before.clone();
+        removed.namespaces.remove("team");
+        removed
+            .writers
+            .get_mut("team")
+            .unwrap()
+            .push(&alice, &team(), Vec::new(), true)
+            .unwrap();
+        before.may_become(&removed).unwrap();
+        assert_eq!(removed.incarnation(&team()), None);
+    }
+
+    #[test]
+    fn an_owner_checks_registry_values_as_stored_bytes() {
+        let alice = Keypair::generate_ed25519();
+        let encode = |r: &Registry| {
+            let mut bytes = Vec::new();
+            ciborium::into_writer(r, &mut bytes).unwrap();
+            bytes
+        };
+        let before = encode(&registry_with_team(&alice));
+        check_registry_change(None, Some(&before)).unwrap();
+        check_registry_change(Some(&before), Some(&before)).unwrap();
+        assert!(check_registry_change(Some(&before), None).is_err());
+        assert!(check_registry_change(Some(&before), Some(b"garbage")).is_err());
+        let legacy = encode(&Registry::default());
+        check_registry_change(Some(&legacy), Some(&before)).unwrap();
     }
 }

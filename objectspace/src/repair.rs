@@ -179,10 +179,20 @@ fn should_drop(record: &ObjectRecord, registry: Option<&Registry>, now: u64) -> 
     if record.expires_ms.is_some_and(|t| old(t, EXPIRED_KEEP_MS)) {
         return true;
     }
-    registry.is_some_and(|r| {
-        r.incarnation(&record.ns) != Some(record.ns_incarnation)
-            && old(record.modified_ms, NAMESPACE_GRACE_MS)
-    })
+    registry
+        .is_some_and(|r| namespace_gone(r, record) && old(record.modified_ms, NAMESPACE_GRACE_MS))
+}
+
+/// Whether `record`'s namespace (its incarnation) no longer exists. For a
+/// signed record only a writer's signed removal says so: an owner that lies
+/// about the registry (omitting the namespace) cannot forge one.
+fn namespace_gone(registry: &Registry, record: &ObjectRecord) -> bool {
+    if record.signature.is_some() {
+        return registry
+            .writers(&record.ns)
+            .is_some_and(|w| w.is_closed() || w.incarnation != record.ns_incarnation);
+    }
+    registry.incarnation(&record.ns) != Some(record.ns_incarnation)
 }
 
 /// Drops the local copy of `record` if it is still that version, under the
@@ -281,7 +291,7 @@ async fn sync_with(
 pub async fn drop_namespace(space: &ObjectSpace, ns: &Namespace) -> Result<()> {
     let (registry, _) = space.inner.namespaces.fetch(space).await?;
     let keep = registry.incarnation(ns);
-    if keep.is_none() {
+    if keep.is_none() && registry.writers(ns).is_none_or(|w| w.is_closed()) {
         let store = space.store().clone();
         let gone = ns.clone();
         blocking(move || store.drop_index(&gone)).await?;
@@ -292,7 +302,7 @@ pub async fn drop_namespace(space: &ObjectSpace, ns: &Namespace) -> Result<()> {
         let page = blocking(move || store.list(&scan, "", None, SYNC_BATCH)).await?;
         let doomed: Vec<ObjectRecord> = page
             .into_iter()
-            .filter(|r| Some(r.ns_incarnation) != keep)
+            .filter(|r| namespace_gone(&registry, r))
             .collect();
         if doomed.is_empty() {
             return Ok(());
