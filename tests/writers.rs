@@ -37,6 +37,39 @@ async fn rogue(root: &std::path::Path, seed: &str) -> Node {
     node
 }
 
+/// `request`'s answer from `peer`, dialling again while the connection is
+/// being set up.
+async fn ask(node: &Node, peer: PeerId, request: &PeerRequest) -> PeerResponse {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match node.request(peer, request).await {
+            Ok(answer) => return answer,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{peer} never answered {}: {e}",
+                request.kind()
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `node` is connected to every one of `peers`.
+async fn connected_to(node: &Node, peers: &[PeerId]) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let connected = node.connected().await.unwrap();
+        if peers.iter().all(|p| connected.contains(p)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the peer never connected to every node: {connected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The record of `ns/name` as `peer` holds it, with its value if small.
 async fn head_value(
     node: &Node,
@@ -50,11 +83,11 @@ async fn head_value(
         inline: true,
         epoch: 0,
     };
-    match node.request(peer, &request).await {
-        Ok(PeerResponse::Head {
+    match ask(node, peer, &request).await {
+        PeerResponse::Head {
             record: Some(record),
             inline,
-        }) => (*record, inline),
+        } => (*record, inline),
         other => panic!("no record of {ns}/{name} at {peer}: {other:?}"),
     }
 }
@@ -73,7 +106,7 @@ async fn refused(node: &Node, peer: PeerId, record: &ObjectRecord, value: &[u8],
             sources: vec![],
             ordered,
         };
-        let answer: PeerResponse = node.request(peer, &request).await.expect("an answer");
+        let answer = ask(node, peer, &request).await;
         // Repair has no primary to check: the refusal is the signature's
         // (or the namespace list's). Replication is refused at least for
         // its sender not being the primary.
@@ -165,6 +198,7 @@ async fn only_writers_change_a_writer_only_namespace() {
         .iter()
         .map(|n| n.peer_id.parse().unwrap())
         .collect();
+    connected_to(&node, &owners).await;
     let genuine = head(&node, owners[0], "team", "doc").await;
     assert_eq!(genuine.version, 2);
     assert!(genuine.signature.is_some(), "{genuine:?}");
@@ -255,18 +289,17 @@ async fn only_writers_change_a_writer_only_namespace() {
         // The genuine version 1, replayed after version 2: stale.
         let mut v1 = genuine.clone();
         v1.version = 1;
-        let answer: PeerResponse = node
-            .request(
-                peer,
-                &PeerRequest::Replicate {
-                    record: v1,
-                    inline: Some(b"signed bytes".to_vec()),
-                    sources: vec![],
-                    ordered: false,
-                },
-            )
-            .await
-            .unwrap();
+        let answer = ask(
+            &node,
+            peer,
+            &PeerRequest::Replicate {
+                record: v1,
+                inline: Some(b"signed bytes".to_vec()),
+                sources: vec![],
+                ordered: false,
+            },
+        )
+        .await;
         assert!(
             matches!(
                 answer,
@@ -290,7 +323,7 @@ async fn only_writers_change_a_writer_only_namespace() {
             token: None,
             ticket: Some(7),
         });
-        let answer: PeerResponse = node.request(peer, &write).await.unwrap();
+        let answer = ask(&node, peer, &write).await;
         assert!(
             matches!(
                 &answer,
@@ -309,7 +342,7 @@ async fn only_writers_change_a_writer_only_namespace() {
             wait_ms: 0,
             signature: None,
         });
-        let answer: PeerResponse = node.request(peer, &lock).await.unwrap();
+        let answer = ask(&node, peer, &lock).await;
         assert!(
             matches!(
                 &answer,
@@ -351,13 +384,12 @@ async fn only_writers_change_a_writer_only_namespace() {
         .await;
         refused(&node, peer, &removed, b"", "the namespace list removed").await;
         // Nor does a peer's word make a node drop the namespace's objects.
-        let answer: PeerResponse = node
-            .request(
-                peer,
-                &PeerRequest::DropNamespace(Namespace::new("team").unwrap()),
-            )
-            .await
-            .unwrap();
+        let answer = ask(
+            &node,
+            peer,
+            &PeerRequest::DropNamespace(Namespace::new("team").unwrap()),
+        )
+        .await;
         assert!(matches!(answer, PeerResponse::Done), "{answer:?}");
     }
 
@@ -392,4 +424,94 @@ async fn only_writers_change_a_writer_only_namespace() {
         let err = p3ctl_err(&c, &["ns", "create", "team"]);
         assert!(err.contains("already exists"), "{err}");
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_namespace_is_read_only_by_its_writers() {
+    let cluster = tokio::task::block_in_place(|| {
+        let cluster = Cluster::start(3);
+        cluster.wait_formed();
+        cluster
+    });
+    let [a, b, c] = [0, 1, 2].map(|i| cluster.nodes[i].dir.clone());
+    let [id_a, id_b] = [0, 1].map(|i| cluster.nodes[i].peer_id.clone());
+    let value = cluster.root.path().join("value");
+    fs::write(&value, b"secret bytes").unwrap();
+
+    tokio::task::block_in_place(|| {
+        let out = p3ctl(&a, &["ns", "create", "loose", "--private"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--writer"), "{err}");
+        p3ctl_ok(
+            &a,
+            &["ns", "create", "secret", "--writer", &id_a, "--private"],
+        );
+        put(&a, "secret/doc", &value, &[]);
+        assert_eq!(get(&a, "secret/doc"), b"secret bytes");
+        // Every owner holds it (they store and repair it like any object).
+        let replicas = versions(&a, "secret/doc");
+        assert_eq!(replicas.len(), 3, "{replicas:?}");
+        assert!(replicas.iter().all(|(_, v)| *v == 1), "{replicas:?}");
+        // A node that is not a writer reads nothing of it.
+        for args in [
+            vec!["get", "secret/doc"],
+            vec!["stat", "secret/doc"],
+            vec!["ls", "secret"],
+            vec!["search", "secret", "name=doc"],
+        ] {
+            let err = p3ctl_err(&b, &args);
+            assert!(
+                err.contains("secret is private"),
+                "`p3ctl {}` from a non-writer: {err}",
+                args.join(" ")
+            );
+        }
+        // Granted, it does.
+        p3ctl_ok(&a, &["ns", "grant", "secret", &id_b]);
+        wait_for("the new writer reads", DEADLINE, || {
+            p3ctl(&b, &["get", "secret/doc"])
+                .status
+                .success()
+                .then_some(())
+        });
+        assert_eq!(get(&b, "secret/doc"), b"secret bytes");
+        let err = p3ctl_err(&c, &["get", "secret/doc"]);
+        assert!(err.contains("secret is private"), "{err}");
+    });
+
+    // A peer that is neither writer nor owner is refused at every node.
+    let node = rogue(cluster.root.path(), &cluster.nodes[0].addr).await;
+    let ns = Namespace::new("secret").unwrap();
+    let name = ObjectName::new("doc").unwrap();
+    for peer in cluster
+        .nodes
+        .iter()
+        .map(|n| n.peer_id.parse::<PeerId>().unwrap())
+    {
+        for request in [
+            PeerRequest::Read {
+                ns: ns.clone(),
+                name: name.clone(),
+                inline: true,
+            },
+            PeerRequest::Head {
+                ns: ns.clone(),
+                name: name.clone(),
+                inline: true,
+                epoch: 0,
+            },
+            PeerRequest::List {
+                ns: ns.clone(),
+                prefix: String::new(),
+                after: None,
+            },
+        ] {
+            let answer = ask(&node, peer, &request).await;
+            assert!(
+                matches!(&answer, PeerResponse::Error(SpaceError::Forbidden(e)) if e.contains("private")),
+                "{} from a stranger at {peer}: {answer:?}",
+                request.kind()
+            );
+        }
+    }
 }

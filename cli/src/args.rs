@@ -325,6 +325,9 @@ pub enum NsCommand {
         /// status` prints them; the node asked must be one) may change it.
         #[arg(long = "writer", value_name = "PEER_ID")]
         writers: Vec<String>,
+        /// Only the writers may read it (needs --writer).
+        #[arg(long, requires = "writers")]
+        private: bool,
         #[command(flatten)]
         opts: NodeOpts,
     },

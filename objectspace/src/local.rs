@@ -174,7 +174,7 @@ impl Local {
         self.space
             .inner
             .namespaces
-            .create(&self.space, &ns, Vec::new())
+            .create(&self.space, &ns, (Vec::new(), false))
             .await
     }
 

@@ -281,12 +281,13 @@ impl Namespaces {
     }
 
     /// Creates `ns`: open to every node if `writers` is empty, else
-    /// writer-only, with a history signed by this node (one of `writers`).
+    /// writer-only (and readable only by them if `private`), with a history
+    /// signed by this node (one of `writers`).
     pub async fn create(
         &self,
         space: &ObjectSpace,
         ns: &Namespace,
-        writers: Vec<PeerId>,
+        (writers, private): (Vec<PeerId>, bool),
     ) -> Result<()> {
         if Registry::default().incarnation(ns).is_some() {
             return Err(SpaceError::NamespaceExists(ns.to_string()));
@@ -302,7 +303,8 @@ impl Namespaces {
             }
             let incarnation = rand::random::<u64>().max(1);
             if !writers.is_empty() {
-                let history = Writers::create(space.node(), ns, incarnation, writers.clone())?;
+                let history =
+                    Writers::create(space.node(), ns, incarnation, writers.clone(), private)?;
                 registry.writers.insert(ns.to_string(), history);
             }
             registry.namespaces.insert(ns.to_string(), incarnation);
@@ -340,6 +342,22 @@ impl Namespaces {
         })
         .await?;
         Ok(now)
+    }
+
+    /// Refuses `peer` a read of `ns` if the namespace is private and `peer`
+    /// is not one of its writers.
+    pub async fn check_read(
+        &self,
+        space: &ObjectSpace,
+        ns: &Namespace,
+        peer: &PeerId,
+    ) -> Result<()> {
+        match self.writers(space, ns).await? {
+            Some(w) if !w.may_read(peer) => Err(SpaceError::Forbidden(format!(
+                "{ns} is private: only its writers read it, and {peer} is not a writer of {ns}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The current writers of `ns` (empty: open to every node).
@@ -419,7 +437,7 @@ mod tests {
         let mut registry = Registry::default();
         registry.namespaces.insert("open".into(), 3);
         registry.namespaces.insert("team".into(), 7);
-        let history = Writers::create(writer, &team(), 7, vec![writer.peer()]).unwrap();
+        let history = Writers::create(writer, &team(), 7, vec![writer.peer()], false).unwrap();
         registry.writers.insert("team".into(), history);
         registry
     }
@@ -457,7 +475,7 @@ mod tests {
 
         // A history replaced by one a non-writer signed.
         let mut stolen = before.clone();
-        let forged = Writers::create(&mallory, &team(), 7, vec![mallory.peer()]).unwrap();
+        let forged = Writers::create(&mallory, &team(), 7, vec![mallory.peer()], false).unwrap();
         stolen.writers.insert("team".into(), forged);
         assert!(before.may_become(&stolen).is_err());
 
@@ -468,6 +486,7 @@ mod tests {
             &Namespace::new("open").unwrap(),
             3,
             vec![mallory.peer()],
+            false,
         )
         .unwrap();
         seized.writers.insert("open".into(), history);

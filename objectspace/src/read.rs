@@ -36,6 +36,7 @@ impl ObjectSpace {
     /// answer as primary (one request), else from every owner.
     pub async fn find(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
         crate::metrics::observe("get", async {
+        self.may_read(&path.namespace).await?;
         match self.find_at_primary(path, inline).await {
             Ok(found) => Ok(found),
             Err(e @ SpaceError::NotFound(_)) => Err(e),
@@ -201,6 +202,7 @@ impl ObjectSpace {
     /// Metadata of `path` with the version every owner holds.
     pub async fn stat(&self, path: &ObjectPath) -> Result<Stat> {
         crate::metrics::observe("stat", async {
+            self.may_read(&path.namespace).await?;
             let found = self.find_everywhere(path, false).await?;
             let mut stat = found.record.stat();
             stat.replicas = found.replicas;
@@ -294,6 +296,12 @@ impl ObjectSpace {
         Ok(())
     }
 
+    /// Refuses this node's clients a read of a private namespace unless the
+    /// node is one of its writers.
+    pub(crate) async fn may_read(&self, ns: &Namespace) -> Result<()> {
+        self.inner.namespaces.check_read(self, ns, &self.me()).await
+    }
+
     /// Reads a whole value into memory (for values known to be small).
     pub async fn read_all(&self, path: &ObjectPath) -> Result<(ObjectRecord, Vec<u8>)> {
         let found = self.find(path, true).await?;
@@ -328,6 +336,7 @@ impl ObjectSpace {
     pub async fn list(&self, ns: &Namespace, prefix: &str) -> Result<Vec<Stat>> {
         crate::metrics::observe("list", async {
             self.inner.namespaces.incarnation(self, ns).await?;
+            self.may_read(ns).await?;
             let mut peers = self.inner.node.connected().await?;
             peers.push(self.me());
             let lists = peers.iter().map(|&peer| self.list_from(peer, ns, prefix));

@@ -161,12 +161,44 @@ async fn answer(
     }
 }
 
+/// Refuses `peer` a request that reads a private namespace unless it is a
+/// writer, or (for one key's record) one of the key's owners, which hold it
+/// anyway and read each other's copies to peer and repair.
+async fn may_read(space: &ObjectSpace, peer: PeerId, request: &PeerRequest) -> Result<()> {
+    let (ns, name) = match request {
+        PeerRequest::Head { ns, name, .. }
+        | PeerRequest::Read { ns, name, .. }
+        | PeerRequest::WaitNewer { ns, name, .. } => (ns, Some(name)),
+        PeerRequest::List { ns, .. } | PeerRequest::Search { ns, .. } => (ns, None),
+        PeerRequest::Interest { interests, .. } => {
+            for (ns, _) in interests {
+                space.inner.namespaces.check_read(space, ns, &peer).await?;
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    if peer == space.me() {
+        return Ok(());
+    }
+    let Err(refused) = space.inner.namespaces.check_read(space, ns, &peer).await else {
+        return Ok(());
+    };
+    match name {
+        Some(name) if space.owners(&object_key(ns, name)).await?.contains(&peer) => Ok(()),
+        _ => Err(refused),
+    }
+}
+
 /// Answers one request from `peer` (which may be this node itself).
 pub(crate) async fn handle(
     space: &ObjectSpace,
     peer: PeerId,
     request: PeerRequest,
 ) -> PeerResponse {
+    if let Err(e) = may_read(space, peer, &request).await {
+        return PeerResponse::Error(e);
+    }
     let result = match request {
         PeerRequest::Write(write) => handle_write(space, write).await,
         PeerRequest::Sign { ticket, record } => crate::signing::sign(space, ticket, &record),

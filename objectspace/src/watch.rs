@@ -112,6 +112,7 @@ impl ObjectSpace {
     /// Starts watching the objects of `ns` whose names start with `prefix`.
     pub async fn watch(&self, ns: &Namespace, prefix: &str) -> Result<Watch> {
         self.check_namespace(ns).await?;
+        self.may_read(ns).await?;
         Ok(self.watch_any(ns, prefix).await)
     }
 

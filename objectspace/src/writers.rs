@@ -128,6 +128,9 @@ pub struct Change {
     /// The namespace is removed: nothing may change it any more, and nodes
     /// drop its objects.
     pub closed: bool,
+    /// Only writers may read it (see [`Writers::may_read`]).
+    #[serde(default)]
+    pub private: bool,
     /// By a writer of the previous list.
     pub signature: Signature,
 }
@@ -148,13 +151,16 @@ fn change_statement(
     incarnation: u64,
     step: usize,
     writers: &[PeerId],
-    closed: bool,
+    (closed, private): (bool, bool),
 ) -> Vec<u8> {
     let writers: Vec<serde_bytes::ByteBuf> = writers
         .iter()
         .map(|p| serde_bytes::ByteBuf::from(p.to_bytes()))
         .collect();
-    statement("p3/writers/1", &(ns, incarnation, step, writers, closed))
+    statement(
+        "p3/writers/1",
+        &(ns, incarnation, step, writers, closed, private),
+    )
 }
 
 /// PeerIds as their bytes (libp2p's PeerId has no serde here).
@@ -199,29 +205,41 @@ fn check_list(writers: &[PeerId], closed: bool) -> Result<()> {
 
 impl Writers {
     /// A new namespace's history, signed by `node`, which must be one of
-    /// `writers`.
+    /// `writers`; `private`: only writers may read it.
     pub fn create(
         node: &dyn Signer,
         ns: &Namespace,
         incarnation: u64,
         writers: Vec<PeerId>,
+        private: bool,
     ) -> Result<Self> {
         let mut history = Writers {
             incarnation,
             changes: Vec::new(),
         };
-        history.push(node, ns, writers, false)?;
+        history.step(node, ns, writers, (false, private))?;
         Ok(history)
     }
 
-    /// Appends a step signed by `node`, which must be a current writer (for
-    /// the first step: one of `writers`).
+    /// Appends a step signed by `node`, which must be a current writer: the
+    /// new list, or (`closed`) the namespace's removal.
     pub fn push(
         &mut self,
         node: &dyn Signer,
         ns: &Namespace,
-        mut writers: Vec<PeerId>,
+        writers: Vec<PeerId>,
         closed: bool,
+    ) -> Result<()> {
+        let private = self.is_private();
+        self.step(node, ns, writers, (closed, private))
+    }
+
+    fn step(
+        &mut self,
+        node: &dyn Signer,
+        ns: &Namespace,
+        mut writers: Vec<PeerId>,
+        (closed, private): (bool, bool),
     ) -> Result<()> {
         writers.sort();
         writers.dedup();
@@ -250,11 +268,12 @@ impl Writers {
             self.incarnation,
             step,
             &writers,
-            closed,
+            (closed, private),
         ))?;
         self.changes.push(Change {
             writers,
             closed,
+            private,
             signature,
         });
         Ok(())
@@ -282,7 +301,7 @@ impl Writers {
                 self.incarnation,
                 step,
                 &change.writers,
-                change.closed,
+                (change.closed, change.private),
             ))?;
             let allowed = previous.map_or(&change.writers, |p| &p.writers);
             if !allowed.contains(&signer) {
@@ -305,6 +324,16 @@ impl Writers {
     /// The writers now.
     pub fn current(&self) -> &[PeerId] {
         self.changes.last().map_or(&[], |c| &c.writers)
+    }
+
+    /// Whether only writers may read the namespace.
+    pub fn is_private(&self) -> bool {
+        self.changes.last().is_some_and(|c| c.private)
+    }
+
+    /// Whether `peer` may read the namespace: anyone unless it is private.
+    pub fn may_read(&self, peer: &PeerId) -> bool {
+        !self.is_private() || self.current().contains(peer)
     }
 
     /// Whether the namespace was removed.
@@ -388,7 +417,7 @@ mod tests {
     #[test]
     fn a_record_passes_only_with_a_writers_signature_over_exactly_it() {
         let (alice, mallory) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-        let writers = Writers::create(&alice, &ns(), 7, vec![alice.peer()]).unwrap();
+        let writers = Writers::create(&alice, &ns(), 7, vec![alice.peer()], false).unwrap();
         writers.verify(&ns()).unwrap();
         writers
             .check_record(&record(Some(&alice), 1), true)
@@ -421,8 +450,8 @@ mod tests {
             Keypair::generate_ed25519(),
             Keypair::generate_ed25519(),
         );
-        assert!(Writers::create(&mallory, &ns(), 7, vec![alice.peer()]).is_err());
-        let mut writers = Writers::create(&alice, &ns(), 7, vec![alice.peer()]).unwrap();
+        assert!(Writers::create(&mallory, &ns(), 7, vec![alice.peer()], false).is_err());
+        let mut writers = Writers::create(&alice, &ns(), 7, vec![alice.peer()], false).unwrap();
         let before = writers.clone();
         assert!(writers
             .push(&mallory, &ns(), vec![mallory.peer()], false)
@@ -446,7 +475,13 @@ mod tests {
         assert!(forged.verify(&ns()).is_err());
         let mut stolen = writers.clone();
         stolen.changes[2].signature = mallory
-            .signature(&change_statement(&ns(), 7, 2, &[mallory.peer()], false))
+            .signature(&change_statement(
+                &ns(),
+                7,
+                2,
+                &[mallory.peer()],
+                (false, false),
+            ))
             .unwrap();
         stolen.changes[2].writers = vec![mallory.peer()];
         assert!(stolen.verify(&ns()).is_err());

@@ -159,9 +159,10 @@ pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
                     NsCommand::Create {
                         name,
                         writers,
+                        private,
                         opts,
                     },
-            } => namespaces::create(&opts, &name, &writers).await?,
+            } => namespaces::create(&opts, &name, &writers, private).await?,
             Command::Ns {
                 command:
                     NsCommand::Grant {

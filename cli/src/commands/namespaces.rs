@@ -6,14 +6,14 @@ use p3_objectspace::Namespace;
 use super::space;
 use crate::{args::NodeOpts, output};
 
-/// `p3ctl ns create NAME [--writer ID...]`.
-pub async fn create(opts: &NodeOpts, name: &str, writers: &[String]) -> Result<()> {
+/// `p3ctl ns create NAME [--writer ID... [--private]]`.
+pub async fn create(opts: &NodeOpts, name: &str, writers: &[String], private: bool) -> Result<()> {
     Namespace::new(name)?;
     let mut space = space(opts).await?;
     if writers.is_empty() {
         space.create_namespace(name).await?;
     } else {
-        space.create_writer_only(name, writers).await?;
+        space.create_writer_only(name, writers, private).await?;
     }
     done(opts, name, "created")
 }

@@ -310,11 +310,18 @@ impl Space {
     }
 
     /// Creates a writer-only namespace: only `writers` (PeerIds; the node
-    /// this client talks to must be one) may change it.
-    pub async fn create_writer_only(&mut self, name: &str, writers: &[String]) -> Result<()> {
+    /// this client talks to must be one) may change it, and if `private`
+    /// only they may read it.
+    pub async fn create_writer_only(
+        &mut self,
+        name: &str,
+        writers: &[String],
+        private: bool,
+    ) -> Result<()> {
         self.done(Request::CreateWriterOnly {
             name: name.to_owned(),
             writers: writers.to_vec(),
+            private,
         })
         .await
     }

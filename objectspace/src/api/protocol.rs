@@ -171,6 +171,9 @@ pub enum Request {
         name: String,
         /// Its writers.
         writers: Vec<String>,
+        /// Only its writers may read it.
+        #[serde(default)]
+        private: bool,
     },
     /// Change the writers of a writer-only namespace (the node asked must
     /// be one); answered with [`Response::Writers`].

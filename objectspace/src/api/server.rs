@@ -508,7 +508,7 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
         }
         Request::CreateNamespace(name) => {
             namespaces
-                .create(space, &Namespace::new(&name)?, Vec::new())
+                .create(space, &Namespace::new(&name)?, (Vec::new(), false))
                 .await?;
             Response::Done
         }
@@ -517,7 +517,11 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
             Response::Done
         }
         Request::ListNamespaces => Response::Namespaces(namespaces.list(space).await?),
-        Request::CreateWriterOnly { name, writers } => {
+        Request::CreateWriterOnly {
+            name,
+            writers,
+            private,
+        } => {
             let writers = peer_ids(&writers)?;
             if writers.is_empty() {
                 return Err(SpaceError::Invalid(
@@ -525,7 +529,7 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
                 ));
             }
             namespaces
-                .create(space, &Namespace::new(&name)?, writers)
+                .create(space, &Namespace::new(&name)?, (writers, private))
                 .await?;
             Response::Done
         }

@@ -62,6 +62,7 @@ impl ObjectSpace {
     pub async fn search(&self, ns: &Namespace, query: &Query) -> Result<Vec<Entry>> {
         crate::metrics::observe("search", async {
             let incarnation = self.inner.namespaces.incarnation(self, ns).await?;
+            self.may_read(ns).await?;
             let text = query.text();
             let shards = (0..SHARDS).map(|shard| self.search_shard(ns, shard, incarnation, text));
             let mut found = Vec::new();
