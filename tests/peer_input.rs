@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{objects, p3ctl, wait_for, NodeProc};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use p3::dht::{
-    db::COLUMN_FAMILIES, Database, Keypair, NetworkConfig, Node, PeerId, BLOB_PROTOCOL,
-    REQUEST_STREAM_PROTOCOL,
-};
+use p3::dht::{Node, PeerId, BLOB_PROTOCOL, REQUEST_STREAM_PROTOCOL};
 use p3::objectspace::{
     blob::BlobHash,
     index::{shard_of, SHARDS},
@@ -40,25 +37,6 @@ fn record(name: &str, blob: BlobHash, size: u64) -> ObjectRecord {
     }
 }
 
-/// A bare libp2p peer joined through `seed`: a P³ peer to the nodes, so it
-/// may be asked things (as an owner); it refuses everything at once, as the
-/// network layer does for a dropped request.
-async fn rogue(root: &std::path::Path, seed: &str) -> Node {
-    let db = Database::open(&root.join("peer-db"), COLUMN_FAMILIES).unwrap();
-    let config = NetworkConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![seed.parse().unwrap()],
-        // Its parked lock requests wait at the node for minutes.
-        request_timeout: Duration::from_secs(300),
-        ..NetworkConfig::default()
-    };
-    let (node, mut inbound) = Node::start(config, Keypair::generate_ed25519(), db)
-        .await
-        .unwrap();
-    tokio::spawn(async move { while inbound.requests.recv().await.is_some() {} });
-    node
-}
-
 async fn ask(node: &Node, peer: PeerId, request: &PeerRequest) -> PeerResponse {
     node.request(peer, request).await.expect("the node answers")
 }
@@ -76,7 +54,7 @@ async fn bad_peer_messages_get_errors_and_the_node_keeps_serving() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let node = rogue(root.path(), &target.addr).await;
+    let node = common::rogue::start(root.path(), &target.addr).await;
     let peer: PeerId = target.peer_id.parse().unwrap();
 
     // Not a PeerRequest at all.
@@ -284,7 +262,7 @@ async fn a_flooding_peer_does_not_stop_other_nodes_clients() {
         });
         (target, other)
     });
-    let node = rogue(root.path(), &target.addr).await;
+    let node = common::rogue::start(root.path(), &target.addr).await;
     let peer: PeerId = target.peer_id.parse().unwrap();
 
     // First the peer parks more lock requests at the target than it has

@@ -10,7 +10,7 @@ use std::fs;
 
 use common::objects::*;
 use common::{p3ctl, p3ctl_err, p3ctl_ok, wait_for, Cluster, DEADLINE};
-use p3::dht::{db::COLUMN_FAMILIES, Database, Keypair, NetworkConfig, Node, PeerId};
+use p3::dht::{Keypair, Node, PeerId};
 use p3::objectspace::{
     blob::BlobHash,
     lock::{LockMode, LockRequest},
@@ -20,22 +20,6 @@ use p3::objectspace::{
     writers::{record_statement, Signer},
     Namespace, ObjectName, SpaceError,
 };
-
-/// A bare libp2p peer joined through `seed`; it answers nothing (it never
-/// signs what a primary asks it to).
-async fn rogue(root: &std::path::Path, seed: &str) -> Node {
-    let db = Database::open(&root.join("rogue-db"), COLUMN_FAMILIES).unwrap();
-    let config = NetworkConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![seed.parse().unwrap()],
-        ..NetworkConfig::default()
-    };
-    let (node, mut inbound) = Node::start(config, Keypair::generate_ed25519(), db)
-        .await
-        .unwrap();
-    tokio::spawn(async move { while inbound.requests.recv().await.is_some() {} });
-    node
-}
 
 /// `request`'s answer from `peer`, dialling again while the connection is
 /// being set up.
@@ -192,7 +176,7 @@ async fn only_writers_change_a_writer_only_namespace() {
     });
 
     // A forger: a peer of the swarm that is no writer.
-    let node = rogue(cluster.root.path(), &cluster.nodes[0].addr).await;
+    let node = common::rogue::start(cluster.root.path(), &cluster.nodes[0].addr).await;
     let owners: Vec<PeerId> = cluster
         .nodes
         .iter()
@@ -480,7 +464,7 @@ async fn a_private_namespace_is_read_only_by_its_writers() {
     });
 
     // A peer that is neither writer nor owner is refused at every node.
-    let node = rogue(cluster.root.path(), &cluster.nodes[0].addr).await;
+    let node = common::rogue::start(cluster.root.path(), &cluster.nodes[0].addr).await;
     let ns = Namespace::new("secret").unwrap();
     let name = ObjectName::new("doc").unwrap();
     for peer in cluster

@@ -6,6 +6,7 @@
 mod cluster;
 pub mod mount;
 pub mod objects;
+pub mod rogue;
 
 #[allow(unused_imports)] // as above: not every binary names each
 pub use cluster::{exited, Cluster, NodeProc};
