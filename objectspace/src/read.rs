@@ -37,14 +37,16 @@ impl ObjectSpace {
     pub async fn find(&self, path: &ObjectPath, inline: bool) -> Result<Found> {
         crate::metrics::observe("get", async {
         self.may_read(&path.namespace).await?;
-        match self.find_at_primary(path, inline).await {
-            Ok(found) => Ok(found),
-            Err(e @ SpaceError::NotFound(_)) => Err(e),
+        let found = match self.find_at_primary(path, inline).await {
+            Ok(found) => found,
+            Err(e @ SpaceError::NotFound(_)) => return Err(e),
             Err(e) => {
                 tracing::debug!(%path, error = %e, "the primary did not answer as primary; asking every owner");
-                self.find_everywhere(path, inline).await
+                self.find_everywhere(path, inline).await?
             }
-        }
+        };
+        self.check_signed(&found.record).await?;
+        Ok(found)
     })
         .await
     }
@@ -204,6 +206,7 @@ impl ObjectSpace {
         crate::metrics::observe("stat", async {
             self.may_read(&path.namespace).await?;
             let found = self.find_everywhere(path, false).await?;
+            self.check_signed(&found.record).await?;
             let mut stat = found.record.stat();
             stat.replicas = found.replicas;
             Ok(stat)
@@ -300,6 +303,16 @@ impl ObjectSpace {
     /// node is one of its writers.
     pub(crate) async fn may_read(&self, ns: &Namespace) -> Result<()> {
         self.inner.namespaces.check_read(self, ns, &self.me()).await
+    }
+
+    /// Refuses a record of a writer-only namespace that no writer signed,
+    /// whichever owner answered with it: a reader trusts no single owner
+    /// with such a namespace's contents.
+    async fn check_signed(&self, record: &ObjectRecord) -> Result<()> {
+        match self.inner.namespaces.writers(self, &record.ns).await? {
+            Some(writers) => writers.check_record(record, false),
+            None => Ok(()),
+        }
     }
 
     /// Reads a whole value into memory (for values known to be small).
