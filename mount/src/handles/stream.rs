@@ -63,6 +63,7 @@ impl Streaming {
         match self {
             Streaming::Waiting { node, object, end } => {
                 if offset != *end {
+                    tracing::debug!(%object, offset, end, "not written in order: not streamed");
                     *self = Streaming::Off;
                     return;
                 }
@@ -121,9 +122,14 @@ impl Stream {
     fn start(node: &Node, object: String, options: PutOptions) -> Self {
         let (pieces, received) = mpsc::channel(IN_FLIGHT);
         let (sender, name) = (node.clone(), object.clone());
-        let put = node
-            .runtime()
-            .spawn(async move { sender.put_pieces(&name, &options, received).await.map(drop) });
+        let put = node.runtime().spawn(async move {
+            let put = sender.put_pieces(&name, &options, received).await;
+            if let Err(e) = &put {
+                // Else unseen until the file is closed (and sent whole).
+                tracing::warn!(object = %name, error = %e, "a streamed write failed; the file is sent whole when closed");
+            }
+            put.map(drop)
+        });
         Stream {
             object,
             pieces,
