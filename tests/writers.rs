@@ -104,6 +104,13 @@ async fn refused(node: &Node, peer: PeerId, record: &ObjectRecord, value: &[u8],
     }
 }
 
+/// Three nodes, their membership formed.
+fn formed() -> Cluster {
+    let cluster = Cluster::start(3);
+    cluster.wait_formed();
+    cluster
+}
+
 fn versions(dir: &std::path::Path, path: &str) -> Vec<(String, u64)> {
     let stat = stat(dir, path);
     let mut replicas: Vec<(String, u64)> = stat["replicas"]
@@ -123,11 +130,7 @@ fn versions(dir: &std::path::Path, path: &str) -> Vec<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_writers_change_a_writer_only_namespace() {
-    let cluster = tokio::task::block_in_place(|| {
-        let cluster = Cluster::start(3);
-        cluster.wait_formed();
-        cluster
-    });
+    let cluster = tokio::task::block_in_place(formed);
     let [a, b, c] = [0, 1, 2].map(|i| cluster.nodes[i].dir.clone());
     let [id_a, id_b, id_c] = [0, 1, 2].map(|i| cluster.nodes[i].peer_id.clone());
     let value = cluster.root.path().join("value");
@@ -412,11 +415,7 @@ async fn only_writers_change_a_writer_only_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_namespace_is_read_only_by_its_writers() {
-    let cluster = tokio::task::block_in_place(|| {
-        let cluster = Cluster::start(3);
-        cluster.wait_formed();
-        cluster
-    });
+    let cluster = tokio::task::block_in_place(formed);
     let [a, b, c] = [0, 1, 2].map(|i| cluster.nodes[i].dir.clone());
     let [id_a, id_b] = [0, 1].map(|i| cluster.nodes[i].peer_id.clone());
     let value = cluster.root.path().join("value");

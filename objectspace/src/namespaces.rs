@@ -198,17 +198,10 @@ impl Namespaces {
         let known = |r: &Registry| {
             r.namespaces.contains_key(ns.as_str()) || r.writers.contains_key(ns.as_str())
         };
-        let registry = match self.cached() {
-            Some(r) if known(&r) => r,
-            _ => {
-                Box::pin(self.fetch(space)).await?;
-                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                match cache.as_ref() {
-                    Some((_, r)) => r.clone(),
-                    None => return Ok(None),
-                }
-            }
-        };
+        if let Some(registry) = self.cached().filter(|r| known(r)) {
+            return Ok(registry.writers(ns).cloned());
+        }
+        let (registry, _) = Box::pin(self.fetch(space)).await?;
         Ok(registry.writers(ns).cloned())
     }
 
@@ -353,10 +346,8 @@ impl Namespaces {
         peer: &PeerId,
     ) -> Result<()> {
         match self.writers(space, ns).await? {
-            Some(w) if !w.may_read(peer) => Err(SpaceError::Forbidden(format!(
-                "{ns} is private: only its writers read it, and {peer} is not a writer of {ns}"
-            ))),
-            _ => Ok(()),
+            Some(w) => w.check_reader(ns, peer),
+            None => Ok(()),
         }
     }
 

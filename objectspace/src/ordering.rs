@@ -198,7 +198,7 @@ impl Tally {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         blob::BlobHash,
@@ -207,7 +207,8 @@ mod tests {
 
     const T: u64 = 1_000_000;
 
-    fn put(if_version: Option<u64>) -> WriteRequest {
+    /// A put of a one-byte value to `global/x`.
+    pub(crate) fn put(if_version: Option<u64>) -> WriteRequest {
         WriteRequest {
             ns: Namespace::new("global").unwrap(),
             name: ObjectName::new("x").unwrap(),

@@ -165,6 +165,9 @@ async fn answer(
 /// writer, or (for one key's record) one of the key's owners, which hold it
 /// anyway and read each other's copies to peer and repair.
 async fn may_read(space: &ObjectSpace, peer: PeerId, request: &PeerRequest) -> Result<()> {
+    if peer == space.me() {
+        return Ok(());
+    }
     let (ns, name) = match request {
         PeerRequest::Head { ns, name, .. }
         | PeerRequest::Read { ns, name, .. }
@@ -178,9 +181,6 @@ async fn may_read(space: &ObjectSpace, peer: PeerId, request: &PeerRequest) -> R
         }
         _ => return Ok(()),
     };
-    if peer == space.me() {
-        return Ok(());
-    }
     let Err(refused) = space.inner.namespaces.check_read(space, ns, &peer).await else {
         return Ok(());
     };

@@ -11,6 +11,7 @@ use p3_dht::PeerId;
 
 use crate::{
     error::{Result, SpaceError},
+    name::{Namespace, ObjectName},
     object::ObjectRecord,
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
     space::ObjectSpace,
@@ -20,10 +21,33 @@ use crate::{
 /// How far a record's time may be from the signer's clock.
 const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
+/// What this node asked of a write in flight: all that a record made of it
+/// must match (not its value's bytes, nor where it was sent).
+#[derive(Debug, Clone)]
+pub(crate) struct Asked {
+    ns: Namespace,
+    name: ObjectName,
+    ns_incarnation: u64,
+    op: WriteOp,
+    if_version: Option<u64>,
+}
+
+impl Asked {
+    fn of(write: &WriteRequest) -> Self {
+        Asked {
+            ns: write.ns.clone(),
+            name: write.name.clone(),
+            ns_incarnation: write.ns_incarnation,
+            op: write.op.clone(),
+            if_version: write.if_version,
+        }
+    }
+}
+
 /// The writes in flight from this node, by ticket: what it would sign.
 #[derive(Default)]
 pub(crate) struct Signable {
-    writes: Mutex<HashMap<u64, WriteRequest>>,
+    writes: Mutex<HashMap<u64, Asked>>,
 }
 
 /// Keeps a write signable until dropped.
@@ -41,18 +65,14 @@ impl Drop for Held<'_> {
 }
 
 impl Signable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, WriteRequest>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Asked>> {
         self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes `write` signable while the guard lives.
     pub(crate) fn hold(&self, write: &WriteRequest) -> Held<'_> {
         if let Some(ticket) = write.ticket {
-            let kept = WriteRequest {
-                inline: None,
-                ..write.clone()
-            };
-            self.lock().insert(ticket, kept);
+            self.lock().insert(ticket, Asked::of(write));
         }
         Held {
             signable: self,
@@ -63,7 +83,7 @@ impl Signable {
 
 /// Whether `record` is what `write` asked for, made in an epoch this node
 /// has reached (`epoch`) at a time near `now`: the only records signed.
-pub(crate) fn matches(write: &WriteRequest, record: &ObjectRecord, epoch: u64, now: u64) -> bool {
+pub(crate) fn matches(write: &Asked, record: &ObjectRecord, epoch: u64, now: u64) -> bool {
     let same_object = record.ns == write.ns
         && record.name == write.name
         && record.ns_incarnation == write.ns_incarnation;
@@ -153,15 +173,10 @@ pub(crate) async fn obtain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        blob::BlobHash,
-        name::{Namespace, ObjectName},
-    };
+    use crate::{blob::BlobHash, ordering::tests::put};
 
     fn write(if_version: Option<u64>) -> WriteRequest {
         WriteRequest {
-            ns: Namespace::new("team").unwrap(),
-            name: ObjectName::new("a").unwrap(),
             ns_incarnation: 7,
             op: WriteOp::Put {
                 blob: BlobHash::of(b"v"),
@@ -171,13 +186,8 @@ mod tests {
                 ttl_ms: Some(1000),
                 volatile: false,
             },
-            if_version,
-            inline: None,
-            origin: String::new(),
-            owners: Vec::new(),
-            hops: 0,
-            token: None,
             ticket: Some(1),
+            ..put(if_version)
         }
     }
 
@@ -195,7 +205,7 @@ mod tests {
     fn only_the_record_of_the_write_in_flight_is_signed() {
         let w = write(Some(4));
         let good = made(&w, 5);
-        assert!(matches(&w, &good, 3, 5_000));
+        assert!(matches(&Asked::of(&w), &good, 3, 5_000));
         // Another version, value, name, namespace incarnation, expiry, an
         // epoch this node has not reached, a time far off.
         let bad = [
@@ -230,7 +240,7 @@ mod tests {
             },
         ];
         for record in bad {
-            assert!(!matches(&w, &record, 3, 5_000), "{record:?}");
+            assert!(!matches(&Asked::of(&w), &record, 3, 5_000), "{record:?}");
         }
         // A removal signs only a tombstone.
         let remove = WriteRequest {
@@ -243,7 +253,7 @@ mod tests {
             expires_ms: None,
             ..good.clone()
         };
-        assert!(matches(&remove, &tombstone, 3, 5_000));
-        assert!(!matches(&remove, &good, 3, 5_000));
+        assert!(matches(&Asked::of(&remove), &tombstone, 3, 5_000));
+        assert!(!matches(&Asked::of(&remove), &good, 3, 5_000));
     }
 }

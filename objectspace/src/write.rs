@@ -241,6 +241,12 @@ impl ObjectSpace {
         inline: Option<Vec<u8>>,
     ) -> Result<Written> {
         let (ns_incarnation, owners) = self.locate(path).await?;
+        // Known here once located: a namespace never becomes writer-only in
+        // place, and its writes alone need the primary to come back to sign.
+        let signed = (self.inner.namespaces)
+            .writers(self, &path.namespace)
+            .await?
+            .is_some();
         let mut request = WriteRequest {
             ns: path.namespace.clone(),
             name: path.name.clone(),
@@ -252,7 +258,7 @@ impl ObjectSpace {
             owners: owners.iter().map(ToString::to_string).collect(),
             hops: 0,
             token,
-            ticket: Some(rand::random()),
+            ticket: signed.then(rand::random),
         };
         // Until the write is answered, its primary may ask this node to sign
         // the record it made of it (writer-only namespaces).

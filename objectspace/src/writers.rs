@@ -128,7 +128,7 @@ pub struct Change {
     /// The namespace is removed: nothing may change it any more, and nodes
     /// drop its objects.
     pub closed: bool,
-    /// Only writers may read it (see [`Writers::may_read`]).
+    /// Only writers may read it (see [`Writers::check_reader`]).
     #[serde(default)]
     pub private: bool,
     /// By a writer of the previous list.
@@ -331,9 +331,15 @@ impl Writers {
         self.changes.last().is_some_and(|c| c.private)
     }
 
-    /// Whether `peer` may read the namespace: anyone unless it is private.
-    pub fn may_read(&self, peer: &PeerId) -> bool {
-        !self.is_private() || self.current().contains(peer)
+    /// Refuses `peer` a read of the namespace if it is private and `peer`
+    /// is not one of its writers.
+    pub fn check_reader(&self, ns: &Namespace, peer: &PeerId) -> Result<()> {
+        if self.is_private() && !self.current().contains(peer) {
+            return Err(SpaceError::Forbidden(format!(
+                "{ns} is private: only its writers read it, and {peer} is not a writer of {ns}"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether the namespace was removed.
