@@ -62,13 +62,16 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     io: &mut W,
     value: &T,
 ) -> Result<(), FrameError> {
-    let mut body = Vec::new();
-    ciborium::into_writer(value, &mut body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
+    // The length and the body in one write: on a yamux channel each write
+    // is a frame of its own.
+    let mut frame = vec![0u8; 4];
+    ciborium::into_writer(value, &mut frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
     }
-    io.write_all(&(body.len() as u32).to_be_bytes()).await?;
-    io.write_all(&body).await?;
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    io.write_all(&frame).await?;
     io.flush().await?;
     Ok(())
 }

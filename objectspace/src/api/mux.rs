@@ -10,6 +10,7 @@ use std::{
     task::Poll,
 };
 
+use futures::io::{BufReader, BufWriter};
 use tokio::{
     net::TcpStream,
     sync::{mpsc, oneshot},
@@ -28,6 +29,23 @@ const MAX_CHANNELS: usize = 256;
 /// Bytes of a stream sent in one yamux frame: values travel in 1 MiB data
 /// frames, and small yamux frames would cost a wakeup each.
 const SPLIT_SEND: usize = 256 << 10;
+
+/// Bytes the socket is read ahead and writes are gathered in.
+const SOCKET_BUFFER: usize = 64 << 10;
+
+/// The socket as yamux sees it, buffered both ways. yamux writes a frame's
+/// header and body apart and reads a header before its body: unbuffered,
+/// every message cost four `sendto`s on one side and as many `recvfrom`s
+/// (and wakeups) on the other. Buffered, the frames yamux has ready go out in
+/// one write when it flushes, and one read takes whatever has arrived.
+type Socket = BufReader<BufWriter<Compat<TcpStream>>>;
+
+fn buffered(socket: TcpStream) -> Socket {
+    BufReader::with_capacity(
+        SOCKET_BUFFER,
+        BufWriter::with_capacity(SOCKET_BUFFER, socket.compat()),
+    )
+}
 
 fn config() -> yamux::Config {
     let mut config = yamux::Config::default();
@@ -66,15 +84,12 @@ impl Opener {
 /// returns the way to open channels on it.
 pub fn client(socket: TcpStream) -> Opener {
     let (asks, opens) = mpsc::channel(MAX_CHANNELS);
-    let connection = yamux::Connection::new(socket.compat(), config(), yamux::Mode::Client);
+    let connection = yamux::Connection::new(buffered(socket), config(), yamux::Mode::Client);
     tokio::spawn(drive_client(connection, opens));
     Opener { asks }
 }
 
-async fn drive_client(
-    mut connection: yamux::Connection<Compat<TcpStream>>,
-    mut opens: mpsc::Receiver<Reply>,
-) {
+async fn drive_client(mut connection: yamux::Connection<Socket>, mut opens: mpsc::Receiver<Reply>) {
     let mut waiting: VecDeque<Reply> = VecDeque::new();
     let mut openers_gone = false;
     poll_fn(|cx| loop {
@@ -120,7 +135,7 @@ where
     F: Fn(Channel) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut connection = yamux::Connection::new(socket.compat(), config(), yamux::Mode::Server);
+    let mut connection = yamux::Connection::new(buffered(socket), config(), yamux::Mode::Server);
     while let Some(Ok(stream)) = poll_fn(|cx| connection.poll_next_inbound(cx)).await {
         tokio::spawn(serve(stream.compat()));
     }
