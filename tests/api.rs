@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use common::Cluster;
 use p3::objectspace::{
-    api::{protocol::Wait, HeldLock},
+    api::{
+        protocol::{Request, Wait, WHOLE_MAX},
+        HeldLock,
+    },
     lock::LockMode,
     object::PutOptions,
     watch::EventKind,
-    Space,
+    Space, SpaceError,
 };
 
 /// How long any step of these tests may take.
@@ -102,4 +105,41 @@ async fn one_connection_carries_a_blocking_read_a_watch_and_a_lock_while_it_writ
     assert!(again.token() > options.token.unwrap_or_default());
     again.release().await.expect("release again");
     std::fs::rename(&hidden, &api).expect("restore api.json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_sent_whole_or_streamed_read_back_the_same_and_an_oversized_whole_one_is_refused() {
+    let cluster = tokio::task::block_in_place(|| Cluster::start(1));
+    let mut space = Space::connect(&cluster.nodes[0].dir)
+        .await
+        .expect("connect");
+    // Either side of the size up to which a value travels inside its request.
+    for size in [0, 1, WHOLE_MAX - 1, WHOLE_MAX, WHOLE_MAX + 1, 3 * WHOLE_MAX] {
+        let value: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let path = format!("global/whole/{size}");
+        let written = space
+            .put_bytes(&path, &PutOptions::default(), &value)
+            .await
+            .unwrap_or_else(|e| panic!("put of {size} bytes: {e}"));
+        assert_eq!(written.size, size as u64);
+        let (stat, read) = space.get_bytes(&path).await.expect("get");
+        assert_eq!(stat.version, written.version);
+        assert!(read == value, "{size} bytes read back differently");
+    }
+    // A client that sends a larger value whole is told to stream it, and its
+    // connection goes on serving.
+    let refused = space
+        .call(Request::PutWhole {
+            path: "global/whole/over".into(),
+            options: PutOptions::default(),
+            value: vec![1; WHOLE_MAX + 1],
+        })
+        .await
+        .expect_err("an oversized whole value was accepted");
+    assert!(
+        matches!(&refused, SpaceError::Invalid(m) if m.contains("streamed")),
+        "{refused}"
+    );
+    assert!(space.stat("global/whole/over").await.is_err());
+    space.status().await.expect("the connection still serves");
 }

@@ -314,6 +314,11 @@ pub fn api_requests() -> Vec<Vec<u8>> {
         },
         ApiRequest::Data(b"hello".to_vec()),
         ApiRequest::End,
+        ApiRequest::PutWhole {
+            path: "global/b".into(),
+            options: options(),
+            value: b"hello".to_vec(),
+        },
         ApiRequest::EndWith(options()),
         ApiRequest::Get {
             path: "global/a".into(),

@@ -7,14 +7,17 @@
 
 use std::{
     fs::File,
-    io::Seek,
+    io::{Read, Seek},
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use p3_objectspace::{
-    api::{protocol::Written, Piece},
+    api::{
+        protocol::{Written, WHOLE_MAX},
+        Piece,
+    },
     object::{PutOptions, Stat},
     Space, SpaceError,
 };
@@ -68,8 +71,16 @@ impl Node {
         let mut file = file.try_clone().map_err(local)?;
         file.rewind().map_err(local)?;
         let mut space = self.idle_or_new().await?;
-        let reader = tokio::fs::File::from_std(file);
-        let written = space.put(path, options, Some(size), reader, |_| {}).await;
+        let written = if size <= WHOLE_MAX as u64 {
+            // Read here, from the page cache: tokio's file would make a
+            // trip to the blocking pool for every read of a small file.
+            let mut value = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut value).map_err(local)?;
+            space.put_bytes(path, options, &value).await
+        } else {
+            let reader = tokio::fs::File::from_std(file);
+            space.put(path, options, Some(size), reader, |_| {}).await
+        };
         self.done_with(space, written.is_ok());
         written
     }

@@ -1,6 +1,8 @@
 //! The messages of the local API.
 //!
-//! Most requests get exactly one [`Response`]. Two stream bytes:
+//! Most requests get exactly one [`Response`]; a value of at most
+//! [`WHOLE_MAX`] bytes travels inside its [`Request::PutWhole`], answered by
+//! [`Response::Written`] in one round trip. Two stream bytes:
 //! - [`Request::Put`] is answered by [`Response::Ready`] (or an error: bad path,
 //!   unknown namespace, too large) before any byte of the value moves; then the
 //!   client sends [`Request::Data`] frames (at most [`DATA_FRAME`] bytes each)
@@ -24,6 +26,11 @@ use crate::{
 
 /// Largest payload of one data frame.
 pub const DATA_FRAME: usize = 1 << 20;
+
+/// Largest value a client sends inside its [`Request::PutWhole`]. A streamed
+/// put waits for the node's [`Response::Ready`] before its bytes move: for a
+/// small value that round trip was as long as the rest of the write.
+pub const WHOLE_MAX: usize = 64 << 10;
 
 /// First frame of every connection.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +61,17 @@ pub enum Request {
         /// The value's size if known up front (checked against the node's limit
         /// before any byte moves).
         size: Option<u64>,
+    },
+    /// Write `NS/NAME` with `value` (at most [`WHOLE_MAX`] bytes), carried
+    /// here: answered by [`Response::Written`] or an error.
+    PutWhole {
+        /// `NS/NAME`.
+        path: String,
+        /// Type, metadata, TTL, condition, volatility.
+        options: PutOptions,
+        /// The whole value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
     },
     /// A piece of the value of a [`Request::Put`].
     Data(#[serde(with = "serde_bytes")] Vec<u8>),

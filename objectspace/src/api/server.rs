@@ -12,7 +12,7 @@ use tokio::{
 
 use super::{
     mux::{self, Channel},
-    protocol::{Hello, Request, Response, SpaceStatus, Wait, DATA_FRAME},
+    protocol::{Hello, Request, Response, SpaceStatus, Wait, Written, DATA_FRAME, WHOLE_MAX},
     read_frame, write_frame, FrameError,
 };
 use crate::{
@@ -95,6 +95,15 @@ async fn session(mut stream: Channel, space: &ObjectSpace) -> Result<(), FrameEr
                 options,
                 size,
             } => put(&mut stream, space, &path, options, size).await?,
+            Request::PutWhole {
+                path,
+                options,
+                value,
+            } => {
+                let written = put_whole(space, &path, options, value).await;
+                let answer = written.map_or_else(Response::Error, Response::Written);
+                write_frame(&mut stream, &answer).await?;
+            }
             Request::Get { path, wait } => get(&mut stream, space, &path, wait).await?,
             Request::Take { path, wait_ms } => take(&mut stream, space, &path, wait_ms).await?,
             Request::TakeMatch {
@@ -180,6 +189,33 @@ async fn put(
     };
     let answer = written.map_or_else(Response::Error, Response::Written);
     write_frame(stream, &answer).await
+}
+
+/// Writes a value that came whole with its request.
+async fn put_whole(
+    space: &ObjectSpace,
+    path: &str,
+    options: PutOptions,
+    value: Vec<u8>,
+) -> Result<Written> {
+    let path = check_put(space, path, &options, Some(value.len() as u64)).await?;
+    if value.len() > WHOLE_MAX {
+        return Err(SpaceError::Invalid(format!(
+            "a value of {} bytes sent whole; values over {WHOLE_MAX} bytes are streamed",
+            value.len()
+        )));
+    }
+    if options.volatile {
+        return space.put_value(&path, value, options).await;
+    }
+    // As a streamed value is stored: in place, a few microseconds for a
+    // value this small, where a hop to the blocking pool costs more.
+    let mut ingest = space.ingest();
+    let (hash, size, _pin) = tokio::task::block_in_place(|| {
+        ingest.push(&value)?;
+        ingest.finish()
+    })?;
+    space.put(&path, options, hash, size).await
 }
 
 /// Receives a volatile value into memory (it is small) and writes it: it
@@ -559,6 +595,7 @@ pub async fn handle(request: Request, space: &ObjectSpace) -> Result<Response> {
             Response::Matches(found)
         }
         Request::Put { .. }
+        | Request::PutWhole { .. }
         | Request::Get { .. }
         | Request::Take { .. }
         | Request::TakeMatch { .. }

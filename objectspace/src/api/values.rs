@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
     client::{unexpected, Space},
-    protocol::{Request, Response, Wait, Written, DATA_FRAME},
+    protocol::{Request, Response, Wait, Written, DATA_FRAME, WHOLE_MAX},
 };
 use crate::{
     error::{Result, SpaceError},
@@ -38,14 +38,34 @@ impl Space {
         mut value: impl AsyncRead + Unpin,
         mut progress: impl FnMut(u64),
     ) -> Result<Written> {
+        let unreadable =
+            |e: std::io::Error| SpaceError::Invalid(format!("cannot read the value: {e}"));
+        // A value that turns out small goes whole, with its request.
+        let mut first = Vec::new();
+        (&mut value)
+            .take(WHOLE_MAX as u64 + 1)
+            .read_to_end(&mut first)
+            .await
+            .map_err(unreadable)?;
+        if first.len() <= WHOLE_MAX {
+            let sent = first.len() as u64;
+            let request = Request::PutWhole {
+                path: path.to_owned(),
+                options: options.clone(),
+                value: first,
+            };
+            self.send(&request).await?;
+            let written = self.written(sent).await?;
+            progress(sent);
+            return Ok(written);
+        }
         self.begin_put(path, options, size).await?;
+        let mut sent = first.len() as u64;
+        self.send(&Request::Data(first)).await?;
+        progress(sent);
         let mut buf = vec![0u8; DATA_FRAME];
-        let mut sent = 0u64;
         loop {
-            let n = value
-                .read(&mut buf)
-                .await
-                .map_err(|e| SpaceError::Invalid(format!("cannot read the value: {e}")))?;
+            let n = value.read(&mut buf).await.map_err(unreadable)?;
             if n == 0 {
                 break;
             }
