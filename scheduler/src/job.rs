@@ -176,6 +176,16 @@ pub trait Job: Sized + Send + Sync + 'static {
     /// declines (`None`) when too little is left to be worth moving.
     fn divide(&self, state: &mut Self::State) -> Option<Self::State>;
 
+    /// Readies this node for the job before it holds any task of it: loads
+    /// what every task reads (a thief that loaded it only after its steal
+    /// was answered would idle that long). Runs once per node that works on
+    /// the job, alongside its first attempt to find work, so it must be safe
+    /// to run while [`Job::restart`] or [`Job::compute`] runs. The default
+    /// does nothing.
+    fn prepare(&self, _io: &mut dyn Io) -> Result<()> {
+        Ok(())
+    }
+
     /// Prepares to continue `state` on this node after it arrived here: as a
     /// divided-off part, or from a checkpoint after its worker died.
     fn restart(&self, _io: &mut dyn Io, _state: &mut Self::State) -> Result<()> {

@@ -16,6 +16,8 @@ pub trait DynJob: Send + Sync {
     fn compute(&self, io: &mut dyn Io, state: &mut AnyState) -> Result<Step<Vec<u8>>>;
     /// See [`Job::divide`].
     fn divide(&self, state: &mut AnyState) -> Option<AnyState>;
+    /// See [`Job::prepare`].
+    fn prepare(&self, io: &mut dyn Io) -> Result<()>;
     /// See [`Job::restart`].
     fn restart(&self, io: &mut dyn Io, state: &mut AnyState) -> Result<()>;
     /// See [`Job::checkpoint`].
@@ -60,6 +62,10 @@ impl<J: Job> DynJob for J {
     fn divide(&self, state: &mut AnyState) -> Option<AnyState> {
         let state = state_of_mut::<J>(state).ok()?;
         Job::divide(self, state).map(|part| Box::new(part) as AnyState)
+    }
+
+    fn prepare(&self, io: &mut dyn Io) -> Result<()> {
+        Job::prepare(self, io)
     }
 
     fn restart(&self, io: &mut dyn Io, state: &mut AnyState) -> Result<()> {

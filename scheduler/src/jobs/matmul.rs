@@ -128,6 +128,10 @@ impl Job for Matmul {
         })
     }
 
+    fn prepare(&self, io: &mut dyn Io) -> Result<()> {
+        self.columns(io).map(drop)
+    }
+
     fn restart(&self, io: &mut dyn Io, _rows: &mut Rows) -> Result<()> {
         self.columns(io).map(drop)
     }
@@ -189,7 +193,42 @@ impl Job for Matmul {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::run_local;
+    use crate::local::{run_local, MemoryIo};
+
+    /// Objects in memory, counting the reads of each.
+    #[derive(Default)]
+    struct Counting {
+        objects: MemoryIo,
+        reads: std::collections::HashMap<String, usize>,
+    }
+
+    impl Io for Counting {
+        fn get(&mut self, name: &str) -> Result<Vec<u8>> {
+            *self.reads.entry(name.to_owned()).or_default() += 1;
+            self.objects.get(name)
+        }
+
+        fn put(&mut self, name: &str, value: &[u8]) -> Result<()> {
+            self.objects.put(name, value)
+        }
+    }
+
+    #[test]
+    fn a_prepared_node_starts_a_stolen_part_without_reading_b_again() {
+        let args = Args::from_pairs(["n=16", "rows_per_slice=4"]).unwrap();
+        let mut io = Counting::default();
+        let mut rows = Matmul::new(&args).unwrap().main(&mut io).unwrap();
+        let victim = Matmul::new(&args).unwrap();
+        let mut part = victim.divide(&mut rows).expect("divisible");
+        // Another node's instance: it loads B when it joins the job, before
+        // any part reaches it, and never again.
+        let thief = Matmul::new(&args).unwrap();
+        thief.prepare(&mut io).unwrap();
+        assert_eq!(io.reads["B"], 1);
+        thief.restart(&mut io, &mut part).unwrap();
+        while let Step::More = thief.compute(&mut io, &mut part).unwrap() {}
+        assert_eq!(io.reads["B"], 1, "B was read again after prepare");
+    }
 
     #[test]
     fn checksum_matches_a_plain_triple_loop_however_rows_are_split() {

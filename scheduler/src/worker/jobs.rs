@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     control,
+    io::LocalIo,
     job::Result,
     records::{
         encode, last_part, Credit, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, RESULTS,
@@ -184,10 +185,24 @@ fn begin(jobs: &Arc<Jobs>, record: JobRecord, record_version: u64, job: Arc<dyn 
             tokio::spawn(steal_requests(jobs.clone(), active.clone())),
             tokio::spawn(follow_results(jobs.clone(), active.clone())),
         ];
-        running.insert(active.id.clone(), active);
+        running.insert(active.id.clone(), active.clone());
     }
+    prepare(jobs, &active);
     write_status(jobs);
     jobs.changed.notify_waiters();
+}
+
+/// Runs the job's [`crate::job::Job::prepare`] on a blocking thread while
+/// the slots look for work. A failure is only logged: whatever it could not
+/// load, the task that needs it loads again and reports.
+fn prepare(jobs: &Jobs, job: &Arc<ActiveJob>) {
+    let mut io = LocalIo::new(jobs.space.clone(), job.paths.clone());
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = job.job.prepare(&mut io) {
+            tracing::debug!(job = %job.id, error = %e, "preparing for the job failed");
+        }
+    });
 }
 
 fn end(jobs: &Jobs, job: &ActiveJob) {
