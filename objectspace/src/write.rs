@@ -207,12 +207,19 @@ impl ObjectSpace {
         bytes: Vec<u8>,
         options: PutOptions,
     ) -> Result<Written> {
+        let len = bytes.len() as u64;
         let mut ingest = self.ingest();
-        let (hash, size, _pin) = blocking(move || {
+        let store_it = move || {
             ingest.push(&bytes)?;
             ingest.finish()
-        })
-        .await?;
+        };
+        // Small values are stored in place (microseconds against the
+        // memtable); larger ones are worth the hop to the blocking pool.
+        let (hash, size, _pin) = if len <= IN_PLACE_MAX {
+            store_it()?
+        } else {
+            blocking(store_it).await?
+        };
         self.put(path, options, hash, size).await
     }
 

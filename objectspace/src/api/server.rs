@@ -1,5 +1,7 @@
 //! The node's side of the local API.
 
+mod puts;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -12,7 +14,7 @@ use tokio::{
 
 use super::{
     mux::{self, Channel},
-    protocol::{Hello, Request, Response, SpaceStatus, Wait, Written, DATA_FRAME, WHOLE_MAX},
+    protocol::{Hello, Request, Response, SpaceStatus, Wait, DATA_FRAME},
     read_frame, write_frame, FrameError,
 };
 use crate::{
@@ -27,7 +29,7 @@ use crate::{
     space::ObjectSpace,
     take::Taken,
     watch::Watch,
-    write::{volatile_too_large, Ingest},
+    write::volatile_too_large,
 };
 
 /// Accepts API connections until the task is dropped.
@@ -94,13 +96,13 @@ async fn session(mut stream: Channel, space: &ObjectSpace) -> Result<(), FrameEr
                 path,
                 options,
                 size,
-            } => put(&mut stream, space, &path, options, size).await?,
+            } => puts::put(&mut stream, space, &path, options, size).await?,
             Request::PutWhole {
                 path,
                 options,
                 value,
             } => {
-                let written = put_whole(space, &path, options, value).await;
+                let written = puts::put_whole(space, &path, options, value).await;
                 let answer = written.map_or_else(Response::Error, Response::Written);
                 write_frame(&mut stream, &answer).await?;
             }
@@ -134,135 +136,6 @@ async fn session(mut stream: Channel, space: &ObjectSpace) -> Result<(), FrameEr
         }
     }
     Ok(())
-}
-
-/// Receives a value and writes it. Checks that need no value happen before the
-/// client sends it; a failure while it arrives is answered after its end.
-async fn put(
-    stream: &mut Channel,
-    space: &ObjectSpace,
-    path: &str,
-    options: PutOptions,
-    size: Option<u64>,
-) -> Result<(), FrameError> {
-    let path = match check_put(space, path, &options, size).await {
-        Ok(path) => path,
-        Err(e) => return write_frame(stream, &Response::Error(e)).await,
-    };
-    write_frame(stream, &Response::Ready).await?;
-    if options.volatile {
-        return put_volatile(stream, space, &path, options).await;
-    }
-    // After a failure the rest of the value is read and dropped.
-    let mut ingest: Result<Ingest> = Ok(space.ingest());
-    let mut options = options;
-    loop {
-        match read_frame::<_, Request>(stream).await? {
-            Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
-                if let Ok(open) = ingest.as_mut() {
-                    if let Err(e) = tokio::task::block_in_place(|| open.push(&bytes)) {
-                        ingest = Err(e);
-                    }
-                }
-            }
-            Some(Request::End) => break,
-            Some(Request::EndWith(last)) => {
-                if last.volatile {
-                    ingest = Err(SpaceError::Invalid(
-                        "a durable value cannot end as a volatile one".into(),
-                    ));
-                }
-                options = last;
-                break;
-            }
-            Some(_) => {
-                let e = SpaceError::Invalid("expected the value's data frames".into());
-                write_frame(stream, &Response::Error(e)).await?;
-                return Err(FrameError::Malformed("unexpected frame in a value".into()));
-            }
-            None => return Ok(()), // the client went away mid-value
-        }
-    }
-    let written = match ingest.and_then(|ingest| tokio::task::block_in_place(|| ingest.finish())) {
-        Ok((hash, size, _pin)) => space.put(&path, options, hash, size).await,
-        Err(e) => Err(e),
-    };
-    let answer = written.map_or_else(Response::Error, Response::Written);
-    write_frame(stream, &answer).await
-}
-
-/// Writes a value that came whole with its request.
-async fn put_whole(
-    space: &ObjectSpace,
-    path: &str,
-    options: PutOptions,
-    value: Vec<u8>,
-) -> Result<Written> {
-    let path = check_put(space, path, &options, Some(value.len() as u64)).await?;
-    if value.len() > WHOLE_MAX {
-        return Err(SpaceError::Invalid(format!(
-            "a value of {} bytes sent whole; values over {WHOLE_MAX} bytes are streamed",
-            value.len()
-        )));
-    }
-    if options.volatile {
-        return space.put_value(&path, value, options).await;
-    }
-    // As a streamed value is stored: in place, a few microseconds for a
-    // value this small, where a hop to the blocking pool costs more.
-    let mut ingest = space.ingest();
-    let (hash, size, _pin) = tokio::task::block_in_place(|| {
-        ingest.push(&value)?;
-        ingest.finish()
-    })?;
-    space.put(&path, options, hash, size).await
-}
-
-/// Receives a volatile value into memory (it is small) and writes it: it
-/// never touches this node's disk.
-async fn put_volatile(
-    stream: &mut Channel,
-    space: &ObjectSpace,
-    path: &ObjectPath,
-    mut options: PutOptions,
-) -> Result<(), FrameError> {
-    let mut value = Vec::new();
-    let mut refused = None;
-    loop {
-        match read_frame::<_, Request>(stream).await? {
-            Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
-                if refused.is_none() {
-                    value.extend_from_slice(&bytes);
-                    if value.len() as u64 > VOLATILE_MAX {
-                        refused = Some(value.len() as u64);
-                        value = Vec::new();
-                    }
-                }
-            }
-            Some(Request::End) => break,
-            Some(Request::EndWith(last)) => {
-                if !last.volatile {
-                    let e =
-                        SpaceError::Invalid("a volatile value cannot end as a durable one".into());
-                    return write_frame(stream, &Response::Error(e)).await;
-                }
-                options = last;
-                break;
-            }
-            Some(_) => {
-                let e = SpaceError::Invalid("expected the value's data frames".into());
-                write_frame(stream, &Response::Error(e)).await?;
-                return Err(FrameError::Malformed("unexpected frame in a value".into()));
-            }
-            None => return Ok(()),
-        }
-    }
-    let written = match refused {
-        Some(size) => Err(volatile_too_large(size)),
-        None => space.put_value(path, value, options).await,
-    };
-    let answer = written.map_or_else(Response::Error, Response::Written);
-    write_frame(stream, &answer).await
 }
 
 async fn get(
