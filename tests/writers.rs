@@ -105,6 +105,19 @@ async fn refused(node: &Node, peer: PeerId, record: &ObjectRecord, value: &[u8],
 }
 
 /// Three nodes, their membership formed.
+/// Asks `peer` and expects a refusal for want of a writer's signature (or a
+/// redirect to the key's primary, which refuses it in turn).
+async fn forbidden_here(node: &Node, peer: PeerId, request: &PeerRequest) {
+    let answer = ask(node, peer, request).await;
+    assert!(
+        matches!(
+            &answer,
+            PeerResponse::Error(SpaceError::Forbidden(_)) | PeerResponse::NotPrimary(_)
+        ),
+        "{answer:?}"
+    );
+}
+
 fn formed() -> Cluster {
     let cluster = Cluster::start(3);
     cluster.wait_formed();
@@ -310,14 +323,7 @@ async fn only_writers_change_a_writer_only_namespace() {
             token: None,
             ticket: Some(7),
         });
-        let answer = ask(&node, peer, &write).await;
-        assert!(
-            matches!(
-                &answer,
-                PeerResponse::Error(SpaceError::Forbidden(_)) | PeerResponse::NotPrimary(_)
-            ),
-            "{answer:?}"
-        );
+        forbidden_here(&node, peer, &write).await;
 
         // A lock request without a writer's signature.
         let lock = PeerRequest::Lock(LockRequest::Acquire {
@@ -329,14 +335,7 @@ async fn only_writers_change_a_writer_only_namespace() {
             wait_ms: 0,
             signature: None,
         });
-        let answer = ask(&node, peer, &lock).await;
-        assert!(
-            matches!(
-                &answer,
-                PeerResponse::Error(SpaceError::Forbidden(_)) | PeerResponse::NotPrimary(_)
-            ),
-            "{answer:?}"
-        );
+        forbidden_here(&node, peer, &lock).await;
     }
 
     // The namespace list, replaced by one that forgets team's writers (so
