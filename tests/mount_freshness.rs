@@ -10,6 +10,7 @@ mod common;
 use std::{
     fs,
     io::ErrorKind,
+    os::unix::fs::PermissionsExt,
     thread,
     time::{Duration, Instant},
 };
@@ -92,5 +93,32 @@ fn another_nodes_writes_show_in_a_mount_within_100_ms() {
             },
         ));
     }
+
+    // A directory in a large one is looked up on its own (not by listing the
+    // large one again), and what that found is kept for a second: a change
+    // of its attributes elsewhere must still show at once.
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    fs::create_dir_all(m1.path("big/sub")).unwrap();
+    for i in 0..300 {
+        fs::write(m1.path(&format!("big/f{i}")), "x").unwrap();
+    }
+    let sub = m3.path("big/sub");
+    let mode = |path: &std::path::Path| fs::metadata(path).map(|m| m.permissions().mode() & 0o7777);
+    eventually(
+        "the large directory in mount 3",
+        &format!("test $(ls {} | wc -l) = 301", m3.q("big")),
+    );
+    // Mount 3 changes it itself: its own lookups of `big/sub` are kept.
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o750)).unwrap();
+    assert_eq!(mode(&sub).unwrap(), 0o750);
+    fs::set_permissions(m1.path("big/sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    took.push(within(
+        "a directory's mode changed in another mount",
+        || match mode(&sub) {
+            Ok(0o700) => Ok(()),
+            Ok(other) => Err(format!("mode {other:o}")),
+            Err(e) => Err(e.to_string()),
+        },
+    ));
     eprintln!("visible after: {took:?}");
 }

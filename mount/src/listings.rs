@@ -9,6 +9,12 @@
 //! Where a directory's last listing was large, a name in it is looked up on
 //! its own instead ([`Listings::is_large`]): `mkdir` or `chmod` of a
 //! subdirectory of a big tree must not list the whole tree each time.
+//!
+//! What such a lookup finds (an object's stat, or that there is none) is
+//! kept too, per name, under the same rules: a second, or until that very
+//! name changes. A directory in a big tree is looked up many times in a row
+//! (`tar -x` sets its times, owner and mode after filling it) and must not
+//! cost two reads across the owners each time.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -35,6 +41,19 @@ struct Listing {
     stale: HashSet<String>,
 }
 
+/// One object looked up on its own.
+#[derive(Debug)]
+enum Looked {
+    /// A lookup is in flight (its ticket): its answer is kept only if the
+    /// name did not change meanwhile.
+    Asking(u64),
+    /// What the node answered, and when.
+    Answered { at: Instant, stat: Option<Stat> },
+}
+
+/// Lookups kept at most; beyond this the expired ones are dropped.
+const MAX_LOOKED: usize = 4096;
+
 /// What the cache knows of a directory, for a lookup of one name in it.
 #[derive(Debug)]
 pub enum Known {
@@ -57,6 +76,10 @@ pub struct Listings {
     /// The directories whose last listing had more than [`LARGE_LISTING`]
     /// records (kept across changes: a tree does not shrink that fast).
     large: HashSet<String>,
+    /// Objects looked up on their own, by name (`a/b`, or `a/b/` for a
+    /// directory's marker).
+    looked: HashMap<String, Looked>,
+    tickets: u64,
 }
 
 impl Listings {
@@ -111,11 +134,66 @@ impl Listings {
         }
     }
 
+    /// What a recent lookup of object `name` found (`Some(None)`: that it
+    /// does not exist), if it is still to be trusted.
+    pub fn looked_up(&self, name: &str) -> Option<Option<Stat>> {
+        match self.looked.get(name)? {
+            Looked::Answered { at, stat } if at.elapsed() < LISTING_TTL => Some(stat.clone()),
+            _ => None,
+        }
+    }
+
+    /// A lookup of object `name` starts: pass the ticket to
+    /// [`Listings::answered`] with what it finds.
+    pub fn asking(&mut self, name: &str) -> u64 {
+        if self.looked.len() >= MAX_LOOKED {
+            self.looked.retain(|_, looked| match looked {
+                Looked::Answered { at, .. } => at.elapsed() < LISTING_TTL,
+                Looked::Asking(_) => true,
+            });
+        }
+        self.tickets += 1;
+        self.looked
+            .insert(name.to_owned(), Looked::Asking(self.tickets));
+        self.tickets
+    }
+
+    /// Keeps what the lookup with `ticket` found, unless `name` changed
+    /// since it was asked for (then it may predate the change).
+    pub fn answered(&mut self, name: &str, ticket: u64, stat: Option<Stat>) {
+        if let Some(looked) = self.looked.get_mut(name) {
+            if matches!(looked, Looked::Asking(t) if *t == ticket) {
+                *looked = Looked::Answered {
+                    at: Instant::now(),
+                    stat,
+                };
+            }
+        }
+    }
+
+    /// The watch saw object `name` written at `version`: as
+    /// [`Listings::forget`], except that a lookup that already found that
+    /// version or a later one (this mount's own write, announced after it
+    /// looked) stays.
+    pub fn written(&mut self, name: &str, version: u64) {
+        let current = matches!(
+            self.looked.get(name),
+            Some(Looked::Answered { stat: Some(stat), .. }) if stat.version >= version
+        );
+        let kept = current.then(|| self.looked.remove(name)).flatten();
+        self.forget(name);
+        if let Some(kept) = kept {
+            self.looked.insert(name.to_owned(), kept);
+        }
+    }
+
     /// Object `name` (a path in the namespace; `a/b/` for a directory's
-    /// marker) changed: its name is stale in its directory's listing, and
-    /// the listings above (and a marker's directory's) are dropped.
+    /// marker) changed: its name is stale in its directory's listing, the
+    /// listings above (and a marker's directory's) are dropped, and so is
+    /// what a lookup of it found.
     pub fn forget(&mut self, name: &str) {
         self.generation += 1;
+        self.looked.remove(name);
         let file = (!name.ends_with('/')).then(|| parent(name));
         self.cached.retain(|dir, listing| {
             if Some(dir.as_str()) == file {
@@ -134,6 +212,7 @@ impl Listings {
     /// down).
     pub fn clear(&mut self) {
         self.cached.clear();
+        self.looked.clear();
         self.generation += 1;
     }
 }
@@ -181,6 +260,48 @@ mod tests {
         assert!(listings.get("a/bc").is_none());
         listings.clear();
         assert!(listings.get("z").is_none());
+    }
+
+    #[test]
+    fn a_lookup_is_kept_until_its_name_changes_and_not_if_it_changed_while_asked() {
+        let mut listings = Listings::default();
+        let ticket = listings.asking("d/");
+        assert_eq!(listings.looked_up("d/"), None, "in flight is not known");
+        listings.answered("d/", ticket, Some(stat("ns/d/")));
+        assert!(matches!(listings.looked_up("d/"), Some(Some(_))));
+        let ticket = listings.asking("d");
+        listings.answered("d", ticket, None);
+        assert_eq!(listings.looked_up("d"), Some(None), "known absent");
+
+        // Changes to other names, even below it, leave it.
+        listings.forget("d/f");
+        listings.forget("e");
+        assert!(matches!(listings.looked_up("d/"), Some(Some(_))));
+        listings.forget("d/");
+        assert_eq!(listings.looked_up("d/"), None);
+
+        // A change while the lookup was in flight: its answer may predate it.
+        let ticket = listings.asking("d/");
+        listings.forget("d/");
+        listings.answered("d/", ticket, Some(stat("ns/d/")));
+        assert_eq!(listings.looked_up("d/"), None);
+
+        // The watch announcing a version the lookup already found keeps it;
+        // a newer one does not.
+        let mut found = stat("ns/d/");
+        found.version = 3;
+        let ticket = listings.asking("d/");
+        listings.answered("d/", ticket, Some(found));
+        listings.written("d/", 3);
+        assert!(matches!(listings.looked_up("d/"), Some(Some(s)) if s.version == 3));
+        listings.written("d/", 4);
+        assert_eq!(listings.looked_up("d/"), None);
+        let ticket = listings.asking("d");
+        listings.answered("d", ticket, None);
+        listings.written("d", 1);
+        assert_eq!(listings.looked_up("d"), None, "it exists now");
+        listings.clear();
+        assert_eq!(listings.looked_up("d/f"), None);
     }
 
     #[test]

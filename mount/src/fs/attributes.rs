@@ -6,12 +6,15 @@ use std::time::SystemTime;
 
 use fuser::{FileAttr, TimeOrNow};
 use libc::c_int;
-use p3_objectspace::{object::PutOptions, SpaceError};
+use p3_objectspace::{
+    object::{PutOptions, Stat},
+    SpaceError,
+};
 
 use super::P3Fs;
 use crate::{
     errno::errno,
-    handles::Handle,
+    handles::{keeping, Handle},
     posix::{self, Change},
     tree::{Entry, DIRECTORY_TYPE},
 };
@@ -56,15 +59,39 @@ impl P3Fs {
             Some(Entry::Directory(None)) => self
                 .make_marker(path, change)
                 .map_err(|e| errno("setattr", path, &e)),
-            Some(Entry::Directory(Some(_))) => self.retag(&format!("{path}/"), |options| {
-                change.apply(&mut options.meta);
-                Ok(())
-            }),
+            Some(Entry::Directory(Some(marker))) => self.restamp_marker(path, &marker, change),
             Some(Entry::File(_)) => self.retag(path, |options| {
                 change.apply(&mut options.meta);
                 Ok(())
             }),
         }
+    }
+
+    /// Sets `change` on directory `path`'s marker, `marker` as last looked
+    /// up. An empty marker (as `mkdir` makes them) is written again with
+    /// the new attributes: one request, not a read and a copy. If it changed
+    /// since that lookup, or holds a value, it is retagged as a file is.
+    fn restamp_marker(&mut self, path: &str, marker: &Stat, change: &Change) -> Result<(), c_int> {
+        let name = format!("{path}/");
+        if marker.size == 0 {
+            let mut options = PutOptions {
+                if_version: Some(marker.version),
+                ..keeping(marker)
+            };
+            change.apply(&mut options.meta);
+            let put = self.client.put_bytes(&self.object(&name), options, &[]);
+            self.changed_object(&name);
+            match put {
+                Ok(_) => return Ok(()),
+                // Looked up before someone else's change: read it again.
+                Err(SpaceError::VersionConflict { .. }) => {}
+                Err(e) => return Err(errno("setattr", path, &e)),
+            }
+        }
+        self.retag(&name, |options| {
+            change.apply(&mut options.meta);
+            Ok(())
+        })
     }
 
     /// Makes the marker object `path/` of directory `path`, with `attributes`

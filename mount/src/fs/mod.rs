@@ -219,7 +219,7 @@ impl P3Fs {
             // Changed since the listing: the object itself says what it is
             // now; only a directory can still be answered by the listing.
             Known::Stale(list) => {
-                match self.client.stat_if_present(&self.object(path))? {
+                match self.look_up(path)? {
                     Some(stat) => Ok(Some(Entry::File(stat))),
                     None => Ok(child(&dir, base, &list)
                         .filter(|entry| matches!(entry, Entry::Directory(_)))),
@@ -238,15 +238,26 @@ impl P3Fs {
     /// [`child`]), else its marker, else whatever is below it.
     fn resolve_alone(&mut self, path: &str) -> Result<Option<Entry>, SpaceError> {
         tracing::debug!(%path, "looked up on its own: its directory's listing is large");
-        if let Some(stat) = self.client.stat_if_present(&self.object(path))? {
+        if let Some(stat) = self.look_up(path)? {
             return Ok(Some(Entry::File(stat)));
         }
-        let marker = format!("{}/", self.object(path));
-        if let Some(stat) = self.client.stat_if_present(&marker)? {
+        if let Some(stat) = self.look_up(&format!("{path}/"))? {
             return Ok(Some(Entry::Directory(Some(stat))));
         }
         let below = self.client.list(&self.namespace, &prefix(path))?;
         Ok((!below.is_empty()).then_some(Entry::Directory(None)))
+    }
+
+    /// Object `name`'s stat, or `None` if it has none: from a recent lookup
+    /// of it (see [`Listings::looked_up`]), else from the node.
+    fn look_up(&mut self, name: &str) -> Result<Option<Stat>, SpaceError> {
+        if let Some(known) = self.listings().looked_up(name) {
+            return Ok(known);
+        }
+        let ticket = self.listings().asking(name);
+        let stat = self.client.stat_if_present(&self.object(name))?;
+        self.listings().answered(name, ticket, stat.clone());
+        Ok(stat)
     }
 
     fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {
