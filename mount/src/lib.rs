@@ -35,7 +35,7 @@ use fuser::{BackgroundSession, MountOption};
 use p3_objectspace::SpaceError;
 use tokio::{runtime::Handle, task::JoinHandle};
 
-use crate::{client::Client, fs::P3Fs, listings::Listings, tree::Inodes};
+use crate::{client::Client, fs::P3Fs, handles::SpoolFiles, listings::Listings, tree::Inodes};
 
 /// Why a mount could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -102,12 +102,17 @@ pub fn mount(runtime: Handle, config: &MountConfig) -> Result<Mounted, MountErro
     }
     let listings = Arc::new(Mutex::new(Listings::default()));
     let inodes = Arc::new(Mutex::new(Inodes::default()));
+    let spool_files = SpoolFiles::start().map_err(|e| MountError::MountPoint {
+        path: config.mountpoint.clone(),
+        reason: format!("cannot start the spool file helpers: {e}"),
+    })?;
     let fs = P3Fs::new(
         config.namespace.clone(),
         config.read_only,
         client,
         listings.clone(),
         inodes.clone(),
+        spool_files,
     );
     let mut options = vec![
         MountOption::FSName(format!("p3:{}", config.namespace)),

@@ -19,9 +19,9 @@ use p3_objectspace::{
 };
 
 use crate::{
-    client::Client,
+    client::{local, Client},
     errno::errno,
-    handles::{keeping, spool::Upload, Handle, Spool},
+    handles::{keeping, spool::Upload, Handle, Spool, SpoolFiles},
     listings::{Known, Listings},
     posix::{self, Change},
     tree::{child, join, parent, prefix, Entry, Inodes},
@@ -44,6 +44,7 @@ pub struct P3Fs {
     inodes: Arc<Mutex<Inodes>>,
     listings: Arc<Mutex<Listings>>,
     handles: HashMap<u64, (String, Handle)>,
+    spool_files: SpoolFiles,
     next_handle: u64,
     uid: u32,
     gid: u32,
@@ -68,6 +69,7 @@ impl P3Fs {
         client: Client,
         listings: Arc<Mutex<Listings>>,
         inodes: Arc<Mutex<Inodes>>,
+        spool_files: SpoolFiles,
     ) -> Self {
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -78,6 +80,7 @@ impl P3Fs {
             inodes,
             listings,
             handles: HashMap::new(),
+            spool_files,
             next_handle: 1,
             uid,
             gid,
@@ -328,7 +331,11 @@ impl P3Fs {
     /// version was `base`), sent while it is written if it is written in
     /// order.
     fn new_spool(&self, path: &str, base: Option<Stat>) -> Result<Spool, c_int> {
-        let spool = Spool::empty(base).map_err(|e| errno("open", path, &e))?;
+        let file = self
+            .spool_files
+            .take()
+            .map_err(|e| errno("open", path, &local(e)))?;
+        let spool = Spool::empty(file, base);
         Ok(spool.streamed(self.client.node().clone(), self.object(path)))
     }
 
@@ -375,7 +382,11 @@ impl P3Fs {
     /// The spool of `path` with its current contents (for changing a file
     /// that is not open).
     fn spool_of(&mut self, path: &str) -> Result<Spool, c_int> {
-        let spool = Spool::empty(None).map_err(|e| errno("open", path, &e))?;
+        let file = self
+            .spool_files
+            .take()
+            .map_err(|e| errno("open", path, &local(e)))?;
+        let spool = Spool::empty(file, None);
         let object = self.object(path);
         let base = self
             .client

@@ -355,7 +355,9 @@ impl Filesystem for P3Fs {
         reply: ReplyEmpty,
     ) {
         let sent = self.send_now(fh);
-        self.handles.remove(&fh);
+        if let Some((_, Handle::Write(spool))) = self.handles.remove(&fh) {
+            self.spool_files.discard(spool.file);
+        }
         empty(reply, sent);
     }
 

@@ -7,12 +7,14 @@
 //! work on the runtime, off the FUSE thread, and answer the kernel from
 //! there: a large value being read or sent holds up no other request.
 
+pub mod files;
 pub mod reader;
 pub mod spool;
 pub mod stream;
 
 use p3_objectspace::object::{PutOptions, Stat};
 
+pub use files::SpoolFiles;
 pub use reader::Reads;
 pub use spool::Spool;
 

@@ -70,12 +70,12 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// An empty spool in the system's temporary directory: a new (or
-    /// truncated) file, to be sent when its last descriptor closes even if
-    /// nothing is written to it.
-    pub fn empty(base: Option<Stat>) -> Result<Self> {
+    /// An empty spool in `file` (an empty temporary file, see
+    /// [`super::SpoolFiles`]): a new (or truncated) file, to be sent when its
+    /// last descriptor closes even if nothing is written to it.
+    pub fn empty(file: File, base: Option<Stat>) -> Self {
         let spool = Self {
-            file: tempfile::tempfile().map_err(local)?,
+            file,
             base,
             new_content: true,
             posix: Change::default(),
@@ -83,7 +83,7 @@ impl Spool {
             streaming: Streaming::Off,
         };
         spool.progress.changed.store(1, Ordering::SeqCst);
-        Ok(spool)
+        spool
     }
 
     /// This spool, filled with `base`'s bytes: nothing to send yet.
