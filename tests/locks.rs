@@ -71,6 +71,26 @@ fn hold_res(script: &str) -> [&str; 8] {
     ]
 }
 
+/// The value of gauge `name` on `node` (`GET /metrics` with its token).
+fn gauge(node: &common::NodeProc, name: &str) -> Option<f64> {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node.dir.join("api.json")).ok()?).ok()?;
+    let url = format!("http://{}/metrics", info["http"].as_str()?);
+    let token = format!("Bearer {}", info["token"].as_str()?);
+    let mut reply = ureq::get(&url)
+        .header("Authorization", &token)
+        .call()
+        .ok()?;
+    let text = reply.body_mut().read_to_string().ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Waits until the holder's script has written its token (a whole line).
 fn wait_token(file: &Path) {
     common::wait_for("the token to be written", DEADLINE, || {
@@ -417,6 +437,29 @@ fn a_returning_primary_serves_its_successors_grants_not_its_stale_copy() {
     let held_token = read_token(&token);
     assert!(held_token > read_token(&first), "tokens must grow");
 
+    // A contender waits in the successor's line. When the old primary
+    // returns, the successor is no longer the key's primary and cannot grant
+    // it: the request must move to the new primary's line, and be granted
+    // there once the holder releases, well inside its 60 s wait.
+    let waited = tmp.join("waited");
+    let script = format!("echo $P3_FENCING_TOKEN > {}", waited.display());
+    let waiter = spawn(
+        &cluster.nodes[contender_node].dir,
+        &[
+            "lock",
+            "global/returning",
+            "--timeout",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    common::wait_for("the contender to wait for the lock", DEADLINE, || {
+        (gauge(&cluster.nodes[contender_node], "p3_locks_waiting")? > 0.0).then_some(())
+    });
+
     // The old primary returns and, the closest to the key, is its primary again.
     let seed = cluster.nodes[holder_node].addr.clone();
     cluster.nodes[primary] = common::NodeProc::start(&dir, &[&seed]);
@@ -438,6 +481,10 @@ fn a_returning_primary_serves_its_successors_grants_not_its_stale_copy() {
         ok && !err.contains("warning"),
         "the holder lost its lock: {err}"
     );
+    let (ok, err) = finish(waiter);
+    assert!(ok, "the contender waiting when the primary changed: {err}");
+    let waited_token = read_token(&waited);
+    assert!(waited_token > held_token, "tokens must grow");
     let last = tmp.join("last");
     let script = format!("echo $P3_FENCING_TOKEN > {}", last.display());
     p3ctl_ok(
@@ -454,7 +501,7 @@ fn a_returning_primary_serves_its_successors_grants_not_its_stale_copy() {
         ],
     );
     assert!(
-        read_token(&last) > held_token,
+        read_token(&last) > waited_token,
         "a token was handed out twice or went back"
     );
 }

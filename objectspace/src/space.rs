@@ -28,7 +28,7 @@ use crate::{
     index::IndexQueue,
     interest::Interests,
     key::{blob_provider_key, object_key},
-    lock::Queues,
+    lock::{LockRequest, Queues},
     name::{Namespace, ObjectPath},
     namespaces::Namespaces,
     peering::Peered,
@@ -322,7 +322,8 @@ impl ObjectSpace {
 const MIN_RATE: u64 = 8 << 20;
 
 /// Extra time for a request whose answer waits for a value to be transferred
-/// (a replica fetches the blob before it acknowledges).
+/// (a replica fetches the blob before it acknowledges), or for a change or a
+/// lock it was told to wait for.
 pub(crate) fn transfer_allowance(request: &PeerRequest) -> Duration {
     let bytes = match request {
         PeerRequest::Write(WriteRequest {
@@ -331,6 +332,12 @@ pub(crate) fn transfer_allowance(request: &PeerRequest) -> Duration {
         }) => size.saturating_mul(2), // the primary's fetch, then its replicas'
         PeerRequest::Replicate { record, .. } => record.size,
         PeerRequest::WaitNewer { wait_ms, .. } => return Duration::from_millis(*wait_ms),
+        // The primary answers a lock request that waits in line when it is
+        // granted, moved or out of time: cut earlier, it would be asked again
+        // while its first copy still waited.
+        PeerRequest::Lock(LockRequest::Acquire { wait_ms, .. }) => {
+            return Duration::from_millis(*wait_ms)
+        }
         _ => 0,
     };
     Duration::from_secs(bytes / MIN_RATE)

@@ -25,6 +25,7 @@ impl ObjectSpace {
         deadline: Instant,
     ) -> Result<PeerResponse> {
         let key = object_key(&path.namespace, &path.name);
+        let mut request = request;
         let mut target: Option<PeerId> = None;
         loop {
             let primary = match target.take() {
@@ -32,7 +33,16 @@ impl ObjectSpace {
                 None => self.owners(&key).await?[0],
             };
             match self.ask(primary, PeerRequest::Lock(request.clone())).await {
-                Ok(PeerResponse::NotPrimary(p)) => target = p.parse().ok(),
+                Ok(PeerResponse::NotPrimary(p)) => {
+                    target = p.parse().ok();
+                    // Moved while it waited in line: it waits at the next
+                    // primary only for what is left of its time.
+                    if let LockRequest::Acquire { wait_ms, .. } = &mut request {
+                        *wait_ms = deadline
+                            .saturating_duration_since(Instant::now())
+                            .as_millis() as u64;
+                    }
+                }
                 Ok(answer) => return Ok(answer),
                 // Lock requests carry the holder's id, so asking again
                 // (here or at the next primary) does not grant twice.

@@ -9,6 +9,7 @@ use std::{
 };
 
 use futures::{future::BoxFuture, FutureExt};
+use p3_dht::PeerId;
 use tokio::sync::{oneshot, Notify};
 
 use super::{Grant, LockMode, LockRequest};
@@ -96,7 +97,7 @@ impl ObjectSpace {
                 }
                 let arrived = Instant::now();
                 let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64).max(1);
-                let (tx, rx) = oneshot::channel();
+                let (tx, mut rx) = oneshot::channel();
                 self.inner
                     .queues
                     .lines()
@@ -112,17 +113,34 @@ impl ObjectSpace {
                     });
                 self.serve_line(&ns, &name).await?;
                 let wait = Duration::from_millis(wait_ms).min(MAX_LEASE);
-                match tokio::time::timeout(wait, rx).await {
-                    Ok(Ok((grant, began))) => Ok(PeerResponse::Granted {
+                let moved = match self.wait_in_line(key, &mut rx, wait).await {
+                    Waited::Granted(grant, began) => {
+                        return Ok(PeerResponse::Granted {
+                            grant,
+                            waited_ms: began.saturating_duration_since(arrived).as_millis() as u64,
+                        })
+                    }
+                    Waited::Over => None,
+                    Waited::Moved(primary) => Some(primary),
+                };
+                // Out of line, and no grant may be sent any more; one sent
+                // before is still this holder's and must reach it (one the
+                // pump cannot send it takes back, see `serve_line_once`).
+                self.leave_line(key, holder);
+                rx.close();
+                if let Ok((grant, began)) = rx.try_recv() {
+                    return Ok(PeerResponse::Granted {
                         grant,
                         waited_ms: began.saturating_duration_since(arrived).as_millis() as u64,
-                    }),
-                    _ => {
-                        self.leave_line(key, holder);
-                        Err(SpaceError::TimedOut(format!(
-                            "{ns}/{name} is still locked after waiting {wait:?}"
-                        )))
-                    }
+                    });
+                }
+                match moved {
+                    // The key moved while this request waited: the holder's
+                    // node follows it to the new primary's line.
+                    Some(primary) => Ok(PeerResponse::NotPrimary(primary.to_string())),
+                    None => Err(SpaceError::TimedOut(format!(
+                        "{ns}/{name} is still locked after waiting {wait:?}"
+                    ))),
                 }
             }
             LockRequest::Renew {
@@ -273,8 +291,21 @@ impl ObjectSpace {
                 line.push_front(w);
             }
         }
-        for (w, grant, began) in fresh {
-            let _ = w.granted.send((grant, began));
+        // A request that stopped waiting (timed out, or moved to the key's
+        // next primary) between its grant's commit and now never hears of
+        // it: nobody holds that grant, so it is taken back.
+        let unclaimed: Vec<u64> = fresh
+            .into_iter()
+            .filter_map(|(w, grant, began)| w.granted.send((grant, began)).err())
+            .map(|(grant, _)| grant.holder)
+            .collect();
+        if !unclaimed.is_empty() {
+            tracing::debug!(
+                count = unclaimed.len(),
+                "grants nobody waits for any more; taken back"
+            );
+            state.grants.retain(|g| !unclaimed.contains(&g.holder));
+            self.commit_state(ns, name, &mut state).await?;
         }
         let mut lines = self.inner.queues.lines();
         if !lines.waiting.contains_key(&key) {
@@ -289,7 +320,7 @@ impl ObjectSpace {
         })))
     }
 
-    pub(super) fn leave_line(&self, key: [u8; 32], holder: u64) {
+    fn leave_line(&self, key: [u8; 32], holder: u64) {
         let mut lines = self.inner.queues.lines();
         if let Some(line) = lines.waiting.get_mut(&key) {
             line.retain(|w| w.holder != holder);
@@ -298,6 +329,51 @@ impl ObjectSpace {
             }
         }
     }
+
+    /// Waits up to `wait` for the grant on `rx`, or until the membership map
+    /// makes another node `key`'s primary: the request must wait in that
+    /// node's line then, or it waits here for a grant that cannot come.
+    async fn wait_in_line(
+        &self,
+        key: [u8; 32],
+        rx: &mut oneshot::Receiver<(Grant, Instant)>,
+        wait: Duration,
+    ) -> Waited {
+        let mut maps = self.membership().watch();
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                granted = &mut *rx => return match granted {
+                    Ok((grant, began)) => Waited::Granted(grant, began),
+                    Err(_) => Waited::Over,
+                },
+                _ = &mut deadline => return Waited::Over,
+                changed = maps.changed() => {
+                    if changed.is_err() {
+                        // The membership service stopped, and the node with it.
+                        (&mut deadline).await;
+                        return Waited::Over;
+                    }
+                    if let Ok(owners) = self.owners(&key).await {
+                        if owners[0] != self.me() {
+                            return Waited::Moved(owners[0]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a request's wait in line ended.
+enum Waited {
+    /// Granted, its lease counted from that instant.
+    Granted(Grant, Instant),
+    /// Its time is up (or its place in line is gone).
+    Over,
+    /// The key has another primary now.
+    Moved(PeerId),
 }
 
 /// Checks that a lock in writer-only namespace `ns` was asked for by a
