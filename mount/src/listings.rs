@@ -51,6 +51,40 @@ enum Looked {
     Answered { at: Instant, stat: Option<Stat> },
 }
 
+/// A listing in flight: its ticket, and the names in it that changed since
+/// it was asked for.
+#[derive(Debug)]
+struct Asking {
+    ticket: u64,
+    stale: HashSet<String>,
+}
+
+/// What a change to one name does to a directory's listing.
+#[derive(Debug, PartialEq)]
+enum Effect {
+    /// The name is a file in it: only that name is stale.
+    Stale,
+    /// It may change which subdirectories it has: the listing goes.
+    Drop,
+    /// Nothing.
+    Unaffected,
+}
+
+/// What a change to object `name` (`a/b/` for a directory's marker) does to
+/// the listing of `dir`.
+fn effect(dir: &str, name: &str) -> Effect {
+    let file = (!name.ends_with('/')).then(|| parent(name));
+    if Some(dir) == file {
+        return Effect::Stale;
+    }
+    let above = dir.is_empty() || name.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+    if above {
+        Effect::Drop
+    } else {
+        Effect::Unaffected
+    }
+}
+
 /// Lookups kept at most; beyond this the expired ones are dropped.
 const MAX_LOOKED: usize = 4096;
 
@@ -70,9 +104,9 @@ pub enum Known {
 #[derive(Debug, Default)]
 pub struct Listings {
     cached: HashMap<String, Listing>,
-    /// How many changes came in: a listing asked for before a change may
-    /// not show it, and is not kept.
-    generation: u64,
+    /// Listings being asked for, by directory, with the names in them
+    /// changed meanwhile (the answer may not show those changes).
+    asking_lists: HashMap<String, Asking>,
     /// The directories whose last listing had more than [`LARGE_LISTING`]
     /// records (kept across changes: a tree does not shrink that fast).
     large: HashSet<String>,
@@ -110,28 +144,40 @@ impl Listings {
         self.large.contains(dir)
     }
 
-    /// Its generation now: pass it to [`Listings::put`] with a listing
-    /// asked for after this.
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// A listing of `dir` is being asked for: pass the ticket to
+    /// [`Listings::put`] with the answer.
+    pub fn asking_list(&mut self, dir: &str) -> u64 {
+        self.tickets += 1;
+        let asking = Asking {
+            ticket: self.tickets,
+            stale: HashSet::new(),
+        };
+        self.asking_lists.insert(dir.to_owned(), asking);
+        self.tickets
     }
 
-    /// Remembers the listing of `dir`, asked for at `generation`, unless a
-    /// change came in since (it may not show it).
-    pub fn put(&mut self, dir: &str, objects: Arc<Vec<Stat>>, generation: u64) {
+    /// Remembers the listing of `dir` asked for with `ticket`, with the
+    /// names in it that changed meanwhile marked stale; not at all if a
+    /// change meanwhile may have added or removed a subdirectory of it.
+    pub fn put(&mut self, dir: &str, objects: Arc<Vec<Stat>>, ticket: u64) {
         if objects.len() > LARGE_LISTING {
             self.large.insert(dir.to_owned());
         } else {
             self.large.remove(dir);
         }
-        if generation == self.generation {
-            let listing = Listing {
-                at: Instant::now(),
-                objects,
-                stale: HashSet::new(),
-            };
-            self.cached.insert(dir.to_owned(), listing);
+        let Some(asking) = self.asking_lists.remove(dir) else {
+            return;
+        };
+        if asking.ticket != ticket {
+            self.asking_lists.insert(dir.to_owned(), asking);
+            return;
         }
+        let listing = Listing {
+            at: Instant::now(),
+            objects,
+            stale: asking.stale,
+        };
+        self.cached.insert(dir.to_owned(), listing);
     }
 
     /// What a recent lookup of object `name` found (`Some(None)`: that it
@@ -192,20 +238,21 @@ impl Listings {
     /// listings above (and a marker's directory's) are dropped, and so is
     /// what a lookup of it found.
     pub fn forget(&mut self, name: &str) {
-        self.generation += 1;
         self.looked.remove(name);
-        let file = (!name.ends_with('/')).then(|| parent(name));
-        self.cached.retain(|dir, listing| {
-            if Some(dir.as_str()) == file {
-                listing.stale.insert(name.to_owned());
-                return true;
-            }
-            let above = dir.is_empty()
-                || name
-                    .strip_prefix(dir.as_str())
-                    .is_some_and(|r| r.starts_with('/'));
-            !above
+        self.cached.retain(|dir, listing| match effect(dir, name) {
+            Effect::Stale => listing.stale.insert(name.to_owned()) || true,
+            Effect::Drop => false,
+            Effect::Unaffected => true,
         });
+        self.asking_lists
+            .retain(|dir, asking| match effect(dir, name) {
+                Effect::Stale => {
+                    asking.stale.insert(name.to_owned());
+                    true
+                }
+                Effect::Drop => false,
+                Effect::Unaffected => true,
+            });
     }
 
     /// Forgets everything (changes of unknown extent, or a watch that was
@@ -213,7 +260,7 @@ impl Listings {
     pub fn clear(&mut self) {
         self.cached.clear();
         self.looked.clear();
-        self.generation += 1;
+        self.asking_lists.clear();
     }
 }
 
@@ -227,14 +274,28 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_asked_for_before_a_change_is_not_kept() {
+    fn a_listing_asked_for_before_a_change_keeps_it_stale_or_is_not_kept() {
         let mut listings = Listings::default();
-        let before = listings.generation();
+        // A file in it changed while it was asked for: only that name is
+        // not trusted; another directory's change does not matter.
+        let ticket = listings.asking_list("d");
         listings.forget("d/x");
-        listings.put("d", listing(&["ns/d/old"]), before);
-        assert!(listings.get("d").is_none(), "it may predate the change");
-        let now = listings.generation();
-        listings.put("d", listing(&["ns/d/new"]), now);
+        listings.forget("e/y");
+        listings.put("d", listing(&["ns/d/x", "ns/d/y"]), ticket);
+        assert!(matches!(listings.lookup("d", "d/x"), Known::Stale(_)));
+        assert!(matches!(listings.lookup("d", "d/y"), Known::Listed(_)));
+        // Something below a subdirectory changed: the subdirectory may have
+        // come or gone, so the listing is not kept.
+        let ticket = listings.asking_list("d");
+        listings.forget("d/sub/z");
+        listings.put("d", listing(&["ns/d/old"]), ticket);
+        assert!(matches!(listings.lookup("d", "d/old"), Known::Nothing));
+        let ticket = listings.asking_list("d");
+        listings.clear();
+        listings.put("d", listing(&["ns/d/old"]), ticket);
+        assert!(listings.get("d").is_none(), "asked for before a clear");
+        let ticket = listings.asking_list("d");
+        listings.put("d", listing(&["ns/d/new"]), ticket);
         assert_eq!(listings.get("d").map(|l| l.len()), Some(1));
     }
 
@@ -242,8 +303,8 @@ mod tests {
     fn a_changed_file_is_stale_in_its_directory_and_drops_the_ones_above() {
         let mut listings = Listings::default();
         for dir in ["", "a", "a/b", "a/bc", "z"] {
-            let generation = listings.generation();
-            listings.put(dir, listing(&["ns/a/b/f"]), generation);
+            let ticket = listings.asking_list(dir);
+            listings.put(dir, listing(&["ns/a/b/f"]), ticket);
         }
         listings.forget("a/b/new");
         assert!(matches!(listings.lookup("a/b", "a/b/new"), Known::Stale(_)));
@@ -300,6 +361,7 @@ mod tests {
         listings.answered("d", ticket, None);
         listings.written("d", 1);
         assert_eq!(listings.looked_up("d"), None, "it exists now");
+
         listings.clear();
         assert_eq!(listings.looked_up("d/f"), None);
     }
@@ -311,8 +373,10 @@ mod tests {
             .map(|i| format!("ns/big/f{i}"))
             .collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        listings.put("big", listing(&many), listings.generation());
-        listings.put("small", listing(&["ns/small/f"]), listings.generation());
+        let ticket = listings.asking_list("big");
+        listings.put("big", listing(&many), ticket);
+        let ticket = listings.asking_list("small");
+        listings.put("small", listing(&["ns/small/f"]), ticket);
         listings.forget("big/f0");
         listings.clear();
         assert!(listings.is_large("big"));

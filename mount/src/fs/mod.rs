@@ -192,9 +192,9 @@ impl P3Fs {
         if let Some(list) = self.listings().get(dir) {
             return Ok(list);
         }
-        let generation = self.listings().generation();
+        let ticket = self.listings().asking_list(dir);
         let list = Arc::new(self.client.list(&self.namespace, &prefix(dir))?);
-        self.listings().put(dir, list.clone(), generation);
+        self.listings().put(dir, list.clone(), ticket);
         Ok(list)
     }
 
