@@ -59,30 +59,18 @@ struct Asking {
     stale: HashSet<String>,
 }
 
-/// What a change to one name does to a directory's listing.
-#[derive(Debug, PartialEq)]
-enum Effect {
-    /// The name is a file in it: only that name is stale.
-    Stale,
-    /// It may change which subdirectories it has: the listing goes.
-    Drop,
-    /// Nothing.
-    Unaffected,
-}
-
-/// What a change to object `name` (`a/b/` for a directory's marker) does to
-/// the listing of `dir`.
-fn effect(dir: &str, name: &str) -> Effect {
+/// Applies a change to object `name` (`a/b/` for a directory's marker) to
+/// the listing of `dir`, whose changed names are `stale`: a file in it is
+/// stale from then on; anything that may add or remove a subdirectory of it
+/// makes the whole listing go (false).
+fn survives(dir: &str, name: &str, stale: &mut HashSet<String>) -> bool {
     let file = (!name.ends_with('/')).then(|| parent(name));
     if Some(dir) == file {
-        return Effect::Stale;
+        stale.insert(name.to_owned());
+        return true;
     }
     let above = dir.is_empty() || name.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
-    if above {
-        Effect::Drop
-    } else {
-        Effect::Unaffected
-    }
+    !above
 }
 
 /// Lookups kept at most; beyond this the expired ones are dropped.
@@ -239,20 +227,10 @@ impl Listings {
     /// what a lookup of it found.
     pub fn forget(&mut self, name: &str) {
         self.looked.remove(name);
-        self.cached.retain(|dir, listing| match effect(dir, name) {
-            Effect::Stale => listing.stale.insert(name.to_owned()) || true,
-            Effect::Drop => false,
-            Effect::Unaffected => true,
-        });
+        self.cached
+            .retain(|dir, listing| survives(dir, name, &mut listing.stale));
         self.asking_lists
-            .retain(|dir, asking| match effect(dir, name) {
-                Effect::Stale => {
-                    asking.stale.insert(name.to_owned());
-                    true
-                }
-                Effect::Drop => false,
-                Effect::Unaffected => true,
-            });
+            .retain(|dir, asking| survives(dir, name, &mut asking.stale));
     }
 
     /// Forgets everything (changes of unknown extent, or a watch that was

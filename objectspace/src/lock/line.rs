@@ -113,13 +113,12 @@ impl ObjectSpace {
                     });
                 self.serve_line(&ns, &name).await?;
                 let wait = Duration::from_millis(wait_ms).min(MAX_LEASE);
+                let granted = |grant, began: Instant| PeerResponse::Granted {
+                    grant,
+                    waited_ms: began.saturating_duration_since(arrived).as_millis() as u64,
+                };
                 let moved = match self.wait_in_line(key, &mut rx, wait).await {
-                    Waited::Granted(grant, began) => {
-                        return Ok(PeerResponse::Granted {
-                            grant,
-                            waited_ms: began.saturating_duration_since(arrived).as_millis() as u64,
-                        })
-                    }
+                    Waited::Granted(grant, began) => return Ok(granted(grant, began)),
                     Waited::Over => None,
                     Waited::Moved(primary) => Some(primary),
                 };
@@ -129,10 +128,7 @@ impl ObjectSpace {
                 self.leave_line(key, holder);
                 rx.close();
                 if let Ok((grant, began)) = rx.try_recv() {
-                    return Ok(PeerResponse::Granted {
-                        grant,
-                        waited_ms: began.saturating_duration_since(arrived).as_millis() as u64,
-                    });
+                    return Ok(granted(grant, began));
                 }
                 match moved {
                     // The key moved while this request waited: the holder's
