@@ -63,12 +63,13 @@ pub async fn watch(
             if let Ok(mut watching) = space.watch(&namespace, "", false).await {
                 while let Ok(event) = watching.next().await {
                     let name = event.name.as_str();
-                    let mut known = listings.lock().unwrap_or_else(|e| e.into_inner());
-                    match event.kind {
-                        EventKind::Put => known.written(name, event.version),
-                        _ => known.forget(name),
+                    {
+                        let mut known = listings.lock().unwrap_or_else(|e| e.into_inner());
+                        match event.kind {
+                            EventKind::Put => known.written(name, event.version),
+                            _ => known.forget(name),
+                        }
                     }
-                    drop(known);
                     if changes.send(name.to_owned()).is_err() {
                         return; // unmounted
                     }

@@ -21,11 +21,10 @@ impl ObjectSpace {
     pub(super) async fn to_primary(
         &self,
         path: &ObjectPath,
-        request: LockRequest,
+        mut request: LockRequest,
         deadline: Instant,
     ) -> Result<PeerResponse> {
         let key = object_key(&path.namespace, &path.name);
-        let mut request = request;
         let mut target: Option<PeerId> = None;
         loop {
             let primary = match target.take() {

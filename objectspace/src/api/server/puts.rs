@@ -15,6 +15,32 @@ use crate::{
     write::{volatile_too_large, Ingest},
 };
 
+/// A frame of a value being sent.
+enum ValueFrame {
+    /// More of its bytes.
+    Data(Vec<u8>),
+    /// Its end, with the options it ends with if they changed.
+    End(Option<PutOptions>),
+}
+
+/// The next frame of a value, or `None` if the client went away. Any other
+/// request mid-value is answered with an error and ends the session.
+async fn value_frame(stream: &mut Channel) -> Result<Option<ValueFrame>, FrameError> {
+    match read_frame::<_, Request>(stream).await? {
+        Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
+            Ok(Some(ValueFrame::Data(bytes)))
+        }
+        Some(Request::End) => Ok(Some(ValueFrame::End(None))),
+        Some(Request::EndWith(last)) => Ok(Some(ValueFrame::End(Some(last)))),
+        Some(_) => {
+            let e = SpaceError::Invalid("expected the value's data frames".into());
+            write_frame(stream, &Response::Error(e)).await?;
+            Err(FrameError::Malformed("unexpected frame in a value".into()))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Receives a value and writes it. Checks that need no value happen before the
 /// client sends it; a failure while it arrives is answered after its end.
 pub(super) async fn put(
@@ -36,16 +62,16 @@ pub(super) async fn put(
     let mut ingest: Result<Ingest> = Ok(space.ingest());
     let mut options = options;
     loop {
-        match read_frame::<_, Request>(stream).await? {
-            Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
+        match value_frame(stream).await? {
+            Some(ValueFrame::Data(bytes)) => {
                 if let Ok(open) = ingest.as_mut() {
                     if let Err(e) = tokio::task::block_in_place(|| open.push(&bytes)) {
                         ingest = Err(e);
                     }
                 }
             }
-            Some(Request::End) => break,
-            Some(Request::EndWith(last)) => {
+            Some(ValueFrame::End(None)) => break,
+            Some(ValueFrame::End(Some(last))) => {
                 if last.volatile {
                     ingest = Err(SpaceError::Invalid(
                         "a durable value cannot end as a volatile one".into(),
@@ -53,11 +79,6 @@ pub(super) async fn put(
                 }
                 options = last;
                 break;
-            }
-            Some(_) => {
-                let e = SpaceError::Invalid("expected the value's data frames".into());
-                write_frame(stream, &Response::Error(e)).await?;
-                return Err(FrameError::Malformed("unexpected frame in a value".into()));
             }
             None => return Ok(()), // the client went away mid-value
         }
@@ -98,8 +119,8 @@ async fn put_volatile(
     let mut value = Vec::new();
     let mut refused = None;
     loop {
-        match read_frame::<_, Request>(stream).await? {
-            Some(Request::Data(bytes)) if bytes.len() <= DATA_FRAME => {
+        match value_frame(stream).await? {
+            Some(ValueFrame::Data(bytes)) => {
                 if refused.is_none() {
                     value.extend_from_slice(&bytes);
                     if value.len() as u64 > VOLATILE_MAX {
@@ -108,8 +129,8 @@ async fn put_volatile(
                     }
                 }
             }
-            Some(Request::End) => break,
-            Some(Request::EndWith(last)) => {
+            Some(ValueFrame::End(None)) => break,
+            Some(ValueFrame::End(Some(last))) => {
                 if !last.volatile {
                     let e =
                         SpaceError::Invalid("a volatile value cannot end as a durable one".into());
@@ -117,11 +138,6 @@ async fn put_volatile(
                 }
                 options = last;
                 break;
-            }
-            Some(_) => {
-                let e = SpaceError::Invalid("expected the value's data frames".into());
-                write_frame(stream, &Response::Error(e)).await?;
-                return Err(FrameError::Malformed("unexpected frame in a value".into()));
             }
             None => return Ok(()),
         }
