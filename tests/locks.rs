@@ -201,6 +201,19 @@ fn readers_share_and_a_writer_waits_for_both() {
     let r2 = reader(2);
     wait_file(&f("r1"));
     wait_file(&f("r2")); // both hold the read lock at once
+                         // A writer that gives up is told whom the lock is with: the nodes the
+                         // readers asked through.
+    let refused = p3ctl_err(
+        &cluster.nodes[4].dir,
+        &["lock", "global/shared", "--timeout", "200ms", "--", "true"],
+    );
+    for reader in [1, 2] {
+        let node = &cluster.nodes[reader].peer_id;
+        assert!(
+            refused.contains(node.as_str()),
+            "reader {reader} ({node}) not named: {refused}"
+        );
+    }
     let check = format!(
         "test -e {}.done && test -e {}.done",
         f("r1").display(),

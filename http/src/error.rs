@@ -66,7 +66,9 @@ impl From<SpaceError> for ApiError {
             }
             SpaceError::Fenced(_) => (S::LOCKED, "locked"),
             SpaceError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
-            SpaceError::TimedOut(_) => (S::REQUEST_TIMEOUT, "timed_out"),
+            SpaceError::TimedOut(_) | SpaceError::Locked { .. } => {
+                (S::REQUEST_TIMEOUT, "timed_out")
+            }
             SpaceError::NotEnoughOwners { .. }
             | SpaceError::Unavailable(_)
             | SpaceError::OutcomeUnknown(_)

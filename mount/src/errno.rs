@@ -19,6 +19,7 @@ pub fn errno(operation: &str, path: &str, error: &SpaceError) -> c_int {
         | SpaceError::Unavailable(_)
         | SpaceError::OutcomeUnknown(_)
         | SpaceError::TimedOut(_)
+        | SpaceError::Locked { .. }
         | SpaceError::Corrupt(_)
         | SpaceError::Storage(_)
         | SpaceError::Stopped => libc::EIO,

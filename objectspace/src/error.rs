@@ -85,9 +85,29 @@ pub enum SpaceError {
     /// A wait ended before what it waited for happened.
     #[error("{0}")]
     TimedOut(String),
+    /// A lock request that ended without a grant: others hold the lock.
+    #[error("{path} is still locked after waiting {waited_ms} ms (held by {})", held_by(.by))]
+    Locked {
+        /// The object.
+        path: String,
+        /// How long the request waited in line.
+        waited_ms: u64,
+        /// The nodes the holders asked through, as the key's primary saw
+        /// them: whom to ask for the work behind the lock (empty if none is
+        /// known, e.g. grants made by an older version).
+        by: Vec<String>,
+    },
     /// The node is shutting down or its network task is gone.
     #[error("the node is shutting down")]
     Stopped,
+}
+
+fn held_by(nodes: &[String]) -> String {
+    if nodes.is_empty() {
+        "another holder".to_owned()
+    } else {
+        format!("node {}", nodes.join(", "))
+    }
 }
 
 impl From<crate::name::NameError> for SpaceError {

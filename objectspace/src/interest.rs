@@ -19,7 +19,7 @@ use std::{
 };
 
 use p3_dht::PeerId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     error::{Result, SpaceError},
@@ -54,6 +54,11 @@ pub(crate) struct Interests {
     remote: Mutex<HashMap<PeerId, HashMap<Interest, Instant>>>,
     local: Mutex<BTreeMap<Interest, usize>>,
     senders: Mutex<HashMap<PeerId, mpsc::Sender<Event>>>,
+    /// New local interests waiting to be registered, each with whom to tell
+    /// once it is.
+    unregistered: Mutex<Vec<(Interest, oneshot::Sender<()>)>>,
+    /// Held by the one registration round under way.
+    registering: tokio::sync::Mutex<()>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,8 +207,36 @@ impl ObjectSpace {
     /// writes ordered after it are seen.
     pub(crate) async fn interest_start(&self, interest: &Interest) {
         if self.inner.interests.add_local(interest) {
-            self.tell_peers(interest, INTEREST_LEASE).await;
+            self.register_new(interest.clone()).await;
         }
+    }
+
+    /// Registers a new local interest with every peer, together with those
+    /// started at the same moment (a job's worker starts several watches at
+    /// once, on every node at once): one message per peer and round, not
+    /// one per watch. Rounds run one at a time; each takes everything
+    /// queued by then.
+    async fn register_new(&self, interest: Interest) {
+        let interests = &self.inner.interests;
+        let (registered, done) = oneshot::channel();
+        locked(&interests.unregistered).push((interest, registered));
+        // Watches started together queue before the first round begins.
+        tokio::task::yield_now().await;
+        {
+            let _round = interests.registering.lock().await;
+            let batch = std::mem::take(&mut *locked(&interests.unregistered));
+            if !batch.is_empty() {
+                let new: Vec<Interest> = batch.iter().map(|(i, _)| i.clone()).collect();
+                if let Ok(peers) = self.node().connected().await {
+                    self.tell(&peers, &new, INTEREST_LEASE).await;
+                }
+                for (_, registered) in batch {
+                    let _ = registered.send(());
+                }
+            }
+        }
+        // Registered by this round or an earlier one.
+        let _ = done.await;
     }
 
     /// Stops counting a local watch; the last one cancels the registration.
@@ -219,7 +252,8 @@ impl ObjectSpace {
         let Ok(peers) = self.node().connected().await else {
             return;
         };
-        self.tell(&peers, &[interest.clone()], lease).await;
+        self.tell(&peers, std::slice::from_ref(interest), lease)
+            .await;
     }
 
     /// Registers `interests` with each of `peers`: one message per peer.

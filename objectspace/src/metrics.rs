@@ -50,7 +50,7 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
         Ok(_) => "ok",
         Err(SpaceError::NotFound(_) | SpaceError::NoSuchNamespace(_)) => "not_found",
         Err(SpaceError::VersionConflict { .. } | SpaceError::Fenced(_)) => "conflict",
-        Err(SpaceError::TimedOut(_)) => "timed_out",
+        Err(SpaceError::TimedOut(_) | SpaceError::Locked { .. }) => "timed_out",
         Err(
             SpaceError::Unavailable(_)
             | SpaceError::NotEnoughOwners { .. }

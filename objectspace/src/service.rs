@@ -274,7 +274,7 @@ pub(crate) async fn handle(
                 .map(|()| PeerResponse::Done)
         }
         PeerRequest::Events(events) => space.received(events),
-        PeerRequest::Lock(request) => space.handle_lock(request).await,
+        PeerRequest::Lock(request) => space.handle_lock(peer, request).await,
         PeerRequest::LockState { ns, name, state } => {
             space.hold_lock_state(peer, ns, name, state).await
         }

@@ -26,6 +26,8 @@ use crate::{
 /// Someone waiting in line at the primary.
 struct Waiter {
     holder: u64,
+    /// The node that sent the request.
+    node: PeerId,
     mode: LockMode,
     lease_ms: u64,
     signature: Option<Signature>,
@@ -63,8 +65,12 @@ impl Queues {
 const MAX_LEASE: Duration = Duration::from_secs(3600);
 
 impl ObjectSpace {
-    /// The primary's side of every [`LockRequest`].
-    pub(crate) async fn handle_lock(&self, request: LockRequest) -> Result<PeerResponse> {
+    /// The primary's side of every [`LockRequest`] (sent by node `peer`).
+    pub(crate) async fn handle_lock(
+        &self,
+        peer: PeerId,
+        request: LockRequest,
+    ) -> Result<PeerResponse> {
         let (ns, name) = match &request {
             LockRequest::Acquire { ns, name, .. }
             | LockRequest::Renew { ns, name, .. }
@@ -106,6 +112,7 @@ impl ObjectSpace {
                     .or_default()
                     .push_back(Waiter {
                         holder,
+                        node: peer,
                         mode,
                         lease_ms,
                         signature,
@@ -134,9 +141,15 @@ impl ObjectSpace {
                     // The key moved while this request waited: the holder's
                     // node follows it to the new primary's line.
                     Some(primary) => Ok(PeerResponse::NotPrimary(primary.to_string())),
-                    None => Err(SpaceError::TimedOut(format!(
-                        "{ns}/{name} is still locked after waiting {wait:?}"
-                    ))),
+                    None => {
+                        let mut state = self.lock_state(key).await?;
+                        state.prune(now_ms());
+                        Err(SpaceError::Locked {
+                            path: format!("{ns}/{name}"),
+                            waited_ms: arrived.elapsed().as_millis() as u64,
+                            by: state.grants.into_iter().filter_map(|g| g.node).collect(),
+                        })
+                    }
                 }
             }
             LockRequest::Renew {
@@ -248,6 +261,7 @@ impl ObjectSpace {
                     mode: w.mode,
                     token: state.next_token(epoch),
                     lease_until_ms: now_ms() + w.lease_ms,
+                    node: Some(w.node.to_string()),
                     signature: w.signature.clone(),
                 };
                 state.grants.push(grant.clone());

@@ -27,6 +27,10 @@ pub struct Grant {
     pub token: u64,
     /// When its lease ends unless renewed (ms since the Unix epoch).
     pub lease_until_ms: u64,
+    /// The node the request came from, as the primary saw it: a refused
+    /// acquirer learns from it whom the lock's work is with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// In a writer-only namespace: the holder's node's signature of its
     /// request ([`crate::writers::lock_statement`]), checked by every owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -165,6 +165,7 @@ fn begin(jobs: &Arc<Jobs>, record: JobRecord, record_version: u64, job: Arc<dyn 
         asked: Default::default(),
         beat: Default::default(),
         root_taken: Default::default(),
+        claiming_root: Default::default(),
         // The first scan comes a while after the root is claimed: a scan
         // would race the workers claiming it.
         scanned: std::sync::Mutex::new(Some(Instant::now())),
@@ -259,17 +260,42 @@ async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
 
 /// Keeps `job.workers` current from the heartbeats' events (their metadata
 /// carries load and running tasks), after one listing for those written
-/// before the watch began.
+/// before the watch began. For a job that has just started that listing
+/// waits: every worker of it would list at once, each asking every node
+/// (256 requests with 16 workers) while the root is being claimed, and what
+/// it would find comes again within a heartbeat anyway (the root's gathering
+/// lists for itself).
 async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let ns = job.paths.ns().to_owned();
+    let young = control::now_ms().saturating_sub(job.record.started_ms)
+        < jobs.config.heartbeat.as_millis() as u64;
+    // Before the first listing; later ones (after a watch broke) list at once.
+    let mut pause = if young {
+        jobs.config.heartbeat / 2
+    } else {
+        Duration::ZERO
+    };
     while !job.ended() {
         let Ok(mut watching) = jobs.space.watch(&ns, WORKERS).await else {
             tokio::time::sleep(REWATCH).await;
             continue;
         };
-        job.refresh_workers(&jobs.space).await;
-        jobs.changed.notify_waiters();
-        while let Ok(event) = watching.next().await {
+        let list = async {
+            tokio::time::sleep(std::mem::take(&mut pause)).await;
+            job.refresh_workers(&jobs.space).await;
+            jobs.changed.notify_waiters();
+        };
+        tokio::pin!(list);
+        let mut listed = false;
+        loop {
+            let event = tokio::select! {
+                () = &mut list, if !listed => {
+                    listed = true;
+                    continue;
+                }
+                event = watching.next() => event,
+            };
+            let Ok(event) = event else { break };
             if event.kind != EventKind::Put {
                 continue;
             }
@@ -350,7 +376,11 @@ async fn follow_results(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
 }
 
 /// Queues the steal requests other workers address to this one; answers
-/// "declined" at once while this worker runs nothing of the job.
+/// "declined" at once while this worker runs nothing of the job. Workers
+/// that lose the race for the root ask its winner at once, maybe before the
+/// winner's watch is in place: a worker that is claiming or running a task
+/// by the time its watch is lists what came before (a listing asks every
+/// node, so only then).
 async fn steal_requests(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let prefix = crate::records::JobPaths::steals_to(&jobs.me);
     while !job.ended() {
@@ -358,24 +388,38 @@ async fn steal_requests(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
             tokio::time::sleep(REWATCH).await;
             continue;
         };
-        while let Ok(event) = watching.next().await {
-            if event.kind != EventKind::Put {
-                continue;
-            }
-            let rid = last_part(event.name.as_str()).to_owned();
-            let queued = job.busy() && {
-                let mut queue = locked(&job.requests);
-                queue.len() < MAX_QUEUED_REQUESTS && {
-                    queue.push_back((rid.clone(), Instant::now()));
-                    true
+        let early = job.busy() || job.claiming_root.load(Ordering::Relaxed);
+        if early {
+            if let Ok(listed) = jobs.space.list(job.paths.ns(), &prefix).await {
+                for stat in listed {
+                    hear_request(&jobs, &job, last_part(&stat.path)).await;
                 }
-            };
-            if queued {
-                job.asked.notify_waiters();
-            } else {
-                steal::decline(&jobs, &job, &rid).await;
             }
         }
+        while let Ok(event) = watching.next().await {
+            if event.kind == EventKind::Put {
+                hear_request(&jobs, &job, last_part(event.name.as_str())).await;
+            }
+        }
+    }
+}
+
+/// Queues steal request `rid` (once), or declines it.
+async fn hear_request(jobs: &Jobs, job: &ActiveJob, rid: &str) {
+    let queued = (job.busy() || job.claiming_root.load(Ordering::Relaxed)) && {
+        let mut queue = locked(&job.requests);
+        if queue.iter().any(|(queued, _)| queued == rid) {
+            return;
+        }
+        queue.len() < MAX_QUEUED_REQUESTS && {
+            queue.push_back((rid.to_owned(), Instant::now()));
+            true
+        }
+    };
+    if queued {
+        job.asked.notify_waiters();
+    } else {
+        steal::decline(jobs, job, rid).await;
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::{
     state::{locked, ActiveJob, Heard, Jobs},
     steal,
-    task::{self, claim, Claimed, Source},
+    task::{self, claim, Claim, Claimed, Source},
 };
 use crate::{
     control::{self, now_ms},
@@ -116,18 +116,35 @@ async fn find_work(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
 }
 
 /// Claims the job's root task (the lock decides which worker gets it);
-/// marks it taken once that fails, as no other task is claimed this way.
+/// marks it taken once that fails, as no other task is claimed this way. A
+/// worker that lost the race asks the winner for work at once: it learns who
+/// won from the refusal, long before the winner's heartbeat says so.
 async fn claim_root(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     // A job without a root (submitted by an older version): its root task
     // has no holder, and the scan of `task/` finds it.
-    let claimed = match &job.record.root {
-        Some(root) => claim(jobs, job, root, Source::Root).await?,
-        None => None,
-    };
-    if claimed.is_none() {
+    let Some(root) = &job.record.root else {
         job.root_taken.store(true, Ordering::Relaxed);
+        return Ok(None);
+    };
+    // Requests of the losers that come in while this claim is decided wait
+    // for it instead of being declined.
+    // (`run_task` ends that once the task runs.)
+    job.claiming_root.store(true, Ordering::Relaxed);
+    let claim = match claim(jobs, job, root, Source::Root).await {
+        Ok(Claim::Claimed(claimed)) => return Ok(Some(claimed)),
+        other => other,
+    };
+    job.claiming_root.store(false, Ordering::Relaxed);
+    steal::decline_queued(jobs, job).await;
+    let claim = claim?;
+    job.root_taken.store(true, Ordering::Relaxed);
+    match claim {
+        Claim::Held(by) => match by.into_iter().find(|w| *w != jobs.me) {
+            Some(winner) => steal::ask(jobs, job, winner).await,
+            None => Ok(None),
+        },
+        Claim::Claimed(_) | Claim::Gone => Ok(None),
     }
-    Ok(claimed)
 }
 
 /// Lists the job's tasks and claims one without a live holder (or made for
@@ -161,7 +178,7 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
         } || now.saturating_sub(stat.modified_ms)
             > ABANDONED_AFTER.as_millis() as u64;
         if abandoned {
-            if let Some(claimed) = claim(jobs, job, tid, Source::Abandoned).await? {
+            if let Some(claimed) = claim(jobs, job, tid, Source::Abandoned).await?.claimed() {
                 return Ok(Some(claimed));
             }
         }
@@ -178,8 +195,12 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
         s.steals += u64::from(task.source == Source::Stolen);
     });
     let engine = job.job.clone();
-    let state = engine.resume(&task.record.state)?;
-    locked(&job.running).insert(tid.clone(), engine.load(&state));
+    let resumed = engine.resume(&task.record.state);
+    if let Ok(state) = &resumed {
+        locked(&job.running).insert(tid.clone(), engine.load(state));
+    }
+    job.claiming_root.store(false, Ordering::Relaxed);
+    let state = resumed?;
     running_changed(jobs, job);
     let outcome = compute(jobs, job, &mut task, state).await;
     locked(&job.running).remove(&tid);

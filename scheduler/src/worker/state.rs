@@ -83,6 +83,10 @@ pub(super) struct ActiveJob {
     /// The root task was claimed (by this worker or another): idle slots
     /// stop trying to claim it.
     pub root_taken: AtomicBool,
+    /// A slot of this worker is claiming the root task: steal requests that
+    /// come in meanwhile (from workers that lost the race to it) are kept
+    /// for it rather than declined.
+    pub claiming_root: AtomicBool,
     /// When a slot last listed the job's tasks for abandoned ones.
     pub scanned: Mutex<Option<Instant>>,
     /// The results written so far, as far as this worker heard (task id →

@@ -81,6 +81,11 @@ pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed
         .unwrap_or(&victims[0])
         .0
         .clone();
+    ask(jobs, job, victim).await
+}
+
+/// Asks `victim` for part of its work; claims what it grants.
+pub(super) async fn ask(jobs: &Jobs, job: &ActiveJob, victim: String) -> Result<Option<Claimed>> {
     let space = &jobs.space;
     let asked = Instant::now();
     let rid = random_id();
@@ -113,6 +118,7 @@ pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed
         Some(Grant::Task(tid)) => {
             Ok(claim(jobs, job, &tid, Source::Stolen)
                 .await?
+                .claimed()
                 .map(|claimed| Claimed {
                     asked: Some(asked),
                     ..claimed

@@ -108,7 +108,7 @@ pub(super) fn claim_part(jobs: &Jobs, job: &ActiveJob, part: Part) -> Claimed {
             .await
         {
             Ok(lock) => Ok(Some(lock)),
-            Err(SpaceError::TimedOut(_)) => Ok(None),
+            Err(SpaceError::Locked { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     });
@@ -122,6 +122,27 @@ pub(super) fn claim_part(jobs: &Jobs, job: &ActiveJob, part: Part) -> Claimed {
     }
 }
 
+/// What claiming a task came to.
+pub(super) enum Claim {
+    /// This worker holds it now.
+    Claimed(Claimed),
+    /// Another worker holds its lock: the workers its key's primary names
+    /// (none if it names none).
+    Held(Vec<String>),
+    /// It needs no running: finished, or gone.
+    Gone,
+}
+
+impl Claim {
+    /// The claimed task, if this worker got it.
+    pub fn claimed(self) -> Option<Claimed> {
+        match self {
+            Claim::Claimed(claimed) => Some(claimed),
+            Claim::Held(_) | Claim::Gone => None,
+        }
+    }
+}
+
 /// Claims `task/TID`: takes its lock without waiting, checks the task still
 /// needs running, records this worker as its holder, and makes sure the parts
 /// its last holder divided off exist.
@@ -130,7 +151,7 @@ pub(super) async fn claim(
     job: &ActiveJob,
     tid: &str,
     source: Source,
-) -> Result<Option<Claimed>> {
+) -> Result<Claim> {
     let space = &jobs.space;
     let path = job.paths.task(tid);
     let lock = match space
@@ -138,7 +159,7 @@ pub(super) async fn claim(
         .await
     {
         Ok(lock) => lock,
-        Err(SpaceError::TimedOut(_)) => return Ok(None),
+        Err(SpaceError::Locked { by, .. }) => return Ok(Claim::Held(by)),
         Err(e) => return Err(e.into()),
     };
     let token = lock.token();
@@ -146,13 +167,13 @@ pub(super) async fn claim(
     let (task, finished) = tokio::join!(space.get_bytes(&path), exists(space, &result));
     let mut record: TaskRecord = match task {
         Ok((_, bytes)) => decode(&bytes, "task")?,
-        Err(SpaceError::NotFound(_)) => return Ok(None),
+        Err(SpaceError::NotFound(_)) => return Ok(Claim::Gone),
         Err(e) => return Err(e.into()),
     };
     if finished? {
         // Finished, but its holder stopped before removing it.
         space.remove(&path, None, Some(token)).await?;
-        return Ok(None);
+        return Ok(Claim::Gone);
     }
     let restarted = record.claims > 0;
     let was_mine = record.holder.as_deref() == Some(jobs.me.as_str());
@@ -170,7 +191,7 @@ pub(super) async fn claim(
     if had_parts {
         write(space, &job.paths, &record, token).await?;
     }
-    Ok(Some(Claimed {
+    Ok(Claim::Claimed(Claimed {
         record,
         hold: Hold::Held(lock),
         restarted,
