@@ -75,6 +75,7 @@ fn grant() -> Grant {
         mode: LockMode::Write,
         token: 7 << 32,
         lease_until_ms: 1_700_000_010_000,
+        node: Some("12D3KooWHolder".into()),
         signature: None,
     }
 }
@@ -282,6 +283,11 @@ pub fn peer_responses() -> Vec<PeerResponse> {
         PeerResponse::HeldLockState(LockState::default()),
         PeerResponse::Done,
         PeerResponse::Error(SpaceError::NotFound("global/a".into())),
+        PeerResponse::Error(SpaceError::Locked {
+            path: "global/a".into(),
+            waited_ms: 0,
+            by: vec!["12D3KooWHolder".into()],
+        }),
     ]
 }
 
