@@ -127,8 +127,7 @@ async fn claim_root(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
         return Ok(None);
     };
     // Requests of the losers that come in while this claim is decided wait
-    // for it instead of being declined.
-    // (`run_task` ends that once the task runs.)
+    // for it instead of being declined (until `run_task` has it running).
     job.claiming_root.store(true, Ordering::Relaxed);
     let claim = match claim(jobs, job, root, Source::Root).await {
         Ok(Claim::Claimed(claimed)) => return Ok(Some(claimed)),
