@@ -154,17 +154,23 @@ pub(super) async fn claim(
 ) -> Result<Claim> {
     let space = &jobs.space;
     let path = job.paths.task(tid);
+    let began = std::time::Instant::now();
     let lock = match space
         .lock(&path, LockMode::Write, jobs.config.lease, Duration::ZERO)
         .await
     {
         Ok(lock) => lock,
-        Err(SpaceError::Locked { by, .. }) => return Ok(Claim::Held(by)),
+        Err(SpaceError::Locked { by, .. }) => {
+            tracing::debug!(job = %job.id, %tid, refused_in = ?began.elapsed(), "task held elsewhere");
+            return Ok(Claim::Held(by));
+        }
         Err(e) => return Err(e.into()),
     };
+    let locked_in = began.elapsed();
     let token = lock.token();
     let result = job.paths.result(tid);
     let (task, finished) = tokio::join!(space.get_bytes(&path), exists(space, &result));
+    tracing::debug!(job = %job.id, %tid, ?locked_in, read_in = ?(began.elapsed() - locked_in), "task locked");
     let mut record: TaskRecord = match task {
         Ok((_, bytes)) => decode(&bytes, "task")?,
         Err(SpaceError::NotFound(_)) => return Ok(Claim::Gone),
