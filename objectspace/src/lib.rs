@@ -44,6 +44,7 @@ pub mod read;
 pub mod repair;
 pub mod replica;
 pub mod service;
+mod shared_read;
 mod signing;
 pub mod space;
 pub mod store;
