@@ -97,6 +97,12 @@ fn main() {
     );
     let full_config = toml::to_string_pretty(&p3_cli::config::ConfigFile::default())
         .expect("the default config serializes");
+    // A run of quotes longer than toml's writer counts (see the target).
+    let quotes = format!(
+        "listen = [\"/dns4/{}/tcp/1\"]\nswarm_key_file = '{}'\n",
+        "'".repeat(300),
+        "\"".repeat(300)
+    );
     write(
         dir,
         "config",
@@ -108,6 +114,7 @@ fn main() {
             "[network]\nrequest_timeout_secs = 0\n",
             "swarm_key_file = \"swarm.key\"\n[space]\nreplicas = 5\n",
             "/key/swarm/psk/1.0.0/\n/base16/\n0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+            &quotes,
         ]),
     );
     write(dir, "membership", &membership());
