@@ -208,7 +208,7 @@ fn prepare(jobs: &Jobs, job: &Arc<ActiveJob>) {
 
 fn end(jobs: &Jobs, job: &ActiveJob) {
     tracing::info!(job = %job.id, "job over");
-    job.ended.store(true, Ordering::Relaxed);
+    job.ended.set();
     job.beat.notify_one();
     // The heartbeat task (the first) writes its last report and ends by itself.
     for helper in locked(&job.helpers).drain(..).skip(1) {
@@ -221,7 +221,7 @@ fn end(jobs: &Jobs, job: &ActiveJob) {
 /// Stops every helper task.
 pub(super) fn stop(jobs: &Jobs) {
     for job in locked(&jobs.active).values() {
-        job.ended.store(true, Ordering::Relaxed);
+        job.ended.set();
         locked(&job.helpers).drain(..).for_each(|h| h.abort());
     }
     locked(&jobs.helpers).drain(..).for_each(|h| h.abort());

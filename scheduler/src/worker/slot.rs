@@ -89,7 +89,7 @@ async fn note_failure(jobs: &Jobs, job: &ActiveJob, error: JobError) {
 }
 
 /// Finds a task of `job` to run: its root task, a steal, or an abandoned task.
-async fn find_work(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
+async fn find_work(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>) -> Result<Option<Claimed>> {
     if job.ended() {
         return Ok(None);
     }
@@ -119,7 +119,7 @@ async fn find_work(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
 /// marks it taken once that fails, as no other task is claimed this way. A
 /// worker that lost the race asks the winner for work at once: it learns who
 /// won from the refusal, long before the winner's heartbeat says so.
-async fn claim_root(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
+async fn claim_root(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>) -> Result<Option<Claimed>> {
     // A job without a root (submitted by an older version): its root task
     // has no holder, and the scan of `task/` finds it.
     let Some(root) = &job.record.root else {
@@ -134,7 +134,7 @@ async fn claim_root(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
         other => other,
     };
     job.claiming_root.store(false, Ordering::Relaxed);
-    steal::decline_queued(jobs, job).await;
+    steal::decline_queued(jobs, job);
     let claim = claim?;
     job.root_taken.store(true, Ordering::Relaxed);
     match claim {
@@ -186,7 +186,7 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
 }
 
 /// Runs a claimed task until it finishes, the job ends, or something fails.
-async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Result<()> {
+async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> Result<()> {
     let tid = task.record.tid.clone();
     tracing::debug!(job = %job.id, %tid, source = ?task.source, restarted = task.restarted, "running task");
     job.count(|s| {
@@ -204,7 +204,7 @@ async fn run_task(jobs: &Jobs, job: &Arc<ActiveJob>, mut task: Claimed) -> Resul
     let outcome = compute(jobs, job, &mut task, state).await;
     locked(&job.running).remove(&tid);
     running_changed(jobs, job);
-    steal::decline_queued(jobs, job).await;
+    steal::decline_queued(jobs, job);
     let output = outcome?;
     // The task's record goes once its result is written: parts it still
     // lists must exist by then, and the result is written under its lock.
@@ -305,7 +305,7 @@ const BATCH: Duration = Duration::from_millis(20);
 /// the safe point after [`BATCH`], or at once when a steal request is queued
 /// or the job ends. Returns the task's output.
 async fn compute(
-    jobs: &Jobs,
+    jobs: &Arc<Jobs>,
     job: &Arc<ActiveJob>,
     task: &mut Claimed,
     mut state: AnyState,

@@ -66,7 +66,7 @@ pub(super) struct ActiveJob {
     pub paths: JobPaths,
     /// This node's instance of the job.
     pub job: Arc<dyn DynJob>,
-    pub ended: AtomicBool,
+    pub ended: Ending,
     /// This worker's counters for the job.
     pub stats: Mutex<WorkerStats>,
     /// Tasks of the job running here, with their load.
@@ -96,6 +96,41 @@ pub(super) struct ActiveJob {
     /// The job's helper tasks (heartbeats, watches); the heartbeat task ends
     /// by itself after a last report.
     pub helpers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// That a job ended, for those who poll and those who wait.
+#[derive(Default)]
+pub(super) struct Ending {
+    set: AtomicBool,
+    woken: Notify,
+}
+
+impl Ending {
+    /// Marks the job ended and wakes every waiter of [`Ending::wait`].
+    pub fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.woken.notify_waiters();
+    }
+
+    /// Whether the job ended.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the job has ended (at once if it has): a slot waiting
+    /// for something of the job gives up then instead of at its deadline,
+    /// and is free for the next job.
+    pub async fn wait(&self) {
+        let woken = self.woken.notified();
+        tokio::pin!(woken);
+        // Registered before the flag is read: an end between the two still
+        // wakes this waiter.
+        woken.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        woken.await;
+    }
 }
 
 impl WorkerView {
@@ -170,7 +205,7 @@ impl ActiveJob {
 
     /// Whether the job reached a final state (or vanished): stop working on it.
     pub fn ended(&self) -> bool {
-        self.ended.load(Ordering::Relaxed)
+        self.ended.is_set()
     }
 
     /// Adds to this worker's counters, and to the node's metrics (by job).
@@ -241,5 +276,39 @@ impl Jobs {
             jobs.rotate_left(n);
         }
         jobs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::Ending;
+
+    #[tokio::test]
+    async fn an_ending_wakes_every_waiter_and_later_ones_return_at_once() {
+        let ending = Arc::new(Ending::default());
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let ending = ending.clone();
+                tokio::spawn(async move { ending.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(!ending.is_set());
+        for waiter in &waiters {
+            assert!(!waiter.is_finished(), "a waiter returned before the end");
+        }
+        ending.set();
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("a waiter was not woken by the end")
+                .unwrap();
+        }
+        assert!(ending.is_set());
+        tokio::time::timeout(Duration::from_secs(5), ending.wait())
+            .await
+            .expect("a wait after the end did not return at once");
     }
 }

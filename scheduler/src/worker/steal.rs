@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -98,14 +99,31 @@ pub(super) async fn ask(jobs: &Jobs, job: &ActiveJob, victim: String) -> Result<
         .await?;
     let grant_path = job.paths.grant(&rid);
     let requested = asked.elapsed();
-    let mut grant = await_grant(space, &grant_path, jobs.config.steal_wait).await?;
+    // A job that ends meanwhile has nothing left to grant (its credit came
+    // back whole): the slot stops waiting and is free for the next job.
+    let over = |space: &Local| {
+        let (space, request) = (space.clone(), request.clone());
+        tokio::spawn(async move { space.remove(&request, None, None).await });
+        tracing::debug!(job = %job.id, %victim, waited = ?asked.elapsed(), "job over while stealing");
+        Ok(None)
+    };
+    let Some(grant) =
+        until_over(job, await_grant(space, &grant_path, jobs.config.steal_wait)).await
+    else {
+        return over(space);
+    };
+    let mut grant = grant?;
     tracing::debug!(job = %job.id, %victim, ?requested, answered = ?asked.elapsed(), "steal answered");
     if grant.is_none() {
         // Withdraw; if the victim took the request first, its answer is coming.
         match space.take(&request, None).await {
             Ok(_) => return Ok(None),
             Err(SpaceError::NotFound(_)) => {
-                grant = await_grant(space, &grant_path, jobs.config.steal_wait * 2).await?;
+                let wait = await_grant(space, &grant_path, jobs.config.steal_wait * 2);
+                let Some(late) = until_over(job, wait).await else {
+                    return over(space);
+                };
+                grant = late?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -127,6 +145,14 @@ pub(super) async fn ask(jobs: &Jobs, job: &ActiveJob, victim: String) -> Result<
         // Declined, or the victim died before answering: a task it made for us
         // later is ours anyway (we are its holder) and the scan finds it.
         Some(Grant::Declined) | None => Ok(None),
+    }
+}
+
+/// `wait`'s outcome, or `None` if `job` ends first.
+async fn until_over<T>(job: &ActiveJob, wait: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        outcome = wait => Some(outcome),
+        () = job.ended.wait() => None,
     }
 }
 
@@ -188,13 +214,22 @@ fn fresh_requests(jobs: &Jobs, job: &ActiveJob, limit: usize) -> Vec<String> {
 
 /// Declines what is queued for this worker once it runs nothing of `job`, so
 /// thieves need not wait out their patience.
-pub(super) async fn decline_queued(jobs: &Jobs, job: &ActiveJob) {
-    if job.busy() {
+pub(super) fn decline_queued(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>) {
+    if !job.busy() {
+        decline_behind(jobs, job, fresh_requests(jobs, job, usize::MAX));
+    }
+}
+
+/// Declines `rids` on a task of their own: whoever declines goes on with
+/// its work (or to the next job) meanwhile.
+fn decline_behind(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, rids: Vec<String>) {
+    if rids.is_empty() {
         return;
     }
-    for rid in fresh_requests(jobs, job, usize::MAX) {
-        decline(jobs, job, &rid).await;
-    }
+    let (jobs, job) = (jobs.clone(), job.clone());
+    tokio::spawn(async move {
+        futures::future::join_all(rids.iter().map(|rid| decline(&jobs, &job, rid))).await;
+    });
 }
 
 /// Steal requests answered at one safe point: enough for every worker of a
@@ -305,12 +340,17 @@ const INLINE_PART: usize = 32 << 10;
 /// until their `task/TID` exists ([`task::ensure_parts`]), so a crash of either
 /// side loses neither work nor credit.
 pub(super) async fn serve(
-    jobs: &Jobs,
-    job: &ActiveJob,
+    jobs: &Arc<Jobs>,
+    job: &Arc<ActiveJob>,
     task: &mut Claimed,
     state: &mut AnyState,
 ) -> Result<()> {
     let engine = &job.job;
+    if !divisible(engine.as_ref(), state)? {
+        // Nothing to hand out: the task goes on while its thieves hear so.
+        decline_behind(jobs, job, fresh_requests(jobs, job, usize::MAX));
+        return Ok(());
+    }
     let mut thieves = Vec::new();
     let started = Instant::now();
     let taken = futures::future::join_all(
