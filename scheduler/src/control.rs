@@ -46,10 +46,10 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
     space.create_namespace(&ns).await?;
     let submitted_ms = now_ms();
     let io = SpaceIo::open(&space, &id).await?;
-    let root = tokio::task::spawn_blocking(move || {
+    let (root, root_divides) = tokio::task::spawn_blocking(move || {
         let mut io = io;
         let root = job.main(&mut io)?;
-        job.checkpoint(&root)
+        Ok::<_, JobError>((job.checkpoint(&root)?, job.divisible(&root)?))
     })
     .await
     .map_err(|e| JobError::Failed(format!("main panicked: {e}")))??;
@@ -76,6 +76,7 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
         finished_ms: None,
         result: None,
         root: Some(tid.clone()),
+        root_divides,
     };
     // On a new network the registry namespace does not exist yet.
     match write_record(&mut space, &record, Some(0)).await {

@@ -204,6 +204,16 @@ pub struct JobRecord {
     /// lock decides which one runs it).
     #[serde(default)]
     pub root: Option<String>,
+    /// Whether the root task's first state can be divided. If not, the
+    /// workers that lose the race for it do not ask its winner for work at
+    /// once: there is none to give until it can be divided, and the winner's
+    /// heartbeat says when. Records of older versions say nothing: yes.
+    #[serde(default = "divides_unless_told")]
+    pub root_divides: bool,
+}
+
+fn divides_unless_told() -> bool {
+    true
 }
 
 impl JobRecord {
@@ -502,5 +512,32 @@ mod tests {
         assert_eq!(JobId::parse(id.as_str()).unwrap(), id);
         assert!(JobId::parse("../etc").is_err());
         assert!(p3_objectspace::Namespace::new(&id.namespace()).is_ok());
+    }
+
+    #[test]
+    fn a_job_record_without_root_divides_reads_as_divisible() {
+        let record = JobRecord {
+            id: JobId::random(),
+            kind: "sum".into(),
+            args: Args::from_pairs(["to=1"]).unwrap(),
+            state: JobState::Running,
+            submitted_ms: 1,
+            started_ms: 2,
+            finished_ms: None,
+            result: None,
+            root: Some(random_id()),
+            root_divides: false,
+        };
+        let read: JobRecord = decode(&encode(&record), "job").unwrap();
+        assert!(!read.root_divides);
+        // A record written by a version without the field.
+        let mut older: ciborium::Value = ciborium::Value::serialized(&record).unwrap();
+        if let ciborium::Value::Map(fields) = &mut older {
+            fields.retain(|(k, _)| k.as_text() != Some("root_divides"));
+        }
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&older, &mut bytes).unwrap();
+        assert_ne!(bytes, encode(&record), "the field is still there");
+        assert!(decode::<JobRecord>(&bytes, "job").unwrap().root_divides);
     }
 }

@@ -28,6 +28,13 @@ pub trait DynJob: Send + Sync {
     fn load(&self, state: &AnyState) -> f64;
     /// See [`Job::reduce`]; takes the encoded outputs.
     fn reduce(&self, outputs: &[Vec<u8>]) -> Result<serde_json::Value>;
+
+    /// Whether `state` can be divided now, tried on a copy: `state` stays
+    /// as it is.
+    fn divisible(&self, state: &AnyState) -> Result<bool> {
+        let mut trial = self.resume(&self.checkpoint(state)?)?;
+        Ok(self.divide(&mut trial).is_some())
+    }
 }
 
 fn state_of<J: Job>(state: &AnyState) -> Result<&J::State> {

@@ -139,8 +139,8 @@ async fn claim_root(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>) -> Result<Option<Cla
     job.root_taken.store(true, Ordering::Relaxed);
     match claim {
         Claim::Held(by) => match by.into_iter().find(|w| *w != jobs.me) {
-            Some(winner) => steal::ask(jobs, job, winner).await,
-            None => Ok(None),
+            Some(winner) if job.record.root_divides => steal::ask(jobs, job, winner).await,
+            _ => Ok(None),
         },
         Claim::Claimed(_) | Claim::Gone => Ok(None),
     }
@@ -218,6 +218,11 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
     };
     let mut space = jobs.space.clone();
     control::write_result(&mut space, &job.paths, &tid, &result).await?;
+    if job.record.root.as_deref() == Some(tid.as_str()) {
+        // Done with it: this worker's slots need not try to claim it again
+        // (and find it gone) while the job settles.
+        job.root_taken.store(true, Ordering::Relaxed);
+    }
     let whole = job.note_result(
         &tid,
         Heard {
@@ -378,7 +383,9 @@ async fn compute(
             // job is idle. (A state that cannot be divided yet declines
             // them; they ask again and are served at the next safe point.)
             gathered = true;
-            if steal::divisible(engine.as_ref(), &state)? {
+            // A state that cannot be divided (a job of one slice) has
+            // nothing to hand out, so no thief is waited for.
+            if engine.divisible(&state)? {
                 steal::gather(jobs, job).await;
             }
         }

@@ -289,13 +289,6 @@ pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
     }
 }
 
-/// Whether `state` can be divided now (tried on a copy): a state that cannot
-/// (a job of one slice) has nothing to hand out, so no thief is waited for.
-pub(super) fn divisible(engine: &dyn DynJob, state: &AnyState) -> Result<bool> {
-    let mut trial = engine.resume(&engine.checkpoint(state)?)?;
-    Ok(engine.divide(&mut trial).is_some())
-}
-
 /// Splits up to `n` parts off `state`, always dividing whichever piece has
 /// the most work left (by the job's `load`), so that pieces come out near
 /// equal although `divide` splits one piece in two.
@@ -346,7 +339,7 @@ pub(super) async fn serve(
     state: &mut AnyState,
 ) -> Result<()> {
     let engine = &job.job;
-    if !divisible(engine.as_ref(), state)? {
+    if !engine.divisible(state)? {
         // Nothing to hand out: the task goes on while its thieves hear so.
         decline_behind(jobs, job, fresh_requests(jobs, job, usize::MAX));
         return Ok(());
