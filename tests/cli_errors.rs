@@ -42,6 +42,24 @@ fn bad_arguments_and_config_are_named() {
 }
 
 #[test]
+fn a_bad_thread_count_in_the_environment_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["", "0", "many"] {
+        let out = common::p3ctl_command(dir.path(), &["node", "id"])
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .expect("cannot run p3ctl");
+        let err = one_line_error(&out);
+        assert!(err.contains("TOKIO_WORKER_THREADS"), "{err}");
+    }
+    let out = common::p3ctl_command(dir.path(), &["node", "id"])
+        .env("TOKIO_WORKER_THREADS", "1")
+        .output()
+        .expect("cannot run p3ctl");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
 fn a_second_node_on_the_same_data_dir_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("node");

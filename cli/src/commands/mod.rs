@@ -33,8 +33,24 @@ use crate::{
 /// three nodes overflow it). Untouched stack costs address space, not memory.
 const THREAD_STACK: usize = 8 << 20;
 
+/// tokio sizes the runtime from `TOKIO_WORKER_THREADS` and panics on a value
+/// it cannot use: refuse such a value first, in one line.
+fn check_worker_threads() -> Result<()> {
+    let Some(value) = std::env::var_os("TOKIO_WORKER_THREADS") else {
+        return Ok(());
+    };
+    let threads = value.to_str().and_then(|v| v.parse::<usize>().ok());
+    if threads.is_none_or(|n| n == 0) {
+        anyhow::bail!(
+            "TOKIO_WORKER_THREADS={value:?}: expected a number of threads (1 or more); unset it for one per core"
+        );
+    }
+    Ok(())
+}
+
 /// Runs the parsed command line; `registry` holds the job kinds this binary runs.
 pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
+    check_worker_threads()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(THREAD_STACK)
