@@ -74,6 +74,9 @@ impl Io for SpaceIo {
 
 /// Writes a [`LocalIo`] keeps in flight before a `put` waits for the oldest.
 const WRITE_BEHIND: usize = 4;
+/// Reads a [`LocalIo`] starts ahead of need ([`Io::prefetch`]); an older
+/// one is dropped for a newer.
+const READ_AHEAD: usize = 2;
 
 /// The data area of one job's namespace, through the node's engine in this
 /// process, writing behind (see [`Io`]). Must be used from a blocking thread,
@@ -84,6 +87,8 @@ pub struct LocalIo {
     runtime: Handle,
     /// Writes not yet acknowledged, oldest first, with their names.
     pending: std::collections::VecDeque<(String, JoinHandle<Result<()>>)>,
+    /// Reads started by [`Io::prefetch`], oldest first, with their names.
+    ahead: std::collections::VecDeque<(String, JoinHandle<Result<Vec<u8>>>)>,
 }
 
 impl LocalIo {
@@ -94,6 +99,7 @@ impl LocalIo {
             paths,
             runtime: Handle::current(),
             pending: Default::default(),
+            ahead: Default::default(),
         }
     }
 
@@ -126,12 +132,27 @@ impl Io for LocalIo {
         if self.pending.iter().any(|(written, _)| written == name) {
             self.flush_blocking()?;
         }
+        if let Some(i) = self.ahead.iter().position(|(read, _)| read == name) {
+            if let Some((_, read)) = self.ahead.remove(i) {
+                // A read ahead that failed is made again, and fails here.
+                if let Ok(Ok(value)) = self.runtime.block_on(read) {
+                    return Ok(value);
+                }
+            }
+        }
         let path = self.paths.data(name);
         let (_, value) = self.runtime.block_on(self.space.get_bytes(&path))?;
         Ok(value)
     }
 
     fn put(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.ahead.retain(|(read, ahead)| {
+            let keep = read != name;
+            if !keep {
+                ahead.abort();
+            }
+            keep
+        });
         if self.pending.len() >= WRITE_BEHIND {
             if let Some((_, oldest)) = self.pending.pop_front() {
                 self.runtime
@@ -155,5 +176,25 @@ impl Io for LocalIo {
             self.put(&name, &value)?;
         }
         Ok(())
+    }
+
+    fn prefetch(&mut self, name: &str) {
+        // A name being written is read after its write lands, by `get`.
+        if self.ahead.iter().any(|(read, _)| read == name)
+            || self.pending.iter().any(|(written, _)| written == name)
+        {
+            return;
+        }
+        if self.ahead.len() >= READ_AHEAD {
+            if let Some((_, oldest)) = self.ahead.pop_front() {
+                oldest.abort();
+            }
+        }
+        let (space, path) = (self.space.clone(), self.paths.data(name));
+        let read = self.runtime.spawn(async move {
+            let (_, value) = space.get_bytes(&path).await?;
+            Ok(value)
+        });
+        self.ahead.push_back((name.to_owned(), read));
     }
 }

@@ -146,6 +146,14 @@ pub trait Io {
             .iter()
             .try_for_each(|(name, value)| self.put(name, value))
     }
+    /// A hint that object `name` will be read soon: a worker starts reading
+    /// it now, so that the slice computing meanwhile does not wait for it
+    /// later. The `get` of `name` that follows may return the value as it
+    /// was at the hint; a `put` of `name` by this task drops the hint. In
+    /// one process it does nothing.
+    fn prefetch(&mut self, name: &str) {
+        let _ = name;
+    }
 }
 
 /// A kind of parallel job. One value of it exists per job on each node that

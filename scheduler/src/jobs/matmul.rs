@@ -147,6 +147,10 @@ impl Job for Matmul {
             &io.get(&format!("A/{b}"))?,
             (((b + 1) * r).min(n) - block_first) * n,
         )?;
+        if last < rows.end {
+            // The next block travels while this one is multiplied.
+            io.prefetch(&format!("A/{}", b + 1));
+        }
         let mut block = Vec::with_capacity((last - first) * n);
         for i in first..last {
             let a = &a_rows[(i - block_first) * n..(i - block_first + 1) * n];
@@ -195,11 +199,12 @@ mod tests {
     use super::*;
     use crate::local::{run_local, MemoryIo};
 
-    /// Objects in memory, counting the reads of each.
+    /// Objects in memory, counting the reads of each and noting the hints.
     #[derive(Default)]
     struct Counting {
         objects: MemoryIo,
         reads: std::collections::HashMap<String, usize>,
+        hinted: Vec<String>,
     }
 
     impl Io for Counting {
@@ -211,6 +216,31 @@ mod tests {
         fn put(&mut self, name: &str, value: &[u8]) -> Result<()> {
             self.objects.put(name, value)
         }
+
+        fn prefetch(&mut self, name: &str) {
+            self.hinted.push(name.to_owned());
+        }
+    }
+
+    #[test]
+    fn a_slice_hints_the_next_block_of_its_own_rows_only() {
+        let args = Args::from_pairs(["n=16", "rows_per_slice=4"]).unwrap();
+        let job = Matmul::new(&args).unwrap();
+        let mut io = Counting::default();
+        let mut rows = job.main(&mut io).unwrap();
+        // Rows 8..16 go to a thief: this task keeps blocks 0 and 1.
+        let mut part = job.divide(&mut rows).expect("divisible");
+        while let Step::More = job.compute(&mut io, &mut rows).unwrap() {}
+        assert_eq!(io.hinted, ["A/1"]);
+        io.hinted.clear();
+        while let Step::More = job.compute(&mut io, &mut part).unwrap() {}
+        assert_eq!(io.hinted, ["A/3"]);
+        // Every hinted block was read, once.
+        assert!(
+            (0..4).all(|b| io.reads[&format!("A/{b}")] == 1),
+            "{:?}",
+            io.reads
+        );
     }
 
     #[test]
