@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeSet,
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -388,8 +388,7 @@ async fn steal_requests(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
             tokio::time::sleep(REWATCH).await;
             continue;
         };
-        let early = job.busy() || job.claiming_root.load(Ordering::Relaxed);
-        if early {
+        if job.keeps_requests() {
             if let Ok(listed) = jobs.space.list(job.paths.ns(), &prefix).await {
                 for stat in listed {
                     hear_request(&jobs, &job, last_part(&stat.path)).await;
@@ -406,7 +405,7 @@ async fn steal_requests(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
 
 /// Queues steal request `rid` (once), or declines it.
 async fn hear_request(jobs: &Jobs, job: &ActiveJob, rid: &str) {
-    let queued = (job.busy() || job.claiming_root.load(Ordering::Relaxed)) && {
+    let queued = job.keeps_requests() && {
         let mut queue = locked(&job.requests);
         if queue.iter().any(|(queued, _)| queued == rid) {
             return;

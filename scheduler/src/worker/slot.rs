@@ -218,7 +218,7 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
     };
     let mut space = jobs.space.clone();
     control::write_result(&mut space, &job.paths, &tid, &result).await?;
-    if job.record.root.as_deref() == Some(tid.as_str()) {
+    if job.is_root(&tid) {
         // Done with it: this worker's slots need not try to claim it again
         // (and find it gone) while the job settles.
         job.root_taken.store(true, Ordering::Relaxed);
@@ -329,7 +329,7 @@ async fn compute(
         }));
     }
     // Only a root task that never ran before waits for thieves.
-    let root = job.record.root.as_deref() == Some(task.record.tid.as_str());
+    let root = job.is_root(&task.record.tid);
     let mut gathered = !root || task.restarted;
     loop {
         if job.ended() {

@@ -230,6 +230,17 @@ impl ActiveJob {
         !locked(&self.running).is_empty()
     }
 
+    /// Whether steal requests addressed here are kept for an answer: a task
+    /// runs here, or the root is being claimed here.
+    pub fn keeps_requests(&self) -> bool {
+        self.busy() || self.claiming_root.load(Ordering::Relaxed)
+    }
+
+    /// Whether `tid` is the job's root task.
+    pub fn is_root(&self, tid: &str) -> bool {
+        self.record.root.as_deref() == Some(tid)
+    }
+
     /// Other workers of the job that report running nothing, recently.
     pub fn idle_workers(&self, me: &str, fresh_ms: u64) -> usize {
         let now = crate::control::now_ms();
