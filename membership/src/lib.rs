@@ -8,7 +8,8 @@
 //! node acts as an owner only while it holds a membership [`lease`]; the
 //! leader removes a member only after that lease has surely run out.
 //!
-//! The decisions — the map, placement, leases, voters — are pure modules with
+//! The decisions — the map, placement, leases, voters, a member's heartbeats
+//! ([`beats`]) — are pure modules with
 //! deterministic tests; [`raft`] and [`service`] are the glue to openraft, the
 //! node's RocksDB and its libp2p swarm. `docs/consistency.md` has the design
 //! and the argument why it is safe.
@@ -18,6 +19,7 @@
 //! state anywhere but synced storage; panic or allocate without bound on
 //! anything a peer sends.
 
+pub mod beats;
 pub mod error;
 pub mod lease;
 pub mod map;
