@@ -2,14 +2,22 @@
 //! encryption, then noise and yamux; and how a failed dial is explained to the
 //! user.
 
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use either::Either;
 use libp2p::{
-    core::{transport::upgrade::Version, Transport},
+    core::{
+        transport::{upgrade::Version, DialOpts, ListenerId, PortUse, TransportEvent},
+        Transport,
+    },
     identity::Keypair,
     noise,
     pnet::PnetConfig,
     swarm::DialError,
-    tcp, yamux, Swarm, SwarmBuilder, TransportError,
+    tcp, yamux, Multiaddr, Swarm, SwarmBuilder, TransportError,
 };
 
 use crate::{behaviour::Behaviour, config::NetworkConfig, DhtError};
@@ -27,7 +35,9 @@ pub(crate) fn build_swarm(
         // TCP with Nagle off, the swarm key's stream cipher under everything
         // else if there is one, then noise (identity and encryption) and yamux.
         .with_other_transport(|key| {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let tcp = FreshPorts(tcp::tokio::Transport::new(
+                tcp::Config::default().nodelay(true),
+            ));
             let base =
                 match swarm_key {
                     Some(swarm_key) => Either::Left(tcp.and_then(move |socket, _| {
@@ -48,6 +58,54 @@ pub(crate) fn build_swarm(
         .map_err(|e: std::convert::Infallible| -> DhtError { match e {} })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
         .build())
+}
+
+/// A transport that dials from a fresh port every time. libp2p dials from
+/// the listening port by default (port reuse, for NAT hole punching, which
+/// P³ does not do). Two nodes that dial each other at the same instant — a
+/// routing-table refresh on both finds the other — then make one TCP
+/// connection by simultaneous open; both sides act as noise's initiator and
+/// both handshakes fail ("input error"). Neither redials a peer not yet in
+/// its routing table, so such a pair stayed apart until the next refresh, a
+/// minute later. From fresh ports the two dials are two connections.
+struct FreshPorts<T>(T);
+
+impl<T: Transport + Unpin> Transport for FreshPorts<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = T::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        self.0.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.0.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        let opts = DialOpts {
+            port_use: PortUse::New,
+            ..opts
+        };
+        self.0.dial(addr, opts)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
 }
 
 /// If a dial failed after the TCP connection was made, the addresses where
@@ -86,4 +144,72 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         e = source;
     }
     e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::poll_fn;
+    use libp2p::core::{multiaddr::Protocol, Endpoint};
+
+    use super::*;
+
+    /// Listens on 127.0.0.1 and returns the address.
+    async fn listen<T: Transport + Unpin>(transport: &mut T) -> Multiaddr {
+        let any: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        assert!(transport.listen_on(ListenerId::next(), any).is_ok());
+        poll_fn(|cx| match Pin::new(&mut *transport).poll(cx) {
+            Poll::Ready(TransportEvent::NewAddress { listen_addr, .. }) => Poll::Ready(listen_addr),
+            Poll::Ready(_) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+    }
+
+    /// The port `a` (listening) dials `b` from, as `b` sees it, when libp2p
+    /// asks for port reuse (its default).
+    async fn source_port<T: Transport + Unpin>(a: &mut T, b: &mut T) -> u16 {
+        let b_addr = listen(b).await;
+        let reuse = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        let Ok(dial) = a.dial(b_addr, reuse) else {
+            panic!("127.0.0.1 is dialable");
+        };
+        let incoming = poll_fn(|cx| match Pin::new(&mut *b).poll(cx) {
+            Poll::Ready(TransportEvent::Incoming { send_back_addr, .. }) => {
+                Poll::Ready(send_back_addr)
+            }
+            Poll::Ready(_) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        });
+        let (_, remote) = futures::future::join(dial, incoming).await;
+        port(&remote)
+    }
+
+    fn port(addr: &Multiaddr) -> u16 {
+        match addr.iter().nth(1) {
+            Some(Protocol::Tcp(port)) => port,
+            _ => panic!("a TCP address: {addr}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn dials_leave_from_a_fresh_port_not_the_listening_one() {
+        let tcp = || tcp::tokio::Transport::new(tcp::Config::default());
+        // Plain TCP reuses the listening port: the simultaneous-open hazard.
+        let (mut a, mut b) = (tcp(), tcp());
+        let listening = port(&listen(&mut a).await);
+        assert_eq!(source_port(&mut a, &mut b).await, listening);
+        // The node's transport does not.
+        let (mut a, mut b) = (FreshPorts(tcp()), FreshPorts(tcp()));
+        let listening = port(&listen(&mut a).await);
+        assert_ne!(source_port(&mut a, &mut b).await, listening);
+    }
 }
