@@ -153,17 +153,31 @@ mod tests {
 
     use super::*;
 
+    /// Polls `transport` until `pick` takes one of its events.
+    async fn event<T: Transport + Unpin, O>(
+        transport: &mut T,
+        mut pick: impl FnMut(TransportEvent<T::ListenerUpgrade, T::Error>) -> Option<O>,
+    ) -> O {
+        poll_fn(|cx| loop {
+            match Pin::new(&mut *transport).poll(cx) {
+                Poll::Ready(event) => {
+                    if let Some(picked) = pick(event) {
+                        return Poll::Ready(picked);
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    }
+
     /// Listens on 127.0.0.1 and returns the address.
     async fn listen<T: Transport + Unpin>(transport: &mut T) -> Multiaddr {
         let any: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
         assert!(transport.listen_on(ListenerId::next(), any).is_ok());
-        poll_fn(|cx| match Pin::new(&mut *transport).poll(cx) {
-            Poll::Ready(TransportEvent::NewAddress { listen_addr, .. }) => Poll::Ready(listen_addr),
-            Poll::Ready(_) => {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Poll::Pending => Poll::Pending,
+        event(transport, |e| match e {
+            TransportEvent::NewAddress { listen_addr, .. } => Some(listen_addr),
+            _ => None,
         })
         .await
     }
@@ -179,15 +193,9 @@ mod tests {
         let Ok(dial) = a.dial(b_addr, reuse) else {
             panic!("127.0.0.1 is dialable");
         };
-        let incoming = poll_fn(|cx| match Pin::new(&mut *b).poll(cx) {
-            Poll::Ready(TransportEvent::Incoming { send_back_addr, .. }) => {
-                Poll::Ready(send_back_addr)
-            }
-            Poll::Ready(_) => {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Poll::Pending => Poll::Pending,
+        let incoming = event(b, |e| match e {
+            TransportEvent::Incoming { send_back_addr, .. } => Some(send_back_addr),
+            _ => None,
         });
         let (_, remote) = futures::future::join(dial, incoming).await;
         port(&remote)

@@ -62,16 +62,20 @@ pub struct Beats {
     /// heartbeat to the leader instead, which answered "not a member" again:
     /// a node cut off and removed could go on like that for ever.)
     rejoin: bool,
-    /// The leader as the last peer that was not it named it: asked until it
-    /// fails or names another. A node outside the group learns of no leader
-    /// through Raft, so this is how it finds one.
-    hint: Option<PeerId>,
+    /// The leader as the last peer that was not it named it, with the leader
+    /// Raft knew of then: asked until it fails, refuses or names another, or
+    /// Raft learns of a leader since. A node outside the group learns of no
+    /// leader through Raft (or only of one that no longer leads), so this
+    /// is how it finds one.
+    hint: Option<(PeerId, Option<PeerId>)>,
     /// Since when the leader has acknowledged epochs this node's map has not
     /// reached: a member that no longer receives the group's entries
     /// (dropped from the group by mistake) joins again to get them back.
     lagging: Option<Instant>,
     /// Round robin over connected peers when no leader is known.
     next_peer: usize,
+    /// Whom [`Beats::target`] chose last, and the leader Raft knew of then.
+    asked: Option<(PeerId, Option<PeerId>)>,
 }
 
 impl Beats {
@@ -87,34 +91,50 @@ impl Beats {
 
     /// Whether a leader is known, by a peer's word or by Raft's
     /// (`raft_leader`): if not, [`Beats::target`] needs the connected peers.
-    pub fn knows_leader(&self, raft_leader: Option<PeerId>) -> bool {
-        self.hint.or(raft_leader).is_some()
+    pub fn knows_leader(&mut self, raft_leader: Option<PeerId>) -> bool {
+        self.leader(raft_leader).is_some()
+    }
+
+    /// The named leader while Raft has learnt nothing newer, else Raft's.
+    fn leader(&mut self, raft_leader: Option<PeerId>) -> Option<PeerId> {
+        match self.hint {
+            Some((named, raft_then)) if raft_then == raft_leader => Some(named),
+            _ => {
+                self.hint = None;
+                raft_leader
+            }
+        }
     }
 
     /// Whom to ask: the leader a peer named, else the one Raft knows, else
     /// the connected peers in turn (any of them redirects).
     pub fn target(&mut self, raft_leader: Option<PeerId>, peers: &[PeerId]) -> Option<PeerId> {
-        if let Some(leader) = self.hint.or(raft_leader) {
-            return Some(leader);
-        }
-        if peers.is_empty() {
-            return None;
-        }
-        self.next_peer = self.next_peer.wrapping_add(1);
-        Some(peers[self.next_peer % peers.len()])
+        let target = self.leader(raft_leader).or_else(|| {
+            (!peers.is_empty()).then(|| {
+                self.next_peer = self.next_peer.wrapping_add(1);
+                peers[self.next_peer % peers.len()]
+            })
+        });
+        self.asked = target.map(|t| (t, raft_leader));
+        target
     }
 
-    /// Takes `answer` to what was asked of `target` at `sent`; `map_epoch`
-    /// is this node's map's epoch now, `lease` the lease's length.
+    /// Takes `answer` from the last [`Beats::target`], asked at `sent`;
+    /// `map_epoch` is this node's map's epoch now, `lease` the lease's length.
     pub fn answered(
         &mut self,
-        target: PeerId,
         answer: Answer,
         map_epoch: u64,
         sent: Instant,
         now: Instant,
         lease: Duration,
     ) -> Next {
+        let Some((target, raft_leader)) = self.asked.take() else {
+            return Next {
+                renew: None,
+                pace: Pace::Soon,
+            };
+        };
         let soon = |renew| Next {
             renew,
             pace: Pace::Soon,
@@ -144,16 +164,17 @@ impl Beats {
                 }
             }
             Answer::NotLeader(leader) => {
-                self.hint = leader.filter(|l| *l != target);
+                self.hint = leader.filter(|l| *l != target).map(|l| (l, raft_leader));
                 soon(None)
             }
             Answer::NotMember => {
                 self.rejoin = true;
                 soon(None)
             }
-            Answer::Refused => soon(None),
-            Answer::Failed => {
-                if self.hint == Some(target) {
+            // A leader that cannot confirm its leadership refuses until it
+            // learns it was deposed: ask Raft's leader, or around, instead.
+            Answer::Refused | Answer::Failed => {
+                if self.hint.is_some_and(|(named, _)| named == target) {
                     self.hint = None;
                 }
                 soon(None)
@@ -172,6 +193,19 @@ mod tests {
         (0..n).map(|_| PeerId::random()).collect()
     }
 
+    /// Asks (Raft knowing of `raft_leader`, these `peers` connected), gets
+    /// `answer` at once; returns whom it asked and what to do.
+    fn exchange(
+        beats: &mut Beats,
+        raft_leader: Option<PeerId>,
+        peers: &[PeerId],
+        answer: Answer,
+    ) -> (Option<PeerId>, Next) {
+        let now = Instant::now();
+        let asked = beats.target(raft_leader, peers);
+        (asked, beats.answered(answer, 4, now, now, LEASE))
+    }
+
     #[test]
     fn a_member_renews_with_the_leader_raft_knows() {
         let mut beats = Beats::default();
@@ -179,9 +213,8 @@ mod tests {
             unreachable!()
         };
         assert_eq!(beats.ask(true), Ask::Heartbeat);
-        assert_eq!(beats.target(Some(leader), &[other]), Some(leader));
-        let now = Instant::now();
-        let next = beats.answered(leader, Answer::Renewed(4), 4, now, now, LEASE);
+        let (asked, next) = exchange(&mut beats, Some(leader), &[other], Answer::Renewed(4));
+        assert_eq!(asked, Some(leader));
         assert_eq!(
             next,
             Next {
@@ -198,32 +231,26 @@ mod tests {
     #[test]
     fn a_removed_member_joins_again_through_redirects() {
         let ps = peers(4);
-        let (leader, candidate) = (ps[0], ps[3]);
-        let now = Instant::now();
+        let (leader, followers, candidate) = (ps[0], &ps[1..3], ps[3]);
         let mut beats = Beats::default();
-        // Asks a follower, which names the leader.
-        let first = beats.target(None, &ps[1..3]).unwrap();
-        beats.answered(first, Answer::NotLeader(Some(leader)), 4, now, now, LEASE);
-        assert_eq!(beats.target(None, &ps), Some(leader));
+        // A follower names the leader; the leader says "not a member".
+        exchange(&mut beats, None, followers, Answer::NotLeader(Some(leader)));
         assert_eq!(beats.ask(true), Ask::Heartbeat);
-        beats.answered(leader, Answer::NotMember, 4, now, now, LEASE);
+        let (asked, _) = exchange(&mut beats, None, &ps, Answer::NotMember);
+        assert_eq!(asked, Some(leader));
         // The map still lists this node, yet it joins from now on...
         assert_eq!(beats.ask(true), Ask::Join);
-        assert_eq!(beats.target(None, &ps), Some(leader));
         // ...through a change of leader and a peer that knows none...
-        beats.answered(leader, Answer::NotLeader(None), 4, now, now, LEASE);
+        let (asked, _) = exchange(&mut beats, None, &ps, Answer::NotLeader(None));
+        assert_eq!(asked, Some(leader));
         assert_eq!(beats.ask(true), Ask::Join);
-        let asked = beats.target(None, &[candidate]).unwrap();
-        beats.answered(asked, Answer::NotLeader(None), 4, now, now, LEASE);
+        exchange(&mut beats, None, &[candidate], Answer::NotLeader(None));
         assert_eq!(beats.ask(true), Ask::Join);
-        let asked = beats.target(None, &ps[1..3]).unwrap();
-        beats.answered(asked, Answer::NotLeader(Some(leader)), 4, now, now, LEASE);
-        assert_eq!(
-            (beats.ask(true), beats.target(None, &ps)),
-            (Ask::Join, Some(leader))
-        );
+        exchange(&mut beats, None, followers, Answer::NotLeader(Some(leader)));
+        assert_eq!(beats.ask(true), Ask::Join);
         // ...until the join is acknowledged.
-        let next = beats.answered(leader, Answer::Joined(7), 4, now, now, LEASE);
+        let (asked, next) = exchange(&mut beats, None, &ps, Answer::Joined(7));
+        assert_eq!(asked, Some(leader));
         assert_eq!(
             next,
             Next {
@@ -234,39 +261,66 @@ mod tests {
         assert_eq!(beats.ask(true), Ask::Heartbeat);
     }
 
+    /// A node Raft still tells of a leader that was deposed meanwhile
+    /// follows the leader that one names, not Raft's stale word.
     #[test]
-    fn a_named_leader_that_fails_is_forgotten() {
-        let ps = peers(3);
-        let now = Instant::now();
+    fn a_named_leader_outranks_what_raft_knew_when_it_was_named() {
+        let [stale, leader, newer] = peers(3)[..] else {
+            unreachable!()
+        };
         let mut beats = Beats::default();
-        beats.answered(ps[1], Answer::NotLeader(Some(ps[0])), 1, now, now, LEASE);
-        assert_eq!(beats.target(Some(ps[2]), &[]), Some(ps[0]));
-        beats.answered(ps[0], Answer::Failed, 1, now, now, LEASE);
-        assert_eq!(beats.target(Some(ps[2]), &[]), Some(ps[2]));
+        let (asked, _) = exchange(
+            &mut beats,
+            Some(stale),
+            &[],
+            Answer::NotLeader(Some(leader)),
+        );
+        assert_eq!(asked, Some(stale));
+        assert_eq!(beats.target(Some(stale), &[]), Some(leader));
+        // Once Raft learns of a leader (again), Raft is newer.
+        assert_eq!(beats.target(Some(newer), &[]), Some(newer));
+        assert_eq!(beats.target(Some(stale), &[]), Some(stale));
+    }
+
+    #[test]
+    fn a_named_leader_that_fails_or_refuses_is_forgotten() {
+        let ps = peers(3);
+        for answer in [Answer::Failed, Answer::Refused] {
+            let mut beats = Beats::default();
+            exchange(&mut beats, None, &ps[1..2], Answer::NotLeader(Some(ps[0])));
+            let (asked, _) = exchange(&mut beats, None, &[], answer);
+            assert_eq!(asked, Some(ps[0]));
+            assert_eq!(beats.target(None, &ps[2..]), Some(ps[2]), "{answer:?}");
+        }
         // A peer naming itself as the leader it is not is not believed.
-        beats.answered(ps[1], Answer::NotLeader(Some(ps[1])), 1, now, now, LEASE);
-        assert_eq!(beats.target(None, &[ps[2]]), Some(ps[2]));
+        let mut beats = Beats::default();
+        exchange(&mut beats, None, &ps[1..2], Answer::NotLeader(Some(ps[1])));
+        assert_eq!(beats.target(None, &ps[2..]), Some(ps[2]));
     }
 
     #[test]
     fn a_member_whose_map_lags_for_a_lease_joins_again() {
         let leader = PeerId::random();
         let start = Instant::now();
+        let later = start + LEASE + Duration::from_millis(1);
         let mut beats = Beats::default();
-        beats.answered(leader, Answer::Renewed(9), 5, start, start, LEASE);
+        let renewed = |beats: &mut Beats, epoch, have, at| {
+            beats.target(Some(leader), &[]);
+            beats.answered(Answer::Renewed(epoch), have, at, at, LEASE)
+        };
+        renewed(&mut beats, 9, 5, start);
         assert_eq!(
             beats.ask(true),
             Ask::Heartbeat,
             "a map may lag for a moment"
         );
-        let later = start + LEASE + Duration::from_millis(1);
-        beats.answered(leader, Answer::Renewed(9), 5, later, later, LEASE);
+        renewed(&mut beats, 9, 5, later);
         assert_eq!(beats.ask(true), Ask::Join);
         // A map that caught up in between resets the clock.
         let mut beats = Beats::default();
-        beats.answered(leader, Answer::Renewed(9), 5, start, start, LEASE);
-        beats.answered(leader, Answer::Renewed(9), 9, start, start, LEASE);
-        beats.answered(leader, Answer::Renewed(10), 9, later, later, LEASE);
+        renewed(&mut beats, 9, 5, start);
+        renewed(&mut beats, 9, 9, start);
+        renewed(&mut beats, 10, 9, later);
         assert_eq!(beats.ask(true), Ask::Heartbeat);
     }
 

@@ -53,7 +53,6 @@ impl Membership {
                 let sent = Instant::now();
                 let answer = self.beat(target, request, sent).await;
                 let next = beats.answered(
-                    target,
                     answer,
                     self.map().epoch(),
                     sent,
