@@ -17,6 +17,9 @@ use p3::objectspace::{
     Space,
 };
 
+/// How long the audit test waits for one shard's answer before it asks again.
+const ASK_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Writes `objects` (name, type, n, ttl) through `dir`'s node, 8 at a time.
 async fn put_all(dir: &std::path::Path, ns: &str, objects: &[(String, &str, u64, Option<u64>)]) {
     for batch in objects.chunks(8) {
@@ -354,7 +357,15 @@ async fn an_index_owner_that_missed_writes_is_caught_up_by_the_audit() {
                 query: "name ~ \"audited/*\"".into(),
                 after: None,
             };
-            match asker.request::<_, PeerResponse>(returned, &request).await {
+            // The network bounds a request only loosely (callers set their
+            // own deadline): one that gets no answer is asked again next
+            // round, within the test's deadline.
+            let asked = asker.request::<_, PeerResponse>(returned, &request);
+            let Ok(answer) = tokio::time::timeout(ASK_DEADLINE, asked).await else {
+                behind.push(format!("shard {shard}: no answer within {ASK_DEADLINE:?}"));
+                continue;
+            };
+            match answer {
                 Ok(PeerResponse::Found {
                     entries,
                     next: None,

@@ -51,6 +51,12 @@ const QUEUE: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
 /// Attempts to open a stream the peer takes.
 const OPEN_TRIES: usize = 3;
+/// How long opening a stream and its greeting may take: a round trip on a
+/// live connection (or a dial). It is bounded apart from a request's own
+/// deadline, which may be an hour: every request to the peer waits behind
+/// an open, so a stream the peer never takes up must fail soon, and the
+/// request goes by request-response instead.
+const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 
 type Answer = Result<Vec<u8>, String>;
 type Frame = (u8, u64, Vec<u8>);
@@ -191,13 +197,13 @@ impl Rpc {
         let protocol = StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL);
         let mut control = self.control.clone();
         let open = control.open_stream(peer, protocol);
-        let mut stream = match tokio::time::timeout(self.timeout, open).await {
+        let mut stream = match tokio::time::timeout(OPEN_DEADLINE, open).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("opening a stream timed out".into()),
         };
         let mut greeting = [0u8; 1];
-        match tokio::time::timeout(self.timeout, stream.read_exact(&mut greeting)).await {
+        match tokio::time::timeout(OPEN_DEADLINE, stream.read_exact(&mut greeting)).await {
             Ok(Ok(())) if greeting[0] == GREETING => {}
             Ok(Ok(())) => return Err("the peer sent no greeting".into()),
             Ok(Err(e)) => return Err(format!("the peer dropped the stream: {e}")),
