@@ -198,3 +198,12 @@ impl Io for LocalIo {
         self.ahead.push_back((name.to_owned(), read));
     }
 }
+
+impl Drop for LocalIo {
+    /// A task that ends (or is stolen from) leaves no read ahead running.
+    fn drop(&mut self) {
+        for (_, read) in &self.ahead {
+            read.abort();
+        }
+    }
+}
