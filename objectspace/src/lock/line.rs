@@ -224,6 +224,10 @@ impl ObjectSpace {
             let next = match self.serve_line_once(ns, name, true).await {
                 Ok(Some(next)) => next,
                 Ok(None) => return, // the step retired this pump
+                // A line whose waiters all left (timed out, or followed the
+                // key to its next primary) needs no pump, even while this
+                // node cannot serve it.
+                Err(_) if self.retire_if_idle(ns, name) => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "serving a lock line failed; retrying");
                     Duration::from_millis(200)
@@ -245,8 +249,9 @@ impl ObjectSpace {
         let key = object_key(ns, name);
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
-        let epoch = self.membership().map().epoch();
-        let mut state = self.peered_state(ns, name).await?;
+        let serving = self.serving(ns, name).await?;
+        let epoch = serving.epoch();
+        let mut state = self.peered_state(ns, name, &serving).await?;
         let mut changed = state.prune(now_ms());
         let mut granted = Vec::new();
         {
@@ -273,7 +278,7 @@ impl ObjectSpace {
             }
         }
         if changed {
-            if let Err(e) = self.commit_state(ns, name, &mut state).await {
+            if let Err(e) = self.commit_state(ns, name, &mut state, &serving).await {
                 // Not granted after all: the waiters go back to the head of
                 // the line, in order, for the next pass.
                 let mut lines = self.inner.queues.lines();
@@ -301,6 +306,9 @@ impl ObjectSpace {
                 line.push_front(w);
             }
         }
+        for (w, grant, _) in &fresh {
+            tracing::debug!(path = %format!("{ns}/{name}"), holder = w.holder, token = grant.token, epoch, "lock granted");
+        }
         // A request that stopped waiting (timed out, or moved to the key's
         // next primary) between its grant's commit and now never hears of
         // it: nobody holds that grant, so it is taken back.
@@ -315,7 +323,7 @@ impl ObjectSpace {
                 "grants nobody waits for any more; taken back"
             );
             state.grants.retain(|g| !unclaimed.contains(&g.holder));
-            self.commit_state(ns, name, &mut state).await?;
+            self.commit_state(ns, name, &mut state, &serving).await?;
         }
         let mut lines = self.inner.queues.lines();
         if !lines.waiting.contains_key(&key) {
@@ -328,6 +336,23 @@ impl ObjectSpace {
         Ok(Some(next_expiry.map_or(Duration::from_secs(1), |t| {
             Duration::from_millis(t.saturating_sub(now_ms()) + 1)
         })))
+    }
+
+    /// Retires the key's pump if nobody waits in its line any more; whether
+    /// it did. Under the lines' lock, so a request that joins the line
+    /// afterwards finds no pump and starts one.
+    fn retire_if_idle(&self, ns: &Namespace, name: &ObjectName) -> bool {
+        let key = object_key(ns, name);
+        let mut lines = self.inner.queues.lines();
+        let idle = lines.waiting.get_mut(&key).is_none_or(|line| {
+            line.retain(|w| !w.granted.is_closed());
+            line.is_empty()
+        });
+        if idle {
+            lines.waiting.remove(&key);
+            lines.pumps.remove(&key);
+        }
+        idle
     }
 
     fn leave_line(&self, key: [u8; 32], holder: u64) {

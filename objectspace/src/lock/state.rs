@@ -70,6 +70,15 @@ impl LockState {
         self.last_token
     }
 
+    /// What an owner holding this state does with `sent`, a state its key's
+    /// primary committed: keep it if newer; acknowledge it again if it is
+    /// this one (a retried commit); refuse it if older, since acknowledging
+    /// a state the owner does not hold would let the primary hand out grants
+    /// no owner keeps (it missed a newer state and must peer again).
+    pub fn accepts(&self, sent: &LockState) -> std::cmp::Ordering {
+        sent.order().cmp(&self.order())
+    }
+
     /// Drops grants whose lease has ended; whether any was dropped.
     pub fn prune(&mut self, now: u64) -> bool {
         let before = self.grants.len();
@@ -106,5 +115,39 @@ impl LockState {
             ))),
             (None, None) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Ordering;
+
+    use super::*;
+
+    fn state(epoch: u64, revision: u64) -> LockState {
+        LockState {
+            epoch,
+            revision,
+            ..LockState::default()
+        }
+    }
+
+    #[test]
+    fn an_owner_keeps_newer_states_and_refuses_older_ones() {
+        let held = state(6, 4);
+        assert_eq!(held.accepts(&state(6, 5)), Ordering::Greater);
+        assert_eq!(
+            held.accepts(&state(7, 1)),
+            Ordering::Greater,
+            "a later epoch wins"
+        );
+        assert_eq!(
+            held.accepts(&state(6, 4)),
+            Ordering::Equal,
+            "a retried commit"
+        );
+        // A primary back from a pause that committed its copy of epoch 5
+        // (revision 9) would erase the interim primary's grants of epoch 6.
+        assert_eq!(held.accepts(&state(5, 9)), Ordering::Less);
     }
 }

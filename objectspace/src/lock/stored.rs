@@ -3,7 +3,10 @@
 //! did not write it in the current one), and committed to every owner before
 //! a change counts.
 
+use std::cmp::Ordering;
+
 use p3_dht::PeerId;
+use p3_membership::Map;
 
 use super::LockState;
 use crate::{
@@ -15,6 +18,20 @@ use crate::{
     replica::{check_primary, reach},
     space::ObjectSpace,
 };
+
+/// The map a lock-state change is made under and the key's owners in it,
+/// this node first (see [`ObjectSpace::serving`]).
+pub(super) struct Serving {
+    map: Map,
+    owners: Vec<PeerId>,
+}
+
+impl Serving {
+    /// The membership epoch: it stamps the state and its fencing tokens.
+    pub(super) fn epoch(&self) -> u64 {
+        self.map.epoch()
+    }
+}
 
 impl ObjectSpace {
     /// The lock state of a key as stored here.
@@ -34,13 +51,37 @@ impl ObjectSpace {
         let key = object_key(ns, name);
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
-        let mut state = self.peered_state(ns, name).await?;
+        let serving = self.serving(ns, name).await?;
+        let mut state = self.peered_state(ns, name, &serving).await?;
         let pruned = state.prune(now_ms());
         let result = change(&mut state);
         if result.is_some() || pruned {
-            self.commit_state(ns, name, &mut state).await?;
+            self.commit_state(ns, name, &mut state, &serving).await?;
         }
         Ok(result)
+    }
+
+    /// The map this node changes `ns/name`'s lock state under, read once
+    /// under the key's lock (the caller's) and checked to make this node the
+    /// key's primary while it holds a lease. The state is peered, stamped and
+    /// sent to owners under this one map: a node back from a pause once read
+    /// its stale copy at its old epoch (its map had not moved yet) and
+    /// committed it at the next (it had, and made it the primary again),
+    /// erasing a grant the interim primary had given; the nemesis suite saw
+    /// two write-lock holds overlap.
+    pub(super) async fn serving(&self, ns: &Namespace, name: &ObjectName) -> Result<Serving> {
+        // The lease holds only once the map has reached the epoch of the
+        // leader's last answer: a returning node's old map does not serve.
+        self.check_lease().await?;
+        let map = self.membership().map();
+        let owners = self.owners_in(&map, &object_key(ns, name))?;
+        if owners[0] != self.me() {
+            return Err(SpaceError::Unavailable(format!(
+                "this node is no longer the primary of {ns}/{name} (membership epoch {}); retry",
+                map.epoch()
+            )));
+        }
+        Ok(Serving { map, owners })
     }
 
     /// The key's state as this primary may change it: the stored one if this
@@ -53,17 +94,18 @@ impl ObjectSpace {
         &self,
         ns: &Namespace,
         name: &ObjectName,
+        serving: &Serving,
     ) -> Result<LockState> {
         let state = self.lock_state(object_key(ns, name)).await?;
-        if state.revision > 0 && state.epoch >= self.membership().map().epoch() {
+        if state.revision > 0 && state.epoch >= serving.map.epoch() {
             return Ok(state);
         }
-        self.owners_lock_state(ns, name, state).await
+        self.owners_lock_state(ns, name, state, &serving.map).await
     }
 
     /// The newest of `mine` and the lock states the owners of the key's
-    /// recent intervals hold, stored here if newer; fails while too few of
-    /// them answer ([`crate::peering::gather`]).
+    /// recent intervals in `map` hold, stored here if newer; fails while too
+    /// few of them answer ([`crate::peering::gather`]).
     ///
     /// Not only the owners now: when the map changes, the owners that hold
     /// the grants may all have left the owner set (a 2|3 split, or a node
@@ -74,9 +116,9 @@ impl ObjectSpace {
         ns: &Namespace,
         name: &ObjectName,
         mine: LockState,
+        map: &Map,
     ) -> Result<LockState> {
         let key = object_key(ns, name);
-        let map = self.membership().map();
         let ask = |peer: PeerId| {
             let request = PeerRequest::LockStateOf {
                 ns: ns.clone(),
@@ -94,7 +136,7 @@ impl ObjectSpace {
         };
         let path = format!("{ns}/{name}");
         let answers =
-            crate::peering::gather(self, &map, &key, &path, mine.epoch, ask, |s: &LockState| {
+            crate::peering::gather(self, map, &key, &path, mine.epoch, ask, |s: &LockState| {
                 s.epoch
             })
             .await?;
@@ -108,33 +150,31 @@ impl ObjectSpace {
                     best
                 }
             });
+        tracing::debug!(
+            %path,
+            epoch = map.epoch(),
+            adopted = ?newest.order(),
+            grants = ?newest.grants.iter().map(|g| g.token).collect::<Vec<_>>(),
+            "lock state peered"
+        );
         if newest.revision > 0 {
             self.store().put_lock_state_async(&key, &newest).await?;
         }
         Ok(newest)
     }
 
-    /// Stores a changed state here and on every owner (see
-    /// `docs/consistency.md`: any one owner of an interval then holds it).
+    /// Stores a changed state here and on every owner of `serving`'s map,
+    /// stamped with its epoch (see `docs/consistency.md`: any one owner of an
+    /// interval then holds it).
     pub(super) async fn commit_state(
         &self,
         ns: &Namespace,
         name: &ObjectName,
         state: &mut LockState,
+        serving: &Serving,
     ) -> Result<()> {
         let key = object_key(ns, name);
-        // One map for the stamp and the owners, read under the key's lock
-        // (the caller's): a node the map no longer makes the primary stores
-        // nothing, or a later peering could adopt its refused change.
-        let map = self.membership().map();
-        let owners = self.owners_in(&map, &key)?;
-        if owners[0] != self.me() {
-            return Err(SpaceError::Unavailable(format!(
-                "this node is no longer the primary of {ns}/{name} (membership epoch {}); retry",
-                map.epoch()
-            )));
-        }
-        let epoch = map.epoch();
+        let (epoch, owners) = (serving.map.epoch(), &serving.owners);
         if state.epoch < epoch {
             state.epoch = epoch;
             state.revision = 0;
@@ -155,6 +195,14 @@ impl ObjectSpace {
             .filter(|r| matches!(r, Ok(PeerResponse::Done)))
             .count();
         let needed = owners.len();
+        tracing::debug!(
+            path = %format!("{ns}/{name}"),
+            order = ?state.order(),
+            grants = ?state.grants.iter().map(|g| (g.token, g.lease_until_ms)).collect::<Vec<_>>(),
+            acked,
+            needed,
+            "lock state committed"
+        );
         if acked < needed {
             return Err(SpaceError::NotEnoughOwners {
                 path: format!("{ns}/{name} (lock)"),
@@ -166,7 +214,8 @@ impl ObjectSpace {
         Ok(())
     }
 
-    /// A replica's side: keep the newest state, if `sender` is the key's
+    /// A replica's side: keep a newer state and refuse an older one (see
+    /// [`LockState::accepts`]), if `sender` is the key's
     /// primary in this node's map once it has applied the state's epoch
     /// (checked under the key's lock; see [`check_primary`]).
     pub(crate) async fn hold_lock_state(
@@ -189,8 +238,16 @@ impl ObjectSpace {
                 super::line::check_grant(&writers, (&ns, &name), holder, mode, signature, false)?;
             }
         }
-        if self.lock_state(key).await?.order() < state.order() {
-            self.store().put_lock_state_async(&key, &state).await?;
+        let held = self.lock_state(key).await?;
+        match held.accepts(&state) {
+            Ordering::Greater => self.store().put_lock_state_async(&key, &state).await?,
+            Ordering::Equal => {}
+            Ordering::Less => {
+                return Err(SpaceError::Fenced(format!(
+                    "{ns}/{name}: this owner holds a newer lock state (epoch {}, revision {}) than the one sent (epoch {}, revision {})",
+                    held.epoch, held.revision, state.epoch, state.revision
+                )))
+            }
         }
         Ok(PeerResponse::Done)
     }
