@@ -12,8 +12,8 @@ use libp2p::{
 };
 
 use crate::{
-    codec::LimitedCodec, config::NetworkConfig, db::Database, store::RocksStore, DhtError,
-    IDENTIFY_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL,
+    address_book::AddressBook, codec::LimitedCodec, config::NetworkConfig, db::Database,
+    store::RocksStore, DhtError, IDENTIFY_PROTOCOL, KAD_PROTOCOL, RPC_PROTOCOL,
 };
 
 /// Longest any request-response exchange may take.
@@ -33,6 +33,8 @@ pub(crate) struct Behaviour {
     pub rpc: request_response::Behaviour<LimitedCodec>,
     /// Raw streams for bulk bytes (blob transfer), driven by the layer above.
     pub streams: libp2p_stream::Behaviour,
+    /// Where the members the layer above knows of are, for dials.
+    pub address_book: AddressBook,
 }
 
 impl Behaviour {
@@ -101,6 +103,7 @@ impl Behaviour {
             gossipsub,
             rpc,
             streams: libp2p_stream::Behaviour::new(),
+            address_book: AddressBook::default(),
         })
     }
 }

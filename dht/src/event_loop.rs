@@ -28,7 +28,7 @@ use crate::{
     behaviour::{Behaviour, BehaviourEvent},
     config::NetworkConfig,
     db::Database,
-    node::{Command, GossipMessage, InboundRequest, NodeStatus, PeerInfo},
+    node::{Command, GossipMessage, InboundRequest, Lookup, NodeStatus, PeerInfo},
     redial::Redials,
     silence::Silence,
     transport::{build_swarm, handshake_failure},
@@ -49,7 +49,7 @@ struct EventLoop {
     started: Instant,
     commands: mpsc::Receiver<Command>,
     requests: mpsc::Sender<InboundRequest>,
-    closest: HashMap<QueryId, (Vec<u8>, Reply<Vec<PeerId>>)>,
+    closest: HashMap<QueryId, (Vec<u8>, Reply<Lookup>)>,
     providing: HashMap<QueryId, Reply<()>>,
     providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     outbound: HashMap<OutboundRequestId, Reply<Vec<u8>>>,
@@ -267,6 +267,9 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::MemberAddresses(members) => {
+                self.swarm.behaviour_mut().address_book.replace(members);
+            }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -452,8 +455,11 @@ impl EventLoop {
                 self.swarm.close_connection(connection);
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
-            }) => self.on_query_progress(id, result, step.last),
+                id,
+                result,
+                step,
+                stats,
+            }) => self.on_query_progress(id, result, step.last, stats.num_requests()),
             BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer,
                 is_new_peer: true,
@@ -484,7 +490,7 @@ impl EventLoop {
         }
     }
 
-    fn on_query_progress(&mut self, id: QueryId, result: QueryResult, last: bool) {
+    fn on_query_progress(&mut self, id: QueryId, result: QueryResult, last: bool, requests: u32) {
         match result {
             QueryResult::GetClosestPeers(result) => {
                 let peers = match result {
@@ -493,13 +499,14 @@ impl EventLoop {
                 };
                 if let Some((key, reply)) = self.closest.remove(&id) {
                     let local = *self.swarm.local_peer_id();
-                    let _ = reply.send(Ok(by_distance(
+                    let peers = by_distance(
                         &key,
                         peers
                             .into_iter()
                             .map(|p| p.peer_id)
                             .chain(iter::once(local)),
-                    )));
+                    );
+                    let _ = reply.send(Ok(Lookup { peers, requests }));
                 }
             }
             QueryResult::StartProviding(result) => {

@@ -22,9 +22,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod identity;
+pub mod memory;
 pub mod store;
 pub mod swarm_key;
 
+mod address_book;
 mod addresses;
 mod behaviour;
 mod codec;
@@ -44,7 +46,8 @@ pub use libp2p::{
     Multiaddr, PeerId,
 };
 pub use node::{
-    GossipMessage, Inbound, InboundRequest, IncomingStreams, Node, NodeStatus, PeerInfo, Stream,
+    GossipMessage, Inbound, InboundRequest, IncomingStreams, Lookup, Node, NodeStatus, PeerInfo,
+    Stream,
 };
 pub use rpc::read_frames as read_request_frames;
 pub use swarm_key::SwarmKey;

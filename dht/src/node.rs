@@ -3,11 +3,14 @@
 //! Each method sends a command to the swarm task ([`crate::event_loop`]) and awaits
 //! its answer, so the handle is cheap to clone and safe to use from any task.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use libp2p::{
     identity::{Keypair, PublicKey},
-    PeerId, StreamProtocol,
+    Multiaddr, PeerId, StreamProtocol,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -23,10 +26,11 @@ use crate::{
 /// What the swarm task is asked to do.
 pub(crate) enum Command {
     Status(oneshot::Sender<NodeStatus>),
+    MemberAddresses(HashMap<PeerId, Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Closest {
         key: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<PeerId>, DhtError>>,
+        reply: oneshot::Sender<Result<Lookup, DhtError>>,
     },
     Request {
         peer: PeerId,
@@ -72,6 +76,15 @@ pub struct NodeStatus {
     /// The fingerprint of the private swarm's key; `None` in a public network.
     #[serde(default)]
     pub swarm_key: Option<String>,
+}
+
+/// The answer of a Kademlia lookup of the peers closest to a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The closest peers found, this node included, nearest first.
+    pub peers: Vec<PeerId>,
+    /// Requests the query sent to other peers.
+    pub requests: u32,
 }
 
 /// A peer this node knows of.
@@ -239,6 +252,19 @@ impl Node {
         self.ask(Command::Status).await
     }
 
+    /// Gives the swarm the addresses of every member the layer above knows
+    /// (replacing the last set): dials to those peers use them even when
+    /// Kademlia's table has no room for them.
+    pub async fn set_member_addresses(
+        &self,
+        members: HashMap<PeerId, Vec<Multiaddr>>,
+    ) -> Result<(), DhtError> {
+        self.commands
+            .send(Command::MemberAddresses(members))
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
     /// Every peer in the routing table or connected right now.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, DhtError> {
         self.ask(Command::Peers).await
@@ -247,6 +273,11 @@ impl Node {
     /// The peers the DHT says are closest to `key` (XOR distance of the Kademlia
     /// key), this node included, nearest first: the owners of that key.
     pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, DhtError> {
+        Ok(self.lookup(key).await?.peers)
+    }
+
+    /// [`Node::closest_peers`], with what the Kademlia query cost.
+    pub async fn lookup(&self, key: Vec<u8>) -> Result<Lookup, DhtError> {
         self.ask(|reply| Command::Closest { key, reply }).await?
     }
 

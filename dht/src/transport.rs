@@ -1,4 +1,4 @@
-//! The swarm's transport: TCP, then (in a private swarm) the pre-shared key's
+//! The swarm's transport: TCP (or, in `p3sim`, in-process memory), then (in a private swarm) the pre-shared key's
 //! encryption, then noise and yamux; and how a failed dial is explained to the
 //! user.
 
@@ -35,9 +35,12 @@ pub(crate) fn build_swarm(
         // TCP with Nagle off, the swarm key's stream cipher under everything
         // else if there is one, then noise (identity and encryption) and yamux.
         .with_other_transport(|key| {
+            // `/memory/PORT` addresses go to the in-process transport that
+            // `p3sim` runs its nodes on; a node never listens on one otherwise.
             let tcp = FreshPorts(tcp::tokio::Transport::new(
                 tcp::Config::default().nodelay(true),
-            ));
+            ))
+            .or_transport(crate::memory::transport());
             let base =
                 match swarm_key {
                     Some(swarm_key) => Either::Left(tcp.and_then(move |socket, _| {

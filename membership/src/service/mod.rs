@@ -3,7 +3,8 @@
 //! the leader — removing silent members and choosing voters. The decisions
 //! are in [`crate::lease`] and [`crate::voters`]; this is the async glue.
 //! `heartbeat.rs` is the member's own loop (join, renew the lease),
-//! `leader.rs` the leader's duties; this file starts them and answers peers.
+//! `leader.rs` the leader's duties, `addresses.rs` the members' addresses
+//! for the network layer; this file starts them and answers peers.
 
 use std::{
     collections::BTreeMap,
@@ -21,6 +22,7 @@ use tokio::{
     task::JoinHandle,
 };
 
+mod addresses;
 mod heartbeat;
 mod leader;
 
@@ -174,6 +176,7 @@ impl Membership {
             tokio::spawn(membership.clone().serve(incoming)),
             tokio::spawn(membership.clone().keep_lease()),
             tokio::spawn(membership.clone().lead()),
+            tokio::spawn(membership.clone().share_addresses()),
         ];
         *locked(&membership.inner.tasks) = tasks;
         // A status file left by a killed process would claim a lease.

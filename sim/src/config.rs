@@ -1,0 +1,81 @@
+//! The settings of a simulation: their one home, checked before anything
+//! starts.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::SimError;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Nodes started.
+    pub nodes: usize,
+    /// The first nodes, which the others bootstrap from.
+    pub seeds: usize,
+    /// Owners per object (R).
+    pub replicas: usize,
+    /// Random keys whose owners every node is asked for (agreement).
+    pub keys: usize,
+    /// Kademlia lookups of random keys from random nodes.
+    pub lookups: usize,
+    /// Rounds of churn.
+    pub rounds: usize,
+    /// Probability that a running node fails in a round (Kwan & Reed's
+    /// p_f = 0.022).
+    pub p_fail: f64,
+    /// Objects written per round of churn.
+    pub writes: usize,
+    /// How long the cluster gets to settle after a change before it counts
+    /// as not settling.
+    pub settle_deadline: Duration,
+    /// How long a starting node may take to join.
+    pub join_deadline: Duration,
+    /// Seed of the random choices (which node fails, which node serves an
+    /// operation), so a run can be repeated.
+    pub seed: u64,
+    /// Where the nodes keep their databases (a temporary directory,
+    /// removed at the end, if `None`).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 50,
+            seeds: 3,
+            replicas: 3,
+            keys: 1000,
+            lookups: 100,
+            rounds: 10,
+            p_fail: 0.022,
+            writes: 20,
+            settle_deadline: Duration::from_secs(60),
+            join_deadline: Duration::from_secs(30),
+            seed: 1,
+            data_dir: None,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Checks that the settings make a simulation.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let invalid = |what: &str| Err(SimError::Invalid(what.to_owned()));
+        if self.nodes == 0 {
+            return invalid("--nodes must be at least 1");
+        }
+        if self.seeds == 0 {
+            return invalid("--seeds must be at least 1");
+        }
+        if self.replicas == 0 {
+            return invalid("--replicas must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.p_fail) {
+            return invalid("--p-fail must be in [0, 1)");
+        }
+        if self.settle_deadline.is_zero() || self.join_deadline.is_zero() {
+            return invalid("deadlines must be above zero");
+        }
+        Ok(())
+    }
+}

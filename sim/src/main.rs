@@ -1,0 +1,100 @@
+//! The `p3sim` binary: runs the simulation of `p3-sim` for each N asked
+//! for, prints the tables and writes the figures as JSON.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use p3_sim::{scenarios, SimConfig};
+
+/// Many P³ nodes in one process over in-process connections: join, lookups,
+/// owner agreement, churn and resources, for each N.
+#[derive(Parser, Debug)]
+#[command(name = "p3sim", version)]
+struct Args {
+    /// Numbers of nodes to simulate, one simulation each (e.g. 100,1000).
+    #[arg(long, value_delimiter = ',', default_value = "50")]
+    nodes: Vec<usize>,
+    /// Nodes others bootstrap from.
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// Owners per object (R).
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Random keys whose owners every node is asked for.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Kademlia lookups of random keys.
+    #[arg(long, default_value_t = 100)]
+    lookups: usize,
+    /// Rounds of churn.
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Probability that a node fails in a round.
+    #[arg(long, default_value_t = 0.022)]
+    p_fail: f64,
+    /// Objects written per round.
+    #[arg(long, default_value_t = 20)]
+    writes: usize,
+    /// Seconds the map may take to settle after a change.
+    #[arg(long, default_value_t = 60)]
+    settle_secs: u64,
+    /// Seed of the random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Keep the nodes' databases here instead of in a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Also write the reports, one JSON array, to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error,p3_sim=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("p3sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut reports = Vec::new();
+    for &nodes in &args.nodes {
+        let config = SimConfig {
+            nodes,
+            seeds: args.seeds,
+            replicas: args.replicas,
+            keys: args.keys,
+            lookups: args.lookups,
+            rounds: args.rounds,
+            p_fail: args.p_fail,
+            writes: args.writes,
+            settle_deadline: Duration::from_secs(args.settle_secs),
+            seed: args.seed,
+            data_dir: args.data_dir.as_ref().map(|d| d.join(format!("n{nodes}"))),
+            ..SimConfig::default()
+        };
+        let report = runtime.block_on(scenarios::run(&config))?;
+        println!("{report}");
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&reports)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

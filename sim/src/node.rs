@@ -1,0 +1,280 @@
+//! One simulated node: the node `p3ctl node start` runs (network,
+//! membership, object space), on a Tokio runtime of its own. Failing it
+//! shuts that runtime down, which drops every task the node started, its
+//! connections and its database at once, as killing its process would.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use p3_dht::{Database, Keypair, Multiaddr, NetworkConfig, Node, PeerId};
+use p3_membership::{LeaseTimes, Membership, MembershipConfig};
+use p3_objectspace::{
+    service,
+    store::{self, Store},
+    Local, ObjectSpace, SpaceConfig,
+};
+use tokio::runtime::{Handle, Runtime};
+
+use crate::SimError;
+
+/// Memory-transport ports are never reused in a process: libp2p's memory
+/// transport keeps a port registered after its listener is dropped, so a
+/// node that restarts listens on a new one, as a restarted process on port
+/// 0 would.
+static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
+
+/// How long a node that restarts waits for its previous run to let go of
+/// its database.
+const REOPEN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How a simulated node runs.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Owners per object (R).
+    pub replicas: usize,
+    /// How long a starting node waits to be a member before it counts as
+    /// failed to join.
+    pub join_deadline: Duration,
+    /// Bytes of fetched blobs each node keeps as a cache.
+    pub cache_bytes: u64,
+}
+
+/// A node of the simulation: its identity and data survive a failure.
+pub struct SimNode {
+    /// Its place in the cluster, in order of first start.
+    pub index: usize,
+    key: Keypair,
+    peer: PeerId,
+    dir: PathBuf,
+    running: Option<Running>,
+}
+
+struct Running {
+    runtime: Runtime,
+    addr: Multiaddr,
+    node: Node,
+    membership: Membership,
+    local: Local,
+}
+
+impl SimNode {
+    /// A node that has not started yet, its data under `dir`.
+    pub fn new(index: usize, dir: PathBuf) -> Self {
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        Self {
+            index,
+            key,
+            peer,
+            dir,
+            running: None,
+        }
+    }
+
+    /// Its peer id.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Whether it runs.
+    pub fn is_up(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// The address other nodes bootstrap from, while it runs.
+    pub fn addr(&self) -> Option<Multiaddr> {
+        self.running.as_ref().map(|r| r.addr.clone())
+    }
+
+    /// Its membership layer, while it runs.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.running.as_ref().map(|r| &r.membership)
+    }
+
+    /// Its network handle, while it runs.
+    pub fn network(&self) -> Option<&Node> {
+        self.running.as_ref().map(|r| &r.node)
+    }
+
+    /// Starts it, bootstrapping from `seeds` (founding the group if `found`),
+    /// and returns once it is a member: the time that took.
+    pub async fn start(
+        &mut self,
+        seeds: Vec<Multiaddr>,
+        found: bool,
+        settings: &NodeSettings,
+    ) -> Result<Duration, SimError> {
+        if self.running.is_some() {
+            return Ok(Duration::ZERO);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(8)
+            .thread_keep_alive(Duration::from_secs(1))
+            .thread_name(format!("p3sim-{}", self.index))
+            .enable_all()
+            .build()
+            .map_err(SimError::Runtime)?;
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let parse = |text: String| {
+            text.parse::<Multiaddr>()
+                .map_err(|e| SimError::Invalid(format!("{text}: {e}")))
+        };
+        let listen = parse(format!("/memory/{port}"))?;
+        let addr = parse(format!("/memory/{port}/p2p/{}", self.peer))?;
+        let boot = Boot {
+            key: self.key.clone(),
+            db: self.dir.join("db"),
+            listen,
+            seeds,
+            found,
+            settings: settings.clone(),
+        };
+        let started = Instant::now();
+        let booted = runtime.spawn(boot.run()).await;
+        let (node, membership, local) = match booted {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                shut_down(runtime).await;
+                return Err(e);
+            }
+            Err(e) => {
+                shut_down(runtime).await;
+                return Err(SimError::Invalid(format!(
+                    "node {} panicked: {e}",
+                    self.index
+                )));
+            }
+        };
+        self.running = Some(Running {
+            runtime,
+            addr,
+            node,
+            membership,
+            local,
+        });
+        Ok(started.elapsed())
+    }
+
+    /// Fails it: from this moment it serves nothing, and every task of the
+    /// node stops, unannounced, while the returned shutdown runs.
+    pub fn crash(&mut self) -> Option<Crashed> {
+        self.running.take().map(|r| Crashed(r.runtime))
+    }
+
+    /// Fails it and waits until everything it ran has stopped.
+    pub async fn fail(&mut self) {
+        if let Some(crashed) = self.crash() {
+            crashed.finish().await;
+        }
+    }
+
+    /// Runs `op` against the node's object space on the node's own runtime
+    /// (so what it spawns dies with the node).
+    pub async fn on<F, T>(&self, op: impl FnOnce(Local) -> F) -> Result<T, SimError>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let running = self.running.as_ref().ok_or(SimError::Down(self.index))?;
+        running
+            .runtime
+            .spawn(op(running.local.clone()))
+            .await
+            .map_err(|e| SimError::Invalid(format!("node {} panicked: {e}", self.index)))
+    }
+
+    /// The runtime the node runs on, while it runs.
+    pub fn handle(&self) -> Option<Handle> {
+        self.running.as_ref().map(|r| r.runtime.handle().clone())
+    }
+}
+
+/// A failed node whose tasks are still being stopped.
+pub struct Crashed(Runtime);
+
+impl Crashed {
+    /// Waits until every task of the node has stopped (and its database is
+    /// closed, unless a blocking call outlives the shutdown's deadline).
+    pub async fn finish(self) {
+        shut_down(self.0).await;
+    }
+}
+
+/// Shuts a node's runtime down without blocking the caller's.
+async fn shut_down(runtime: Runtime) {
+    let _ =
+        tokio::task::spawn_blocking(move || runtime.shutdown_timeout(Duration::from_secs(2))).await;
+}
+
+/// What a node needs to start, moved onto its own runtime.
+struct Boot {
+    key: Keypair,
+    db: PathBuf,
+    listen: Multiaddr,
+    seeds: Vec<Multiaddr>,
+    found: bool,
+    settings: NodeSettings,
+}
+
+impl Boot {
+    async fn run(self) -> Result<(Node, Membership, Local), SimError> {
+        let column_families: Vec<&str> = p3_dht::db::COLUMN_FAMILIES
+            .iter()
+            .chain(p3_membership::COLUMN_FAMILIES)
+            .chain(store::COLUMN_FAMILIES)
+            .copied()
+            .collect();
+        let db = open(&self.db, &column_families).await?;
+        let store = Store::open(db.clone(), self.settings.cache_bytes)?;
+        let network = NetworkConfig {
+            listen: vec![self.listen],
+            bootstrap: self.seeds,
+            ..NetworkConfig::default()
+        };
+        let (node, inbound) = Node::start(network, self.key, db.clone()).await?;
+        let membership = Membership::start(
+            node.clone(),
+            db,
+            MembershipConfig {
+                times: LeaseTimes::default(),
+                found: self.found,
+                status_file: None,
+            },
+        )
+        .await?;
+        if !membership.joined(self.settings.join_deadline).await {
+            return Err(SimError::NotJoined(self.settings.join_deadline));
+        }
+        let space = ObjectSpace::new(
+            node.clone(),
+            membership.clone(),
+            store,
+            SpaceConfig {
+                replicas: self.settings.replicas,
+                cache_bytes: self.settings.cache_bytes,
+                ..SpaceConfig::default()
+            },
+        );
+        service::start(&space, inbound)?;
+        Ok((node, membership, Local::new(space)))
+    }
+}
+
+/// Opens the database, waiting for a previous run of the node (whose
+/// runtime is shutting down) to close it.
+async fn open(path: &std::path::Path, column_families: &[&str]) -> Result<Database, SimError> {
+    let deadline = Instant::now() + REOPEN_DEADLINE;
+    loop {
+        match Database::open(path, column_families) {
+            Ok(db) => return Ok(db),
+            Err(p3_dht::db::DbError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(SimError::Db(e)),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The figures of a simulation: one JSON document for plots, and the tables
+//! `p3sim` prints.
+
+use std::fmt::{self, Display};
+
+use serde::Serialize;
+
+use crate::{
+    resources::Resources,
+    scenarios::{churn::Churn, join::Join, lookup::Lookups},
+};
+
+/// Mean, median, 99th percentile and maximum of a set of samples.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Spread {
+    /// Samples.
+    pub n: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// Their median.
+    pub p50: f64,
+    /// Their 99th percentile.
+    pub p99: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `samples` (all zero if there are none).
+    pub fn of(samples: &[f64]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        Self {
+            n: sorted.len(),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            p50: at(0.5),
+            p99: at(0.99),
+            max: sorted[sorted.len() - 1],
+        }
+    }
+}
+
+impl Display for Spread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mean {:.1}, p50 {:.1}, p99 {:.1}, max {:.1}",
+            self.mean, self.p50, self.p99, self.max
+        )
+    }
+}
+
+/// Owner agreement: the fraction of sampled keys on which every running
+/// node names the same owners.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agreement {
+    /// Keys sampled.
+    pub keys: usize,
+    /// Once every node joined and the map settled.
+    pub after_join: f64,
+    /// The least seen right after a round's failures.
+    pub during_churn_min: f64,
+    /// Once churn ended and every node was back.
+    pub after_churn: f64,
+}
+
+/// Everything one simulation measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Nodes.
+    pub nodes: usize,
+    /// Owners per object.
+    pub replicas: usize,
+    /// Failure probability per node and round.
+    pub p_fail: f64,
+    /// Seed of the random choices.
+    pub seed: u64,
+    /// Joining.
+    pub join: Join,
+    /// Resources once joined.
+    pub resources: Resources,
+    /// Kademlia lookups.
+    pub lookups: Lookups,
+    /// Owner agreement.
+    pub agreement: Agreement,
+    /// Churn.
+    pub churn: Churn,
+}
+
+impl Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = |x: f64| x * 100.0;
+        writeln!(
+            f,
+            "N = {}, R = {}, p_f = {}, seed {}",
+            self.nodes, self.replicas, self.p_fail, self.seed
+        )?;
+        let j = &self.join;
+        writeln!(
+            f,
+            "join       {} nodes in {:.1} s; per join ms: {}",
+            j.nodes, j.total_s, j.join_ms
+        )?;
+        writeln!(f, "           KiB sent during a join: {}", j.kib_per_join)?;
+        match j.settle_s {
+            Some(s) => writeln!(
+                f,
+                "           every map the same {s:.2} s after the last join"
+            )?,
+            None => writeln!(f, "           the maps did NOT settle")?,
+        }
+        let r = &self.resources;
+        writeln!(
+            f,
+            "resources  {:.1} MiB per node; connections mean {:.1}, max {}; routing table mean {:.1}, max {}; map {} members",
+            r.rss_mib_per_node, r.connections_mean, r.connections_max, r.routing_mean, r.routing_max, r.map_members_max
+        )?;
+        let l = &self.lookups;
+        writeln!(
+            f,
+            "lookups    {} answered, {} failed; requests: {} (log2 N / 2 + 2 = {:.1}); ms: {}",
+            l.answered, l.failed, l.requests, l.hop_bound, l.ms
+        )?;
+        let a = &self.agreement;
+        writeln!(
+            f,
+            "agreement  {} keys: {:.2} % after joining, {:.2} % least during churn, {:.2} % after churn",
+            a.keys,
+            pct(a.after_join),
+            pct(a.during_churn_min),
+            pct(a.after_churn)
+        )?;
+        let c = &self.churn;
+        writeln!(f, "churn      round failed back up agree% settle_s acked refused reads ok missing KiB s (restart, writes, reads)")?;
+        for r in &c.rounds {
+            writeln!(
+                f,
+                "           {:>5} {:>6} {:>4} {:>2} {:>6.2} {:>8} {:>5} {:>7} {:>5} {:>5} {:>7} {:>8.0} {:.1} ({:.1}, {:.1}, {:.1})",
+                r.round,
+                r.failed,
+                r.restarted,
+                r.up,
+                pct(r.agreement_during),
+                r.settle_s.map_or("-".into(), |s| format!("{s:.2}")),
+                r.writes_acked,
+                r.writes_failed,
+                r.reads,
+                r.reads_ok,
+                r.reads_missing,
+                r.kib_sent,
+                r.seconds,
+                r.restart_s,
+                r.writes_s,
+                r.reads_s
+            )?;
+        }
+        writeln!(
+            f,
+            "           {} acknowledged, {} lost; reads available {:.2} %",
+            c.acknowledged,
+            c.lost,
+            pct(c.availability)
+        )
+    }
+}

@@ -1,0 +1,76 @@
+//! What the nodes hold: memory of the process, connections, routing-table
+//! entries and map sizes per node.
+
+use serde::Serialize;
+
+use crate::{cluster::Cluster, node::SimNode};
+
+/// Resources per node, over the running nodes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resources {
+    /// Running nodes measured.
+    pub nodes: usize,
+    /// Resident memory of the whole process divided by the running nodes, MiB.
+    pub rss_mib_per_node: f64,
+    /// Open connections per node: mean and most.
+    pub connections_mean: f64,
+    /// See `connections_mean`.
+    pub connections_max: usize,
+    /// Kademlia routing-table entries per node: mean and most.
+    pub routing_mean: f64,
+    /// See `routing_mean`.
+    pub routing_max: usize,
+    /// Members in each node's map (every node holds the whole map today).
+    pub map_members_max: usize,
+}
+
+/// Measures the running nodes of `cluster`.
+pub async fn measure(cluster: &Cluster) -> Resources {
+    let mut connections = Vec::new();
+    let mut routing = Vec::new();
+    let mut map_members = 0;
+    for node in cluster.up() {
+        if let Some(status) = status(node).await {
+            connections.push(status.connected_peers);
+            routing.push(status.routing_table_size);
+        }
+        if let Some(m) = node.membership() {
+            map_members = map_members.max(m.map().len());
+        }
+    }
+    let nodes = cluster.up().count();
+    Resources {
+        nodes,
+        rss_mib_per_node: rss_bytes() as f64 / (1 << 20) as f64 / nodes.max(1) as f64,
+        connections_mean: mean(&connections),
+        connections_max: connections.iter().copied().max().unwrap_or(0),
+        routing_mean: mean(&routing),
+        routing_max: routing.iter().copied().max().unwrap_or(0),
+        map_members_max: map_members,
+    }
+}
+
+async fn status(node: &SimNode) -> Option<p3_dht::NodeStatus> {
+    node.network()?.status().await.ok()
+}
+
+fn mean(values: &[usize]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.iter().sum::<usize>() as f64 / values.len() as f64
+}
+
+/// The process's resident memory (Linux: `/proc/self/status`), 0 where
+/// it cannot be read.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
