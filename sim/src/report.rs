@@ -116,8 +116,14 @@ impl Display for Report {
         let r = &self.resources;
         writeln!(
             f,
-            "resources  {:.1} MiB per node; connections mean {:.1}, max {}; routing table mean {:.1}, max {}; map {} members",
-            r.rss_mib_per_node, r.connections_mean, r.connections_max, r.routing_mean, r.routing_max, r.map_members_max
+            "resources  {:.1} MiB per node; connections mean {:.1}, max {}; routing table mean {:.1}, max {}; map {} members; idle CPU {:.2} cores",
+            r.rss_mib_per_node,
+            r.connections_mean,
+            r.connections_max,
+            r.routing_mean,
+            r.routing_max,
+            r.map_members_max,
+            r.idle_cores
         )?;
         let l = &self.lookups;
         writeln!(

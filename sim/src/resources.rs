@@ -1,6 +1,8 @@
 //! What the nodes hold: memory of the process, connections, routing-table
 //! entries and map sizes per node.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::{cluster::Cluster, node::SimNode};
@@ -22,10 +24,19 @@ pub struct Resources {
     pub routing_max: usize,
     /// Members in each node's map (every node holds the whole map today).
     pub map_members_max: usize,
+    /// CPU the whole process used while the settled cluster did nothing but
+    /// keep itself up (leases, Raft, Kademlia, gossip), in cores.
+    pub idle_cores: f64,
 }
+
+/// How long idle CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Measures the running nodes of `cluster`.
 pub async fn measure(cluster: &Cluster) -> Resources {
+    let before = cpu_seconds();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_cores = (cpu_seconds() - before) / IDLE_WINDOW.as_secs_f64();
     let mut connections = Vec::new();
     let mut routing = Vec::new();
     let mut map_members = 0;
@@ -47,6 +58,7 @@ pub async fn measure(cluster: &Cluster) -> Resources {
         routing_mean: mean(&routing),
         routing_max: routing.iter().copied().max().unwrap_or(0),
         map_members_max: map_members,
+        idle_cores,
     }
 }
 
@@ -73,4 +85,25 @@ pub fn rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// User and system CPU time of the process so far (Linux: `/proc/self/stat`,
+/// in clock ticks of 1/100 s, the kernel's USER_HZ), 0 where it cannot be read.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces, so cut at its ')').
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, the 12th and 13th after ')'.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
