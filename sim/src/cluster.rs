@@ -69,7 +69,7 @@ impl Cluster {
     /// Starts node `index` again (or for the first time) with its identity
     /// and data, and returns once it is a member.
     pub async fn start(&mut self, index: usize) -> Result<Duration, SimError> {
-        let seeds = self.seed_addrs(index);
+        let seeds = self.seed_addrs(&[index]);
         // The very first node founds the group; every later start, the
         // first node's restarts included, joins the group through a seed.
         let found = index == 0 && !self.root_founded();
@@ -84,12 +84,7 @@ impl Cluster {
     /// Starts the nodes of `indexes` again, all at once, and returns once
     /// each is a member or failed to become one.
     pub async fn restart(&mut self, indexes: &[usize]) -> Vec<(usize, Result<Duration, SimError>)> {
-        let seeds: Vec<Multiaddr> = self
-            .up()
-            .filter(|n| !indexes.contains(&n.index))
-            .filter_map(SimNode::addr)
-            .take(self.seeds)
-            .collect();
+        let seeds = self.seed_addrs(indexes);
         let settings = self.settings.clone();
         let starts = self
             .nodes
@@ -107,11 +102,11 @@ impl Cluster {
         self.root.join("node-0").join("db").exists()
     }
 
-    /// Addresses of up to `seeds` running nodes other than `index`, the
+    /// Addresses of up to `seeds` running nodes not in `starting`, the
     /// oldest first (the seeds of a real network are its long-lived nodes).
-    fn seed_addrs(&self, index: usize) -> Vec<Multiaddr> {
+    fn seed_addrs(&self, starting: &[usize]) -> Vec<Multiaddr> {
         self.up()
-            .filter(|n| n.index != index)
+            .filter(|n| !starting.contains(&n.index))
             .filter_map(SimNode::addr)
             .take(self.seeds)
             .collect()

@@ -16,7 +16,7 @@ use p3_objectspace::{
     store::{self, Store},
     Local, ObjectSpace, SpaceConfig,
 };
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Runtime;
 
 use crate::SimError;
 
@@ -185,11 +185,6 @@ impl SimNode {
             .spawn(op(running.local.clone()))
             .await
             .map_err(|e| SimError::Invalid(format!("node {} panicked: {e}", self.index)))
-    }
-
-    /// The runtime the node runs on, while it runs.
-    pub fn handle(&self) -> Option<Handle> {
-        self.running.as_ref().map(|r| r.runtime.handle().clone())
     }
 }
 
