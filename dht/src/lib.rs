@@ -29,6 +29,7 @@ pub mod swarm_key;
 mod address_book;
 mod addresses;
 mod behaviour;
+mod channel;
 mod codec;
 mod event_loop;
 mod node;
@@ -38,6 +39,7 @@ mod silence;
 mod transport;
 
 pub use addresses::by_distance;
+pub use channel::Channel;
 pub use config::NetworkConfig;
 pub use db::Database;
 pub use error::DhtError;

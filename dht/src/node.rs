@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
+    channel::Channel,
     config::NetworkConfig,
     db::Database,
     event_loop,
@@ -205,7 +206,12 @@ impl Node {
             .accept(StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL))
             .map_err(|_| DhtError::Transport("request streams are already accepted".into()))?;
         tokio::spawn(rpc::serve(incoming, request_tx, limits.0));
-        let rpc = Rpc::new(streams.clone(), limits.0, limits.1, timeout);
+        let rpc = Rpc::new(
+            streams.clone(),
+            StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL),
+            limits,
+            timeout,
+        );
         Ok((
             Node {
                 peer_id,
@@ -376,6 +382,32 @@ impl Node {
             .clone()
             .accept(StreamProtocol::new(protocol))
             .map_err(|_| DhtError::Transport(format!("{protocol} is already being accepted")))
+    }
+
+    /// A request channel of `protocol` (one per protocol), each request and
+    /// answer at most `max_bytes`: the channel to ask peers through, and
+    /// the requests peers send, to be answered with
+    /// [`InboundRequest::respond`].
+    pub fn channel(
+        &self,
+        protocol: &'static str,
+        max_bytes: u64,
+    ) -> Result<(Channel, mpsc::Receiver<InboundRequest>), DhtError> {
+        let incoming = self.accept_streams(protocol)?;
+        let (tx, requests) = mpsc::channel(256);
+        tokio::spawn(rpc::serve(incoming, tx, max_bytes));
+        let rpc = Rpc::new(
+            self.streams.clone(),
+            StreamProtocol::new(protocol),
+            (max_bytes, max_bytes),
+            crate::behaviour::REQUEST_OUTER_BOUND,
+        );
+        Ok((
+            Channel {
+                rpc: std::sync::Arc::new(rpc),
+            },
+            requests,
+        ))
     }
 
     /// Stops the swarm task; waits at most `timeout` for it to finish.

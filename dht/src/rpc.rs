@@ -110,9 +110,10 @@ pub(crate) enum Failed {
     Sent(DhtError),
 }
 
-/// Request streams of one node.
+/// Request streams of one node and protocol.
 pub(crate) struct Rpc {
     control: libp2p_stream::Control,
+    protocol: StreamProtocol,
     streams: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Arc<Outbound>>>>>>,
     max_request: u64,
     max_response: u64,
@@ -120,15 +121,16 @@ pub(crate) struct Rpc {
 }
 
 impl Rpc {
-    /// Request streams over `control`, within the node's limits.
+    /// Request streams of `protocol` over `control`, within the given limits.
     pub(crate) fn new(
         control: libp2p_stream::Control,
-        max_request: u64,
-        max_response: u64,
+        protocol: StreamProtocol,
+        (max_request, max_response): (u64, u64),
         timeout: Duration,
     ) -> Self {
         Rpc {
             control,
+            protocol,
             streams: Mutex::new(HashMap::new()),
             max_request,
             max_response,
@@ -138,6 +140,16 @@ impl Rpc {
 
     /// Sends `body` to `peer` and waits for its answer.
     pub(crate) async fn request(&self, peer: PeerId, body: Vec<u8>) -> Result<Vec<u8>, Failed> {
+        self.request_within(peer, body, self.timeout).await
+    }
+
+    /// Sends `body` to `peer` and waits at most `timeout` for its answer.
+    pub(crate) async fn request_within(
+        &self,
+        peer: PeerId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failed> {
         if body.len() as u64 > self.max_request {
             return Err(Failed::Sent(DhtError::Request {
                 peer,
@@ -159,11 +171,11 @@ impl Rpc {
         if conn.frames.send((REQUEST, id, body)).await.is_err() {
             return Err(failed("the stream to the peer closed".into()));
         }
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(answer))) => Ok(answer),
             Ok(Ok(Err(reason))) => Err(failed(reason)),
             Ok(Err(_)) => Err(failed("the stream to the peer closed".into())),
-            Err(_) => Err(failed(format!("no answer within {:?}", self.timeout))),
+            Err(_) => Err(failed(format!("no answer within {timeout:?}"))),
         }
     }
 
@@ -194,9 +206,8 @@ impl Rpc {
     }
 
     async fn open(&self, peer: PeerId) -> Result<Arc<Outbound>, String> {
-        let protocol = StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL);
         let mut control = self.control.clone();
-        let open = control.open_stream(peer, protocol);
+        let open = control.open_stream(peer, self.protocol.clone());
         let mut stream = match tokio::time::timeout(OPEN_DEADLINE, open).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(e.to_string()),

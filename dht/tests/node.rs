@@ -106,6 +106,60 @@ async fn requests_are_answered_and_limits_hold() {
 }
 
 #[tokio::test]
+async fn a_channel_carries_many_requests_at_once_within_its_limit() {
+    const PROTOCOL: &str = "/p3/test-channel/1.0.0";
+    let (a, b) = pair(NetworkConfig::default()).await;
+    let (to_b, _) = a.node.channel(PROTOCOL, 1024).unwrap();
+    let (_, mut requests) = b.node.channel(PROTOCOL, 1024).unwrap();
+    // One acceptor per protocol: a second channel of it is refused.
+    assert!(b.node.channel(PROTOCOL, 1024).is_err());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            let Ok(n) = request.decode::<u32>() else {
+                continue; // unanswered: the request fails at the peer
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Answered out of order: later requests overtake earlier ones.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(50 - n % 50))).await;
+                request.respond(&(n * 2)).unwrap();
+            });
+        }
+    });
+    let b_id = b.node.peer_id();
+    let asks = (0..200u32).map(|n| {
+        let to_b = to_b.clone();
+        async move {
+            let mut body = Vec::new();
+            ciborium::into_writer(&n, &mut body).unwrap();
+            let answer = to_b.request(b_id, body, DEADLINE).await.unwrap();
+            let doubled: u32 = ciborium::from_reader(answer.as_slice()).unwrap();
+            assert_eq!(doubled, n * 2, "the answer to request {n}");
+        }
+    });
+    futures::future::join_all(asks).await;
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 200);
+
+    let err = to_b
+        .request(b_id, vec![0u8; 4096], DEADLINE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DhtError::Request { .. }), "{err}");
+    // A malformed body goes unanswered and fails; the channel still serves.
+    let err = to_b.request(b_id, vec![0xff], DEADLINE).await.unwrap_err();
+    assert!(matches!(err, DhtError::Request { .. }), "{err}");
+    let mut body = Vec::new();
+    ciborium::into_writer(&7u32, &mut body).unwrap();
+    let answer = to_b.request(b_id, body, DEADLINE).await.unwrap();
+    assert_eq!(
+        ciborium::from_reader::<u32, _>(answer.as_slice()).unwrap(),
+        14
+    );
+}
+
+#[tokio::test]
 async fn gossip_reaches_subscribers() {
     let (a, b) = pair(NetworkConfig::default()).await;
     let mut messages = a.node.subscribe("events").await.unwrap();

@@ -30,8 +30,8 @@ pub fn decode_checked<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Option<T
 }
 
 /// Splits `bytes` into frames of a 4-byte big-endian length and that many
-/// bytes, the framing of blob streams, membership streams and the local API,
-/// stopping (as their readers do) at a length over `max` or a short frame.
+/// bytes, the framing of blob streams and the local API, stopping (as their
+/// readers do) at a length over `max` or a short frame.
 pub fn length_frames(mut bytes: &[u8], max: usize) -> Vec<&[u8]> {
     let mut frames = Vec::new();
     while bytes.len() >= 4 {

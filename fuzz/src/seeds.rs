@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{cbor, frame};
+use crate::{cbor, frame, request_frame};
 use p3_objectspace::{
     api::protocol::{Hello, Request as ApiRequest, Response as ApiResponse, Wait, Written},
     blob::{BlobHash, Chunker},
@@ -454,7 +454,12 @@ pub fn membership() -> Vec<Vec<u8>> {
         cbor(&Response::Map(map)),
         cbor(&Response::Refused("no".into())),
     ];
-    let framed: Vec<Vec<u8>> = out.iter().map(|b| frame(b)).collect();
-    out.extend(framed);
+    // As a request stream carries them: requests, then answers.
+    let stream: Vec<u8> = out
+        .iter()
+        .enumerate()
+        .flat_map(|(id, body)| request_frame(u8::from(id >= 3), id as u64, body))
+        .collect();
+    out.push(stream);
     out
 }

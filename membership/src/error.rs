@@ -11,9 +11,6 @@ pub enum MembershipError {
     /// A peer broke the protocol (oversized or malformed message).
     #[error("membership protocol: {0}")]
     Protocol(String),
-    /// The stream failed.
-    #[error("membership stream: {0}")]
-    Io(#[from] std::io::Error),
     /// The node's own storage failed.
     #[error("membership storage: {0}")]
     Storage(String),

@@ -1,11 +1,10 @@
-//! The membership protocol between nodes: one libp2p stream per request,
-//! carrying one length-prefixed CBOR request and one answer, each at most
-//! [`MAX_FRAME`] bytes. Peers' bytes are validated here; nothing a peer sends
-//! can panic the node or make it allocate more than a frame.
+//! The membership protocol between nodes: CBOR requests and answers, each
+//! at most [`MAX_FRAME`] bytes, framed on one long-lived stream per peer
+//! ([`p3_dht::Channel`]). Peers' bytes are validated here; nothing a peer
+//! sends can panic the node or make it allocate more than a frame.
 
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
 use openraft::{
     error::{InstallSnapshotError, RaftError},
     raft::{
@@ -13,7 +12,7 @@ use openraft::{
         InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
 };
-use p3_dht::{Node, PeerId, Stream};
+use p3_dht::{Channel, PeerId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
@@ -23,7 +22,7 @@ use crate::{
 };
 
 /// Stream protocol id of the membership protocol.
-pub const MEMBERSHIP_PROTOCOL: &str = "/p3/membership/1.0.0";
+pub const MEMBERSHIP_PROTOCOL: &str = "/p3/membership/2.0.0";
 
 /// The largest request or answer: a snapshot of a map of thousands of
 /// members fits; a peer cannot make the node buffer more.
@@ -94,8 +93,8 @@ pub enum Response {
     Refused(String),
 }
 
-/// Writes one frame: a 4-byte big-endian length and the CBOR body.
-async fn write_frame<T: Serialize>(stream: &mut Stream, value: &T) -> Result<()> {
+/// Encodes a request or answer, refusing one over [`MAX_FRAME`].
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     ciborium::into_writer(value, &mut body)
         .map_err(|e| MembershipError::Protocol(format!("cannot encode: {e}")))?;
@@ -105,26 +104,12 @@ async fn write_frame<T: Serialize>(stream: &mut Stream, value: &T) -> Result<()>
             body.len()
         )));
     }
-    let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    stream.write_all(&length.to_be_bytes()).await?;
-    stream.write_all(&body).await?;
-    stream.flush().await?;
-    Ok(())
+    Ok(body)
 }
 
-/// Reads one frame written by [`write_frame`].
-async fn read_frame<T: DeserializeOwned>(stream: &mut Stream, peer: &PeerId) -> Result<T> {
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length).await?;
-    let length = u32::from_be_bytes(length) as usize;
-    if length > MAX_FRAME {
-        return Err(MembershipError::Protocol(format!(
-            "{peer} sent a {length} byte message; the limit is {MAX_FRAME}"
-        )));
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    ciborium::from_reader(body.as_slice())
+/// Decodes what `peer` sent; a malformed message is an error naming it.
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8], peer: &PeerId) -> Result<T> {
+    ciborium::from_reader(body)
         .map_err(|e| MembershipError::Protocol(format!("{peer} sent a malformed message: {e}")))
 }
 
@@ -133,33 +118,26 @@ const STREAM_TRIES: u32 = 2;
 
 /// Sends `request` to `peer` and waits at most `deadline` for its answer.
 pub async fn call(
-    node: &Node,
+    channel: &Channel,
     peer: PeerId,
     request: &Request,
     deadline: Duration,
 ) -> Result<Response> {
+    let body = encode(request)?;
     let exchange = async {
         let mut tries = 0;
         loop {
-            let mut stream = node
-                .open_stream(peer, MEMBERSHIP_PROTOCOL)
-                .await
-                .map_err(|e| MembershipError::Unreachable(format!("{peer}: {e}")))?;
-            let answer = match write_frame(&mut stream, request).await {
-                Ok(()) => read_frame(&mut stream, &peer).await,
-                Err(e) => Err(e),
-            };
-            let _ = stream.close().await;
-            match answer {
-                // libp2p drops an inbound stream that arrives while the
-                // peer's previous one is still being handed over; every
+            match channel.request(peer, body.clone(), deadline).await {
+                Ok(answer) => return decode(&answer, &peer),
+                // A stream to the peer broke (its connection closed, or the
+                // peer dropped a stream opened in a burst): every
                 // membership request may be sent again.
-                Err(MembershipError::Io(e)) if tries < STREAM_TRIES => {
+                Err(e) if tries < STREAM_TRIES => {
                     tries += 1;
-                    tracing::debug!(%peer, error = %e, "membership stream broke; asking again");
+                    tracing::debug!(%peer, error = %e, "membership request failed; asking again");
                     tokio::time::sleep(Duration::from_millis(5 * tries as u64)).await;
                 }
-                answer => return answer,
+                Err(e) => return Err(MembershipError::Unreachable(format!("{peer}: {e}"))),
             }
         }
     };
@@ -168,16 +146,4 @@ pub async fn call(
         .map_err(|_| {
             MembershipError::Unreachable(format!("{peer} did not answer within {deadline:?}"))
         })?
-}
-
-/// Reads the request of an inbound stream.
-pub async fn receive(stream: &mut Stream, peer: &PeerId) -> Result<Request> {
-    read_frame(stream, peer).await
-}
-
-/// Writes the answer to an inbound stream and closes it.
-pub async fn answer(stream: &mut Stream, response: &Response) -> Result<()> {
-    write_frame(stream, response).await?;
-    let _ = stream.close().await;
-    Ok(())
 }

@@ -30,6 +30,9 @@ pub struct SimConfig {
     pub settle_deadline: Duration,
     /// How long a starting node may take to join.
     pub join_deadline: Duration,
+    /// Each node's network failure timeout (`[network] failure_timeout_ms`):
+    /// every connection is pinged three times in it.
+    pub failure_timeout: Duration,
     /// Seed of the random choices (which node fails, which node serves an
     /// operation), so a run can be repeated.
     pub seed: u64,
@@ -51,6 +54,7 @@ impl Default for SimConfig {
             writes: 20,
             settle_deadline: Duration::from_secs(60),
             join_deadline: Duration::from_secs(30),
+            failure_timeout: p3_dht::NetworkConfig::default().failure_timeout,
             seed: 1,
             data_dir: None,
         }
@@ -75,6 +79,9 @@ impl SimConfig {
         }
         if self.settle_deadline.is_zero() || self.join_deadline.is_zero() {
             return invalid("deadlines must be above zero");
+        }
+        if self.failure_timeout < Duration::from_millis(300) {
+            return invalid("--failure-timeout-ms must be at least 300");
         }
         Ok(())
     }

@@ -41,6 +41,10 @@ struct Args {
     /// Seed of the random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Each node's failure timeout (`[network] failure_timeout_ms`; every
+    /// connection is pinged three times in it).
+    #[arg(long, default_value_t = 3000)]
+    failure_timeout_ms: u64,
     /// Keep the nodes' databases here instead of in a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -85,6 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             writes: args.writes,
             settle_deadline: Duration::from_secs(args.settle_secs),
             seed: args.seed,
+            failure_timeout: Duration::from_millis(args.failure_timeout_ms),
             data_dir: args.data_dir.as_ref().map(|d| d.join(format!("n{nodes}"))),
             ..SimConfig::default()
         };

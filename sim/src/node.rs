@@ -40,6 +40,9 @@ pub struct NodeSettings {
     pub join_deadline: Duration,
     /// Bytes of fetched blobs each node keeps as a cache.
     pub cache_bytes: u64,
+    /// The network's failure timeout (pings every third of it on every
+    /// connection).
+    pub failure_timeout: Duration,
 }
 
 /// A node of the simulation: its identity and data survive a failure.
@@ -228,6 +231,7 @@ impl Boot {
         let network = NetworkConfig {
             listen: vec![self.listen],
             bootstrap: self.seeds,
+            failure_timeout: self.settings.failure_timeout,
             ..NetworkConfig::default()
         };
         let (node, inbound) = Node::start(network, self.key, db.clone()).await?;

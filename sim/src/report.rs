@@ -116,14 +116,15 @@ impl Display for Report {
         let r = &self.resources;
         writeln!(
             f,
-            "resources  {:.1} MiB per node; connections mean {:.1}, max {}; routing table mean {:.1}, max {}; map {} members; idle CPU {:.2} cores",
+            "resources  {:.1} MiB per node; connections mean {:.1}, max {}; routing table mean {:.1}, max {}; map {} members; idle CPU {:.2} cores, {:.1} KiB/s sent per node",
             r.rss_mib_per_node,
             r.connections_mean,
             r.connections_max,
             r.routing_mean,
             r.routing_max,
             r.map_members_max,
-            r.idle_cores
+            r.idle_cores,
+            r.idle_bytes_per_node_s / 1024.0
         )?;
         let l = &self.lookups;
         writeln!(

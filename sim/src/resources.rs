@@ -27,6 +27,8 @@ pub struct Resources {
     /// CPU the whole process used while the settled cluster did nothing but
     /// keep itself up (leases, Raft, Kademlia, gossip), in cores.
     pub idle_cores: f64,
+    /// Bytes each node sent per second over the same idle window (mean).
+    pub idle_bytes_per_node_s: f64,
 }
 
 /// How long idle CPU is measured.
@@ -34,9 +36,10 @@ const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Measures the running nodes of `cluster`.
 pub async fn measure(cluster: &Cluster) -> Resources {
-    let before = cpu_seconds();
+    let (before, sent_before) = (cpu_seconds(), p3_dht::memory::bytes_sent());
     tokio::time::sleep(IDLE_WINDOW).await;
     let idle_cores = (cpu_seconds() - before) / IDLE_WINDOW.as_secs_f64();
+    let idle_sent = p3_dht::memory::bytes_sent().saturating_sub(sent_before);
     let mut connections = Vec::new();
     let mut routing = Vec::new();
     let mut map_members = 0;
@@ -59,6 +62,7 @@ pub async fn measure(cluster: &Cluster) -> Resources {
         routing_max: routing.iter().copied().max().unwrap_or(0),
         map_members_max: map_members,
         idle_cores,
+        idle_bytes_per_node_s: idle_sent as f64 / IDLE_WINDOW.as_secs_f64() / nodes.max(1) as f64,
     }
 }
 

@@ -1,5 +1,5 @@
-//! openraft's network: each Raft RPC is one [`crate::wire`] exchange over a
-//! libp2p stream of the node's swarm.
+//! openraft's network: each Raft RPC is one [`crate::wire`] exchange over the
+//! membership channel of the node's swarm.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use openraft::{
         InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
 };
-use p3_dht::{Node, PeerId};
+use p3_dht::{Channel, PeerId};
 
 use super::{NodeId, RaftPeer, TypeConfig};
 use crate::{
@@ -22,13 +22,13 @@ use crate::{
 /// Makes a [`Connection`] per replication target.
 #[derive(Clone)]
 pub struct Network {
-    node: Node,
+    channel: Channel,
 }
 
 impl Network {
-    /// Raft RPCs over `node`'s swarm.
-    pub fn new(node: Node) -> Self {
-        Network { node }
+    /// Raft RPCs over the membership `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Network { channel }
     }
 }
 
@@ -37,7 +37,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, peer: &RaftPeer) -> Connection {
         Connection {
-            node: self.node.clone(),
+            channel: self.channel.clone(),
             target,
             peer: peer.peer.parse().ok(),
         }
@@ -46,7 +46,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// Sends Raft RPCs to one peer; dials lazily (the swarm reuses connections).
 pub struct Connection {
-    node: Node,
+    channel: Channel,
     target: NodeId,
     peer: Option<PeerId>,
 }
@@ -65,7 +65,7 @@ impl Connection {
             return Err(RPCError::Unreachable(Unreachable::new(&error)));
         };
         let deadline = option.hard_ttl().max(Duration::from_millis(100));
-        match wire::call(&self.node, peer, &request, deadline).await {
+        match wire::call(&self.channel, peer, &request, deadline).await {
             Ok(answer) => Ok(answer),
             Err(e @ MembershipError::Unreachable(_)) => {
                 Err(RPCError::Unreachable(Unreachable::new(&e)))

@@ -13,12 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use openraft::ServerState;
-use p3_dht::{Database, Node, PeerId, Stream};
+use p3_dht::{Channel, Database, InboundRequest, Node, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{watch, Notify},
+    sync::{mpsc, watch, Notify},
     task::JoinHandle,
 };
 
@@ -77,6 +76,8 @@ pub struct Membership {
 struct Inner {
     raft: Raft,
     node: Node,
+    /// Requests to other members, on one stream per peer.
+    channel: Channel,
     me: PeerId,
     id: NodeId,
     incarnation: u64,
@@ -105,9 +106,7 @@ const MAX_ADDR_LEN: usize = 256;
 /// its quorum cannot commit or confirm anything, and must not pile up tasks.
 const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
 /// Membership requests answered at once.
-const MAX_STREAMS: usize = 256;
-/// How long a peer may take to send its request once it opened a stream.
-const RECEIVE_DEADLINE: Duration = Duration::from_secs(5);
+const MAX_ANSWERING: usize = 256;
 /// How often the leader looks for silent members and voter changes.
 const LEAD_EVERY: Duration = Duration::from_millis(100);
 
@@ -128,10 +127,13 @@ impl Membership {
         .map_err(|e| MembershipError::Raft(e.to_string()))?;
         let (machine, map) =
             MapMachine::open(db.clone()).map_err(|e| MembershipError::Storage(e.to_string()))?;
+        let (channel, incoming) = node
+            .channel(MEMBERSHIP_PROTOCOL, wire::MAX_FRAME as u64)
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
-            Network::new(node.clone()),
+            Network::new(channel.clone()),
             LogStore::new(db),
             machine,
         )
@@ -153,13 +155,11 @@ impl Membership {
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
             tracing::info!("founded the membership group");
         }
-        let incoming = node
-            .accept_streams(MEMBERSHIP_PROTOCOL)
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
         let membership = Membership {
             inner: Arc::new(Inner {
                 raft,
                 node,
+                channel,
                 me,
                 id,
                 incarnation: rand::random(),
@@ -347,41 +347,32 @@ impl Membership {
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.id)
     }
 
-    /// Accepts membership streams from peers; each is answered on its own
-    /// task, at most [`MAX_STREAMS`] at once (a peer opening streams without
-    /// end waits, and one that never sends is dropped after
-    /// [`RECEIVE_DEADLINE`]).
-    async fn serve(self, mut incoming: p3_dht::IncomingStreams) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS));
-        while let Some((peer, stream)) = incoming.next().await {
-            // Waits for a slot in the task, not here: a stream that arrives
-            // while this loop is not polling is dropped by libp2p.
-            let (slots, membership) = (slots.clone(), self.clone());
-            tokio::spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                membership.answer_stream(peer, stream).await;
-            });
-        }
-    }
-
-    async fn answer_stream(self, peer: PeerId, mut stream: Stream) {
-        let request =
-            match tokio::time::timeout(RECEIVE_DEADLINE, wire::receive(&mut stream, &peer)).await {
-                Ok(Ok(request)) => request,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "bad membership request");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "membership request not sent in time");
-                    return;
-                }
+    /// Answers membership requests from peers, each on its own task, at most
+    /// [`MAX_ANSWERING`] at once (beyond that the requests wait in their
+    /// peers' streams, which slows those peers down).
+    async fn serve(self, mut incoming: mpsc::Receiver<InboundRequest>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERING));
+        while let Some(inbound) = incoming.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
             };
-        let response = self.handle(peer, request).await;
-        if let Err(e) = wire::answer(&mut stream, &response).await {
-            tracing::debug!(%peer, error = %e, "cannot answer a membership request");
+            let membership = self.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let peer = inbound.peer;
+                let request = match wire::decode::<Request>(&inbound.body, &peer) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        // Dropped unanswered: the peer's request fails.
+                        tracing::debug!(%peer, error = %e, "bad membership request");
+                        return;
+                    }
+                };
+                let response = membership.handle(peer, request).await;
+                if let Err(e) = inbound.respond(&response) {
+                    tracing::debug!(%peer, error = %e, "cannot answer a membership request");
+                }
+            });
         }
     }
 
@@ -488,7 +479,7 @@ impl Membership {
         if target == self.inner.me {
             return Ok(self.handle(target, request).await);
         }
-        wire::call(&self.inner.node, target, &request, deadline).await
+        wire::call(&self.inner.channel, target, &request, deadline).await
     }
 
     fn write_status(&self) {

@@ -39,6 +39,7 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
     let settings = NodeSettings {
         replicas: config.replicas,
         join_deadline: config.join_deadline,
+        failure_timeout: config.failure_timeout,
         cache_bytes: CACHE_BYTES,
     };
     let mut cluster = Cluster::new(&root, settings, config.seeds);
