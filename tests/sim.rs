@@ -62,5 +62,9 @@ fn fifty_nodes_join_agree_and_lose_nothing_under_churn() {
     }
     assert!(churn["acknowledged"].as_u64().unwrap() > 0, "{context}");
     assert_eq!(churn["lost"], 0, "{context}");
+    assert!(
+        churn["final_settle_s"].is_f64(),
+        "the map never settled with every node back: {context}"
+    );
     assert_eq!(report["agreement"]["after_churn"], 1.0, "{context}");
 }

@@ -165,9 +165,13 @@ impl Display for Report {
                 r.reads_s
             )?;
         }
+        let settled = match c.final_settle_s {
+            Some(s) => format!("settled {s:.2} s after all were back"),
+            None => "did not settle after all were back".to_owned(),
+        };
         writeln!(
             f,
-            "           {} acknowledged, {} lost; reads available {:.2} %",
+            "           {} acknowledged, {} lost; reads available {:.2} %; {settled}",
             c.acknowledged,
             c.lost,
             pct(c.availability)

@@ -79,6 +79,10 @@ pub struct Churn {
     pub availability: f64,
     /// Owner agreement once every node was back.
     pub final_agreement: f64,
+    /// Seconds the map took to settle once every node was back; `None` if
+    /// it did not within the settle deadline (the agreement and the reads
+    /// are measured then all the same).
+    pub final_settle_s: Option<f64>,
 }
 
 impl Churn {
@@ -197,7 +201,7 @@ pub async fn run(
     }
     // Everyone back, then every acknowledged write must be there.
     restart(cluster, &mut down).await;
-    cluster.settle(config.settle_deadline).await;
+    let final_settle = cluster.settle(config.settle_deadline).await;
     let mut lost = 0;
     for w in &written {
         if !read_anywhere(cluster, rng, w).await {
@@ -215,6 +219,7 @@ pub async fn run(
             reads_ok as f64 / reads as f64
         },
         final_agreement: cluster.agreement(keys),
+        final_settle_s: final_settle.map(|d| d.as_secs_f64()),
     })
 }
 
