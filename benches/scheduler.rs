@@ -7,7 +7,11 @@
 //!    the last credit back); "busy" = workers that ran a slice; in_slices_s =
 //!    the time all workers spent inside slices (above the total, the slices
 //!    themselves ran long); steals, divides
-//!    and restarts from `job status`.
+//!    and restarts from `job status`. Jobs are spread over the workers at
+//!    submission; a last run of 100 ms slices publishes the root whole
+//!    (`--no-spread`), so every other worker steals: the steal latency
+//!    (request written → the thief's first slice) and the steals a victim
+//!    serves per second.
 //! 2. **Speedup** of `matmul n=1024`, `nqueens n=15` and `sum to=1e10` on 1 and on 2 worker
 //!    processes = `job local` elapsed (same code, one process, objects in
 //!    memory) ÷ cluster elapsed, both without setup (`main`). Both layouts have
@@ -153,7 +157,19 @@ impl ClusterRun {
 /// its result up to `deadline`, reads its final status, removes its objects
 /// and lets the workers go idle.
 fn run_on(dir: &Path, kind: &str, args: &[String], deadline: Duration) -> ClusterRun {
+    run_with(dir, kind, args, &[], deadline)
+}
+
+/// [`run_on`] with more `p3ctl job run` flags.
+fn run_with(
+    dir: &Path,
+    kind: &str,
+    args: &[String],
+    flags: &[&str],
+    deadline: Duration,
+) -> ClusterRun {
     let mut submit = vec!["job", "run", kind, "--json"];
+    submit.extend(flags);
     submit.extend(arg_list(args));
     let (submitted, setup) = call(dir, &submit);
     let id = submitted["id"].as_str().expect("job run printed no id");
@@ -223,14 +239,19 @@ fn efficiency(quick: bool) {
         secs(started.elapsed())
     );
     println!(
-        " slice   total  slices  setup_s makespan_s efficiency   busy steal/divide/rst  \
+        " slice  root    total  slices  setup_s makespan_s efficiency   busy steal/divide/rst  \
          steal_ms_p50/p99 served/s  in_slices_s"
     );
-    for slice_ms in [10u64, 100, 1000] {
+    // Spread over the workers at submission (the default), then once with
+    // the root published whole, so that every worker but one steals: the
+    // steal figures.
+    for (slice_ms, whole) in [(10u64, false), (100, false), (1000, false), (100, true)] {
         let total_ms = workers as u64 * ideal * 1000;
         let args = [format!("total={total_ms}ms"), format!("slice={slice_ms}ms")];
         let deadline = Duration::from_secs(ideal * 12).max(Duration::from_secs(60));
-        let run = run_on(&cluster.nodes[0].dir, "sleep", &args, deadline);
+        let flags: &[&str] = if whole { &["--no-spread"] } else { &[] };
+        let run = run_with(&cluster.nodes[0].dir, "sleep", &args, flags, deadline);
+        let root = if whole { "whole" } else { "spread" };
         let all_slept = |r: &Value| r["slices"].is_u64() && r["slices"] == r["expected"];
         let result = run.result.as_ref();
         assert!(result.is_none_or(all_slept), "sleep {args:?}: {result:?}");
@@ -243,7 +264,7 @@ fn efficiency(quick: bool) {
             .count();
         let (total, slices, setup) = (total_ms / 1000, total_ms / slice_ms, secs(run.setup));
         let efficiency = 100.0 * ideal as f64 / secs(run.elapsed);
-        print!("{slice_ms:>4}ms {total:>6}s {slices:>7} {setup:>8.3} {makespan:>10} ");
+        print!("{slice_ms:>4}ms {root:<6} {total:>6}s {slices:>7} {setup:>8.3} {makespan:>10} ");
         // Time the workers spent inside slices: above `total`, the slices
         // themselves ran long (the machine, not the protocol).
         let in_slices: u64 = run.status["workers"]

@@ -259,6 +259,54 @@ fn a_job_of_a_tenth_of_a_second_reaches_two_nodes() {
     });
 }
 
+/// The workers listed in `p3.workers` (through the node of `dir`).
+fn announced(dir: &Path) -> Vec<String> {
+    p3ctl_json(dir, &["ls", "p3.workers/"])
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| Some(o["path"].as_str()?.rsplit('/').next()?.to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_job_is_spread_over_the_workers_and_a_dead_workers_part_runs_elsewhere() {
+    let mut cluster = formed(3, &[]);
+    let dir = cluster.nodes[0].dir.clone();
+    wait_for("every worker in p3.workers", DEADLINE, || {
+        (announced(&dir).len() == 3).then_some(())
+    });
+    // Killed, its entry stays listed until its TTL runs out: the next job
+    // gets a part for it, which one of the two live workers must run.
+    let dead = cluster.nodes[2].peer_id.clone();
+    cluster.nodes[2].stop("KILL");
+    let id = submit(&dir, "sleep", &["total=3s", "slice=100ms"]);
+    let got = result(&dir, &id);
+    assert_eq!(got["slices"], 30, "every slice slept exactly once: {got}");
+    let status = status(&dir, &id);
+    let parts = status["job"]["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 3, "one part per worker listed: {status:#}");
+    assert!(
+        parts.iter().any(|p| p["worker"] == dead),
+        "no part for the dead worker: {status:#}"
+    );
+    assert!(status["job"]["root"].is_null(), "{status:#}");
+    // Counters arrive with each worker's last heartbeat, moments after.
+    // (At least 3 tasks: a part may have been divided again for a thief.)
+    wait_for("the live workers to report the 3 parts finished", DEADLINE, || {
+        let finished: u64 = worker_stats(&self::status(&dir, &id))
+            .iter()
+            .filter(|(w, _)| *w != dead)
+            .map(|(_, s)| s["finished"].as_u64().unwrap_or(0))
+            .sum();
+        (finished >= 3).then_some(())
+    });
+    // Gone from the registry once its TTL ran out.
+    wait_for("the dead worker's entry to expire", DEADLINE, || {
+        (!announced(&dir).contains(&dead)).then_some(())
+    });
+}
+
 #[test]
 fn a_killed_worker_task_resumes_from_its_checkpoint() {
     let mut cluster = formed(4, &[]);

@@ -255,6 +255,11 @@ pub enum JobCommand {
         /// Wait for the job to finish and print its result.
         #[arg(long)]
         wait: bool,
+        /// Publish the root as one task for idle workers to steal from,
+        /// instead of dividing it among the workers there are (to measure
+        /// stealing).
+        #[arg(long)]
+        no_spread: bool,
         #[command(flatten)]
         opts: NodeOpts,
     },

@@ -7,6 +7,7 @@ use p3_objectspace::Local;
 use p3_scheduler::{
     control,
     records::{JobId, JobRecord, JobState},
+    spread::Spread,
     Args,
 };
 use serde::{Deserialize, Serialize};
@@ -74,7 +75,14 @@ pub async fn submit(
         pairs.push(format!("{key}={text}"));
     }
     let args = Args::from_pairs(pairs)?;
-    let id = control::submit(&state.data_dir, &state.registry, &ask.kind, args).await?;
+    let id = control::submit(
+        &state.data_dir,
+        &state.registry,
+        &ask.kind,
+        args,
+        Spread::OverWorkers,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(Submitted { id: id.to_string() })))
 }
 

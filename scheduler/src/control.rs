@@ -18,6 +18,7 @@ use crate::{
         ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS, WORKERS,
     },
     registry::Registry,
+    spread::{self, Spread},
 };
 
 /// Milliseconds since the Unix epoch.
@@ -36,9 +37,16 @@ fn tolerate_exists(result: Result<(), SpaceError>) -> Result<()> {
 }
 
 /// Submits a job: runs its `main` here (through the node on `data_dir`), then
-/// publishes its root task and its registry entry, after which workers pick it
+/// publishes its root task — divided among the workers there are when it
+/// divides ([`spread`]) — and its registry entry, after which workers pick it
 /// up. Returns the job's id.
-pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args) -> Result<JobId> {
+pub async fn submit(
+    data_dir: &Path,
+    registry: &Registry,
+    kind: &str,
+    args: Args,
+    spread: Spread,
+) -> Result<JobId> {
     let job = registry.instantiate(kind, &args)?;
     let mut space = Space::connect(data_dir).await?;
     let id = JobId::random();
@@ -46,37 +54,64 @@ pub async fn submit(data_dir: &Path, registry: &Registry, kind: &str, args: Args
     space.create_namespace(&ns).await?;
     let submitted_ms = now_ms();
     let io = SpaceIo::open(&space, &id).await?;
+    let made = job.clone();
     let (root, root_divides) = tokio::task::spawn_blocking(move || {
         let mut io = io;
-        let root = job.main(&mut io)?;
-        Ok::<_, JobError>((job.checkpoint(&root)?, job.divisible(&root)?))
+        let root = made.main(&mut io)?;
+        let divides = made.divisible(&root)?;
+        Ok::<_, JobError>((root, divides))
     })
     .await
     .map_err(|e| JobError::Failed(format!("main panicked: {e}")))??;
-    let tid = random_id();
-    let paths = JobPaths::new(&id);
-    let task = TaskRecord {
-        tid: tid.clone(),
-        state: root,
-        credit: Credit::ALL,
-        holder: None,
-        claims: 0,
-        parts: Vec::new(),
+    // The job starts here: spreading it is part of its run.
+    let started_ms = now_ms();
+    let slots = if root_divides && spread == Spread::OverWorkers {
+        spread::live_slots(&mut space).await
+    } else {
+        Vec::new()
     };
-    space
-        .put_bytes(&paths.task(&tid), &PutOptions::default(), &encode(&task))
-        .await?;
+    let paths = JobPaths::new(&id);
+    let (tasks, root) = tokio::task::spawn_blocking(move || {
+        let root_bytes = job.checkpoint(&root)?;
+        let tasks = spread::divide(job.as_ref(), root, &slots)?;
+        Ok::<_, JobError>((tasks, root_bytes))
+    })
+    .await
+    .map_err(|e| JobError::Failed(format!("dividing the root panicked: {e}")))??;
+    let (root, parts) = if tasks.is_empty() {
+        let tid = random_id();
+        let task = TaskRecord {
+            tid: tid.clone(),
+            state: root,
+            credit: Credit::ALL,
+            holder: None,
+            claims: 0,
+            parts: Vec::new(),
+        };
+        space
+            .put_bytes(&paths.task(&tid), &PutOptions::default(), &encode(&task))
+            .await?;
+        (Some(tid), Vec::new())
+    } else {
+        let writes: Vec<_> = tasks
+            .iter()
+            .map(|t| (paths.task(&t.tid), spread::options(t), encode(t)))
+            .collect();
+        space.put_all(&writes).await?;
+        (None, spread::assigned(&tasks))
+    };
     let record = JobRecord {
         id: id.clone(),
         kind: kind.to_owned(),
         args,
         state: JobState::Running,
         submitted_ms,
-        started_ms: now_ms(),
+        started_ms,
         finished_ms: None,
         result: None,
-        root: Some(tid.clone()),
+        root,
         root_divides,
+        parts,
     };
     // On a new network the registry namespace does not exist yet.
     match write_record(&mut space, &record, Some(0)).await {

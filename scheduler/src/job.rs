@@ -181,7 +181,9 @@ pub trait Job: Sized + Send + Sync + 'static {
     fn compute(&self, io: &mut dyn Io, state: &mut Self::State) -> Result<Step<Self::Output>>;
 
     /// Splits off part of the remaining work of `state` as a new task, or
-    /// declines (`None`) when too little is left to be worth moving.
+    /// declines (`None`) when too little is left to be worth moving. Called
+    /// at safe points, and on `main`'s state when the job is spread over the
+    /// workers at submission (before any `restart`).
     fn divide(&self, state: &mut Self::State) -> Option<Self::State>;
 
     /// Readies this node for the job before it holds any task of it: loads

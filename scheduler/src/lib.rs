@@ -11,6 +11,7 @@
 //! - [`worker`]: a node's worker: claims tasks, steals work, divides for
 //!   thieves, resumes tasks whose workers died;
 //! - [`control`]: submitting, watching and cancelling jobs (`p3ctl job`);
+//!   [`spread`]: a new job divided among the workers there are at submission;
 //! - [`local`]: the same job code in one process, without the space.
 //!
 //! - [`objects`]: the operations job control needs, over the client or the
@@ -28,6 +29,7 @@ pub mod local;
 pub mod objects;
 pub mod records;
 pub mod registry;
+pub mod spread;
 pub mod worker;
 
 pub use job::{Args, Io, Job, JobError, Result, Step};

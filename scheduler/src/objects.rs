@@ -6,8 +6,9 @@
 use futures::{StreamExt, TryStreamExt};
 use std::{future::Future, time::Duration};
 
-/// Reads a [`Space`] client makes at once for [`Objects::get_all`].
-const PARALLEL_READS: usize = 8;
+/// Requests a [`Space`] client makes at once for [`Objects::get_all`] and
+/// [`Objects::put_all`].
+const PARALLEL: usize = 8;
 
 use p3_objectspace::{
     api::protocol::{Wait, Written},
@@ -27,6 +28,11 @@ pub trait Objects: Send {
         options: &PutOptions,
         bytes: &[u8],
     ) -> impl Future<Output = Result<Written>> + Send;
+    /// Writes several small values at once; the first failure is returned.
+    fn put_all(
+        &mut self,
+        items: &[(String, PutOptions, Vec<u8>)],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Reads a whole (small) value.
     fn get_bytes(&mut self, path: &str) -> impl Future<Output = Result<(Stat, Vec<u8>)>> + Send;
     /// Reads several whole (small) values, in the order of `paths`.
@@ -60,6 +66,19 @@ impl Objects for Space {
         Space::put_bytes(self, path, options, bytes).await
     }
 
+    async fn put_all(&mut self, items: &[(String, PutOptions, Vec<u8>)]) -> Result<()> {
+        // As `get_all`: a channel of this connection per write, a few at once.
+        let this = &*self;
+        futures::stream::iter(items.to_vec())
+            .map(|(path, options, bytes)| async move {
+                let mut channel = this.channel().await?;
+                channel.put_bytes(&path, &options, &bytes).await.map(drop)
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await
+    }
+
     async fn get_bytes(&mut self, path: &str) -> Result<(Stat, Vec<u8>)> {
         Space::get_bytes(self, path).await
     }
@@ -73,7 +92,7 @@ impl Objects for Space {
                 let mut channel = this.channel().await?;
                 Ok::<_, SpaceError>(channel.get_bytes(&path).await?.1)
             })
-            .buffered(PARALLEL_READS)
+            .buffered(PARALLEL)
             .try_collect()
             .await
     }
@@ -109,6 +128,17 @@ impl Objects for Local {
         bytes: &[u8],
     ) -> Result<Written> {
         Local::put_bytes(self, path, options, bytes).await
+    }
+
+    async fn put_all(&mut self, items: &[(String, PutOptions, Vec<u8>)]) -> Result<()> {
+        let this = &*self;
+        futures::future::try_join_all(
+            items
+                .iter()
+                .map(|(path, options, bytes)| Local::put_bytes(this, path, options, bytes)),
+        )
+        .await
+        .map(drop)
     }
 
     async fn get_bytes(&mut self, path: &str) -> Result<(Stat, Vec<u8>)> {

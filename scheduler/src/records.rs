@@ -5,6 +5,7 @@
 //! | object                | written by            | holds                              |
 //! |-----------------------|-----------------------|------------------------------------|
 //! | `p3.jobs/ID`          | submitter, finisher   | [`JobRecord`]: kind, args, state, result |
+//! | `p3.workers/WID`      | that worker (volatile, TTL) | its slots: who a new job is spread over |
 //! | `task/TID`            | its holder (locked)   | [`TaskRecord`]: checkpoint, credit |
 //! | `worker/WID`          | that worker (volatile)| [`Heartbeat`]: load, counters      |
 //! | `steal/WID/RID`       | a thief (volatile)    | [`StealRequest`] to victim WID     |
@@ -30,6 +31,12 @@ use crate::job::{Args, JobError, Result};
 
 /// The namespace listing every job.
 pub const JOBS_NAMESPACE: &str = "p3.jobs";
+/// The namespace where every worker says that it is there and how many
+/// slots it has (volatile objects with a TTL, renewed while it runs), so that
+/// a submitter can spread a new job over the workers at once.
+pub const WORKERS_NAMESPACE: &str = "p3.workers";
+/// Metadata key of a worker's slot count in [`WORKERS_NAMESPACE`].
+pub const SLOTS_META: &str = "slots";
 /// Type tag of a [`JobRecord`].
 pub const JOB_TYPE: &str = "p3.job";
 
@@ -200,8 +207,10 @@ pub struct JobRecord {
     pub finished_ms: Option<u64>,
     /// The reduced result, as JSON text, once done.
     pub result: Option<String>,
-    /// The root task's id: idle workers claim `task/ROOT` straight away (its
-    /// lock decides which one runs it).
+    /// The root task's id, when it was published whole: idle workers claim
+    /// `task/ROOT` straight away (its lock decides which one runs it). `None`
+    /// for a job spread over its workers (see `parts`), or one submitted by
+    /// a version before roots (the scan of `task/` finds its root).
     #[serde(default)]
     pub root: Option<String>,
     /// Whether the root task's first state can be divided. If not, the
@@ -210,6 +219,27 @@ pub struct JobRecord {
     /// heartbeat says when. Records of older versions say nothing: yes.
     #[serde(default = "divides_unless_told")]
     pub root_divides: bool,
+    /// The parts the submitter divided the root into, each for a worker it
+    /// knew of (instead of a root): each worker claims its own at once. A
+    /// part its worker does not claim is picked up by any idle worker.
+    #[serde(default)]
+    pub parts: Vec<Assigned>,
+}
+
+/// A part of a job's root, and the worker it was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assigned {
+    /// Its `task/TID`.
+    pub tid: String,
+    /// The worker that is to claim it.
+    pub worker: String,
+    /// Its share of the credit.
+    pub credit: Credit,
+    /// Its state as written in `task/TID`, when the parts are small enough
+    /// to ride in the record: its worker starts on it without reading the
+    /// task first.
+    #[serde(default, with = "serde_bytes")]
+    pub state: Option<Vec<u8>>,
 }
 
 fn divides_unless_told() -> bool {
@@ -349,6 +379,17 @@ pub struct TaskRecord {
     pub claims: u32,
     /// Parts divided off whose `task/TID` may not exist yet.
     pub parts: Vec<Part>,
+}
+
+impl TaskRecord {
+    /// Its holder as metadata, so a scan for abandoned tasks needs only a
+    /// listing.
+    pub fn meta(&self) -> Metadata {
+        self.holder
+            .iter()
+            .map(|h| ("holder".to_owned(), MetaValue::Str(h.clone())))
+            .collect()
+    }
 }
 
 /// What a victim answers a steal request with.
@@ -527,6 +568,7 @@ mod tests {
             result: None,
             root: Some(random_id()),
             root_divides: false,
+            parts: Vec::new(),
         };
         let read: JobRecord = decode(&encode(&record), "job").unwrap();
         assert!(!read.root_divides);

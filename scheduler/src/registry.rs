@@ -35,6 +35,34 @@ pub trait DynJob: Send + Sync {
         let mut trial = self.resume(&self.checkpoint(state)?)?;
         Ok(self.divide(&mut trial).is_some())
     }
+    /// Splits up to `n` parts off `state`, always dividing whichever piece
+    /// has the most work left (by [`Job::load`]), so that pieces come out
+    /// near equal although `divide` splits one piece in two.
+    fn split(&self, state: &mut AnyState, n: usize) -> Vec<AnyState> {
+        let mut parts: Vec<AnyState> = Vec::new();
+        while parts.len() < n {
+            let (largest, _) = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (Some(i), self.load(p)))
+                .fold((None, self.load(state)), |best, next| {
+                    if next.1 > best.1 {
+                        next
+                    } else {
+                        best
+                    }
+                });
+            let piece = match largest {
+                None => &mut *state,
+                Some(i) => &mut parts[i],
+            };
+            match self.divide(piece) {
+                Some(part) => parts.push(part),
+                None => break, // the largest piece cannot be divided: none can
+            }
+        }
+        parts
+    }
 }
 
 fn state_of<J: Job>(state: &AnyState) -> Result<&J::State> {

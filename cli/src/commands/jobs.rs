@@ -9,6 +9,7 @@ use p3_scheduler::{
     control::{self, JobStatus},
     local,
     records::{JobId, JobRecord, JobState},
+    spread::Spread,
     Args, Registry,
 };
 use serde_json::json;
@@ -23,11 +24,17 @@ pub async fn run(command: JobCommand, registry: &Registry) -> Result<ExitCode> {
             kind,
             args,
             wait,
+            no_spread,
             opts,
         } => {
             let args = Args::from_pairs(&args)?;
             let dir = crate::config::DataDir::resolve(opts.data_dir.clone())?;
-            let id = control::submit(dir.root(), registry, &kind, args).await?;
+            let spread = if no_spread {
+                Spread::Whole
+            } else {
+                Spread::OverWorkers
+            };
+            let id = control::submit(dir.root(), registry, &kind, args, spread).await?;
             if !wait {
                 if opts.json {
                     output::json(&json!({ "id": id }))?;

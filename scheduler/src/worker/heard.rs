@@ -44,6 +44,11 @@ impl Results {
         !before && self.whole()
     }
 
+    /// Whether the result of task `tid` was heard of.
+    pub fn has(&self, tid: &str) -> bool {
+        self.0.contains_key(tid)
+    }
+
     /// Whether `me` settles the job once the credit is whole: the writer of
     /// the result with the greatest task id, a choice every worker that heard
     /// of all results makes alike.

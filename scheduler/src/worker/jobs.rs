@@ -25,7 +25,7 @@ use crate::{
     job::Result,
     records::{
         encode, last_part, Credit, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, RESULTS,
-        WORKERS,
+        SLOTS_META, WORKERS, WORKERS_NAMESPACE,
     },
     registry::DynJob,
 };
@@ -40,6 +40,44 @@ const RELIST_EVERY: Duration = Duration::from_secs(30);
 const PEERS_EVERY: Duration = Duration::from_secs(1);
 /// Pause before a failed watch is started again.
 const REWATCH: Duration = Duration::from_millis(200);
+
+/// How long a worker's entry in `p3.workers` lives unless renewed.
+const ANNOUNCE_TTL: Duration = Duration::from_secs(10);
+/// How often it is renewed.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
+
+/// Keeps this worker's entry in the `p3.workers` registry (a volatile object
+/// with a TTL, so a worker that died drops out by itself) for as long as the
+/// worker runs: submitters spread new jobs over the workers listed there.
+pub(super) async fn announce(jobs: Arc<Jobs>) {
+    let path = format!("{WORKERS_NAMESPACE}/{}", jobs.me);
+    let options = PutOptions {
+        volatile: true,
+        ttl_ms: Some(ANNOUNCE_TTL.as_millis() as u64),
+        meta: Metadata::from([(
+            SLOTS_META.to_owned(),
+            MetaValue::Num(jobs.config.slots as f64),
+        )]),
+        ..PutOptions::default()
+    };
+    loop {
+        let written = match jobs.space.put_bytes(&path, &options, b"").await {
+            Err(SpaceError::NoSuchNamespace(_)) => {
+                match jobs.space.create_namespace(WORKERS_NAMESPACE).await {
+                    Ok(()) | Err(SpaceError::NamespaceExists(_)) => {
+                        jobs.space.put_bytes(&path, &options, b"").await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot renew this worker's entry in {WORKERS_NAMESPACE}");
+        }
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+    }
+}
 
 /// Follows the job registry for as long as the worker runs.
 pub(super) async fn discover(jobs: Arc<Jobs>) {
@@ -151,6 +189,12 @@ async fn refresh(jobs: &Arc<Jobs>) -> Result<()> {
 }
 
 fn begin(jobs: &Arc<Jobs>, record: JobRecord, record_version: u64, job: Arc<dyn DynJob>) {
+    let assigned = record
+        .parts
+        .iter()
+        .filter(|part| part.worker == jobs.me)
+        .cloned()
+        .collect();
     let active = Arc::new(ActiveJob {
         id: record.id.clone(),
         paths: JobPaths::new(&record.id),
@@ -166,6 +210,7 @@ fn begin(jobs: &Arc<Jobs>, record: JobRecord, record_version: u64, job: Arc<dyn 
         beat: Default::default(),
         root_taken: Default::default(),
         claiming_root: Default::default(),
+        assigned: std::sync::Mutex::new(assigned),
         // The first scan comes a while after the root is claimed: a scan
         // would race the workers claiming it.
         scanned: std::sync::Mutex::new(Some(Instant::now())),

@@ -4,10 +4,12 @@
 //! process ([`Local`]) and talks to other nodes only through it.
 //!
 //! Modules, each using only those below it:
-//! - [`slot`]: one slot's loop: find a task (the root, a steal, or an
-//!   abandoned task), claim it, compute it slice by slice, finish it;
-//! - [`jobs`]: which jobs run (the `p3.jobs` registry), heartbeats, and the
-//!   watches that keep each job's view current;
+//! - [`slot`]: one slot's loop: find a task (a part made for this worker,
+//!   the root, a steal, or an abandoned task), claim it, compute it slice by
+//!   slice, finish it;
+//! - [`jobs`]: this worker's entry in `p3.workers`, which jobs run (the
+//!   `p3.jobs` registry), heartbeats, and the watches that keep each job's
+//!   view current;
 //! - [`steal`]: both sides of a steal;
 //! - [`task`]: a task's own objects (claim, checkpoint, parts);
 //! - [`state`]: what all of them share;
@@ -83,7 +85,10 @@ impl Worker {
             changed: Default::default(),
             helpers: Default::default(),
         });
-        let mut tasks = vec![tokio::spawn(jobs::discover(jobs.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(jobs::announce(jobs.clone())),
+            tokio::spawn(jobs::discover(jobs.clone())),
+        ];
         for slot in 0..jobs.config.slots {
             tasks.push(tokio::spawn(slot::run(jobs.clone(), slot)));
         }

@@ -31,6 +31,10 @@ use crate::{
 /// A task whose record was last written this long ago, and whose lock is free,
 /// is abandoned whoever its holder is.
 const ABANDONED_AFTER: Duration = Duration::from_secs(10);
+/// A task whose holder runs nothing of its job (busy with another, say) is
+/// abandoned once its record is this old: a part spread to a busy worker at
+/// submission goes to an idle one instead of waiting for it.
+const UNSTARTED_AFTER: Duration = Duration::from_secs(1);
 /// How often a slot with nothing to steal lists a job's tasks for abandoned
 /// ones (the only listing the worker makes).
 const SCAN_EVERY: Duration = Duration::from_secs(1);
@@ -92,6 +96,15 @@ async fn note_failure(jobs: &Jobs, job: &ActiveJob, error: JobError) {
 async fn find_work(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>) -> Result<Option<Claimed>> {
     if job.ended() {
         return Ok(None);
+    }
+    let assigned = locked(&job.assigned).pop();
+    if let Some(part) = assigned {
+        if part.state.is_some() {
+            return Ok(Some(task::claim_assigned(jobs, job, part)));
+        }
+        if let Some(claimed) = claim(jobs, job, &part.tid, Source::Assigned).await?.claimed() {
+            return Ok(Some(claimed));
+        }
     }
     if !job.root_taken.load(Ordering::Relaxed) {
         if let Some(claimed) = claim_root(jobs, job).await? {
@@ -158,24 +171,32 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     }
     for stat in &tasks {
         let tid = last_part(&stat.path);
-        if locked(&job.running).contains_key(tid) {
+        // Running here, or finished (its record goes moments after its
+        // result): nothing to claim.
+        let running = locked(&job.running).contains_key(tid);
+        if running || locked(&job.results).has(tid) {
             continue;
         }
         let holder = match stat.meta.get("holder") {
             Some(MetaValue::Str(h)) => Some(h.as_str()),
             _ => None,
         };
-        let alive = |h: &str| {
+        // Whether the holder is alive, and runs something of this job.
+        let seen = |h: &str| {
             locked(&job.workers)
                 .get(h)
-                .is_some_and(|w| w.alive(now, fresh))
+                .filter(|w| w.alive(now, fresh))
+                .map(|w| w.running > 0.0)
         };
+        let age = now.saturating_sub(stat.modified_ms);
         let abandoned = match holder {
             None => true,
             Some(h) if h == jobs.me => true,
-            Some(h) => !alive(h),
-        } || now.saturating_sub(stat.modified_ms)
-            > ABANDONED_AFTER.as_millis() as u64;
+            Some(h) => match seen(h) {
+                None => true,
+                Some(running) => !running && age > UNSTARTED_AFTER.as_millis() as u64,
+            },
+        } || age > ABANDONED_AFTER.as_millis() as u64;
         if abandoned {
             if let Some(claimed) = claim(jobs, job, tid, Source::Abandoned).await?.claimed() {
                 return Ok(Some(claimed));

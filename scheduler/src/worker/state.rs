@@ -20,7 +20,9 @@ use tokio::{sync::Notify, task::JoinHandle};
 pub(super) use super::heard::Heard;
 use super::{heard::Results, WorkerConfig};
 use crate::{
-    records::{last_part, Heartbeat, JobId, JobPaths, JobRecord, WorkerStats, WORKERS},
+    records::{
+        last_part, Assigned, Heartbeat, JobId, JobPaths, JobRecord, WorkerStats, WORKERS,
+    },
     registry::DynJob,
 };
 
@@ -83,6 +85,9 @@ pub(super) struct ActiveJob {
     /// The root task was claimed (by this worker or another): idle slots
     /// stop trying to claim it.
     pub root_taken: AtomicBool,
+    /// Parts of the root made for this worker at submission, not yet
+    /// claimed by one of its slots.
+    pub assigned: Mutex<Vec<Assigned>>,
     /// A slot of this worker is claiming the root task: steal requests that
     /// come in meanwhile (from workers that lost the race to it) are kept
     /// for it rather than declined.

@@ -22,7 +22,7 @@ use crate::{
     control::now_ms,
     job::{JobError, Result},
     records::{decode, encode, random_id, Grant, Part, StealRequest},
-    registry::{AnyState, DynJob},
+    registry::AnyState,
 };
 
 fn volatile() -> PutOptions {
@@ -289,35 +289,6 @@ pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
     }
 }
 
-/// Splits up to `n` parts off `state`, always dividing whichever piece has
-/// the most work left (by the job's `load`), so that pieces come out near
-/// equal although `divide` splits one piece in two.
-fn split(engine: &dyn DynJob, state: &mut AnyState, n: usize) -> Vec<AnyState> {
-    let mut parts: Vec<AnyState> = Vec::new();
-    while parts.len() < n {
-        let (largest, _) = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (Some(i), engine.load(p)))
-            .fold((None, engine.load(state)), |best, next| {
-                if next.1 > best.1 {
-                    next
-                } else {
-                    best
-                }
-            });
-        let piece = match largest {
-            None => &mut *state,
-            Some(i) => &mut parts[i],
-        };
-        match engine.divide(piece) {
-            Some(part) => parts.push(part),
-            None => break, // the largest piece cannot be divided: none can
-        }
-    }
-    parts
-}
-
 /// Whether requests wait for this worker's answer.
 pub(super) fn asked(job: &ActiveJob) -> bool {
     !locked(&job.requests).is_empty()
@@ -359,7 +330,7 @@ pub(super) async fn serve(
         }
     }
     let taking = started.elapsed();
-    let mut parts = split(engine.as_ref(), state, thieves.len()).into_iter();
+    let mut parts = engine.split(state, thieves.len()).into_iter();
     let mut answers = Vec::new();
     let mut large = Vec::new();
     for (rid, thief) in thieves {

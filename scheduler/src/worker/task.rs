@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use p3_objectspace::{
     lock::LockMode,
-    object::{MetaValue, Metadata, PutOptions},
+    object::PutOptions,
     Local, LocalLock, SpaceError,
 };
 
@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::state::{ActiveJob, Jobs};
 use crate::{
     job::{JobError, Result},
-    records::{decode, encode, JobPaths, Part, TaskRecord},
+    records::{decode, encode, Assigned, JobPaths, Part, TaskRecord},
 };
 
 /// How a task came to this worker (for the counters).
@@ -22,6 +22,8 @@ use crate::{
 pub(super) enum Source {
     /// A new job's root task.
     Root,
+    /// A part of a new job's root made for this worker at submission.
+    Assigned,
     /// Divided off for this worker by a victim.
     Stolen,
     /// Found without a live holder.
@@ -117,6 +119,50 @@ pub(super) fn claim_part(jobs: &Jobs, job: &ActiveJob, part: Part) -> Claimed {
         hold: Hold::Pending(taking),
         restarted: false,
         source: Source::Stolen,
+        asked: None,
+        unwritten: false,
+    }
+}
+
+/// Claims a part made for this worker at submission whose state came with
+/// the job's record: it runs at once, while its lock is taken and the task
+/// checked to still need running (another worker may have run it while this
+/// one was busy). Nothing is written before both are known: until then the
+/// task has no fencing token.
+pub(super) fn claim_assigned(jobs: &Jobs, job: &ActiveJob, part: Assigned) -> Claimed {
+    let record = TaskRecord {
+        tid: part.tid.clone(),
+        state: part.state.unwrap_or_default(),
+        credit: part.credit,
+        holder: Some(jobs.me.clone()),
+        claims: 1,
+        parts: Vec::new(),
+    };
+    let (space, paths, lease) = (jobs.space.clone(), job.paths.clone(), jobs.config.lease);
+    let taking = tokio::spawn(async move {
+        let path = paths.task(&part.tid);
+        let lock = match space
+            .lock(&path, LockMode::Write, lease, Duration::ZERO)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(SpaceError::Locked { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let result = paths.result(&part.tid);
+        let (task, finished) = tokio::join!(exists(&space, &path), exists(&space, &result));
+        if task? && !finished? {
+            Ok(Some(lock))
+        } else {
+            lock.release().await?;
+            Ok(None)
+        }
+    });
+    Claimed {
+        record,
+        hold: Hold::Pending(taking),
+        restarted: false,
+        source: Source::Assigned,
         asked: None,
         unwritten: false,
     }
@@ -224,7 +270,7 @@ pub(super) async fn write(
     token: u64,
 ) -> Result<()> {
     let options = PutOptions {
-        meta: holder_meta(record),
+        meta: record.meta(),
         token: Some(token),
         ..PutOptions::default()
     };
@@ -272,7 +318,7 @@ pub(super) async fn create_part(space: &Local, paths: &JobPaths, part: Part) -> 
         parts: Vec::new(),
     };
     let options = PutOptions {
-        meta: holder_meta(&record),
+        meta: record.meta(),
         if_version: Some(0),
         ..PutOptions::default()
     };
@@ -283,14 +329,4 @@ pub(super) async fn create_part(space: &Local, paths: &JobPaths, part: Part) -> 
         Ok(_) | Err(SpaceError::VersionConflict { .. } | SpaceError::Fenced(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// A task's holder as metadata, so a scan for abandoned tasks needs only a
-/// listing.
-fn holder_meta(record: &TaskRecord) -> Metadata {
-    record
-        .holder
-        .iter()
-        .map(|h| ("holder".to_owned(), MetaValue::Str(h.clone())))
-        .collect()
 }

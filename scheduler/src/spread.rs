@@ -1,0 +1,195 @@
+//! Spreading a new job over the workers there are. The submitter divides the
+//! root into one part per worker slot it knows of (the `p3.workers`
+//! registry), writes each part as `task/TID` naming its worker, and lists the
+//! parts in the job's record: every worker claims its own part the moment it
+//! reads the record, instead of waiting for a steal from whichever worker won
+//! the root (a lock race, a gathering of requests, a checkpoint and a grant:
+//! 0.1–0.25 s on a busy cluster, for every job).
+//!
+//! Nothing here is needed for correctness: a part whose worker is gone or
+//! busy is picked up by any idle worker (see the worker's scan), and a job
+//! that cannot be spread (no registry, one slot, a root that does not divide)
+//! is published as one root task, as before.
+
+use p3_objectspace::{object::PutOptions, SpaceError};
+use rand::Rng;
+
+use crate::{
+    job::Result,
+    objects::Objects,
+    records::{
+        last_part, random_id, Assigned, Credit, TaskRecord, SLOTS_META, WORKERS_NAMESPACE,
+    },
+    registry::{AnyState, DynJob},
+};
+
+/// How a new job's root is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// Divided among the worker slots listed in `p3.workers`, when it
+    /// divides and there are two or more (the default).
+    OverWorkers,
+    /// As one task, which the first idle worker claims and the others steal
+    /// from (`p3ctl job run --no-spread`: to measure stealing).
+    Whole,
+}
+
+/// Parts a root is divided into at most, whatever the slots: more workers
+/// get theirs by stealing.
+pub const MAX_PARTS: usize = 64;
+
+/// The worker slots known now: each worker once per slot (at most
+/// [`MAX_PARTS`] in all), in an order rotated at random so that the workers
+/// left out when a root divides into fewer parts differ from job to job.
+/// Empty if the registry cannot be read (the job is then published whole).
+pub async fn live_slots(space: &mut impl Objects) -> Vec<String> {
+    let listed = match space.list(WORKERS_NAMESPACE, "").await {
+        Ok(listed) => listed,
+        Err(SpaceError::NoSuchNamespace(_)) => return Vec::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list the workers; publishing the root whole");
+            return Vec::new();
+        }
+    };
+    let mut workers: Vec<(String, usize)> = listed
+        .iter()
+        .map(|stat| {
+            let slots = match stat.meta.get(SLOTS_META) {
+                Some(p3_objectspace::object::MetaValue::Num(n)) if *n >= 1.0 => *n as usize,
+                _ => 1,
+            };
+            (last_part(&stat.path).to_owned(), slots.min(MAX_PARTS))
+        })
+        .collect();
+    workers.sort();
+    let mut slots: Vec<String> = Vec::new();
+    // One slot of every worker first, then the second ones...: with more
+    // slots than parts, parts go to different nodes.
+    let most = workers.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    for round in 0..most {
+        for (worker, n) in &workers {
+            if round < *n {
+                slots.push(worker.clone());
+            }
+        }
+    }
+    if !slots.is_empty() {
+        let turn = rand::thread_rng().gen_range(0..workers.len().max(1));
+        let first_round = workers.len().min(slots.len());
+        slots[..first_round].rotate_left(turn);
+    }
+    slots.truncate(MAX_PARTS);
+    slots
+}
+
+/// Divides `root` into at most one part per entry of `slots` (fewer if it
+/// stops dividing) and returns the task record of each part, holder set to
+/// its slot's worker, with the credit split among them. Fewer than two
+/// parts: nothing (the root is published whole).
+pub fn divide(engine: &dyn DynJob, mut root: AnyState, slots: &[String]) -> Result<Vec<TaskRecord>> {
+    if slots.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let parts = engine.split(&mut root, slots.len() - 1);
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut credit = Credit::ALL;
+    let mut records = Vec::with_capacity(parts.len() + 1);
+    for (state, worker) in parts.iter().zip(slots.iter().skip(1)) {
+        records.push(record(engine.checkpoint(state)?, credit.split(), worker));
+    }
+    records.insert(0, record(engine.checkpoint(&root)?, credit, &slots[0]));
+    Ok(records)
+}
+
+fn record(state: Vec<u8>, credit: Credit, worker: &str) -> TaskRecord {
+    TaskRecord {
+        tid: random_id(),
+        state,
+        credit,
+        holder: Some(worker.to_owned()),
+        claims: 0,
+        parts: Vec::new(),
+    }
+}
+
+/// Parts' states travel in the job's record (read by every worker) up to
+/// this many bytes in all.
+const INLINE_STATES: usize = 32 << 10;
+
+/// The record's list of parts: which worker is to claim which task (with the
+/// states, if they are small).
+pub fn assigned(records: &[TaskRecord]) -> Vec<Assigned> {
+    let inline = records.iter().map(|r| r.state.len()).sum::<usize>() <= INLINE_STATES;
+    records
+        .iter()
+        .map(|r| Assigned {
+            tid: r.tid.clone(),
+            worker: r.holder.clone().unwrap_or_default(),
+            credit: r.credit,
+            state: inline.then(|| r.state.clone()),
+        })
+        .collect()
+}
+
+/// How a part is written: created once (`if_version` 0), its holder in the
+/// metadata like every task's.
+pub fn options(record: &TaskRecord) -> PutOptions {
+    PutOptions {
+        meta: record.meta(),
+        if_version: Some(0),
+        ..PutOptions::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        job::Args,
+        records::{decode, Ledger},
+    };
+
+    fn sleep() -> std::sync::Arc<dyn DynJob> {
+        let args = Args::from_pairs(["total=16s", "slice=100ms"]).unwrap();
+        crate::jobs::builtin().instantiate("sleep", &args).unwrap()
+    }
+
+    #[test]
+    fn a_root_spreads_into_equal_parts_whose_credit_adds_up_to_all() {
+        let engine = sleep();
+        let root = engine.main(&mut crate::local::MemoryIo::default()).unwrap();
+        let slots: Vec<String> = (0..16).map(|i| format!("w{i}")).collect();
+        let records = divide(engine.as_ref(), root, &slots).unwrap();
+        assert_eq!(records.len(), 16);
+        let mut ledger = Ledger::default();
+        for (record, slot) in records.iter().zip(&slots) {
+            assert_eq!(record.holder.as_deref(), Some(slot.as_str()));
+            let state = engine.resume(&record.state).unwrap();
+            assert_eq!(engine.load(&state), 10.0, "160 slices in 16 equal parts");
+            ledger.add(record.credit);
+        }
+        assert!(ledger.is_whole());
+        let listed = assigned(&records);
+        assert_eq!(listed.len(), 16);
+        assert!(listed
+            .iter()
+            .zip(&records)
+            .all(|(a, r)| a.tid == r.tid && a.state.as_ref() == Some(&r.state)));
+        let _: TaskRecord = decode(&crate::records::encode(&records[3]), "task").unwrap();
+    }
+
+    #[test]
+    fn one_slot_or_an_indivisible_root_publishes_the_root_whole() {
+        let engine = sleep();
+        let one = vec!["w0".to_owned()];
+        let root = engine.main(&mut crate::local::MemoryIo::default()).unwrap();
+        assert!(divide(engine.as_ref(), root, &one).unwrap().is_empty());
+        let args = Args::from_pairs(["total=100ms", "slice=100ms"]).unwrap();
+        let single = crate::jobs::builtin().instantiate("sleep", &args).unwrap();
+        let root = single.main(&mut crate::local::MemoryIo::default()).unwrap();
+        let slots = vec!["w0".to_owned(), "w1".to_owned()];
+        assert!(divide(single.as_ref(), root, &slots).unwrap().is_empty());
+    }
+}
