@@ -66,7 +66,7 @@ pub async fn submit(
     // The job starts here: spreading it is part of its run.
     let started_ms = now_ms();
     let slots = if root_divides && spread == Spread::OverWorkers {
-        spread::live_slots(&mut space).await
+        spread::live_slots(&mut space, kind).await
     } else {
         Vec::new()
     };

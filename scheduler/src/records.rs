@@ -5,7 +5,7 @@
 //! | object                | written by            | holds                              |
 //! |-----------------------|-----------------------|------------------------------------|
 //! | `p3.jobs/ID`          | submitter, finisher   | [`JobRecord`]: kind, args, state, result |
-//! | `p3.workers/WID`      | that worker (volatile, TTL) | its slots: who a new job is spread over |
+//! | `p3.workers/WID`      | that worker (volatile, TTL) | its slots and kinds: who a new job is spread over |
 //! | `task/TID`            | its holder (locked)   | [`TaskRecord`]: checkpoint, credit |
 //! | `worker/WID`          | that worker (volatile)| [`Heartbeat`]: load, counters      |
 //! | `steal/WID/RID`       | a thief (volatile)    | [`StealRequest`] to victim WID     |
@@ -37,6 +37,9 @@ pub const JOBS_NAMESPACE: &str = "p3.jobs";
 pub const WORKERS_NAMESPACE: &str = "p3.workers";
 /// Metadata key of a worker's slot count in [`WORKERS_NAMESPACE`].
 pub const SLOTS_META: &str = "slots";
+/// Metadata key of the job kinds a worker runs (comma-separated) in
+/// [`WORKERS_NAMESPACE`].
+pub const KINDS_META: &str = "kinds";
 /// Type tag of a [`JobRecord`].
 pub const JOB_TYPE: &str = "p3.job";
 

@@ -11,14 +11,18 @@
 //! that cannot be spread (no registry, one slot, a root that does not divide)
 //! is published as one root task, as before.
 
-use p3_objectspace::{object::PutOptions, SpaceError};
+use p3_objectspace::{
+    object::{MetaValue, PutOptions},
+    SpaceError,
+};
 use rand::Rng;
 
 use crate::{
     job::Result,
     objects::Objects,
     records::{
-        last_part, random_id, Assigned, Credit, TaskRecord, SLOTS_META, WORKERS_NAMESPACE,
+        last_part, random_id, Assigned, Credit, TaskRecord, KINDS_META, SLOTS_META,
+        WORKERS_NAMESPACE,
     },
     registry::{AnyState, DynJob},
 };
@@ -38,11 +42,11 @@ pub enum Spread {
 /// get theirs by stealing.
 pub const MAX_PARTS: usize = 64;
 
-/// The worker slots known now: each worker once per slot (at most
+/// The slots of the workers that run `kind` known now: each worker once per slot (at most
 /// [`MAX_PARTS`] in all), in an order rotated at random so that the workers
 /// left out when a root divides into fewer parts differ from job to job.
 /// Empty if the registry cannot be read (the job is then published whole).
-pub async fn live_slots(space: &mut impl Objects) -> Vec<String> {
+pub async fn live_slots(space: &mut impl Objects, kind: &str) -> Vec<String> {
     let listed = match space.list(WORKERS_NAMESPACE, "").await {
         Ok(listed) => listed,
         Err(SpaceError::NoSuchNamespace(_)) => return Vec::new(),
@@ -51,11 +55,16 @@ pub async fn live_slots(space: &mut impl Objects) -> Vec<String> {
             return Vec::new();
         }
     };
+    let runs_kind = |stat: &&p3_objectspace::object::Stat| match stat.meta.get(KINDS_META) {
+        Some(MetaValue::Str(kinds)) => kinds.split(',').any(|k| k == kind),
+        _ => false,
+    };
     let mut workers: Vec<(String, usize)> = listed
         .iter()
+        .filter(runs_kind)
         .map(|stat| {
             let slots = match stat.meta.get(SLOTS_META) {
-                Some(p3_objectspace::object::MetaValue::Num(n)) if *n >= 1.0 => *n as usize,
+                Some(MetaValue::Num(n)) if *n >= 1.0 => *n as usize,
                 _ => 1,
             };
             (last_part(&stat.path).to_owned(), slots.min(MAX_PARTS))

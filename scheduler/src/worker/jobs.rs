@@ -25,7 +25,7 @@ use crate::{
     job::Result,
     records::{
         encode, last_part, Credit, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, RESULTS,
-        SLOTS_META, WORKERS, WORKERS_NAMESPACE,
+        KINDS_META, SLOTS_META, WORKERS, WORKERS_NAMESPACE,
     },
     registry::DynJob,
 };
@@ -51,13 +51,18 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 /// worker runs: submitters spread new jobs over the workers listed there.
 pub(super) async fn announce(jobs: Arc<Jobs>) {
     let path = format!("{WORKERS_NAMESPACE}/{}", jobs.me);
+    let kinds: Vec<&str> = jobs.config.registry.kinds().map(|(kind, _)| kind).collect();
+    let kinds = kinds.join(",");
     let options = PutOptions {
         volatile: true,
         ttl_ms: Some(ANNOUNCE_TTL.as_millis() as u64),
-        meta: Metadata::from([(
-            SLOTS_META.to_owned(),
-            MetaValue::Num(jobs.config.slots as f64),
-        )]),
+        meta: Metadata::from([
+            (
+                SLOTS_META.to_owned(),
+                MetaValue::Num(jobs.config.slots as f64),
+            ),
+            (KINDS_META.to_owned(), MetaValue::Str(kinds)),
+        ]),
         ..PutOptions::default()
     };
     loop {
