@@ -3,8 +3,8 @@
 //! 1. **Efficiency**: the `sleep` job (no CPU in the job itself) on 16 nodes
 //!    with one worker slot each, for slices of 10 ms, 100 ms and 1 s, `total` =
 //!    16 × 10 s: the ideal makespan is 10 s. Efficiency = ideal ÷ measured
-//!    makespan, the job's `elapsed_ms` (root task published, after `main`, to
-//!    the last credit back); "busy" = workers that ran a slice; in_slices_s =
+//!    makespan, the job's `elapsed_ms` (from the end of `main`, before the
+//!    root is spread or published, to the last credit back); "busy" = workers that ran a slice; in_slices_s =
 //!    the time all workers spent inside slices (above the total, the slices
 //!    themselves ran long); steals, divides
 //!    and restarts from `job status`. Jobs are spread over the workers at
