@@ -316,14 +316,18 @@ fn a_job_is_spread_over_the_workers_and_a_dead_workers_part_runs_elsewhere() {
     assert!(status["job"]["root"].is_null(), "{status:#}");
     // Counters arrive with each worker's last heartbeat, moments after.
     // (At least 3 tasks: a part may have been divided again for a thief.)
-    wait_for("the live workers to report the 3 parts finished", DEADLINE, || {
-        let finished: u64 = worker_stats(&self::status(&dir, &id))
-            .iter()
-            .filter(|(w, _)| *w != dead)
-            .map(|(_, s)| s["finished"].as_u64().unwrap_or(0))
-            .sum();
-        (finished >= 3).then_some(())
-    });
+    wait_for(
+        "the live workers to report the 3 parts finished",
+        DEADLINE,
+        || {
+            let finished: u64 = worker_stats(&self::status(&dir, &id))
+                .iter()
+                .filter(|(w, _)| *w != dead)
+                .map(|(_, s)| s["finished"].as_u64().unwrap_or(0))
+                .sum();
+            (finished >= 3).then_some(())
+        },
+    );
     // Gone from the registry once its TTL ran out.
     wait_for("the dead worker's entry to expire", DEADLINE, || {
         (!announced(&dir).contains(&dead)).then_some(())

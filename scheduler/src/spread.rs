@@ -95,7 +95,11 @@ pub async fn live_slots(space: &mut impl Objects, kind: &str) -> Vec<String> {
 /// stops dividing) and returns the task record of each part, holder set to
 /// its slot's worker, with the credit split among them. Fewer than two
 /// parts: nothing (the root is published whole).
-pub fn divide(engine: &dyn DynJob, mut root: AnyState, slots: &[String]) -> Result<Vec<TaskRecord>> {
+pub fn divide(
+    engine: &dyn DynJob,
+    mut root: AnyState,
+    slots: &[String],
+) -> Result<Vec<TaskRecord>> {
     if slots.len() < 2 {
         return Ok(Vec::new());
     }

@@ -24,8 +24,8 @@ use crate::{
     io::LocalIo,
     job::Result,
     records::{
-        encode, last_part, Credit, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE, RESULTS,
-        KINDS_META, SLOTS_META, WORKERS, WORKERS_NAMESPACE,
+        encode, last_part, Credit, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE,
+        KINDS_META, RESULTS, SLOTS_META, WORKERS, WORKERS_NAMESPACE,
     },
     registry::DynJob,
 };

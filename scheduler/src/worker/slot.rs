@@ -102,7 +102,10 @@ async fn find_work(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>) -> Result<Option<Clai
         if part.state.is_some() {
             return Ok(Some(task::claim_assigned(jobs, job, part)));
         }
-        if let Some(claimed) = claim(jobs, job, &part.tid, Source::Assigned).await?.claimed() {
+        if let Some(claimed) = claim(jobs, job, &part.tid, Source::Assigned)
+            .await?
+            .claimed()
+        {
             return Ok(Some(claimed));
         }
     }

@@ -20,9 +20,7 @@ use tokio::{sync::Notify, task::JoinHandle};
 pub(super) use super::heard::Heard;
 use super::{heard::Results, WorkerConfig};
 use crate::{
-    records::{
-        last_part, Assigned, Heartbeat, JobId, JobPaths, JobRecord, WorkerStats, WORKERS,
-    },
+    records::{last_part, Assigned, Heartbeat, JobId, JobPaths, JobRecord, WorkerStats, WORKERS},
     registry::DynJob,
 };
 

@@ -3,11 +3,7 @@
 
 use std::time::Duration;
 
-use p3_objectspace::{
-    lock::LockMode,
-    object::PutOptions,
-    Local, LocalLock, SpaceError,
-};
+use p3_objectspace::{lock::LockMode, object::PutOptions, Local, LocalLock, SpaceError};
 
 use tokio::task::JoinHandle;
 
