@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::state::{ActiveJob, Jobs};
 use crate::{
     job::{JobError, Result},
-    records::{decode, encode, Assigned, JobPaths, Part, TaskRecord},
+    records::{decode, encode, Assigned, Credit, JobPaths, Part, TaskRecord},
 };
 
 /// How a task came to this worker (for the counters).
@@ -89,35 +89,14 @@ fn not_taken() -> JobError {
 /// Claims a part handed over inline with its grant: it runs at once, while
 /// `task/TID` is created (unless its victim created it already) and locked.
 pub(super) fn claim_part(jobs: &Jobs, job: &ActiveJob, part: Part) -> Claimed {
-    let record = TaskRecord {
-        tid: part.tid.clone(),
-        state: part.state.clone(),
-        credit: part.credit,
-        holder: Some(jobs.me.clone()),
-        claims: 1,
-        parts: Vec::new(),
-    };
     let (space, paths, lease) = (jobs.space.clone(), job.paths.clone(), jobs.config.lease);
-    let path = paths.task(&part.tid);
+    let (tid, state, credit) = (part.tid.clone(), part.state.clone(), part.credit);
     let taking = tokio::spawn(async move {
+        let path = paths.task(&part.tid);
         create_part(&space, &paths, part).await?;
-        match space
-            .lock(&path, LockMode::Write, lease, Duration::ZERO)
-            .await
-        {
-            Ok(lock) => Ok(Some(lock)),
-            Err(SpaceError::Locked { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        try_lock(&space, &path, lease).await
     });
-    Claimed {
-        record,
-        hold: Hold::Pending(taking),
-        restarted: false,
-        source: Source::Stolen,
-        asked: None,
-        unwritten: false,
-    }
+    at_once(jobs, tid, state, credit, Source::Stolen, taking)
 }
 
 /// Claims a part made for this worker at submission whose state came with
@@ -126,24 +105,12 @@ pub(super) fn claim_part(jobs: &Jobs, job: &ActiveJob, part: Part) -> Claimed {
 /// one was busy). Nothing is written before both are known: until then the
 /// task has no fencing token.
 pub(super) fn claim_assigned(jobs: &Jobs, job: &ActiveJob, part: Assigned) -> Claimed {
-    let record = TaskRecord {
-        tid: part.tid.clone(),
-        state: part.state.unwrap_or_default(),
-        credit: part.credit,
-        holder: Some(jobs.me.clone()),
-        claims: 1,
-        parts: Vec::new(),
-    };
     let (space, paths, lease) = (jobs.space.clone(), job.paths.clone(), jobs.config.lease);
+    let tid = part.tid.clone();
     let taking = tokio::spawn(async move {
         let path = paths.task(&part.tid);
-        let lock = match space
-            .lock(&path, LockMode::Write, lease, Duration::ZERO)
-            .await
-        {
-            Ok(lock) => lock,
-            Err(SpaceError::Locked { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(lock) = try_lock(&space, &path, lease).await? else {
+            return Ok(None);
         };
         let result = paths.result(&part.tid);
         let (task, finished) = tokio::join!(exists(&space, &path), exists(&space, &result));
@@ -154,13 +121,45 @@ pub(super) fn claim_assigned(jobs: &Jobs, job: &ActiveJob, part: Assigned) -> Cl
             Ok(None)
         }
     });
+    let state = part.state.unwrap_or_default();
+    at_once(jobs, tid, state, part.credit, Source::Assigned, taking)
+}
+
+/// A task that runs from `state` at once, while `taking` gets its lock.
+fn at_once(
+    jobs: &Jobs,
+    tid: String,
+    state: Vec<u8>,
+    credit: Credit,
+    source: Source,
+    taking: JoinHandle<Result<Option<LocalLock>>>,
+) -> Claimed {
     Claimed {
-        record,
+        record: TaskRecord {
+            tid,
+            state,
+            credit,
+            holder: Some(jobs.me.clone()),
+            claims: 1,
+            parts: Vec::new(),
+        },
         hold: Hold::Pending(taking),
         restarted: false,
-        source: Source::Assigned,
+        source,
         asked: None,
         unwritten: false,
+    }
+}
+
+/// The write lock of `path` if it is free now; `None` if someone holds it.
+async fn try_lock(space: &Local, path: &str, lease: Duration) -> Result<Option<LocalLock>> {
+    match space
+        .lock(path, LockMode::Write, lease, Duration::ZERO)
+        .await
+    {
+        Ok(lock) => Ok(Some(lock)),
+        Err(SpaceError::Locked { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
