@@ -12,7 +12,7 @@
 //! is published as one root task, as before.
 
 use p3_objectspace::{
-    object::{MetaValue, PutOptions},
+    object::{MetaValue, PutOptions, Stat},
     SpaceError,
 };
 use rand::Rng;
@@ -42,9 +42,10 @@ pub enum Spread {
 /// get theirs by stealing.
 pub const MAX_PARTS: usize = 64;
 
-/// The slots of the workers that run `kind` known now: each worker once per slot (at most
-/// [`MAX_PARTS`] in all), in an order rotated at random so that the workers
-/// left out when a root divides into fewer parts differ from job to job.
+/// The slots of the workers known now that run `kind`: each worker once per
+/// slot (at most [`MAX_PARTS`] in all), in an order rotated at random so that
+/// the workers left out when a root divides into fewer parts differ from job
+/// to job.
 /// Empty if the registry cannot be read (the job is then published whole).
 pub async fn live_slots(space: &mut impl Objects, kind: &str) -> Vec<String> {
     let listed = match space.list(WORKERS_NAMESPACE, "").await {
@@ -55,7 +56,7 @@ pub async fn live_slots(space: &mut impl Objects, kind: &str) -> Vec<String> {
             return Vec::new();
         }
     };
-    let runs_kind = |stat: &&p3_objectspace::object::Stat| match stat.meta.get(KINDS_META) {
+    let runs_kind = |stat: &&Stat| match stat.meta.get(KINDS_META) {
         Some(MetaValue::Str(kinds)) => kinds.split(',').any(|k| k == kind),
         _ => false,
     };
