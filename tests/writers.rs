@@ -154,18 +154,25 @@ async fn only_writers_change_a_writer_only_namespace() {
         let err = p3ctl_err(&c, &["ns", "create", "team", "--writer", &id_a]);
         assert!(err.contains("is not a writer of team"), "{err}");
         p3ctl_ok(&a, &["ns", "create", "team", "--writer", &id_a]);
+        // b and c read the list before the grant, and cache it.
+        for node in [&b, &c] {
+            let out = p3ctl_ok(node, &["ns", "writers", "team", "--json"]);
+            let listed: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(listed, [id_a.clone()]);
+        }
         p3ctl_ok(&a, &["ns", "grant", "team", &id_b]);
+
+        // The writers' operations work from either of them at once, though
+        // every other owner's cached list predates the grant.
+        put(&b, "team/doc", &value, &[]);
+        put(&a, "team/doc", &value, &[]);
+        put(&b, "team/task", &value, &[]);
         let out = p3ctl_ok(&c, &["ns", "writers", "team", "--json"]);
         let mut listed: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
         listed.sort();
         let mut expected = vec![id_a.clone(), id_b.clone()];
         expected.sort();
         assert_eq!(listed, expected);
-
-        // The writers' operations work from either of them.
-        put(&a, "team/doc", &value, &[]);
-        put(&b, "team/doc", &value, &[]);
-        put(&b, "team/task", &value, &[]);
         assert_eq!(get(&c, "team/doc"), b"signed bytes");
         p3ctl_ok(&a, &["lock", "team/doc", "--", "true"]);
 

@@ -39,6 +39,12 @@ pub const SYSTEM: &str = "p3.system";
 /// How long a node trusts its cached namespace list for names it contains.
 const CACHE_FOR: Duration = Duration::from_secs(10);
 
+/// How old a cached namespace list must be before a refusal based on it
+/// reads the list again: the floor bounds how often a peer that sends
+/// refused requests makes this node read the registry (100 times a second
+/// at most, concurrent reads shared).
+const RECHECK_AFTER: Duration = Duration::from_millis(10);
+
 /// The namespace registry's value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
@@ -177,6 +183,11 @@ impl Namespaces {
             .map(|(_, r)| r.clone())
     }
 
+    fn age(&self) -> Option<Duration> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.as_ref().map(|(at, _)| at.elapsed())
+    }
+
     /// Remembers `registry` unless it would forget or rewrite a writer
     /// history the one known holds (an owner that lags, or lies); returns
     /// the one kept.
@@ -209,6 +220,30 @@ impl Namespaces {
         }
         let (registry, _) = Box::pin(self.fetch(space)).await?;
         Ok(registry.writers(ns).cloned())
+    }
+
+    /// Runs `check` on the writer history of `ns` (`Ok(None)` for an open
+    /// namespace). A refusal made on the cached history is made again on the
+    /// registry read afresh: a grant made on another node reaches this
+    /// node's cache only when it reads the registry, and a writer just
+    /// granted must not be refused for up to [`CACHE_FOR`] by the owners
+    /// that read it before the grant.
+    pub async fn check<T>(
+        &self,
+        space: &ObjectSpace,
+        ns: &Namespace,
+        check: impl Fn(&Writers) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(writers) = self.writers(space, ns).await? else {
+            return Ok(None);
+        };
+        match check(&writers) {
+            Err(SpaceError::Forbidden(_)) if self.age().is_some_and(|a| a >= RECHECK_AFTER) => {
+                let (registry, _) = Box::pin(self.fetch(space)).await?;
+                registry.writers(ns).map(check).transpose()
+            }
+            checked => checked.map(Some),
+        }
     }
 
     /// The incarnation of `ns`, or [`SpaceError::NoSuchNamespace`].
@@ -354,22 +389,23 @@ impl Namespaces {
         ns: &Namespace,
         peer: &PeerId,
     ) -> Result<()> {
-        match self.writers(space, ns).await? {
-            Some(w) => w.check_reader(ns, peer),
-            None => Ok(()),
-        }
+        self.check(space, ns, |w| w.check_reader(ns, peer))
+            .await
+            .map(drop)
     }
 
-    /// The current writers of `ns` (empty: open to every node).
+    /// The current writers of `ns` (empty: open to every node), from the
+    /// registry read now: a user who asks after a grant made on another
+    /// node sees it.
     pub async fn current_writers(
         &self,
         space: &ObjectSpace,
         ns: &Namespace,
     ) -> Result<Vec<PeerId>> {
         self.incarnation(space, ns).await?;
-        Ok(self
-            .writers(space, ns)
-            .await?
+        let (registry, _) = self.fetch(space).await?;
+        Ok(registry
+            .writers(ns)
             .map(|w| w.current().to_vec())
             .unwrap_or_default())
     }

@@ -309,11 +309,10 @@ impl ObjectSpace {
     /// [`ObjectSpace::may_read`], returning the namespace's writers (if it
     /// is writer-only) to check what is read with [`check_signed`].
     async fn readable(&self, ns: &Namespace) -> Result<Option<Writers>> {
-        let writers = self.inner.namespaces.writers(self, ns).await?;
-        if let Some(w) = &writers {
-            w.check_reader(ns, &self.me())?;
-        }
-        Ok(writers)
+        let me = self.me();
+        (self.inner.namespaces)
+            .check(self, ns, |w| w.check_reader(ns, &me).map(|()| w.clone()))
+            .await
     }
 
     /// Reads a whole value into memory (for values known to be small).

@@ -160,9 +160,9 @@ pub(crate) async fn adopt(
     }
     // Nothing unsigned, or signed by someone who never was a writer, enters
     // a writer-only namespace, whoever sends it.
-    if let Some(writers) = space.inner.namespaces.writers(space, &record.ns).await? {
-        writers.check_record(&record, false)?;
-    }
+    (space.inner.namespaces)
+        .check(space, &record.ns, |w| w.check_record(&record, false))
+        .await?;
     if record.volatile {
         let mut inline = inline;
         if let Some(hash) = record.blob {

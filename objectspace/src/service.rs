@@ -349,16 +349,23 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         .lock_state(key)
         .await?
         .admits(&path, write.token, now_ms())?;
-    let writers = space.inner.namespaces.writers(space, &write.ns).await?;
+    let signed = space
+        .inner
+        .namespaces
+        .writers(space, &write.ns)
+        .await?
+        .is_some();
     for attempt in 0..3 {
         // A record read hits the memtable or block cache: microseconds,
         // less than a trip through the blocking pool costs.
         let current = space.store().record(&write.ns, &write.name)?;
         let mut record =
             ordering::next_record(current.as_ref(), &write, attempt > 0, now_ms(), map.epoch())?;
-        if let Some(writers) = &writers {
+        if signed {
             record.signature = Some(crate::signing::obtain(space, &write, &record).await?);
-            writers.check_record(&record, true)?;
+            (space.inner.namespaces)
+                .check(space, &write.ns, |w| w.check_record(&record, true))
+                .await?;
         }
         if crate::namespaces::is_registry(&record) {
             check_registry(space, current.as_ref(), &record, write.inline.as_deref()).await?;

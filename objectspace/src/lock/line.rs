@@ -91,16 +91,12 @@ impl ObjectSpace {
                 signature,
                 ..
             } => {
-                if let Some(writers) = self.inner.namespaces.writers(self, &ns).await? {
-                    check_grant(
-                        &writers,
-                        (&ns, &name),
-                        holder,
-                        mode,
-                        signature.as_ref(),
-                        true,
-                    )?;
-                }
+                (self.inner.namespaces)
+                    .check(self, &ns, |writers| {
+                        let signature = signature.as_ref();
+                        check_grant(writers, (&ns, &name), holder, mode, signature, true)
+                    })
+                    .await?;
                 let arrived = Instant::now();
                 let lease_ms = lease_ms.min(MAX_LEASE.as_millis() as u64).max(1);
                 let (tx, mut rx) = oneshot::channel();

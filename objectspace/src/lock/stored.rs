@@ -231,13 +231,15 @@ impl ObjectSpace {
         let lock = self.key_lock(key);
         let _ordered = lock.lock().await;
         check_primary(self, sender, (&ns, &name))?;
-        if let Some(writers) = self.inner.namespaces.writers(self, &ns).await? {
-            for grant in &state.grants {
-                let (holder, mode) = (grant.holder, grant.mode);
-                let signature = grant.signature.as_ref();
-                super::line::check_grant(&writers, (&ns, &name), holder, mode, signature, false)?;
-            }
-        }
+        (self.inner.namespaces)
+            .check(self, &ns, |writers| {
+                state.grants.iter().try_for_each(|grant| {
+                    let (holder, mode) = (grant.holder, grant.mode);
+                    let signature = grant.signature.as_ref();
+                    super::line::check_grant(writers, (&ns, &name), holder, mode, signature, false)
+                })
+            })
+            .await?;
         let held = self.lock_state(key).await?;
         match held.accepts(&state) {
             Ordering::Greater => self.store().put_lock_state_async(&key, &state).await?,
