@@ -267,8 +267,9 @@ impl ConfigFile {
         if config.space.replicas == 0 || config.space.repair_interval_secs == 0 {
             bail!("space.replicas and space.repair_interval_secs must be at least 1");
         }
-        if config.network.failure_timeout_ms < 300 {
-            bail!("network.failure_timeout_ms must be at least 300");
+        let floor = p3_dht::MIN_FAILURE_TIMEOUT.as_millis() as u64;
+        if config.network.failure_timeout_ms < floor {
+            bail!("network.failure_timeout_ms must be at least {floor}");
         }
         http_addr(&config.http_listen).context("http_listen")?;
         let membership = &config.membership;

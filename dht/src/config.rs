@@ -46,6 +46,11 @@ pub struct NetworkConfig {
     pub swarm_key: Option<SwarmKey>,
 }
 
+/// The shortest `failure_timeout` accepted: pings go out every third of it,
+/// and a loaded node can take tens of milliseconds to answer one; below this,
+/// live peers are cut off.
+pub const MIN_FAILURE_TIMEOUT: Duration = Duration::from_millis(300);
+
 impl Default for NetworkConfig {
     fn default() -> Self {
         Self {

@@ -40,7 +40,7 @@ mod transport;
 
 pub use addresses::by_distance;
 pub use channel::Channel;
-pub use config::NetworkConfig;
+pub use config::{NetworkConfig, MIN_FAILURE_TIMEOUT};
 pub use db::Database;
 pub use error::DhtError;
 pub use libp2p::{

@@ -55,34 +55,43 @@ pub async fn submit(
     let submitted_ms = now_ms();
     let io = SpaceIo::open(&space, &id).await?;
     let made = job.clone();
-    let (root, root_divides) = tokio::task::spawn_blocking(move || {
+    let main = tokio::task::spawn_blocking(move || {
         let mut io = io;
-        let root = made.main(&mut io)?;
-        let divides = made.divisible(&root)?;
-        Ok::<_, JobError>((root, divides))
-    })
-    .await
-    .map_err(|e| JobError::Failed(format!("main panicked: {e}")))??;
-    // The job starts here: spreading it is part of its run.
-    let started_ms = now_ms();
-    let slots = if root_divides && spread == Spread::OverWorkers {
-        spread::live_slots(&mut space, kind).await
-    } else {
-        Vec::new()
+        // The job starts when `main` ends: spreading it (the listing
+        // included, where it takes longer than `main`) is part of its run.
+        made.main(&mut io).map(|root| (root, now_ms()))
+    });
+    // The workers are listed while `main` runs: a job that does not divide
+    // wastes a listing, one that does starts sooner.
+    let listing = async {
+        match spread {
+            Spread::OverWorkers => spread::live_slots(&mut space, kind).await,
+            Spread::Whole => Vec::new(),
+        }
     };
+    let (slots, root) = tokio::join!(listing, main);
+    let (root, started_ms) =
+        root.map_err(|e| JobError::Failed(format!("main panicked: {e}")))??;
     let paths = JobPaths::new(&id);
-    let (tasks, root) = tokio::task::spawn_blocking(move || {
-        let root_bytes = job.checkpoint(&root)?;
-        let tasks = spread::divide(job.as_ref(), root, &slots)?;
-        Ok::<_, JobError>((tasks, root_bytes))
+    let (tasks, whole) = tokio::task::spawn_blocking(move || {
+        let mut root = root;
+        let tasks = spread::divide(job.as_ref(), &mut root, &slots)?;
+        if !tasks.is_empty() {
+            return Ok::<_, JobError>((tasks, None));
+        }
+        // Published whole: whether the root divides tells idle workers
+        // whether to ask its holder for a part. With two or more slots,
+        // `divide` has just tried.
+        let divides = slots.len() < 2 && job.divisible(&root)?;
+        Ok((tasks, Some((job.checkpoint(&root)?, divides))))
     })
     .await
     .map_err(|e| JobError::Failed(format!("dividing the root panicked: {e}")))??;
-    let (root, parts) = if tasks.is_empty() {
+    let (root, parts, root_divides) = if let Some((state, divides)) = whole {
         let tid = random_id();
         let task = TaskRecord {
             tid: tid.clone(),
-            state: root,
+            state,
             credit: Credit::ALL,
             holder: None,
             claims: 0,
@@ -91,14 +100,14 @@ pub async fn submit(
         space
             .put_bytes(&paths.task(&tid), &PutOptions::default(), &encode(&task))
             .await?;
-        (Some(tid), Vec::new())
+        (Some(tid), Vec::new(), divides)
     } else {
         let writes: Vec<_> = tasks
             .iter()
             .map(|t| (paths.task(&t.tid), spread::options(t), encode(t)))
             .collect();
         space.put_all(&writes).await?;
-        (None, spread::assigned(&tasks))
+        (None, spread::assigned(&tasks), true)
     };
     let record = JobRecord {
         id: id.clone(),

@@ -95,16 +95,17 @@ pub async fn live_slots(space: &mut impl Objects, kind: &str) -> Vec<String> {
 /// Divides `root` into at most one part per entry of `slots` (fewer if it
 /// stops dividing) and returns the task record of each part, holder set to
 /// its slot's worker, with the credit split among them. Fewer than two
-/// parts: nothing (the root is published whole).
+/// slots, or a root that does not divide: nothing, and `root` as it was (it
+/// is published whole).
 pub fn divide(
     engine: &dyn DynJob,
-    mut root: AnyState,
+    root: &mut AnyState,
     slots: &[String],
 ) -> Result<Vec<TaskRecord>> {
     if slots.len() < 2 {
         return Ok(Vec::new());
     }
-    let parts = engine.split(&mut root, slots.len() - 1);
+    let parts = engine.split(root, slots.len() - 1);
     if parts.is_empty() {
         return Ok(Vec::new());
     }
@@ -113,7 +114,7 @@ pub fn divide(
     for (state, worker) in parts.iter().zip(slots.iter().skip(1)) {
         records.push(record(engine.checkpoint(state)?, credit.split(), worker));
     }
-    records.insert(0, record(engine.checkpoint(&root)?, credit, &slots[0]));
+    records.insert(0, record(engine.checkpoint(root)?, credit, &slots[0]));
     Ok(records)
 }
 
@@ -173,9 +174,9 @@ mod tests {
     #[test]
     fn a_root_spreads_into_equal_parts_whose_credit_adds_up_to_all() {
         let engine = sleep();
-        let root = engine.main(&mut crate::local::MemoryIo::default()).unwrap();
+        let mut root = engine.main(&mut crate::local::MemoryIo::default()).unwrap();
         let slots: Vec<String> = (0..16).map(|i| format!("w{i}")).collect();
-        let records = divide(engine.as_ref(), root, &slots).unwrap();
+        let records = divide(engine.as_ref(), &mut root, &slots).unwrap();
         assert_eq!(records.len(), 16);
         let mut ledger = Ledger::default();
         for (record, slot) in records.iter().zip(&slots) {
@@ -198,12 +199,15 @@ mod tests {
     fn one_slot_or_an_indivisible_root_publishes_the_root_whole() {
         let engine = sleep();
         let one = vec!["w0".to_owned()];
-        let root = engine.main(&mut crate::local::MemoryIo::default()).unwrap();
-        assert!(divide(engine.as_ref(), root, &one).unwrap().is_empty());
+        let mut root = engine.main(&mut crate::local::MemoryIo::default()).unwrap();
+        assert!(divide(engine.as_ref(), &mut root, &one).unwrap().is_empty());
+        assert_eq!(engine.load(&root), 160.0, "left whole");
         let args = Args::from_pairs(["total=100ms", "slice=100ms"]).unwrap();
         let single = crate::jobs::builtin().instantiate("sleep", &args).unwrap();
-        let root = single.main(&mut crate::local::MemoryIo::default()).unwrap();
+        let mut root = single.main(&mut crate::local::MemoryIo::default()).unwrap();
         let slots = vec!["w0".to_owned(), "w1".to_owned()];
-        assert!(divide(single.as_ref(), root, &slots).unwrap().is_empty());
+        assert!(divide(single.as_ref(), &mut root, &slots)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -80,8 +80,9 @@ impl SimConfig {
         if self.settle_deadline.is_zero() || self.join_deadline.is_zero() {
             return invalid("deadlines must be above zero");
         }
-        if self.failure_timeout < Duration::from_millis(300) {
-            return invalid("--failure-timeout-ms must be at least 300");
+        if self.failure_timeout < p3_dht::MIN_FAILURE_TIMEOUT {
+            let floor = p3_dht::MIN_FAILURE_TIMEOUT.as_millis();
+            return invalid(&format!("--failure-timeout-ms must be at least {floor}"));
         }
         Ok(())
     }
