@@ -168,6 +168,22 @@ impl Job for NQueens {
     }
 
     fn divide(&self, search: &mut Search) -> Option<Search> {
+        // A single board (the root, or a thief's last) is replaced by its
+        // children, as `compute` would do next: the search is the same, and
+        // children can be shared. Without this the root never divides and
+        // a job cannot be spread at submission.
+        while let [board] = search.stack[..] {
+            if board.row == self.n {
+                return None;
+            }
+            search.stack.clear();
+            let mut free = self.free(&board);
+            while free != 0 {
+                let bit = free & free.wrapping_neg();
+                free &= free - 1;
+                search.stack.push(self.child(&board, bit));
+            }
+        }
         if search.stack.len() < 2 {
             return None;
         }
@@ -262,6 +278,24 @@ mod tests {
             let ratio = kept.min(given) as f64 / kept.max(given) as f64;
             assert!(ratio > 0.8, "n={n}: halves of {kept} and {given} boards");
         }
+    }
+
+    #[test]
+    fn divides_the_root_into_mirror_halves() {
+        for n in [8, 12] {
+            let job = job(n, 1);
+            let mut search = job.main(&mut crate::local::MemoryIo::default()).unwrap();
+            let all = boards(&job, &search);
+            let given = job.divide(&mut search).expect("the root divides");
+            let (kept, given) = (boards(&job, &search), boards(&job, &given));
+            // The root itself was expanded, not explored.
+            assert_eq!(kept + given, all - 1, "n={n}");
+            assert_eq!(kept, given, "n={n}: the first row's halves mirror");
+        }
+        let one = job(1, 1);
+        let mut search = one.main(&mut crate::local::MemoryIo::default()).unwrap();
+        assert!(one.divide(&mut search).is_none(), "one queen: one board");
+        assert_eq!(one.load(&search), 1.0, "its one solution left to count");
     }
 
     #[test]
