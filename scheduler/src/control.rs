@@ -69,7 +69,9 @@ pub async fn submit(
             Spread::Whole => Vec::new(),
         }
     };
+    let begun = std::time::Instant::now();
     let (slots, root) = tokio::join!(listing, main);
+    tracing::debug!(job = %id, slots = slots.len(), took = ?begun.elapsed(), "main run, workers listed");
     let (root, started_ms) =
         root.map_err(|e| JobError::Failed(format!("main panicked: {e}")))??;
     let paths = JobPaths::new(&id);
@@ -87,6 +89,7 @@ pub async fn submit(
     })
     .await
     .map_err(|e| JobError::Failed(format!("dividing the root panicked: {e}")))??;
+    tracing::debug!(job = %id, parts = tasks.len(), took = ?begun.elapsed(), "root divided");
     let (root, parts, root_divides) = if let Some((state, divides)) = whole {
         let tid = random_id();
         let task = TaskRecord {
@@ -109,6 +112,7 @@ pub async fn submit(
         space.put_all(&writes).await?;
         (None, spread::assigned(&tasks), true)
     };
+    tracing::debug!(job = %id, took = ?begun.elapsed(), "tasks written");
     let record = JobRecord {
         id: id.clone(),
         kind: kind.to_owned(),
@@ -131,6 +135,7 @@ pub async fn submit(
         }
         Err(e) => return Err(e),
     }
+    tracing::debug!(job = %id, took = ?begun.elapsed(), "job record written");
     Ok(id)
 }
 

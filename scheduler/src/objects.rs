@@ -6,9 +6,13 @@
 use futures::{StreamExt, TryStreamExt};
 use std::{future::Future, time::Duration};
 
-/// Requests a [`Space`] client makes at once for [`Objects::get_all`] and
-/// [`Objects::put_all`].
+/// Reads a [`Space`] client makes at once for [`Objects::get_all`].
 const PARALLEL: usize = 8;
+/// Writes it makes at once for [`Objects::put_all`]: a spread job's parts,
+/// each ordered by its own key's primary, so they wait on different disks
+/// and locks; in two rounds of 8, 16 parts took 40-50 ms on 16 nodes, half
+/// of a job's start.
+const WRITES_AT_ONCE: usize = 32;
 
 use p3_objectspace::{
     api::protocol::{Wait, Written},
@@ -74,7 +78,7 @@ impl Objects for Space {
                 let mut channel = this.channel().await?;
                 channel.put_bytes(&path, &options, &bytes).await.map(drop)
             })
-            .buffer_unordered(PARALLEL)
+            .buffer_unordered(WRITES_AT_ONCE)
             .try_collect()
             .await
     }

@@ -51,6 +51,18 @@ fn check_worker_threads() -> Result<()> {
 /// Runs the parsed command line; `registry` holds the job kinds this binary runs.
 pub fn run(cli: Cli, registry: &Registry) -> Result<ExitCode> {
     check_worker_threads()?;
+    // A node and a mount log by default; any other command only when asked
+    // (`RUST_LOG=p3_scheduler=debug p3ctl job run ...`), to keep its
+    // output its answer.
+    let serves = matches!(
+        cli.command,
+        Command::Node {
+            command: NodeCommand::Start { .. }
+        } | Command::Mount { .. }
+    );
+    if !serves && std::env::var_os("RUST_LOG").is_some() {
+        init_logging();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(THREAD_STACK)

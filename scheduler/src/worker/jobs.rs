@@ -45,6 +45,25 @@ const REWATCH: Duration = Duration::from_millis(200);
 const ANNOUNCE_TTL: Duration = Duration::from_secs(10);
 /// How often it is renewed.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
+/// The first pause after a failed announcement, doubled after each failure
+/// up to [`ANNOUNCE_EVERY`]: when a cluster starts, every worker creates
+/// `p3.workers` at once and most of those compare-and-sets on the namespace
+/// list fail; a worker absent from the registry for a whole period misses
+/// the jobs spread meanwhile.
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(100);
+
+/// The pause before the next announcement, after one that `failed`, with
+/// `retry` the pause a failure waits now (updated). Failures wait from half
+/// to all of `retry`, at random, so the workers that collided do not again.
+fn next_announcement(failed: bool, retry: &mut Duration) -> Duration {
+    if !failed {
+        *retry = ANNOUNCE_RETRY;
+        return ANNOUNCE_EVERY;
+    }
+    let wait = retry.mul_f64(rand::random::<f64>() / 2.0 + 0.5);
+    *retry = (*retry * 2).min(ANNOUNCE_EVERY);
+    wait
+}
 
 /// Keeps this worker's entry in the `p3.workers` registry (a volatile object
 /// with a TTL, so a worker that died drops out by itself) for as long as the
@@ -65,6 +84,7 @@ pub(super) async fn announce(jobs: Arc<Jobs>) {
         ]),
         ..PutOptions::default()
     };
+    let mut retry = ANNOUNCE_RETRY;
     loop {
         let written = match jobs.space.put_bytes(&path, &options, b"").await {
             Err(SpaceError::NoSuchNamespace(_)) => {
@@ -77,10 +97,10 @@ pub(super) async fn announce(jobs: Arc<Jobs>) {
             }
             other => other,
         };
-        if let Err(e) = written {
+        if let Err(e) = &written {
             tracing::debug!(error = %e, "cannot renew this worker's entry in {WORKERS_NAMESPACE}");
         }
-        tokio::time::sleep(ANNOUNCE_EVERY).await;
+        tokio::time::sleep(next_announcement(written.is_err(), &mut retry)).await;
     }
 }
 
@@ -505,3 +525,23 @@ pub(super) fn write_status(jobs: &Jobs) {
 
 /// The file in a node's data directory that says what its worker runs.
 pub const STATUS_FILE: &str = "worker.json";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_announcement_is_retried_soon_then_less_often() {
+        let mut retry = ANNOUNCE_RETRY;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            waits.push(next_announcement(true, &mut retry));
+        }
+        assert!(waits[0] >= ANNOUNCE_RETRY / 2 && waits[0] <= ANNOUNCE_RETRY);
+        assert!(waits.iter().all(|w| *w <= ANNOUNCE_EVERY));
+        assert_eq!(retry, ANNOUNCE_EVERY, "backed off to the renewal period");
+        assert!(waits[7] >= ANNOUNCE_EVERY / 2);
+        assert_eq!(next_announcement(false, &mut retry), ANNOUNCE_EVERY);
+        assert_eq!(retry, ANNOUNCE_RETRY, "a success starts the back-off over");
+    }
+}
