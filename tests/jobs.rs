@@ -286,11 +286,18 @@ fn announced(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_job_is_spread_over_the_workers_and_a_dead_workers_part_runs_elsewhere() {
-    let mut cluster = formed(3, &[]);
+    let mut cluster = formed(4, &[]);
     let dir = cluster.nodes[0].dir.clone();
     wait_for("every worker in p3.workers", DEADLINE, || {
-        (announced(&dir).len() == 3).then_some(())
+        (announced(&dir).len() == 4).then_some(())
     });
+    // Stopped cleanly, a worker withdraws its entry before it exits (its
+    // TTL would keep it listed for up to 10 s).
+    let stopped = cluster.nodes[3].peer_id.clone();
+    cluster.nodes[3].stop("TERM");
+    let listed = announced(&dir);
+    assert!(!listed.contains(&stopped), "still listed: {listed:?}");
+    assert_eq!(listed.len(), 3, "{listed:?}");
     // Killed, its entry stays listed until its TTL runs out: the next job
     // gets a part for it, which one of the two live workers must run.
     let dead = cluster.nodes[2].peer_id.clone();

@@ -161,7 +161,7 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
         _ = sigint.recv() => tracing::info!("SIGINT received; shutting down"),
     }
     if let Some(worker) = worker {
-        worker.stop();
+        worker.stop().await;
     }
     api_task.abort();
     if let Some(task) = http_task {

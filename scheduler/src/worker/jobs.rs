@@ -104,6 +104,20 @@ pub(super) async fn announce(jobs: Arc<Jobs>) {
     }
 }
 
+/// How long a stopping worker tries to remove its entry from `p3.workers`.
+const WITHDRAW_WAIT: Duration = Duration::from_secs(2);
+
+/// Removes this worker's entry from `p3.workers` (best effort: the entry's
+/// TTL ends it anyway).
+pub(super) async fn withdraw(jobs: &Jobs) {
+    let path = format!("{WORKERS_NAMESPACE}/{}", jobs.me);
+    match tokio::time::timeout(WITHDRAW_WAIT, jobs.space.remove(&path, None, None)).await {
+        Ok(Ok(_)) | Ok(Err(SpaceError::NotFound(_))) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot remove this worker's entry"),
+        Err(_) => tracing::debug!("removing this worker's entry timed out"),
+    }
+}
+
 /// Follows the job registry for as long as the worker runs.
 pub(super) async fn discover(jobs: Arc<Jobs>) {
     let changed = Arc::new(tokio::sync::Notify::new());

@@ -97,12 +97,15 @@ impl Worker {
         Ok(Self { jobs, tasks })
     }
 
-    /// Stops every slot at once. Tasks it was running are resumed elsewhere
-    /// from their last checkpoints once their leases end.
-    pub fn stop(self) {
+    /// Stops every slot at once and withdraws this worker from
+    /// `p3.workers`, so that no job is spread to it meanwhile (a killed
+    /// worker's entry stays until its TTL ends). Tasks it was running are
+    /// resumed elsewhere from their last checkpoints once their leases end.
+    pub async fn stop(self) {
         for task in self.tasks {
             task.abort();
         }
         jobs::stop(&self.jobs);
+        jobs::withdraw(&self.jobs).await;
     }
 }
