@@ -59,13 +59,7 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
     // A node with no seeds founds the membership group; the others join it.
     let found = network.bootstrap.is_empty();
     let key = identity::load_or_create(&dir.identity())?;
-    let column_families: Vec<&str> = p3_dht::db::COLUMN_FAMILIES
-        .iter()
-        .chain(p3_membership::COLUMN_FAMILIES)
-        .chain(store::COLUMN_FAMILIES)
-        .copied()
-        .collect();
-    let db = Database::open(&dir.db(), &column_families)?;
+    let db = Database::open(&dir.db(), &store::node_column_families())?;
     let space_config = config.space();
     let store = Store::open(db.clone(), space_config.cache_bytes)?;
     // Handlers go in before the node exists so a signal during start-up still

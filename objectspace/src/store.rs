@@ -66,6 +66,17 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_INDEX,
 ];
 
+/// Every column family a node's database holds: the DHT's, the membership
+/// log's and this crate's. A node process and a simulated node open the same.
+pub fn node_column_families() -> Vec<&'static str> {
+    p3_dht::db::COLUMN_FAMILIES
+        .iter()
+        .chain(p3_membership::COLUMN_FAMILIES)
+        .chain(COLUMN_FAMILIES)
+        .copied()
+        .collect()
+}
+
 /// The storage key of an object record.
 pub fn record_key(ns: &Namespace, name: &ObjectName) -> Vec<u8> {
     let mut key = Vec::with_capacity(ns.as_str().len() + 1 + name.as_str().len());

@@ -220,13 +220,7 @@ struct Boot {
 
 impl Boot {
     async fn run(self) -> Result<(Node, Membership, Local), SimError> {
-        let column_families: Vec<&str> = p3_dht::db::COLUMN_FAMILIES
-            .iter()
-            .chain(p3_membership::COLUMN_FAMILIES)
-            .chain(store::COLUMN_FAMILIES)
-            .copied()
-            .collect();
-        let db = open(&self.db, &column_families).await?;
+        let db = open(&self.db, &store::node_column_families()).await?;
         let store = Store::open(db.clone(), self.settings.cache_bytes)?;
         let network = NetworkConfig {
             listen: vec![self.listen],
