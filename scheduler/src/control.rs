@@ -4,7 +4,7 @@
 use std::{path::Path, time::Duration};
 
 use p3_objectspace::{
-    object::{MetaValue, Metadata, PutOptions},
+    object::{MetaValue, Metadata, PutOptions, Stat},
     Space, SpaceError,
 };
 use serde::Serialize;
@@ -14,8 +14,9 @@ use crate::{
     job::{Args, JobError, Result},
     objects::Objects,
     records::{
-        decode, encode, random_id, Credit, Heartbeat, JobId, JobPaths, JobRecord, JobState, Ledger,
-        ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS, WORKERS,
+        decode, encode, last_part, random_id, Credit, Heartbeat, JobId, JobPaths, JobRecord,
+        JobState, Ledger, ResultRecord, TaskRecord, JOBS_NAMESPACE, JOB_TYPE, RESULTS, TASKS,
+        WORKERS,
     },
     registry::Registry,
     spread::{self, Spread},
@@ -105,12 +106,18 @@ pub async fn submit(
             .await?;
         (Some(tid), Vec::new(), divides)
     } else {
-        let writes: Vec<_> = tasks
-            .iter()
-            .map(|t| (paths.task(&t.tid), spread::options(t), encode(t)))
-            .collect();
-        space.put_all(&writes).await?;
-        (None, spread::assigned(&tasks), true)
+        let parts = spread::assigned(&tasks);
+        // Parts whose states ride in the record need no write before it
+        // (their workers write them); larger ones are written first, so the
+        // record never names a part that cannot be read.
+        if parts.iter().any(|part| part.state.is_none()) {
+            let writes: Vec<_> = tasks
+                .iter()
+                .map(|t| (paths.task(&t.tid), spread::options(t), encode(t)))
+                .collect();
+            space.put_all(&writes).await?;
+        }
+        (None, parts, true)
     };
     tracing::debug!(job = %id, took = ?begun.elapsed(), "tasks written");
     let record = JobRecord {
@@ -398,6 +405,23 @@ pub struct JobStatus {
     pub workers: Vec<WorkerShare>,
 }
 
+/// How many of a job's tasks are not finished: those written as `task/TID`,
+/// and the parts riding in its record that are neither written nor finished.
+async fn open_tasks(space: &mut impl Objects, job: &JobRecord) -> Result<usize> {
+    let ns = job.id.namespace();
+    let written = space.list(&ns, TASKS).await?;
+    let mut tasks = written.len();
+    let riding = job.parts.iter().filter(|part| part.state.is_some());
+    if riding.clone().next().is_some() {
+        let finished = space.list(&ns, RESULTS).await?;
+        let named = |stats: &[Stat], tid: &str| stats.iter().any(|s| last_part(&s.path) == tid);
+        tasks += riding
+            .filter(|part| !named(&written, &part.tid) && !named(&finished, &part.tid))
+            .count();
+    }
+    Ok(tasks)
+}
+
 /// Gathers a job's status from its registry entry and namespace.
 pub async fn status(
     space: &mut impl Objects,
@@ -410,7 +434,7 @@ pub async fn status(
     let (mut workers, mut tasks) = (Vec::new(), 0);
     // A cancelled job's namespace is gone; its record is all there is.
     if job.state != JobState::Cancelled {
-        tasks = space.list(&ns, TASKS).await?.len();
+        tasks = open_tasks(space, &job).await?;
         for stat in space.list(&ns, WORKERS).await? {
             let (_, bytes) = space.get_bytes(&stat.path).await?;
             workers.push(WorkerShare {

@@ -225,6 +225,9 @@ pub struct JobRecord {
     /// The parts the submitter divided the root into, each for a worker it
     /// knew of (instead of a root): each worker claims its own at once. A
     /// part its worker does not claim is picked up by any idle worker.
+    /// Parts whose states ride here are not written as `task/TID` by the
+    /// submitter: this record is their first durable copy, and a worker
+    /// writes the task when it checkpoints or hands it over.
     #[serde(default)]
     pub parts: Vec<Assigned>,
 }
@@ -243,6 +246,22 @@ pub struct Assigned {
     /// task first.
     #[serde(default, with = "serde_bytes")]
     pub state: Option<Vec<u8>>,
+}
+
+impl Assigned {
+    /// Its task record as submitted, when its state rides in the job's
+    /// record: such a part's `task/TID` is first written by a worker that
+    /// runs it (see [`JobRecord::parts`]).
+    pub fn task(&self) -> Option<TaskRecord> {
+        Some(TaskRecord {
+            tid: self.tid.clone(),
+            state: self.state.clone()?,
+            credit: self.credit,
+            holder: Some(self.worker.clone()),
+            claims: 0,
+            parts: Vec::new(),
+        })
+    }
 }
 
 fn divides_unless_told() -> bool {

@@ -1,10 +1,12 @@
 //! Spreading a new job over the workers there are. The submitter divides the
 //! root into one part per worker slot it knows of (the `p3.workers`
-//! registry), writes each part as `task/TID` naming its worker, and lists the
-//! parts in the job's record: every worker claims its own part the moment it
-//! reads the record, instead of waiting for a steal from whichever worker won
-//! the root (a lock race, a gathering of requests, a checkpoint and a grant:
-//! 0.1–0.25 s on a busy cluster, for every job).
+//! registry) and lists the parts, each naming its worker, in the job's
+//! record: every worker claims its own part the moment it reads the record,
+//! instead of waiting for a steal from whichever worker won the root (a lock
+//! race, a gathering of requests, a checkpoint and a grant: 0.1–0.25 s on a
+//! busy cluster, for every job). Parts small enough to ride in the record
+//! are first written as `task/TID` by the worker that runs them; larger
+//! ones are written by the submitter before the record.
 //!
 //! Nothing here is needed for correctness: a part whose worker is gone or
 //! busy is picked up by any idle worker (see the worker's scan), and a job

@@ -44,6 +44,12 @@ impl Results {
         !before && self.whole()
     }
 
+    /// Takes back a result this worker noted before writing it, when the
+    /// write failed.
+    pub fn forget(&mut self, tid: &str) {
+        self.0.remove(tid);
+    }
+
     /// Whether the result of task `tid` was heard of.
     pub fn has(&self, tid: &str) -> bool {
         self.0.contains_key(tid)
@@ -94,6 +100,11 @@ mod tests {
         // Heard again (an event after the own note, or a relisting): no news.
         assert!(!results.note("c", heard(credits[2], "w3", None)));
         assert!(!results.note("a", heard(credits[0], "w1", None)));
+        // A result taken back (its write failed) is missed again, and its
+        // next note completes the credit once more.
+        results.forget("c");
+        assert!(!results.has("c"));
+        assert!(results.note("c", heard(credits[2], "w3", None)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use p3_objectspace::object::MetaValue;
+use p3_objectspace::{object::MetaValue, SpaceError};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -162,28 +162,43 @@ async fn claim_root(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>) -> Result<Option<Cla
     }
 }
 
-/// Lists the job's tasks and claims one without a live holder (or made for
-/// this worker); settles the job when none is left.
+/// Lists the job's tasks (with the parts of its record not written as
+/// tasks yet) and claims one without a live holder (or made for this
+/// worker); settles the job when none is left.
 async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     let now = now_ms();
     let fresh = jobs.fresh_ms();
     let tasks = jobs.space.list(job.paths.ns(), TASKS).await?;
-    if tasks.is_empty() {
-        control::settle(&mut jobs.space.clone(), &jobs.config.registry, &job.id).await?;
-        return Ok(None);
-    }
-    for stat in &tasks {
-        let tid = last_part(&stat.path);
-        // Running here, or finished (its record goes moments after its
-        // result): nothing to claim.
-        let running = locked(&job.running).contains_key(tid);
-        if running || locked(&job.results).has(tid) {
-            continue;
-        }
+    let listed = tasks.iter().map(|stat| {
         let holder = match stat.meta.get("holder") {
             Some(MetaValue::Str(h)) => Some(h.as_str()),
             _ => None,
         };
+        (last_part(&stat.path), holder, stat.modified_ms)
+    });
+    // A part whose state rides in the job's record exists as a task only
+    // once a worker writes it: until then the record is all there is of it.
+    let unwritten = job.record.parts.iter().filter_map(|part| {
+        let written = tasks.iter().any(|stat| last_part(&stat.path) == part.tid);
+        (part.state.is_some() && !written).then_some((
+            part.tid.as_str(),
+            Some(part.worker.as_str()),
+            job.record.started_ms,
+        ))
+    });
+    // Running here, or finished (a task goes moments after its result):
+    // nothing to claim.
+    let open: Vec<_> = listed
+        .chain(unwritten)
+        .filter(|(tid, ..)| {
+            !locked(&job.running).contains_key(*tid) && !locked(&job.results).has(tid)
+        })
+        .collect();
+    if tasks.is_empty() && open.is_empty() {
+        control::settle(&mut jobs.space.clone(), &jobs.config.registry, &job.id).await?;
+        return Ok(None);
+    }
+    for (tid, holder, modified_ms) in open {
         // Whether the holder is alive, and runs something of this job.
         let seen = |h: &str| {
             locked(&job.workers)
@@ -191,7 +206,7 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
                 .filter(|w| w.alive(now, fresh))
                 .map(|w| w.running > 0.0)
         };
-        let age = now.saturating_sub(stat.modified_ms);
+        let age = now.saturating_sub(modified_ms);
         let abandoned = match holder {
             None => true,
             Some(h) if h == jobs.me => true,
@@ -240,13 +255,11 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
         credit: task.record.credit,
         worker: jobs.me.clone(),
     };
-    let mut space = jobs.space.clone();
-    control::write_result(&mut space, &job.paths, &tid, &result).await?;
-    if job.is_root(&tid) {
-        // Done with it: this worker's slots need not try to claim it again
-        // (and find it gone) while the job settles.
-        job.root_taken.store(true, Ordering::Relaxed);
-    }
+    // Noted before it is written: a result that makes the credit whole
+    // settles the job while it is written, the job's record and the result
+    // at once instead of one after the other (no other worker can settle
+    // before it hears of this result). Otherwise the worker that hears the
+    // credit whole settles (see `jobs::follow_results`).
     let whole = job.note_result(
         &tid,
         Heard {
@@ -255,26 +268,42 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
             output: Some(result.output.clone()),
         },
     );
-    tracing::debug!(job = %job.id, %tid, whole, "task finished");
-    job.count(|s| s.finished += 1);
-    job.beat.notify_one();
-    // With the result written the task is finished: the job may be settled
-    // while the task's record and lock are let go. Only the worker that sees
-    // the credit whole settles (see `jobs::follow_results`).
-    let tidy = async {
-        jobs.space
-            .remove(&job.paths.task(&tid), None, Some(token))
-            .await?;
-        task.release().await
-    };
+    let mut space = jobs.space.clone();
     let settle = async {
         if !whole {
             return Ok(0.0);
         }
         job.settle_known(jobs).await
     };
-    let (tidied, settled) = tokio::join!(tidy, settle);
-    tidied?;
+    let (written, settled) = tokio::join!(
+        control::write_result(&mut space, &job.paths, &tid, &result),
+        settle
+    );
+    if let Err(e) = written {
+        locked(&job.results).forget(&tid);
+        return Err(e);
+    }
+    if job.is_root(&tid) {
+        // Done with it: this worker's slots need not try to claim it again
+        // (and find it gone) while the job settles.
+        job.root_taken.store(true, Ordering::Relaxed);
+    }
+    tracing::debug!(job = %job.id, %tid, whole, "task finished");
+    job.count(|s| s.finished += 1);
+    job.beat.notify_one();
+    // With the result written the task is finished: its record and lock
+    // are let go (whether or not settling failed). A part that rode in the
+    // job's record and finished before its first checkpoint was never
+    // written.
+    match jobs
+        .space
+        .remove(&job.paths.task(&tid), None, Some(token))
+        .await
+    {
+        Ok(_) | Err(SpaceError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    task.release().await?;
     settled.map(drop)
 }
 

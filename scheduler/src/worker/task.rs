@@ -101,9 +101,9 @@ pub(super) fn claim_part(jobs: &Jobs, job: &ActiveJob, part: Part) -> Claimed {
 
 /// Claims a part made for this worker at submission whose state came with
 /// the job's record: it runs at once, while its lock is taken and the task
-/// checked to still need running (another worker may have run it while this
-/// one was busy). Nothing is written before both are known: until then the
-/// task has no fencing token.
+/// checked to be as submitted ([`runs_as_submitted`]; another worker may have
+/// run it while this one was busy). Nothing is written before both are
+/// known: until then the task has no fencing token.
 pub(super) fn claim_assigned(jobs: &Jobs, job: &ActiveJob, part: Assigned) -> Claimed {
     let (space, paths, lease) = (jobs.space.clone(), job.paths.clone(), jobs.config.lease);
     let tid = part.tid.clone();
@@ -113,8 +113,8 @@ pub(super) fn claim_assigned(jobs: &Jobs, job: &ActiveJob, part: Assigned) -> Cl
             return Ok(None);
         };
         let result = paths.result(&part.tid);
-        let (task, finished) = tokio::join!(exists(&space, &path), exists(&space, &result));
-        if task? && !finished? {
+        let (task, finished) = tokio::join!(stored(&space, &path), exists(&space, &result));
+        if runs_as_submitted(task?.as_ref(), finished?) {
             Ok(Some(lock))
         } else {
             lock.release().await?;
@@ -123,6 +123,26 @@ pub(super) fn claim_assigned(jobs: &Jobs, job: &ActiveJob, part: Assigned) -> Cl
     });
     let state = part.state.unwrap_or_default();
     at_once(jobs, tid, state, part.credit, Source::Assigned, taking)
+}
+
+/// Whether a part made at submission may run from the state the job's
+/// record carries: not finished, and its task not written yet (its state
+/// rode in the record) or as the submitter wrote it. A worker that claimed
+/// it meanwhile (its worker was busy) and stopped may have checkpointed it or
+/// divided parts off it, writing the task with `claims` ≥ 1 before either:
+/// running the submitted state then would compute those parts twice. Such a
+/// task is left to a scan, which resumes it from its record.
+fn runs_as_submitted(stored: Option<&TaskRecord>, finished: bool) -> bool {
+    !finished && stored.is_none_or(|record| record.claims == 0)
+}
+
+/// The record of task `path`, if it exists.
+async fn stored(space: &Local, path: &str) -> Result<Option<TaskRecord>> {
+    match space.get_bytes(path).await {
+        Ok((_, bytes)) => Ok(Some(decode(&bytes, "task")?)),
+        Err(SpaceError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A task that runs from `state` at once, while `taking` gets its lock.
@@ -210,18 +230,22 @@ pub(super) async fn claim(
     let locked_in = began.elapsed();
     let token = lock.token();
     let result = job.paths.result(tid);
-    let (task, finished) = tokio::join!(space.get_bytes(&path), exists(space, &result));
+    let (task, finished) = tokio::join!(stored(space, &path), exists(space, &result));
     tracing::debug!(job = %job.id, %tid, ?locked_in, read_in = ?(began.elapsed() - locked_in), "task locked");
-    let mut record: TaskRecord = match task {
-        Ok((_, bytes)) => decode(&bytes, "task")?,
-        Err(SpaceError::NotFound(_)) => return Ok(Claim::Gone),
-        Err(e) => return Err(e.into()),
-    };
-    if finished? {
-        // Finished, but its holder stopped before removing it.
-        space.remove(&path, None, Some(token)).await?;
+    let (stored, finished) = (task?, finished?);
+    if finished {
+        if stored.is_some() {
+            // Finished, but its holder stopped before removing it.
+            space.remove(&path, None, Some(token)).await?;
+        }
         return Ok(Claim::Gone);
     }
+    // A part whose state rides in the job's record exists as a task only
+    // once a worker wrote it.
+    let submitted = || job.record.parts.iter().find(|p| p.tid == tid)?.task();
+    let Some(mut record) = stored.or_else(submitted) else {
+        return Ok(Claim::Gone);
+    };
     let restarted = record.claims > 0;
     let was_mine = record.holder.as_deref() == Some(jobs.me.as_str());
     record.holder = Some(jobs.me.clone());
@@ -323,5 +347,34 @@ pub(super) async fn create_part(space: &Local, paths: &JobPaths, part: Part) -> 
     {
         Ok(_) | Err(SpaceError::VersionConflict { .. } | SpaceError::Fenced(_)) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(claims: u32) -> TaskRecord {
+        TaskRecord {
+            tid: "t".into(),
+            state: vec![1],
+            credit: Credit::ALL,
+            holder: Some("w".into()),
+            claims,
+            parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_an_untouched_unfinished_part_runs_from_the_submitted_state() {
+        assert!(runs_as_submitted(Some(&record(0)), false));
+        // Claimed by another worker, which may have checkpointed or divided it.
+        assert!(!runs_as_submitted(Some(&record(1)), false));
+        assert!(!runs_as_submitted(Some(&record(3)), false));
+        // Finished, before or after its task was removed.
+        assert!(!runs_as_submitted(Some(&record(0)), true));
+        assert!(!runs_as_submitted(None, true));
+        // Not written yet: its state rides in the job's record.
+        assert!(runs_as_submitted(None, false));
     }
 }
