@@ -4,7 +4,7 @@
 use std::{path::Path, time::Duration};
 
 use p3_objectspace::{
-    object::{MetaValue, Metadata, PutOptions, Stat},
+    object::{MetaValue, Metadata, PutOptions},
     Space, SpaceError,
 };
 use serde::Serialize;
@@ -411,12 +411,11 @@ async fn open_tasks(space: &mut impl Objects, job: &JobRecord) -> Result<usize> 
     let ns = job.id.namespace();
     let written = space.list(&ns, TASKS).await?;
     let mut tasks = written.len();
-    let riding = job.parts.iter().filter(|part| part.state.is_some());
-    if riding.clone().next().is_some() {
+    let mut unwritten = spread::unwritten(&job.parts, &written).peekable();
+    if unwritten.peek().is_some() {
         let finished = space.list(&ns, RESULTS).await?;
-        let named = |stats: &[Stat], tid: &str| stats.iter().any(|s| last_part(&s.path) == tid);
-        tasks += riding
-            .filter(|part| !named(&written, &part.tid) && !named(&finished, &part.tid))
+        tasks += unwritten
+            .filter(|part| !finished.iter().any(|s| last_part(&s.path) == part.tid))
             .count();
     }
     Ok(tasks)

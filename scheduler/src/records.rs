@@ -248,22 +248,6 @@ pub struct Assigned {
     pub state: Option<Vec<u8>>,
 }
 
-impl Assigned {
-    /// Its task record as submitted, when its state rides in the job's
-    /// record: such a part's `task/TID` is first written by a worker that
-    /// runs it (see [`JobRecord::parts`]).
-    pub fn task(&self) -> Option<TaskRecord> {
-        Some(TaskRecord {
-            tid: self.tid.clone(),
-            state: self.state.clone()?,
-            credit: self.credit,
-            holder: Some(self.worker.clone()),
-            claims: 0,
-            parts: Vec::new(),
-        })
-    }
-}
-
 fn divides_unless_told() -> bool {
     true
 }

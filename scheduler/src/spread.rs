@@ -150,6 +150,31 @@ pub fn assigned(records: &[TaskRecord]) -> Vec<Assigned> {
         .collect()
 }
 
+/// A part as its task record when submitted, if its state rides in the job's
+/// record: such a part's `task/TID` is first written by a worker that runs it.
+pub fn submitted(part: &Assigned) -> Option<TaskRecord> {
+    Some(TaskRecord {
+        tid: part.tid.clone(),
+        state: part.state.clone()?,
+        credit: part.credit,
+        holder: Some(part.worker.clone()),
+        claims: 0,
+        parts: Vec::new(),
+    })
+}
+
+/// The parts riding in a job's record that no worker has written as a task
+/// yet (`written` is the listing of `task/`): until one does, the record is
+/// all there is of them.
+pub fn unwritten<'a>(
+    parts: &'a [Assigned],
+    written: &'a [Stat],
+) -> impl Iterator<Item = &'a Assigned> + 'a {
+    parts.iter().filter(move |part| {
+        part.state.is_some() && !written.iter().any(|s| last_part(&s.path) == part.tid)
+    })
+}
+
 /// How a part is written: created once (`if_version` 0), its holder in the
 /// metadata like every task's.
 pub fn options(record: &TaskRecord) -> PutOptions {
@@ -195,6 +220,37 @@ mod tests {
             .zip(&records)
             .all(|(a, r)| a.tid == r.tid && a.state.as_ref() == Some(&r.state)));
         let _: TaskRecord = decode(&crate::records::encode(&records[3]), "task").unwrap();
+    }
+
+    #[test]
+    fn a_riding_part_is_unwritten_until_its_task_is_listed() {
+        let engine = sleep();
+        let mut root = engine.main(&mut crate::local::MemoryIo::default()).unwrap();
+        let slots: Vec<String> = (0..3).map(|i| format!("w{i}")).collect();
+        let parts = assigned(&divide(engine.as_ref(), &mut root, &slots).unwrap());
+        let listed = |tid: &str| Stat {
+            path: format!("p3.job.x/task/{tid}"),
+            version: 1,
+            hash: String::new(),
+            size: 0,
+            type_tag: String::new(),
+            meta: Default::default(),
+            created_ms: 0,
+            modified_ms: 0,
+            expires_ms: None,
+            volatile: false,
+            replicas: Vec::new(),
+        };
+        let written = vec![listed(&parts[1].tid)];
+        let left: Vec<_> = unwritten(&parts, &written).map(|p| &p.tid).collect();
+        assert_eq!(left, [&parts[0].tid, &parts[2].tid]);
+        let task = submitted(&parts[0]).unwrap();
+        assert_eq!((task.claims, task.holder.as_deref()), (0, Some("w0")));
+        let mut large = parts[2].clone();
+        large.state = None;
+        assert!(submitted(&large).is_none(), "written by the submitter");
+        let written_apart = [large];
+        assert_eq!(unwritten(&written_apart, &[]).count(), 0);
     }
 
     #[test]

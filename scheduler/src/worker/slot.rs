@@ -26,6 +26,7 @@ use crate::{
     job::{JobError, Result, Step},
     records::{last_part, ResultRecord, TASKS},
     registry::AnyState,
+    spread,
 };
 
 /// A task whose record was last written this long ago, and whose lock is free,
@@ -176,15 +177,9 @@ async fn scan(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
         };
         (last_part(&stat.path), holder, stat.modified_ms)
     });
-    // A part whose state rides in the job's record exists as a task only
-    // once a worker writes it: until then the record is all there is of it.
-    let unwritten = job.record.parts.iter().filter_map(|part| {
-        let written = tasks.iter().any(|stat| last_part(&stat.path) == part.tid);
-        (part.state.is_some() && !written).then_some((
-            part.tid.as_str(),
-            Some(part.worker.as_str()),
-            job.record.started_ms,
-        ))
+    let unwritten = spread::unwritten(&job.record.parts, &tasks).map(|part| {
+        let holder = Some(part.worker.as_str());
+        (part.tid.as_str(), holder, job.record.started_ms)
     });
     // Running here, or finished (a task goes moments after its result):
     // nothing to claim.

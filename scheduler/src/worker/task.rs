@@ -11,6 +11,7 @@ use super::state::{ActiveJob, Jobs};
 use crate::{
     job::{JobError, Result},
     records::{decode, encode, Assigned, Credit, JobPaths, Part, TaskRecord},
+    spread,
 };
 
 /// How a task came to this worker (for the counters).
@@ -242,7 +243,7 @@ pub(super) async fn claim(
     }
     // A part whose state rides in the job's record exists as a task only
     // once a worker wrote it.
-    let submitted = || job.record.parts.iter().find(|p| p.tid == tid)?.task();
+    let submitted = || spread::submitted(job.record.parts.iter().find(|p| p.tid == tid)?);
     let Some(mut record) = stored.or_else(submitted) else {
         return Ok(Claim::Gone);
     };
