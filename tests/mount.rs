@@ -331,6 +331,16 @@ fn xattrs_show_and_set_type_and_metadata() {
     );
     let out = sh(&format!("setfattr -n user.p3.hash -v 00 {file}"));
     assert!(!out.status.success(), "user.p3.hash must be read-only");
+    // Names outside user.p3. (the kernel asks for security.capability
+    // before writes) are never stored: no such attribute, not an error.
+    let out = sh(&format!("getfattr -n security.capability {file}"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("No such attribute"),
+        "security.capability: {said}"
+    );
+    let out = sh(&format!("setfattr -n user.other -v 1 {file}"));
+    assert!(!out.status.success(), "only user.p3. names can be set");
 
     // An object put with a type and metadata shows them as xattrs.
     let value = cluster.root.path().join("value");

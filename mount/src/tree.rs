@@ -218,15 +218,7 @@ pub(crate) mod tests {
         Stat {
             path: path.to_owned(),
             version: 1,
-            hash: String::new(),
-            size: 0,
-            type_tag: String::new(),
-            meta: Default::default(),
-            created_ms: 0,
-            modified_ms: 0,
-            expires_ms: None,
-            volatile: false,
-            replicas: Vec::new(),
+            ..Stat::default()
         }
     }
 

@@ -158,8 +158,9 @@ impl ObjectRecord {
     }
 }
 
-/// What a client sees of an object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a client sees of an object. `Default` is the stat of nothing (empty
+/// path, version 0), for tests to fill in the fields they need.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     /// `NAMESPACE/NAME`.
     pub path: String,

@@ -231,15 +231,7 @@ mod tests {
         let listed = |tid: &str| Stat {
             path: format!("p3.job.x/task/{tid}"),
             version: 1,
-            hash: String::new(),
-            size: 0,
-            type_tag: String::new(),
-            meta: Default::default(),
-            created_ms: 0,
-            modified_ms: 0,
-            expires_ms: None,
-            volatile: false,
-            replicas: Vec::new(),
+            ..Stat::default()
         };
         let written = vec![listed(&parts[1].tid)];
         let left: Vec<_> = unwritten(&parts, &written).map(|p| &p.tid).collect();

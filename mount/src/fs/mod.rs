@@ -30,6 +30,9 @@ use crate::{
 /// How long the kernel may trust an attribute or a name without asking again:
 /// changes made elsewhere show within this.
 const TTL: Duration = Duration::from_secs(1);
+/// What every extended attribute the mount shows starts with: it stores no
+/// other (`setxattr` of any other name is ENOTSUP).
+const XATTR_PREFIX: &str = "user.p3.";
 /// Extended attributes: the object's type, its metadata, its hash and version.
 const XATTR_TYPE: &str = "user.p3.type";
 const XATTR_META: &str = "user.p3.meta.";

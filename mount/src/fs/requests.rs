@@ -8,7 +8,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 
-use super::{attributes::requested, empty, kind_of, reply_xattr, text, P3Fs, TTL};
+use super::{attributes::requested, empty, kind_of, reply_xattr, text, P3Fs, TTL, XATTR_PREFIX};
 use crate::{
     errno::errno,
     handles::{Handle, Reads},
@@ -493,6 +493,12 @@ impl Filesystem for P3Fs {
         let result = (|| {
             let path = self.path_of(ino)?;
             let name = text(name)?;
+            if !name.starts_with(XATTR_PREFIX) {
+                // The kernel asks for `security.capability` before every
+                // write and `chown`: no object has it, so it is answered
+                // without resolving the path (which may ask the node).
+                return Err(libc::ENODATA);
+            }
             self.xattrs(&path)?
                 .into_iter()
                 .find(|(n, _)| n == name)
