@@ -421,14 +421,26 @@ async fn open_tasks(space: &mut impl Objects, job: &JobRecord) -> Result<usize> 
     Ok(tasks)
 }
 
+/// A job's progress as its status shows it: `settled` was measured before
+/// `job` was read, and the job may have finished in between (its last result
+/// came in); a final job has made all the progress it will.
+fn progress_of(settled: f64, job: &JobRecord) -> f64 {
+    if job.state.is_final() {
+        1.0
+    } else {
+        settled
+    }
+}
+
 /// Gathers a job's status from its registry entry and namespace.
 pub async fn status(
     space: &mut impl Objects,
     registry: &Registry,
     id: &JobId,
 ) -> Result<JobStatus> {
-    let progress = settle(space, registry, id).await?;
+    let settled = settle(space, registry, id).await?;
     let (job, _) = record(space, id).await?;
+    let progress = progress_of(settled, &job);
     let ns = id.namespace();
     let (mut workers, mut tasks) = (Vec::new(), 0);
     // A cancelled job's namespace is gone; its record is all there is.
@@ -499,5 +511,24 @@ pub fn meta_text(meta: &Metadata, key: &str) -> String {
         Some(MetaValue::Str(s)) => s.clone(),
         Some(MetaValue::Num(n)) => n.to_string(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::tests::running_job;
+
+    #[test]
+    fn a_job_that_finished_after_its_credit_was_counted_shows_all_progress() {
+        let nothing_back = Ledger::default().fraction();
+        assert!(
+            nothing_back == 0.0 && nothing_back.is_sign_positive(),
+            "{nothing_back}"
+        );
+        let mut job = running_job();
+        assert_eq!(progress_of(nothing_back, &job), 0.0);
+        job.state = JobState::Done;
+        assert_eq!(progress_of(nothing_back, &job), 1.0);
     }
 }
