@@ -3,6 +3,7 @@
 
 mod attributes;
 mod requests;
+mod xattrs;
 
 use std::{
     collections::HashMap,
@@ -11,10 +12,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use fuser::{FileAttr, FileType, ReplyEmpty, ReplyXattr};
+use fuser::{FileAttr, FileType, ReplyEmpty};
 use libc::c_int;
 use p3_objectspace::{
-    object::{MetaValue, PutOptions, Stat},
+    object::{PutOptions, Stat},
     SpaceError,
 };
 
@@ -30,14 +31,6 @@ use crate::{
 /// How long the kernel may trust an attribute or a name without asking again:
 /// changes made elsewhere show within this.
 const TTL: Duration = Duration::from_secs(1);
-/// What every extended attribute the mount shows starts with: it stores no
-/// other (`setxattr` of any other name is ENOTSUP).
-const XATTR_PREFIX: &str = "user.p3.";
-/// Extended attributes: the object's type, its metadata, its hash and version.
-const XATTR_TYPE: &str = "user.p3.type";
-const XATTR_META: &str = "user.p3.meta.";
-const XATTR_HASH: &str = "user.p3.hash";
-const XATTR_VERSION: &str = "user.p3.version";
 
 /// A namespace as a filesystem.
 pub struct P3Fs {
@@ -520,58 +513,6 @@ impl P3Fs {
             }
         }
     }
-
-    fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), c_int> {
-        let value = std::str::from_utf8(value)
-            .map_err(|_| libc::EINVAL)?
-            .to_owned();
-        self.retag(path, |options| {
-            if name == XATTR_TYPE {
-                options.type_tag = value;
-            } else if let Some(key) = name.strip_prefix(XATTR_META).filter(|k| !k.is_empty()) {
-                options
-                    .meta
-                    .insert(key.to_owned(), MetaValue::parse(&value));
-            } else {
-                return Err(libc::ENOTSUP);
-            }
-            Ok(())
-        })
-    }
-
-    fn remove_xattr(&mut self, path: &str, name: &str) -> Result<(), c_int> {
-        let key = name
-            .strip_prefix(XATTR_META)
-            .ok_or(libc::ENOTSUP)?
-            .to_owned();
-        self.retag(path, |options| {
-            options.meta.remove(&key).map(drop).ok_or(libc::ENODATA)
-        })
-    }
-
-    /// Every extended attribute of `path`'s object, in order.
-    fn xattrs(&mut self, path: &str) -> Result<Vec<(String, Vec<u8>)>, c_int> {
-        let stat = match self
-            .resolve(path)
-            .map_err(|e| errno("getxattr", path, &e))?
-        {
-            Some(Entry::File(stat)) => stat,
-            Some(Entry::Directory(_)) => return Ok(Vec::new()),
-            None => return Err(libc::ENOENT),
-        };
-        let mut all = vec![
-            (XATTR_TYPE.to_owned(), stat.type_tag.clone().into_bytes()),
-            (XATTR_HASH.to_owned(), stat.hash.clone().into_bytes()),
-            (
-                XATTR_VERSION.to_owned(),
-                stat.version.to_string().into_bytes(),
-            ),
-        ];
-        for (key, value) in &stat.meta {
-            all.push((format!("{XATTR_META}{key}"), value.to_string().into_bytes()));
-        }
-        Ok(all)
-    }
 }
 
 /// Replies to a request that returns nothing but success or an errno.
@@ -588,16 +529,5 @@ fn kind_of(stat: &Stat) -> FileType {
         FileType::Symlink
     } else {
         FileType::RegularFile
-    }
-}
-
-/// Replies `bytes` to an xattr request of buffer size `size`.
-fn reply_xattr(reply: ReplyXattr, size: u32, bytes: &[u8]) {
-    if size == 0 {
-        reply.size(bytes.len() as u32);
-    } else if bytes.len() > size as usize {
-        reply.error(libc::ERANGE);
-    } else {
-        reply.data(bytes);
     }
 }

@@ -8,7 +8,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 
-use super::{attributes::requested, empty, kind_of, reply_xattr, text, P3Fs, TTL, XATTR_PREFIX};
+use super::{attributes::requested, empty, kind_of, text, xattrs::reply_xattr, P3Fs, TTL};
 use crate::{
     errno::errno,
     handles::{Handle, Reads},
@@ -492,18 +492,7 @@ impl Filesystem for P3Fs {
     ) {
         let result = (|| {
             let path = self.path_of(ino)?;
-            let name = text(name)?;
-            if !name.starts_with(XATTR_PREFIX) {
-                // The kernel asks for `security.capability` before every
-                // write and `chown`: no object has it, so it is answered
-                // without resolving the path (which may ask the node).
-                return Err(libc::ENODATA);
-            }
-            self.xattrs(&path)?
-                .into_iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v)
-                .ok_or(libc::ENODATA)
+            self.xattr(&path, text(name)?)
         })();
         match result {
             Ok(value) => reply_xattr(reply, size, &value),
