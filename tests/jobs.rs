@@ -167,7 +167,8 @@ fn matmul_on_four_nodes_matches_one_process_and_every_node_works() {
             node.peer_id
         );
     }
-    // C itself is in the space, in blocks of rows that add up to n² entries.
+    // C itself is in the space, in blocks of rows that add up to n² entries
+    // of four bytes.
     let c = p3ctl_json(
         &cluster.nodes[3].dir,
         &["ls", &format!("p3.job.{id}/data/C/")],
@@ -179,7 +180,7 @@ fn matmul_on_four_nodes_matches_one_process_and_every_node_works() {
         .iter()
         .map(|o| o["size"].as_u64().expect("size"))
         .sum();
-    assert_eq!(bytes, 256 * 256 * 8);
+    assert_eq!(bytes, 256 * 256 * 4);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //!
 //! `main` writes A in blocks of `rows_per_slice` rows (`A/b`, block b) and B
 //! as one object (`B`, column-major), so a worker loads B with one read and a
-//! slice reads one block. A task is a range of rows of C; a slice computes the
+//! slice reads one block. Entries of A and B (-9..=9) are stored as one byte
+//! each and entries of C (at most 81·n in magnitude) as four: the space
+//! carries what the numbers need, not eight bytes each. A task is a range of rows of C; a slice computes the
 //! rows left in its block of A and writes them as one object (`C/i`, the first
 //! row computed); `divide` gives away the upper half of the rows left. The output is a checksum of C that does not depend on how the rows
 //! were split, so a cluster run can be compared with a run in one process.
@@ -56,29 +58,34 @@ impl Matmul {
         if let Some(columns) = cached.as_ref() {
             return Ok(columns.clone());
         }
-        let columns = Arc::new(decode(&io.get("B")?, self.n * self.n)?);
+        let columns = Arc::new(decode_entries(&io.get("B")?, self.n * self.n)?);
         *cached = Some(columns.clone());
         Ok(columns)
     }
 }
 
-fn encode(values: impl Iterator<Item = i64>) -> Vec<u8> {
-    values.flat_map(i64::to_le_bytes).collect()
+/// Entries of A or B, one byte each.
+fn encode_entries(values: impl Iterator<Item = i64>) -> Vec<u8> {
+    values.map(|v| v as i8 as u8).collect()
 }
 
-/// `count` entries from `bytes`.
-fn decode(bytes: &[u8], count: usize) -> Result<Vec<i64>> {
-    if bytes.len() != count * 8 {
+/// `count` entries of A or B from `bytes`, widened for the products.
+fn decode_entries(bytes: &[u8], count: usize) -> Result<Vec<i64>> {
+    if bytes.len() != count {
         return Err(JobError::Failed(format!(
-            "a matrix block of {} bytes, expected {}",
-            bytes.len(),
-            count * 8
+            "a matrix block of {} bytes, expected {count}",
+            bytes.len()
         )));
     }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect())
+    Ok(bytes.iter().map(|&b| i64::from(b as i8)).collect())
+}
+
+/// Entries of C, four bytes each: |C[i][j]| ≤ 9 · 9 · n, and n ≤ 8192.
+fn encode_products(values: &[i64]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| (v as i32).to_le_bytes())
+        .collect()
 }
 
 impl Job for Matmul {
@@ -111,14 +118,14 @@ impl Job for Matmul {
                 let block = rows.flat_map(|i| (0..n).map(move |k| (i, k)));
                 (
                     format!("A/{b}"),
-                    encode(block.map(|(i, k)| self.entry(0, i, k))),
+                    encode_entries(block.map(|(i, k)| self.entry(0, i, k))),
                 )
             })
             .collect();
         let columns = (0..n).flat_map(|j| (0..n).map(move |k| (k, j)));
         items.push((
             "B".into(),
-            encode(columns.map(|(k, j)| self.entry(1, k, j))),
+            encode_entries(columns.map(|(k, j)| self.entry(1, k, j))),
         ));
         io.put_many(items)?;
         Ok(Rows {
@@ -143,7 +150,7 @@ impl Job for Matmul {
         let b = first / r;
         let block_first = b * r;
         let last = ((b + 1) * r).min(rows.end);
-        let a_rows = decode(
+        let a_rows = decode_entries(
             &io.get(&format!("A/{b}"))?,
             (((b + 1) * r).min(n) - block_first) * n,
         )?;
@@ -160,7 +167,7 @@ impl Job for Matmul {
                 block.push(c);
             }
         }
-        io.put(&format!("C/{first}"), &encode(block.into_iter()))?;
+        io.put(&format!("C/{first}"), &encode_products(&block))?;
         rows.next = last;
         Ok(if rows.next >= rows.end {
             Step::Done(rows.checksum)
@@ -258,6 +265,23 @@ mod tests {
         thief.restart(&mut io, &mut part).unwrap();
         while let Step::More = thief.compute(&mut io, &mut part).unwrap() {}
         assert_eq!(io.reads["B"], 1, "B was read again after prepare");
+    }
+
+    #[test]
+    fn entries_take_one_byte_and_products_four_without_loss() {
+        let entries: Vec<i64> = (-9..=9).collect();
+        let bytes = encode_entries(entries.iter().copied());
+        assert_eq!(bytes.len(), entries.len());
+        assert_eq!(decode_entries(&bytes, entries.len()).unwrap(), entries);
+        assert!(decode_entries(&bytes, entries.len() + 1).is_err());
+        // The largest product n = 8192 allows, either sign.
+        let extreme = 81 * 8192;
+        let products = encode_products(&[extreme, -extreme]);
+        let back: Vec<i32> = products
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, [extreme as i32, -extreme as i32]);
     }
 
     #[test]
