@@ -127,6 +127,7 @@ pub(crate) async fn accept_replica(
     sources: &[PeerId],
     ordered_by: Option<PeerId>,
 ) -> Result<PeerResponse> {
+    let started = std::time::Instant::now();
     let accepted = async {
         if ordered_by.is_some() {
             reach(space, record.epoch).await?;
@@ -141,6 +142,13 @@ pub(crate) async fn accept_replica(
         Box::pin(adopt(space, record, inline, sources)).await
     }
     .await;
+    // Beside the primary's "write acknowledged": its wait for the replicas
+    // less this is the trip.
+    tracing::debug!(
+        took_us = started.elapsed().as_micros(),
+        ok = accepted.is_ok(),
+        "replica"
+    );
     crate::metrics::replica_stored(accepted.is_ok());
     accepted
 }

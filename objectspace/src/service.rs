@@ -2,7 +2,10 @@
 //! (ordering writes as primary, heads, listings, repair syncs; holding
 //! replicas is [`crate::replica`]) and the tasks a node runs in the background.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use p3_dht::{Inbound, InboundRequest, PeerId};
@@ -305,8 +308,11 @@ pub(crate) async fn handle(
 }
 
 /// The primary's part of a write: order it after every earlier write of the
-/// key, store it, and have the other owners store it before answering.
+/// key, store it, and have the other owners store it before answering. Each
+/// acknowledged write is logged at debug level with where its time went
+/// (`RUST_LOG=p3_objectspace::service=debug`): the profile of the write path.
 async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerResponse> {
+    let started = Instant::now();
     let me = space.me();
     let key = object_key(&write.ns, &write.name);
     // A redirect before the value is fetched; decided again under the lock.
@@ -388,6 +394,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             })
             .collect();
         let mut tally = Tally::new(me, &owners);
+        let prepared = started.elapsed();
         let answers = async {
             while !tally.complete() {
                 let Some((peer, answer)) = replicas.next().await else {
@@ -398,12 +405,14 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 }
                 tally.answer(peer, &answer);
             }
+            started.elapsed()
+        };
+        let store = async {
+            let stored = store_record(space, &record, write.inline.as_deref()).await;
+            (stored, started.elapsed())
         };
         // The requests go out first; then this node's own write.
-        let ((), stored) = tokio::join!(
-            answers,
-            store_record(space, &record, write.inline.as_deref())
-        );
+        let (replicated, (stored, stored_at)) = tokio::join!(answers, store);
         if !replicas.is_empty() {
             tokio::spawn(async move { while replicas.next().await.is_some() {} });
         }
@@ -416,6 +425,15 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         match tally.outcome() {
             Attempt::Acknowledged(acked) => {
                 space.written(&record);
+                tracing::debug!(
+                    %path,
+                    version = record.version,
+                    prepared_us = prepared.as_micros(),
+                    stored_us = stored_at.as_micros(),
+                    replicated_us = replicated.as_micros(),
+                    total_us = started.elapsed().as_micros(),
+                    "write acknowledged"
+                );
                 return Ok(PeerResponse::Written { record, acked });
             }
             // An owner saw a write this node missed (it was not primary

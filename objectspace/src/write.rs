@@ -282,15 +282,24 @@ impl ObjectSpace {
                 // successor is not known yet, and the caller should retry.
                 continue;
             }
+            let asked = std::time::Instant::now();
             match self.ask(target, PeerRequest::Write(request.clone())).await {
                 Ok(PeerResponse::Written { record, acked }) => {
+                    // Beside the primary's "write acknowledged": the rest
+                    // is the trip to it and back.
+                    tracing::debug!(
+                        %path,
+                        primary = %target,
+                        answered_us = asked.elapsed().as_micros(),
+                        "write answered"
+                    );
                     return Ok(Written {
                         path: path.to_string(),
                         version: record.version,
                         hash: record.blob.map(|b| b.to_string()).unwrap_or_default(),
                         size: record.size,
                         acked_by: acked,
-                    })
+                    });
                 }
                 Ok(PeerResponse::NotPrimary(primary)) if request.hops < 3 => {
                     request.hops += 1;
