@@ -309,8 +309,9 @@ pub(crate) async fn handle(
 
 /// The primary's part of a write: order it after every earlier write of the
 /// key, store it, and have the other owners store it before answering. Each
-/// acknowledged write is logged at debug level with where its time went
+/// acknowledged write is logged at debug level with how long each phase took
 /// (`RUST_LOG=p3_objectspace::service=debug`): the profile of the write path.
+/// Its own copy and the replicas' run at once, so they overlap.
 async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerResponse> {
     let started = Instant::now();
     let me = space.me();
@@ -394,7 +395,8 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             })
             .collect();
         let mut tally = Tally::new(me, &owners);
-        let prepared = started.elapsed();
+        let sent = Instant::now();
+        let prepared = sent - started;
         let answers = async {
             while !tally.complete() {
                 let Some((peer, answer)) = replicas.next().await else {
@@ -405,14 +407,14 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 }
                 tally.answer(peer, &answer);
             }
-            started.elapsed()
+            sent.elapsed()
         };
         let store = async {
             let stored = store_record(space, &record, write.inline.as_deref()).await;
-            (stored, started.elapsed())
+            (stored, sent.elapsed())
         };
         // The requests go out first; then this node's own write.
-        let (replicated, (stored, stored_at)) = tokio::join!(answers, store);
+        let (replicated, (stored, stored_in)) = tokio::join!(answers, store);
         if !replicas.is_empty() {
             tokio::spawn(async move { while replicas.next().await.is_some() {} });
         }
@@ -429,7 +431,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                     %path,
                     version = record.version,
                     prepared_us = prepared.as_micros(),
-                    stored_us = stored_at.as_micros(),
+                    stored_us = stored_in.as_micros(),
                     replicated_us = replicated.as_micros(),
                     total_us = started.elapsed().as_micros(),
                     "write acknowledged"

@@ -4,10 +4,12 @@
 //! as one object (`B`, column-major), so a worker loads B with one read and a
 //! slice reads one block. Entries of A and B (-9..=9) are stored as one byte
 //! each and entries of C (at most 81·n in magnitude) as four: the space
-//! carries what the numbers need, not eight bytes each. A task is a range of rows of C; a slice computes the
-//! rows left in its block of A and writes them as one object (`C/i`, the first
-//! row computed); `divide` gives away the upper half of the rows left. The output is a checksum of C that does not depend on how the rows
-//! were split, so a cluster run can be compared with a run in one process.
+//! carries what the numbers need, not eight bytes each. A task is a range of
+//! rows of C; a slice computes the rows left in its block of A and writes
+//! them as one object (`C/i`, the first row computed); `divide` gives away
+//! the upper half of the rows left. The output is a checksum of C that does
+//! not depend on how the rows were split, so a cluster run can be compared
+//! with a run in one process.
 
 use std::sync::{Arc, Mutex};
 
