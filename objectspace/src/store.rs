@@ -214,17 +214,24 @@ impl Store {
 
     /// Stores a lock state durably.
     pub fn put_lock_state(&self, key: &[u8; 32], state: &LockState) -> Result<()> {
-        let cf = self.cf(CF_LOCKS)?;
-        self.inner.db.raw().put_cf(cf, key, encode(state)?)?;
+        self.apply_lock_state(key, state)?;
         self.durable()
     }
 
     /// [`Store::put_lock_state`] for async callers (see
     /// [`Store::put_record_async`]).
     pub async fn put_lock_state_async(&self, key: &[u8; 32], state: &LockState) -> Result<()> {
-        let cf = self.cf(CF_LOCKS)?;
-        self.inner.db.raw().put_cf(cf, key, encode(state)?)?;
+        self.apply_lock_state(key, state)?;
         self.durable_async().await
+    }
+
+    /// Applies a lock state without waiting for it to be on disk: it is
+    /// synced with the next durable write, and lost if the process dies
+    /// first (for changes that may be lost, see
+    /// [`LockState::only_removes_from`]).
+    pub fn apply_lock_state(&self, key: &[u8; 32], state: &LockState) -> Result<()> {
+        let cf = self.cf(CF_LOCKS)?;
+        Ok(self.inner.db.raw().put_cf(cf, key, encode(state)?)?)
     }
 
     /// Returns once every write applied so far is on disk, sharing the log

@@ -79,6 +79,17 @@ impl LockState {
         sent.order().cmp(&self.order())
     }
 
+    /// Whether this state only takes grants away from `before`: no grant
+    /// added or changed, no token handed out. Such a change (a release, an
+    /// expired lease) may be answered before every owner holds it: if it
+    /// is lost, the grants it removed stay in the owners' copies until
+    /// their leases end, which delays the next holder but never lets two
+    /// hold at once or reuses a token.
+    pub fn only_removes_from(&self, before: &LockState) -> bool {
+        self.last_token == before.last_token
+            && self.grants.iter().all(|g| before.grants.contains(g))
+    }
+
     /// Drops grants whose lease has ended; whether any was dropped.
     pub fn prune(&mut self, now: u64) -> bool {
         let before = self.grants.len();
@@ -149,5 +160,49 @@ mod tests {
         // A primary back from a pause that committed its copy of epoch 5
         // (revision 9) would erase the interim primary's grants of epoch 6.
         assert_eq!(held.accepts(&state(5, 9)), Ordering::Less);
+    }
+
+    fn grant(holder: u64, token: u64, lease_until_ms: u64) -> Grant {
+        Grant {
+            holder,
+            mode: LockMode::Read,
+            token,
+            lease_until_ms,
+            node: None,
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn only_releases_and_expiries_count_as_removals() {
+        let mut before = state(3, 2);
+        before.grants = vec![grant(1, 10, 5_000), grant(2, 11, 9_000)];
+        before.last_token = 11;
+
+        let mut released = before.clone();
+        released.grants.retain(|g| g.holder != 1);
+        assert!(released.only_removes_from(&before), "a release");
+        let mut expired = before.clone();
+        assert!(expired.prune(6_000));
+        assert!(expired.only_removes_from(&before), "an expiry");
+        assert!(before.only_removes_from(&before), "no change");
+
+        let mut renewed = before.clone();
+        renewed.grants[1].lease_until_ms = 12_000;
+        assert!(
+            !renewed.only_removes_from(&before),
+            "a renewal extends a grant"
+        );
+        let mut granted = released.clone();
+        let token = granted.next_token(3);
+        granted.grants.push(grant(3, token, 9_000));
+        assert!(!granted.only_removes_from(&before), "a new grant");
+        let mut reissued = released.clone();
+        reissued.grants.push(grant(1, 10, 5_000));
+        reissued.last_token = 12;
+        assert!(
+            !reissued.only_removes_from(&before),
+            "a token handed out, even with the old grants"
+        );
     }
 }

@@ -53,12 +53,60 @@ impl ObjectSpace {
         let _ordered = lock.lock().await;
         let serving = self.serving(ns, name).await?;
         let mut state = self.peered_state(ns, name, &serving).await?;
+        let before = state.clone();
         let pruned = state.prune(now_ms());
         let result = change(&mut state);
         if result.is_some() || pruned {
-            self.commit_state(ns, name, &mut state, &serving).await?;
+            if state.only_removes_from(&before) {
+                self.commit_removal(ns, name, &mut state, &serving)?;
+            } else {
+                self.commit_state(ns, name, &mut state, &serving).await?;
+            }
         }
         Ok(result)
+    }
+
+    /// Commits a change that only takes grants away (a release, expired
+    /// leases) without waiting: applied here at once, synced with this
+    /// node's next durable write, and sent to the other owners in the
+    /// background. The next grant is committed to every owner as usual and
+    /// carries it along. Lost (this node dies first), it leaves the removed
+    /// grants in the owners' copies until their leases end: the next holder
+    /// waits longer, no two hold at once (see `docs/consistency.md`).
+    fn commit_removal(
+        &self,
+        ns: &Namespace,
+        name: &ObjectName,
+        state: &mut LockState,
+        serving: &Serving,
+    ) -> Result<()> {
+        let key = object_key(ns, name);
+        stamp(state, serving.epoch());
+        self.store().apply_lock_state(&key, state)?;
+        self.inner.queues.wake();
+        let others: Vec<PeerId> = (serving.owners.iter())
+            .filter(|p| **p != self.me())
+            .copied()
+            .collect();
+        let (space, request) = (
+            self.clone(),
+            PeerRequest::LockState {
+                ns: ns.clone(),
+                name: name.clone(),
+                state: state.clone(),
+            },
+        );
+        tokio::spawn(async move {
+            let sends = (others.into_iter()).map(|peer| space.ask_owner(peer, request.clone()));
+            for sent in futures::future::join_all(sends).await {
+                // Refused as older when the next commit overtook it: that
+                // one holds this change too.
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "a released lock state did not reach an owner");
+                }
+            }
+        });
+        Ok(())
     }
 
     /// The map this node changes `ns/name`'s lock state under, read once
@@ -174,12 +222,8 @@ impl ObjectSpace {
         serving: &Serving,
     ) -> Result<()> {
         let key = object_key(ns, name);
-        let (epoch, owners) = (serving.map.epoch(), &serving.owners);
-        if state.epoch < epoch {
-            state.epoch = epoch;
-            state.revision = 0;
-        }
-        state.revision += 1;
+        let owners = &serving.owners;
+        stamp(state, serving.epoch());
         self.store().put_lock_state_async(&key, state).await?;
         let sends = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
             let request = PeerRequest::LockState {
@@ -269,4 +313,14 @@ impl ObjectSpace {
         let _ordered = lock.lock().await;
         self.lock_state(key).await.map(PeerResponse::HeldLockState)
     }
+}
+
+/// Makes `state` the next revision of `epoch`: the first of that epoch if
+/// it was last changed in an earlier one.
+fn stamp(state: &mut LockState, epoch: u64) {
+    if state.epoch < epoch {
+        state.epoch = epoch;
+        state.revision = 0;
+    }
+    state.revision += 1;
 }
