@@ -351,14 +351,7 @@ async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
 /// lists for itself).
 async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let ns = job.paths.ns().to_owned();
-    let young = control::now_ms().saturating_sub(job.record.started_ms)
-        < jobs.config.heartbeat.as_millis() as u64;
-    // Before the first listing; later ones (after a watch broke) list at once.
-    let mut pause = if young {
-        jobs.config.heartbeat / 2
-    } else {
-        Duration::ZERO
-    };
+    let mut pause = first_listing_pause(&jobs, &job);
     while !job.ended() {
         let Ok(mut watching) = jobs.space.watch(&ns, WORKERS).await else {
             tokio::time::sleep(REWATCH).await;
@@ -394,6 +387,21 @@ async fn follow_workers(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     }
 }
 
+/// How long a watch of a job's objects waits before it lists those written
+/// before it began: a while for a job that has just started (every worker
+/// would list at once, each asking every node, while the job starts; what
+/// there is to find comes within a heartbeat anyway), else not at all. Only
+/// the first listing waits; later ones (after a watch broke) list at once.
+fn first_listing_pause(jobs: &Jobs, job: &ActiveJob) -> Duration {
+    let young = control::now_ms().saturating_sub(job.record.started_ms)
+        < jobs.config.heartbeat.as_millis() as u64;
+    if young {
+        jobs.config.heartbeat / 2
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// How long a worker that hears the last result of a job leaves the worker
 /// chosen to settle it ([`ActiveJob::settles`]) before it does so itself.
 const SETTLE_GRACE: Duration = Duration::from_secs(1);
@@ -412,27 +420,26 @@ fn result_meta(meta: &Metadata) -> Option<Heard> {
 }
 
 /// Keeps `job.results` current from the results' events (their metadata
-/// carries credit and writer), after one listing for those written before
-/// the watch began. The worker that writes the last result settles the job
+/// carries credit and writer), and one listing for those written before the
+/// watch began ([`first_listing_pause`]). The worker that writes the last result settles the job
 /// if it knows the credit is whole then; else, once the credit is whole, the
 /// worker [`ActiveJob::settles`] chooses does at once, and any other after
 /// [`SETTLE_GRACE`] if the job is still not over. (Idle workers settle a job
 /// without tasks anyway; this is the fast way.)
 async fn follow_results(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let ns = job.paths.ns().to_owned();
+    let mut pause = first_listing_pause(&jobs, &job);
     while !job.ended() {
         let Ok(mut watching) = jobs.space.watch(&ns, RESULTS).await else {
             tokio::time::sleep(REWATCH).await;
             continue;
         };
-        let mut whole = false;
-        if let Ok(listed) = jobs.space.list(&ns, RESULTS).await {
-            for stat in listed {
-                if let Some(heard) = result_meta(&stat.meta) {
-                    whole |= job.note_result(last_part(&stat.path), heard);
-                }
-            }
-        }
+        let list = async {
+            tokio::time::sleep(std::mem::take(&mut pause)).await;
+            jobs.space.list(&ns, RESULTS).await
+        };
+        tokio::pin!(list);
+        let (mut listed, mut whole) = (false, false);
         loop {
             if whole {
                 if !job.settles(&jobs.me) {
@@ -446,14 +453,24 @@ async fn follow_results(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
                 }
                 whole = false;
             }
-            let Ok(event) = watching.next().await else {
-                break;
+            let event = tokio::select! {
+                listing = &mut list, if !listed => {
+                    listed = true;
+                    for stat in listing.into_iter().flatten() {
+                        if let Some(heard) = result_meta(&stat.meta) {
+                            whole |= job.note_result(last_part(&stat.path), heard);
+                        }
+                    }
+                    continue;
+                }
+                event = watching.next() => event,
             };
+            let Ok(event) = event else { break };
             if event.kind != EventKind::Put {
                 continue;
             }
             if let Some(heard) = result_meta(&event.meta) {
-                whole = job.note_result(last_part(event.name.as_str()), heard);
+                whole |= job.note_result(last_part(event.name.as_str()), heard);
             }
         }
     }

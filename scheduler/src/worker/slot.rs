@@ -235,7 +235,9 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
     job.claiming_root.store(false, Ordering::Relaxed);
     let state = resumed?;
     running_changed(jobs, job);
+    let began = Instant::now();
     let outcome = compute(jobs, job, &mut task, state).await;
+    let (computed_in, computed) = (began.elapsed(), Instant::now());
     locked(&job.running).remove(&tid);
     running_changed(jobs, job);
     steal::decline_queued(jobs, job);
@@ -283,9 +285,10 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
         // (and find it gone) while the job settles.
         job.root_taken.store(true, Ordering::Relaxed);
     }
-    tracing::debug!(job = %job.id, %tid, whole, "task finished");
+    tracing::debug!(job = %job.id, %tid, whole, ?computed_in, written_in = ?computed.elapsed(), "task finished");
+    // The next heartbeat reports it (the one sent when the task stopped
+    // running already told the thieves).
     job.count(|s| s.finished += 1);
-    job.beat.notify_one();
     // With the result written the task is finished: its record and lock
     // are let go (whether or not settling failed). A part that rode in the
     // job's record and finished before its first checkpoint was never
@@ -348,15 +351,65 @@ async fn settle_writer(writer: &mut Writer) -> Result<()> {
     }
 }
 
-/// Slices run in one go on the blocking thread, unless something needs the
-/// safe point sooner: a hop between threads per slice would cost more than a
-/// short slice.
+/// Longest run of slices on the blocking thread while the root task waits
+/// for its first safe point (thieves gather there), or while a checkpoint is
+/// due but the previous one is still being written.
 const BATCH: Duration = Duration::from_millis(20);
 
+/// How often a running task updates what its heartbeat advertises: its
+/// load, or none once it cannot be divided (a check encodes and decodes its
+/// state once).
+const ADVERTISE_EVERY: Duration = Duration::from_millis(100);
+
+/// What a running task tells thieves through its node's heartbeats, kept
+/// current by the blocking thread as slices run.
+struct Advert {
+    tid: String,
+    divisible: bool,
+    updated: Option<Instant>,
+}
+
+impl Advert {
+    fn new(tid: &str) -> Self {
+        Self {
+            tid: tid.to_owned(),
+            divisible: true,
+            updated: None,
+        }
+    }
+
+    /// Updates the task's load every [`ADVERTISE_EVERY`]. A task that cannot
+    /// be divided is advertised as no load, and the heartbeat goes at once:
+    /// near a job's end every idle worker would otherwise ask the ones still
+    /// finishing, and each would decline at its next safe point.
+    fn update(&mut self, job: &ActiveJob, state: &AnyState) -> Result<()> {
+        if self
+            .updated
+            .is_some_and(|at| at.elapsed() < ADVERTISE_EVERY)
+        {
+            return Ok(());
+        }
+        self.updated = Some(Instant::now());
+        let was = std::mem::replace(&mut self.divisible, job.job.divisible(state)?);
+        let load = if self.divisible {
+            job.job.load(state)
+        } else {
+            0.0
+        };
+        locked(&job.running).insert(self.tid.clone(), load);
+        if was != self.divisible {
+            job.beat.notify_one();
+        }
+        Ok(())
+    }
+}
+
 /// The compute loop: slices on a blocking thread, then the safe point
-/// (cancellation, steal requests, checkpoint). The blocking thread returns to
-/// the safe point after [`BATCH`], or at once when a steal request is queued
-/// or the job ends. Returns the task's output.
+/// (cancellation, steal requests, checkpoint). The blocking thread stays
+/// with the slices until a checkpoint is due, a steal request is queued, the
+/// job ends or the task is done: a hop between threads per slice costs
+/// more than a short slice, and on a busy machine a thread woken for the
+/// safe point may wait a while for a core. Returns the task's output.
 async fn compute(
     jobs: &Arc<Jobs>,
     job: &Arc<ActiveJob>,
@@ -379,30 +432,42 @@ async fn compute(
     // Only a root task that never ran before waits for thieves.
     let root = job.is_root(&task.record.tid);
     let mut gathered = !root || task.restarted;
+    let mut advert = Advert::new(&task.record.tid);
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
         }
+        let started = Instant::now();
+        let until = if gathered && !writing(&writer) {
+            checkpointed + jobs.config.checkpoint_every
+        } else {
+            started + BATCH
+        };
         // The slices run on a blocking thread, which owns the state and the
         // io until it hands them back.
-        let (engine_now, job_now) = (engine.clone(), job.clone());
-        let started = Instant::now();
+        let job_now = job.clone();
         let (slices, step);
-        (io, state, slices, step) = tokio::task::spawn_blocking(move || {
+        (io, state, advert, slices, step) = tokio::task::spawn_blocking(move || {
+            let engine = &job_now.job;
             if restart {
-                let step = engine_now.restart(&mut io, &mut state).map(|()| Step::More);
-                return (io, state, 0, step);
+                let step = engine.restart(&mut io, &mut state).map(|()| Step::More);
+                return (io, state, advert, 0, step);
             }
             let mut slices = 0u64;
             loop {
-                let step = engine_now.compute(&mut io, &mut state);
+                let mut step = engine.compute(&mut io, &mut state);
                 slices += 1;
+                if matches!(step, Ok(Step::More)) {
+                    if let Err(e) = advert.update(&job_now, &state) {
+                        step = Err(e);
+                    }
+                }
                 let go_on = matches!(step, Ok(Step::More))
-                    && started.elapsed() < BATCH
+                    && Instant::now() < until
                     && !job_now.ended()
                     && !steal::asked(&job_now);
                 if !go_on {
-                    return (io, state, slices, step);
+                    return (io, state, advert, slices, step);
                 }
             }
         })
@@ -425,7 +490,6 @@ async fn compute(
             settle_writer(&mut writer).await?;
             return Ok(output);
         }
-        locked(&job.running).insert(task.record.tid.clone(), engine.load(&state));
         if !gathered {
             // The root task's first safe point: every other worker of the
             // job is idle. (A state that cannot be divided yet declines

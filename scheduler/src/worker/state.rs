@@ -78,7 +78,8 @@ pub(super) struct ActiveJob {
     pub requests: Mutex<VecDeque<(String, Instant)>>,
     /// Woken when a steal request is queued.
     pub asked: Notify,
-    /// Woken to send a heartbeat now (the running set changed).
+    /// Woken to send a heartbeat now (the running set changed, or whether
+    /// a running task can be divided).
     pub beat: Notify,
     /// The root task was claimed (by this worker or another): idle slots
     /// stop trying to claim it.
