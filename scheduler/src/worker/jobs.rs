@@ -313,32 +313,44 @@ pub(super) fn stop(jobs: &Jobs) {
 }
 
 /// Reports this worker's load and counters for `job` every heartbeat
-/// interval and whenever its running set changes, until the job ends. A
-/// heartbeat is volatile: a message to each owner of its name.
+/// interval and whenever they change, until the job ends. A heartbeat is
+/// volatile (a message to each owner of its name), and every other worker
+/// of the job hears of it (a message each): a report that says nothing new
+/// is sent only when the interval is up, which keeps the worker alive in
+/// the others' view.
 async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let path = job.paths.worker(&jobs.me);
+    // A worker with a part of its own reports once that part runs, a moment
+    // from now, not first as idle.
+    if !locked(&job.assigned).is_empty() {
+        let _ = tokio::time::timeout(jobs.config.heartbeat, job.beat.notified()).await;
+    }
+    let (mut last, mut due) = (None, true);
     loop {
         let ended = job.ended();
         let heartbeat = job.heartbeat(&jobs.me);
-        let options = PutOptions {
-            meta: heartbeat.meta(),
-            volatile: true,
-            ..PutOptions::default()
-        };
-        if let Err(e) = jobs
-            .space
-            .put_bytes(&path, &options, &encode(&heartbeat))
-            .await
-        {
-            tracing::debug!(job = %job.id, error = %e, "heartbeat not written");
+        if due || last.as_ref() != Some(&heartbeat) {
+            let options = PutOptions {
+                meta: heartbeat.meta(),
+                volatile: true,
+                ..PutOptions::default()
+            };
+            if let Err(e) = jobs
+                .space
+                .put_bytes(&path, &options, &encode(&heartbeat))
+                .await
+            {
+                tracing::debug!(job = %job.id, error = %e, "heartbeat not written");
+            }
+            last = Some(heartbeat);
         }
         if ended {
             return;
         }
-        tokio::select! {
-            _ = job.beat.notified() => {}
-            _ = tokio::time::sleep(jobs.config.heartbeat) => {}
-        }
+        due = tokio::select! {
+            _ = job.beat.notified() => false,
+            _ = tokio::time::sleep(jobs.config.heartbeat) => true,
+        };
     }
 }
 

@@ -227,68 +227,68 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
         s.restarts += u64::from(task.restarted);
         s.steals += u64::from(task.source == Source::Stolen);
     });
-    let engine = job.job.clone();
-    let resumed = engine.resume(&task.record.state);
-    if let Ok(state) = &resumed {
-        locked(&job.running).insert(tid.clone(), engine.load(state));
-    }
+    let resumed = job.job.resume(&task.record.state);
     job.claiming_root.store(false, Ordering::Relaxed);
     let state = resumed?;
-    running_changed(jobs, job);
     let began = Instant::now();
     let outcome = compute(jobs, job, &mut task, state).await;
     let (computed_in, computed) = (began.elapsed(), Instant::now());
     locked(&job.running).remove(&tid);
-    running_changed(jobs, job);
     steal::decline_queued(jobs, job);
-    let output = outcome?;
-    // The task's record goes once its result is written: parts it still
-    // lists must exist by then, and the result is written under its lock.
-    let token = task.token().await?;
-    let pending = std::mem::take(&mut task.record.parts);
-    task::ensure_parts(&jobs.space, &job.paths, pending).await?;
-    let result = ResultRecord {
-        output,
-        credit: task.record.credit,
-        worker: jobs.me.clone(),
-    };
-    // Noted before it is written: a result that makes the credit whole
-    // settles the job while it is written, the job's record and the result
-    // at once instead of one after the other (no other worker can settle
-    // before it hears of this result). Otherwise the worker that hears the
-    // credit whole settles (see `jobs::follow_results`).
-    let whole = job.note_result(
-        &tid,
-        Heard {
-            credit: result.credit,
+    let written = async {
+        let output = outcome?;
+        // The task's record goes once its result is written: parts it still
+        // lists must exist by then, and the result is written under its lock.
+        let token = task.token().await?;
+        let pending = std::mem::take(&mut task.record.parts);
+        task::ensure_parts(&jobs.space, &job.paths, pending).await?;
+        let result = ResultRecord {
+            output,
+            credit: task.record.credit,
             worker: jobs.me.clone(),
-            output: Some(result.output.clone()),
-        },
-    );
-    let mut space = jobs.space.clone();
-    let settle = async {
-        if !whole {
-            return Ok(0.0);
+        };
+        // Noted before it is written: a result that makes the credit whole
+        // settles the job while it is written, the job's record and the
+        // result at once instead of one after the other (no other worker can
+        // settle before it hears of this result). Otherwise the worker that
+        // hears the credit whole settles (see `jobs::follow_results`).
+        let whole = job.note_result(
+            &tid,
+            Heard {
+                credit: result.credit,
+                worker: jobs.me.clone(),
+                output: Some(result.output.clone()),
+            },
+        );
+        let mut space = jobs.space.clone();
+        let settle = async {
+            if !whole {
+                return Ok(0.0);
+            }
+            job.settle_known(jobs).await
+        };
+        let (written, settled) = tokio::join!(
+            control::write_result(&mut space, &job.paths, &tid, &result),
+            settle
+        );
+        if let Err(e) = written {
+            locked(&job.results).forget(&tid);
+            return Err(e);
         }
-        job.settle_known(jobs).await
-    };
-    let (written, settled) = tokio::join!(
-        control::write_result(&mut space, &job.paths, &tid, &result),
-        settle
-    );
-    if let Err(e) = written {
-        locked(&job.results).forget(&tid);
-        return Err(e);
+        if job.is_root(&tid) {
+            // Done with it: this worker's slots need not try to claim it
+            // again (and find it gone) while the job settles.
+            job.root_taken.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(job = %job.id, %tid, whole, ?computed_in, written_in = ?computed.elapsed(), "task finished");
+        job.count(|s| s.finished += 1);
+        Ok((token, settled))
     }
-    if job.is_root(&tid) {
-        // Done with it: this worker's slots need not try to claim it again
-        // (and find it gone) while the job settles.
-        job.root_taken.store(true, Ordering::Relaxed);
-    }
-    tracing::debug!(job = %job.id, %tid, whole, ?computed_in, written_in = ?computed.elapsed(), "task finished");
-    // The next heartbeat reports it (the one sent when the task stopped
-    // running already told the thieves).
-    job.count(|s| s.finished += 1);
+    .await;
+    // One report for the task's end, whatever became of it: no longer
+    // running, and its result counted.
+    running_changed(jobs, job);
+    let (token, settled) = written?;
     // With the result written the task is finished: its record and lock
     // are let go (whether or not settling failed). A part that rode in the
     // job's record and finished before its first checkpoint was never
@@ -432,7 +432,10 @@ async fn compute(
     // Only a root task that never ran before waits for thieves.
     let root = job.is_root(&task.record.tid);
     let mut gathered = !root || task.restarted;
+    // The first report of this task says what it is worth stealing.
     let mut advert = Advert::new(&task.record.tid);
+    advert.update(job, &state)?;
+    running_changed(jobs, job);
     loop {
         if job.ended() {
             return Err(JobError::Cancelled);
