@@ -2,8 +2,9 @@
 //! file written in order reaches the node while it is still open, and its
 //! object after `fsync` and after close is what was written; one rewritten at
 //! its start is sent whole; one renamed while its stream is open, or before
-//! it was ever sent, becomes the new name when closed. Real node and mount
-//! processes on 127.0.0.1, each in a temp dir.
+//! it was ever sent (even while another process flushes it), becomes the
+//! new name when closed. Real node and mount processes on 127.0.0.1, each in
+//! a temp dir.
 
 mod common;
 
@@ -117,4 +118,29 @@ fn a_new_file_renamed_before_it_was_sent_becomes_the_target_when_closed() {
     assert_eq!(get(other, &format!("{NS}/target.txt")), b"new target");
     let never = p3ctl_err(other, &["stat", &format!("{NS}/fresh.tmp")]);
     assert!(never.contains("does not exist"), "{never}");
+}
+
+#[test]
+fn a_new_file_flushed_by_another_process_while_it_is_renamed_leaves_no_old_name() {
+    skip_without_fuse!();
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    let other = &cluster.nodes[1].dir;
+    // A process started while the file is open closes its copy of the
+    // descriptor when it execs, and that close flushes (sends) the file
+    // under whatever name it has then: before, during or after the rename.
+    // Whichever it is, the file ends up under the new name only.
+    for round in 0..8 {
+        let (fresh_name, target_name) = (format!("fresh{round}.tmp"), format!("target{round}"));
+        let mut fresh = fs::File::create(m1.path(&fresh_name)).unwrap();
+        fresh.write_all(b"new ").unwrap();
+        let child = std::thread::spawn(|| std::process::Command::new("true").status());
+        fs::rename(m1.path(&fresh_name), m1.path(&target_name)).unwrap();
+        fresh.write_all(b"target").unwrap();
+        drop(fresh);
+        assert!(child.join().unwrap().unwrap().success());
+        assert_eq!(get(other, &format!("{NS}/{target_name}")), b"new target");
+        let gone = p3ctl_err(other, &["stat", &format!("{NS}/{fresh_name}")]);
+        assert!(gone.contains("does not exist"), "round {round}: {gone}");
+    }
 }

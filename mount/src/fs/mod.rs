@@ -88,6 +88,20 @@ impl P3Fs {
         format!("{}/{name}", self.namespace)
     }
 
+    /// What a send calls with the object it stored: forgets what the
+    /// listings knew of it (see [`Upload::run`]).
+    fn forget_stored(&self) -> impl FnOnce(&str) + Send + 'static {
+        let (listings, namespace) = (self.listings.clone(), format!("{}/", self.namespace));
+        move |object| {
+            if let Some(path) = object.strip_prefix(&namespace) {
+                listings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(path);
+            }
+        }
+    }
+
     fn listings(&self) -> std::sync::MutexGuard<'_, Listings> {
         self.listings.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -345,13 +359,9 @@ impl P3Fs {
             Ok(None) => return reply.ok(),
             Err(e) => return reply.error(e),
         };
-        let (node, listings) = (self.client.node().clone(), self.listings.clone());
+        let (node, stored) = (self.client.node().clone(), self.forget_stored());
         node.runtime().clone().spawn(async move {
-            let sent = upload.run(&node).await;
-            listings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .forget(&path);
+            let sent = upload.run(&node, stored).await;
             match sent {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("write", &path, &e)),
@@ -370,8 +380,9 @@ impl P3Fs {
             return Ok(());
         };
         let node = self.client.node().clone();
-        let sent = node.runtime().block_on(upload.run(&node));
-        self.changed_object(&path);
+        let sent = node
+            .runtime()
+            .block_on(upload.run(&node, self.forget_stored()));
         sent.map_err(|e| errno("write", &path, &e))
     }
 

@@ -236,7 +236,12 @@ pub struct Upload {
 impl Upload {
     /// Sends it through `node`, after the sends of the same file before it,
     /// unless one of them already carried this change or a later one.
-    pub async fn run(self, node: &Node) -> Result<()> {
+    /// `stored` is told the object it wrote before the next send or rename
+    /// of the file may run: a rename that waited for this send must not
+    /// decide from a cache that still says the object does not exist (it
+    /// would leave the old name behind; a flush from another process, such
+    /// as a child closing an inherited descriptor, does not wait for us).
+    pub async fn run(self, node: &Node, stored: impl FnOnce(&str)) -> Result<()> {
         let progress = &self.progress;
         let _turn = progress.sending.lock().await;
         if !needs_send(progress, self.change, self.closing) {
@@ -244,18 +249,21 @@ impl Upload {
         }
         let size = self.file.metadata().map_err(local)?.len();
         let object = progress.object();
-        match self.stream {
+        let put = match self.stream {
             // Every byte of the file went into the stream, in order, and the
             // file still has the name the stream began with.
             Some(stream) if stream.sent() == size && stream.object() == object => {
-                stream.finish(self.options).await?
+                stream.finish(self.options).await
             }
             // (Dropped, a stream ends unfinished: nothing of it is written.)
             _ => node
                 .put_file(&object, &self.options, &self.file)
                 .await
-                .map(drop)?,
-        }
+                .map(drop),
+        };
+        // Even a failed put may have been stored.
+        stored(&object);
+        put?;
         progress.sent.fetch_max(self.change, Ordering::SeqCst);
         Ok(())
     }
