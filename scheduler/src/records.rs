@@ -484,6 +484,12 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// What thieves act on: its running tasks and their load, if it has
+    /// load to give (a worker without is never asked).
+    pub fn offer(&self) -> Option<(u32, f64)> {
+        (self.running > 0 && self.load > 0.0).then_some((self.running, self.load))
+    }
+
     /// Metadata a thief reads from a listing without fetching values.
     pub fn meta(&self) -> Metadata {
         Metadata::from([
@@ -509,6 +515,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_worker_with_load_to_give_offers_any() {
+        let beat = |running, load| Heartbeat {
+            running,
+            load,
+            ..Heartbeat::default()
+        };
+        assert_eq!(beat(2, 7.5).offer(), Some((2, 7.5)));
+        // A task that can no longer be divided advertises no load: its end
+        // changes nothing a thief acts on.
+        assert_eq!(beat(1, 0.0).offer(), None);
+        assert_eq!(beat(0, 0.0).offer(), beat(1, 0.0).offer());
+    }
 
     #[test]
     fn credit_shares_add_back_to_exactly_the_whole() {

@@ -24,7 +24,7 @@ use crate::{
     io::LocalIo,
     job::Result,
     records::{
-        encode, last_part, Credit, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE,
+        encode, last_part, Credit, Heartbeat, JobId, JobPaths, JobRecord, JobState, JOBS_NAMESPACE,
         KINDS_META, RESULTS, SLOTS_META, WORKERS, WORKERS_NAMESPACE,
     },
     registry::DynJob,
@@ -313,11 +313,13 @@ pub(super) fn stop(jobs: &Jobs) {
 }
 
 /// Reports this worker's load and counters for `job` every heartbeat
-/// interval and whenever they change, until the job ends. A heartbeat is
-/// volatile (a message to each owner of its name), and every other worker
-/// of the job hears of it (a message each): a report that says nothing new
-/// is sent only when the interval is up, which keeps the worker alive in
-/// the others' view.
+/// interval, whenever what thieves act on changes ([`Heartbeat::offer`]),
+/// and when the job ends. A heartbeat is volatile (a message to each owner
+/// of its name), and every other worker of the job hears of it (a message
+/// each): any other change (counters; the end of a task that had nothing
+/// left to give, as every task of a job has near its end) waits for the
+/// interval, which keeps the worker alive in the others' view. At a job's
+/// end that spares every worker a report while the results are written.
 async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let path = job.paths.worker(&jobs.me);
     // A worker with a part of its own reports once that part runs, a moment
@@ -329,7 +331,10 @@ async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     loop {
         let ended = job.ended();
         let heartbeat = job.heartbeat(&jobs.me);
-        if due || last.as_ref() != Some(&heartbeat) {
+        let news = last.as_ref().map(Heartbeat::offer) != Some(heartbeat.offer());
+        // The last report has the final counters (`job status` shows them).
+        let last_word = ended && last.as_ref() != Some(&heartbeat);
+        if due || news || last_word {
             let options = PutOptions {
                 meta: heartbeat.meta(),
                 volatile: true,

@@ -285,8 +285,8 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
         Ok((token, settled))
     }
     .await;
-    // One report for the task's end, whatever became of it: no longer
-    // running, and its result counted.
+    // The task's end, whatever became of it: reported at once if thieves
+    // could still ask it for work (see `jobs::heartbeats`).
     running_changed(jobs, job);
     let (token, settled) = written?;
     // With the result written the task is finished: its record and lock
