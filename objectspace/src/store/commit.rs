@@ -108,8 +108,13 @@ impl GroupSync {
                 Step::Done => return Ok(()),
                 Step::Sync { through } => {
                     drop(state);
+                    let mut syncing = Syncing {
+                        group: self,
+                        through,
+                        ok: false,
+                    };
                     let result = sync_log();
-                    self.end(through, result.is_ok());
+                    syncing.ok = result.is_ok();
                     return result;
                 }
                 Step::Wait => {
@@ -122,7 +127,11 @@ impl GroupSync {
     }
 
     /// [`GroupSync::sync`] for async callers: waiting holds no thread; the
-    /// sync itself runs through `run` (e.g. on the blocking pool).
+    /// sync itself runs through `run` (e.g. on the blocking pool). A caller
+    /// dropped while it syncs (a timeout, an aborted task) counts as a failed
+    /// sync: the writers waiting on it run the next one. Otherwise no sync
+    /// would ever end again, and every durable write of the node would wait
+    /// for ever.
     pub async fn sync_async<E, F>(&self, run: impl Fn() -> F) -> Result<(), E>
     where
         F: std::future::Future<Output = Result<(), E>>,
@@ -136,8 +145,13 @@ impl GroupSync {
             match step {
                 Step::Done => return Ok(()),
                 Step::Sync { through } => {
+                    let mut syncing = Syncing {
+                        group: self,
+                        through,
+                        ok: false,
+                    };
                     let result = run().await;
-                    self.end(through, result.is_ok());
+                    syncing.ok = result.is_ok();
                     return result;
                 }
                 Step::Wait => {
@@ -151,6 +165,20 @@ impl GroupSync {
     #[cfg(test)]
     fn waiting(&self) -> usize {
         self.lock().waiting
+    }
+}
+
+/// A sync being run: ended when this is dropped, whether its caller
+/// finished it, was dropped (async) or panicked.
+struct Syncing<'a> {
+    group: &'a GroupSync,
+    through: u64,
+    ok: bool,
+}
+
+impl Drop for Syncing<'_> {
+    fn drop(&mut self) {
+        self.group.end(self.through, self.ok);
     }
 }
 
@@ -259,5 +287,40 @@ mod tests {
             "{results:?}"
         );
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_while_it_syncs_hands_the_sync_on() {
+        let group = GroupSync::default();
+        let syncs = AtomicUsize::new(0);
+        // The first sync never ends; every later one does at once.
+        let run = || {
+            let first = syncs.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<(), ()>(())
+            }
+        };
+        let mut first = Box::pin(group.sync_async(run));
+        let mut second = Box::pin(group.sync_async(run));
+        // The first writer starts its sync; the second waits for it...
+        assert!(futures::poll!(&mut first).is_pending());
+        assert!(futures::poll!(&mut second).is_pending());
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+        // ...and the first is dropped (its request timed out, its task was
+        // aborted) before that sync ends.
+        drop(first);
+        let served = tokio::time::timeout(std::time::Duration::from_secs(10), second).await;
+        assert_eq!(
+            served,
+            Ok(Ok(())),
+            "the waiting writer runs a sync of its own"
+        );
+        let later =
+            tokio::time::timeout(std::time::Duration::from_secs(10), group.sync_async(run)).await;
+        assert_eq!(later, Ok(Ok(())));
+        assert_eq!(syncs.load(Ordering::SeqCst), 3);
     }
 }
