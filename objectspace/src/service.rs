@@ -78,11 +78,7 @@ async fn serve_requests(space: ObjectSpace, mut inbound: Inbound) {
     let parked = Parked::new(PEER_PARKED);
     let admit = |request: InboundRequest, waiting: &mut FairQueue<PeerId, _>| {
         let decoded = request.decode::<PeerRequest>();
-        let parks = matches!(
-            decoded,
-            Ok(PeerRequest::WaitNewer { .. } | PeerRequest::Lock(LockRequest::Acquire { .. }))
-        );
-        if parks {
+        if decoded.as_ref().is_ok_and(parks) {
             let place = match (
                 parked.admit(request.peer),
                 waits.clone().try_acquire_owned(),
@@ -118,6 +114,15 @@ async fn serve_requests(space: ObjectSpace, mut inbound: Inbound) {
             }
         }
     }
+}
+
+/// Whether `request` may wait at length here (a blocking read, a lock
+/// wait) rather than be worked on.
+pub(crate) fn parks(request: &PeerRequest) -> bool {
+    matches!(
+        request,
+        PeerRequest::WaitNewer { .. } | PeerRequest::Lock(LockRequest::Acquire { .. })
+    )
 }
 
 /// Answers `request` in a task of its own, holding `place` (its handling

@@ -217,12 +217,40 @@ impl ObjectSpace {
     /// within the RPC deadline.
     pub(crate) async fn ask(&self, peer: PeerId, request: PeerRequest) -> Result<PeerResponse> {
         if peer == self.me() {
-            return match crate::service::handle(self, peer, request).await {
+            let answer = if crate::service::parks(&request) {
+                // A wait: the caller that gives up ends it.
+                crate::service::handle(self, peer, request).await
+            } else {
+                // Worked on in a task of its own, as a peer's request is: a
+                // caller that gives up (a timeout, an aborted task) must not
+                // stop this node's part halfway, e.g. a write stored here and
+                // not yet sent to the other owners.
+                tokio::spawn(self.handle_here(peer, request))
+                    .await
+                    .unwrap_or_else(|e| {
+                        PeerResponse::Error(SpaceError::Unavailable(format!(
+                            "this node's handling of its own request failed: {e}"
+                        )))
+                    })
+            };
+            return match answer {
                 PeerResponse::Error(e) => Err(e),
                 answer => Ok(answer),
             };
         }
         self.ask_remote(peer, request).await
+    }
+
+    /// This node's answer to its own `request`, as a boxed future: its type
+    /// is declared, not inferred, which breaks the cycle of a request whose
+    /// handling asks this node again (signing), so it can be spawned.
+    fn handle_here(
+        &self,
+        peer: PeerId,
+        request: PeerRequest,
+    ) -> futures::future::BoxFuture<'static, PeerResponse> {
+        let space = self.clone();
+        Box::pin(async move { crate::service::handle(&space, peer, request).await })
     }
 
     /// [`ObjectSpace::ask_remote`] for an owner that must hold a write:
