@@ -7,7 +7,7 @@
 //! - [`registry`]: the job kinds a binary knows; [`jobs`]: the built-in ones;
 //! - [`records`]: the objects a job consists of — the conventions every node
 //!   follows (tasks under leased write locks, heartbeats, steal requests and
-//!   grants, checkpoints, results, and credit for termination);
+//!   grants, checkpoints, results); [`credit`]: how a job knows it is done;
 //! - [`worker`]: a node's worker: claims tasks, steals work, divides for
 //!   thieves, resumes tasks whose workers died;
 //! - [`control`]: submitting, watching and cancelling jobs (`p3ctl job`);
@@ -22,6 +22,7 @@
 //! all its credit is back; let a worker that lost a task's lock write to it.
 
 pub mod control;
+pub mod credit;
 pub mod io;
 pub mod job;
 pub mod jobs;
