@@ -91,6 +91,16 @@ impl GroupSync {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts the sync this caller was told to run; it ends when the guard
+    /// is dropped, as failed unless [`Syncing::finish`] says otherwise.
+    fn begin(&self, through: u64) -> Syncing<'_> {
+        Syncing {
+            group: self,
+            through,
+            ok: false,
+        }
+    }
+
     fn end(&self, through: u64, ok: bool) {
         self.lock().synced(through, ok);
         self.done.notify_all();
@@ -108,14 +118,7 @@ impl GroupSync {
                 Step::Done => return Ok(()),
                 Step::Sync { through } => {
                     drop(state);
-                    let mut syncing = Syncing {
-                        group: self,
-                        through,
-                        ok: false,
-                    };
-                    let result = sync_log();
-                    syncing.ok = result.is_ok();
-                    return result;
+                    return self.begin(through).finish(sync_log());
                 }
                 Step::Wait => {
                     state.waiting += 1;
@@ -145,14 +148,8 @@ impl GroupSync {
             match step {
                 Step::Done => return Ok(()),
                 Step::Sync { through } => {
-                    let mut syncing = Syncing {
-                        group: self,
-                        through,
-                        ok: false,
-                    };
-                    let result = run().await;
-                    syncing.ok = result.is_ok();
-                    return result;
+                    let syncing = self.begin(through);
+                    return syncing.finish(run().await);
                 }
                 Step::Wait => {
                     // The sender lives as long as `self`.
@@ -174,6 +171,14 @@ struct Syncing<'a> {
     group: &'a GroupSync,
     through: u64,
     ok: bool,
+}
+
+impl Syncing<'_> {
+    /// Ends the sync with the log sync's outcome, and hands that on.
+    fn finish<E>(mut self, result: Result<(), E>) -> Result<(), E> {
+        self.ok = result.is_ok();
+        result
+    }
 }
 
 impl Drop for Syncing<'_> {
