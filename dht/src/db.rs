@@ -45,6 +45,12 @@ impl Database {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        // Writes stay in RocksDB's log buffer until a sync (or
+        // `Database::to_os`) writes them out: a durable write's one sync
+        // carries every write before it, and the writes no one syncs (blob
+        // chunks before their record, cached blobs) cost no system call each.
+        // What is lost in a crash is always a suffix of the log.
+        options.set_manual_wal_flush(true);
         let mut names: Vec<String> = DB::list_cf(&options, path).unwrap_or_default();
         for cf in column_families {
             if !names.iter().any(|n| n == cf) {
@@ -75,6 +81,17 @@ impl Database {
     /// The raw RocksDB handle, for the layers' own stores.
     pub fn raw(&self) -> &DB {
         &self.db
+    }
+
+    /// Hands the log buffer to the operating system without syncing it: for
+    /// writes that need not survive a machine's crash but should survive the
+    /// process's (index rows, Kademlia records), as they would without
+    /// manual log flushes.
+    pub fn to_os(&self) -> Result<(), DbError> {
+        self.db.flush_wal(false).map_err(|source| DbError::Rocks {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Flushes memtables and the WAL to disk; called on clean shutdown.

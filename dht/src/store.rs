@@ -143,7 +143,7 @@ impl RocksStore {
             return false;
         };
         match self.db.raw().put_cf(handle, key, value) {
-            Ok(()) => true,
+            Ok(()) => self.to_os(),
             Err(e) => {
                 tracing::error!(error = %e, "record store write failed");
                 false
@@ -170,6 +170,18 @@ impl RocksStore {
         if let Some(handle) = self.cf(cf) {
             if let Err(e) = self.db.raw().delete_cf(handle, key) {
                 tracing::error!(error = %e, "record store delete failed");
+            }
+            self.to_os();
+        }
+    }
+
+    /// Hands the write just made to the OS (see [`Database::to_os`]).
+    fn to_os(&self) -> bool {
+        match self.db.to_os() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "record store write failed");
+                false
             }
         }
     }

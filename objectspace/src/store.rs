@@ -234,6 +234,15 @@ impl Store {
         Ok(self.inner.db.raw().put_cf(cf, key, encode(state)?)?)
     }
 
+    /// Hands the writes applied so far to the OS without syncing them: they
+    /// survive this process, not the machine (the index, repaired anyway).
+    fn to_os(&self) -> Result<()> {
+        self.inner
+            .db
+            .to_os()
+            .map_err(|e| SpaceError::Storage(e.to_string()))
+    }
+
     /// Returns once every write applied so far is on disk, sharing the log
     /// sync with the writers that wait at the same time.
     fn durable(&self) -> Result<()> {

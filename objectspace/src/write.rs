@@ -124,36 +124,18 @@ impl ObjectSpace {
         .await
     }
 
-    /// Writes a value held in memory: a volatile one goes to the owners inside
-    /// the message and never touches this node's disk; a durable one is stored
-    /// here first, like a client's.
+    /// Writes a value held in memory. One that fits in a message (every
+    /// volatile one) goes to the owners inside it and never touches this
+    /// node's disk: an owner stores it as it would a copy, and a non-owner
+    /// had no use for it (it would only be cached, then evicted). A larger
+    /// one is stored here first, like a client's.
     pub async fn put_value(
         &self,
         path: &ObjectPath,
         bytes: Vec<u8>,
         options: PutOptions,
     ) -> Result<Written> {
-        crate::metrics::observe_put(async {
-            if !options.volatile {
-                return self.put_small(path, bytes, options).await;
-            }
-            let size = bytes.len() as u64;
-            if size > VOLATILE_MAX {
-                return Err(volatile_too_large(size));
-            }
-            check_meta(&options)?;
-            let op = WriteOp::Put {
-                blob: BlobHash::of(&bytes),
-                size,
-                type_tag: options.type_tag,
-                meta: options.meta,
-                ttl_ms: options.ttl_ms,
-                volatile: true,
-            };
-            self.submit(path, op, (options.if_version, options.token), Some(bytes))
-                .await
-        })
-        .await
+        crate::metrics::observe_put(self.put_small(path, bytes, options)).await
     }
 
     /// Writes `to` with the value `from` has now, without the bytes passing
@@ -199,28 +181,38 @@ impl ObjectSpace {
         self.put(to, options, hash, size).await
     }
 
-    /// Writes a small value held in memory (P³'s own objects: the namespace
-    /// list, index shards).
+    /// [`ObjectSpace::put_value`] without the metrics (P³'s own objects:
+    /// the namespace list, index shards, are not a client's puts).
     pub(crate) async fn put_small(
         &self,
         path: &ObjectPath,
         bytes: Vec<u8>,
         options: PutOptions,
     ) -> Result<Written> {
-        let len = bytes.len() as u64;
-        let mut ingest = self.ingest();
-        let store_it = move || {
-            ingest.push(&bytes)?;
-            ingest.finish()
+        let size = bytes.len() as u64;
+        if options.volatile && size > VOLATILE_MAX {
+            return Err(volatile_too_large(size));
+        }
+        if size > INLINE_MAX {
+            let mut ingest = self.ingest();
+            let (hash, size, _pin) = blocking(move || {
+                ingest.push(&bytes)?;
+                ingest.finish()
+            })
+            .await?;
+            return self.put(path, options, hash, size).await;
+        }
+        check_meta(&options)?;
+        let op = WriteOp::Put {
+            blob: BlobHash::of(&bytes),
+            size,
+            type_tag: options.type_tag,
+            meta: options.meta,
+            ttl_ms: options.ttl_ms,
+            volatile: options.volatile,
         };
-        // Small values are stored in place (microseconds against the
-        // memtable); larger ones are worth the hop to the blocking pool.
-        let (hash, size, _pin) = if len <= IN_PLACE_MAX {
-            store_it()?
-        } else {
-            blocking(store_it).await?
-        };
-        self.put(path, options, hash, size).await
+        let conditions = (options.if_version, options.token);
+        self.submit(path, op, conditions, Some(bytes)).await
     }
 
     /// Removes `path` (only at version `if_version`, if given; under the write

@@ -58,6 +58,7 @@ impl Store {
         }
         if merged > 0 {
             db.write(batch)?;
+            self.to_os()?;
         }
         Ok(merged)
     }
@@ -125,7 +126,8 @@ impl Store {
         let _merging = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_INDEX)?, from, to);
-        Ok(self.inner.db.raw().write(batch)?)
+        self.inner.db.raw().write(batch)?;
+        self.to_os()
     }
 
     /// Turns expired entries into removal markers and forgets old markers,
@@ -162,6 +164,7 @@ impl Store {
         }
         if !batch.is_empty() {
             db.write(batch)?;
+            self.to_os()?;
         }
         Ok(last)
     }
