@@ -652,7 +652,11 @@ fn sixteen_writers_lose_no_acknowledged_write_when_a_primary_is_killed() {
                 i + 1,
                 String::from_utf8_lossy(&out.stderr)
             );
-            assert_same_bytes(&out.stdout, value, &format!("{path} through node {}", i + 1));
+            assert_same_bytes(
+                &out.stdout,
+                value,
+                &format!("{path} through node {}", i + 1),
+            );
         }
     }
 }

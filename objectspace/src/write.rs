@@ -74,6 +74,21 @@ fn check_meta(options: &PutOptions) -> Result<()> {
     Ok(())
 }
 
+/// The write a put of `blob` with `options` sends, and its conditions
+/// (version, fencing token).
+fn put_op(blob: BlobHash, size: u64, options: PutOptions) -> (WriteOp, (Option<u64>, Option<u64>)) {
+    let conditions = (options.if_version, options.token);
+    let op = WriteOp::Put {
+        blob,
+        size,
+        type_tag: options.type_tag,
+        meta: options.meta,
+        ttl_ms: options.ttl_ms,
+        volatile: options.volatile,
+    };
+    (op, conditions)
+}
+
 impl ObjectSpace {
     /// Starts receiving a value from a client.
     pub fn ingest(&self) -> Ingest {
@@ -105,17 +120,10 @@ impl ObjectSpace {
             } else {
                 None
             };
-            let op = WriteOp::Put {
-                blob,
-                size,
-                type_tag: options.type_tag,
-                meta: options.meta,
-                ttl_ms: options.ttl_ms,
-                volatile: options.volatile,
-            };
-            let conditions = (options.if_version, options.token);
+            let volatile = options.volatile;
+            let (op, conditions) = put_op(blob, size, options);
             let written = self.submit(path, op, conditions, inline).await?;
-            if !options.volatile {
+            if !volatile {
                 // This node holds the value too (owner or not): say so.
                 self.announce(blob, size);
             }
@@ -203,15 +211,7 @@ impl ObjectSpace {
             return self.put(path, options, hash, size).await;
         }
         check_meta(&options)?;
-        let op = WriteOp::Put {
-            blob: BlobHash::of(&bytes),
-            size,
-            type_tag: options.type_tag,
-            meta: options.meta,
-            ttl_ms: options.ttl_ms,
-            volatile: options.volatile,
-        };
-        let conditions = (options.if_version, options.token);
+        let (op, conditions) = put_op(BlobHash::of(&bytes), size, options);
         self.submit(path, op, conditions, Some(bytes)).await
     }
 
