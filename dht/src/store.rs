@@ -180,7 +180,7 @@ impl RocksStore {
         match self.db.to_os() {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %e, "record store write failed");
+                tracing::error!(error = %e, "record store log flush failed");
                 false
             }
         }

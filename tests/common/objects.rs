@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::p3ctl_ok;
+use super::{p3ctl, p3ctl_ok};
 
 /// One kibibyte.
 pub const KIB: u64 = 1 << 10;
@@ -34,6 +34,18 @@ pub fn stat(dir: &Path, path: &str) -> Value {
 /// The value of `path` read through `dir`'s node to stdout.
 pub fn get(dir: &Path, path: &str) -> Vec<u8> {
     p3ctl_ok(dir, &["get", path]).stdout
+}
+
+/// Asserts that `path` reads through `dir`'s node as `want`; `what` names
+/// the read in a failure.
+pub fn assert_reads(dir: &Path, path: &str, want: &[u8], what: &str) {
+    let out = p3ctl(dir, &["get", path]);
+    assert!(
+        out.status.success(),
+        "{what}: get failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_bytes(&out.stdout, want, what);
 }
 
 /// Asserts `got == want` without dumping megabytes on failure.
