@@ -431,7 +431,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         }
         match tally.outcome() {
             Attempt::Acknowledged(acked) => {
-                space.written(&record);
+                space.written(&record, write.inline.as_deref());
                 tracing::debug!(
                     %path,
                     version = record.version,

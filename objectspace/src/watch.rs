@@ -73,8 +73,10 @@ impl Waiters {
 }
 
 impl ObjectSpace {
-    /// Tells waiters and watchers that the primary acknowledged `record`.
-    pub(crate) fn written(&self, record: &ObjectRecord) {
+    /// Tells waiters and watchers that the primary acknowledged `record`;
+    /// `value` is its value if the caller holds it whole (see
+    /// [`ObjectSpace::index`]).
+    pub(crate) fn written(&self, record: &ObjectRecord, value: Option<&[u8]>) {
         let kind = if record.blob.is_some() {
             EventKind::Put
         } else {
@@ -86,7 +88,7 @@ impl ObjectSpace {
         }
         self.publish(Event::of(record, kind));
         if !record.volatile {
-            self.index(record.clone());
+            self.index(record.clone(), value);
         }
         if let Some(expires) = record.expires_ms {
             let space = self.clone();

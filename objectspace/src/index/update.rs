@@ -10,6 +10,7 @@ use serde_bytes::ByteBuf;
 
 use super::{row::Row, shard_key, shard_of, SHARDS};
 use crate::{
+    blob::BlobHash,
     error::{Result, SpaceError},
     name::Namespace,
     namespaces::SYSTEM,
@@ -32,14 +33,19 @@ pub(crate) struct IndexQueue {
     draining: HashSet<PeerId>,
 }
 
+/// How long the first update for an owner waits for others to go with it:
+/// how much later than its acknowledgement a write becomes searchable.
+const INDEX_GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A written record with its searchable content (its value, if small), as
 /// the wire carries it.
 type Update = (ObjectRecord, Option<ByteBuf>);
 
 impl ObjectSpace {
     /// Brings the index up to date with `record` (called by the primary after
-    /// acknowledging it; sent in the background).
-    pub(crate) fn index(&self, record: ObjectRecord) {
+    /// acknowledging it; sent in the background). `value` is the object's
+    /// value when the caller holds it whole, saving a read of the store.
+    pub(crate) fn index(&self, record: ObjectRecord, value: Option<&[u8]>) {
         if record.ns.as_str() == SYSTEM {
             return;
         }
@@ -47,7 +53,7 @@ impl ObjectSpace {
         let owners = self.owners_now(&shard_key(&record.ns, shard));
         let key = (record.ns.clone(), shard, record.name.to_string());
         // Read once here, for every owner it goes to.
-        let update = self.with_content(record);
+        let update = self.with_content(record, value);
         let mut start = Vec::new();
         {
             let mut queue = self
@@ -77,6 +83,11 @@ impl ObjectSpace {
     /// Sends an owner its pending updates, all that have gathered at a time
     /// (up to a request's worth), until none are left.
     async fn drain_index(&self, owner: PeerId) {
+        // Rows are sent a moment after the first one is queued, so that the
+        // writes of those moments go in one request and one merge: sent at
+        // once, a busy primary sent (and each owner merged and flushed) one
+        // row per write, as many index requests as replication requests.
+        tokio::time::sleep(INDEX_GATHER).await;
         loop {
             let batch: Vec<Update> = {
                 let mut queue = self
@@ -103,14 +114,16 @@ impl ObjectSpace {
         }
     }
 
-    /// `record` with its searchable content, read from this node's store (the
-    /// primary holds every value it acknowledged). At most [`CONTENT_MAX`]
-    /// bytes: read in place.
-    fn with_content(&self, record: ObjectRecord) -> Update {
+    /// `record` with its searchable content: `value` if it is the record's
+    /// (a hash costs less than the store's two reads), else read from this
+    /// node's store (the primary holds every value it acknowledged). At most
+    /// [`CONTENT_MAX`] bytes: read in place.
+    fn with_content(&self, record: ObjectRecord, value: Option<&[u8]>) -> Update {
         let content = match record.blob {
-            Some(hash) if record.size <= CONTENT_MAX => {
-                read_small(self.store(), &hash).ok().map(ByteBuf::from)
-            }
+            Some(hash) if record.size <= CONTENT_MAX => match value {
+                Some(value) if BlobHash::of(value) == hash => Some(ByteBuf::from(value.to_vec())),
+                _ => read_small(self.store(), &hash).ok().map(ByteBuf::from),
+            },
             _ => None,
         };
         (record, content)
@@ -288,7 +301,7 @@ impl ObjectSpace {
         let missed: Vec<Update> = want
             .iter()
             .filter_map(|&i| records.get(i as usize).cloned())
-            .map(|record| self.with_content(record))
+            .map(|record| self.with_content(record, None))
             .collect();
         if missed.is_empty() {
             return;
