@@ -345,26 +345,31 @@ fn a_job_is_spread_over_the_workers_and_a_dead_workers_part_runs_elsewhere() {
 #[test]
 fn a_killed_worker_task_resumes_from_its_checkpoint() {
     let mut cluster = formed(4, &[]);
+    // 12 s of work per worker: a checkpoint shows in the heartbeats 2-4 s in,
+    // which leaves several seconds to see it before the tasks end.
     let id = submit(
         &cluster.nodes[0].dir,
         "sleep",
-        &["total=24s", "slice=100ms"],
+        &["total=48s", "slice=100ms"],
     );
     // Kill a node (not the one we ask) while it runs a task and has
-    // checkpointed it: workers checkpoint every 2 s, so after 2.5 s of slices.
+    // checkpointed it: workers checkpoint every 2 s, so after 2.5 s of slices
+    // (any such node: the first busy one may have stolen its task late).
     let victim = wait_for("a worker to run a task for a while", DEADLINE, || {
-        let busy = (1..4).find(|&i| running_here(&cluster.nodes[i].dir, &id) > 0)?;
-        let status = status(&cluster.nodes[0].dir, &id);
-        let peer = &cluster.nodes[busy].peer_id;
-        let slices = worker_stats(&status)
-            .into_iter()
-            .find(|(w, _)| w == peer)
-            .and_then(|(_, s)| s["slices"].as_u64())?;
-        (slices >= 25).then_some(busy)
+        let stats = worker_stats(&status(&cluster.nodes[0].dir, &id));
+        (1..4).find(|&i| {
+            let peer = &cluster.nodes[i].peer_id;
+            let slices = stats
+                .iter()
+                .find(|(w, _)| w == peer)
+                .and_then(|(_, s)| s["slices"].as_u64())
+                .unwrap_or(0);
+            slices >= 25 && running_here(&cluster.nodes[i].dir, &id) > 0
+        })
     });
     cluster.nodes[victim].stop("KILL");
     let got = result(&cluster.nodes[0].dir, &id);
-    assert_eq!(got["slices"], 240, "every slice slept exactly once: {got}");
+    assert_eq!(got["slices"], 480, "every slice slept exactly once: {got}");
     let status = status(&cluster.nodes[0].dir, &id);
     assert!(
         status["restarts"].as_u64() >= Some(1),
