@@ -83,10 +83,9 @@ impl ObjectSpace {
     /// Sends an owner its pending updates, all that have gathered at a time
     /// (up to a request's worth), until none are left.
     async fn drain_index(&self, owner: PeerId) {
-        // Rows are sent a moment after the first one is queued, so that the
-        // writes of those moments go in one request and one merge: sent at
-        // once, a busy primary sent (and each owner merged and flushed) one
-        // row per write, as many index requests as replication requests.
+        // Wait for the rows of the next moments, so that a busy primary
+        // sends each owner one request (one merge, one log flush) for many
+        // writes rather than one per write.
         tokio::time::sleep(INDEX_GATHER).await;
         loop {
             let batch: Vec<Update> = {
