@@ -325,7 +325,6 @@ async fn only_writers_change_a_writer_only_namespace() {
             if_version: None,
             inline: None,
             origin: id_a.clone(),
-            owners: vec![],
             hops: 3,
             token: None,
             ticket: Some(7),

@@ -28,7 +28,7 @@ use crate::{
     behaviour::{Behaviour, BehaviourEvent},
     config::NetworkConfig,
     db::Database,
-    node::{Command, GossipMessage, InboundRequest, Lookup, NodeStatus, PeerInfo},
+    node::{Command, GossipMessage, InboundRequest, Lookup, NodeStatus, PeerInfo, ReplyTo},
     redial::Redials,
     silence::Silence,
     transport::{build_swarm, handshake_failure},
@@ -551,7 +551,7 @@ impl EventLoop {
                 let inbound = InboundRequest {
                     peer,
                     body: request,
-                    reply,
+                    reply: ReplyTo::Swarm(reply),
                 };
                 match self.requests.try_send(inbound) {
                     Ok(()) => self.responses.push(

@@ -122,7 +122,24 @@ pub struct InboundRequest {
     pub peer: PeerId,
     /// The request body (CBOR, at most the configured request limit).
     pub body: Vec<u8>,
-    pub(crate) reply: oneshot::Sender<Vec<u8>>,
+    pub(crate) reply: ReplyTo,
+}
+
+/// Where a request's answer goes.
+pub(crate) enum ReplyTo {
+    /// To the swarm task, which answers through request-response.
+    Swarm(oneshot::Sender<Vec<u8>>),
+    /// Straight to the writer of the request stream it came on.
+    Stream(crate::rpc::Responder),
+}
+
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplyTo::Swarm(_) => "ReplyTo::Swarm",
+            ReplyTo::Stream(_) => "ReplyTo::Stream",
+        })
+    }
 }
 
 impl InboundRequest {
@@ -138,8 +155,11 @@ impl InboundRequest {
     /// request fail instead of hang.
     pub fn respond<A: Serialize>(self, answer: &A) -> Result<(), DhtError> {
         let body = encode(answer)?;
-        // The peer may have given up already; nothing to do then.
-        let _ = self.reply.send(body);
+        match self.reply {
+            // The peer may have given up already; nothing to do then.
+            ReplyTo::Swarm(reply) => drop(reply.send(body)),
+            ReplyTo::Stream(answer) => answer.send(body),
+        }
         Ok(())
     }
 }

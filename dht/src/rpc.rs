@@ -35,7 +35,10 @@ use futures::{
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{node::InboundRequest, DhtError};
+use crate::{
+    node::{InboundRequest, ReplyTo},
+    DhtError,
+};
 
 const REQUEST: u8 = 0;
 const RESPONSE: u8 = 1;
@@ -287,27 +290,63 @@ async fn serve_stream(
         if kind != REQUEST {
             break Err(format!("unexpected frame kind {kind} on a request stream"));
         }
-        let (reply, answer) = oneshot::channel();
+        let reply = ReplyTo::Stream(Responder {
+            id,
+            frames: Some(frames.clone()),
+        });
         let inbound = InboundRequest { peer, body, reply };
         // Waiting here holds back only this peer's stream: the node's queue
         // is full because it is busy, and the peer should slow down, not fail.
-        if requests.send(inbound).await.is_err() {
-            let _ = frames.send((REFUSED, id, Vec::new())).await;
-            continue;
-        }
-        let frames = frames.clone();
-        tokio::spawn(async move {
-            let frame = match answer.await {
-                Ok(body) => (RESPONSE, id, body),
-                Err(_) => (REFUSED, id, Vec::new()),
-            };
-            let _ = frames.send(frame).await;
-        });
+        // A request the node stopped taking is refused as it is dropped.
+        let _ = requests.send(inbound).await;
     };
     drop(frames);
     // Answers still being worked out keep the writer going until they are sent.
     let _ = writer.await;
     result
+}
+
+/// Where the answer to request `id` of an inbound stream goes: onto the
+/// stream's writer queue, by whoever answers, without a task between them
+/// (one wakeup fewer per request). Dropped unanswered, it refuses the
+/// request so the peer's caller fails instead of waiting for its deadline.
+/// Each holds the queue open, so the writer lives until every request
+/// taken from the stream is answered.
+pub(crate) struct Responder {
+    id: u64,
+    frames: Option<mpsc::Sender<Frame>>,
+}
+
+impl Responder {
+    /// Queues the answer `body`.
+    pub(crate) fn send(mut self, body: Vec<u8>) {
+        self.queue(RESPONSE, body);
+    }
+
+    fn queue(&mut self, kind: u8, body: Vec<u8>) {
+        let Some(frames) = self.frames.take() else {
+            return;
+        };
+        match frames.try_send((kind, self.id, body)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // A full queue (a thousand answers waiting for the socket) waits
+            // its turn off the answering task; outside a runtime (a node
+            // shutting down) the answer has nowhere to go anyway.
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        let _ = frames.send(frame).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.queue(REFUSED, Vec::new());
+    }
 }
 
 async fn read_answers(mut read: ReadHalf<Stream>, conn: &Outbound, max: u64) -> Result<(), String> {

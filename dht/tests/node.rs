@@ -97,8 +97,10 @@ async fn requests_are_answered_and_limits_hold() {
         .unwrap_err();
     assert!(matches!(err, DhtError::Request { .. }), "{err}");
 
+    // Dropped unanswered, a request is refused at once, not left to its deadline.
     let err = a.node.request::<_, String>(b_id, &42u32).await.unwrap_err();
     assert!(matches!(err, DhtError::Request { .. }), "{err}");
+    assert!(err.to_string().contains("without answering"), "{err}");
 
     // The peer is still serving after the bad requests.
     let answer: String = a.node.request(b_id, &"again".to_owned()).await.unwrap();
@@ -150,6 +152,7 @@ async fn a_channel_carries_many_requests_at_once_within_its_limit() {
     // A malformed body goes unanswered and fails; the channel still serves.
     let err = to_b.request(b_id, vec![0xff], DEADLINE).await.unwrap_err();
     assert!(matches!(err, DhtError::Request { .. }), "{err}");
+    assert!(err.to_string().contains("without answering"), "{err}");
     let mut body = Vec::new();
     ciborium::into_writer(&7u32, &mut body).unwrap();
     let answer = to_b.request(b_id, body, DEADLINE).await.unwrap();

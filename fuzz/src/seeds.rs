@@ -134,7 +134,6 @@ pub fn peer_requests() -> Vec<PeerRequest> {
         if_version: Some(2),
         inline: Some(b"hello".to_vec()),
         origin: "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
-        owners: vec!["12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()],
         hops: 0,
         token: Some(7 << 32),
         ticket: None,

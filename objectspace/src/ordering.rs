@@ -224,7 +224,6 @@ pub(crate) mod tests {
             if_version,
             inline: Some(b"v".to_vec()),
             origin: String::new(),
-            owners: Vec::new(),
             hops: 0,
             token: None,
             ticket: None,

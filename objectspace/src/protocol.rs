@@ -64,8 +64,6 @@ pub struct WriteRequest {
     pub inline: Option<Vec<u8>>,
     /// A peer holding the blob (the node the client wrote through).
     pub origin: String,
-    /// The owners as the writer sees them.
-    pub owners: Vec<String>,
     /// How many times the write was redirected to another primary already.
     pub hops: u8,
     /// Fencing token of the write lock the writer holds.

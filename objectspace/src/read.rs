@@ -225,7 +225,7 @@ impl ObjectSpace {
             .ok_or_else(|| SpaceError::NotFound(format!("{path} (on this node)")))?;
         let mut stat = record.stat();
         stat.replicas = vec![Replica {
-            peer: self.me().to_string(),
+            peer: self.me_text().to_owned(),
             version: record.version,
             primary: false,
         }];

@@ -261,7 +261,7 @@ async fn sync_with(
         let request = PeerRequest::Replicate {
             record: record.clone(),
             inline,
-            sources: vec![space.me().to_string()],
+            sources: vec![space.me_text().to_owned()],
             ordered: false,
         };
         match space.ask(peer, request).await {

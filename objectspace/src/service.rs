@@ -392,7 +392,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 let request = PeerRequest::Replicate {
                     record: record.clone(),
                     inline: write.inline.clone(),
-                    sources: vec![me.to_string()],
+                    sources: vec![space.me_text().to_owned()],
                     ordered: true,
                 };
                 let space = space.clone();

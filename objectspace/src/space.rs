@@ -67,6 +67,9 @@ impl Default for SpaceConfig {
 
 pub(crate) struct Inner {
     pub node: Node,
+    /// This node's peer id as text, as requests name it: encoding it
+    /// (base58) for every write showed in profiles.
+    me_text: String,
     /// The agreed map of members, and this node's lease.
     pub membership: Membership,
     pub store: Store,
@@ -111,6 +114,7 @@ impl ObjectSpace {
     pub fn new(node: Node, membership: Membership, store: Store, config: SpaceConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                me_text: node.peer_id().to_string(),
                 node,
                 membership,
                 store,
@@ -146,6 +150,11 @@ impl ObjectSpace {
 
     pub(crate) fn me(&self) -> PeerId {
         self.inner.node.peer_id()
+    }
+
+    /// [`ObjectSpace::me`] as text.
+    pub(crate) fn me_text(&self) -> &str {
+        &self.inner.me_text
     }
 
     /// The lock that orders writes to `key` on this node.

@@ -253,8 +253,7 @@ impl ObjectSpace {
             op,
             if_version,
             inline,
-            origin: self.me().to_string(),
-            owners: owners.iter().map(ToString::to_string).collect(),
+            origin: self.me_text().to_owned(),
             hops: 0,
             token,
             ticket: signed.then(rand::random),
@@ -262,7 +261,7 @@ impl ObjectSpace {
         // Until the write is answered, its primary may ask this node to sign
         // the record it made of it (writer-only namespaces).
         let _signable = self.inner.signable.hold(&request);
-        let mut candidates: Vec<PeerId> = owners.clone();
+        let mut candidates: Vec<PeerId> = owners;
         candidates.reverse();
         let mut failures = Vec::new();
         let mut failed: Vec<PeerId> = Vec::new();
