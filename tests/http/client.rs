@@ -244,6 +244,24 @@ pub fn paths(list: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// Waits until a search of `namespace` for `query` through `http` lists
+/// `path`: a write is searchable only once its index row reaches the shard's
+/// owners, about 10 ms after it is acknowledged (rows are gathered), so a
+/// search or a take by query right after a put may rightly miss it.
+pub fn await_searchable(http: &Http, namespace: &str, query: &str, path: &str) {
+    crate::common::wait_for(
+        &format!("{path} to be found by `{query}`"),
+        Duration::from_secs(10),
+        || {
+            let found = http
+                .get(&format!("/api/v1/search/{namespace}"))
+                .query("q", query)
+                .reply();
+            (found.status == 200 && paths(&found.json()).contains(path)).then_some(())
+        },
+    );
+}
+
 pub fn formed(n: usize) -> Cluster {
     let cluster = Cluster::start(n);
     cluster.wait_formed();

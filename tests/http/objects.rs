@@ -133,6 +133,9 @@ fn objects_end_to_end_through_http_on_three_nodes() {
         .bytes(b"blue");
     other.expect(201, "PUT global/h/blue");
     http[0].put_object("global/elsewhere", b"not under h/");
+    // Both indexed, so the search below shows the one and not the other.
+    await_searchable(&http[1], "global", "meta.color=red", "global/h/e2e");
+    await_searchable(&http[1], "global", "meta.color=blue", "global/h/blue");
     let found = http[1]
         .get("/api/v1/search/global")
         .query("q", "meta.color=red")
@@ -270,6 +273,7 @@ fn take_and_blocking_get_across_nodes() {
         .bytes(b"task seven");
     put.expect(201, "PUT global/t/q");
     http[0].put_object("global/t/other", b"not a match");
+    await_searchable(&http[0], "global", "meta.task=7", "global/t/q");
     let taken = http[0]
         .post("/api/v1/take/global")
         .query("q", "meta.task=7")
