@@ -162,6 +162,43 @@ async fn a_channel_carries_many_requests_at_once_within_its_limit() {
     );
 }
 
+/// Frames larger than the stream's send window are written in parts (by a
+/// task that holds the stream until the frame is out): many at once, both
+/// ways, must arrive whole and unmixed.
+#[tokio::test]
+async fn large_frames_in_flight_together_arrive_whole() {
+    const PROTOCOL: &str = "/p3/test-large/1.0.0";
+    const LIMIT: u64 = 3 << 20;
+    let (a, b) = pair(NetworkConfig::default()).await;
+    let (to_b, _) = a.node.channel(PROTOCOL, LIMIT).unwrap();
+    let (_, mut requests) = b.node.channel(PROTOCOL, LIMIT).unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            // The answer is the request reversed: as large, and checkable.
+            let mut body = request.body.clone();
+            body.reverse();
+            let _ = request.respond(&serde_bytes::ByteBuf::from(body));
+        }
+    });
+    let b_id = b.node.peer_id();
+    let asks = (0..8u8).map(|n| {
+        let to_b = to_b.clone();
+        async move {
+            let size = (1 << 20) + usize::from(n) * 100_003;
+            let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8 ^ n).collect();
+            let answer = to_b.request(b_id, body.clone(), DEADLINE).await.unwrap();
+            let answer: serde_bytes::ByteBuf = ciborium::from_reader(answer.as_slice()).unwrap();
+            let mut want = body;
+            want.reverse();
+            assert!(
+                answer.into_vec() == want,
+                "request {n} of {size} bytes came back changed"
+            );
+        }
+    });
+    futures::future::join_all(asks).await;
+}
+
 #[tokio::test]
 async fn gossip_reaches_subscribers() {
     let (a, b) = pair(NetworkConfig::default()).await;

@@ -7,7 +7,9 @@
 //! primary and one to each replica) that setup costs more than the message.
 //! Here a node opens one stream of [`crate::REQUEST_STREAM_PROTOCOL`] to each peer it asks, and
 //! frames requests on it with ids; the peer answers on the same stream in any
-//! order. Frames that queue while a write is in progress go out in one write.
+//! order. A frame sent while the stream is free is written by its sender at
+//! once; frames that queue while a write is in progress go out in one write
+//! (`frames`).
 //!
 //! A stream is used only after the accepting side said it took it (a one-byte
 //! greeting), because libp2p-stream drops inbound streams that arrive in a
@@ -28,10 +30,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{
-    io::{ReadHalf, WriteHalf},
-    AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt,
-};
+use futures::{io::ReadHalf, AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,18 +39,13 @@ use crate::{
     DhtError,
 };
 
-const REQUEST: u8 = 0;
-const RESPONSE: u8 = 1;
-/// The receiver dropped the request without an answer.
-const REFUSED: u8 = 2;
+mod frames;
+
+pub use frames::read_frames;
+use frames::{read_frame, write_frames, Frames, REFUSED, REQUEST, RESPONSE};
+
 /// What the accepting side writes first: the stream is in use.
 const GREETING: u8 = 0x70;
-/// Frame header: kind, id, body length.
-const HEADER: usize = 1 + 8 + 4;
-/// Frames queued per stream before senders wait.
-const QUEUE: usize = 1024;
-/// Bytes gathered into one write at most.
-const BATCH_BYTES: usize = 1 << 20;
 /// Attempts to open a stream the peer takes.
 const OPEN_TRIES: usize = 3;
 /// How long opening a stream and its greeting may take: a round trip on a
@@ -62,11 +56,10 @@ const OPEN_TRIES: usize = 3;
 const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 
 type Answer = Result<Vec<u8>, String>;
-type Frame = (u8, u64, Vec<u8>);
 
 /// The requesting side of one stream.
 struct Outbound {
-    frames: mpsc::Sender<Frame>,
+    frames: Frames,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next: AtomicU64,
     alive: AtomicBool,
@@ -171,8 +164,14 @@ impl Rpc {
             .insert(id, tx);
         let _waiting = Waiting { conn: &conn, id };
         let failed = |reason: String| Failed::Sent(DhtError::Request { peer, reason });
-        if conn.frames.send((REQUEST, id, body)).await.is_err() {
-            return Err(failed("the stream to the peer closed".into()));
+        let broken = conn.clone();
+        let unsent = conn.frames.write_now((REQUEST, id, body), move |e| {
+            broken.close(&format!("writing to the peer failed: {e}"))
+        });
+        if let Some(frame) = unsent {
+            if conn.frames.queue.send(frame).await.is_err() {
+                return Err(failed("the stream to the peer closed".into()));
+            }
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(answer))) => Ok(answer),
@@ -224,16 +223,16 @@ impl Rpc {
             Err(_) => return Err("the peer sent no greeting in time".into()),
         }
         let (read, write) = stream.split();
-        let (frames, queue) = mpsc::channel(QUEUE);
+        let (frames, queue) = Frames::new(write);
         let conn = Arc::new(Outbound {
-            frames,
+            frames: frames.clone(),
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             alive: AtomicBool::new(true),
         });
         let writer = conn.clone();
         tokio::spawn(async move {
-            if let Err(e) = write_frames(write, queue).await {
+            if let Err(e) = write_frames(frames, queue).await {
                 writer.close(&format!("writing to the peer failed: {e}"));
             }
         });
@@ -279,8 +278,8 @@ async fn serve_stream(
         .map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
     let (mut read, write) = stream.split();
-    let (frames, queue) = mpsc::channel::<Frame>(QUEUE);
-    let writer = tokio::spawn(async move { write_frames(write, queue).await });
+    let (frames, queue) = Frames::new(write);
+    let writer = tokio::spawn(write_frames(frames.clone(), queue));
     let result = loop {
         let (kind, id, body) = match read_frame(&mut read, max_request).await {
             Ok(Some(frame)) => frame,
@@ -307,14 +306,14 @@ async fn serve_stream(
 }
 
 /// Where the answer to request `id` of an inbound stream goes: onto the
-/// stream's writer queue, by whoever answers, without a task between them
-/// (one wakeup fewer per request). Dropped unanswered, it refuses the
-/// request so the peer's caller fails instead of waiting for its deadline.
-/// Each holds the queue open, so the writer lives until every request
-/// taken from the stream is answered.
+/// stream, by whoever answers, without a task between them (see
+/// [`Frames::write_now`]). Dropped unanswered, it refuses the request so the
+/// peer's caller fails instead of waiting for its deadline. Each holds the
+/// writer's queue open, so the writer lives until every request taken from
+/// the stream is answered.
 pub(crate) struct Responder {
     id: u64,
-    frames: Option<mpsc::Sender<Frame>>,
+    frames: Option<Frames>,
 }
 
 impl Responder {
@@ -327,7 +326,12 @@ impl Responder {
         let Some(frames) = self.frames.take() else {
             return;
         };
-        match frames.try_send((kind, self.id, body)) {
+        // A failed write ends the stream; its reader sees that.
+        let Some(frame) = frames.write_now((kind, self.id, body), |_| {}) else {
+            return;
+        };
+        let frames = frames.queue;
+        match frames.try_send(frame) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             // A full queue (a thousand answers waiting for the socket) waits
             // its turn off the answering task; outside a runtime (a node
@@ -366,74 +370,4 @@ async fn read_answers(mut read: ReadHalf<Stream>, conn: &Outbound, max: u64) -> 
         }
     }
     Ok(())
-}
-
-/// The frames (kind, request id, body) in `bytes` as a node reads them from a
-/// request stream with a per-frame limit of `max` bytes, up to the first
-/// error: the entry point for fuzzing the stream's framing without a peer.
-pub fn read_frames(bytes: &[u8], max: u64) -> Result<Vec<(u8, u64, Vec<u8>)>, String> {
-    futures::executor::block_on(async {
-        let mut read = futures::io::Cursor::new(bytes);
-        let mut frames = Vec::new();
-        while let Some(frame) = read_frame(&mut read, max).await? {
-            frames.push(frame);
-        }
-        Ok(frames)
-    })
-}
-
-/// The next frame, `None` at a clean end of the stream.
-async fn read_frame<R: AsyncRead + Unpin>(read: &mut R, max: u64) -> Result<Option<Frame>, String> {
-    let mut header = [0u8; HEADER];
-    let mut got = 0;
-    while got < HEADER {
-        match read.read(&mut header[got..]).await {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err("the stream ended inside a frame".into()),
-            Ok(n) => got += n,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    let kind = header[0];
-    let id = u64::from_be_bytes(header[1..9].try_into().unwrap_or_default());
-    let len = u32::from_be_bytes(header[9..13].try_into().unwrap_or_default()) as u64;
-    if len > max {
-        return Err(format!(
-            "a frame of {len} bytes is over the {max}-byte limit"
-        ));
-    }
-    let mut body = vec![0u8; len as usize];
-    read.read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Some((kind, id, body)))
-}
-
-/// Writes queued frames, as many as are waiting in one write, until the
-/// queue closes.
-async fn write_frames(
-    mut write: WriteHalf<Stream>,
-    mut queue: mpsc::Receiver<Frame>,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    while let Some(frame) = queue.recv().await {
-        push_frame(&mut buf, frame);
-        while buf.len() < BATCH_BYTES {
-            match queue.try_recv() {
-                Ok(frame) => push_frame(&mut buf, frame),
-                Err(_) => break,
-            }
-        }
-        write.write_all(&buf).await?;
-        write.flush().await?;
-        buf.clear();
-    }
-    write.close().await
-}
-
-fn push_frame(buf: &mut Vec<u8>, (kind, id, body): Frame) {
-    buf.push(kind);
-    buf.extend_from_slice(&id.to_be_bytes());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
 }
