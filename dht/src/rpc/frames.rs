@@ -159,8 +159,10 @@ pub(super) async fn write_frames(
     frames: Frames,
     mut queue: mpsc::Receiver<Frame>,
 ) -> std::io::Result<()> {
-    // Holding the queue's sender would keep the queue open for ever.
-    let Frames { half, .. } = frames;
+    // Holding the queue's sender would keep the queue open for ever (and
+    // `..` would only drop it when this function returns).
+    let Frames { half, queue: sender } = frames;
+    drop(sender);
     let mut buf = Vec::new();
     while let Some(frame) = queue.recv().await {
         push_frame(&mut buf, frame);
