@@ -252,12 +252,27 @@ impl Store {
             .sync(|| self.inner.db.raw().flush_wal(true))?)
     }
 
-    /// [`Store::durable`] without holding a thread while others sync; a sync
-    /// this caller runs goes to the blocking pool.
+    /// [`Store::durable`] without holding a thread while others sync.
+    ///
+    /// The sync this caller runs for its group runs on this thread, which
+    /// hands its runtime worker's other tasks to another thread meanwhile
+    /// (`block_in_place`), so the node goes on serving and the write goes on
+    /// without being woken from the blocking pool afterwards: at sixteen
+    /// clients 20 % fewer context switches per write and 8–30 % more puts/s
+    /// than with `spawn_blocking` (README, "Benchmarks"). Running it on the
+    /// worker without the hand-off was slower: the tasks queued behind it
+    /// waited. A current-thread runtime (tests) cannot hand off, so there it
+    /// goes to the blocking pool.
     async fn durable_async(&self) -> Result<()> {
         let sync = || {
             let store = self.clone();
             async move {
+                let flavor = tokio::runtime::Handle::current().runtime_flavor();
+                if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+                    return Ok(tokio::task::block_in_place(|| {
+                        store.inner.db.raw().flush_wal(true)
+                    })?);
+                }
                 tokio::task::spawn_blocking(move || store.inner.db.raw().flush_wal(true))
                     .await
                     .map_err(|e| SpaceError::Storage(format!("log sync failed: {e}")))?

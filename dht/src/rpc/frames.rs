@@ -161,7 +161,10 @@ pub(super) async fn write_frames(
 ) -> std::io::Result<()> {
     // Holding the queue's sender would keep the queue open for ever (and
     // `..` would only drop it when this function returns).
-    let Frames { half, queue: sender } = frames;
+    let Frames {
+        half,
+        queue: sender,
+    } = frames;
     drop(sender);
     let mut buf = Vec::new();
     while let Some(frame) = queue.recv().await {
