@@ -146,6 +146,8 @@ pub async fn round(space: &ObjectSpace) -> Result<()> {
             .stop_providing(blob_provider_key(&hash.0))
             .await;
     }
+    let store = space.store().clone();
+    blocking(move || store.collect_garbage()).await?;
     crate::metrics::repair_round(pushed as u64, handed_off as u64);
     if pushed + handed_off > 0 {
         tracing::info!(pushed, handed_off, "repair round done");

@@ -145,6 +145,21 @@ impl Store {
         std::mem::take(&mut self.lock().evicted)
     }
 
+    /// Reclaims the disk space of deleted chunks where enough has
+    /// accumulated to be worth rewriting the rest (blocking; see
+    /// [`p3_dht::db::Database::collect_blob_garbage`]).
+    pub fn collect_garbage(&self) -> Result<()> {
+        let collected = self
+            .inner
+            .db
+            .collect_blob_garbage()
+            .map_err(|e| SpaceError::Storage(e.to_string()))?;
+        for c in collected {
+            tracing::info!(column_family = %c.column_family, before = c.before, after = c.after, "blob garbage collected");
+        }
+        Ok(())
+    }
+
     /// Bytes of cached (unreferenced) blobs.
     pub fn cached_bytes(&self) -> u64 {
         self.lock().bytes
