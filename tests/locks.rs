@@ -71,26 +71,6 @@ fn hold_res(script: &str) -> [&str; 8] {
     ]
 }
 
-/// The value of gauge `name` on `node` (`GET /metrics` with its token).
-fn gauge(node: &common::NodeProc, name: &str) -> Option<f64> {
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(node.dir.join("api.json")).ok()?).ok()?;
-    let url = format!("http://{}/metrics", info["http"].as_str()?);
-    let token = format!("Bearer {}", info["token"].as_str()?);
-    let mut reply = ureq::get(&url)
-        .header("Authorization", &token)
-        .call()
-        .ok()?;
-    let text = reply.body_mut().read_to_string().ok()?;
-    text.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// Waits until the holder's script has written its token (a whole line).
 fn wait_token(file: &Path) {
     common::wait_for("the token to be written", DEADLINE, || {
@@ -470,7 +450,8 @@ fn a_returning_primary_serves_its_successors_grants_not_its_stale_copy() {
         ],
     );
     common::wait_for("the contender to wait for the lock", DEADLINE, || {
-        (gauge(&cluster.nodes[contender_node], "p3_locks_waiting")? > 0.0).then_some(())
+        (common::metric(&cluster.nodes[contender_node].dir, "p3_locks_waiting")? > 0.0)
+            .then_some(())
     });
 
     // The old primary returns and, the closest to the key, is its primary again.

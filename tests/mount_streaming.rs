@@ -3,7 +3,8 @@
 //! object after `fsync` and after close is what was written; one rewritten at
 //! its start is sent whole; one renamed while its stream is open, or before
 //! it was ever sent (even while another process flushes it), becomes the
-//! new name when closed. Real node and mount processes on 127.0.0.1, each in
+//! new name when closed; an existing file opened with `O_TRUNC` is written
+//! without its old version being read. Real node and mount processes on 127.0.0.1, each in
 //! a temp dir.
 
 mod common;
@@ -12,7 +13,7 @@ use std::{fs, io::Write, path::Path};
 
 use common::mount::*;
 use common::objects::{assert_same_bytes, get, MIB};
-use common::{p3ctl_err, pseudo_random, wait_for, DEADLINE};
+use common::{metric, p3ctl_err, pseudo_random, wait_for, DEADLINE};
 
 /// Returns from the test, saying why, if FUSE is missing (the only allowed skip).
 macro_rules! skip_without_fuse {
@@ -143,4 +144,38 @@ fn a_new_file_flushed_by_another_process_while_it_is_renamed_leaves_no_old_name(
         let gone = p3ctl_err(other, &["stat", &format!("{NS}/{fresh_name}")]);
         assert!(gone.contains("does not exist"), "round {round}: {gone}");
     }
+}
+
+#[test]
+fn overwriting_a_file_never_reads_its_old_version() {
+    skip_without_fuse!();
+    const SIZE: usize = 16 * MIB as usize;
+    let cluster = cluster_with_ns(3);
+    let m1 = Mount::on(&cluster, 0, "m1", false);
+    let node = &cluster.nodes[0].dir;
+    let old = pseudo_random(SIZE, 60);
+    fs::write(m1.path("big.bin"), &old).unwrap();
+    // Read once through node 0, which also makes it count bytes read.
+    assert_same_bytes(
+        &get(node, &format!("{NS}/big.bin")),
+        &old,
+        "the old version",
+    );
+    let read_out = || metric(node, "p3_bytes_out_total").expect("node 0's count of bytes read");
+    let before = read_out();
+
+    // What `cp` and shell redirection do: open(O_WRONLY|O_CREAT|O_TRUNC).
+    let new = pseudo_random(SIZE, 61);
+    fs::write(m1.path("big.bin"), &new).unwrap();
+    let other = &cluster.nodes[1].dir;
+    assert_same_bytes(
+        &get(other, &format!("{NS}/big.bin")),
+        &new,
+        "the new version",
+    );
+    let read = read_out() - before;
+    assert!(
+        read < (SIZE / 2) as f64,
+        "the overwrite read {read} bytes of the old version through the node"
+    );
 }

@@ -252,3 +252,25 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The value of metric `name` (a gauge or a counter without labels) on the
+/// node of `dir`, read from its `GET /metrics` with its token; `None` if the
+/// node does not answer or has not recorded it yet.
+pub fn metric(dir: &Path, name: &str) -> Option<f64> {
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("api.json")).ok()?).ok()?;
+    let url = format!("http://{}/metrics", info["http"].as_str()?);
+    let token = format!("Bearer {}", info["token"].as_str()?);
+    let mut reply = ureq::get(&url)
+        .header("Authorization", &token)
+        .call()
+        .ok()?;
+    let text = reply.body_mut().read_to_string().ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

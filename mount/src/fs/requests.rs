@@ -4,8 +4,9 @@
 use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, time::SystemTime};
 
 use fuser::{
-    FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    consts::FUSE_ATOMIC_O_TRUNC, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
 };
 
 use super::{attributes::requested, empty, kind_of, text, xattrs::reply_xattr, P3Fs, TTL};
@@ -17,6 +18,19 @@ use crate::{
 };
 
 impl Filesystem for P3Fs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        // O_TRUNC with the open: without it the kernel opens a file for
+        // writing and then cuts it to nothing, and an open for writing
+        // first fetches the current version (a `cp` over a 1 GiB file read
+        // all of it back before writing anything).
+        if config.add_capabilities(FUSE_ATOMIC_O_TRUNC).is_err() {
+            tracing::info!(
+                "the kernel cannot pass O_TRUNC with an open; overwriting a file fetches it first"
+            );
+        }
+        Ok(())
+    }
+
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self
             .child(parent, name)
