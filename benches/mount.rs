@@ -117,10 +117,11 @@ fn main() {
         sh(&format!("rm {s} {w}/copy.bin"));
         mbps
     };
-    // Puts and writes through the mount take turns (the disk slows as the
-    // nodes' stores fill, so whichever went first would look faster), each
-    // with contents of its own: the space stores a value once, so a second
-    // write of the same bytes would not move them again.
+    // Puts and writes through the mount take turns (whichever goes second
+    // in a round overwrites the first's object and finds the stores fuller,
+    // so neither order alone is fair), each with contents of its own: the
+    // space stores a value once, so a second write of the same bytes would
+    // not move them again.
     let mut ratios = Vec::new();
     let (m, w) = (dir.display(), work.display());
     for round in 0..ROUNDS {
