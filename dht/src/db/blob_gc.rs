@@ -4,7 +4,7 @@
 //! runs only when a column family's blob files hold enough garbage that
 //! rewriting what is still live pays for itself.
 
-use rocksdb::{AsColumnFamilyRef, BottommostLevelCompaction, CompactOptions, Options, DB};
+use rocksdb::{AsColumnFamilyRef, BottommostLevelCompaction, CompactOptions};
 
 use super::{Database, DbError};
 
@@ -50,8 +50,8 @@ impl Database {
             source,
         };
         let mut collected = Vec::new();
-        for name in DB::list_cf(&Options::default(), &self.path).unwrap_or_default() {
-            let Some(cf) = self.db.cf_handle(&name) else {
+        for name in self.families.iter() {
+            let Some(cf) = self.db.cf_handle(name) else {
                 continue;
             };
             let before = self.blob_bytes(cf).map_err(err)?;
@@ -83,7 +83,7 @@ impl Database {
                 .set_options_cf(cf, &[("enable_blob_garbage_collection", "false")])
                 .map_err(err)?;
             collected.push(Collected {
-                column_family: name,
+                column_family: name.clone(),
                 before,
                 after: self.blob_bytes(cf).map_err(err)?,
             });

@@ -41,6 +41,9 @@ pub enum DbError {
 pub struct Database {
     db: Arc<DB>,
     path: String,
+    /// The column families it was opened with (none is made later), so
+    /// walking them costs no read of the manifest.
+    families: Arc<[String]>,
 }
 
 impl Database {
@@ -88,6 +91,7 @@ impl Database {
         Ok(Self {
             db: Arc::new(db),
             path: display,
+            families: names.into(),
         })
     }
 
@@ -114,8 +118,8 @@ impl Database {
             source,
         };
         self.db.flush_wal(true).map_err(err)?;
-        for name in DB::list_cf(&Options::default(), &self.path).unwrap_or_default() {
-            if let Some(cf) = self.db.cf_handle(&name) {
+        for name in self.families.iter() {
+            if let Some(cf) = self.db.cf_handle(name) {
                 self.db.flush_cf(cf).map_err(err)?;
             }
         }
