@@ -5,8 +5,9 @@
 //! second); `ls -l` of a 10,000-entry tree; `git clone` of a 5,000-file
 //! repository.
 //!
-//! The large-file write is timed in two rounds, a put and a `cp` into the
-//! mount each, in turns, with contents of their own.
+//! The large file is compared in four rounds, each a put and a `cp` into the
+//! mount (with contents of their own), then a get and a `cp` out, in turns
+//! (see [`in_turns`]); the median of the rounds' ratios is reported.
 //!
 //! Run with `cargo bench --bench mount` (1 GiB, 10,000 files; `P3_BENCH_QUICK=1`
 //! for 64 MiB and 1,000 files; `P3_BENCH_MIB=N` for an N MiB large file).
@@ -55,8 +56,10 @@ fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == dir.to_str())
 }
 
-/// Rounds of a put and a write through the mount of one large file each.
-const ROUNDS: u64 = 2;
+/// Rounds of the large-file comparisons: in each, a put and a write
+/// through the mount of one large file each, then a get and a read through
+/// the mount of the object they made.
+const ROUNDS: u64 = 4;
 
 fn timed(what: &str, bytes: u64, run: impl FnOnce()) -> f64 {
     let start = Instant::now();
@@ -65,6 +68,41 @@ fn timed(what: &str, bytes: u64, run: impl FnOnce()) -> f64 {
     let mbps = bytes as f64 / secs / 1e6;
     println!("{what:<34} {secs:>8.2} s {mbps:>9.1} MB/s");
     mbps
+}
+
+/// Runs the two timed operations of a comparison, `space` (the `p3ctl`
+/// command) first in even rounds and `mount` first in odd ones, and returns
+/// the mount's rate over the command's. The one that runs second finds
+/// more on disk and its object overwritten, or its value already in the
+/// page cache, so neither order alone is fair. Each starts after a `sync`:
+/// the dirty pages the one before left (a file got, a spool) are not
+/// written back on its time.
+fn in_turns(round: u64, space: impl FnOnce() -> f64, mount: impl FnOnce() -> f64) -> f64 {
+    let (space, mount) = if round % 2 == 0 {
+        sh("sync");
+        let space = space();
+        sh("sync");
+        (space, mount())
+    } else {
+        sh("sync");
+        let mount = mount();
+        sh("sync");
+        (space(), mount)
+    };
+    mount / space
+}
+
+/// The middle of `ratios` (the mean of the middle two for an even count),
+/// and all of them, as percentages.
+fn summary(ratios: &mut [f64]) -> String {
+    let all: Vec<String> = ratios
+        .iter()
+        .map(|r| format!("{:.0}%", r * 100.0))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
+    format!("median {:.0}% (rounds: {})", median * 100.0, all.join(", "))
 }
 
 fn sh(script: &str) {
@@ -117,76 +155,65 @@ fn main() {
         sh(&format!("rm {s} {w}/copy.bin"));
         mbps
     };
-    // Puts and writes through the mount take turns (whichever goes second
-    // in a round overwrites the first's object and finds the stores fuller,
-    // so neither order alone is fair), each with contents of its own: the
-    // space stores a value once, so a second write of the same bytes would
-    // not move them again.
-    let mut ratios = Vec::new();
-    let (m, w) = (dir.display(), work.display());
+    // Each write with contents of its own: the space stores a value once,
+    // so a second write of the same bytes would not move them again.
+    let (mut writes, mut reads) = (Vec::new(), Vec::new());
+    let m = dir.display();
     for round in 0..ROUNDS {
         let source = |seed: u64| {
             let path = work.join(format!("source-{seed}.bin"));
             let hash = common::write_pseudo_random_file(&path, bytes, seed);
             (path, hash)
         };
-        let ((put_from, _), (cp_from, cp_hash)) = (source(2 * round + 7), source(2 * round + 8));
+        let ((put_from, put_hash), (cp_from, cp_hash)) =
+            (source(2 * round + 7), source(2 * round + 8));
         // One name for both: its primary, which fetches the value from
         // node 0 (unless it is node 0) before the other owners fetch it
         // from the primary, decides much of a write's time.
-        let put_name = format!("bench/large-{round}.bin");
-        let put = || {
-            timed("p3ctl put", bytes, || {
-                p3ctl_ok(node, &["put", &put_name, &put_from.to_string_lossy()]);
-            })
-        };
-        let write = || {
-            timed("mount: cp into it (until close)", bytes, || {
-                sh(&format!("cp {} {m}/large-{round}.bin", cp_from.display()))
-            })
-        };
-        let (put, write) = if round % 2 == 0 {
-            let put = put();
-            (put, write())
-        } else {
-            let write = write();
-            (put(), write)
-        };
-        ratios.push(write / put);
-        if round == 0 {
-            let get = timed("p3ctl get -o", bytes, || {
-                p3ctl_ok(node, &["get", &put_name, "-o", &format!("{w}/got.bin")]);
-            });
-            let read = timed("mount: cp out of it", bytes, || {
-                sh(&format!("cp {m}/large-0.bin {w}/back.bin"))
-            });
-            assert_eq!(
-                common::blake3_file(&work.join("got.bin")).0,
-                cp_hash, // the mount's write came second: both read it
-                "get differs"
-            );
-            assert_eq!(
-                common::blake3_file(&work.join("back.bin")).0,
-                cp_hash,
-                "mount read differs"
-            );
-            println!(
-                "mount read = {:.0}% of get; local copy {local:.0} MB/s",
-                read / get * 100.0
-            );
-        }
-        for path in [&put_from, &cp_from] {
-            std::fs::remove_file(path).expect("remove a source");
+        let name = format!("large-{round}.bin");
+        let object = format!("bench/{name}");
+        writes.push(in_turns(
+            round,
+            || {
+                timed("p3ctl put", bytes, || {
+                    p3ctl_ok(node, &["put", &object, &put_from.to_string_lossy()]);
+                })
+            },
+            || {
+                timed("mount: cp into it (until close)", bytes, || {
+                    sh(&format!("cp {} {m}/{name}", cp_from.display()))
+                })
+            },
+        ));
+        // Both read what the second write left.
+        let stored = if round % 2 == 0 { &cp_hash } else { &put_hash };
+        let (got, back) = (work.join("got.bin"), work.join("back.bin"));
+        reads.push(in_turns(
+            round,
+            || {
+                timed("p3ctl get -o", bytes, || {
+                    p3ctl_ok(node, &["get", &object, "-o", &got.to_string_lossy()]);
+                })
+            },
+            || {
+                timed("mount: cp out of it", bytes, || {
+                    sh(&format!("cp {m}/{name} {}", back.display()))
+                })
+            },
+        ));
+        assert_eq!(&common::blake3_file(&got).0, stored, "get differs");
+        assert_eq!(&common::blake3_file(&back).0, stored, "mount read differs");
+        // What the next round measures should not depend on the space
+        // this one filled.
+        p3ctl_ok(node, &["rm", &object]);
+        for path in [&put_from, &cp_from, &got, &back] {
+            std::fs::remove_file(path).expect("remove a file of the round");
         }
     }
-    let percent: Vec<String> = ratios
-        .iter()
-        .map(|r| format!("{:.0}%", r * 100.0))
-        .collect();
+    println!("mount write / put: {}", summary(&mut writes));
     println!(
-        "mount write = {:.0}% of put (mean of {ROUNDS} rounds: {})",
-        ratios.iter().sum::<f64>() / ratios.len() as f64 * 100.0,
-        percent.join(", ")
+        "mount read / get: {}; local copy {local:.0} MB/s",
+        summary(&mut reads)
     );
     small_files(&dir, work, quick);
     println!(
