@@ -107,6 +107,20 @@ fn summary(ratios: &mut [f64]) -> String {
     format!("median {:.0}% (rounds: {})", median * 100.0, all.join(", "))
 }
 
+/// Bytes free for unprivileged use on the filesystem of `dir` (`df`).
+fn available_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df printed no free space for {}: {text}", dir.display()))
+}
+
 fn sh(script: &str) {
     let status = Command::new("sh")
         .args(["-c", script])
@@ -133,6 +147,19 @@ fn main() {
     // Each part on a cluster of its own: after the large files the owners
     // spend minutes compacting away the gigabytes the rounds removed, and
     // the small files' 15,000 objects make every later repair round longer.
+    // The large file needs at most: two sources, three owners' copies of
+    // two versions and their logs, and the two files read back.
+    let (needed, free) = (12 * bytes, available_bytes(&std::env::temp_dir()));
+    if free < needed {
+        println!(
+            "mount bench: {} MiB free under {}, {} MiB needed for a {} MiB file (set P3_BENCH_MIB lower)",
+            free >> 20,
+            std::env::temp_dir().display(),
+            needed >> 20,
+            bytes >> 20
+        );
+        std::process::exit(1);
+    }
     small_files(&Mounted::start(), quick);
     large_file(&Mounted::start(), bytes);
     println!(
