@@ -201,6 +201,53 @@ fn large_object_streams_without_memory_growth() {
     }
 }
 
+/// `get -o` writes a regular file under a temporary name and renames it
+/// over the destination; a FIFO (or a device such as /dev/null) must be
+/// written through instead, and stay what it is.
+#[test]
+fn get_into_a_fifo_writes_through_it_and_leaves_it_a_fifo() {
+    use std::os::unix::fs::FileTypeExt;
+
+    let cluster = Cluster::start(1);
+    let dir = &cluster.nodes[0].dir;
+    let value = pseudo_random(300 * KIB as usize, 9);
+    let file = cluster.root.path().join("value");
+    fs::write(&file, &value).unwrap();
+    put(dir, "global/piped", &file, &[]);
+
+    let (fifo, received) = (
+        cluster.root.path().join("fifo"),
+        cluster.root.path().join("received"),
+    );
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    // Killed when the test ends: were the FIFO replaced, it would wait for a
+    // writer for ever.
+    let mut reader = common::KillOnDrop(
+        std::process::Command::new("cat")
+            .arg(&fifo)
+            .stdout(fs::File::create(&received).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    p3ctl_ok(dir, &["get", "global/piped", "-o", fifo.to_str().unwrap()]);
+    assert!(
+        fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO was replaced by a file"
+    );
+    wait_for("the reader to see the end of the value", DEADLINE, || {
+        reader.0.try_wait().unwrap().map(drop)
+    });
+    assert_eq!(
+        fs::read(&received).unwrap(),
+        value,
+        "what came through the FIFO"
+    );
+}
+
 #[test]
 fn concurrent_if_version_exactly_one_wins() {
     let started = Instant::now();

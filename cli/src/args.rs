@@ -84,7 +84,8 @@ pub enum Command {
     Get {
         /// The object, NAMESPACE/NAME.
         path: String,
-        /// Write the value to FILE (replaced only once the whole value arrived).
+        /// Write the value to FILE (replaced only once the whole value arrived;
+        /// a device or FIFO is written through).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
         /// Wait up to DURATION for the object to exist (the node is told of the
@@ -109,7 +110,8 @@ pub enum Command {
         /// Wait up to DURATION for the object (or a match) to exist.
         #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
         wait: Option<Duration>,
-        /// Write the value to FILE (replaced only once the whole value arrived).
+        /// Write the value to FILE (replaced only once the whole value arrived;
+        /// a device or FIFO is written through).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
         #[command(flatten)]

@@ -151,6 +151,17 @@ pub async fn read(opts: &NodeOpts, path: &str, output: Option<&Path>, how: Read)
         how.fetch(&mut space, path, stdout, &mut progress).await?;
         return Ok(());
     };
+    if is_special(output) {
+        // A device, FIFO or socket is written through: a file renamed over
+        // it would replace it (as root, `-o /dev/null` replaced the device).
+        let special = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .await
+            .with_context(|| format!("cannot open {}", output.display()))?;
+        how.fetch(&mut space, path, special, &mut progress).await?;
+        return Ok(());
+    }
     let mut partial = Partial::create(output)?;
     let mut file = partial.open().await?;
     let written = async {
@@ -175,6 +186,11 @@ pub async fn read(opts: &NodeOpts, path: &str, output: Option<&Path>, how: Read)
     drop(progress);
     drop(file);
     partial.commit(output).await
+}
+
+/// Whether `path` exists and is neither a regular file nor a directory.
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// A value being written next to its destination under a temporary name; it
