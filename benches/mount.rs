@@ -144,9 +144,6 @@ fn main() {
     };
     let bytes = mib << 20;
     let started = Instant::now();
-    // Each part on a cluster of its own: after the large files the owners
-    // spend minutes compacting away the gigabytes the rounds removed, and
-    // the small files' 15,000 objects make every later repair round longer.
     // The large file needs at most: two sources, three owners' copies of
     // two versions and their logs, and the two files read back.
     let (needed, free) = (12 * bytes, available_bytes(&std::env::temp_dir()));
@@ -160,6 +157,9 @@ fn main() {
         );
         std::process::exit(1);
     }
+    // Each part on a cluster of its own: after the large files the owners
+    // spend minutes compacting away the gigabytes the rounds removed, and
+    // the small files' 15,000 objects make every later repair round longer.
     small_files(&Mounted::start(), quick);
     large_file(&Mounted::start(), bytes);
     println!(
