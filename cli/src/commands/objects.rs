@@ -146,22 +146,21 @@ pub async fn read(opts: &NodeOpts, path: &str, output: Option<&Path>, how: Read)
     }
     let mut space = space(opts).await?;
     let mut progress = Progress::new("get", None);
-    let Some(output) = output else {
-        let stdout = std_file(std::io::stdout().as_fd()).context("cannot write stdout")?;
-        how.fetch(&mut space, path, stdout, &mut progress).await?;
+    // Standard output, and a device, FIFO or socket, are written through:
+    // a file renamed over one would replace it (as root, `-o /dev/null`
+    // replaced the device).
+    let Some(output) = output.filter(|o| !is_special(o)) else {
+        let out = match output {
+            Some(special) => tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(special)
+                .await
+                .with_context(|| format!("cannot open {}", special.display()))?,
+            None => std_file(std::io::stdout().as_fd()).context("cannot write stdout")?,
+        };
+        how.fetch(&mut space, path, out, &mut progress).await?;
         return Ok(());
     };
-    if is_special(output) {
-        // A device, FIFO or socket is written through: a file renamed over
-        // it would replace it (as root, `-o /dev/null` replaced the device).
-        let special = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(output)
-            .await
-            .with_context(|| format!("cannot open {}", output.display()))?;
-        how.fetch(&mut space, path, special, &mut progress).await?;
-        return Ok(());
-    }
     let mut partial = Partial::create(output)?;
     let mut file = partial.open().await?;
     let written = async {
