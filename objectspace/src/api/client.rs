@@ -15,7 +15,7 @@ use super::{
     held::HeldLock,
     mux::{self, Channel, Opener},
     protocol::{Hello, Request, Response, SpaceStatus, Written},
-    read_frame, write_frame, ApiInfo, FrameError, API_FILE,
+    read_frame, write_data, write_frame, ApiInfo, FrameError, API_FILE,
 };
 use crate::{
     error::{Result, SpaceError},
@@ -116,6 +116,11 @@ impl Space {
 
     pub(super) async fn send(&mut self, request: &Request) -> Result<()> {
         write_frame(&mut self.stream, request).await.map_err(lost)
+    }
+
+    /// Sends the frame of `Request::Data(bytes)` (see [`write_data`]).
+    pub(super) async fn send_data(&mut self, bytes: &[u8]) -> Result<()> {
+        write_data(&mut self.stream, bytes).await.map_err(lost)
     }
 
     /// Reads the next answer; a [`Response::Error`] becomes the error.

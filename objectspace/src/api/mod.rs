@@ -9,16 +9,17 @@
 //! then requests and answers as [`protocol`] describes.
 
 pub mod client;
+pub mod frame;
 pub mod held;
 pub mod mux;
 pub mod protocol;
 pub mod server;
 pub mod values;
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde::{Deserialize, Serialize};
 
 pub use client::{Space, Watching};
+pub use frame::{read_frame, write_data, write_frame, Message};
 pub use held::HeldLock;
 pub use values::Piece;
 
@@ -55,79 +56,4 @@ pub enum FrameError {
     /// The bytes were not CBOR of the expected shape.
     #[error("malformed message: {0}")]
     Malformed(String),
-}
-
-/// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
-    io: &mut W,
-    value: &T,
-) -> Result<(), FrameError> {
-    // The length and the body in one write: on a yamux channel each write
-    // is a frame of its own.
-    let mut frame = vec![0u8; 4];
-    ciborium::into_writer(value, &mut frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let len = frame.len() - 4;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    io.write_all(&frame).await?;
-    io.flush().await?;
-    Ok(())
-}
-
-/// Reads one frame; `Ok(None)` if the peer closed the connection between frames.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
-    io: &mut R,
-) -> Result<Option<T>, FrameError> {
-    let mut len = [0u8; 4];
-    match io.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    ciborium::from_reader(body.as_slice())
-        .map(Some)
-        .map_err(|e| FrameError::Malformed(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn frames_round_trip_and_limits_hold() {
-        let (mut a, mut b) = tokio::io::duplex(1024);
-        write_frame(&mut a, &protocol::Request::Closest { key: b"k".to_vec() })
-            .await
-            .unwrap();
-        let got: protocol::Request = read_frame(&mut b).await.unwrap().unwrap();
-        assert_eq!(got, protocol::Request::Closest { key: b"k".to_vec() });
-
-        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
-            .await
-            .unwrap();
-        let err = read_frame::<_, protocol::Request>(&mut b)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge(_)));
-
-        let (mut a, mut b) = tokio::io::duplex(1024);
-        a.write_all(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
-        let err = read_frame::<_, protocol::Request>(&mut b)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, FrameError::Malformed(_)));
-        drop(a);
-        assert!(read_frame::<_, protocol::Request>(&mut b)
-            .await
-            .unwrap()
-            .is_none());
-    }
 }

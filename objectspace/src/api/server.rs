@@ -15,7 +15,7 @@ use tokio::{
 use super::{
     mux::{self, Channel},
     protocol::{Hello, Request, Response, SpaceStatus, Wait, DATA_FRAME},
-    read_frame, write_frame, FrameError,
+    read_frame, write_data, write_frame, FrameError,
 };
 use crate::{
     error::{Result, SpaceError},
@@ -175,7 +175,7 @@ async fn send_value(
     let consumer = async {
         while let Some(chunk) = rx.recv().await {
             for piece in chunk.chunks(DATA_FRAME) {
-                write_frame(stream, &Response::Data(piece.to_vec())).await?;
+                write_data(stream, piece).await?;
             }
         }
         Ok::<_, FrameError>(stream)

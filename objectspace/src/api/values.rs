@@ -61,7 +61,7 @@ impl Space {
         }
         self.begin_put(path, options, size).await?;
         let mut sent = first.len() as u64;
-        self.send(&Request::Data(first)).await?;
+        self.send_data(&first).await?;
         progress(sent);
         let mut buf = vec![0u8; DATA_FRAME];
         loop {
@@ -69,7 +69,7 @@ impl Space {
             if n == 0 {
                 break;
             }
-            self.send(&Request::Data(buf[..n].to_vec())).await?;
+            self.send_data(&buf[..n]).await?;
             sent += n as u64;
             progress(sent);
         }
@@ -95,12 +95,8 @@ impl Space {
             match pieces.recv().await {
                 Some(Piece::Data(bytes)) => {
                     sent += bytes.len() as u64;
-                    if bytes.len() <= DATA_FRAME {
-                        self.send(&Request::Data(bytes)).await?;
-                    } else {
-                        for frame in bytes.chunks(DATA_FRAME) {
-                            self.send(&Request::Data(frame.to_vec())).await?;
-                        }
+                    for frame in bytes.chunks(DATA_FRAME) {
+                        self.send_data(frame).await?;
                     }
                 }
                 Some(Piece::End(last)) => break last,
