@@ -325,8 +325,11 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     if let Err(redirect) = as_primary(space, &key).await? {
         return Ok(redirect);
     }
-    let origin: Option<PeerId> = write.origin.parse().ok();
-    let _pin = match &write.op {
+    // The value moves once the write is ordered: this node and the other
+    // owners then fetch it from the writer at once (they used to fetch it
+    // from this node after it had, so a large value crossed the network in
+    // two rounds, one after the other).
+    let value = match &write.op {
         WriteOp::Put {
             blob,
             size,
@@ -337,11 +340,20 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             None
         }
         WriteOp::Put { blob, size, .. } => {
-            let sources: Vec<PeerId> = origin.into_iter().collect();
-            Some(ensure_blob(space, *blob, *size, write.inline.clone(), &sources).await?)
+            let max = space.config().max_object_bytes;
+            if *size > max {
+                return Err(SpaceError::TooLarge { size: *size, max });
+            }
+            Some((*blob, *size))
         }
         WriteOp::Remove => None,
     };
+    let origin: Vec<PeerId> = write.origin.parse().into_iter().filter(|p| *p != me).collect();
+    let sources: Vec<String> = origin
+        .iter()
+        .map(|p| p.to_string())
+        .chain([space.me_text().to_owned()])
+        .collect();
     let path = format!("{}/{}", write.ns, write.name);
     let lock = space.key_lock(key);
     let _ordered = lock.lock().await;
@@ -392,7 +404,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                 let request = PeerRequest::Replicate {
                     record: record.clone(),
                     inline: write.inline.clone(),
-                    sources: vec![space.me_text().to_owned()],
+                    sources: sources.clone(),
                     ordered: true,
                 };
                 let space = space.clone();
@@ -415,7 +427,17 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             sent.elapsed()
         };
         let store = async {
-            let stored = store_record(space, &record, write.inline.as_deref()).await;
+            let stored = async {
+                let _pin = match value {
+                    Some((blob, size)) => {
+                        let inline = write.inline.clone();
+                        Some(ensure_blob(space, blob, size, inline, &origin).await?)
+                    }
+                    None => None,
+                };
+                store_record(space, &record, write.inline.as_deref()).await
+            }
+            .await;
             (stored, sent.elapsed())
         };
         // The requests go out first; then this node's own write.
