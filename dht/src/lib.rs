@@ -29,6 +29,7 @@ pub mod swarm_key;
 mod address_book;
 mod addresses;
 mod behaviour;
+mod cbor;
 mod channel;
 mod codec;
 mod event_loop;

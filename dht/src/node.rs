@@ -145,9 +145,9 @@ impl std::fmt::Debug for ReplyTo {
 impl InboundRequest {
     /// Decodes the body; a malformed body is an error naming the peer, never a panic.
     pub fn decode<Q: DeserializeOwned>(&self) -> Result<Q, DhtError> {
-        ciborium::from_reader(self.body.as_slice()).map_err(|e| DhtError::Malformed {
+        crate::cbor::decode(&self.body).map_err(|reason| DhtError::Malformed {
             peer: self.peer,
-            reason: e.to_string(),
+            reason,
         })
     }
 
@@ -197,9 +197,7 @@ pub use libp2p::Stream;
 pub use libp2p_stream::IncomingStreams;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DhtError> {
-    let mut buf = Vec::new();
-    ciborium::into_writer(value, &mut buf).map_err(|e| DhtError::Encode(e.to_string()))?;
-    Ok(buf)
+    crate::cbor::encode(value).map_err(DhtError::Encode)
 }
 
 impl Node {
@@ -325,10 +323,7 @@ impl Node {
                     .await??
             }
         };
-        ciborium::from_reader(answer.as_slice()).map_err(|e| DhtError::Malformed {
-            peer,
-            reason: e.to_string(),
-        })
+        crate::cbor::decode(&answer).map_err(|reason| DhtError::Malformed { peer, reason })
     }
 
     /// Publishes `data` on a gossipsub topic.
