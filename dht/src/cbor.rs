@@ -93,6 +93,9 @@ mod tests {
         .unwrap();
         assert!(decode::<Message>(&good[..good.len() - 1]).is_err());
         assert!(decode::<Message>(&vec![0xFF; 2 * SMALL]).is_err());
-        assert_eq!(decode::<Message>(&good).unwrap().value.unwrap().len(), 2 * SMALL);
+        assert_eq!(
+            decode::<Message>(&good).unwrap().value.unwrap().len(),
+            2 * SMALL
+        );
     }
 }

@@ -348,7 +348,12 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         }
         WriteOp::Remove => None,
     };
-    let origin: Vec<PeerId> = write.origin.parse().into_iter().filter(|p| *p != me).collect();
+    let origin: Vec<PeerId> = write
+        .origin
+        .parse()
+        .into_iter()
+        .filter(|p| *p != me)
+        .collect();
     let sources: Vec<String> = origin
         .iter()
         .map(|p| p.to_string())

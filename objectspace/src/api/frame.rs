@@ -176,7 +176,18 @@ mod tests {
     }
 
     /// Lengths at every boundary of CBOR's length encodings.
-    const LENGTHS: [usize; 10] = [0, 1, 23, 24, 255, 256, 65_535, 65_536, 1 << 20, (1 << 20) + 3];
+    const LENGTHS: [usize; 10] = [
+        0,
+        1,
+        23,
+        24,
+        255,
+        256,
+        65_535,
+        65_536,
+        1 << 20,
+        (1 << 20) + 3,
+    ];
 
     #[tokio::test]
     async fn data_frames_are_the_cbor_the_encoder_writes() {
@@ -217,15 +228,23 @@ mod tests {
         body.extend_from_slice(&[0x4A, 1, 2, 3, 4]);
         let mut wire = (body.len() as u32).to_be_bytes().to_vec();
         wire.extend_from_slice(&body);
-        let err = read_frame::<_, Response>(&mut wire.as_slice()).await.unwrap_err();
+        let err = read_frame::<_, Response>(&mut wire.as_slice())
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Malformed(_)), "{err}");
     }
 
     #[test]
     fn byte_string_headers_parse_back() {
-        for len in LENGTHS.into_iter().chain([u32::MAX as usize, u32::MAX as usize + 1]) {
+        for len in LENGTHS
+            .into_iter()
+            .chain([u32::MAX as usize, u32::MAX as usize + 1])
+        {
             let (header, used) = bytes_header(len);
-            assert_eq!(parse_bytes_header(&header[..used]), Some((len as u64, used)));
+            assert_eq!(
+                parse_bytes_header(&header[..used]),
+                Some((len as u64, used))
+            );
             if used > 1 {
                 assert_eq!(parse_bytes_header(&header[..used - 1]), None, "cut short");
             }
