@@ -1,24 +1,23 @@
 //! A value streamed to the kernel. Each open file's reads go, in the order
 //! the kernel sent them, to a task of its own that keeps one stream from the
-//! node and answers each read from it (a seek back starts the stream again).
+//! node and answers each read from the frames as they arrived: a read inside
+//! one frame is handed to the kernel straight from it, with no copy (a seek
+//! back before the frame being read starts the stream again).
 
 use fuser::ReplyData;
-use p3_objectspace::{object::Stat, SpaceError};
-use tokio::{
-    io::{AsyncReadExt, DuplexStream},
-    sync::mpsc,
-    task::JoinHandle,
-};
+use p3_objectspace::SpaceError;
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    client::{local, Node, Result},
+    client::{Node, Result},
     errno::errno,
 };
 
-/// Bytes buffered between the node's answer and the kernel's reads.
-const PIPE_BYTES: usize = 1 << 20;
-/// A forward seek shorter than this reads and drops the bytes in between
-/// instead of asking for the value again.
+/// Frames (1 MiB each) the node's answer runs ahead of the kernel's reads:
+/// enough that the network and the kernel are busy at once.
+const FRAMES_AHEAD: usize = 4;
+/// A forward seek shorter than this drops the frames in between instead of
+/// asking for the value again.
 const SKIP_LIMIT: u64 = 64 << 20;
 
 /// One read the kernel asked for.
@@ -41,11 +40,19 @@ impl Reads {
         let (queue, mut reads) = mpsc::unbounded_channel::<Read>();
         let runtime = node.runtime().clone();
         runtime.spawn(async move {
-            let mut reader = Reader::new(path);
+            let mut reader = Reader {
+                node,
+                path,
+                stream: None,
+            };
             while let Some(read) = reads.recv().await {
-                match reader.read(&node, read.offset, read.size).await {
-                    Ok(bytes) => read.reply.data(&bytes),
-                    Err(e) => read.reply.error(errno("read", &reader.path, &e)),
+                if let Err(e) = reader
+                    .answer(read.offset, read.size, &mut Some(read.reply))
+                    .await
+                {
+                    // `answer` replies itself on success; the reply is still
+                    // here only when it failed first.
+                    tracing::debug!(path = %reader.path, "read failed: {e}");
                 }
             }
         });
@@ -65,90 +72,142 @@ impl Reads {
     }
 }
 
-/// A value being streamed.
+/// The value of one open file, as far as it has been read.
 struct Reader {
+    node: Node,
     path: String,
-    stream: Option<(DuplexStream, JoinHandle<Result<Stat>>)>,
-    position: u64,
+    stream: Option<Stream>,
+}
+
+/// One get of the value: its frames in order, the current one kept.
+struct Stream {
+    frames: mpsc::Receiver<Result<Vec<u8>>>,
+    task: JoinHandle<()>,
+    /// The frame reads are answered from, and where it starts in the value.
+    frame: Vec<u8>,
+    start: u64,
+    /// Every frame has arrived: `frame` is the value's last.
+    ended: bool,
+}
+
+impl Stream {
+    /// Where the bytes received so far end in the value.
+    fn end(&self) -> u64 {
+        self.start + self.frame.len() as u64
+    }
+
+    /// Moves to the next frame; false at the end of the value.
+    async fn advance(&mut self) -> Result<bool> {
+        if self.ended {
+            return Ok(false);
+        }
+        match self.frames.recv().await {
+            Some(Ok(frame)) => {
+                self.start = self.end();
+                self.frame = frame;
+                Ok(true)
+            }
+            Some(Err(e)) => Err(e),
+            None => {
+                self.ended = true;
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Reader {
-    fn new(path: String) -> Self {
-        Self {
-            path,
-            stream: None,
-            position: 0,
-        }
-    }
-
-    async fn start(&mut self, node: &Node) -> Result<()> {
-        let mut space = node.connect().await?;
-        let (mut writer, reader) = tokio::io::duplex(PIPE_BYTES);
+    /// Starts a get of the value; its frames are received ahead by a task.
+    async fn start(&mut self) -> Result<&mut Stream> {
+        let mut space = self.node.connect().await?;
+        let (sender, frames) = mpsc::channel(FRAMES_AHEAD);
         let path = self.path.clone();
-        let task = tokio::spawn(async move { space.get(&path, &mut writer, |_, _| {}).await });
-        if let Some((_, old)) = self.stream.replace((reader, task)) {
-            old.abort();
-        }
-        self.position = 0;
-        Ok(())
-    }
-
-    /// Up to `size` bytes at `offset` (fewer only at the end of the value).
-    async fn read(&mut self, node: &Node, offset: u64, size: usize) -> Result<Vec<u8>> {
-        if self.stream.is_none() || offset < self.position || offset - self.position > SKIP_LIMIT {
-            self.start(node).await?;
-        }
-        let Some((pipe, _)) = self.stream.as_mut() else {
-            return Err(SpaceError::Unavailable("no stream".into()));
-        };
-        let (bytes, ended) = read_at(pipe, offset - self.position, size).await?;
-        self.position = offset + bytes.len() as u64;
-        if ended {
-            // The stream ended: at the end of the value, or because it failed.
-            if let Some((_, task)) = self.stream.take() {
-                match task.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(e) => return Err(SpaceError::Unavailable(format!("read task: {e}"))),
+        let task = tokio::spawn(async move {
+            let received = async {
+                let mut incoming = space.get_incoming(&path).await?;
+                while let Some(frame) = incoming.next().await? {
+                    if sender.send(Ok(frame)).await.is_err() {
+                        break; // the file was closed or seeks elsewhere
+                    }
                 }
+                Ok::<_, SpaceError>(())
+            };
+            if let Err(e) = received.await {
+                let _ = sender.send(Err(e)).await;
             }
-            // Later reads at or past the end start again (and find the end).
-            self.position = u64::MAX;
-        }
-        Ok(bytes)
+        });
+        Ok(self.stream.insert(Stream {
+            frames,
+            task,
+            frame: Vec::new(),
+            start: 0,
+            ended: false,
+        }))
     }
-}
 
-/// Drops `skip` bytes of `pipe`, then reads up to `size`; whether it ended.
-async fn read_at(pipe: &mut DuplexStream, skip: u64, size: usize) -> Result<(Vec<u8>, bool)> {
-    // Most reads follow the last one: only a seek forward needs this.
-    let mut dropped = vec![0u8; skip.min(64 << 10) as usize];
-    let mut left = skip;
-    while left > 0 {
-        let want = left.min(dropped.len() as u64) as usize;
-        let n = pipe.read(&mut dropped[..want]).await.map_err(local)?;
-        if n == 0 {
-            return Ok((Vec::new(), true));
+    /// Answers the read of up to `size` bytes at `offset` (fewer only at the
+    /// end of the value). The reply is taken when it is sent, so on an error
+    /// before that the caller still has it; `answer` sends the error itself.
+    async fn answer(
+        &mut self,
+        offset: u64,
+        size: usize,
+        reply: &mut Option<ReplyData>,
+    ) -> Result<()> {
+        let result = self.send(offset, size, reply).await;
+        if let (Err(e), Some(reply)) = (&result, reply.take()) {
+            reply.error(errno("read", &self.path, e));
         }
-        left -= n as u64;
-    }
-    let mut bytes = vec![0u8; size];
-    let mut filled = 0;
-    while filled < size {
-        let n = pipe.read(&mut bytes[filled..]).await.map_err(local)?;
-        if n == 0 {
-            bytes.truncate(filled);
-            return Ok((bytes, true));
+        if result.is_err() {
+            // A failed stream is not resumed: the next read starts again.
+            self.stream = None;
         }
-        filled += n;
+        result
     }
-    Ok((bytes, false))
-}
 
-impl Drop for Reader {
-    fn drop(&mut self) {
-        if let Some((_, task)) = self.stream.take() {
-            task.abort();
+    async fn send(
+        &mut self,
+        offset: u64,
+        size: usize,
+        reply: &mut Option<ReplyData>,
+    ) -> Result<()> {
+        let stream = match self.stream.as_mut() {
+            Some(s) if offset >= s.start && offset <= s.end() + SKIP_LIMIT => s,
+            _ => self.start().await?,
+        };
+        while offset >= stream.end() {
+            if !stream.advance().await? {
+                break;
+            }
         }
+        let from = offset
+            .saturating_sub(stream.start)
+            .min(stream.frame.len() as u64) as usize;
+        let upto = from.saturating_add(size);
+        if upto <= stream.frame.len() || stream.ended {
+            // Inside the frame (or the rest of the value): no copy.
+            let bytes = &stream.frame[from..upto.min(stream.frame.len())];
+            if let Some(reply) = reply.take() {
+                reply.data(bytes);
+            }
+            return Ok(());
+        }
+        // Across frames: gathered into one answer.
+        let mut bytes = Vec::with_capacity(size);
+        bytes.extend_from_slice(&stream.frame[from..]);
+        while bytes.len() < size && stream.advance().await? {
+            let take = (size - bytes.len()).min(stream.frame.len());
+            bytes.extend_from_slice(&stream.frame[..take]);
+        }
+        if let Some(reply) = reply.take() {
+            reply.data(&bytes);
+        }
+        Ok(())
     }
 }

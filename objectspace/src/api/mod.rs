@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use client::{Space, Watching};
 pub use frame::{read_frame, write_data, write_frame, Message};
 pub use held::HeldLock;
-pub use values::Piece;
+pub use values::{Incoming, Piece};
 
 /// Name of the file in the data directory that says where the API listens.
 pub const API_FILE: &str = "api.json";

@@ -226,35 +226,40 @@ impl Space {
         mut out: impl AsyncWrite + Unpin,
         mut progress: impl FnMut(&Stat, u64),
     ) -> Result<Stat> {
+        let mut incoming = self.incoming(request, patience).await?;
+        let cannot =
+            |e: std::io::Error| SpaceError::Invalid(format!("cannot write the value: {e}"));
+        while let Some(bytes) = incoming.next().await? {
+            out.write_all(&bytes).await.map_err(cannot)?;
+            progress(&incoming.stat, incoming.received);
+        }
+        out.flush().await.map_err(cannot)?;
+        Ok(incoming.stat)
+    }
+
+    /// Reads `path` frame by frame: the caller takes each piece of the value
+    /// as it arrives, without a copy (the mount hands them to the kernel).
+    pub async fn get_incoming(&mut self, path: &str) -> Result<Incoming<'_>> {
+        let request = Request::Get {
+            path: path.to_owned(),
+            wait: None,
+        };
+        self.incoming(request, Duration::ZERO).await
+    }
+
+    /// Sends a request answered by a value; its frames follow.
+    async fn incoming(&mut self, request: Request, patience: Duration) -> Result<Incoming<'_>> {
         self.send(&request).await?;
         let stat = match self.receive_within(self.timeout + patience).await? {
             Response::Object(stat) => stat,
             other => return Err(unexpected(other)),
         };
-        let mut received = 0u64;
-        loop {
-            match self.receive().await? {
-                Response::Data(bytes) => {
-                    out.write_all(&bytes)
-                        .await
-                        .map_err(|e| SpaceError::Invalid(format!("cannot write the value: {e}")))?;
-                    received += bytes.len() as u64;
-                    progress(&stat, received);
-                }
-                Response::End => break,
-                other => return Err(unexpected(other)),
-            }
-        }
-        out.flush()
-            .await
-            .map_err(|e| SpaceError::Invalid(format!("cannot write the value: {e}")))?;
-        if received != stat.size {
-            return Err(SpaceError::Corrupt(format!(
-                "received {received} of {} bytes",
-                stat.size
-            )));
-        }
-        Ok(stat)
+        Ok(Incoming {
+            space: self,
+            stat,
+            received: 0,
+            ended: false,
+        })
     }
 
     /// Reads a value into memory.
@@ -262,6 +267,47 @@ impl Space {
         let mut out = Vec::new();
         let stat = self.get(path, &mut out, |_, _| {}).await?;
         Ok((stat, out))
+    }
+}
+
+/// A value arriving from the node: its metadata, then its bytes in frames.
+pub struct Incoming<'a> {
+    space: &'a mut Space,
+    stat: Stat,
+    received: u64,
+    ended: bool,
+}
+
+impl Incoming<'_> {
+    /// The object's metadata, known before its bytes.
+    pub fn stat(&self) -> &Stat {
+        &self.stat
+    }
+
+    /// The value's next bytes; `None` once all of them (and no more than the
+    /// metadata's size) have arrived. A value that ends short is an error, so
+    /// a reader never takes a truncated value for a whole one.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.space.receive().await? {
+            Response::Data(bytes) => {
+                self.received += bytes.len() as u64;
+                Ok(Some(bytes))
+            }
+            Response::End => {
+                self.ended = true;
+                if self.received != self.stat.size {
+                    return Err(SpaceError::Corrupt(format!(
+                        "received {} of {} bytes",
+                        self.received, self.stat.size
+                    )));
+                }
+                Ok(None)
+            }
+            other => Err(unexpected(other)),
+        }
     }
 }
 
