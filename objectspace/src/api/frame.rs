@@ -99,13 +99,33 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 /// it alike) without passing the bytes through the CBOR encoder.
 pub async fn write_data<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> Result<(), FrameError> {
     let (header, used) = bytes_header(bytes.len());
-    let mut frame = Vec::with_capacity(4 + DATA_KEY.len() + used + bytes.len());
-    frame.extend_from_slice(&[0; 4]);
-    frame.extend_from_slice(&DATA_KEY);
-    frame.extend_from_slice(&header[..used]);
-    frame.extend_from_slice(bytes);
-    send(io, frame).await
+    let head_len = 4 + DATA_KEY.len() + used;
+    if bytes.len() < SEPARATE_BODY {
+        let mut frame = Vec::with_capacity(head_len + bytes.len());
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&DATA_KEY);
+        frame.extend_from_slice(&header[..used]);
+        frame.extend_from_slice(bytes);
+        return send(io, frame).await;
+    }
+    // A large body goes out as it is, after its header: copying 1 MiB into
+    // one buffer with the header cost more than the extra channel frame.
+    let len = head_len - 4 + bytes.len();
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut head = [0u8; 4 + DATA_KEY.len() + BYTES_HEADER_MAX];
+    head[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    head[4..4 + DATA_KEY.len()].copy_from_slice(&DATA_KEY);
+    head[4 + DATA_KEY.len()..head_len].copy_from_slice(&header[..used]);
+    io.write_all(&head[..head_len]).await?;
+    io.write_all(bytes).await?;
+    io.flush().await?;
+    Ok(())
 }
+
+/// `Data` bodies from this size are written apart from their header.
+const SEPARATE_BODY: usize = 64 << 10;
 
 /// Sends `frame`, whose first four bytes are room for its length.
 async fn send<W: AsyncWrite + Unpin>(io: &mut W, mut frame: Vec<u8>) -> Result<(), FrameError> {
