@@ -303,8 +303,8 @@ fn large_file_passes_through_without_buffering_in_memory() {
 #[test]
 fn reads_at_any_offset_return_the_files_bytes() {
     skip_without_fuse!();
-    // Frames are 1 MiB: reads inside one, across two, backwards (the stream
-    // starts again), forward past several, at and past the end.
+    // Frames are 1 MiB: reads inside one, across two, back across two kept
+    // frames, back to the start, forward past several, at and past the end.
     const SIZE: usize = 3 * MIB as usize + 12_345;
     let (cluster, _m1, m3) = two_mounts();
     let file = cluster.root.path().join("random.bin");
@@ -323,6 +323,7 @@ fn reads_at_any_offset_return_the_files_bytes() {
         (0, 4096),
         (mib - 100, 300),
         (2 * mib + 5, 70_000),
+        (mib - 50, 100),
         (10, 20),
         (100, 3 * mib),
         (3 * mib - 1, 20_000),

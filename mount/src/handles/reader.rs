@@ -1,8 +1,11 @@
 //! A value streamed to the kernel. Each open file's reads go, in the order
 //! the kernel sent them, to a task of its own that keeps one stream from the
 //! node and answers each read from the frames as they arrived: a read inside
-//! one frame is handed to the kernel straight from it, with no copy (a seek
-//! back before the frame being read starts the stream again).
+//! one frame is handed to the kernel straight from it, with no copy. The
+//! last few frames are kept, for reads that arrive out of order; a seek back
+//! before them starts the stream again.
+
+use std::{borrow::Cow, collections::VecDeque};
 
 use fuser::ReplyData;
 use p3_objectspace::SpaceError;
@@ -16,6 +19,11 @@ use crate::{
 /// Frames (1 MiB each) the node's answer runs ahead of the kernel's reads:
 /// enough that the network and the kernel are busy at once.
 const FRAMES_AHEAD: usize = 4;
+/// Frames kept behind the newest: the kernel's readahead sends several
+/// reads at once and they may arrive out of order by as many megabytes as it
+/// reads ahead (with `read_ahead_kb` at 4 MiB, by ten), and starting the
+/// value again for each would read it many times over.
+const FRAMES_KEPT: usize = 16;
 /// A forward seek shorter than this drops the frames in between instead of
 /// asking for the value again.
 const SKIP_LIMIT: u64 = 64 << 20;
@@ -79,38 +87,71 @@ struct Reader {
     stream: Option<Stream>,
 }
 
-/// One get of the value: its frames in order, the current one kept.
+/// One get of the value: its frames in order, the last few kept.
 struct Stream {
-    frames: mpsc::Receiver<Result<Vec<u8>>>,
+    incoming: mpsc::Receiver<Result<Vec<u8>>>,
     task: JoinHandle<()>,
-    /// The frame reads are answered from, and where it starts in the value.
-    frame: Vec<u8>,
+    /// The frames reads are answered from, and where the first starts in
+    /// the value.
+    frames: VecDeque<Vec<u8>>,
     start: u64,
-    /// Every frame has arrived: `frame` is the value's last.
+    /// Where the last frame ends.
+    end: u64,
+    /// Every frame has arrived.
     ended: bool,
 }
 
 impl Stream {
-    /// Where the bytes received so far end in the value.
-    fn end(&self) -> u64 {
-        self.start + self.frame.len() as u64
-    }
-
-    /// Moves to the next frame; false at the end of the value.
-    async fn advance(&mut self) -> Result<bool> {
+    /// Receives the next frame; false at the end of the value. Frames
+    /// wholly before `keep_from` beyond the newest [`FRAMES_KEPT`] are dropped.
+    async fn advance(&mut self, keep_from: u64) -> Result<bool> {
         if self.ended {
             return Ok(false);
         }
-        match self.frames.recv().await {
+        match self.incoming.recv().await {
             Some(Ok(frame)) => {
-                self.start = self.end();
-                self.frame = frame;
+                self.end += frame.len() as u64;
+                self.frames.push_back(frame);
+                while self.frames.len() > FRAMES_KEPT {
+                    let first = self.frames[0].len() as u64;
+                    if self.start + first > keep_from {
+                        break;
+                    }
+                    self.start += first;
+                    self.frames.pop_front();
+                }
                 Ok(true)
             }
             Some(Err(e)) => Err(e),
             None => {
                 self.ended = true;
                 Ok(false)
+            }
+        }
+    }
+
+    /// The bytes from `offset` up to `upto` (or the value's end), without a
+    /// copy when one frame holds them all; the frames up to `upto` must have
+    /// been received.
+    fn bytes(&self, offset: u64, upto: u64) -> Cow<'_, [u8]> {
+        let mut at = self.start;
+        let mut parts = self.frames.iter().filter_map(|frame| {
+            let (from, to) = (at, at + frame.len() as u64);
+            at = to;
+            let (a, b) = (offset.max(from), upto.min(to));
+            (a < b).then(|| &frame[(a - from) as usize..(b - from) as usize])
+        });
+        let Some(first) = parts.next() else {
+            return Cow::Borrowed(&[]);
+        };
+        match parts.next() {
+            None => Cow::Borrowed(first),
+            Some(second) => {
+                let mut joined = Vec::with_capacity((upto - offset) as usize);
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(second);
+                parts.for_each(|part| joined.extend_from_slice(part));
+                Cow::Owned(joined)
             }
         }
     }
@@ -126,7 +167,7 @@ impl Reader {
     /// Starts a get of the value; its frames are received ahead by a task.
     async fn start(&mut self) -> Result<&mut Stream> {
         let mut space = self.node.connect().await?;
-        let (sender, frames) = mpsc::channel(FRAMES_AHEAD);
+        let (sender, incoming) = mpsc::channel(FRAMES_AHEAD);
         let path = self.path.clone();
         let task = tokio::spawn(async move {
             let received = async {
@@ -143,10 +184,11 @@ impl Reader {
             }
         });
         Ok(self.stream.insert(Stream {
-            frames,
+            incoming,
             task,
-            frame: Vec::new(),
+            frames: VecDeque::new(),
             start: 0,
+            end: 0,
             ended: false,
         }))
     }
@@ -178,35 +220,17 @@ impl Reader {
         reply: &mut Option<ReplyData>,
     ) -> Result<()> {
         let stream = match self.stream.as_mut() {
-            Some(s) if offset >= s.start && offset <= s.end() + SKIP_LIMIT => s,
-            _ => self.start().await?,
+            Some(s) if offset >= s.start && offset <= s.end + SKIP_LIMIT => s,
+            stream => {
+                let at = stream.as_ref().map(|s| (s.start, s.end));
+                tracing::debug!(path = %self.path, offset, size, ?at, "read starts a stream");
+                self.start().await?
+            }
         };
-        while offset >= stream.end() {
-            if !stream.advance().await? {
-                break;
-            }
-        }
-        let from = offset
-            .saturating_sub(stream.start)
-            .min(stream.frame.len() as u64) as usize;
-        let upto = from.saturating_add(size);
-        if upto <= stream.frame.len() || stream.ended {
-            // Inside the frame (or the rest of the value): no copy.
-            let bytes = &stream.frame[from..upto.min(stream.frame.len())];
-            if let Some(reply) = reply.take() {
-                reply.data(bytes);
-            }
-            return Ok(());
-        }
-        // Across frames: gathered into one answer.
-        let mut bytes = Vec::with_capacity(size);
-        bytes.extend_from_slice(&stream.frame[from..]);
-        while bytes.len() < size && stream.advance().await? {
-            let take = (size - bytes.len()).min(stream.frame.len());
-            bytes.extend_from_slice(&stream.frame[..take]);
-        }
+        let upto = offset.saturating_add(size as u64);
+        while stream.end < upto && stream.advance(offset).await? {}
         if let Some(reply) = reply.take() {
-            reply.data(&bytes);
+            reply.data(&stream.bytes(offset, upto));
         }
         Ok(())
     }
