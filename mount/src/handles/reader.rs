@@ -54,14 +54,7 @@ impl Reads {
                 stream: None,
             };
             while let Some(read) = reads.recv().await {
-                if let Err(e) = reader
-                    .answer(read.offset, read.size, &mut Some(read.reply))
-                    .await
-                {
-                    // `answer` replies itself on success; the reply is still
-                    // here only when it failed first.
-                    tracing::debug!(path = %reader.path, "read failed: {e}");
-                }
+                reader.answer(read.offset, read.size, read.reply).await;
             }
         });
         Self { queue }
@@ -165,7 +158,7 @@ impl Drop for Stream {
 
 impl Reader {
     /// Starts a get of the value; its frames are received ahead by a task.
-    async fn start(&mut self) -> Result<&mut Stream> {
+    async fn start(&mut self) -> Result<()> {
         let mut space = self.node.connect().await?;
         let (sender, incoming) = mpsc::channel(FRAMES_AHEAD);
         let path = self.path.clone();
@@ -183,55 +176,48 @@ impl Reader {
                 let _ = sender.send(Err(e)).await;
             }
         });
-        Ok(self.stream.insert(Stream {
+        self.stream = Some(Stream {
             incoming,
             task,
             frames: VecDeque::new(),
             start: 0,
             end: 0,
             ended: false,
-        }))
+        });
+        Ok(())
     }
 
     /// Answers the read of up to `size` bytes at `offset` (fewer only at the
-    /// end of the value). The reply is taken when it is sent, so on an error
-    /// before that the caller still has it; `answer` sends the error itself.
-    async fn answer(
-        &mut self,
-        offset: u64,
-        size: usize,
-        reply: &mut Option<ReplyData>,
-    ) -> Result<()> {
-        let result = self.send(offset, size, reply).await;
-        if let (Err(e), Some(reply)) = (&result, reply.take()) {
-            reply.error(errno("read", &self.path, e));
-        }
-        if result.is_err() {
+    /// end of the value).
+    async fn answer(&mut self, offset: u64, size: usize, reply: ReplyData) {
+        let failed = match self.bytes_at(offset, size).await {
+            Ok(bytes) => {
+                reply.data(&bytes);
+                None
+            }
+            Err(e) => Some((e, reply)),
+        };
+        if let Some((e, reply)) = failed {
+            tracing::debug!(path = %self.path, "read failed: {e}");
+            reply.error(errno("read", &self.path, &e));
             // A failed stream is not resumed: the next read starts again.
             self.stream = None;
         }
-        result
     }
 
-    async fn send(
-        &mut self,
-        offset: u64,
-        size: usize,
-        reply: &mut Option<ReplyData>,
-    ) -> Result<()> {
-        let stream = match self.stream.as_mut() {
-            Some(s) if offset >= s.start && offset <= s.end + SKIP_LIMIT => s,
-            stream => {
-                let at = stream.as_ref().map(|s| (s.start, s.end));
-                tracing::debug!(path = %self.path, offset, size, ?at, "read starts a stream");
-                self.start().await?
-            }
+    /// The bytes of the value from `offset`, up to `size` of them.
+    async fn bytes_at(&mut self, offset: u64, size: usize) -> Result<Cow<'_, [u8]>> {
+        let reusable = |s: &Stream| offset >= s.start && offset <= s.end + SKIP_LIMIT;
+        if !self.stream.as_ref().is_some_and(reusable) {
+            let at = self.stream.as_ref().map(|s| (s.start, s.end));
+            tracing::debug!(path = %self.path, offset, size, ?at, "read starts a stream");
+            self.start().await?;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(SpaceError::Unavailable("no stream".into()));
         };
         let upto = offset.saturating_add(size as u64);
         while stream.end < upto && stream.advance(offset).await? {}
-        if let Some(reply) = reply.take() {
-            reply.data(&stream.bytes(offset, upto));
-        }
-        Ok(())
+        Ok(stream.bytes(offset, upto))
     }
 }
