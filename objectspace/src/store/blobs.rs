@@ -279,10 +279,17 @@ impl Drop for BlobWriter {
             return;
         }
         let _cache = self.store.lock();
+        // One line for the upload, not one per chunk: when the store fails
+        // (a full disk) every chunk fails alike, thousands for a large value.
+        let (mut kept, mut first) = (0usize, None);
         for chunk in std::mem::take(&mut self.staged) {
             if let Err(e) = self.store.apply_chunk_ref(&chunk, -1) {
-                tracing::warn!(error = %e, "cannot release a chunk of an abandoned upload");
+                kept += 1;
+                first.get_or_insert(e);
             }
+        }
+        if let Some(e) = first {
+            tracing::warn!(error = %e, chunks = kept, "cannot release the chunks of an abandoned upload");
         }
     }
 }
