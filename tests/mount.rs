@@ -6,8 +6,7 @@
 //! 300 MiB file passes through without the mount holding it in memory, and
 //! while a large file's close sends it other programs are served
 //! (`mount_streaming.rs` has the writes sent while they are made); xattrs
-//! expose and set an object's type and metadata; reads at any offset return
-//! the file's bytes; errors map to the right errno
+//! expose and set an object's type and metadata; errors map to the right errno
 //! (also EROFS on `--read-only` mounts, EIO when the node dies); `p3ctl umount`,
 //! SIGTERM and SIGINT end a mount cleanly. Real node and mount processes on
 //! 127.0.0.1, each in a temp dir; commands run through `sh` with a timeout so a
@@ -298,87 +297,6 @@ fn large_file_passes_through_without_buffering_in_memory() {
         peak1.max(peak3) < PEAK_BOUND,
         "a mount peaked over the bound"
     );
-}
-
-#[test]
-fn reads_at_any_offset_return_the_files_bytes() {
-    skip_without_fuse!();
-    // Frames are 1 MiB: reads inside one, across two, back across two kept
-    // frames, back to the start, forward past several, at and past the end.
-    const SIZE: usize = 3 * MIB as usize + 12_345;
-    let (cluster, _m1, m3) = two_mounts();
-    let file = cluster.root.path().join("random.bin");
-    write_pseudo_random_file(&file, SIZE as u64, 17);
-    let want = fs::read(&file).unwrap();
-    p3ctl_ok(
-        &cluster.nodes[0].dir,
-        &["put", &format!("{NS}/random.bin"), file.to_str().unwrap()],
-    );
-    eventually(
-        "the object's full size to show in mount 3",
-        &format!("[ \"$(stat -c %s {})\" = {SIZE} ]", m3.q("random.bin")),
-    );
-    let mib = MIB as usize;
-    let reads: Vec<(usize, usize)> = vec![
-        (0, 4096),
-        (mib - 100, 300),
-        (2 * mib + 5, 70_000),
-        (mib - 50, 100),
-        (10, 20),
-        (100, 3 * mib),
-        (3 * mib - 1, 20_000),
-        (SIZE + 10, 100),
-        (SIZE - 1, 1),
-        (mib / 2, 1),
-    ];
-    let path = m3.path("random.bin");
-    let (done, result) = mpsc::channel();
-    // O_DIRECT: each read reaches the mount as asked, not through the page
-    // cache. On a thread, so a hung mount fails the test instead of hanging it.
-    thread::spawn(move || {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&path)
-            .unwrap();
-        let got: Vec<Vec<u8>> = reads
-            .iter()
-            .map(|&(offset, size)| {
-                let mut bytes = vec![0u8; size];
-                let mut filled = 0;
-                while filled < size {
-                    let n = file
-                        .read_at(&mut bytes[filled..], (offset + filled) as u64)
-                        .unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                bytes.truncate(filled);
-                bytes
-            })
-            .collect();
-        let _ = done.send((reads, got));
-    });
-    let (reads, got) = result
-        .recv_timeout(DEADLINE)
-        .expect("the reads did not finish before the deadline");
-    for ((offset, size), bytes) in reads.into_iter().zip(got) {
-        let from = offset.min(SIZE);
-        let upto = offset.saturating_add(size).min(SIZE);
-        assert!(
-            bytes == want[from..upto],
-            "read of {size} bytes at {offset}: {} bytes, {}",
-            bytes.len(),
-            if bytes.len() == upto - from {
-                "different"
-            } else {
-                "wrong length"
-            }
-        );
-    }
 }
 
 #[test]

@@ -4,16 +4,20 @@
 //! its start is sent whole; one renamed while its stream is open, or before
 //! it was ever sent (even while another process flushes it), becomes the
 //! new name when closed; an existing file opened with `O_TRUNC` is written
-//! without its old version being read. Real node and mount processes on 127.0.0.1, each in
-//! a temp dir.
+//! without its old version being read. Reads stream too: a read at any
+//! offset (inside a received frame, across two, back, forward, past the end)
+//! returns the file's bytes. Real node and mount processes on 127.0.0.1,
+//! each in a temp dir.
 
 mod common;
 
-use std::{fs, io::Write, path::Path};
+use std::{fs, io::Write, path::Path, sync::mpsc, thread};
 
 use common::mount::*;
 use common::objects::{assert_same_bytes, get, MIB};
-use common::{metric, p3ctl_err, pseudo_random, wait_for, DEADLINE};
+use common::{
+    metric, p3ctl_err, p3ctl_ok, pseudo_random, wait_for, write_pseudo_random_file, DEADLINE,
+};
 
 /// Returns from the test, saying why, if FUSE is missing (the only allowed skip).
 macro_rules! skip_without_fuse {
@@ -178,4 +182,85 @@ fn overwriting_a_file_never_reads_its_old_version() {
         read < (SIZE / 2) as f64,
         "the overwrite read {read} bytes of the old version through the node"
     );
+}
+
+#[test]
+fn reads_at_any_offset_return_the_files_bytes() {
+    skip_without_fuse!();
+    // Frames are 1 MiB: reads inside one, across two, back across two kept
+    // frames, back to the start, forward past several, at and past the end.
+    const SIZE: usize = 3 * MIB as usize + 12_345;
+    let (cluster, _m1, m3) = two_mounts();
+    let file = cluster.root.path().join("random.bin");
+    write_pseudo_random_file(&file, SIZE as u64, 17);
+    let want = fs::read(&file).unwrap();
+    p3ctl_ok(
+        &cluster.nodes[0].dir,
+        &["put", &format!("{NS}/random.bin"), file.to_str().unwrap()],
+    );
+    eventually(
+        "the object's full size to show in mount 3",
+        &format!("[ \"$(stat -c %s {})\" = {SIZE} ]", m3.q("random.bin")),
+    );
+    let mib = MIB as usize;
+    let reads: Vec<(usize, usize)> = vec![
+        (0, 4096),
+        (mib - 100, 300),
+        (2 * mib + 5, 70_000),
+        (mib - 50, 100),
+        (10, 20),
+        (100, 3 * mib),
+        (3 * mib - 1, 20_000),
+        (SIZE + 10, 100),
+        (SIZE - 1, 1),
+        (mib / 2, 1),
+    ];
+    let path = m3.path("random.bin");
+    let (done, result) = mpsc::channel();
+    // O_DIRECT: each read reaches the mount as asked, not through the page
+    // cache. On a thread, so a hung mount fails the test instead of hanging it.
+    thread::spawn(move || {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+            .unwrap();
+        let got: Vec<Vec<u8>> = reads
+            .iter()
+            .map(|&(offset, size)| {
+                let mut bytes = vec![0u8; size];
+                let mut filled = 0;
+                while filled < size {
+                    let n = file
+                        .read_at(&mut bytes[filled..], (offset + filled) as u64)
+                        .unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                bytes.truncate(filled);
+                bytes
+            })
+            .collect();
+        let _ = done.send((reads, got));
+    });
+    let (reads, got) = result
+        .recv_timeout(DEADLINE)
+        .expect("the reads did not finish before the deadline");
+    for ((offset, size), bytes) in reads.into_iter().zip(got) {
+        let from = offset.min(SIZE);
+        let upto = offset.saturating_add(size).min(SIZE);
+        assert!(
+            bytes == want[from..upto],
+            "read of {size} bytes at {offset}: {} bytes, {}",
+            bytes.len(),
+            if bytes.len() == upto - from {
+                "different"
+            } else {
+                "wrong length"
+            }
+        );
+    }
 }
