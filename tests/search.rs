@@ -111,6 +111,12 @@ async fn search_is_exact_among_1000_objects_from_any_node() {
             Box::new(|n, t| t == "a" && n < 500),
         ),
         ("meta.n >= 900", Box::new(|n, _| n >= 900)),
+        ("meta.n = 412", Box::new(|n, _| n == 412)),
+        ("meta.n = 403", Box::new(|n, _| n == 403)),
+        (
+            "meta.n > 100 and meta.n <= 130 and type = c",
+            Box::new(|n, t| n > 100 && n <= 130 && t == "c"),
+        ),
         (
             r#"name ~ "obj/01*" and type != b"#,
             Box::new(|n, t| (100..200).contains(&n) && t != "b"),

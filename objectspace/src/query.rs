@@ -17,6 +17,8 @@
 //! Values are numbers, bare words, or `"quoted text"` (with `\"` and `\\`).
 //! `*` alone matches every object.
 
+use std::ops::Bound;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -41,6 +43,53 @@ pub struct Searchable {
     /// The value, if small enough.
     #[serde(with = "serde_bytes")]
     pub content: Option<Vec<u8>>,
+}
+
+impl Searchable {
+    /// What an index keeps of this summary to find it by: its type and each
+    /// metadata value.
+    pub fn terms(&self) -> Vec<Term> {
+        let meta = self.meta.iter().map(|(key, value)| match value {
+            MetaValue::Num(x) => Term::MetaNum(key.clone(), *x),
+            MetaValue::Str(s) => Term::MetaText(key.clone(), s.clone()),
+        });
+        std::iter::once(Term::Type(self.type_tag.clone()))
+            .chain(meta)
+            .collect()
+    }
+}
+
+/// One thing an index finds summaries by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Term {
+    /// The type tag.
+    Type(String),
+    /// A metadata field holding text.
+    MetaText(String, String),
+    /// A metadata field holding a number.
+    MetaNum(String, f64),
+}
+
+/// Where a shard owner looks for a query's candidates. Whatever the plan,
+/// each candidate is checked against the whole query, so a plan only has to
+/// reach every summary that matches (it may reach more).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Every row of the shard.
+    Scan,
+    /// The rows whose names start with this.
+    NamePrefix(String),
+    /// The rows that have any of these terms.
+    Terms(Vec<Term>),
+    /// The rows whose metadata field `key` holds a number within the bounds.
+    Range {
+        /// The metadata field.
+        key: String,
+        /// The lower bound.
+        low: Bound<f64>,
+        /// The upper bound.
+        high: Bound<f64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +264,100 @@ impl Query {
         self.all.iter().all(|c| c.matches(object))
     }
 
+    /// How to find this query's candidates: through the one condition that
+    /// narrows them most by its kind (an equality on metadata, then on the
+    /// name or a name prefix, then a metadata range bounded on both sides,
+    /// then an equality on the type, then a range bounded on one side);
+    /// every row when no condition can be looked up.
+    pub fn plan(&self) -> Plan {
+        let text = |value: &Value| match value {
+            Value::Text(v) => v.clone(),
+            Value::Num(n) => n.to_string(),
+        };
+        let mut best: Option<(u8, Plan)> = None;
+        let mut consider = |rank: u8, plan: Plan| {
+            if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                best = Some((rank, plan));
+            }
+        };
+        for c in &self.all {
+            match (&c.field, c.op, &c.value) {
+                // A number also equals the text that spells it.
+                (Field::Meta(key), Op::Eq, Value::Num(n)) => consider(
+                    0,
+                    Plan::Terms(vec![
+                        Term::MetaNum(key.clone(), *n),
+                        Term::MetaText(key.clone(), n.to_string()),
+                    ]),
+                ),
+                (Field::Meta(key), Op::Eq, Value::Text(v)) => {
+                    consider(0, Plan::Terms(vec![Term::MetaText(key.clone(), v.clone())]))
+                }
+                (Field::Name, Op::Eq, v) => consider(1, Plan::NamePrefix(text(v))),
+                (Field::Name, Op::Like, Value::Text(pattern)) => {
+                    let literal: String = pattern
+                        .chars()
+                        .take_while(|c| *c != '*' && *c != '?')
+                        .collect();
+                    if !literal.is_empty() {
+                        consider(1, Plan::NamePrefix(literal));
+                    }
+                }
+                (Field::Type, Op::Eq, v) => consider(3, Plan::Terms(vec![Term::Type(text(v))])),
+                (Field::Meta(key), Op::Lt | Op::Le | Op::Gt | Op::Ge, Value::Num(_)) => {
+                    let (low, high) = self.bounds(key);
+                    let both =
+                        !matches!(low, Bound::Unbounded) && !matches!(high, Bound::Unbounded);
+                    let plan = Plan::Range {
+                        key: key.clone(),
+                        low,
+                        high,
+                    };
+                    consider(if both { 2 } else { 4 }, plan);
+                }
+                _ => {}
+            }
+        }
+        best.map_or(Plan::Scan, |(_, plan)| plan)
+    }
+
+    /// The tightest bounds the query's conditions put on the number in
+    /// metadata field `key`.
+    fn bounds(&self, key: &str) -> (Bound<f64>, Bound<f64>) {
+        let (mut low, mut high) = (Bound::Unbounded, Bound::Unbounded);
+        let value = |b: &Bound<f64>| match b {
+            Bound::Included(x) | Bound::Excluded(x) => Some(*x),
+            Bound::Unbounded => None,
+        };
+        for c in &self.all {
+            let (Field::Meta(k), Value::Num(n)) = (&c.field, &c.value) else {
+                continue;
+            };
+            if k != key {
+                continue;
+            }
+            let n = *n;
+            match c.op {
+                Op::Gt | Op::Ge if value(&low).is_none_or(|l| n > l) => {
+                    low = if c.op == Op::Gt {
+                        Bound::Excluded(n)
+                    } else {
+                        Bound::Included(n)
+                    };
+                }
+                Op::Lt | Op::Le if value(&high).is_none_or(|h| n < h) => {
+                    high = if c.op == Op::Lt {
+                        Bound::Excluded(n)
+                    } else {
+                        Bound::Included(n)
+                    };
+                }
+                _ => {}
+            }
+        }
+        (low, high)
+    }
+
     /// Whether a condition looks at the value, so a summary without it
     /// cannot be matched.
     pub fn uses_content(&self) -> bool {
@@ -337,6 +480,82 @@ mod tests {
         ] {
             let err = Query::parse(text).unwrap_err().to_string();
             assert!(err.starts_with("invalid query"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn plans_look_up_the_narrowest_condition_and_reach_every_match() {
+        use std::ops::{
+            Bound::{Excluded, Included, Unbounded},
+            RangeBounds,
+        };
+        let plan = |text: &str| Query::parse(text).unwrap().plan();
+        assert_eq!(plan("*"), Plan::Scan);
+        assert_eq!(plan("meta.n != 3 and size > 4 and content ~ x"), Plan::Scan);
+        assert_eq!(
+            plan("type = a and meta.n < 5 and meta.owner = alice"),
+            Plan::Terms(vec![Term::MetaText("owner".into(), "alice".into())])
+        );
+        // A number equals the text that spells it too.
+        assert_eq!(
+            plan("meta.n = 3"),
+            Plan::Terms(vec![
+                Term::MetaNum("n".into(), 3.0),
+                Term::MetaText("n".into(), "3".into())
+            ])
+        );
+        assert_eq!(
+            plan(r#"name ~ "rows/00?2""#),
+            Plan::NamePrefix("rows/00".into())
+        );
+        assert_eq!(
+            plan("name ~ *x and type = t"),
+            Plan::Terms(vec![Term::Type("t".into())])
+        );
+        assert_eq!(
+            plan("meta.n > 3 and meta.n >= 5 and meta.n < 9 and meta.n <= 20"),
+            Plan::Range {
+                key: "n".into(),
+                low: Included(5.0),
+                high: Excluded(9.0)
+            }
+        );
+        assert_eq!(
+            plan("type = a and meta.n < 5"),
+            Plan::Terms(vec![Term::Type("a".into())]),
+            "a range open on one side reaches more than a type, usually"
+        );
+        assert_eq!(
+            plan("meta.n <= 5"),
+            Plan::Range {
+                key: "n".into(),
+                low: Unbounded,
+                high: Included(5.0)
+            }
+        );
+
+        // Every plan reaches the object the query matches.
+        let o = object();
+        let terms = o.terms();
+        for text in [
+            "meta.row = 12",
+            "meta.owner = alice",
+            "type = matrix-row and meta.row > 11",
+            r#"name ~ "rows/*""#,
+            "name = rows/0012",
+            "meta.row >= 12 and meta.row <= 12",
+        ] {
+            let query = Query::parse(text).unwrap();
+            assert!(query.matches(&o), "{text}");
+            let reached = match query.plan() {
+                Plan::Scan => true,
+                Plan::NamePrefix(p) => o.name.starts_with(&p),
+                Plan::Terms(wanted) => wanted.iter().any(|t| terms.contains(t)),
+                Plan::Range { key, low, high } => terms.iter().any(
+                    |t| matches!(t, Term::MetaNum(k, x) if *k == key && (low, high).contains(x)),
+                ),
+            };
+            assert!(reached, "{text}: plan misses the object");
         }
     }
 

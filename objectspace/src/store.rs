@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 mod blobs;
 mod commit;
 mod index;
+mod terms;
 mod volatile;
 
 use p3_dht::Database;
@@ -43,6 +44,7 @@ use crate::{
 use blobs::Cache;
 pub use blobs::{BlobEntry, BlobWriter, Pin};
 pub use index::CF_INDEX;
+pub use terms::CF_TERMS;
 use volatile::Volatile;
 pub use volatile::{Entry as VolatileEntry, VOLATILE_BYTES};
 
@@ -64,6 +66,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_CHUNK_REFS,
     CF_LOCKS,
     CF_INDEX,
+    CF_TERMS,
 ];
 
 /// Every column family a node's database holds: the DHT's, the membership
@@ -142,6 +145,7 @@ impl Store {
                 }
             }
         }
+        store.rebuild_terms()?;
         Ok(store)
     }
 
@@ -259,11 +263,11 @@ impl Store {
     /// (`block_in_place`), so the node goes on serving and the write goes on
     /// without being woken from the blocking pool afterwards: at sixteen
     /// clients 20 % fewer context switches per write and 8–30 % more puts/s
-    /// than with `spawn_blocking` (README, "Benchmarks"). Running it on the
+    /// than with `spawn_blocking` (docs/benchmarks.md). Running it on the
     /// worker without the hand-off was slower: the tasks queued behind it
     /// waited. A current-thread runtime (tests) cannot hand off, so there it
     /// goes to the blocking pool.
-    async fn durable_async(&self) -> Result<()> {
+    pub(crate) async fn durable_async(&self) -> Result<()> {
         let sync = || {
             let store = self.clone();
             async move {

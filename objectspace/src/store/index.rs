@@ -5,7 +5,11 @@
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use super::{decode, encode, Store};
+use super::{
+    decode, encode,
+    terms::{self, split_key, write_terms, Step, CF_TERMS},
+    Store,
+};
 use crate::{
     error::Result,
     index::row::{Row, Sweep},
@@ -16,10 +20,7 @@ use crate::{
 pub const CF_INDEX: &str = "index";
 
 fn shard_prefix(ns: &Namespace, shard: u8) -> Vec<u8> {
-    let mut key = ns.as_str().as_bytes().to_vec();
-    key.push(0);
-    key.push(shard);
-    key
+    terms::shard_prefix(ns.as_str(), shard)
 }
 
 fn row_key(ns: &Namespace, shard: u8, name: &str) -> Vec<u8> {
@@ -39,6 +40,7 @@ impl Store {
     ) -> Result<usize> {
         let db = self.inner.db.raw();
         let cf = self.cf(CF_INDEX)?;
+        let terms = self.cf(CF_TERMS)?;
         // Read-merge-write of the same name by two batches at once would let
         // the older one win.
         let _merging = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -46,12 +48,17 @@ impl Store {
         let held = db.batched_multi_get_cf(cf, &keys, false);
         let mut batch = WriteBatch::default();
         let mut merged = 0;
-        for ((key, (_, row)), held) in keys.iter().zip(&rows).zip(held) {
+        for ((key, (name, row)), held) in keys.iter().zip(&rows).zip(held) {
             let held: Option<Row> = match held? {
                 Some(bytes) => Some(decode(&bytes)?),
                 None => None,
             };
             if row.supersedes(held.as_ref()) {
+                let at = (ns.as_str(), shard, name.as_bytes());
+                if let Some(held) = &held {
+                    write_terms(&mut batch, terms, at, held, false);
+                }
+                write_terms(&mut batch, terms, at, row, true);
                 batch.put_cf(cf, key, encode(row)?);
                 merged += 1;
             }
@@ -96,6 +103,51 @@ impl Store {
         Ok((rows, true))
     }
 
+    /// Names of rows in shard `shard` of `ns` that begin with `prefix`, or
+    /// `None` if there are more than `limit`.
+    pub fn names_with_prefix(
+        &self,
+        ns: &Namespace,
+        shard: u8,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let (shard_start, start) = (shard_prefix(ns, shard), row_key(ns, shard, prefix));
+        let mut names = Vec::new();
+        let scan = (CF_INDEX, &shard_start[..], &start[..]);
+        let done = self.scan_names(scan, limit, &mut names, |name| {
+            if name.starts_with(prefix.as_bytes()) {
+                Step::Take(0)
+            } else {
+                Step::Stop
+            }
+        })?;
+        Ok(done.then_some(names))
+    }
+
+    /// Writes the terms of every row if none are kept yet: a store made
+    /// before terms existed has rows without them.
+    pub(super) fn rebuild_terms(&self) -> Result<()> {
+        let db = self.inner.db.raw();
+        let terms = self.cf(CF_TERMS)?;
+        if db.iterator_cf(terms, IteratorMode::Start).next().is_some() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for item in db.iterator_cf(self.cf(CF_INDEX)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            let Some(at) = split_key(&key) else { continue };
+            write_terms(&mut batch, terms, at, &decode::<Row>(&value)?, true);
+            if batch.len() >= 4096 {
+                db.write(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            db.write(batch)?;
+        }
+        Ok(())
+    }
+
     /// The rows held here of `names` in shard `shard` of `ns`.
     pub fn index_held(
         &self,
@@ -125,7 +177,8 @@ impl Store {
         to.push(1);
         let _merging = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_INDEX)?, from, to);
+        batch.delete_range_cf(self.cf(CF_INDEX)?, &from, &to);
+        batch.delete_range_cf(self.cf(CF_TERMS)?, from, to);
         self.inner.db.raw().write(batch)?;
         self.to_os()
     }
@@ -141,6 +194,7 @@ impl Store {
     ) -> Result<Option<Vec<u8>>> {
         let db = self.inner.db.raw();
         let cf = self.cf(CF_INDEX)?;
+        let terms = self.cf(CF_TERMS)?;
         let _merging = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
         let start = after.map(|a| {
             let mut key = a.to_vec();
@@ -155,9 +209,15 @@ impl Store {
         let mut last = None;
         for item in db.iterator_cf(cf, mode).take(limit) {
             let (key, value) = item?;
-            match decode::<Row>(&value)?.sweep(now_ms) {
+            let row = decode::<Row>(&value)?;
+            match row.sweep(now_ms) {
                 Sweep::Keep => {}
-                Sweep::Expire(marker) => batch.put_cf(cf, &key, encode(&marker)?),
+                Sweep::Expire(marker) => {
+                    if let Some(at) = split_key(&key) {
+                        write_terms(&mut batch, terms, at, &row, false);
+                    }
+                    batch.put_cf(cf, &key, encode(&marker)?)
+                }
                 Sweep::Forget => batch.delete_cf(cf, &key),
             }
             last = Some(key.to_vec());
@@ -260,6 +320,122 @@ mod tests {
             1,
             "another namespace is kept"
         );
+    }
+
+    /// A live row of `name` with meta `n` (a number) and `tag` (text).
+    fn tagged(name: &str, version: u64, n: f64, tag: &str, expires: Option<u64>) -> (String, Row) {
+        let (name, mut row) = row("t", name, version, true, expires);
+        if let Some(entry) = &mut row.entry {
+            let meta = &mut entry.summary.meta;
+            meta.insert("n".into(), crate::object::MetaValue::Num(n));
+            meta.insert("tag".into(), crate::object::MetaValue::Str(tag.into()));
+        }
+        (name, row)
+    }
+
+    #[test]
+    fn terms_follow_their_rows_through_merges_sweeps_and_drops() {
+        use crate::query::Term;
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let ns = Namespace::new("t").unwrap();
+        let with = |term: Term| store.names_with_terms(&ns, 1, &[term], 100).unwrap();
+        let range = |low, high| store.names_in_range(&ns, 1, "n", (low, high), 100).unwrap();
+        let tag = |t: &str| Term::MetaText("tag".into(), t.into());
+        store
+            .merge_index(
+                &ns,
+                1,
+                vec![
+                    tagged("a", 1, -2.5, "x", None),
+                    tagged("b", 1, 0.0, "x", Some(T + 5)),
+                    tagged("c", 1, 7.0, "xy", None),
+                    tagged("d", 1, 1e9, "y", None),
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            with(tag("x")),
+            Some(vec!["a".into(), "b".into()]),
+            "not xy's"
+        );
+        assert_eq!(
+            with(Term::MetaNum("n".into(), -0.0)),
+            Some(vec!["b".into()])
+        );
+        assert_eq!(
+            range(Excluded(-2.5), Included(7.0)),
+            Some(vec!["b".into(), "c".into()])
+        );
+        assert_eq!(
+            range(Unbounded, Excluded(7.0)),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            range(Included(7.0), Unbounded),
+            Some(vec!["c".into(), "d".into()])
+        );
+        assert_eq!(
+            store
+                .names_in_range(&ns, 1, "n", (Unbounded, Unbounded), 3)
+                .unwrap(),
+            None,
+            "more than the limit"
+        );
+        assert_eq!(
+            store.names_with_terms(&ns, 2, &[tag("x")], 100).unwrap(),
+            Some(vec![]),
+            "another shard"
+        );
+        assert_eq!(
+            store.names_with_prefix(&ns, 1, "c", 100).unwrap(),
+            Some(vec!["c".into()])
+        );
+
+        // A newer version's terms replace the old ones; a removal drops them.
+        let gone = row("t", "c", 2, false, None);
+        store
+            .merge_index(&ns, 1, vec![tagged("a", 2, 7.0, "z", None), gone])
+            .unwrap();
+        assert_eq!(with(tag("x")), Some(vec!["b".into()]));
+        assert_eq!(with(tag("z")), Some(vec!["a".into()]));
+        assert_eq!(with(tag("xy")), Some(vec![]));
+        assert_eq!(range(Included(7.0), Included(7.0)), Some(vec!["a".into()]));
+        // An older update changes nothing.
+        store
+            .merge_index(&ns, 1, vec![tagged("a", 1, -2.5, "x", None)])
+            .unwrap();
+        assert_eq!(with(tag("x")), Some(vec!["b".into()]));
+
+        // An expired entry's terms go with it.
+        let mut after = None;
+        while let Some(last) = store.sweep_index(T + 5, after.as_deref(), 1).unwrap() {
+            after = Some(last);
+        }
+        assert_eq!(with(tag("x")), Some(vec![]));
+
+        // A store from before terms: the rows are there, the terms rebuilt.
+        let terms = store.cf(CF_TERMS).unwrap();
+        let db = store.inner.db.raw();
+        let all: Vec<_> = db
+            .iterator_cf(terms, IteratorMode::Start)
+            .map(|i| i.unwrap().0)
+            .collect();
+        assert!(!all.is_empty());
+        for key in &all {
+            db.delete_cf(terms, key).unwrap();
+        }
+        store.rebuild_terms().unwrap();
+        let again: Vec<_> = db
+            .iterator_cf(terms, IteratorMode::Start)
+            .map(|i| i.unwrap().0)
+            .collect();
+        assert_eq!(again, all);
+
+        store.drop_index(&ns).unwrap();
+        assert_eq!(with(tag("z")), Some(vec![]));
+        assert!(db.iterator_cf(terms, IteratorMode::Start).next().is_none());
     }
 
     #[test]
