@@ -224,7 +224,7 @@ impl ObjectSpace {
         let key = object_key(ns, name);
         let owners = &serving.owners;
         stamp(state, serving.epoch());
-        self.store().put_lock_state_async(&key, state).await?;
+        self.store().apply_lock_state(&key, state)?;
         let sends = owners.iter().filter(|p| **p != self.me()).map(|&peer| {
             let request = PeerRequest::LockState {
                 ns: ns.clone(),
@@ -233,8 +233,15 @@ impl ObjectSpace {
             };
             async move { self.ask_owner(peer, request).await }
         });
-        let acked = 1 + futures::future::join_all(sends)
-            .await
+        // The other owners store it while this one syncs its copy, as a
+        // write's primary does: the change counts only once all hold it, so
+        // this copy need not be on disk first. The requests go out first.
+        let (answers, synced) = tokio::join!(
+            futures::future::join_all(sends),
+            self.store().durable_async()
+        );
+        synced?;
+        let acked = 1 + answers
             .iter()
             .filter(|r| matches!(r, Ok(PeerResponse::Done)))
             .count();
@@ -286,6 +293,12 @@ impl ObjectSpace {
             .await?;
         let held = self.lock_state(key).await?;
         match held.accepts(&state) {
+            // A release (or expired leases) the primary answered without
+            // waiting for owners: kept like the primary keeps it, synced with
+            // this node's next durable write (see `commit_removal`).
+            Ordering::Greater if state.only_removes_from(&held) => {
+                self.store().apply_lock_state(&key, &state)?
+            }
             Ordering::Greater => self.store().put_lock_state_async(&key, &state).await?,
             Ordering::Equal => {}
             Ordering::Less => {
