@@ -29,7 +29,30 @@ pub struct Found {
     /// Owners that hold this version.
     pub holders: Vec<PeerId>,
     /// Every owner asked and the version it holds.
-    pub replicas: Vec<Replica>,
+    pub replicas: Vec<Asked>,
+}
+
+/// An owner a read asked, and what it holds: a [`Replica`] once shown
+/// (its id becomes text only then: encoding it cost a get more than its
+/// hash check).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asked {
+    /// The owner.
+    pub peer: PeerId,
+    /// The version it holds (0: none).
+    pub version: u64,
+    /// Whether it is the primary.
+    pub primary: bool,
+}
+
+impl From<&Asked> for Replica {
+    fn from(asked: &Asked) -> Self {
+        Replica {
+            peer: asked.peer.to_string(),
+            version: asked.version,
+            primary: asked.primary,
+        }
+    }
 }
 
 impl ObjectSpace {
@@ -75,8 +98,8 @@ impl ObjectSpace {
                     return Err(SpaceError::NotFound(path.to_string()));
                 };
                 Ok(Found {
-                    replicas: vec![Replica {
-                        peer: primary.to_string(),
+                    replicas: vec![Asked {
+                        peer: primary,
                         version: record.version,
                         primary: true,
                     }],
@@ -152,8 +175,8 @@ impl ObjectSpace {
         let primary = owners.first().copied();
         let replicas = answers
             .iter()
-            .map(|(peer, r, _)| Replica {
-                peer: peer.to_string(),
+            .map(|(peer, r, _)| Asked {
+                peer: *peer,
                 version: r.as_ref().map_or(0, |r| r.version),
                 primary: Some(*peer) == primary,
             })
@@ -209,7 +232,7 @@ impl ObjectSpace {
             let found = self.find_everywhere(path, false).await?;
             check_signed(writers.as_ref(), &found.record)?;
             let mut stat = found.record.stat();
-            stat.replicas = found.replicas;
+            stat.replicas = found.replicas.iter().map(Replica::from).collect();
             Ok(stat)
         })
         .await
@@ -243,19 +266,36 @@ impl ObjectSpace {
         streamed
     }
 
+    /// The value's bytes when the answer that found it carried them (a
+    /// small value; none for a removal), checked against the record: what
+    /// [`Self::stream_value`] sends, at hand without a task to send it.
+    /// `None` when they must be streamed.
+    pub fn value_at_hand<'a>(&self, found: &'a Found) -> Result<Option<&'a [u8]>> {
+        let Some(hash) = found.record.blob else {
+            return Ok(Some(&[]));
+        };
+        let Some(bytes) = &found.inline else {
+            return Ok(None);
+        };
+        if BlobHash::of(bytes) != hash {
+            return Err(SpaceError::Corrupt(format!(
+                "inline value of {hash} does not match"
+            )));
+        }
+        Ok(Some(bytes))
+    }
+
     async fn stream_from_holders(&self, found: &Found, sink: &ChunkSink) -> Result<()> {
         let gone = || SpaceError::Unavailable("the reader went away".into());
+        if let Some(bytes) = self.value_at_hand(found)? {
+            if !bytes.is_empty() {
+                sink.send(bytes.to_vec()).await.map_err(|_| gone())?;
+            }
+            return Ok(());
+        }
         let Some(hash) = found.record.blob else {
             return Ok(());
         };
-        if let Some(bytes) = &found.inline {
-            if BlobHash::of(bytes) != hash {
-                return Err(SpaceError::Corrupt(format!(
-                    "inline value of {hash} does not match"
-                )));
-            }
-            return sink.send(bytes.clone()).await.map_err(|_| gone());
-        }
         let store = self.inner.store.clone();
         let _pin = store.pin(hash);
         let lookup = store.clone();

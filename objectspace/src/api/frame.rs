@@ -90,35 +90,88 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     io: &mut W,
     value: &T,
 ) -> Result<(), FrameError> {
-    let mut frame = vec![0u8; 4];
-    ciborium::into_writer(value, &mut frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    send(io, frame).await
+    let mut frames = Frames::default();
+    frames.push(value)?;
+    frames.send(io).await
+}
+
+/// Frames gathered to go out in one write. On a channel each write is a
+/// yamux frame of its own, and each costs a send on the node and a read and
+/// a wakeup on the client: a small value's answer (its record, its bytes,
+/// its end) written as one takes one of each instead of three.
+#[derive(Default)]
+pub struct Frames(Vec<u8>);
+
+impl Frames {
+    /// Appends the frame of `value`.
+    pub fn push<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
+        let start = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        ciborium::into_writer(value, &mut self.0)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        self.seal(start)
+    }
+
+    /// Appends the frame of `Data(bytes)` (a [`Request`] and a [`Response`]
+    /// encode it alike) without passing the bytes through the CBOR encoder.
+    pub fn push_data(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        let (head, used) = data_head(bytes.len())?;
+        self.0.reserve(used + bytes.len());
+        self.0.extend_from_slice(&head[..used]);
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Writes the length of the frame that begins at `start` into its first
+    /// four bytes (or takes the frame back, if it is too long).
+    fn seal(&mut self, start: usize) -> Result<(), FrameError> {
+        let len = self.0.len() - start - 4;
+        if len > MAX_FRAME {
+            self.0.truncate(start);
+            return Err(FrameError::TooLarge(len));
+        }
+        self.0[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+
+    /// Writes every frame gathered, in one write.
+    pub async fn send<W: AsyncWrite + Unpin>(self, io: &mut W) -> Result<(), FrameError> {
+        io.write_all(&self.0).await?;
+        io.flush().await?;
+        Ok(())
+    }
+}
+
+/// What goes before the `len` bytes of a `Data` frame: the frame's length,
+/// the variant's key and the byte string's header; and how much of it.
+fn data_head(
+    len: usize,
+) -> Result<([u8; 4 + DATA_KEY.len() + BYTES_HEADER_MAX], usize), FrameError> {
+    let (header, used) = bytes_header(len);
+    let head_len = 4 + DATA_KEY.len() + used;
+    let frame_len = head_len - 4 + len;
+    if frame_len > MAX_FRAME {
+        return Err(FrameError::TooLarge(frame_len));
+    }
+    let mut head = [0u8; 4 + DATA_KEY.len() + BYTES_HEADER_MAX];
+    head[..4].copy_from_slice(&(frame_len as u32).to_be_bytes());
+    head[4..4 + DATA_KEY.len()].copy_from_slice(&DATA_KEY);
+    head[4 + DATA_KEY.len()..head_len].copy_from_slice(&header[..used]);
+    Ok((head, head_len))
 }
 
 /// Writes the frame of `Data(bytes)` (a [`Request`] and a [`Response`] encode
 /// it alike) without passing the bytes through the CBOR encoder.
 pub async fn write_data<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> Result<(), FrameError> {
-    let (header, used) = bytes_header(bytes.len());
-    let head_len = 4 + DATA_KEY.len() + used;
     if bytes.len() < SEPARATE_BODY {
-        let mut frame = Vec::with_capacity(head_len + bytes.len());
-        frame.extend_from_slice(&[0; 4]);
-        frame.extend_from_slice(&DATA_KEY);
-        frame.extend_from_slice(&header[..used]);
-        frame.extend_from_slice(bytes);
-        return send(io, frame).await;
+        let mut frames = Frames::default();
+        frames.push_data(bytes)?;
+        return frames.send(io).await;
     }
     // A large body goes out as it is, after its header: copying 1 MiB into
     // one buffer with the header cost more than the extra channel frame.
-    let len = head_len - 4 + bytes.len();
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut head = [0u8; 4 + DATA_KEY.len() + BYTES_HEADER_MAX];
-    head[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    head[4..4 + DATA_KEY.len()].copy_from_slice(&DATA_KEY);
-    head[4 + DATA_KEY.len()..head_len].copy_from_slice(&header[..used]);
-    io.write_all(&head[..head_len]).await?;
+    let (head, used) = data_head(bytes.len())?;
+    io.write_all(&head[..used]).await?;
     io.write_all(bytes).await?;
     io.flush().await?;
     Ok(())
@@ -126,20 +179,6 @@ pub async fn write_data<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> Resu
 
 /// `Data` bodies from this size are written apart from their header.
 const SEPARATE_BODY: usize = 64 << 10;
-
-/// Sends `frame`, whose first four bytes are room for its length.
-async fn send<W: AsyncWrite + Unpin>(io: &mut W, mut frame: Vec<u8>) -> Result<(), FrameError> {
-    let len = frame.len() - 4;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    // The length and the body in one write: on a yamux channel each write
-    // is a frame of its own.
-    io.write_all(&frame).await?;
-    io.flush().await?;
-    Ok(())
-}
 
 /// Reads one frame; `Ok(None)` if the peer closed the connection between frames.
 pub async fn read_frame<R: AsyncRead + Unpin, T: Message>(
@@ -270,6 +309,29 @@ mod tests {
             }
         }
         assert_eq!(parse_bytes_header(&[0x60]), None, "a text string");
+    }
+
+    #[tokio::test]
+    async fn gathered_frames_are_the_frames_written_one_by_one() {
+        let bytes: Vec<u8> = (0..1000).map(|i| (i % 7) as u8).collect();
+        let mut one_by_one = Vec::new();
+        write_frame(&mut one_by_one, &Response::Done).await.unwrap();
+        write_data(&mut one_by_one, &bytes).await.unwrap();
+        write_frame(&mut one_by_one, &Response::End).await.unwrap();
+
+        let mut frames = Frames::default();
+        frames.push(&Response::Done).unwrap();
+        frames.push_data(&bytes).unwrap();
+        // Refused, and leaves what was gathered as it was.
+        let huge = vec![0u8; MAX_FRAME + 1];
+        assert!(matches!(
+            frames.push_data(&huge),
+            Err(FrameError::TooLarge(_))
+        ));
+        frames.push(&Response::End).unwrap();
+        let mut gathered = Vec::new();
+        frames.send(&mut gathered).await.unwrap();
+        assert_eq!(gathered, one_by_one);
     }
 
     #[tokio::test]

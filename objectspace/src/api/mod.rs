@@ -19,7 +19,7 @@ pub mod values;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Space, Watching};
-pub use frame::{read_frame, write_data, write_frame, Message};
+pub use frame::{read_frame, write_data, write_frame, Frames, Message};
 pub use held::HeldLock;
 pub use values::{Incoming, Piece};
 

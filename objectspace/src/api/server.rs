@@ -15,7 +15,7 @@ use tokio::{
 use super::{
     mux::{self, Channel},
     protocol::{Hello, Request, Response, SpaceStatus, Wait, DATA_FRAME},
-    read_frame, write_data, write_frame, FrameError,
+    read_frame, write_data, write_frame, FrameError, Frames,
 };
 use crate::{
     error::{Result, SpaceError},
@@ -169,7 +169,24 @@ async fn send_value(
     space: &ObjectSpace,
     found: &Found,
 ) -> Result<(), FrameError> {
-    write_frame(stream, &Response::Object(found.record.stat())).await?;
+    let mut frames = Frames::default();
+    frames.push(&Response::Object(found.record.stat()))?;
+    match space.value_at_hand(found) {
+        // A small value: the whole answer in one write.
+        Ok(Some(bytes)) => {
+            if !bytes.is_empty() {
+                frames.push_data(bytes)?;
+            }
+            crate::metrics::bytes_out(found.record.size);
+            frames.push(&Response::End)?;
+            return frames.send(stream).await;
+        }
+        Ok(None) => frames.send(stream).await?,
+        Err(e) => {
+            frames.push(&Response::Error(e))?;
+            return frames.send(stream).await;
+        }
+    }
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
     let producer = async move { space.stream_value(found, &tx).await };
     let consumer = async {
