@@ -45,8 +45,6 @@ struct Plan {
     base: Vec<u8>,
     /// Objects `bench get` reads, written before timing starts.
     targets: Vec<String>,
-    /// The node's data directory (lock operations each need a connection).
-    dir: std::path::PathBuf,
     /// Distinct locks `bench lock` uses.
     locks: u64,
     /// Next operation number to hand out.
@@ -88,9 +86,12 @@ impl Plan {
         Ok(())
     }
 
-    /// One acquire and release; the lock is held through its own connection.
-    async fn lock_once(&self, path: &str) -> Result<()> {
-        let held = Space::connect(&self.dir)
+    /// One acquire and release. A held lock takes over the conversation it
+    /// was granted in, so each is asked for in a new channel of the lane's
+    /// connection, as a client that takes many locks would.
+    async fn lock_once(&self, space: &Space, path: &str) -> Result<()> {
+        let held = space
+            .channel()
             .await?
             .lock(path, LockMode::Write, Duration::from_secs(10), None)
             .await?;
@@ -147,7 +148,7 @@ async fn lane(mut space: Space, plan: Arc<Plan>, index: u64) -> Lane {
             }
             BenchOp::Lock => {
                 let path = plan.path(index % plan.locks);
-                (path.clone(), plan.lock_once(&path).await)
+                (path.clone(), plan.lock_once(&space, &path).await)
             }
         };
         match result {
@@ -192,7 +193,6 @@ pub async fn run(opts: &NodeOpts, args: &BenchArgs) -> Result<()> {
         count: args.count,
         base,
         targets: Vec::new(),
-        dir: dir.root().to_owned(),
         locks: args.locks,
         next: AtomicU64::new(0),
         failure: Mutex::new(None),
@@ -407,7 +407,6 @@ mod tests {
             count: 1,
             base: vec![9; size],
             targets: Vec::new(),
-            dir: std::path::PathBuf::new(),
             locks: 1,
             next: AtomicU64::new(0),
             failure: Mutex::new(None),

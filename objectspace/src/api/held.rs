@@ -23,8 +23,10 @@ use crate::{
     lock::{lost as lock_lost, Grant, Held},
 };
 
-/// A lock held through a connection to the node. Dropping it closes the
-/// connection, and the node releases the lock.
+/// A lock held through a conversation with the node (the [`Space`] it was
+/// asked for in; take it in a [`Space::channel`] to keep the connection's
+/// other conversations). Dropping it ends that conversation, and the node
+/// releases the lock.
 pub struct HeldLock {
     grant: Grant,
     held: watch::Receiver<Held>,
