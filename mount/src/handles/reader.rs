@@ -158,10 +158,10 @@ impl Drop for Stream {
 
 impl Reader {
     /// Starts a get of the value; its frames are received ahead by a task.
-    async fn start(&mut self) -> Result<()> {
-        let mut space = self.node.connect().await?;
+    async fn start(node: &Node, path: &str) -> Result<Stream> {
+        let mut space = node.connect().await?;
         let (sender, incoming) = mpsc::channel(FRAMES_AHEAD);
-        let path = self.path.clone();
+        let path = path.to_owned();
         let task = tokio::spawn(async move {
             let received = async {
                 let mut incoming = space.get_incoming(&path).await?;
@@ -176,15 +176,14 @@ impl Reader {
                 let _ = sender.send(Err(e)).await;
             }
         });
-        self.stream = Some(Stream {
+        Ok(Stream {
             incoming,
             task,
             frames: VecDeque::new(),
             start: 0,
             end: 0,
             ended: false,
-        });
-        Ok(())
+        })
     }
 
     /// Answers the read of up to `size` bytes at `offset` (fewer only at the
@@ -207,14 +206,15 @@ impl Reader {
 
     /// The bytes of the value from `offset`, up to `size` of them.
     async fn bytes_at(&mut self, offset: u64, size: usize) -> Result<Cow<'_, [u8]>> {
-        let reusable = |s: &Stream| offset >= s.start && offset <= s.end + SKIP_LIMIT;
-        if !self.stream.as_ref().is_some_and(reusable) {
-            let at = self.stream.as_ref().map(|s| (s.start, s.end));
-            tracing::debug!(path = %self.path, offset, size, ?at, "read starts a stream");
-            self.start().await?;
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(SpaceError::Unavailable("no stream".into()));
+        let stream = match self.stream.take() {
+            Some(s) if offset >= s.start && offset <= s.end + SKIP_LIMIT => self.stream.insert(s),
+            old => {
+                let at = old.as_ref().map(|s| (s.start, s.end));
+                tracing::debug!(path = %self.path, offset, size, ?at, "read starts a stream");
+                drop(old);
+                self.stream
+                    .insert(Self::start(&self.node, &self.path).await?)
+            }
         };
         let upto = offset.saturating_add(size as u64);
         while stream.end < upto && stream.advance(offset).await? {}
