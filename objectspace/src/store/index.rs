@@ -7,7 +7,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::{
     decode, encode,
-    terms::{self, split_key, write_terms, Step, CF_TERMS},
+    terms::{self, replace_terms, split_key, write_terms, Step, CF_TERMS},
     Store,
 };
 use crate::{
@@ -55,10 +55,7 @@ impl Store {
             };
             if row.supersedes(held.as_ref()) {
                 let at = (ns.as_str(), shard, name.as_bytes());
-                if let Some(held) = &held {
-                    write_terms(&mut batch, terms, at, held, false);
-                }
-                write_terms(&mut batch, terms, at, row, true);
+                replace_terms(&mut batch, terms, at, held.as_ref(), row);
                 batch.put_cf(cf, key, encode(row)?);
                 merged += 1;
             }

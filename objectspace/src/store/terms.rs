@@ -93,7 +93,7 @@ fn term_bytes(term: &Term) -> Vec<u8> {
 }
 
 /// The keys of `summary`'s terms, for the row of `name` in `shard` of `ns`.
-pub(super) fn term_keys(ns: &str, shard: u8, name: &[u8], summary: &Searchable) -> Vec<Vec<u8>> {
+fn term_keys(ns: &str, shard: u8, name: &[u8], summary: &Searchable) -> Vec<Vec<u8>> {
     summary
         .terms()
         .iter()
@@ -106,6 +106,34 @@ pub(super) fn term_keys(ns: &str, shard: u8, name: &[u8], summary: &Searchable) 
         .collect()
 }
 
+/// The keys of `row`'s terms (none for a removal marker).
+fn row_term_keys((ns, shard, name): (&str, u8, &[u8]), row: &Row) -> Vec<Vec<u8>> {
+    match &row.entry {
+        Some(entry) => term_keys(ns, shard, name, &entry.summary),
+        None => Vec::new(),
+    }
+}
+
+/// Replaces the terms of `held` (the row kept so far, if any) with those of
+/// `row` in `batch`: only the terms that differ. A new version of an object
+/// mostly keeps its type and metadata, so most puts change no term at all.
+pub(super) fn replace_terms(
+    batch: &mut WriteBatch,
+    cf: &rocksdb::ColumnFamily,
+    at: (&str, u8, &[u8]),
+    held: Option<&Row>,
+    row: &Row,
+) {
+    let old = held.map_or_else(Vec::new, |held| row_term_keys(at, held));
+    let new = row_term_keys(at, row);
+    for key in old.iter().filter(|key| !new.contains(key)) {
+        batch.delete_cf(cf, key);
+    }
+    for key in new.iter().filter(|key| !old.contains(key)) {
+        batch.put_cf(cf, key, []);
+    }
+}
+
 /// Puts (or, with `put` false, deletes) the terms of `row` in `batch`.
 pub(super) fn write_terms(
     batch: &mut WriteBatch,
@@ -114,8 +142,7 @@ pub(super) fn write_terms(
     row: &Row,
     put: bool,
 ) {
-    let Some(entry) = &row.entry else { return };
-    for key in term_keys(ns, shard, name, &entry.summary) {
+    for key in row_term_keys((ns, shard, name), row) {
         if put {
             batch.put_cf(cf, key, []);
         } else {
