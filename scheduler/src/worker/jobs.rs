@@ -352,9 +352,17 @@ async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
         if ended {
             return;
         }
+        // Each interval a quarter longer or shorter at random: the workers of
+        // a job that started together drift apart instead of reporting in
+        // one burst (a message to every other worker each). Liveness allows
+        // a lease past the interval (`Jobs::fresh_ms`).
+        let interval = jobs
+            .config
+            .heartbeat
+            .mul_f64(0.75 + rand::random::<f64>() / 2.0);
         due = tokio::select! {
             _ = job.beat.notified() => false,
-            _ = tokio::time::sleep(jobs.config.heartbeat) => true,
+            _ = tokio::time::sleep(interval) => true,
         };
     }
 }

@@ -37,7 +37,9 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(10);
 /// submission goes to an idle one instead of waiting for it.
 const UNSTARTED_AFTER: Duration = Duration::from_secs(1);
 /// How often a slot with nothing to steal lists a job's tasks for abandoned
-/// ones (the only listing the worker makes).
+/// ones (the only listing the worker makes), counted from when it joined the
+/// job or last finished a task of it. A holder's lock outlives it by a lease
+/// (3 s) anyway, so the scan's lateness adds little to a restart.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs slot `index` for as long as the worker runs.
@@ -54,6 +56,11 @@ pub(super) async fn run(jobs: Arc<Jobs>, index: usize) {
                     if let Err(e) = run_task(&jobs, &job, claimed).await {
                         note_failure(&jobs, &job, e).await;
                     }
+                    // A slot that just finished a task is no reason to look
+                    // for abandoned ones: at a job's end every slot does at
+                    // once, a listing from every node each, while the last
+                    // results are written (see `SCAN_EVERY`).
+                    *locked(&job.scanned) = Some(Instant::now());
                     worked = true;
                     break;
                 }
@@ -419,7 +426,17 @@ async fn compute(
     let engine = job.job.clone();
     let mut io = LocalIo::new(jobs.space.clone(), job.paths.clone());
     let mut restart = true;
-    let mut checkpointed = Instant::now();
+    // The first checkpoint comes after a half to a whole interval: the tasks
+    // of a job spread at submission start together, and their checkpoints
+    // (a durable write each) would otherwise come in one burst every
+    // interval, holding up every worker's next slice on a busy machine.
+    let phase = jobs
+        .config
+        .checkpoint_every
+        .mul_f64(rand::random::<f64>() / 2.0);
+    let mut checkpointed = Instant::now()
+        .checked_sub(phase)
+        .unwrap_or_else(Instant::now);
     // A claim's record (holder, claims) is written while the task runs.
     let mut writer: Writer = None;
     if task.unwritten {
