@@ -323,9 +323,15 @@ pub(super) fn stop(jobs: &Jobs) {
 async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let path = job.paths.worker(&jobs.me);
     // A worker with a part of its own reports once that part runs, a moment
-    // from now, not first as idle.
+    // from now, not first as idle; and then within a quarter interval, at
+    // random: every worker of a spread job starts its part at once, and their
+    // first reports (each a message to every other worker) would hold up
+    // the workers still starting theirs. Nobody waits for them: an idle
+    // worker learns of a busy one from its refusals and its later reports.
     if !locked(&job.assigned).is_empty() {
         let _ = tokio::time::timeout(jobs.config.heartbeat, job.beat.notified()).await;
+        let spread = jobs.config.heartbeat.mul_f64(rand::random::<f64>() / 4.0);
+        let _ = tokio::time::timeout(spread, job.ended.wait()).await;
     }
     let (mut last, mut due) = (None, true);
     loop {
