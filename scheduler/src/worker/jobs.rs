@@ -312,6 +312,10 @@ pub(super) fn stop(jobs: &Jobs) {
     let _ = std::fs::remove_file(status_file(jobs));
 }
 
+/// How long after its part starts a worker of a spread job reports first,
+/// at most (at random, see [`heartbeats`]).
+const FIRST_REPORT_SPREAD: Duration = Duration::from_millis(100);
+
 /// Reports this worker's load and counters for `job` every heartbeat
 /// interval, whenever what thieves act on changes ([`Heartbeat::offer`]),
 /// and when the job ends. A heartbeat is volatile (a message to each owner
@@ -323,14 +327,14 @@ pub(super) fn stop(jobs: &Jobs) {
 async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     let path = job.paths.worker(&jobs.me);
     // A worker with a part of its own reports once that part runs, a moment
-    // from now, not first as idle; and then within a quarter interval, at
-    // random: every worker of a spread job starts its part at once, and their
-    // first reports (each a message to every other worker) would hold up
-    // the workers still starting theirs. Nobody waits for them: an idle
-    // worker learns of a busy one from its refusals and its later reports.
+    // from now, not first as idle; and then within 100 ms, at random: every
+    // worker of a spread job starts its part at once, and their first
+    // reports (each a message to every other worker) would hold up the
+    // workers still starting theirs. Not later: a worker that finishes its
+    // part early steals only from workers it heard of.
     if !locked(&job.assigned).is_empty() {
         let _ = tokio::time::timeout(jobs.config.heartbeat, job.beat.notified()).await;
-        let spread = jobs.config.heartbeat.mul_f64(rand::random::<f64>() / 4.0);
+        let spread = FIRST_REPORT_SPREAD.mul_f64(rand::random::<f64>());
         let _ = tokio::time::timeout(spread, job.ended.wait()).await;
     }
     let (mut last, mut due) = (None, true);
