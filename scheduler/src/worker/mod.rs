@@ -8,14 +8,16 @@
 //!   the root, a steal, or an abandoned task), claim it, compute it slice by
 //!   slice, finish it;
 //! - [`jobs`]: this worker's entry in `p3.workers`, which jobs run (the
-//!   `p3.jobs` registry), heartbeats, and the watches that keep each job's
-//!   view current;
+//!   `p3.jobs` registry), a job's beginning and end;
+//! - [`follow`]: per job, heartbeats and the watches that keep the job's
+//!   view current (other workers, results, steal requests);
 //! - [`steal`]: both sides of a steal;
 //! - [`task`]: a task's own objects (claim, checkpoint, parts);
 //! - [`state`]: what all of them share;
 //! - [`heard`]: the results of a job as a worker heard of them, and who
 //!   settles it (pure bookkeeping).
 
+mod follow;
 mod heard;
 mod jobs;
 mod slot;

@@ -258,7 +258,7 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
         // settles the job while it is written, the job's record and the
         // result at once instead of one after the other (no other worker can
         // settle before it hears of this result). Otherwise the worker that
-        // hears the credit whole settles (see `jobs::follow_results`).
+        // hears the credit whole settles (see `follow::follow_results`).
         let whole = job.note_result(
             &tid,
             Heard {
@@ -293,7 +293,7 @@ async fn run_task(jobs: &Arc<Jobs>, job: &Arc<ActiveJob>, mut task: Claimed) -> 
     }
     .await;
     // The task's end, whatever became of it: reported at once if thieves
-    // could still ask it for work (see `jobs::heartbeats`).
+    // could still ask it for work (see `follow::heartbeats`).
     running_changed(jobs, job);
     let (token, settled) = written?;
     // With the result written the task is finished: its record and lock
