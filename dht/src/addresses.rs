@@ -1,9 +1,24 @@
 //! Where peers are and how far: addresses worth dialling, peer ids in
 //! addresses, and XOR distance to a key.
 
-use std::collections::HashSet;
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+};
 
 use libp2p::{kad::KBucketKey, multiaddr::Protocol, Multiaddr, PeerId};
+
+/// Peers whose Kademlia key [`by_distance`] remembers at most; past this it
+/// forgets them all (they are recomputed as they are met again).
+const PEER_KEYS_MAX: usize = 1 << 16;
+
+/// The Kademlia keys (a SHA-256 of the id) of the peers met lately. Owners
+/// are computed over the whole membership map several times per write (the
+/// primary, its peering intervals, each replica's check, index shards,
+/// repair), so hashing every member each time was 3 % of a 3-node cluster's
+/// CPU under small writes, and grows with the number of members.
+static PEER_KEYS: LazyLock<Mutex<HashMap<PeerId, KBucketKey<PeerId>>>> =
+    LazyLock::new(Default::default);
 
 /// Parses the peer id out of a `/p2p/PEERID` suffix, if the address has one.
 pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -38,12 +53,24 @@ pub(crate) fn is_loopback(addr: &Multiaddr) -> bool {
 /// Deduplicates `peers` and sorts them by XOR distance to the Kademlia key of `key`.
 pub fn by_distance(key: &[u8], peers: impl Iterator<Item = PeerId>) -> Vec<PeerId> {
     let target = KBucketKey::new(key.to_vec());
-    let mut peers: Vec<PeerId> = peers.collect::<HashSet<_>>().into_iter().collect();
-    // A peer's Kademlia key is a SHA-256 of its id: hash each once, not at
-    // every comparison (owners are computed over the whole map on every
-    // operation, so this is N hashes instead of N log N).
-    peers.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
-    peers
+    let mut keyed: Vec<_> = {
+        let mut known = PEER_KEYS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.len() >= PEER_KEYS_MAX {
+            known.clear();
+        }
+        peers
+            .map(|p| {
+                let peer_key = known.entry(p).or_insert_with(|| KBucketKey::from(p));
+                (target.distance(peer_key), p)
+            })
+            .collect()
+    };
+    // A peer's distance is unique to it, so duplicates end up side by side.
+    keyed.sort_unstable();
+    keyed.dedup();
+    keyed.into_iter().map(|(_, p)| p).collect()
 }
 
 #[cfg(test)]
