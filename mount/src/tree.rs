@@ -126,6 +126,19 @@ enum Makes {
     Below,
 }
 
+/// An object's name: its path less the namespace (`""` if it has none).
+fn name_of(stat: &Stat) -> &str {
+    stat.path.split_once('/').map_or("", |(_, name)| name)
+}
+
+/// Puts a listing in name order, as [`child`] needs it. A node answers in
+/// that order already; this makes it so whatever the answer was.
+pub fn by_name(objects: &mut [Stat]) {
+    if !objects.is_sorted_by(|a, b| name_of(a) <= name_of(b)) {
+        objects.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    }
+}
+
 /// The child of the directory whose names start with `prefix` that object
 /// `stat` makes, and how; `None` for an object outside it or its own marker.
 fn child_of<'a>(prefix: &str, stat: &'a Stat) -> Option<(&'a str, Makes)> {
@@ -168,11 +181,20 @@ pub fn children(dir: &str, objects: &[Stat]) -> BTreeMap<String, Entry> {
 }
 
 /// What `name` is in directory `dir` (as [`children`] would say, without
-/// building the whole listing: lookups are the hot path).
+/// building the whole listing: lookups are the hot path), from `objects` in
+/// name order ([`by_name`]). Every object that makes the child has a name
+/// that starts with the child's path, and in name order those are side by
+/// side: a lookup reads only them, not the whole directory (`ls -l` of a
+/// directory of n files looked at n² names).
 pub fn child(dir: &str, name: &str, objects: &[Stat]) -> Option<Entry> {
     let prefix = prefix(dir);
+    let path = format!("{prefix}{name}");
+    let first = objects.partition_point(|stat| name_of(stat) < path.as_str());
     let mut entry = None;
-    for stat in objects {
+    for stat in objects[first..]
+        .iter()
+        .take_while(|stat| name_of(stat).starts_with(path.as_str()))
+    {
         match child_of(&prefix, stat) {
             Some((child, Makes::File)) if child == name => return Some(Entry::File(stat.clone())),
             Some((child, makes)) if child == name => found(&mut entry, makes, stat),
@@ -223,8 +245,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_lookup_finds_what_the_listing_shows() {
+        // Names that sort between a child and the names below it ('-' and
+        // '.' come before '/'), a file and a directory of one name, markers.
+        let mut objects: Vec<Stat> = [
+            "ns/d/x", "ns/d-1", "ns/d.txt", "ns/d/", "ns/d/y/z", "ns/e", "ns/e/f", "ns/a/",
+            "ns/d/y/", "ns/b/c/d",
+        ]
+        .iter()
+        .map(|p| stat(p))
+        .collect();
+        by_name(&mut objects);
+        for dir in ["", "a", "b", "b/c", "d", "d/y", "e"] {
+            let listed = children(dir, &objects);
+            for (name, entry) in &listed {
+                let found = child(dir, name, &objects);
+                assert_eq!(
+                    format!("{found:?}"),
+                    format!("{:?}", Some(entry)),
+                    "{dir}/{name}"
+                );
+            }
+            for absent in ["", "zz", "d/", "x/y"] {
+                assert!(child(dir, absent, &objects).is_none(), "{dir}: {absent}");
+            }
+        }
+        assert!(matches!(child("", "e", &objects), Some(Entry::File(_))));
+        assert!(matches!(
+            child("", "d", &objects),
+            Some(Entry::Directory(Some(_)))
+        ));
+    }
+
+    #[test]
     fn names_become_files_and_directories() {
-        let objects: Vec<Stat> = [
+        let mut objects: Vec<Stat> = [
             "ns/a.txt",
             "ns/docs/x",
             "ns/docs/y/z",
@@ -234,6 +289,7 @@ pub(crate) mod tests {
         .iter()
         .map(|p| stat(p))
         .collect();
+        by_name(&mut objects);
         let root = children("", &objects);
         assert!(matches!(root["a.txt"], Entry::File(_)));
         assert!(matches!(&root["docs"], Entry::Directory(Some(m)) if m.path == "ns/docs/"));

@@ -25,7 +25,7 @@ use crate::{
     handles::{keeping, spool::Upload, Handle, Spool, SpoolFiles},
     listings::{Known, Listings},
     posix::{self, Change},
-    tree::{child, join, parent, prefix, Entry, Inodes},
+    tree::{by_name, child, join, parent, prefix, Entry, Inodes},
 };
 
 /// The block size files report, which is the size tools write in (cp, tar
@@ -209,7 +209,9 @@ impl P3Fs {
             return Ok(list);
         }
         let ticket = self.listings().asking_list(dir);
-        let list = Arc::new(self.client.list(&self.namespace, &prefix(dir))?);
+        let mut list = self.client.list(&self.namespace, &prefix(dir))?;
+        by_name(&mut list);
+        let list = Arc::new(list);
         self.listings().put(dir, list.clone(), ticket);
         Ok(list)
     }
