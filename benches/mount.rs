@@ -3,8 +3,8 @@
 //! another for the large file), each beside the same on local disk:
 //! sequential throughput of one large file against `p3ctl put` / `p3ctl
 //! get`; `tar -x` of 10,000 small files in 100 directories (files per
-//! second); `ls -l` of a 10,000-entry tree; `git clone` of a 5,000-file
-//! repository.
+//! second); `ls -l` of a 10,000-entry tree, and of one directory of 10,000
+//! files; `git clone` of a 5,000-file repository.
 //!
 //! The large file is compared in four rounds, each a put and a `cp` into the
 //! mount (with contents of their own), then a get and a `cp` out, in turns
@@ -343,6 +343,20 @@ fn small_files(mounted: &Mounted, quick: bool) {
     let mounted = seconds(&format!("ls -lR {m}/untar > /dev/null"));
     println!("ls -lR of {files} entries: local disk {local:.3} s, mount {mounted:.3} s");
     sh(&format!("diff -r {w}/tree {m}/untar"));
+
+    // One directory of as many files: every lookup `ls -l` makes in it is
+    // answered from one listing of `files` names.
+    sh(&format!(
+        "mkdir -p {w}/flat && cd {w}/flat && \
+         awk 'BEGIN {{ for (i = 0; i < {files}; i++) {{ f = sprintf(\"f%05d\", i); print i > f; close(f) }} }}' && \
+         mkdir {m}/flat && tar -cf - . | tar -xf - -C {m}/flat"
+    ));
+    let local = seconds(&format!("ls -l {w}/flat > /dev/null"));
+    let mounted = seconds(&format!("ls -l {m}/flat > /dev/null"));
+    println!(
+        "ls -l of one directory of {files} files: local disk {local:.3} s, mount {mounted:.3} s"
+    );
+    sh(&format!("diff -r {w}/flat {m}/flat"));
 
     // A repository of `repo_files` files in one commit.
     sh(&format!(
