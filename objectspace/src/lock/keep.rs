@@ -4,9 +4,8 @@
 //! random). A renewal that fails (the primary is changing, a peer is slow)
 //! is tried again while the lease may still hold; the lock is *lost* when
 //! the primary says so (fenced) or when the latest moment its lease could
-//! end passes first. Then renewals
-//! stop and the holder is told, so a client learns of the loss when it
-//! happens, not at release.
+//! end passes first. Then renewals stop and the holder is told, so a client
+//! learns of the loss when it happens, not at release.
 //!
 //! Lease ends are instants on the holder's node, never wall-clock times from
 //! the primary. The holder is told the safe side: a renewal counts from when
@@ -87,12 +86,16 @@ impl Keeper {
     }
 
     /// When to send the next renewal: a third of a lease after the last
-    /// success, or soon after a failure (but never past the lease's end).
-    pub fn next_renewal(&self, now: Instant, last_failed: bool) -> Instant {
+    /// success, less up to a quarter of that by `early` (a draw in
+    /// `[0, 1)`), or soon after a failure (but never past the lease's end).
+    /// Early only, so never less safe: locks taken together (the tasks of a
+    /// job) would otherwise be renewed in one burst every interval for as
+    /// long as they are held.
+    pub fn next_renewal(&self, now: Instant, last_failed: bool, early: f64) -> Instant {
         if last_failed {
             (now + self.lease / 10).min(self.latest)
         } else {
-            now + self.lease / 3
+            now + self.lease / 3 - (self.lease / 12).mul_f64(early.clamp(0.0, 1.0))
         }
     }
 
@@ -145,16 +148,7 @@ pub(crate) async fn keep(
     let _held = crate::metrics::Level::up("p3_locks_held");
     let mut last_failed = false;
     loop {
-        let next = keeper.next_renewal(Instant::now(), last_failed);
-        // Up to a quarter of the interval early, at random: locks taken
-        // together (the tasks of a job) would otherwise be renewed in one
-        // burst every interval for as long as they are held.
-        let early = if last_failed {
-            Duration::ZERO
-        } else {
-            (keeper.lease / 12).mul_f64(rand::random::<f64>())
-        };
-        let next = next.checked_sub(early).unwrap_or(next);
+        let next = keeper.next_renewal(Instant::now(), last_failed, rand::random());
         tokio::time::sleep_until(next.into()).await;
         if keeper.tick(Instant::now()) {
             break;
@@ -197,7 +191,7 @@ mod tests {
         let t0 = Instant::now();
         let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
         assert_eq!(k.held(), Held::Until(t0 + LEASE));
-        assert_eq!(k.next_renewal(t0, false), t0 + LEASE / 3);
+        assert_eq!(k.next_renewal(t0, false, 0.0), t0 + LEASE / 3);
         k.renewed(t0 + LEASE / 3, t0 + LEASE / 3);
         assert_eq!(k.held(), Held::Until(t0 + LEASE / 3 + LEASE));
         // A late answer to an older renewal never shortens the lease.
@@ -223,12 +217,23 @@ mod tests {
     }
 
     #[test]
+    fn renewals_come_a_quarter_to_a_third_of_a_lease_apart() {
+        let t0 = Instant::now();
+        let k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
+        assert_eq!(k.next_renewal(t0, false, 1.0), t0 + LEASE / 4);
+        let half = k.next_renewal(t0, false, 0.5);
+        assert!(half > t0 + LEASE / 4 && half < t0 + LEASE / 3);
+        // A retry after a failure is not moved by the draw.
+        assert_eq!(k.next_renewal(t0, true, 1.0), k.next_renewal(t0, true, 0.0));
+    }
+
+    #[test]
     fn a_failed_renewal_is_retried_while_the_lease_holds() {
         let t0 = Instant::now();
         let mut k = Keeper::granted(t0, Duration::ZERO, t0, LEASE);
         let t1 = t0 + LEASE / 3;
         assert!(!k.failed(t1, unavailable()), "the lease still holds");
-        let retry = k.next_renewal(t1, true);
+        let retry = k.next_renewal(t1, true, 0.0);
         assert!(retry > t1 && retry <= t0 + LEASE, "soon, within the lease");
         k.renewed(retry, retry);
         assert!(matches!(k.held(), Held::Until(u) if u == retry + LEASE));
