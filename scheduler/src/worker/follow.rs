@@ -15,6 +15,7 @@ use p3_objectspace::{
 };
 
 use super::{
+    pacing,
     state::{locked, ActiveJob, Heard, Jobs, WorkerView},
     steal,
 };
@@ -49,7 +50,7 @@ pub(super) async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
     // part early steals only from workers it heard of.
     if !locked(&job.assigned).is_empty() {
         let _ = tokio::time::timeout(jobs.config.heartbeat, job.beat.notified()).await;
-        let spread = FIRST_REPORT_SPREAD.mul_f64(rand::random::<f64>());
+        let spread = pacing::first_report(FIRST_REPORT_SPREAD, rand::random());
         let _ = tokio::time::timeout(spread, job.ended.wait()).await;
     }
     let (mut last, mut due) = (None, true);
@@ -81,10 +82,7 @@ pub(super) async fn heartbeats(jobs: Arc<Jobs>, job: Arc<ActiveJob>) {
         // a job that started together drift apart instead of reporting in
         // one burst (a message to every other worker each). Liveness allows
         // a lease past the interval (`Jobs::fresh_ms`).
-        let interval = jobs
-            .config
-            .heartbeat
-            .mul_f64(0.75 + rand::random::<f64>() / 2.0);
+        let interval = pacing::heartbeat(jobs.config.heartbeat, rand::random());
         due = tokio::select! {
             _ = job.beat.notified() => false,
             _ = tokio::time::sleep(interval) => true,

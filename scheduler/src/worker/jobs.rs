@@ -17,6 +17,7 @@ use p3_objectspace::{
 
 use super::{
     follow::{follow_results, follow_workers, heartbeats, steal_requests, REWATCH},
+    pacing,
     state::{locked, ActiveJob, Jobs},
 };
 use crate::{
@@ -51,12 +52,12 @@ const ANNOUNCE_RETRY: Duration = Duration::from_millis(100);
 /// The pause before the next announcement, after one that `failed`, with
 /// `retry` the pause a failure waits now (updated). Failures wait from half
 /// to all of `retry`, at random, so the workers that collided do not again.
-fn next_announcement(failed: bool, retry: &mut Duration) -> Duration {
+fn next_announcement(failed: bool, retry: &mut Duration, u: f64) -> Duration {
     if !failed {
         *retry = ANNOUNCE_RETRY;
         return ANNOUNCE_EVERY;
     }
-    let wait = retry.mul_f64(rand::random::<f64>() / 2.0 + 0.5);
+    let wait = pacing::retry(*retry, u);
     *retry = (*retry * 2).min(ANNOUNCE_EVERY);
     wait
 }
@@ -96,7 +97,12 @@ pub(super) async fn announce(jobs: Arc<Jobs>) {
         if let Err(e) = &written {
             tracing::debug!(error = %e, "cannot renew this worker's entry in {WORKERS_NAMESPACE}");
         }
-        tokio::time::sleep(next_announcement(written.is_err(), &mut retry)).await;
+        tokio::time::sleep(next_announcement(
+            written.is_err(),
+            &mut retry,
+            rand::random(),
+        ))
+        .await;
     }
 }
 
@@ -350,14 +356,15 @@ mod tests {
     fn a_failed_announcement_is_retried_soon_then_less_often() {
         let mut retry = ANNOUNCE_RETRY;
         let mut waits = Vec::new();
+        // The longest wait each time; the draw's range is pacing's test.
         for _ in 0..8 {
-            waits.push(next_announcement(true, &mut retry));
+            waits.push(next_announcement(true, &mut retry, 1.0));
         }
-        assert!(waits[0] >= ANNOUNCE_RETRY / 2 && waits[0] <= ANNOUNCE_RETRY);
+        assert_eq!(waits[0], ANNOUNCE_RETRY);
         assert!(waits.iter().all(|w| *w <= ANNOUNCE_EVERY));
         assert_eq!(retry, ANNOUNCE_EVERY, "backed off to the renewal period");
         assert!(waits[7] >= ANNOUNCE_EVERY / 2);
-        assert_eq!(next_announcement(false, &mut retry), ANNOUNCE_EVERY);
+        assert_eq!(next_announcement(false, &mut retry, 0.0), ANNOUNCE_EVERY);
         assert_eq!(retry, ANNOUNCE_RETRY, "a success starts the back-off over");
     }
 }

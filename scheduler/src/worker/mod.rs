@@ -15,11 +15,15 @@
 //! - [`task`]: a task's own objects (claim, checkpoint, parts);
 //! - [`state`]: what all of them share;
 //! - [`heard`]: the results of a job as a worker heard of them, and who
-//!   settles it (pure bookkeeping).
+//!   settles it (pure bookkeeping);
+//! - [`pacing`]: the random spacing of reports, checkpoints and
+//!   announcements, and the weighted choice of a victim (pure, given the
+//!   draw).
 
 mod follow;
 mod heard;
 mod jobs;
+mod pacing;
 mod slot;
 mod state;
 mod steal;

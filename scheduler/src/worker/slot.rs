@@ -16,6 +16,7 @@ use p3_objectspace::{object::MetaValue, SpaceError};
 use tokio::task::JoinHandle;
 
 use super::{
+    pacing,
     state::{locked, ActiveJob, Heard, Jobs},
     steal,
     task::{self, claim, Claim, Claimed, Source},
@@ -430,10 +431,7 @@ async fn compute(
     // of a job spread at submission start together, and their checkpoints
     // (a durable write each) would otherwise come in one burst every
     // interval, holding up every worker's next slice on a busy machine.
-    let phase = jobs
-        .config
-        .checkpoint_every
-        .mul_f64(rand::random::<f64>() / 2.0);
+    let phase = pacing::checkpoint_phase(jobs.config.checkpoint_every, rand::random());
     let mut checkpointed = Instant::now()
         .checked_sub(phase)
         .unwrap_or_else(Instant::now);

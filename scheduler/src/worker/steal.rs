@@ -12,9 +12,9 @@ use std::{
 };
 
 use p3_objectspace::{object::PutOptions, Local, SpaceError};
-use rand::Rng;
 
 use super::{
+    pacing,
     state::{locked, ActiveJob, Jobs},
     task::{self, claim, claim_part, Claimed, Source},
 };
@@ -68,21 +68,10 @@ async fn victims(jobs: &Jobs, job: &ActiveJob) -> Result<Vec<(String, f64)>> {
 /// part of its work; claims what it grants.
 pub(super) async fn steal(jobs: &Jobs, job: &ActiveJob) -> Result<Option<Claimed>> {
     let victims = victims(jobs, job).await?;
-    let total: f64 = victims.iter().map(|(_, weight)| weight).sum();
-    if victims.is_empty() || !total.is_finite() || total <= 0.0 {
+    let Some(victim) = pacing::weighted(&victims, rand::random()) else {
         return Ok(None);
-    }
-    let mut pick = rand::thread_rng().gen_range(0.0..total);
-    let victim = victims
-        .iter()
-        .find(|(_, weight)| {
-            pick -= weight;
-            pick < 0.0
-        })
-        .unwrap_or(&victims[0])
-        .0
-        .clone();
-    ask(jobs, job, victim).await
+    };
+    ask(jobs, job, victim.clone()).await
 }
 
 /// Asks `victim` for part of its work; claims what it grants.
