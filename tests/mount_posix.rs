@@ -131,6 +131,64 @@ fn tar_keeps_modes_owners_times_and_symlinks_across_mounts() {
     sh_fails_with(&format!("ln -s x {}", m1.q("tree/link")), "File exists");
 }
 
+/// `ls -l` of a mounted directory takes each entry's attributes from the
+/// directory read itself (`readdirplus`), not from a lookup per entry: they
+/// must be the files' own, on the mount that set them and on the other,
+/// and a file open for writing shows what has been written so far.
+#[test]
+fn a_listing_shows_what_each_entry_is() {
+    if fuse_missing() {
+        return;
+    }
+    let (cluster, m1, m3) = two_mounts();
+    sh_ok(&format!(
+        "mkdir {d} && cd {d} && printf 12345 > five && chmod 640 five \
+         && touch -d '2001-02-03 04:05:06' five && ln -s five link \
+         && mkdir sub && chmod 711 sub && printf x > old && chmod 644 old",
+        d = m1.q("listed")
+    ));
+    let five_mtime = sh_ok("date -d '2001-02-03 04:05:06' +%s").trim().to_owned();
+    // Mode, size (not for the directory) and name of each entry, and the
+    // mtime of the one whose time was set, as `ls -ln` prints them.
+    let listing = |dir: &str| {
+        format!(
+            "ls -ln --time-style=+%s {dir} | awk 'NR > 1 {{ \
+               size = substr($1, 1, 1) == \"d\" ? \"-\" : $5; \
+               time = $7 == \"five\" ? \" \" $6 : \"\"; \
+               print $1, size, $7 time }}'"
+        )
+    };
+    let expected = format!(
+        "-rw-r----- 5 five {five_mtime}\nlrwxrwxrwx 4 link\n-rw-r--r-- 1 old\ndrwx--x--x - sub\n"
+    );
+    assert_eq!(
+        sh_ok(&listing(&m1.q("listed"))),
+        expected,
+        "through mount 1"
+    );
+    let wanted = cluster.root.path().join("listing");
+    fs::write(&wanted, &expected).unwrap();
+    eventually(
+        "mount 3's listing to show every entry as it is",
+        &format!(
+            "test \"$({})\" = \"$(cat {})\"",
+            listing(&m3.q("listed")),
+            q(&wanted)
+        ),
+    );
+
+    // Open for writing, replaced by three bytes not yet sent: the listing
+    // of the mount that writes shows three bytes, not the version stored.
+    let mut open = fs::File::create(m1.path("listed/old")).unwrap();
+    std::io::Write::write_all(&mut open, b"abc").unwrap();
+    let sizes = sh_ok(&format!(
+        "ls -ln {} | awk '$NF == \"old\" {{ print $5 }}'",
+        m1.q("listed")
+    ));
+    assert_eq!(sizes, "3\n", "the listing shows the bytes written so far");
+    drop(open);
+}
+
 #[test]
 fn a_second_rsync_into_a_mount_has_nothing_to_transfer() {
     if fuse_missing() {

@@ -2,6 +2,7 @@
 //! it ([`P3Fs`]); [`requests`] answers the kernel's requests with them.
 
 mod attributes;
+mod directory;
 mod requests;
 mod xattrs;
 

@@ -4,17 +4,24 @@
 use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, time::SystemTime};
 
 use fuser::{
-    consts::FUSE_ATOMIC_O_TRUNC, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    consts::{FUSE_ATOMIC_O_TRUNC, FUSE_DO_READDIRPLUS, FUSE_READDIRPLUS_AUTO},
+    FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
 };
 
-use super::{attributes::requested, empty, kind_of, text, xattrs::reply_xattr, P3Fs, TTL};
+use super::{
+    attributes::requested,
+    directory::{entry_kind, Listed},
+    empty, text,
+    xattrs::reply_xattr,
+    P3Fs, TTL,
+};
 use crate::{
     errno::errno,
     handles::{Handle, Reads},
     posix::Change,
-    tree::{children, join, parent, prefix, Entry, ROOT},
+    tree::{join, prefix, Entry, ROOT},
 };
 
 impl Filesystem for P3Fs {
@@ -26,6 +33,17 @@ impl Filesystem for P3Fs {
         if config.add_capabilities(FUSE_ATOMIC_O_TRUNC).is_err() {
             tracing::info!(
                 "the kernel cannot pass O_TRUNC with an open; overwriting a file fetches it first"
+            );
+        }
+        // Directory reads with attributes (`readdirplus`), when the kernel
+        // sees them followed by lookups (`ls -l`, `find`, `rsync`), plain
+        // ones otherwise (`ls`).
+        if config
+            .add_capabilities(FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO)
+            .is_err()
+        {
+            tracing::info!(
+                "the kernel cannot read directories with attributes; each entry is looked up"
             );
         }
         Ok(())
@@ -383,48 +401,68 @@ impl Filesystem for P3Fs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let result = (|| {
-            let dir = self.path_of(ino)?;
-            let list = self.listing(&dir).map_err(|e| errno("readdir", &dir, &e))?;
-            let mut entries = vec![
-                (ino, FileType::Directory, ".".to_owned()),
-                (ino, FileType::Directory, "..".to_owned()),
-            ];
-            for (name, entry) in children(&dir, &list) {
-                let kind = match entry {
-                    Entry::File(stat) => kind_of(&stat),
-                    Entry::Directory(_) => FileType::Directory,
-                };
-                entries.push((self.inodes().number(&join(&dir, &name)), kind, name));
-            }
-            // Files being written but not yet sent are there too.
-            let pending: Vec<String> = self
-                .handles
-                .values()
-                .filter(|(path, handle)| matches!(handle, Handle::Write(_)) && parent(path) == dir)
-                .map(|(path, _)| path.clone())
-                .collect();
-            for path in pending {
-                let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
-                if !entries.iter().any(|(_, _, n)| *n == name) {
-                    entries.push((self.inodes().number(&path), FileType::RegularFile, name));
+        let (dir, entries) = match self.dir_entries(ino) {
+            Ok(listed) => listed,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (name, entry)) in entries.iter().enumerate().skip(offset.max(0) as usize) {
+            let (ino, kind) = match entry {
+                Listed::Itself => (ino, FileType::Directory),
+                Listed::Child(entry) => {
+                    (self.inodes().number(&join(&dir, name)), entry_kind(entry))
                 }
+                Listed::Writing => (
+                    self.inodes().number(&join(&dir, name)),
+                    FileType::RegularFile,
+                ),
+            };
+            if reply.add(ino, (i + 1) as i64, kind, name) {
+                break;
             }
-            Ok(entries)
-        })();
-        match result {
-            Ok(entries) => {
-                for (i, (ino, kind, name)) in
-                    entries.into_iter().enumerate().skip(offset.max(0) as usize)
-                {
-                    if reply.add(ino, (i + 1) as i64, kind, name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
         }
+        reply.ok();
+    }
+
+    /// A directory read with each entry's attributes, which the listing
+    /// holds already: the kernel then looks up no entry on its own (`ls -l`
+    /// of a directory of n files made n lookups after reading it).
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (dir, entries) = match self.dir_entries(ino) {
+            Ok(listed) => listed,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (name, entry)) in entries.iter().enumerate().skip(offset.max(0) as usize) {
+            let path = match entry {
+                Listed::Itself => dir.clone(),
+                _ => join(&dir, name),
+            };
+            // A file open for writing here shows what is written so far, as
+            // a lookup would, not the version listed.
+            let attr = match entry {
+                Listed::Itself if ino == ROOT => Ok(self.directory_attr(ROOT, None)),
+                Listed::Child(Entry::File(stat)) if self.writing(&path).is_none() => {
+                    Ok(self.file_attr(self.inodes().number(&path), stat))
+                }
+                Listed::Child(Entry::Directory(marker)) => {
+                    Ok(self.directory_attr(self.inodes().number(&path), marker.as_ref()))
+                }
+                _ => self.attr_of(&path),
+            };
+            // An entry gone since the listing (a write just sent, a
+            // directory removed) is left out, as a later listing would.
+            let Ok(attr) = attr else { continue };
+            if reply.add(attr.ino, (i + 1) as i64, name, &TTL, &attr, 0) {
+                break;
+            }
+        }
+        reply.ok();
     }
 
     fn symlink(
