@@ -4,7 +4,8 @@
 //! node's mount; symbolic links are objects of their own type that
 //! `p3ctl get` reads; hard links are refused with EPERM; git works in a mount
 //! (its lock files are renamed over the files they replace); a second
-//! `rsync -a` finds nothing to do (directories keep their attributes too).
+//! `rsync -a` finds nothing to do (directories keep their attributes too);
+//! a directory listing carries each entry's attributes as they are.
 
 mod common;
 
