@@ -132,11 +132,10 @@ fn name_of(stat: &Stat) -> &str {
 }
 
 /// Puts a listing in name order, as [`child`] needs it. A node answers in
-/// that order already; this makes it so whatever the answer was.
+/// that order already, and the sort then only checks it (one pass: the
+/// standard sort finds a single run).
 pub fn by_name(objects: &mut [Stat]) {
-    if !objects.is_sorted_by(|a, b| name_of(a) <= name_of(b)) {
-        objects.sort_by(|a, b| name_of(a).cmp(name_of(b)));
-    }
+    objects.sort_by(|a, b| name_of(a).cmp(name_of(b)));
 }
 
 /// The child of the directory whose names start with `prefix` that object

@@ -3,17 +3,17 @@
 
 use std::collections::BTreeSet;
 
-use fuser::FileType;
+use fuser::{FileAttr, FileType};
 use libc::c_int;
 
 use super::{kind_of, P3Fs};
 use crate::{
     errno::errno,
     handles::Handle,
-    tree::{children, parent, Entry},
+    tree::{children, join, parent, Entry, ROOT},
 };
 
-/// One entry of a directory read.
+/// What an entry of a directory read is.
 pub(super) enum Listed {
     /// `.` or `..`, both answered with the directory itself (the kernel
     /// keeps no entry for either).
@@ -24,29 +24,36 @@ pub(super) enum Listed {
     Writing,
 }
 
-/// The file type the kernel is told for `entry`.
-pub(super) fn entry_kind(entry: &Entry) -> FileType {
-    match entry {
-        Entry::File(stat) => kind_of(stat),
-        Entry::Directory(_) => FileType::Directory,
+/// One entry of a directory read.
+pub(super) struct DirEntry {
+    /// The offset the kernel passes back to read on after this entry.
+    pub(super) next: i64,
+    pub(super) name: String,
+    /// Its path in the namespace (the directory's own for `.` and `..`).
+    pub(super) path: String,
+    pub(super) ino: u64,
+    pub(super) listed: Listed,
+}
+
+impl DirEntry {
+    /// The file type the kernel is told.
+    pub(super) fn kind(&self) -> FileType {
+        match &self.listed {
+            Listed::Itself | Listed::Child(Entry::Directory(_)) => FileType::Directory,
+            Listed::Child(Entry::File(stat)) => kind_of(stat),
+            Listed::Writing => FileType::RegularFile,
+        }
     }
 }
 
 impl P3Fs {
-    /// The path of directory `ino` and its entries: `.`, `..`, the children
-    /// in name order, then files being written in it. An entry's place in
-    /// this list is its offset, so the order must not change between the
-    /// calls that read one directory a buffer at a time.
-    pub(super) fn dir_entries(
-        &mut self,
-        ino: u64,
-    ) -> Result<(String, Vec<(String, Listed)>), c_int> {
+    /// The entries of directory `ino` from `offset` on. The whole read is
+    /// `.`, `..`, the children in name order, then files being written in
+    /// it; an entry's place in it is its offset, so the order must not
+    /// change between the calls that read one directory a buffer at a time.
+    pub(super) fn dir_entries(&mut self, ino: u64, offset: i64) -> Result<Vec<DirEntry>, c_int> {
         let dir = self.path_of(ino)?;
         let list = self.listing(&dir).map_err(|e| errno("readdir", &dir, &e))?;
-        let mut entries = vec![
-            (".".to_owned(), Listed::Itself),
-            ("..".to_owned(), Listed::Itself),
-        ];
         let listed = children(&dir, &list);
         // A set: two handles may write one file.
         let writing: BTreeSet<String> = self
@@ -56,12 +63,51 @@ impl P3Fs {
             .filter_map(|(path, _)| path.rsplit('/').next().map(str::to_owned))
             .filter(|name| !listed.contains_key(name))
             .collect();
-        entries.extend(
+        let all = [
+            (".".to_owned(), Listed::Itself),
+            ("..".to_owned(), Listed::Itself),
+        ]
+        .into_iter()
+        .chain(
             listed
                 .into_iter()
                 .map(|(name, entry)| (name, Listed::Child(entry))),
-        );
-        entries.extend(writing.into_iter().map(|name| (name, Listed::Writing)));
-        Ok((dir, entries))
+        )
+        .chain(writing.into_iter().map(|name| (name, Listed::Writing)));
+        let mut entries = Vec::new();
+        for (i, (name, listed)) in all.enumerate().skip(offset.max(0) as usize) {
+            let (path, ino) = match listed {
+                Listed::Itself => (dir.clone(), ino),
+                _ => {
+                    let path = join(&dir, &name);
+                    let ino = self.inodes().number(&path);
+                    (path, ino)
+                }
+            };
+            entries.push(DirEntry {
+                next: i as i64 + 1,
+                name,
+                path,
+                ino,
+                listed,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// What `readdirplus` says of `entry`: from the listing, except for a
+    /// file open for writing here, which shows what is written so far, as a
+    /// lookup would, not the version listed.
+    pub(super) fn entry_attr(&mut self, entry: &DirEntry) -> Result<FileAttr, c_int> {
+        match &entry.listed {
+            Listed::Itself if entry.ino == ROOT => Ok(self.directory_attr(ROOT, None)),
+            Listed::Child(Entry::File(stat)) if self.writing(&entry.path).is_none() => {
+                Ok(self.file_attr(entry.ino, stat))
+            }
+            Listed::Child(Entry::Directory(marker)) => {
+                Ok(self.directory_attr(entry.ino, marker.as_ref()))
+            }
+            _ => self.attr_of(&entry.path),
+        }
     }
 }

@@ -5,23 +5,17 @@ use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, time::SystemTime};
 
 use fuser::{
     consts::{FUSE_ATOMIC_O_TRUNC, FUSE_DO_READDIRPLUS, FUSE_READDIRPLUS_AUTO},
-    FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow,
 };
 
-use super::{
-    attributes::requested,
-    directory::{entry_kind, Listed},
-    empty, text,
-    xattrs::reply_xattr,
-    P3Fs, TTL,
-};
+use super::{attributes::requested, empty, text, xattrs::reply_xattr, P3Fs, TTL};
 use crate::{
     errno::errno,
     handles::{Handle, Reads},
     posix::Change,
-    tree::{join, prefix, Entry, ROOT},
+    tree::{prefix, Entry, ROOT},
 };
 
 impl Filesystem for P3Fs {
@@ -401,22 +395,12 @@ impl Filesystem for P3Fs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let (dir, entries) = match self.dir_entries(ino) {
-            Ok(listed) => listed,
+        let entries = match self.dir_entries(ino, offset) {
+            Ok(entries) => entries,
             Err(e) => return reply.error(e),
         };
-        for (i, (name, entry)) in entries.iter().enumerate().skip(offset.max(0) as usize) {
-            let (ino, kind) = match entry {
-                Listed::Itself => (ino, FileType::Directory),
-                Listed::Child(entry) => {
-                    (self.inodes().number(&join(&dir, name)), entry_kind(entry))
-                }
-                Listed::Writing => (
-                    self.inodes().number(&join(&dir, name)),
-                    FileType::RegularFile,
-                ),
-            };
-            if reply.add(ino, (i + 1) as i64, kind, name) {
+        for entry in &entries {
+            if reply.add(entry.ino, entry.next, entry.kind(), &entry.name) {
                 break;
             }
         }
@@ -434,31 +418,17 @@ impl Filesystem for P3Fs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let (dir, entries) = match self.dir_entries(ino) {
-            Ok(listed) => listed,
+        let entries = match self.dir_entries(ino, offset) {
+            Ok(entries) => entries,
             Err(e) => return reply.error(e),
         };
-        for (i, (name, entry)) in entries.iter().enumerate().skip(offset.max(0) as usize) {
-            let path = match entry {
-                Listed::Itself => dir.clone(),
-                _ => join(&dir, name),
-            };
-            // A file open for writing here shows what is written so far, as
-            // a lookup would, not the version listed.
-            let attr = match entry {
-                Listed::Itself if ino == ROOT => Ok(self.directory_attr(ROOT, None)),
-                Listed::Child(Entry::File(stat)) if self.writing(&path).is_none() => {
-                    Ok(self.file_attr(self.inodes().number(&path), stat))
-                }
-                Listed::Child(Entry::Directory(marker)) => {
-                    Ok(self.directory_attr(self.inodes().number(&path), marker.as_ref()))
-                }
-                _ => self.attr_of(&path),
-            };
+        for entry in &entries {
             // An entry gone since the listing (a write just sent, a
             // directory removed) is left out, as a later listing would.
-            let Ok(attr) = attr else { continue };
-            if reply.add(attr.ino, (i + 1) as i64, name, &TTL, &attr, 0) {
+            let Ok(attr) = self.entry_attr(entry) else {
+                continue;
+            };
+            if reply.add(entry.ino, entry.next, &entry.name, &TTL, &attr, 0) {
                 break;
             }
         }
