@@ -3,7 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, DB};
 
 mod blob_gc;
 
@@ -137,8 +137,17 @@ impl Database {
 /// node write 6.4 GiB instead of 2. A blob file whose blobs are all deleted is
 /// dropped without it; the rest is reclaimed by
 /// [`Database::collect_blob_garbage`] once garbage is worth a rewrite.
+///
+/// Every family's tables carry a Bloom filter (10 bits a key, about 1 % false
+/// positives): most point lookups of a write miss (is this blob, chunk or name
+/// new?), and without a filter each miss searched the index and a data block
+/// of every table file that might hold the key: 10–15 % of a node's CPU under
+/// small puts (`perf`, docs/benchmarks.md).
 fn cf_options() -> Options {
+    let mut tables = BlockBasedOptions::default();
+    tables.set_bloom_filter(10.0, false);
     let mut options = Options::default();
+    options.set_block_based_table_factory(&tables);
     options.set_enable_blob_files(true);
     options.set_min_blob_size(16 << 10);
     options.set_enable_blob_gc(false);
@@ -194,5 +203,39 @@ mod tests {
             written >> 20
         );
         assert_eq!(raw.get_cf(little, b"k").expect("get"), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn a_lookup_of_an_absent_key_is_answered_by_the_filter() {
+        use rocksdb::perf::{set_perf_stats, PerfContext, PerfMetric, PerfStatsLevel};
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Database::open(dir.path(), &["family"]).expect("open");
+        let raw = db.raw();
+        let family = raw.cf_handle("family").expect("family");
+        // Even keys on disk, odd ones looked up: inside the table's key
+        // range, so only a filter can rule the table out.
+        for i in (0u32..2_000).step_by(2) {
+            raw.put_cf(family, i.to_be_bytes(), b"v").expect("put");
+        }
+        raw.flush_cf(family).expect("flush");
+        set_perf_stats(PerfStatsLevel::EnableCount);
+        let mut context = PerfContext::default();
+        context.reset();
+        let absent = (1u32..2_000).step_by(20);
+        let lookups = absent.len() as u64;
+        for i in absent {
+            assert_eq!(raw.get_cf(family, i.to_be_bytes()).expect("get"), None);
+        }
+        let ruled_out = context.metric(PerfMetric::BloomSstMissCount);
+        set_perf_stats(PerfStatsLevel::Disable);
+        // About 1 % of absent keys pass a 10-bit filter.
+        assert!(
+            ruled_out >= lookups * 9 / 10,
+            "the filter ruled out {ruled_out} of {lookups} absent keys"
+        );
+        assert_eq!(
+            raw.get_cf(family, 1_000u32.to_be_bytes()).expect("get"),
+            Some(b"v".to_vec())
+        );
     }
 }
