@@ -182,14 +182,19 @@ pub async fn run(opts: &NodeOpts, args: &BenchArgs) -> Result<()> {
             return Err(e).with_context(|| format!("cannot create namespace {}", args.namespace))
         }
     }
-    let size = usize::try_from(args.size).context("--size is too large for this machine")?;
+    // A lock moves no value: its report counts operations, not bytes.
+    let moved = match args.op {
+        BenchOp::Lock => 0,
+        BenchOp::Put | BenchOp::Get | BenchOp::Take => args.size,
+    };
+    let size = usize::try_from(moved).context("--size is too large for this machine")?;
     let mut base = vec![0u8; size];
     rand::thread_rng().fill_bytes(&mut base);
     let mut plan = Plan {
         op: args.op,
         namespace: args.namespace.clone(),
         prefix: format!("bench-{:016x}", rand::random::<u64>()),
-        size: args.size,
+        size: moved,
         count: args.count,
         base,
         targets: Vec::new(),
@@ -354,12 +359,18 @@ impl Report {
     }
 
     fn print(&self) {
+        let of = match self.size {
+            0 => String::new(),
+            size => format!(" of {size} bytes"),
+        };
         println!(
-            "bench {}: {} ops of {} bytes over {} connections in {:.3} s",
-            self.op, self.count, self.size, self.concurrency, self.elapsed_secs
+            "bench {}: {} ops{of} over {} connections in {:.3} s",
+            self.op, self.count, self.concurrency, self.elapsed_secs
         );
         println!("ops/s:    {:.1}", self.ops_per_sec);
-        println!("MB/s:     {:.2}", self.mb_per_sec);
+        if self.size > 0 {
+            println!("MB/s:     {:.2}", self.mb_per_sec);
+        }
         let l = &self.latency_ms;
         println!(
             "latency:  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  mean {:.2} ms",

@@ -95,7 +95,13 @@ impl Keeper {
         if last_failed {
             (now + self.lease / 10).min(self.latest)
         } else {
-            now + self.lease / 3 - (self.lease / 12).mul_f64(early.clamp(0.0, 1.0))
+            // A draw that is no number moves nothing (`mul_f64` would panic).
+            let early = if early.is_finite() {
+                early.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            now + self.lease / 3 - (self.lease / 12).mul_f64(early)
         }
     }
 
@@ -225,6 +231,10 @@ mod tests {
         assert!(half > t0 + LEASE / 4 && half < t0 + LEASE / 3);
         // A retry after a failure is not moved by the draw.
         assert_eq!(k.next_renewal(t0, true, 1.0), k.next_renewal(t0, true, 0.0));
+        // Draws out of range are held to it.
+        assert_eq!(k.next_renewal(t0, false, 7.0), t0 + LEASE / 4);
+        assert_eq!(k.next_renewal(t0, false, -1.0), t0 + LEASE / 3);
+        assert_eq!(k.next_renewal(t0, false, f64::NAN), t0 + LEASE / 3);
     }
 
     #[test]
