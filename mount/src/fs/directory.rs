@@ -46,12 +46,22 @@ impl DirEntry {
     }
 }
 
+/// A directory read from some offset on: the entries still to hand out,
+/// each given its path and inode number only when it is handed out (a
+/// large directory is read one buffer of a few dozen entries at a time, and
+/// numbering every remaining entry on each call made reading it quadratic).
+pub(super) struct DirRead {
+    dir: String,
+    ino: u64,
+    rest: std::vec::IntoIter<(i64, String, Listed)>,
+}
+
 impl P3Fs {
-    /// The entries of directory `ino` from `offset` on. The whole read is
-    /// `.`, `..`, the children in name order, then files being written in
-    /// it; an entry's place in it is its offset, so the order must not
-    /// change between the calls that read one directory a buffer at a time.
-    pub(super) fn dir_entries(&mut self, ino: u64, offset: i64) -> Result<Vec<DirEntry>, c_int> {
+    /// Directory `ino` read from `offset` on. The whole read is `.`, `..`,
+    /// the children in name order, then files being written in it; an
+    /// entry's place in it is its offset, so the order must not change
+    /// between the calls that read one directory a buffer at a time.
+    pub(super) fn read_dir(&mut self, ino: u64, offset: i64) -> Result<DirRead, c_int> {
         let dir = self.path_of(ino)?;
         let list = self.listing(&dir).map_err(|e| errno("readdir", &dir, &e))?;
         let listed = children(&dir, &list);
@@ -63,7 +73,7 @@ impl P3Fs {
             .filter_map(|(path, _)| path.rsplit('/').next().map(str::to_owned))
             .filter(|name| !listed.contains_key(name))
             .collect();
-        let all = [
+        let rest: Vec<_> = [
             (".".to_owned(), Listed::Itself),
             ("..".to_owned(), Listed::Itself),
         ]
@@ -73,26 +83,36 @@ impl P3Fs {
                 .into_iter()
                 .map(|(name, entry)| (name, Listed::Child(entry))),
         )
-        .chain(writing.into_iter().map(|name| (name, Listed::Writing)));
-        let mut entries = Vec::new();
-        for (i, (name, listed)) in all.enumerate().skip(offset.max(0) as usize) {
-            let (path, ino) = match listed {
-                Listed::Itself => (dir.clone(), ino),
-                _ => {
-                    let path = join(&dir, &name);
-                    let ino = self.inodes().number(&path);
-                    (path, ino)
-                }
-            };
-            entries.push(DirEntry {
-                next: i as i64 + 1,
-                name,
-                path,
-                ino,
-                listed,
-            });
-        }
-        Ok(entries)
+        .chain(writing.into_iter().map(|name| (name, Listed::Writing)))
+        .enumerate()
+        .skip(offset.max(0) as usize)
+        .map(|(i, (name, listed))| (i as i64 + 1, name, listed))
+        .collect();
+        Ok(DirRead {
+            dir,
+            ino,
+            rest: rest.into_iter(),
+        })
+    }
+
+    /// The next entry of `read`, with its path and inode number.
+    pub(super) fn next_entry(&mut self, read: &mut DirRead) -> Option<DirEntry> {
+        let (next, name, listed) = read.rest.next()?;
+        let (path, ino) = match listed {
+            Listed::Itself => (read.dir.clone(), read.ino),
+            _ => {
+                let path = join(&read.dir, &name);
+                let ino = self.inodes().number(&path);
+                (path, ino)
+            }
+        };
+        Some(DirEntry {
+            next,
+            name,
+            path,
+            ino,
+            listed,
+        })
     }
 
     /// What `readdirplus` says of `entry`: from the listing, except for a

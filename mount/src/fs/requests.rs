@@ -395,11 +395,11 @@ impl Filesystem for P3Fs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.dir_entries(ino, offset) {
-            Ok(entries) => entries,
+        let mut read = match self.read_dir(ino, offset) {
+            Ok(read) => read,
             Err(e) => return reply.error(e),
         };
-        for entry in &entries {
+        while let Some(entry) = self.next_entry(&mut read) {
             if reply.add(entry.ino, entry.next, entry.kind(), &entry.name) {
                 break;
             }
@@ -418,14 +418,14 @@ impl Filesystem for P3Fs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.dir_entries(ino, offset) {
-            Ok(entries) => entries,
+        let mut read = match self.read_dir(ino, offset) {
+            Ok(read) => read,
             Err(e) => return reply.error(e),
         };
-        for entry in &entries {
+        while let Some(entry) = self.next_entry(&mut read) {
             // An entry gone since the listing (a write just sent, a
             // directory removed) is left out, as a later listing would.
-            let Ok(attr) = self.entry_attr(entry) else {
+            let Ok(attr) = self.entry_attr(&entry) else {
                 continue;
             };
             if reply.add(entry.ino, entry.next, &entry.name, &TTL, &attr, 0) {
