@@ -133,6 +133,21 @@ pub fn chunk_count(size: u64) -> u64 {
 }
 
 impl Manifest {
+    /// The manifest of a value of at most one chunk, `bytes`, whose hash
+    /// `hash` the caller has checked (a value's one chunk is the value).
+    pub fn of_small(hash: BlobHash, bytes: &[u8]) -> Result<Manifest> {
+        if bytes.len() > CHUNK_SIZE {
+            return Err(SpaceError::Invalid(format!(
+                "a value of {} bytes is more than one chunk",
+                bytes.len()
+            )));
+        }
+        Ok(Manifest {
+            size: bytes.len() as u64,
+            chunks: if bytes.is_empty() { vec![] } else { vec![hash] },
+        })
+    }
+
     /// The blob size in bytes.
     pub fn size(&self) -> u64 {
         self.size

@@ -28,7 +28,7 @@ pub(crate) const IN_PLACE_MAX: u64 = 16 << 10;
 pub(crate) const MAP_WAIT: Duration = Duration::from_secs(2);
 
 /// Makes sure the blob is here (from the message or from `sources`), pinned.
-pub(crate) async fn ensure_blob(
+async fn ensure_blob(
     space: &ObjectSpace,
     hash: BlobHash,
     size: u64,
@@ -47,11 +47,7 @@ pub(crate) async fn ensure_blob(
         });
     }
     if let Some(bytes) = inline {
-        if bytes.len() as u64 != size || BlobHash::of(&bytes) != hash {
-            return Err(SpaceError::Corrupt(format!(
-                "inline value does not match {hash}"
-            )));
-        }
+        check_inline(hash, size, &bytes)?;
         let mut ingest = space.ingest();
         let store_it = move || {
             ingest.push(&bytes)?;
@@ -76,6 +72,53 @@ pub(crate) async fn ensure_blob(
     }
     space.announce(hash, size);
     Ok(pin)
+}
+
+/// Checks that a value that came inside a message is the one named.
+fn check_inline(hash: BlobHash, size: u64, bytes: &[u8]) -> Result<()> {
+    if bytes.len() as u64 != size || BlobHash::of(bytes) != hash {
+        return Err(SpaceError::Corrupt(format!(
+            "inline value does not match {hash}"
+        )));
+    }
+    Ok(())
+}
+
+/// The value of a durable `record`, made local and pinned ([`ensure_blob`]);
+/// `None` for a record without one.
+async fn ensure_value(
+    space: &ObjectSpace,
+    record: &ObjectRecord,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<Option<Pin>> {
+    match record.blob {
+        Some(hash) => Ok(Some(
+            ensure_blob(space, hash, record.size, inline, sources).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Stores a durable `record` with its value. A small value that came inside
+/// the message is stored in the same write as the record
+/// ([`crate::store::Store::put_record_with_value`]); any other is made local
+/// first.
+pub(crate) async fn store_with_value(
+    space: &ObjectSpace,
+    record: &ObjectRecord,
+    inline: Option<Vec<u8>>,
+    sources: &[PeerId],
+) -> Result<()> {
+    if let (Some(hash), Some(bytes)) = (record.blob, inline.as_deref()) {
+        let max = space.config().max_object_bytes;
+        if record.size <= IN_PLACE_MAX.min(max) {
+            check_inline(hash, record.size, bytes)?;
+            return space.store().put_record_with_value(record, bytes).await;
+        }
+    }
+    let _pin = ensure_value(space, record, inline, sources).await?;
+    store_record(space, record, None).await
 }
 
 /// Waits (up to [`MAP_WAIT`]) until this node has applied membership epoch
@@ -182,14 +225,14 @@ pub(crate) async fn adopt(
         store_record(space, &record, inline.as_deref()).await?;
         return Ok(PeerResponse::Replicated);
     }
-    let _pin = match record.blob {
-        Some(hash) => Some(ensure_blob(space, hash, record.size, inline, sources).await?),
-        None => None,
-    };
     if crate::namespaces::is_registry(&record) {
+        // The check reads the new value from the store: it goes first.
+        let _pin = ensure_value(space, &record, inline, sources).await?;
         check_registry(space, local.as_ref(), &record, None).await?;
+        store_record(space, &record, None).await?;
+    } else {
+        store_with_value(space, &record, inline, sources).await?;
     }
-    store_record(space, &record, None).await?;
     Ok(PeerResponse::Replicated)
 }
 
@@ -252,12 +295,7 @@ pub(crate) fn volatile_value(hash: BlobHash, size: u64, inline: Option<&[u8]>) -
     let bytes = inline.ok_or_else(|| {
         SpaceError::Invalid("a volatile value must come inside the message".into())
     })?;
-    if bytes.len() as u64 != size || BlobHash::of(bytes) != hash {
-        return Err(SpaceError::Corrupt(format!(
-            "volatile value does not match {hash}"
-        )));
-    }
-    Ok(())
+    check_inline(hash, size, bytes)
 }
 
 /// Stores a record: volatile ones in memory with their (checked) value, the

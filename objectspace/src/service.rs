@@ -27,8 +27,8 @@ use crate::{
     read::read_small,
     repair,
     replica::{
-        accept_replica, adopt, check_registry, ensure_blob, reach, store_record, volatile_value,
-        IN_PLACE_MAX,
+        accept_replica, adopt, check_registry, reach, store_record, store_with_value,
+        volatile_value, IN_PLACE_MAX,
     },
     space::ObjectSpace,
     transfer::{self, blocking},
@@ -329,7 +329,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
     // owners then fetch it from the writer at once (they used to fetch it
     // from this node after it had, so a large value crossed the network in
     // two rounds, one after the other).
-    let value = match &write.op {
+    let durable_value = match &write.op {
         WriteOp::Put {
             blob,
             size,
@@ -337,16 +337,16 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             ..
         } => {
             volatile_value(*blob, *size, write.inline.as_deref())?;
-            None
+            false
         }
-        WriteOp::Put { blob, size, .. } => {
+        WriteOp::Put { size, .. } => {
             let max = space.config().max_object_bytes;
             if *size > max {
                 return Err(SpaceError::TooLarge { size: *size, max });
             }
-            Some((*blob, *size))
+            true
         }
-        WriteOp::Remove => None,
+        WriteOp::Remove => false,
     };
     let origin: Vec<PeerId> = write
         .origin
@@ -432,17 +432,11 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             sent.elapsed()
         };
         let store = async {
-            let stored = async {
-                let _pin = match value {
-                    Some((blob, size)) => {
-                        let inline = write.inline.clone();
-                        Some(ensure_blob(space, blob, size, inline, &origin).await?)
-                    }
-                    None => None,
-                };
+            let stored = if durable_value {
+                store_with_value(space, &record, write.inline.clone(), &origin).await
+            } else {
                 store_record(space, &record, write.inline.as_deref()).await
-            }
-            .await;
+            };
             (stored, sent.elapsed())
         };
         // The requests go out first; then this node's own write.

@@ -79,9 +79,44 @@ impl Store {
         hash: BlobHash,
         delta: i64,
     ) -> Result<()> {
-        let mut entry: BlobEntry = self.get(CF_BLOBS, &hash.0)?.ok_or_else(|| {
+        let entry: BlobEntry = self.get(CF_BLOBS, &hash.0)?.ok_or_else(|| {
             SpaceError::Storage(format!("record points at blob {hash}, which is not stored"))
         })?;
+        self.count_ref(batch, cache, hash, entry, delta)
+    }
+
+    /// [`Store::add_ref`] of a new reference to a small value, `bytes` (one
+    /// chunk at most, checked against `hash` by the caller), storing the
+    /// value first if it is not here: in the batch of the record that points
+    /// at it, so value, counts and record reach the log in one write and
+    /// the value is never an unreferenced cache entry in between.
+    pub(super) fn add_ref_storing(
+        &self,
+        batch: &mut WriteBatch,
+        cache: &mut Cache,
+        hash: BlobHash,
+        bytes: &[u8],
+    ) -> Result<()> {
+        if let Some(entry) = self.get::<BlobEntry>(CF_BLOBS, &hash.0)? {
+            return self.count_ref(batch, cache, hash, entry, 1);
+        }
+        let manifest = Manifest::of_small(hash, bytes)?;
+        for chunk in manifest.chunks() {
+            self.hold_chunk(batch, chunk, bytes)?;
+        }
+        let entry = BlobEntry { manifest, refs: 1 };
+        batch.put_cf(self.cf(CF_BLOBS)?, hash.0, encode(&entry)?);
+        Ok(())
+    }
+
+    fn count_ref(
+        &self,
+        batch: &mut WriteBatch,
+        cache: &mut Cache,
+        hash: BlobHash,
+        mut entry: BlobEntry,
+        delta: i64,
+    ) -> Result<()> {
         entry.refs = entry.refs.saturating_add_signed(delta);
         if entry.refs == 0 {
             cache.touch(hash, entry.manifest.size());
@@ -202,6 +237,17 @@ impl Store {
         Ok(())
     }
 
+    /// Counts one more user of chunk `hash` in `batch`, with its bytes if it
+    /// is new here. Callers hold the cache lock: counts are read, then set.
+    fn hold_chunk(&self, batch: &mut WriteBatch, hash: &BlobHash, bytes: &[u8]) -> Result<()> {
+        let current = self.chunk_refs(hash)?;
+        if current == 0 {
+            batch.put_cf(self.cf(CF_CHUNKS)?, hash.0, bytes);
+        }
+        batch.put_cf(self.cf(CF_CHUNK_REFS)?, hash.0, (current + 1).to_be_bytes());
+        Ok(())
+    }
+
     /// How many blobs and uploads use a chunk.
     fn chunk_refs(&self, chunk: &BlobHash) -> Result<u64> {
         let refs_cf = self.cf(CF_CHUNK_REFS)?;
@@ -232,15 +278,9 @@ impl BlobWriter {
     pub fn write_chunk(&mut self, hash: BlobHash, bytes: &[u8]) -> Result<()> {
         let store = &self.store;
         let _cache = store.lock();
-        let refs_cf = store.cf(CF_CHUNK_REFS)?;
-        let db = store.inner.db.raw();
-        let current = store.chunk_refs(&hash)?;
         let mut batch = WriteBatch::default();
-        if current == 0 {
-            batch.put_cf(store.cf(CF_CHUNKS)?, hash.0, bytes);
-        }
-        batch.put_cf(refs_cf, hash.0, (current + 1).to_be_bytes());
-        db.write(batch)?;
+        store.hold_chunk(&mut batch, &hash, bytes)?;
+        store.inner.db.raw().write(batch)?;
         self.staged.push(hash);
         Ok(())
     }

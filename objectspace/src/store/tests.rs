@@ -146,3 +146,48 @@ fn listing_is_by_namespace_and_prefix_in_name_order() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_small_value_stored_with_its_record_is_counted_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = b"a small value".as_slice();
+    let hash = BlobHash::of(value);
+    {
+        // Zero cache: a value no record uses is gone at once.
+        let store = open(dir.path(), 0);
+        // An upload in progress holds the same chunk...
+        let mut upload = store.writer();
+        upload.write_chunk(hash, value).unwrap();
+        store
+            .put_record_with_value(&record("x", 1, Some(hash)), value)
+            .await
+            .unwrap();
+        // ...and gives it back: the record's blob keeps it.
+        drop(upload);
+        // A second record of the same value only counts.
+        store
+            .put_record_with_value(&record("y", 1, Some(hash)), value)
+            .await
+            .unwrap();
+    }
+    let store = open(dir.path(), 0);
+    assert_eq!(read_back(&store, &hash), value, "durable across reopen");
+    store.put_record(&record("x", 2, None)).unwrap();
+    assert!(store.has_blob(&hash).unwrap(), "y still uses it");
+    store.put_record(&record("y", 2, None)).unwrap();
+    assert!(!store.has_blob(&hash).unwrap());
+    assert!(store.chunk(&hash).unwrap().is_none(), "its chunk went too");
+}
+
+#[tokio::test]
+async fn the_empty_value_is_stored_with_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 0);
+    let hash = BlobHash::of(b"");
+    store
+        .put_record_with_value(&record("empty", 1, Some(hash)), b"")
+        .await
+        .unwrap();
+    assert_eq!(store.manifest(&hash).unwrap().unwrap().size(), 0);
+    assert_eq!(read_back(&store, &hash), b"");
+}
