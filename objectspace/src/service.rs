@@ -354,11 +354,16 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         .into_iter()
         .filter(|p| *p != me)
         .collect();
-    let sources: Vec<String> = origin
-        .iter()
-        .map(|p| p.to_string())
-        .chain([space.me_text().to_owned()])
-        .collect();
+    // Where a replica fetches a value that did not come with the request;
+    // one that did needs none (and each costs a replica a base58 decode).
+    let sources: Vec<String> = match write.inline {
+        Some(_) => Vec::new(),
+        None => origin
+            .iter()
+            .map(|p| p.to_string())
+            .chain([space.me_text().to_owned()])
+            .collect(),
+    };
     let path = format!("{}/{}", write.ns, write.name);
     let lock = space.key_lock(key);
     let _ordered = lock.lock().await;
