@@ -81,11 +81,10 @@ impl State {
         self.issued - self.synced > 1
     }
 
-    /// The sync granted to cover tickets up to `through` is about to start:
-    /// it covers every ticket issued by now, whose writes were applied
-    /// before they were issued.
-    fn widen(&self, through: u64) -> u64 {
-        through.max(self.issued)
+    /// What a sync about to start covers: every ticket issued by now, whose
+    /// writes were applied before they were issued.
+    fn widen(&self) -> u64 {
+        self.issued
     }
 
     /// A sync ended; on failure the waiters try again themselves.
@@ -187,7 +186,7 @@ impl GroupSync {
                         for _ in 0..COMPANY_YIELDS {
                             tokio::task::yield_now().await;
                         }
-                        syncing.through = self.lock().widen(through);
+                        syncing.through = self.lock().widen();
                     }
                     return syncing.finish(run().await);
                 }
@@ -279,14 +278,12 @@ mod tests {
     fn a_sync_that_waited_for_company_covers_the_writers_that_came() {
         let mut state = State::default();
         let (a, b) = (state.issue(), state.issue());
-        let Step::Sync { through } = state.step(a) else {
-            panic!("the first writer syncs");
-        };
+        assert_eq!(state.step(a), Step::Sync { through: 2 }, "a syncs");
         assert!(state.crowded(), "b waits too");
         // Two more apply theirs while the first one yields.
         let (c, d) = (state.issue(), state.issue());
         assert_eq!(state.step(b), Step::Wait);
-        let widened = state.widen(through);
+        let widened = state.widen();
         assert_eq!(widened, 4);
         let e = state.issue();
         state.synced(widened, true);
@@ -392,16 +389,10 @@ mod tests {
         };
         let mut first = Box::pin(group.sync_async(run));
         let mut second = Box::pin(group.sync_async(run));
-        // The first writer starts its sync (after waiting for company); the
-        // second waits for it...
+        // The first writer starts its sync (alone, it does not wait for
+        // company); the second waits for it...
         assert!(futures::poll!(&mut first).is_pending());
         assert!(futures::poll!(&mut second).is_pending());
-        for _ in 0..=COMPANY_YIELDS {
-            if syncs.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            assert!(futures::poll!(&mut first).is_pending());
-        }
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
         // ...and the first is dropped (its request timed out, its task was
         // aborted) before that sync ends.
