@@ -39,12 +39,6 @@ pub const SYSTEM: &str = "p3.system";
 /// How long a node trusts its cached namespace list for names it contains.
 const CACHE_FOR: Duration = Duration::from_secs(10);
 
-/// How old a cached namespace list must be before a refusal based on it
-/// reads the list again: the floor bounds how often a peer that sends
-/// refused requests makes this node read the registry (100 times a second
-/// at most, concurrent reads shared).
-const RECHECK_AFTER: Duration = Duration::from_millis(10);
-
 /// The namespace registry's value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
@@ -157,8 +151,9 @@ pub(crate) fn check_registry_change(current: Option<&[u8]>, newer: Option<&[u8]>
 /// A node's cached view of the registry.
 #[derive(Default)]
 pub struct Namespaces {
-    /// The newest registry seen and when it was read. Never replaced by one
-    /// that is not its continuation (see [`Registry::may_become`]).
+    /// The newest registry seen and when the read that brought it began
+    /// (it holds every change acknowledged before then). Never replaced by
+    /// one that is not its continuation (see [`Registry::may_become`]).
     cache: Mutex<Option<(Instant, Arc<Registry>)>>,
     /// Reads of the registry from its owners, shared by those who ask at
     /// once: a new namespace (every job makes one) is unknown to every node
@@ -183,25 +178,30 @@ impl Namespaces {
             .map(|(_, r)| r.clone())
     }
 
-    fn age(&self) -> Option<Duration> {
+    /// Whether the cached list may miss a change acknowledged before
+    /// `since`: its read began earlier (or there is none). A read's start,
+    /// not its end, dates it: a read in flight while a grant lands may
+    /// bring the list from before the grant however late it ends.
+    fn read_before(&self, since: Instant) -> bool {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.as_ref().map(|(at, _)| at.elapsed())
+        cache.as_ref().is_none_or(|(began, _)| *began < since)
     }
 
-    /// Remembers `registry` unless it would forget or rewrite a writer
-    /// history the one known holds (an owner that lags, or lies); returns
-    /// the one kept.
-    fn remember(&self, registry: Registry) -> Arc<Registry> {
+    /// Remembers `registry`, read by a read begun at `began`, unless it
+    /// would forget or rewrite a writer history the one known holds (an
+    /// owner that lags, or lies); returns the one kept.
+    fn remember(&self, registry: Registry, began: Instant) -> Arc<Registry> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, known)) = cache.as_mut() {
             if let Err(e) = known.may_become(&registry) {
                 tracing::warn!(error = %e, "kept the namespace list known here");
-                *at = Instant::now();
+                // Asking again at once would reach the same owner.
+                *at = (*at).max(began);
                 return known.clone();
             }
         }
         let registry = Arc::new(registry);
-        *cache = Some((Instant::now(), registry.clone()));
+        *cache = Some((began, registry.clone()));
         registry
     }
 
@@ -223,22 +223,25 @@ impl Namespaces {
     }
 
     /// Runs `check` on the writer history of `ns` (`Ok(None)` for an open
-    /// namespace). A refusal made on the cached history is made again on the
-    /// registry read afresh: a grant made on another node reaches this
-    /// node's cache only when it reads the registry, and a writer just
-    /// granted must not be refused for up to [`CACHE_FOR`] by the owners
-    /// that read it before the grant.
+    /// namespace). A refusal made on a history read before this call is
+    /// made again on the registry read afresh: a grant made on another node
+    /// reaches this node's cache only when it reads the registry, and a
+    /// writer just granted must not be refused for up to [`CACHE_FOR`] by
+    /// the owners that read it before the grant. Each refused request costs
+    /// one registry read at most (refusals at once share one, see
+    /// [`SharedRead`]), about what the request itself costs.
     pub async fn check<T>(
         &self,
         space: &ObjectSpace,
         ns: &Namespace,
         check: impl Fn(&Writers) -> Result<T>,
     ) -> Result<Option<T>> {
+        let asked = Instant::now();
         let Some(writers) = self.writers(space, ns).await? else {
             return Ok(None);
         };
         match check(&writers) {
-            Err(SpaceError::Forbidden(_)) if self.age().is_some_and(|a| a >= RECHECK_AFTER) => {
+            Err(SpaceError::Forbidden(_)) if self.read_before(asked) => {
                 let (registry, _) = Box::pin(self.fetch(space)).await?;
                 registry.writers(ns).map(check).transpose()
             }
@@ -266,6 +269,7 @@ impl Namespaces {
     /// with its version (0 if it was never written).
     pub async fn fetch(&self, space: &ObjectSpace) -> Result<(Registry, u64)> {
         let read = || async {
+            let began = Instant::now();
             let (registry, version) = match space.read_all(&registry_path()).await {
                 Ok((record, bytes)) => {
                     let registry = decode(&bytes)?;
@@ -277,7 +281,7 @@ impl Namespaces {
             };
             // What an owner that lags or lies sends does not replace a newer
             // history known here.
-            Ok((self.remember(registry), version))
+            Ok((self.remember(registry, began), version))
         };
         let (registry, version) = self.reads.read(read).await?;
         Ok((Registry::clone(&registry), version))
@@ -292,8 +296,11 @@ impl Namespaces {
             if_version: Some(version),
             ..PutOptions::default()
         };
+        // A compare-and-set that succeeds holds every change acknowledged
+        // before it was sent.
+        let began = Instant::now();
         space.put_small(&registry_path(), bytes, options).await?;
-        self.remember(registry.clone());
+        self.remember(registry.clone(), began);
         Ok(())
     }
 
@@ -476,6 +483,41 @@ mod tests {
         let history = Writers::create(writer, &team(), 7, vec![writer.peer()], false).unwrap();
         registry.writers.insert("team".into(), history);
         registry
+    }
+
+    /// The first instant after `t` this clock shows.
+    fn after(t: Instant) -> Instant {
+        loop {
+            let now = Instant::now();
+            if now > t {
+                return now;
+            }
+        }
+    }
+
+    #[test]
+    fn a_list_whose_read_began_before_a_check_is_read_again_on_refusal() {
+        let namespaces = Namespaces::default();
+        let alice = Keypair::generate_ed25519();
+        let read_began = Instant::now();
+        // The grant lands and the new writer's request arrives while the read
+        // is in flight; the read ends after the check began, with the list
+        // from before the grant.
+        let asked = after(read_began);
+        assert!(namespaces.read_before(asked), "nothing read yet");
+        namespaces.remember(registry_with_team(&alice), read_began);
+        assert!(namespaces.read_before(asked));
+
+        // A list read begun after the check holds the grant: no second read.
+        let fresh = after(asked);
+        namespaces.remember(registry_with_team(&alice), fresh);
+        assert!(!namespaces.read_before(asked));
+
+        // An owner that lags neither makes the list older nor dates it back.
+        let kept = namespaces.remember(Registry::default(), read_began);
+        assert!(kept.writers.contains_key("team"));
+        assert!(!namespaces.read_before(asked));
+        assert!(namespaces.read_before(after(fresh)));
     }
 
     #[test]
