@@ -401,6 +401,21 @@ impl Namespaces {
             .map(drop)
     }
 
+    /// [`Namespaces::check_read`] on the list known here, without reading
+    /// it again on a refusal: for a caller that has another way to admit
+    /// `peer` to try before it pays for that read.
+    pub async fn check_read_known(
+        &self,
+        space: &ObjectSpace,
+        ns: &Namespace,
+        peer: &PeerId,
+    ) -> Result<()> {
+        match self.writers(space, ns).await? {
+            Some(writers) => writers.check_reader(ns, peer),
+            None => Ok(()),
+        }
+    }
+
     /// The current writers of `ns` (empty: open to every node), from the
     /// registry read now: a user who asks after a grant made on another
     /// node sees it.

@@ -189,13 +189,19 @@ async fn may_read(space: &ObjectSpace, peer: PeerId, request: &PeerRequest) -> R
         }
         _ => return Ok(()),
     };
-    let Err(refused) = space.inner.namespaces.check_read(space, ns, &peer).await else {
+    let namespaces = &space.inner.namespaces;
+    if namespaces.check_read_known(space, ns, &peer).await.is_ok() {
         return Ok(());
-    };
-    match name {
-        Some(name) if space.owners(&object_key(ns, name)).await?.contains(&peer) => Ok(()),
-        _ => Err(refused),
     }
+    // An owner reads what it owns (repair), writer or not; asked before a
+    // refusal reads the namespace list again, which owners catching up on
+    // a private namespace's objects would otherwise do once per object.
+    if let Some(name) = name {
+        if space.owners(&object_key(ns, name)).await?.contains(&peer) {
+            return Ok(());
+        }
+    }
+    namespaces.check_read(space, ns, &peer).await
 }
 
 /// Answers one request from `peer` (which may be this node itself).
