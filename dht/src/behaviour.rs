@@ -7,7 +7,7 @@ use libp2p::{
     identity::Keypair,
     kad::{self, Mode},
     ping, request_response,
-    swarm::NetworkBehaviour,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
     StreamProtocol,
 };
 
@@ -29,7 +29,8 @@ pub(crate) struct Behaviour {
     pub kad: kad::Behaviour<RocksStore>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub gossipsub: gossipsub::Behaviour,
+    /// Off unless [`NetworkConfig::gossip`].
+    pub gossipsub: Toggle<gossipsub::Behaviour>,
     pub rpc: request_response::Behaviour<LimitedCodec>,
     /// Raw streams for bulk bytes (blob transfer), driven by the layer above.
     pub streams: libp2p_stream::Behaviour,
@@ -60,16 +61,22 @@ impl Behaviour {
                 .with_push_listen_addr_updates(true),
         );
 
-        let gossipsub_config = gossipsub::ConfigBuilder::default()
-            .validation_mode(gossipsub::ValidationMode::Strict)
-            .max_transmit_size(1 << 20)
-            .build()
-            .map_err(|e| DhtError::Gossip(e.to_string()))?;
-        let gossipsub = gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(key.clone()),
-            gossipsub_config,
-        )
-        .map_err(|e| DhtError::Gossip(e.to_string()))?;
+        let gossipsub = if config.gossip {
+            let gossipsub_config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .max_transmit_size(1 << 20)
+                .build()
+                .map_err(|e| DhtError::Gossip(e.to_string()))?;
+            Some(
+                gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossipsub_config,
+                )
+                .map_err(|e| DhtError::Gossip(e.to_string()))?,
+            )
+        } else {
+            None
+        };
 
         let rpc = request_response::Behaviour::with_codec(
             LimitedCodec {
@@ -100,7 +107,7 @@ impl Behaviour {
                     .with_interval(config.failure_timeout / 3)
                     .with_timeout(config.failure_timeout),
             ),
-            gossipsub,
+            gossipsub: Toggle::from(gossipsub),
             rpc,
             streams: libp2p_stream::Behaviour::new(),
             address_book: AddressBook::default(),

@@ -44,6 +44,12 @@ pub struct NetworkConfig {
     /// The private swarm's key, or `None` for a public network. Nodes connect
     /// only to nodes with the same key (or, without one, to nodes without one).
     pub swarm_key: Option<SwarmKey>,
+    /// Whether the node runs gossipsub ([`crate::Node::publish`],
+    /// [`crate::Node::subscribe`]). Off by default: the object space sends
+    /// events only to the peers that watch them and puts nothing on gossip,
+    /// and gossipsub's per-peer state and handler cost every connection
+    /// (`p3sim` at N = 150: 17–20 → 13 MiB per node, idle CPU −6–11 %).
+    pub gossip: bool,
 }
 
 /// The shortest `failure_timeout` accepted: pings go out every third of it,
@@ -66,6 +72,7 @@ impl Default for NetworkConfig {
             max_response_bytes: 16 << 20,
             store_limits: StoreLimits::default(),
             swarm_key: None,
+            gossip: false,
         }
     }
 }

@@ -72,6 +72,11 @@ struct EventLoop {
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
+/// The answer to a publish or subscribe on a node that runs no gossipsub.
+fn gossip_off() -> DhtError {
+    DhtError::Gossip("gossip is off on this node (NetworkConfig::gossip is false)".into())
+}
+
 pub(crate) fn spawn(
     config: NetworkConfig,
     key: Keypair,
@@ -289,28 +294,29 @@ impl EventLoop {
                 self.outbound.insert(id, reply);
             }
             Command::Publish { topic, data, reply } => {
-                let result = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(IdentTopic::new(topic), data);
-                let _ = reply.send(
-                    result
+                let result = match self.swarm.behaviour_mut().gossipsub.as_mut() {
+                    Some(gossip) => gossip
+                        .publish(IdentTopic::new(topic), data)
                         .map(drop)
                         .map_err(|e| DhtError::Gossip(e.to_string())),
-                );
+                    None => Err(gossip_off()),
+                };
+                let _ = reply.send(result);
             }
             Command::Subscribe { topic, reply } => {
                 let topic = IdentTopic::new(topic);
-                let result = self.swarm.behaviour_mut().gossipsub.subscribe(&topic);
-                let _ = reply.send(match result {
-                    Ok(_) => Ok(self
-                        .topics
+                let result = match self.swarm.behaviour_mut().gossipsub.as_mut() {
+                    Some(gossip) => gossip
+                        .subscribe(&topic)
+                        .map_err(|e| DhtError::Gossip(e.to_string())),
+                    None => Err(gossip_off()),
+                };
+                let _ = reply.send(result.map(|_| {
+                    self.topics
                         .entry(topic.hash())
                         .or_insert_with(|| broadcast::channel(GOSSIP_BUFFER).0)
-                        .subscribe()),
-                    Err(e) => Err(DhtError::Gossip(e.to_string())),
-                });
+                        .subscribe()
+                }));
             }
             Command::StartProviding { key, reply } => {
                 match self

@@ -201,7 +201,11 @@ async fn large_frames_in_flight_together_arrive_whole() {
 
 #[tokio::test]
 async fn gossip_reaches_subscribers() {
-    let (a, b) = pair(NetworkConfig::default()).await;
+    let (a, b) = pair(NetworkConfig {
+        gossip: true,
+        ..NetworkConfig::default()
+    })
+    .await;
     let mut messages = a.node.subscribe("events").await.unwrap();
     let _b_sub = b.node.subscribe("events").await.unwrap();
     // Publishing fails until b has heard of a's subscription; that is a real condition.
@@ -216,6 +220,25 @@ async fn gossip_reaches_subscribers() {
     assert_eq!(message.data, b"put x");
     assert_eq!(message.source, Some(b.node.peer_id()));
     assert_eq!(message.topic, "events");
+}
+
+#[tokio::test]
+async fn a_node_without_gossip_refuses_topics_and_still_serves_requests() {
+    let (a, b) = pair(NetworkConfig::default()).await;
+    for refused in [
+        a.node.subscribe("events").await.map(drop),
+        a.node.publish("events", b"put x".to_vec()).await,
+    ] {
+        match refused {
+            Err(DhtError::Gossip(reason)) => assert!(reason.contains("gossip is off"), "{reason}"),
+            other => panic!("gossip without gossipsub: {other:?}"),
+        }
+    }
+    // The connection carries everything else.
+    let key = vec![0x1e, 0x21, 7, 7, 7];
+    a.node.start_providing(key.clone()).await.unwrap();
+    let providers = b.node.providers(key).await.unwrap();
+    assert!(providers.contains(&a.node.peer_id()), "{providers:?}");
 }
 
 #[tokio::test]
