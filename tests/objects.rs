@@ -452,3 +452,90 @@ fn a_returning_primary_orders_writes_after_its_successors() {
     let read = get(&cluster.nodes[(primary + 2) % 5].dir, "global/returning");
     assert_eq!(read, b"third");
 }
+
+/// A write through an owner that is not the key's primary: that owner
+/// stores the primary's record itself before it answers its client (the
+/// primary sends it no replica), so when `put` returns every owner holds the
+/// version. Writes to one key through all three owners at once are each
+/// acknowledged, with distinct versions: an origin whose own copy arrives
+/// after the primary's next version of the key has still completed its write.
+#[test]
+fn writes_through_an_owner_that_is_not_the_primary_are_on_every_owner_when_acknowledged() {
+    let cluster = Cluster::start(3);
+    cluster.wait_formed();
+    let peers: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let origin = &cluster.nodes[0];
+    let file = cluster.root.path().join("value");
+    fs::write(&file, b"written through an owner").unwrap();
+    let names: Vec<String> = (0..)
+        .map(|i| format!("away-{i}"))
+        .filter(|name| expected_owners("global", name, &peers, 3)[0] != origin.peer_id)
+        .take(5)
+        .collect();
+    for name in &names {
+        let path = format!("global/{name}");
+        let written = put(&origin.dir, &path, &file, &[]);
+        assert_eq!(written["acked_by"], 3, "{written}");
+        for node in &cluster.nodes {
+            let held = node.json(&["stat", &path, "--local"]);
+            assert_eq!(
+                held.as_ref().map(|s| &s["version"]),
+                Some(&written["version"]),
+                "{path}, acknowledged through node {}: node {}'s own copy is {held:?}",
+                origin.peer_id,
+                node.peer_id
+            );
+        }
+    }
+
+    const EACH: usize = 12;
+    let path = "global/contended";
+    let versions: Vec<u64> = std::thread::scope(|scope| {
+        let writers: Vec<_> = cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                let file = &file;
+                scope.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            let out =
+                                p3ctl(&node.dir, &["put", path, file.to_str().unwrap(), "--json"]);
+                            assert!(
+                                out.status.success(),
+                                "put {i} through {}: {}",
+                                node.peer_id,
+                                String::from_utf8_lossy(&out.stderr)
+                            );
+                            let written: Value = serde_json::from_slice(&out.stdout).unwrap();
+                            written["version"].as_u64().unwrap()
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a writer panicked"))
+            .collect()
+    });
+    let mut distinct = versions.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        versions.len(),
+        "versions given twice: {versions:?}"
+    );
+    let newest = *distinct.last().unwrap();
+    assert_eq!(newest, (3 * EACH) as u64, "{versions:?}");
+    for node in &cluster.nodes {
+        let held = node.json(&["stat", path, "--local"]);
+        assert_eq!(
+            held.as_ref().map(|s| s["version"].as_u64()),
+            Some(Some(newest)),
+            "node {}'s own copy of {path}",
+            node.peer_id
+        );
+    }
+}

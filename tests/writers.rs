@@ -328,6 +328,7 @@ async fn only_writers_change_a_writer_only_namespace() {
             hops: 3,
             token: None,
             ticket: Some(7),
+            origin_stores: false,
         });
         forbidden_here(&node, peer, &write).await;
 

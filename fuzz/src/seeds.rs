@@ -137,6 +137,7 @@ pub fn peer_requests() -> Vec<PeerRequest> {
         hops: 0,
         token: Some(7 << 32),
         ticket: None,
+        origin_stores: true,
     };
     let remove = WriteRequest {
         op: WriteOp::Remove,
@@ -256,6 +257,10 @@ pub fn peer_responses() -> Vec<PeerResponse> {
         PeerResponse::Written {
             record: record(true),
             acked: 3,
+        },
+        PeerResponse::Ordered {
+            record: record(true),
+            acked: 2,
         },
         PeerResponse::NotPrimary("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()),
         PeerResponse::Replicated,

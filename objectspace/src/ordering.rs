@@ -162,6 +162,13 @@ impl Tally {
         self.held_by.len() >= self.needed
     }
 
+    /// Counts `origin` as holding the write: it stores the ordered record
+    /// itself before it answers its client ([`PeerResponse::Ordered`]), so
+    /// the client's acknowledgement still means every owner holds it.
+    pub(crate) fn leave_to(&mut self, origin: PeerId) {
+        self.held_by.insert(origin);
+    }
+
     /// Counts `peer`'s answer; a duplicate counts once, a lost or failed one
     /// not at all.
     pub(crate) fn answer(&mut self, peer: PeerId, answer: &Result<PeerResponse>) {
@@ -197,6 +204,30 @@ impl Tally {
     }
 }
 
+/// Whether the origin's own copy of `ordered` (its primary's
+/// [`PeerResponse::Ordered`]), stored with answer `stored`, completes the
+/// write; if not, why.
+///
+/// A newer version of the same map epoch is held instead: the same primary
+/// ordered it, and only after every other owner held this one, so this one
+/// is complete (and already overwritten). A newer version of another epoch
+/// leaves this write's fate to repair: its outcome is unknown.
+pub(crate) fn origin_copy(
+    ordered: &ObjectRecord,
+    stored: &Result<PeerResponse>,
+) -> std::result::Result<(), String> {
+    match stored {
+        Ok(PeerResponse::Replicated) => Ok(()),
+        Ok(PeerResponse::Stale(ours)) if ours.epoch == ordered.epoch => Ok(()),
+        Ok(PeerResponse::Stale(ours)) => Err(format!(
+            "it holds version {} of membership epoch {}, newer than the ordered one",
+            ours.version, ours.epoch
+        )),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -227,6 +258,7 @@ pub(crate) mod tests {
             hops: 0,
             token: None,
             ticket: None,
+            origin_stores: false,
         }
     }
 
@@ -371,5 +403,37 @@ pub(crate) mod tests {
         tally.answer(b, &Ok(PeerResponse::Stale(Box::new(v1))));
         tally.answer(b, &Ok(PeerResponse::Replicated));
         assert_eq!(tally.outcome(), Attempt::Adopt(a, v2));
+    }
+
+    #[test]
+    fn an_origin_that_stores_the_write_itself_completes_it_without_an_answer() {
+        let (p, origin, b) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut tally = Tally::new(p, &[p, origin, b]);
+        tally.leave_to(origin);
+        assert!(!tally.complete(), "the third owner has not answered");
+        tally.answer(b, &Ok(PeerResponse::Replicated));
+        assert_eq!(tally.outcome(), Attempt::Acknowledged(3));
+    }
+
+    #[test]
+    fn the_origins_copy_completes_a_write_unless_a_newer_map_overtook_it() {
+        let v1 = written(&put(None), None, T, 4);
+        let v2 = written(&put(None), Some(&v1), T + 1, 4);
+        let v2_later_map = written(&put(None), Some(&v1), T + 1, 5);
+        assert_eq!(origin_copy(&v1, &Ok(PeerResponse::Replicated)), Ok(()));
+        // The primary ordered v2 after every other owner held v1, and v2
+        // reached the origin first.
+        assert_eq!(
+            origin_copy(&v1, &Ok(PeerResponse::Stale(Box::new(v2)))),
+            Ok(())
+        );
+        let overtaken = origin_copy(&v1, &Ok(PeerResponse::Stale(Box::new(v2_later_map))));
+        assert!(overtaken.unwrap_err().contains("epoch 5"));
+        let refused = origin_copy(
+            &v1,
+            &Err(SpaceError::Unavailable("not the primary here".into())),
+        );
+        assert!(refused.unwrap_err().contains("not the primary here"));
+        assert!(origin_copy(&v1, &Ok(PeerResponse::NotPrimary("x".into()))).is_err());
     }
 }

@@ -72,6 +72,11 @@ pub struct WriteRequest {
     /// record it made of this write, quoting this ([`PeerRequest::Sign`]).
     #[serde(default)]
     pub ticket: Option<u64>,
+    /// The origin is one of the key's owners and stores the ordered record
+    /// itself before it answers its client: the primary sends it no replica
+    /// and answers [`PeerResponse::Ordered`] (two messages fewer a write).
+    #[serde(default)]
+    pub origin_stores: bool,
 }
 
 /// A request from one node to another.
@@ -273,6 +278,15 @@ pub enum PeerResponse {
         /// The record as written.
         record: ObjectRecord,
         /// Owners that hold it.
+        acked: usize,
+    },
+    /// The answer to a write whose origin stores it (`origin_stores`): it
+    /// is ordered and held by every owner but the origin, which completes it
+    /// by storing `record` as a replica of this primary's.
+    Ordered {
+        /// The record as ordered.
+        record: ObjectRecord,
+        /// Owners that hold it (the origin not counted).
         acked: usize,
     },
     /// Send the write to this peer instead: it is closer to the key.

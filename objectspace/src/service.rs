@@ -384,6 +384,13 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         Ok(primary) => primary,
         Err(redirect) => return Ok(redirect),
     };
+    // An origin that is an owner here too stores the ordered record itself
+    // (checking, as any replica does, that this node is its primary) and
+    // only then answers its client: it is sent no replica.
+    let origin_stores = origin
+        .first()
+        .copied()
+        .filter(|o| write.origin_stores && owners.contains(o));
     crate::peering::peer(space, &map, key, &write.ns, &write.name).await?;
     space
         .lock_state(key)
@@ -415,7 +422,7 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
         // come first.
         let mut replicas: FuturesUnordered<_> = owners
             .iter()
-            .filter(|p| **p != me)
+            .filter(|p| **p != me && Some(**p) != origin_stores)
             .map(|&peer| {
                 let request = PeerRequest::Replicate {
                     record: record.clone(),
@@ -428,6 +435,9 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
             })
             .collect();
         let mut tally = Tally::new(me, &owners);
+        if let Some(origin) = origin_stores {
+            tally.leave_to(origin);
+        }
         let sent = Instant::now();
         let prepared = sent - started;
         let answers = async {
@@ -473,7 +483,13 @@ async fn handle_write(space: &ObjectSpace, write: WriteRequest) -> Result<PeerRe
                     total_us = started.elapsed().as_micros(),
                     "write acknowledged"
                 );
-                return Ok(PeerResponse::Written { record, acked });
+                return Ok(match origin_stores {
+                    Some(_) => PeerResponse::Ordered {
+                        record,
+                        acked: acked - 1,
+                    },
+                    None => PeerResponse::Written { record, acked },
+                });
             }
             // An owner saw a write this node missed (it was not primary
             // then): adopt it and order this write after it.

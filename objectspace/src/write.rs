@@ -8,7 +8,7 @@ use crate::{
     blob::{BlobHash, Chunker, INLINE_MAX},
     error::{Result, SpaceError},
     name::ObjectPath,
-    object::{PutOptions, MAX_META_BYTES, VOLATILE_MAX},
+    object::{ObjectRecord, PutOptions, MAX_META_BYTES, VOLATILE_MAX},
     protocol::{PeerRequest, PeerResponse, WriteOp, WriteRequest},
     read::read_small,
     replica::IN_PLACE_MAX,
@@ -257,6 +257,7 @@ impl ObjectSpace {
             hops: 0,
             token,
             ticket: signed.then(rand::random),
+            origin_stores: owners.contains(&self.me()),
         };
         // Until the write is answered, its primary may ask this node to sign
         // the record it made of it (writer-only namespaces).
@@ -284,13 +285,26 @@ impl ObjectSpace {
                         answered_us = asked.elapsed().as_micros(),
                         "write answered"
                     );
-                    return Ok(Written {
-                        path: path.to_string(),
-                        version: record.version,
-                        hash: record.blob.map(|b| b.to_string()).unwrap_or_default(),
-                        size: record.size,
-                        acked_by: acked,
-                    });
+                    return Ok(written(path, &record, acked));
+                }
+                Ok(PeerResponse::Ordered { record, acked }) if request.origin_stores => {
+                    // This node's copy is the last one the write needs, stored
+                    // as any replica of `target`'s is.
+                    let inline = request.inline.take();
+                    let stored = Box::pin(crate::replica::accept_replica(
+                        self,
+                        record.clone(),
+                        inline,
+                        &[target],
+                        Some(target),
+                    ))
+                    .await;
+                    if let Err(why) = crate::ordering::origin_copy(&record, &stored) {
+                        return Err(SpaceError::OutcomeUnknown(format!(
+                            "the write to {path} may or may not have been applied (its primary {target} ordered it and the other owners hold it, but this node, also an owner, could not: {why}); read it before retrying"
+                        )));
+                    }
+                    return Ok(written(path, &record, acked + 1));
                 }
                 Ok(PeerResponse::NotPrimary(primary)) if request.hops < 3 => {
                     request.hops += 1;
@@ -325,6 +339,17 @@ impl ObjectSpace {
             "no owner of {path} took the write: {}",
             failures.join("; ")
         )))
+    }
+}
+
+/// The client's answer for `record`, held by `acked` owners.
+fn written(path: &ObjectPath, record: &ObjectRecord, acked: usize) -> Written {
+    Written {
+        path: path.to_string(),
+        version: record.version,
+        hash: record.blob.map(|b| b.to_string()).unwrap_or_default(),
+        size: record.size,
+        acked_by: acked,
     }
 }
 
