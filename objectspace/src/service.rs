@@ -134,10 +134,12 @@ fn spawn_answer(
     place: impl Send + 'static,
 ) {
     let space = space.clone();
-    tokio::spawn(async move {
+    // Boxed: the future holds a whole write's state (kilobytes), and tokio
+    // would copy it into the task's cell and over again when it finishes.
+    tokio::spawn(Box::pin(async move {
         answer(&space, request, decoded).await;
         drop(place);
-    });
+    }));
 }
 
 /// Refuses `request`: the peer should back off and retry.
