@@ -71,12 +71,12 @@ struct EventLoop {
     handshake_failures: HashSet<String>,
 }
 
-/// Builds the swarm, listens, dials the seeds and spawns the loop.
 /// The answer to a publish or subscribe on a node that runs no gossipsub.
 fn gossip_off() -> DhtError {
     DhtError::Gossip("gossip is off on this node (NetworkConfig::gossip is false)".into())
 }
 
+/// Builds the swarm, listens, dials the seeds and spawns the loop.
 pub(crate) fn spawn(
     config: NetworkConfig,
     key: Keypair,
