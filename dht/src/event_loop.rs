@@ -3,6 +3,8 @@
 //! gossip deliveries. Nothing here waits on anything but the swarm and its
 //! channels, so one slow caller never stalls the network.
 
+mod gossip;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     iter,
@@ -11,7 +13,7 @@ use std::{
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
 use libp2p::{
-    gossipsub::{self, IdentTopic, TopicHash},
+    gossipsub::{self, TopicHash},
     identify,
     identity::Keypair,
     kad::{self, GetClosestPeersError, GetProvidersOk, QueryId, QueryResult, RecordKey},
@@ -40,9 +42,6 @@ type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 /// dropped the request).
 type PendingAnswer = BoxFuture<'static, Option<(ResponseChannel<Vec<u8>>, Vec<u8>)>>;
 
-/// Messages a slow gossip subscriber may fall behind by before it loses some.
-const GOSSIP_BUFFER: usize = 1024;
-
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: NetworkConfig,
@@ -69,11 +68,6 @@ struct EventLoop {
     silence: Silence<ConnectionId>,
     /// Addresses whose handshake failed, already reported to the user.
     handshake_failures: HashSet<String>,
-}
-
-/// The answer to a publish or subscribe on a node that runs no gossipsub.
-fn gossip_off() -> DhtError {
-    DhtError::Gossip("gossip is off on this node (NetworkConfig::gossip is false)".into())
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -294,29 +288,10 @@ impl EventLoop {
                 self.outbound.insert(id, reply);
             }
             Command::Publish { topic, data, reply } => {
-                let result = match self.swarm.behaviour_mut().gossipsub.as_mut() {
-                    Some(gossip) => gossip
-                        .publish(IdentTopic::new(topic), data)
-                        .map(drop)
-                        .map_err(|e| DhtError::Gossip(e.to_string())),
-                    None => Err(gossip_off()),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.publish(topic, data));
             }
             Command::Subscribe { topic, reply } => {
-                let topic = IdentTopic::new(topic);
-                let result = match self.swarm.behaviour_mut().gossipsub.as_mut() {
-                    Some(gossip) => gossip
-                        .subscribe(&topic)
-                        .map_err(|e| DhtError::Gossip(e.to_string())),
-                    None => Err(gossip_off()),
-                };
-                let _ = reply.send(result.map(|_| {
-                    self.topics
-                        .entry(topic.hash())
-                        .or_insert_with(|| broadcast::channel(GOSSIP_BUFFER).0)
-                        .subscribe()
-                }));
+                let _ = reply.send(self.subscribe(topic));
             }
             Command::StartProviding { key, reply } => {
                 match self
@@ -483,14 +458,7 @@ impl EventLoop {
             }
             BehaviourEvent::Rpc(event) => self.on_rpc_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
-                if let Some(sender) = self.topics.get(&message.topic) {
-                    // No receiver left is fine: nobody listens any more.
-                    let _ = sender.send(GossipMessage {
-                        source: message.source,
-                        topic: message.topic.to_string(),
-                        data: message.data,
-                    });
-                }
+                self.deliver(message)
             }
             _ => {}
         }
