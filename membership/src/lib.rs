@@ -9,7 +9,8 @@
 //! leader removes a member only after that lease has surely run out.
 //!
 //! The decisions — the map, placement, leases, voters, a member's heartbeats
-//! ([`beats`]) — are pure modules with
+//! ([`beats`]), batching leadership confirmations ([`confirm`]) — are pure
+//! modules with
 //! deterministic tests; [`raft`] and [`service`] are the glue to openraft, the
 //! node's RocksDB and its libp2p swarm. `docs/consistency.md` has the design
 //! and the argument why it is safe.
@@ -20,6 +21,7 @@
 //! anything a peer sends.
 
 pub mod beats;
+pub mod confirm;
 pub mod error;
 pub mod lease;
 pub mod map;

@@ -17,7 +17,7 @@ use openraft::ServerState;
 use p3_dht::{Channel, Database, InboundRequest, Node, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{mpsc, watch, Notify},
+    sync::{mpsc, oneshot, watch, Notify},
     task::JoinHandle,
 };
 
@@ -26,6 +26,7 @@ mod heartbeat;
 mod leader;
 
 use crate::{
+    confirm::Rounds,
     error::{MembershipError, Result},
     lease::{Lease, LeaseTimes, Liveness},
     map::{Change, Map},
@@ -93,7 +94,13 @@ struct Inner {
     /// two steps is a learner not yet in the map, which must not be taken
     /// for one that left it.
     changing_group: tokio::sync::Mutex<()>,
+    /// Heartbeats waiting for a quorum to confirm this node leads.
+    confirmations: Mutex<Rounds<oneshot::Sender<Confirmed>>>,
 }
+
+/// A confirmation round's outcome: a quorum followed this node after the
+/// round started, or why not.
+type Confirmed = std::result::Result<(), String>;
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -170,6 +177,7 @@ impl Membership {
                 liveness: Mutex::default(),
                 tasks: Mutex::default(),
                 changing_group: tokio::sync::Mutex::new(()),
+                confirmations: Mutex::default(),
             }),
         };
         let tasks = vec![
@@ -419,13 +427,48 @@ impl Membership {
                 }
                 // Acknowledge only as a leader a quorum still follows: a
                 // deposed leader must not extend anybody's lease.
-                if let Err(e) = raft.ensure_linearizable().await {
+                if let Err(e) = self.confirm_leading().await {
                     return Response::Refused(format!("not confirmed as leader: {e}"));
                 }
                 locked(&self.inner.liveness).heard(peer, received);
                 Response::Renewed {
                     epoch: self.map().epoch(),
                 }
+            }
+        }
+    }
+
+    /// Waits for a quorum to confirm that this node leads, in a round that
+    /// starts after this call: one round answers every caller that arrived
+    /// before it started ([`Rounds`]).
+    async fn confirm_leading(&self) -> Confirmed {
+        let (answer, confirmed) = oneshot::channel();
+        if locked(&self.inner.confirmations).arrive(answer) {
+            tokio::spawn(self.clone().confirm_rounds());
+        }
+        confirmed
+            .await
+            .unwrap_or_else(|_| Err("the membership layer stopped".into()))
+    }
+
+    /// Runs confirmation rounds while callers wait for one.
+    async fn confirm_rounds(self) {
+        loop {
+            let Some(waiting) = locked(&self.inner.confirmations).next() else {
+                return;
+            };
+            // openraft bounds each voter's answer by a heartbeat interval;
+            // the deadline keeps a stuck round from holding every later one.
+            let outcome =
+                match tokio::time::timeout(HANDLE_DEADLINE, self.inner.raft.ensure_linearizable())
+                    .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no quorum answered within {HANDLE_DEADLINE:?}")),
+                };
+            for answer in waiting {
+                let _ = answer.send(outcome.clone());
             }
         }
     }
