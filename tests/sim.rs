@@ -1,17 +1,27 @@
 //! `p3sim` at N = 50: fifty real nodes in one process over in-process
 //! connections join, agree on every sampled key's owners, and lose no
-//! acknowledged write across ten rounds of churn. The simulator is a
+//! acknowledged write across ten rounds of churn, with every node connected
+//! to every other and with connections made on demand. The simulator is a
 //! separate process, killed when the test ends.
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::{
+    process::{Command, Stdio},
+    sync::Mutex,
+};
 
 use common::KillOnDrop;
 use serde_json::Value;
 
-#[test]
-fn fifty_nodes_join_agree_and_lose_nothing_under_churn() {
+/// Runs `p3sim` at N = 50 through ten rounds of churn with `extra`
+/// arguments, checks what holds whatever the connections, and returns the
+/// report and the output to show with a failure.
+fn fifty_nodes_through_churn(extra: &[&str]) -> (Value, String) {
+    // One simulation at a time: two would share the two cores, and the
+    // figures (and deadlines) are for one.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let child = Command::new(env!("CARGO_BIN_EXE_p3sim"))
@@ -19,6 +29,7 @@ fn fifty_nodes_join_agree_and_lose_nothing_under_churn() {
         .args(["--keys", "500", "--lookups", "20", "--settle-secs", "30"])
         // Kwan & Reed's p_f = 0.022: about one of fifty nodes fails a round.
         .args(["--p-fail", "0.022", "--seed", "7"])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--json")
@@ -30,10 +41,9 @@ fn fifty_nodes_join_agree_and_lose_nothing_under_churn() {
     let (ok, stdout, stderr) = KillOnDrop(child).finish();
     let table = String::from_utf8_lossy(&stdout);
     assert!(ok, "p3sim failed:\n{table}\n{stderr}");
-    let reports: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let report = &reports[0];
+    let mut reports: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = reports[0].take();
     let context = format!("{table}\n{stderr}");
-
     assert_eq!(report["join"]["nodes"], 50, "{context}");
     assert!(
         report["join"]["settle_s"].is_f64(),
@@ -67,4 +77,23 @@ fn fifty_nodes_join_agree_and_lose_nothing_under_churn() {
         "the map never settled with every node back: {context}"
     );
     assert_eq!(report["agreement"]["after_churn"], 1.0, "{context}");
+    (report, context)
+}
+
+#[test]
+fn fifty_nodes_join_agree_and_lose_nothing_under_churn() {
+    let (report, context) = fifty_nodes_through_churn(&[]);
+    // Every node connects to every other.
+    assert_eq!(report["resources"]["connections_max"], 49, "{context}");
+}
+
+#[test]
+fn with_connections_on_demand_fifty_nodes_keep_few_and_lose_nothing() {
+    let (report, context) =
+        fifty_nodes_through_churn(&["--connections", "on-demand", "--idle-ms", "1000"]);
+    assert_eq!(report["connections"], "on-demand", "{context}");
+    // The leader replicates the map to every member, so it stays connected
+    // to all; the others keep their leader and whom they work with.
+    let mean = report["resources"]["connections_mean"].as_f64().unwrap();
+    assert!(mean <= 10.0, "{mean} connections per node: {context}");
 }

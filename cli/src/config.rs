@@ -19,13 +19,16 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use p3_dht::{Multiaddr, NetworkConfig, SwarmKey};
+use p3_dht::{Connections, Multiaddr, NetworkConfig, SwarmKey};
 use p3_membership::LeaseTimes;
 use p3_objectspace::SpaceConfig;
 use serde::{Deserialize, Serialize};
 
 /// The default TCP port of a P³ node.
 pub const DEFAULT_PORT: u16 = 4370;
+/// The longest idle time on-demand connections accept: past it a node keeps
+/// about as many connections as with `connections = "all"`.
+const MAX_ON_DEMAND_IDLE_SECS: u64 = 600;
 
 /// A node's data directory and the paths inside it.
 #[derive(Debug, Clone)]
@@ -163,8 +166,13 @@ pub struct NetworkSection {
     pub refresh_interval_secs: u64,
     /// Seconds between checks for having no connected peer (then the seeds are re-dialled).
     pub reconnect_interval_secs: u64,
-    /// Seconds an idle connection is kept open.
+    /// Seconds an idle connection is kept open (with on-demand connections,
+    /// an unused request stream too).
     pub idle_connection_timeout_secs: u64,
+    /// Which peers to keep connections to: `"all"` (every peer of the
+    /// routing table, for clusters of tens of nodes) or `"on-demand"` (only
+    /// those the node talks to, for large networks).
+    pub connections: Connections,
     /// Seconds a DHT query may take.
     pub query_timeout_secs: u64,
     /// Seconds a request to a peer may take.
@@ -195,6 +203,7 @@ impl Default for NetworkSection {
             refresh_interval_secs: d.refresh_interval.as_secs(),
             reconnect_interval_secs: d.reconnect_interval.as_secs(),
             idle_connection_timeout_secs: d.idle_connection_timeout.as_secs(),
+            connections: d.connections,
             query_timeout_secs: d.query_timeout.as_secs(),
             request_timeout_secs: d.request_timeout.as_secs(),
             failure_timeout_ms: d.failure_timeout.as_millis() as u64,
@@ -266,6 +275,14 @@ impl ConfigFile {
         }
         if config.space.replicas == 0 || config.space.repair_interval_secs == 0 {
             bail!("space.replicas and space.repair_interval_secs must be at least 1");
+        }
+        let idle = config.network.idle_connection_timeout_secs;
+        if config.network.connections == Connections::OnDemand
+            && !(1..=MAX_ON_DEMAND_IDLE_SECS).contains(&idle)
+        {
+            bail!(
+                "network.connections = \"on-demand\" closes connections unused for idle_connection_timeout_secs; set that to 1..={MAX_ON_DEMAND_IDLE_SECS} (e.g. 30), not {idle}"
+            );
         }
         let floor = p3_dht::MIN_FAILURE_TIMEOUT.as_millis() as u64;
         if config.network.failure_timeout_ms < floor {
@@ -351,6 +368,7 @@ impl ConfigFile {
             refresh_interval: Duration::from_secs(n.refresh_interval_secs),
             reconnect_interval: Duration::from_secs(n.reconnect_interval_secs),
             idle_connection_timeout: Duration::from_secs(n.idle_connection_timeout_secs),
+            connections: n.connections,
             query_timeout: Duration::from_secs(n.query_timeout_secs),
             request_timeout: Duration::from_secs(n.request_timeout_secs),
             failure_timeout: Duration::from_millis(n.failure_timeout_ms),
@@ -430,6 +448,28 @@ mod tests {
         assert!(
             err.contains("bad.key") && err.contains("not a swarm key"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn on_demand_connections_need_a_short_idle_time() {
+        let err = ConfigFile::parse("[network]\nconnections = \"on-demand\"").unwrap_err();
+        assert!(
+            err.to_string().contains("idle_connection_timeout_secs"),
+            "{err}"
+        );
+        let config = ConfigFile::parse(
+            "[network]\nconnections = \"on-demand\"\nidle_connection_timeout_secs = 30",
+        )
+        .unwrap();
+        let net = config.network(&[], &[]).unwrap();
+        assert_eq!(net.connections, Connections::OnDemand);
+        assert_eq!(net.idle_connection_timeout, Duration::from_secs(30));
+        let err = ConfigFile::parse("[network]\nconnections = \"some\"").unwrap_err();
+        assert!(err.to_string().contains("on-demand"), "{err}");
+        assert_eq!(
+            ConfigFile::default().network(&[], &[]).unwrap().connections,
+            Connections::All
         );
     }
 

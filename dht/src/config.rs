@@ -22,8 +22,12 @@ pub struct NetworkConfig {
     /// re-dials the seeds.
     pub reconnect_interval: Duration,
     /// Connections with no open stream are kept this long. P³ nodes keep their
-    /// cluster connected so a crashed peer is noticed quickly.
+    /// cluster connected so a crashed peer is noticed quickly; with
+    /// [`Connections::OnDemand`] a request stream unused this long is closed
+    /// too, so this is how long an unused connection lives.
     pub idle_connection_timeout: Duration,
+    /// Which peers the node keeps connections to.
+    pub connections: Connections,
     /// Deadline of one Kademlia query (closest peers, providers).
     pub query_timeout: Duration,
     /// Base deadline of a request to a peer. Callers add time for the work a
@@ -52,6 +56,26 @@ pub struct NetworkConfig {
     pub gossip: bool,
 }
 
+/// Which peers a node keeps connections to (`[network] connections`:
+/// `"all"` or `"on-demand"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connections {
+    /// Every peer of the routing table, redialled when lost: each node of a
+    /// cluster of tens is connected to every other, and a crashed peer is
+    /// noticed by its pings within `failure_timeout`, whether or not the
+    /// node was talking to it.
+    #[default]
+    All,
+    /// Only the peers the node talks to: a request stream unused for
+    /// `idle_connection_timeout` is closed, a connection without streams is
+    /// closed after as long, and routing-table peers are not redialled (a
+    /// request dials its peer). A node's connections then follow its work
+    /// (its membership leader, the owners it shares keys with, lookups)
+    /// instead of N (`docs/scale.md`, step 1).
+    OnDemand,
+}
+
 /// The shortest `failure_timeout` accepted: pings go out every third of it,
 /// and a loaded node can take tens of milliseconds to answer one; below this,
 /// live peers are cut off.
@@ -65,6 +89,7 @@ impl Default for NetworkConfig {
             refresh_interval: Duration::from_secs(60),
             reconnect_interval: Duration::from_secs(5),
             idle_connection_timeout: Duration::from_secs(3600),
+            connections: Connections::All,
             query_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             failure_timeout: Duration::from_secs(3),

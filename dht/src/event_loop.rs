@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::{
     addresses::{by_distance, is_loopback, peer_of, worth_dialling},
     behaviour::{Behaviour, BehaviourEvent},
-    config::NetworkConfig,
+    config::{Connections, NetworkConfig},
     db::Database,
     node::{Command, GossipMessage, InboundRequest, Lookup, NodeStatus, PeerInfo, ReplyTo},
     redial::Redials,
@@ -136,7 +136,9 @@ impl EventLoop {
                 }
                 _ = reconnect.tick() => {
                     self.reconnect_if_isolated();
-                    self.redial_table();
+                    if self.config.connections == Connections::All {
+                        self.redial_table();
+                    }
                 }
                 _ = liveness.tick() => {
                     for connection in self.silence.silent(Instant::now()) {

@@ -41,7 +41,7 @@ mod transport;
 
 pub use addresses::by_distance;
 pub use channel::Channel;
-pub use config::{NetworkConfig, MIN_FAILURE_TIMEOUT};
+pub use config::{Connections, NetworkConfig, MIN_FAILURE_TIMEOUT};
 pub use db::Database;
 pub use error::DhtError;
 pub use libp2p::{

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
     channel::Channel,
-    config::NetworkConfig,
+    config::{Connections, NetworkConfig},
     db::Database,
     event_loop,
     rpc::{self, Failed, Rpc},
@@ -181,6 +181,10 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
     rpc: std::sync::Arc<Rpc>,
+    connections: Connections,
+    /// How long a request stream may go unused before it is closed
+    /// (with [`Connections::OnDemand`]).
+    idle_streams: Option<Duration>,
 }
 
 impl std::fmt::Debug for Node {
@@ -218,6 +222,9 @@ impl Node {
         let timeout = config
             .request_timeout
             .max(crate::behaviour::REQUEST_OUTER_BOUND);
+        let connections = config.connections;
+        let idle_streams =
+            (connections == Connections::OnDemand).then_some(config.idle_connection_timeout);
         let streams = event_loop::spawn(config, key, db, command_rx, request_tx.clone())?;
         let incoming = streams
             .clone()
@@ -229,6 +236,7 @@ impl Node {
             StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL),
             limits,
             timeout,
+            idle_streams,
         );
         Ok((
             Node {
@@ -237,6 +245,8 @@ impl Node {
                 commands,
                 streams,
                 rpc: std::sync::Arc::new(rpc),
+                connections,
+                idle_streams,
             },
             Inbound { requests },
         ))
@@ -245,6 +255,13 @@ impl Node {
     /// This node's PeerId.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Which peers this node keeps connections to: with
+    /// [`Connections::OnDemand`], [`Node::connected`] names only the peers
+    /// it talks to, not every live node.
+    pub fn connections(&self) -> Connections {
+        self.connections
     }
 
     /// This node's public key (its PeerId is derived from it).
@@ -370,7 +387,8 @@ impl Node {
     }
 
     /// P³ peers (identified as speaking its RPC) with an open connection right
-    /// now: the node's view of who is alive and can own objects.
+    /// now. With [`Connections::All`] that is every live node; with
+    /// [`Connections::OnDemand`] only the peers this node talks to.
     pub async fn connected(&self) -> Result<Vec<PeerId>, DhtError> {
         self.ask(Command::Connected).await
     }
@@ -416,6 +434,7 @@ impl Node {
             StreamProtocol::new(protocol),
             (max_bytes, max_bytes),
             crate::behaviour::REQUEST_OUTER_BOUND,
+            self.idle_streams,
         );
         Ok((
             Channel {

@@ -227,7 +227,7 @@ impl ObjectSpace {
             let batch = std::mem::take(&mut *locked(&interests.unregistered));
             if !batch.is_empty() {
                 let new: Vec<Interest> = batch.iter().map(|(i, _)| i.clone()).collect();
-                if let Ok(peers) = self.node().connected().await {
+                if let Ok(peers) = self.everyone().await {
                     self.tell(&peers, &new, INTEREST_LEASE).await;
                 }
                 for (_, registered) in batch {
@@ -249,7 +249,7 @@ impl ObjectSpace {
     }
 
     async fn tell_peers(&self, interest: &Interest, lease: Duration) {
-        let Ok(peers) = self.node().connected().await else {
+        let Ok(peers) = self.everyone().await else {
             return;
         };
         self.tell(&peers, std::slice::from_ref(interest), lease)
@@ -285,7 +285,7 @@ pub(crate) async fn keep(space: ObjectSpace) {
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(PEERS_EVERY).await;
-        let Ok(mut peers) = space.node().connected().await else {
+        let Ok(mut peers) = space.everyone().await else {
             return; // the node is stopping
         };
         peers.sort();

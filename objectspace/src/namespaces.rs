@@ -371,7 +371,7 @@ impl Namespaces {
         .await?;
         // Nodes missed here drop the objects (and index rows) in their next
         // repair round.
-        let mut peers = space.node().connected().await?;
+        let mut peers = space.everyone().await?;
         peers.push(space.me());
         let drops = peers
             .iter()

@@ -390,7 +390,7 @@ impl ObjectSpace {
         crate::metrics::observe("list", async {
             self.inner.namespaces.incarnation(self, ns).await?;
             self.may_read(ns).await?;
-            let mut peers = self.inner.node.connected().await?;
+            let mut peers = self.everyone().await?;
             peers.push(self.me());
             let lists = peers.iter().map(|&peer| self.list_from(peer, ns, prefix));
             let mut newest: BTreeMap<ObjectName, ObjectRecord> = BTreeMap::new();

@@ -19,7 +19,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures::future::join_all;
-use p3_dht::PeerId;
+use p3_dht::{Connections, PeerId};
 
 use crate::{
     blob::INLINE_MAX,
@@ -56,6 +56,12 @@ pub async fn run(space: ObjectSpace) {
         let Ok(mut peers) = space.node().connected().await else {
             return; // the node is stopping
         };
+        // With on-demand connections peers connect and part as the work
+        // goes; a member that was away comes back through the map instead
+        // (a new epoch).
+        if space.node().connections() == Connections::OnDemand {
+            peers.clear();
+        }
         peers.sort();
         // A new map moves owners; a peer that came back may have missed writes.
         let epoch = space.membership().map().epoch();

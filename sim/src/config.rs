@@ -33,6 +33,11 @@ pub struct SimConfig {
     /// Each node's network failure timeout (`[network] failure_timeout_ms`):
     /// every connection is pinged three times in it.
     pub failure_timeout: Duration,
+    /// Which peers each node keeps connections to (`[network] connections`).
+    pub connections: p3_dht::Connections,
+    /// How long an unused connection (and, on demand, request stream) lives
+    /// (`[network] idle_connection_timeout_secs`).
+    pub idle: Duration,
     /// Seed of the random choices (which node fails, which node serves an
     /// operation), so a run can be repeated.
     pub seed: u64,
@@ -55,6 +60,8 @@ impl Default for SimConfig {
             settle_deadline: Duration::from_secs(60),
             join_deadline: Duration::from_secs(30),
             failure_timeout: p3_dht::NetworkConfig::default().failure_timeout,
+            connections: p3_dht::Connections::All,
+            idle: p3_dht::NetworkConfig::default().idle_connection_timeout,
             seed: 1,
             data_dir: None,
         }
@@ -79,6 +86,9 @@ impl SimConfig {
         }
         if self.settle_deadline.is_zero() || self.join_deadline.is_zero() {
             return invalid("deadlines must be above zero");
+        }
+        if self.idle.is_zero() {
+            return invalid("--idle-ms must be above zero");
         }
         if self.failure_timeout < p3_dht::MIN_FAILURE_TIMEOUT {
             let floor = p3_dht::MIN_FAILURE_TIMEOUT.as_millis();

@@ -45,6 +45,14 @@ struct Args {
     /// connection is pinged three times in it).
     #[arg(long, default_value_t = 3000)]
     failure_timeout_ms: u64,
+    /// Which peers each node keeps connections to: `all` or `on-demand`
+    /// (`[network] connections`).
+    #[arg(long, default_value = "all", value_parser = connections)]
+    connections: p3_dht::Connections,
+    /// How long an unused connection (and, on demand, request stream) lives,
+    /// in milliseconds (default: the node's, an hour).
+    #[arg(long)]
+    idle_ms: Option<u64>,
     /// Keep the nodes' databases here instead of in a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -71,6 +79,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn connections(text: &str) -> Result<p3_dht::Connections, String> {
+    match text {
+        "all" => Ok(p3_dht::Connections::All),
+        "on-demand" => Ok(p3_dht::Connections::OnDemand),
+        other => Err(format!("{other:?} is not all or on-demand")),
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -90,6 +106,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             settle_deadline: Duration::from_secs(args.settle_secs),
             seed: args.seed,
             failure_timeout: Duration::from_millis(args.failure_timeout_ms),
+            connections: args.connections,
+            idle: args
+                .idle_ms
+                .map_or(SimConfig::default().idle, Duration::from_millis),
             data_dir: args.data_dir.as_ref().map(|d| d.join(format!("n{nodes}"))),
             ..SimConfig::default()
         };

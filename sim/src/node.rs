@@ -43,6 +43,10 @@ pub struct NodeSettings {
     /// The network's failure timeout (pings every third of it on every
     /// connection).
     pub failure_timeout: Duration,
+    /// Which peers a node keeps connections to.
+    pub connections: p3_dht::Connections,
+    /// How long an unused connection lives.
+    pub idle: Duration,
 }
 
 /// A node of the simulation: its identity and data survive a failure.
@@ -226,6 +230,8 @@ impl Boot {
             listen: vec![self.listen],
             bootstrap: self.seeds,
             failure_timeout: self.settings.failure_timeout,
+            connections: self.settings.connections,
+            idle_connection_timeout: self.settings.idle,
             ..NetworkConfig::default()
         };
         let (node, inbound) = Node::start(network, self.key, db.clone()).await?;

@@ -79,6 +79,10 @@ pub struct Report {
     pub p_fail: f64,
     /// Seed of the random choices.
     pub seed: u64,
+    /// Which peers each node kept connections to.
+    pub connections: p3_dht::Connections,
+    /// How long an unused connection lived, in milliseconds.
+    pub idle_ms: u64,
     /// Joining.
     pub join: Join,
     /// Resources once joined.
@@ -96,8 +100,8 @@ impl Display for Report {
         let pct = |x: f64| x * 100.0;
         writeln!(
             f,
-            "N = {}, R = {}, p_f = {}, seed {}",
-            self.nodes, self.replicas, self.p_fail, self.seed
+            "N = {}, R = {}, p_f = {}, seed {}, connections {:?} (idle {} ms)",
+            self.nodes, self.replicas, self.p_fail, self.seed, self.connections, self.idle_ms
         )?;
         let j = &self.join;
         writeln!(

@@ -91,6 +91,12 @@ impl Frames {
         (Frames { half, queue }, frames)
     }
 
+    /// Closes the writing side (the peer reads the stream's end), after any
+    /// frame being written.
+    pub(super) async fn close(&self) {
+        let _ = self.half.lock().await.close().await;
+    }
+
     /// Writes `frame` here and now if the stream is free, instead of waking
     /// the writer task: a small message's write costs less than a thread
     /// wakeup, and at one request at a time every wakeup is on the critical

@@ -18,6 +18,10 @@
 //! with any connection. Peers that do not speak the protocol are asked through
 //! request-response instead ([`crate::Node::request`]).
 //!
+//! With on-demand connections ([`crate::Connections::OnDemand`]) a stream
+//! that carried no request for the idle time is closed, so that the
+//! connection under it can close too.
+//!
 //! Must never: buffer more than the configured limit for one frame from a
 //! peer, or wait on a peer without a deadline.
 
@@ -25,9 +29,9 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, Weak,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{io::ReadHalf, AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -63,9 +67,30 @@ struct Outbound {
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next: AtomicU64,
     alive: AtomicBool,
+    /// When a request last took the stream.
+    used: Mutex<Instant>,
 }
 
+/// The stream to one peer, if open; held while a stream is opened, handed
+/// out or closed for being idle, so those never cross.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Outbound>>>>;
+
 impl Outbound {
+    fn touch(&self) {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Whether no request took the stream for `idle` and none waits on it.
+    fn idle_for(&self, idle: Duration) -> bool {
+        let used = *self.used.lock().unwrap_or_else(|p| p.into_inner());
+        used.elapsed() >= idle
+            && self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
     /// Fails every request waiting for an answer on this stream.
     fn close(&self, reason: &str) {
         self.alive.store(false, Ordering::SeqCst);
@@ -110,27 +135,32 @@ pub(crate) enum Failed {
 pub(crate) struct Rpc {
     control: libp2p_stream::Control,
     protocol: StreamProtocol,
-    streams: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Arc<Outbound>>>>>>,
+    streams: Arc<Mutex<HashMap<PeerId, Slot>>>,
     max_request: u64,
     max_response: u64,
     timeout: Duration,
+    /// Streams unused this long are closed; `None`: kept.
+    idle: Option<Duration>,
 }
 
 impl Rpc {
-    /// Request streams of `protocol` over `control`, within the given limits.
+    /// Request streams of `protocol` over `control`, within the given limits,
+    /// each closed after `idle` without a request if that is set.
     pub(crate) fn new(
         control: libp2p_stream::Control,
         protocol: StreamProtocol,
         (max_request, max_response): (u64, u64),
         timeout: Duration,
+        idle: Option<Duration>,
     ) -> Self {
         Rpc {
             control,
             protocol,
-            streams: Mutex::new(HashMap::new()),
+            streams: Arc::default(),
             max_request,
             max_response,
             timeout,
+            idle,
         }
     }
 
@@ -183,15 +213,16 @@ impl Rpc {
 
     /// The live stream to `peer`, opened if needed.
     async fn stream_to(&self, peer: PeerId) -> Result<Arc<Outbound>, String> {
-        let slot = self
+        let shared = self
             .streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(peer)
             .or_default()
             .clone();
-        let mut slot = slot.lock().await;
+        let mut slot = shared.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| c.alive.load(Ordering::SeqCst)) {
+            conn.touch();
             return Ok(conn.clone());
         }
         let mut last = String::new();
@@ -199,6 +230,11 @@ impl Rpc {
             match self.open(peer).await {
                 Ok(conn) => {
                     *slot = Some(conn.clone());
+                    if let Some(idle) = self.idle {
+                        let streams = Arc::downgrade(&self.streams);
+                        let (shared, weak) = (shared.clone(), Arc::downgrade(&conn));
+                        tokio::spawn(close_when_idle(streams, peer, shared, weak, idle));
+                    }
                     return Ok(conn);
                 }
                 Err(e) => last = e,
@@ -229,11 +265,16 @@ impl Rpc {
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             alive: AtomicBool::new(true),
+            used: Mutex::new(Instant::now()),
         });
-        let writer = conn.clone();
+        // Weak: the writer runs until the queue closes, which is when the
+        // last handle on the stream goes; a strong one would keep it open.
+        let writer = Arc::downgrade(&conn);
         tokio::spawn(async move {
             if let Err(e) = write_frames(frames, queue).await {
-                writer.close(&format!("writing to the peer failed: {e}"));
+                if let Some(conn) = writer.upgrade() {
+                    conn.close(&format!("writing to the peer failed: {e}"));
+                }
             }
         });
         let reader = conn.clone();
@@ -246,6 +287,45 @@ impl Rpc {
             reader.close(&reason);
         });
         Ok(conn)
+    }
+}
+
+/// Closes the stream `conn` to `peer` once it has carried no request for
+/// `idle`: it leaves the slot (no request takes it any more), its writing
+/// side is closed, the peer ends its side, and when the last handle goes the
+/// stream is gone and libp2p may close the connection as idle.
+async fn close_when_idle(
+    streams: Weak<Mutex<HashMap<PeerId, Slot>>>,
+    peer: PeerId,
+    shared: Slot,
+    conn: Weak<Outbound>,
+    idle: Duration,
+) {
+    // Checked at a quarter of the idle time: a stream lives up to 1.25 times it.
+    let every = (idle / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        let mut slot = shared.lock().await;
+        let Some(open) = conn.upgrade() else { return };
+        if !open.alive.load(Ordering::SeqCst) {
+            return;
+        }
+        if !open.idle_for(idle) {
+            continue;
+        }
+        open.close(&format!("closed after {idle:?} without a request"));
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &open)) {
+            *slot = None;
+        }
+        drop(slot);
+        if let Some(streams) = streams.upgrade() {
+            let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
+            if streams.get(&peer).is_some_and(|s| Arc::ptr_eq(s, &shared)) {
+                streams.remove(&peer);
+            }
+        }
+        open.frames.close().await;
+        return;
     }
 }
 

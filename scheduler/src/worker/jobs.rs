@@ -33,9 +33,10 @@ use crate::{
 
 /// How often the registry is listed even if its watch said nothing.
 const RELIST_EVERY: Duration = Duration::from_secs(30);
-/// How often the worker looks whether new peers connected: a peer that
-/// connected moments ago may have ordered a registry write before it knew
-/// of this worker's watch, so the registry is listed again then.
+/// How often the worker looks whether new peers connected (or, with
+/// on-demand connections, joined): a peer that arrived moments ago may have
+/// ordered a registry write before it knew of this worker's watch, so the
+/// registry is listed again then.
 const PEERS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a worker's entry in `p3.workers` lives unless renewed.
@@ -138,7 +139,7 @@ pub(super) async fn discover(jobs: Arc<Jobs>) {
         due = tokio::select! {
             _ = changed.notified() => true,
             _ = tokio::time::sleep(PEERS_EVERY) => {
-                let mut now = jobs.space.engine().node().connected().await.unwrap_or_default();
+                let mut now = jobs.space.engine().everyone().await.unwrap_or_default();
                 now.sort();
                 let joined = now.iter().any(|p| peers.binary_search(p).is_err());
                 peers = now;

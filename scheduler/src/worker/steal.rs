@@ -240,7 +240,7 @@ pub(super) async fn gather(jobs: &Jobs, job: &ActiveJob) {
     // Workers that began the job moments ago may not be in the view yet
     // (the watch adds them too, while this waits).
     job.refresh_workers(&jobs.space).await;
-    let peers = match jobs.space.engine().node().connected().await {
+    let peers = match jobs.space.engine().everyone().await {
         Ok(peers) => peers.len(),
         Err(_) => usize::MAX,
     };

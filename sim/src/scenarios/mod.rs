@@ -8,6 +8,7 @@ pub mod churn;
 pub mod join;
 pub mod lookup;
 
+use p3_dht::Connections;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
@@ -40,6 +41,8 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
         replicas: config.replicas,
         join_deadline: config.join_deadline,
         failure_timeout: config.failure_timeout,
+        connections: config.connections,
+        idle: config.idle,
         cache_bytes: CACHE_BYTES,
     };
     let mut cluster = Cluster::new(&root, settings, config.seeds);
@@ -52,6 +55,12 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
     let mut rng = StdRng::seed_from_u64(config.seed);
     let join = join::run(cluster, config).await?;
     tracing::info!(nodes = config.nodes, "joined");
+    if config.connections == Connections::OnDemand {
+        // The settled cluster, not the joins: connections the joins opened
+        // (lookups, the map's first copies) part once idle, within 1.25
+        // idle times (`p3_dht`'s check runs every quarter of it).
+        tokio::time::sleep(config.idle + config.idle / 2).await;
+    }
     let resources = resources::measure(cluster).await;
     let keys: Vec<[u8; 32]> = (0..config.keys).map(|_| rng.gen()).collect();
     let settled = cluster.agreement(&keys);
@@ -62,6 +71,8 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
         replicas: config.replicas,
         p_fail: config.p_fail,
         seed: config.seed,
+        connections: config.connections,
+        idle_ms: config.idle.as_millis() as u64,
         join,
         resources,
         lookups,
