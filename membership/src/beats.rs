@@ -62,6 +62,13 @@ pub struct Beats {
     /// heartbeat to the leader instead, which answered "not a member" again:
     /// a node cut off and removed could go on like that for ever.)
     rejoin: bool,
+    /// A join of this incarnation was acknowledged. Until the leader says
+    /// "not a member", heartbeats renew the lease while this node's map
+    /// catches up with the entry that added it (a map still lagging after
+    /// a lease means a join again, see `lagging`). Joining again instead
+    /// made every 100 ms of a new member's wait one more entry replicated
+    /// to every member: at N = 150 the joins fed on themselves.
+    joined: bool,
     /// The leader as the last peer that was not it named it, with the leader
     /// Raft knew of then: asked until it fails, refuses or names another, or
     /// Raft learns of a leader since. A node outside the group learns of no
@@ -82,7 +89,7 @@ impl Beats {
     /// What to ask for, given whether this node's map holds it (as this
     /// incarnation).
     pub fn ask(&self, in_map: bool) -> Ask {
-        if self.rejoin || !in_map {
+        if self.rejoin || !(in_map || self.joined) {
             Ask::Join
         } else {
             Ask::Heartbeat
@@ -144,6 +151,7 @@ impl Beats {
                 let joined = matches!(answer, Answer::Joined(_));
                 if joined {
                     self.rejoin = false;
+                    self.joined = true;
                 }
                 if map_epoch >= epoch {
                     self.lagging = None;
@@ -322,6 +330,22 @@ mod tests {
         renewed(&mut beats, 9, 9, start);
         renewed(&mut beats, 10, 9, later);
         assert_eq!(beats.ask(true), Ask::Heartbeat);
+    }
+
+    #[test]
+    fn a_joined_node_beats_while_its_map_catches_up_and_joins_if_not_a_member() {
+        let leader = PeerId::random();
+        let mut beats = Beats::default();
+        assert_eq!(beats.ask(false), Ask::Join);
+        exchange(&mut beats, Some(leader), &[], Answer::Joined(5));
+        // The entry that added this node has not reached its map yet.
+        assert_eq!(beats.ask(false), Ask::Heartbeat);
+        exchange(&mut beats, Some(leader), &[], Answer::Renewed(5));
+        assert_eq!(beats.ask(false), Ask::Heartbeat);
+        // Removed meanwhile: join again, map or not.
+        exchange(&mut beats, Some(leader), &[], Answer::NotMember);
+        assert_eq!(beats.ask(false), Ask::Join);
+        assert_eq!(beats.ask(true), Ask::Join);
     }
 
     #[test]

@@ -48,8 +48,8 @@ pub enum SimError {
     #[error(transparent)]
     Space(#[from] p3_objectspace::SpaceError),
     /// A node did not become a member in time.
-    #[error("a node did not join within {0:?}")]
-    NotJoined(Duration),
+    #[error("a node did not join within {0:?} ({1})")]
+    NotJoined(Duration, String),
     /// An operation was sent to a node that is down.
     #[error("node {0} is down")]
     Down(usize),

@@ -246,7 +246,17 @@ impl Boot {
         )
         .await?;
         if !membership.joined(self.settings.join_deadline).await {
-            return Err(SimError::NotJoined(self.settings.join_deadline));
+            let status = membership.status();
+            let listed = status.members.contains(&node.peer_id().to_string());
+            let seen = format!(
+                "its map: epoch {}, {} members, itself {}listed; leader {}; lease {} ms",
+                status.epoch,
+                status.members.len(),
+                if listed { "" } else { "not " },
+                status.leader.as_deref().unwrap_or("unknown"),
+                status.lease_ms
+            );
+            return Err(SimError::NotJoined(self.settings.join_deadline, seen));
         }
         let space = ObjectSpace::new(
             node.clone(),

@@ -220,29 +220,53 @@ impl Rpc {
             .entry(peer)
             .or_default()
             .clone();
-        let mut slot = shared.lock().await;
+        let mut slot = shared.clone().lock_owned().await;
         if let Some(conn) = slot.as_ref().filter(|c| c.alive.load(Ordering::SeqCst)) {
             conn.touch();
             return Ok(conn.clone());
         }
-        let mut last = String::new();
-        for _ in 0..OPEN_TRIES {
-            match self.open(peer).await {
-                Ok(conn) => {
-                    *slot = Some(conn.clone());
-                    if let Some(idle) = self.idle {
-                        let streams = Arc::downgrade(&self.streams);
-                        let (shared, weak) = (shared.clone(), Arc::downgrade(&conn));
-                        tokio::spawn(close_when_idle(streams, peer, shared, weak, idle));
+        // Opened by a task of its own, which fills the slot: a caller may
+        // give up first (openraft allows a heartbeat 150 ms), and a loaded
+        // peer that takes longer to greet would otherwise never be reached,
+        // every caller cancelling the opening it started.
+        let opener = Opener {
+            control: self.control.clone(),
+            protocol: self.protocol.clone(),
+            max_response: self.max_response,
+        };
+        let streams = Arc::downgrade(&self.streams);
+        let idle = self.idle;
+        let opening = tokio::spawn(async move {
+            let mut last = String::new();
+            for _ in 0..OPEN_TRIES {
+                match opener.open(peer).await {
+                    Ok(conn) => {
+                        *slot = Some(conn.clone());
+                        if let Some(idle) = idle {
+                            let conn = Arc::downgrade(&conn);
+                            tokio::spawn(close_when_idle(streams, peer, shared, conn, idle));
+                        }
+                        return Ok(conn);
                     }
-                    return Ok(conn);
+                    Err(e) => last = e,
                 }
-                Err(e) => last = e,
             }
-        }
-        Err(last)
+            Err(last)
+        });
+        opening
+            .await
+            .unwrap_or_else(|e| Err(format!("opening a stream failed: {e}")))
     }
+}
 
+/// What opening a request stream needs.
+struct Opener {
+    control: libp2p_stream::Control,
+    protocol: StreamProtocol,
+    max_response: u64,
+}
+
+impl Opener {
     async fn open(&self, peer: PeerId) -> Result<Arc<Outbound>, String> {
         let mut control = self.control.clone();
         let open = control.open_stream(peer, self.protocol.clone());

@@ -30,7 +30,9 @@ impl Membership {
         loop {
             let me = self.inner.me;
             let in_map = self
-                .map()
+                .inner
+                .map
+                .borrow()
                 .member(&me)
                 .is_some_and(|m| m.incarnation == self.inner.incarnation);
             let request = match beats.ask(in_map) {
@@ -54,7 +56,7 @@ impl Membership {
                 let answer = self.beat(target, request, sent).await;
                 let next = beats.answered(
                     answer,
-                    self.map().epoch(),
+                    self.inner.map.borrow().epoch(),
                     sent,
                     Instant::now(),
                     times.lease,

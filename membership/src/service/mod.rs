@@ -296,7 +296,9 @@ impl Membership {
         let until = Instant::now() + deadline;
         loop {
             let member = self
-                .map()
+                .inner
+                .map
+                .borrow()
                 .member(&self.inner.me)
                 .is_some_and(|m| m.incarnation == self.inner.incarnation);
             if member && self.has_lease() {
@@ -418,8 +420,11 @@ impl Membership {
                 if !self.leading() {
                     return self.not_leader();
                 }
+                // Borrowed, not cloned: every member asks twice a lease.
                 let member = self
-                    .map()
+                    .inner
+                    .map
+                    .borrow()
                     .member(&peer)
                     .is_some_and(|m| m.incarnation == incarnation);
                 if !member {
@@ -432,7 +437,7 @@ impl Membership {
                 }
                 locked(&self.inner.liveness).heard(peer, received);
                 Response::Renewed {
-                    epoch: self.map().epoch(),
+                    epoch: self.inner.map.borrow().epoch(),
                 }
             }
         }

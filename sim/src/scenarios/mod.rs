@@ -57,9 +57,10 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
     tracing::info!(nodes = config.nodes, "joined");
     if config.connections == Connections::OnDemand {
         // The settled cluster, not the joins: connections the joins opened
-        // (lookups, the map's first copies) part once idle, within 1.25
-        // idle times (`p3_dht`'s check runs every quarter of it).
-        tokio::time::sleep(config.idle + config.idle / 2).await;
+        // (lookups, the map's first copies) part once idle — a stream
+        // within 1.25 idle times (`p3_dht` checks every quarter of it), its
+        // connection one idle time after that.
+        tokio::time::sleep(config.idle * 5 / 2).await;
     }
     let resources = resources::measure(cluster).await;
     let keys: Vec<[u8; 32]> = (0..config.keys).map(|_| rng.gen()).collect();
