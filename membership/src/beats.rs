@@ -75,10 +75,14 @@ pub struct Beats {
     /// leader through Raft (or only of one that no longer leads), so this
     /// is how it finds one.
     hint: Option<(PeerId, Option<PeerId>)>,
-    /// Since when the leader has acknowledged epochs this node's map has not
-    /// reached: a member that no longer receives the group's entries
-    /// (dropped from the group by mistake) joins again to get them back.
-    lagging: Option<Instant>,
+    /// Since when, and at which epoch of its own, this node's map has stood
+    /// still behind epochs the leader acknowledged: a member that no longer
+    /// receives the group's entries (dropped from the group by mistake)
+    /// joins again to get them back. A map that moves is receiving them,
+    /// however far behind it is: while nodes join every few hundred
+    /// milliseconds a loaded member may never catch up with the newest
+    /// epoch, and each join again it made was one more entry for everybody.
+    lagging: Option<(Instant, u64)>,
     /// Round robin over connected peers when no leader is known.
     next_peer: usize,
     /// Whom [`Beats::target`] chose last, and the leader Raft knew of then.
@@ -153,16 +157,20 @@ impl Beats {
                     self.rejoin = false;
                     self.joined = true;
                 }
-                if map_epoch >= epoch {
-                    self.lagging = None;
-                } else if now.duration_since(*self.lagging.get_or_insert(sent)) > lease {
-                    tracing::warn!(
-                        epoch,
-                        have = map_epoch,
-                        "the map lags the group's; joining again"
-                    );
-                    self.rejoin = true;
-                    self.lagging = None;
+                match self.lagging {
+                    _ if map_epoch >= epoch => self.lagging = None,
+                    Some((since, at)) if at == map_epoch => {
+                        if now.duration_since(since) > lease {
+                            tracing::warn!(
+                                epoch,
+                                have = map_epoch,
+                                "the map lags the group's and stands still; joining again"
+                            );
+                            self.rejoin = true;
+                            self.lagging = None;
+                        }
+                    }
+                    _ => self.lagging = Some((sent, map_epoch)),
                 }
                 // A joined node gets the map through Raft shortly: beat soon.
                 let pace = if joined { Pace::Soon } else { Pace::Beat };
@@ -330,6 +338,16 @@ mod tests {
         renewed(&mut beats, 9, 9, start);
         renewed(&mut beats, 10, 9, later);
         assert_eq!(beats.ask(true), Ask::Heartbeat);
+        // A map that moves, however far behind, is receiving the entries.
+        let mut beats = Beats::default();
+        renewed(&mut beats, 9, 5, start);
+        renewed(&mut beats, 12, 7, start + LEASE / 2);
+        renewed(&mut beats, 15, 8, later);
+        assert_eq!(beats.ask(true), Ask::Heartbeat);
+        renewed(&mut beats, 16, 8, later + LEASE / 2);
+        assert_eq!(beats.ask(true), Ask::Heartbeat, "still for half a lease");
+        renewed(&mut beats, 16, 8, later + LEASE + Duration::from_millis(1));
+        assert_eq!(beats.ask(true), Ask::Join, "still for a lease");
     }
 
     #[test]

@@ -285,11 +285,17 @@ pub(crate) async fn keep(space: ObjectSpace) {
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(PEERS_EVERY).await;
+        let interests = space.inner.interests.local();
+        if interests.is_empty() {
+            // Nothing to tell; a watch that starts tells every peer itself,
+            // and the next round here every peer once more.
+            told.clear();
+            continue;
+        }
         let Ok(mut peers) = space.everyone().await else {
             return; // the node is stopping
         };
         peers.sort();
-        let interests = space.inner.interests.local();
         if renewed.elapsed() >= RENEW_EVERY {
             space.tell(&peers, &interests, INTEREST_LEASE).await;
             renewed = Instant::now();

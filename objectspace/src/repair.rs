@@ -81,29 +81,30 @@ pub async fn run(space: ObjectSpace) {
 /// One pass over every local record.
 pub async fn round(space: &ObjectSpace) -> Result<()> {
     let me = space.me();
-    // Without a fresh namespace list nothing is dropped for its namespace.
-    let registry = space
-        .inner
-        .namespaces
-        .fetch(space)
-        .await
-        .ok()
-        .map(|(r, _)| r);
     let started = now_ms();
     let mut after: Option<Vec<u8>> = None;
     let (mut pushed, mut handed_off) = (0usize, 0usize);
+    // Read once, and only when there are records: every node runs a round
+    // at every new epoch, and a node holding nothing need not ask.
+    let mut registry: Option<Option<Registry>> = None;
     loop {
         let store = space.store().clone();
         let from = after.clone();
         let page = blocking(move || store.all_records(from.as_deref(), SYNC_BATCH)).await?;
         let Some(last) = page.last() else { break };
         after = Some(record_key(&last.ns, &last.name));
+        if registry.is_none() {
+            // Without a fresh namespace list nothing is dropped for its namespace.
+            let fetched = space.inner.namespaces.fetch(space).await;
+            registry = Some(fetched.ok().map(|(r, _)| r));
+        }
+        let known = registry.as_ref().and_then(Option::as_ref);
 
         let mut per_owner: HashMap<PeerId, Vec<ObjectRecord>> = HashMap::new();
         let mut not_mine = Vec::new();
         let mut primary_of = Vec::new();
         for record in page {
-            if should_drop(&record, registry.as_ref(), started) {
+            if should_drop(&record, known, started) {
                 drop_record(space, &record).await?;
                 continue;
             }

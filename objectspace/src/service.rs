@@ -379,7 +379,7 @@ async fn read_as_primary(
 async fn as_primary(
     space: &ObjectSpace,
     key: &[u8; 32],
-) -> Result<std::result::Result<(p3_membership::Map, Vec<PeerId>), PeerResponse>> {
+) -> Result<std::result::Result<(Arc<p3_membership::Map>, Vec<PeerId>), PeerResponse>> {
     space.check_lease().await?;
     let map = space.membership().map();
     let owners = space.owners_in(&map, key)?;

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use p3_dht::{Connections, Node, PeerId};
+use p3_dht::{Node, PeerId};
 use p3_membership::Membership;
 use tokio::{sync::broadcast, time::timeout};
 
@@ -183,16 +183,7 @@ impl ObjectSpace {
     /// network keeps every live node connected; with on-demand connections,
     /// every other member of the map as well (the request dials it).
     pub async fn everyone(&self) -> Result<Vec<PeerId>> {
-        let mut peers = self.inner.node.connected().await?;
-        if self.inner.node.connections() == Connections::OnDemand {
-            let me = self.me();
-            let maps = self.inner.membership.watch();
-            let map = maps.borrow();
-            peers.extend(map.members().map(|(p, _)| *p).filter(|p| *p != me));
-            peers.sort();
-            peers.dedup();
-        }
-        Ok(peers)
+        Ok(self.inner.membership.everyone().await?)
     }
 
     /// The R nodes that own `key` in the agreed map, nearest first; an error

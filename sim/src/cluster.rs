@@ -159,7 +159,7 @@ impl Cluster {
         }
         // Nodes holding equal maps name the same owners (placement is a pure
         // function of the map): compare the distinct maps only.
-        let mut maps: Vec<Map> = Vec::new();
+        let mut maps: Vec<std::sync::Arc<Map>> = Vec::new();
         for map in self.up().filter_map(SimNode::membership).map(|m| m.map()) {
             if !maps.contains(&map) {
                 maps.push(map);

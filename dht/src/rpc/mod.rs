@@ -67,8 +67,11 @@ struct Outbound {
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next: AtomicU64,
     alive: AtomicBool,
-    /// When a request last took the stream.
-    used: Mutex<Instant>,
+    /// When the stream was opened.
+    opened: Instant,
+    /// When a request last took the stream, in milliseconds after `opened`
+    /// (an atomic: every request stamps it, so no lock on that path).
+    used_ms: AtomicU64,
 }
 
 /// The stream to one peer, if open; held while a stream is opened, handed
@@ -77,13 +80,14 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Outbound>>>>;
 
 impl Outbound {
     fn touch(&self) {
-        *self.used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.used_ms.store(now, Ordering::Relaxed);
     }
 
     /// Whether no request took the stream for `idle` and none waits on it.
     fn idle_for(&self, idle: Duration) -> bool {
-        let used = *self.used.lock().unwrap_or_else(|p| p.into_inner());
-        used.elapsed() >= idle
+        let used = Duration::from_millis(self.used_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(used) >= idle
             && self
                 .pending
                 .lock()
@@ -289,7 +293,8 @@ impl Opener {
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             alive: AtomicBool::new(true),
-            used: Mutex::new(Instant::now()),
+            opened: Instant::now(),
+            used_ms: AtomicU64::new(0),
         });
         // Weak: the writer runs until the queue closes, which is when the
         // last handle on the stream goes; a strong one would keep it open.

@@ -288,19 +288,19 @@ struct StoredSnapshot {
 pub struct MapMachine {
     column: Column,
     machine: Arc<std::sync::Mutex<Machine>>,
-    published: Arc<watch::Sender<Map>>,
+    published: Arc<watch::Sender<Arc<Map>>>,
 }
 
 impl MapMachine {
     /// The state machine of `db`, starting from its last snapshot; returns it
     /// and a receiver of the map as changes are applied.
-    pub fn open(db: Database) -> Result<(Self, watch::Receiver<Map>), std::io::Error> {
+    pub fn open(db: Database) -> Result<(Self, watch::Receiver<Arc<Map>>), std::io::Error> {
         let column = Column { db };
         let machine = column
             .get::<StoredSnapshot>(SNAPSHOT)?
             .map(|s| s.machine)
             .unwrap_or_default();
-        let (published, receiver) = watch::channel(machine.map.clone());
+        let (published, receiver) = watch::channel(Arc::new(machine.map.clone()));
         Ok((
             MapMachine {
                 column,
@@ -320,8 +320,10 @@ impl MapMachine {
 
     fn publish(&self, map: Map) {
         self.published.send_if_modified(|current| {
-            let changed = *current != map;
-            *current = map;
+            let changed = **current != map;
+            if changed {
+                *current = Arc::new(map);
+            }
             changed
         });
     }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use p3_dht::{Connections, PeerId};
+use p3_dht::PeerId;
 
 use super::{locked, Membership, LEAD_EVERY, MAX_ADDRS};
 use crate::{
@@ -48,7 +48,7 @@ impl Membership {
             let peers = if beats.knows_leader(leader) {
                 Vec::new()
             } else {
-                self.peers_to_ask().await
+                self.everyone().await.unwrap_or_default()
             };
             let mut pace = Pace::Soon;
             if let Some(target) = beats.target(leader, &peers) {
@@ -114,23 +114,6 @@ impl Membership {
                 Answer::Failed
             }
         }
-    }
-
-    /// Whom to ask for the leader when this node knows none: its connected
-    /// peers and, when connections are made on demand (so few are open),
-    /// the members of its map.
-    async fn peers_to_ask(&self) -> Vec<PeerId> {
-        let node = &self.inner.node;
-        let mut peers = node.connected().await.unwrap_or_default();
-        if node.connections() == Connections::OnDemand {
-            let me = self.inner.me;
-            let maps = self.inner.map.clone();
-            let map = maps.borrow();
-            peers.extend(map.members().map(|(p, _)| *p).filter(|p| *p != me));
-            peers.sort();
-            peers.dedup();
-        }
-        peers
     }
 
     /// This node's dialable addresses, for the map.

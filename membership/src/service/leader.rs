@@ -37,8 +37,11 @@ impl Membership {
             if !leading {
                 continue;
             }
-            let map = self.map();
-            let expired = locked(&self.inner.liveness).expired(&map, &self.inner.me, now, &times);
+            let expired = {
+                // Borrowed, not cloned: this runs every tick on the leader.
+                let map = self.inner.map.borrow();
+                locked(&self.inner.liveness).expired(&map, &self.inner.me, now, &times)
+            };
             for (peer, incarnation) in expired {
                 let change = Change::Remove {
                     peer: peer.to_string(),
@@ -61,7 +64,6 @@ impl Membership {
     async fn place_voters(&self, now: Instant, times: &LeaseTimes) -> Result<()> {
         let raft = &self.inner.raft;
         let _changing = self.inner.changing_group.lock().await;
-        let map = self.map();
         let stored = raft.metrics().borrow().membership_config.clone();
         let membership = stored.membership();
         let peer_of = |id: &NodeId| -> Option<PeerId> {
@@ -71,11 +73,19 @@ impl Membership {
             .voter_ids()
             .filter_map(|id| peer_of(&id))
             .collect();
-        let plan = {
+        // The map is borrowed (not held across an await, which would stall
+        // whoever applies the next one).
+        let (plan, gone) = {
+            let map = self.inner.map.borrow();
             let liveness = locked(&self.inner.liveness);
-            voters::plan(&map, &current, &self.inner.me, |p| {
+            let plan = voters::plan(&map, &current, &self.inner.me, |p| {
                 liveness.alive(p, now, times)
-            })
+            });
+            let gone: BTreeSet<NodeId> = membership
+                .learner_ids()
+                .filter(|id| peer_of(id).is_none_or(|p| map.member(&p).is_none()))
+                .collect();
+            (plan, gone)
         };
         if let Some(next) = plan {
             let ids: BTreeSet<NodeId> = next.iter().map(node_id).collect();
@@ -85,10 +95,6 @@ impl Membership {
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
             return Ok(());
         }
-        let gone: BTreeSet<NodeId> = membership
-            .learner_ids()
-            .filter(|id| peer_of(id).is_none_or(|p| map.member(&p).is_none()))
-            .collect();
         if !gone.is_empty() {
             raft.change_membership(ChangeMembers::RemoveNodes(gone), true)
                 .await

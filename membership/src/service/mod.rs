@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use openraft::ServerState;
+use openraft::{ServerState, SnapshotPolicy};
 use p3_dht::{Channel, Database, InboundRequest, Node, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -83,7 +83,7 @@ struct Inner {
     id: NodeId,
     incarnation: u64,
     config: MembershipConfig,
-    map: watch::Receiver<Map>,
+    map: watch::Receiver<Arc<Map>>,
     lease: Mutex<Lease>,
     /// Woken whenever the lease is renewed, for [`Membership::lease_within`].
     renewed: Notify,
@@ -114,6 +114,13 @@ const MAX_ADDR_LEN: usize = 256;
 const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
 /// Membership requests answered at once.
 const MAX_ANSWERING: usize = 256;
+/// Raft entries sent in one append.
+const MAX_PAYLOAD_ENTRIES: u64 = 32;
+/// Raft entries applied between snapshots of the map.
+const SNAPSHOT_EVERY: u64 = 256;
+/// Raft entries kept after a snapshot (a member that far behind gets them,
+/// one further behind the snapshot).
+const LOG_KEPT_AFTER_SNAPSHOT: u64 = 64;
 /// How often the leader looks for silent members and voter changes.
 const LEAD_EVERY: Duration = Duration::from_millis(100);
 
@@ -128,6 +135,16 @@ impl Membership {
             heartbeat_interval: 150,
             election_timeout_min: 600,
             election_timeout_max: 1200,
+            // Every append (a catch-up batch too) must be answered within a
+            // heartbeat interval or is retried after a back-off: a batch of
+            // openraft's default 300 entries, each join's membership entry
+            // naming every member, never reached a new member of a loaded
+            // 150-node group in 150 ms.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            // A new member gets the map as a snapshot (O(N)) instead of the
+            // whole log (a membership entry of O(N) per join: O(N²)).
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+            max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
             ..Default::default()
         }
         .validate()
@@ -192,13 +209,31 @@ impl Membership {
         Ok(membership)
     }
 
-    /// The map this node holds now.
-    pub fn map(&self) -> Map {
+    /// The map this node holds now; shared, so taking it copies a pointer,
+    /// not the members (writes take it on every request).
+    pub fn map(&self) -> Arc<Map> {
         self.inner.map.borrow().clone()
     }
 
+    /// Every other node this one may need to ask about the whole space: its
+    /// connected peers and, when connections are made on demand (so few are
+    /// open), every other member of its map.
+    pub async fn everyone(&self) -> std::result::Result<Vec<PeerId>, p3_dht::DhtError> {
+        let node = &self.inner.node;
+        let mut peers = node.connected().await?;
+        if node.connections() == p3_dht::Connections::OnDemand {
+            let me = self.inner.me;
+            let map = self.inner.map.borrow();
+            peers.extend(map.members().map(|(p, _)| *p).filter(|p| *p != me));
+            drop(map);
+            peers.sort();
+            peers.dedup();
+        }
+        Ok(peers)
+    }
+
     /// A receiver that sees every map this node applies.
-    pub fn watch(&self) -> watch::Receiver<Map> {
+    pub fn watch(&self) -> watch::Receiver<Arc<Map>> {
         self.inner.map.clone()
     }
 
@@ -403,7 +438,7 @@ impl Membership {
             Request::Append(rpc) => Response::Append(raft.append_entries(rpc).await),
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
             Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
-            Request::Map => Response::Map(self.map()),
+            Request::Map => Response::Map(Map::clone(&self.map())),
             Request::Join { addrs, incarnation } => {
                 if addrs.len() > MAX_ADDRS || addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
                     return Response::Refused(format!(

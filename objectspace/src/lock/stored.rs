@@ -22,7 +22,7 @@ use crate::{
 /// The map a lock-state change is made under and the key's owners in it,
 /// this node first (see [`ObjectSpace::serving`]).
 pub(super) struct Serving {
-    map: Map,
+    map: std::sync::Arc<Map>,
     owners: Vec<PeerId>,
 }
 
