@@ -38,6 +38,9 @@ pub struct SimConfig {
     /// How long an unused connection (and, on demand, request stream) lives
     /// (`[network] idle_connection_timeout_secs`).
     pub idle: Duration,
+    /// How often each node refreshes its Kademlia table with lookups
+    /// (`[network] refresh_interval_secs`).
+    pub refresh: Duration,
     /// Seed of the random choices (which node fails, which node serves an
     /// operation), so a run can be repeated.
     pub seed: u64,
@@ -62,6 +65,7 @@ impl Default for SimConfig {
             failure_timeout: p3_dht::NetworkConfig::default().failure_timeout,
             connections: p3_dht::Connections::All,
             idle: p3_dht::NetworkConfig::default().idle_connection_timeout,
+            refresh: p3_dht::NetworkConfig::default().refresh_interval,
             seed: 1,
             data_dir: None,
         }
@@ -86,6 +90,9 @@ impl SimConfig {
         }
         if self.settle_deadline.is_zero() || self.join_deadline.is_zero() {
             return invalid("deadlines must be above zero");
+        }
+        if self.refresh.is_zero() {
+            return invalid("--refresh-secs must be above zero");
         }
         if self.idle.is_zero() {
             return invalid("--idle-ms must be above zero");

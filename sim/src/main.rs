@@ -53,6 +53,10 @@ struct Args {
     /// in milliseconds (default: the node's, an hour).
     #[arg(long)]
     idle_ms: Option<u64>,
+    /// How often each node refreshes its Kademlia table with lookups, in
+    /// seconds (`[network] refresh_interval_secs`; default: the node's).
+    #[arg(long)]
+    refresh_secs: Option<u64>,
     /// Keep the nodes' databases here instead of in a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -110,6 +114,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             idle: args
                 .idle_ms
                 .map_or(SimConfig::default().idle, Duration::from_millis),
+            refresh: args
+                .refresh_secs
+                .map_or(SimConfig::default().refresh, Duration::from_secs),
             data_dir: args.data_dir.as_ref().map(|d| d.join(format!("n{nodes}"))),
             ..SimConfig::default()
         };

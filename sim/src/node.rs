@@ -47,6 +47,8 @@ pub struct NodeSettings {
     pub connections: p3_dht::Connections,
     /// How long an unused connection lives.
     pub idle: Duration,
+    /// How often the Kademlia table is refreshed.
+    pub refresh: Duration,
 }
 
 /// A node of the simulation: its identity and data survive a failure.
@@ -232,6 +234,7 @@ impl Boot {
             failure_timeout: self.settings.failure_timeout,
             connections: self.settings.connections,
             idle_connection_timeout: self.settings.idle,
+            refresh_interval: self.settings.refresh,
             ..NetworkConfig::default()
         };
         let (node, inbound) = Node::start(network, self.key, db.clone()).await?;

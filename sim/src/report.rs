@@ -83,6 +83,8 @@ pub struct Report {
     pub connections: p3_dht::Connections,
     /// How long an unused connection lived, in milliseconds.
     pub idle_ms: u64,
+    /// How often each node refreshed its Kademlia table, in seconds.
+    pub refresh_s: u64,
     /// Joining.
     pub join: Join,
     /// Resources once joined.
@@ -100,8 +102,8 @@ impl Display for Report {
         let pct = |x: f64| x * 100.0;
         writeln!(
             f,
-            "N = {}, R = {}, p_f = {}, seed {}, connections {:?} (idle {} ms)",
-            self.nodes, self.replicas, self.p_fail, self.seed, self.connections, self.idle_ms
+            "N = {}, R = {}, p_f = {}, seed {}, connections {:?} (idle {} ms), table refreshed every {} s",
+            self.nodes, self.replicas, self.p_fail, self.seed, self.connections, self.idle_ms, self.refresh_s
         )?;
         let j = &self.join;
         writeln!(

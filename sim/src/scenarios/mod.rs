@@ -43,6 +43,7 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
         failure_timeout: config.failure_timeout,
         connections: config.connections,
         idle: config.idle,
+        refresh: config.refresh,
         cache_bytes: CACHE_BYTES,
     };
     let mut cluster = Cluster::new(&root, settings, config.seeds);
@@ -74,6 +75,7 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
         seed: config.seed,
         connections: config.connections,
         idle_ms: config.idle.as_millis() as u64,
+        refresh_s: config.refresh.as_secs(),
         join,
         resources,
         lookups,
