@@ -78,6 +78,7 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
             times: config.lease_times(),
             found,
             status_file: Some(dir.root().join(MEMBERSHIP_FILE)),
+            snapshot_every: p3_membership::DEFAULT_SNAPSHOT_EVERY,
         },
     )
     .await

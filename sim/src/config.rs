@@ -41,6 +41,8 @@ pub struct SimConfig {
     /// How often each node refreshes its Kademlia table with lookups
     /// (`[network] refresh_interval_secs`).
     pub refresh: Duration,
+    /// Raft entries each node applies between snapshots of its map.
+    pub snapshot_every: u64,
     /// Seed of the random choices (which node fails, which node serves an
     /// operation), so a run can be repeated.
     pub seed: u64,
@@ -66,6 +68,7 @@ impl Default for SimConfig {
             connections: p3_dht::Connections::All,
             idle: p3_dht::NetworkConfig::default().idle_connection_timeout,
             refresh: p3_dht::NetworkConfig::default().refresh_interval,
+            snapshot_every: p3_membership::DEFAULT_SNAPSHOT_EVERY,
             seed: 1,
             data_dir: None,
         }
@@ -90,6 +93,9 @@ impl SimConfig {
         }
         if self.settle_deadline.is_zero() || self.join_deadline.is_zero() {
             return invalid("deadlines must be above zero");
+        }
+        if self.snapshot_every < 4 {
+            return invalid("--map-snapshot-every must be at least 4");
         }
         if self.refresh.is_zero() {
             return invalid("--refresh-secs must be above zero");

@@ -57,6 +57,10 @@ struct Args {
     /// seconds (`[network] refresh_interval_secs`; default: the node's).
     #[arg(long)]
     refresh_secs: Option<u64>,
+    /// Raft entries each node applies between snapshots of its map (a
+    /// member further behind than a quarter of it gets the snapshot).
+    #[arg(long, default_value_t = p3_membership::DEFAULT_SNAPSHOT_EVERY)]
+    map_snapshot_every: u64,
     /// Keep the nodes' databases here instead of in a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -114,6 +118,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             idle: args
                 .idle_ms
                 .map_or(SimConfig::default().idle, Duration::from_millis),
+            snapshot_every: args.map_snapshot_every,
             refresh: args
                 .refresh_secs
                 .map_or(SimConfig::default().refresh, Duration::from_secs),

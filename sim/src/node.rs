@@ -49,6 +49,8 @@ pub struct NodeSettings {
     pub idle: Duration,
     /// How often the Kademlia table is refreshed.
     pub refresh: Duration,
+    /// Raft entries between snapshots of the map.
+    pub snapshot_every: u64,
 }
 
 /// A node of the simulation: its identity and data survive a failure.
@@ -245,6 +247,7 @@ impl Boot {
                 times: LeaseTimes::default(),
                 found: self.found,
                 status_file: None,
+                snapshot_every: self.settings.snapshot_every,
             },
         )
         .await?;

@@ -111,7 +111,11 @@ impl Display for Report {
             "join       {} nodes in {:.1} s; per join ms: {}",
             j.nodes, j.total_s, j.join_ms
         )?;
-        writeln!(f, "           KiB sent during a join: {}", j.kib_per_join)?;
+        writeln!(
+            f,
+            "           KiB sent during a join: {}; map snapshots installed: {}",
+            j.kib_per_join, j.snapshots_installed
+        )?;
         match j.settle_s {
             Some(s) => writeln!(
                 f,

@@ -10,7 +10,10 @@ use std::{
     fmt::Debug,
     io::Cursor,
     ops::{Bound, RangeBounds},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use openraft::{
@@ -289,6 +292,8 @@ pub struct MapMachine {
     column: Column,
     machine: Arc<std::sync::Mutex<Machine>>,
     published: Arc<watch::Sender<Arc<Map>>>,
+    /// Snapshots installed from the leader.
+    installed: Arc<AtomicU64>,
 }
 
 impl MapMachine {
@@ -306,9 +311,15 @@ impl MapMachine {
                 column,
                 machine: Arc::new(std::sync::Mutex::new(machine)),
                 published: Arc::new(published),
+                installed: Arc::default(),
             },
             receiver,
         ))
+    }
+
+    /// Counts the snapshots this machine installs from the leader.
+    pub fn installed(&self) -> Arc<AtomicU64> {
+        self.installed.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Machine> {
@@ -420,6 +431,7 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
         let map = machine.map.clone();
         *self.lock() = machine;
         self.publish(map);
+        self.installed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

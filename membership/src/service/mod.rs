@@ -9,7 +9,10 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     time::{Duration, Instant},
 };
 
@@ -51,7 +54,17 @@ pub struct MembershipConfig {
     /// Where to write `membership.json` (the status `p3ctl node status`
     /// shows), if anywhere.
     pub status_file: Option<PathBuf>,
+    /// Raft entries applied between snapshots of the map
+    /// ([`DEFAULT_SNAPSHOT_EVERY`]); a member further behind than a quarter
+    /// of that gets the snapshot instead of the entries.
+    pub snapshot_every: u64,
 }
+
+/// How many Raft entries a node applies between snapshots of its map by
+/// default: a member joining a group of hundreds gets the map (O(N)) and at
+/// most a quarter of this in entries, instead of the whole log (a
+/// membership entry of O(N) per join: O(N²)).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 256;
 
 /// The status of the membership layer, as `membership.json` holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +109,8 @@ struct Inner {
     changing_group: tokio::sync::Mutex<()>,
     /// Heartbeats waiting for a quorum to confirm this node leads.
     confirmations: Mutex<Rounds<oneshot::Sender<Confirmed>>>,
+    /// Snapshots of the map this node installed from its leader.
+    snapshots_installed: Arc<AtomicU64>,
 }
 
 /// A confirmation round's outcome: a quorum followed this node after the
@@ -116,11 +131,8 @@ const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_ANSWERING: usize = 256;
 /// Raft entries sent in one append.
 const MAX_PAYLOAD_ENTRIES: u64 = 32;
-/// Raft entries applied between snapshots of the map.
-const SNAPSHOT_EVERY: u64 = 256;
-/// Raft entries kept after a snapshot (a member that far behind gets them,
-/// one further behind the snapshot).
-const LOG_KEPT_AFTER_SNAPSHOT: u64 = 64;
+/// Below this, a snapshot would follow nearly every entry.
+const MIN_SNAPSHOT_EVERY: u64 = 4;
 /// How often the leader looks for silent members and voter changes.
 const LEAD_EVERY: Duration = Duration::from_millis(100);
 
@@ -130,6 +142,12 @@ impl Membership {
     pub async fn start(node: Node, db: Database, config: MembershipConfig) -> Result<Self> {
         let me = node.peer_id();
         let id = node_id(&me);
+        if config.snapshot_every < MIN_SNAPSHOT_EVERY {
+            return Err(MembershipError::Raft(format!(
+                "snapshot_every must be at least {MIN_SNAPSHOT_EVERY} entries, not {}",
+                config.snapshot_every
+            )));
+        }
         let raft_config = openraft::Config {
             cluster_name: "p3-membership".into(),
             heartbeat_interval: 150,
@@ -141,16 +159,15 @@ impl Membership {
             // naming every member, never reached a new member of a loaded
             // 150-node group in 150 ms.
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
-            // A new member gets the map as a snapshot (O(N)) instead of the
-            // whole log (a membership entry of O(N) per join: O(N²)).
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
-            max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.snapshot_every / 4,
             ..Default::default()
         }
         .validate()
         .map_err(|e| MembershipError::Raft(e.to_string()))?;
         let (machine, map) =
             MapMachine::open(db.clone()).map_err(|e| MembershipError::Storage(e.to_string()))?;
+        let snapshots_installed = machine.installed();
         let (channel, incoming) = node
             .channel(MEMBERSHIP_PROTOCOL, wire::MAX_FRAME as u64)
             .map_err(|e| MembershipError::Raft(e.to_string()))?;
@@ -195,6 +212,7 @@ impl Membership {
                 tasks: Mutex::default(),
                 changing_group: tokio::sync::Mutex::new(()),
                 confirmations: Mutex::default(),
+                snapshots_installed,
             }),
         };
         let tasks = vec![
@@ -230,6 +248,12 @@ impl Membership {
             peers.dedup();
         }
         Ok(peers)
+    }
+
+    /// How many snapshots of the map this node installed from its leader
+    /// (it was too far behind for entries).
+    pub fn snapshots_installed(&self) -> u64 {
+        self.inner.snapshots_installed.load(Ordering::Relaxed)
     }
 
     /// A receiver that sees every map this node applies.

@@ -21,6 +21,9 @@ pub struct Join {
     pub kib_per_join: Spread,
     /// From the last join until every node holds the same map, seconds.
     pub settle_s: Option<f64>,
+    /// Snapshots of the map the nodes installed from their leader (a node
+    /// too far behind for entries gets one).
+    pub snapshots_installed: u64,
 }
 
 /// Starts `config.nodes` nodes in `cluster`, one after another.
@@ -45,5 +48,10 @@ pub async fn run(cluster: &mut Cluster, config: &SimConfig) -> Result<Join, SimE
         join_ms: Spread::of(&times),
         kib_per_join: Spread::of(&sent),
         settle_s: settle.map(|d: Duration| d.as_secs_f64()),
+        snapshots_installed: cluster
+            .up()
+            .filter_map(crate::node::SimNode::membership)
+            .map(p3_membership::Membership::snapshots_installed)
+            .sum(),
     })
 }

@@ -44,6 +44,7 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
         connections: config.connections,
         idle: config.idle,
         refresh: config.refresh,
+        snapshot_every: config.snapshot_every,
         cache_bytes: CACHE_BYTES,
     };
     let mut cluster = Cluster::new(&root, settings, config.seeds);
