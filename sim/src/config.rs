@@ -41,6 +41,9 @@ pub struct SimConfig {
     /// How often each node refreshes its Kademlia table with lookups
     /// (`[network] refresh_interval_secs`).
     pub refresh: Duration,
+    /// How long the settled cluster is watched (connections sampled, CPU
+    /// and traffic over the window); zero: not at all.
+    pub watch: Duration,
     /// Raft entries each node applies between snapshots of its map.
     pub snapshot_every: u64,
     /// Seed of the random choices (which node fails, which node serves an
@@ -69,6 +72,7 @@ impl Default for SimConfig {
             idle: p3_dht::NetworkConfig::default().idle_connection_timeout,
             refresh: p3_dht::NetworkConfig::default().refresh_interval,
             snapshot_every: p3_membership::DEFAULT_SNAPSHOT_EVERY,
+            watch: Duration::ZERO,
             seed: 1,
             data_dir: None,
         }

@@ -61,6 +61,10 @@ struct Args {
     /// member further behind than a quarter of it gets the snapshot).
     #[arg(long, default_value_t = p3_membership::DEFAULT_SNAPSHOT_EVERY)]
     map_snapshot_every: u64,
+    /// Watch the settled cluster this many seconds before the lookups:
+    /// connections sampled every 5 s, CPU and traffic over the window.
+    #[arg(long, default_value_t = 0)]
+    watch_secs: u64,
     /// Keep the nodes' databases here instead of in a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -119,6 +123,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .idle_ms
                 .map_or(SimConfig::default().idle, Duration::from_millis),
             snapshot_every: args.map_snapshot_every,
+            watch: Duration::from_secs(args.watch_secs),
             refresh: args
                 .refresh_secs
                 .map_or(SimConfig::default().refresh, Duration::from_secs),

@@ -89,6 +89,8 @@ pub struct Report {
     pub join: Join,
     /// Resources once joined.
     pub resources: Resources,
+    /// The settled cluster watched over a window (`--watch-secs`), if asked.
+    pub watched: Option<crate::resources::Watched>,
     /// Kademlia lookups.
     pub lookups: Lookups,
     /// Owner agreement.
@@ -136,6 +138,18 @@ impl Display for Report {
             r.idle_cores,
             r.idle_bytes_per_node_s / 1024.0
         )?;
+        if let Some(w) = &self.watched {
+            writeln!(
+                f,
+                "watched    {:.0} s, {} samples: connections per node mean {:.1}, highest sample {:.1}; CPU {:.2} cores, {:.1} KiB/s sent per node",
+                w.secs,
+                w.samples,
+                w.connections_mean,
+                w.connections_peak,
+                w.cores,
+                w.bytes_per_node_s / 1024.0
+            )?;
+        }
         let l = &self.lookups;
         writeln!(
             f,

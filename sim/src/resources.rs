@@ -66,6 +66,56 @@ pub async fn measure(cluster: &Cluster) -> Resources {
     }
 }
 
+/// Connections and CPU of the settled cluster over a longer window, sampled:
+/// connections on demand come and go with periodic work (a Kademlia table
+/// refresh dials most of the table), which one sample can miss.
+#[derive(Debug, Clone, Serialize)]
+pub struct Watched {
+    /// How long the cluster was watched, seconds.
+    pub secs: f64,
+    /// Samples taken.
+    pub samples: usize,
+    /// Open connections per node, averaged over nodes and then samples.
+    pub connections_mean: f64,
+    /// The highest per-node mean of any one sample.
+    pub connections_peak: f64,
+    /// CPU the whole process used over the window, in cores.
+    pub cores: f64,
+    /// Bytes each node sent per second over the window (mean).
+    pub bytes_per_node_s: f64,
+}
+
+/// How often [`watch`] samples the connections.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Watches the running nodes of `cluster` for `window`.
+pub async fn watch(cluster: &Cluster, window: Duration) -> Watched {
+    let start = std::time::Instant::now();
+    let (before, sent_before) = (cpu_seconds(), p3_dht::memory::bytes_sent());
+    let mut means = Vec::new();
+    while start.elapsed() < window {
+        tokio::time::sleep(SAMPLE_EVERY.min(window.saturating_sub(start.elapsed()))).await;
+        let mut connections = Vec::new();
+        for node in cluster.up() {
+            if let Some(status) = status(node).await {
+                connections.push(status.connected_peers);
+            }
+        }
+        means.push(mean(&connections));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let nodes = cluster.up().count().max(1) as f64;
+    let sent = p3_dht::memory::bytes_sent().saturating_sub(sent_before) as f64;
+    Watched {
+        secs,
+        samples: means.len(),
+        connections_mean: means.iter().sum::<f64>() / means.len().max(1) as f64,
+        connections_peak: means.iter().copied().fold(0.0, f64::max),
+        cores: (cpu_seconds() - before) / secs,
+        bytes_per_node_s: sent / secs / nodes,
+    }
+}
+
 async fn status(node: &SimNode) -> Option<p3_dht::NodeStatus> {
     node.network()?.status().await.ok()
 }

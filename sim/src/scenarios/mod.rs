@@ -65,6 +65,10 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
         tokio::time::sleep(config.idle * 5 / 2).await;
     }
     let resources = resources::measure(cluster).await;
+    let watched = match config.watch {
+        w if w.is_zero() => None,
+        w => Some(resources::watch(cluster, w).await),
+    };
     let keys: Vec<[u8; 32]> = (0..config.keys).map(|_| rng.gen()).collect();
     let settled = cluster.agreement(&keys);
     let lookups = lookup::run(cluster, config, &mut rng).await;
@@ -79,6 +83,7 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
         refresh_s: config.refresh.as_secs(),
         join,
         resources,
+        watched,
         lookups,
         agreement: Agreement {
             keys: keys.len(),
