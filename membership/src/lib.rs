@@ -34,7 +34,9 @@ pub mod wire;
 pub use error::{MembershipError, Result};
 pub use lease::LeaseTimes;
 pub use map::{Change, Map, Member};
-pub use service::{Membership, MembershipConfig, MembershipStatus, DEFAULT_SNAPSHOT_EVERY};
+pub use service::{
+    Membership, MembershipConfig, MembershipStatus, DEFAULT_SNAPSHOT_EVERY, MIN_SNAPSHOT_EVERY,
+};
 
 /// Column families the membership layer needs in the node's database.
 pub const COLUMN_FAMILIES: &[&str] = &[raft::store::COLUMN_FAMILY];

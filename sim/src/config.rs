@@ -98,8 +98,11 @@ impl SimConfig {
         if self.settle_deadline.is_zero() || self.join_deadline.is_zero() {
             return invalid("deadlines must be above zero");
         }
-        if self.snapshot_every < 4 {
-            return invalid("--map-snapshot-every must be at least 4");
+        if self.snapshot_every < p3_membership::MIN_SNAPSHOT_EVERY {
+            return invalid(&format!(
+                "--map-snapshot-every must be at least {}",
+                p3_membership::MIN_SNAPSHOT_EVERY
+            ));
         }
         if self.refresh.is_zero() {
             return invalid("--refresh-secs must be above zero");

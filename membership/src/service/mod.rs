@@ -131,8 +131,10 @@ const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_ANSWERING: usize = 256;
 /// Raft entries sent in one append.
 const MAX_PAYLOAD_ENTRIES: u64 = 32;
-/// Below this, a snapshot would follow nearly every entry.
-const MIN_SNAPSHOT_EVERY: u64 = 4;
+/// The fewest Raft entries between snapshots of the map
+/// ([`MembershipConfig::snapshot_every`]): below this, a snapshot would
+/// follow nearly every entry.
+pub const MIN_SNAPSHOT_EVERY: u64 = 4;
 /// How often the leader looks for silent members and voter changes.
 const LEAD_EVERY: Duration = Duration::from_millis(100);
 
