@@ -1,13 +1,16 @@
-//! The leader's duties: removing members whose leases surely ran out and
-//! giving the group the voters the map wants. The decisions are
-//! [`crate::lease::Liveness`] and [`crate::voters::plan`].
+//! The leader's duties: removing members whose leases surely ran out,
+//! giving the group the voters the map wants, and confirming with a quorum
+//! that it still leads. The decisions are [`crate::lease::Liveness`],
+//! [`crate::voters::plan`] and [`crate::confirm::Rounds`].
 
 use std::{collections::BTreeSet, time::Instant};
 
 use openraft::ChangeMembers;
 use p3_dht::PeerId;
 
-use super::{locked, Membership, LEAD_EVERY};
+use tokio::sync::oneshot;
+
+use super::{locked, Confirmed, Membership, HANDLE_DEADLINE, LEAD_EVERY};
 use crate::{
     error::{MembershipError, Result},
     lease::LeaseTimes,
@@ -101,5 +104,40 @@ impl Membership {
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Waits for a quorum to confirm that this node leads, in a round that
+    /// starts after this call: one round answers every caller that arrived
+    /// before it started ([`crate::confirm::Rounds`]).
+    pub(super) async fn confirm_leading(&self) -> Confirmed {
+        let (answer, confirmed) = oneshot::channel();
+        if locked(&self.inner.confirmations).arrive(answer) {
+            tokio::spawn(self.clone().confirm_rounds());
+        }
+        confirmed
+            .await
+            .unwrap_or_else(|_| Err("the membership layer stopped".into()))
+    }
+
+    /// Runs confirmation rounds while callers wait for one.
+    async fn confirm_rounds(self) {
+        loop {
+            let Some(waiting) = locked(&self.inner.confirmations).next() else {
+                return;
+            };
+            // openraft bounds each voter's answer by a heartbeat interval;
+            // the deadline keeps a stuck round from holding every later one.
+            let outcome =
+                match tokio::time::timeout(HANDLE_DEADLINE, self.inner.raft.ensure_linearizable())
+                    .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no quorum answered within {HANDLE_DEADLINE:?}")),
+                };
+            for answer in waiting {
+                let _ = answer.send(outcome.clone());
+            }
+        }
     }
 }

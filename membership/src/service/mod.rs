@@ -504,41 +504,6 @@ impl Membership {
         }
     }
 
-    /// Waits for a quorum to confirm that this node leads, in a round that
-    /// starts after this call: one round answers every caller that arrived
-    /// before it started ([`Rounds`]).
-    async fn confirm_leading(&self) -> Confirmed {
-        let (answer, confirmed) = oneshot::channel();
-        if locked(&self.inner.confirmations).arrive(answer) {
-            tokio::spawn(self.clone().confirm_rounds());
-        }
-        confirmed
-            .await
-            .unwrap_or_else(|_| Err("the membership layer stopped".into()))
-    }
-
-    /// Runs confirmation rounds while callers wait for one.
-    async fn confirm_rounds(self) {
-        loop {
-            let Some(waiting) = locked(&self.inner.confirmations).next() else {
-                return;
-            };
-            // openraft bounds each voter's answer by a heartbeat interval;
-            // the deadline keeps a stuck round from holding every later one.
-            let outcome =
-                match tokio::time::timeout(HANDLE_DEADLINE, self.inner.raft.ensure_linearizable())
-                    .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no quorum answered within {HANDLE_DEADLINE:?}")),
-                };
-            for answer in waiting {
-                let _ = answer.send(outcome.clone());
-            }
-        }
-    }
-
     fn not_leader(&self) -> Response {
         Response::NotLeader {
             leader: self.leader().map(|p| p.to_string()),
