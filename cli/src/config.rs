@@ -162,13 +162,17 @@ impl Default for SpaceSection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkSection {
-    /// Seconds between Kademlia routing-table refreshes.
-    pub refresh_interval_secs: u64,
+    /// Seconds between Kademlia routing-table refreshes; unset: the
+    /// connection policy's default (60 with `"all"`, 300 on demand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_interval_secs: Option<u64>,
     /// Seconds between checks for having no connected peer (then the seeds are re-dialled).
     pub reconnect_interval_secs: u64,
     /// Seconds an idle connection is kept open (with on-demand connections,
-    /// an unused request stream too).
-    pub idle_connection_timeout_secs: u64,
+    /// an unused request stream too); unset: the connection policy's default
+    /// (3,600 with `"all"`, 30 on demand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_connection_timeout_secs: Option<u64>,
     /// Which peers to keep connections to: `"all"` (every peer of the
     /// routing table, for clusters of tens of nodes) or `"on-demand"` (only
     /// those the node talks to, for large networks).
@@ -180,6 +184,24 @@ pub struct NetworkSection {
     /// Milliseconds without an answer to pings after which a peer is taken
     /// for gone and its connection closed.
     pub failure_timeout_ms: u64,
+}
+
+impl NetworkSection {
+    /// The refresh period: the file's, else the connection policy's default.
+    fn refresh_interval(&self) -> Duration {
+        self.refresh_interval_secs.map_or(
+            self.connections.default_refresh_interval(),
+            Duration::from_secs,
+        )
+    }
+
+    /// The idle timeout: the file's, else the connection policy's default.
+    fn idle_connection_timeout(&self) -> Duration {
+        self.idle_connection_timeout_secs.map_or(
+            self.connections.default_idle_connection_timeout(),
+            Duration::from_secs,
+        )
+    }
 }
 
 impl Default for ConfigFile {
@@ -200,9 +222,9 @@ impl Default for NetworkSection {
     fn default() -> Self {
         let d = NetworkConfig::default();
         Self {
-            refresh_interval_secs: d.refresh_interval.as_secs(),
+            refresh_interval_secs: None,
             reconnect_interval_secs: d.reconnect_interval.as_secs(),
-            idle_connection_timeout_secs: d.idle_connection_timeout.as_secs(),
+            idle_connection_timeout_secs: None,
             connections: d.connections,
             query_timeout_secs: d.query_timeout.as_secs(),
             request_timeout_secs: d.request_timeout.as_secs(),
@@ -257,17 +279,12 @@ impl ConfigFile {
                 .map_or(1, |before| before.matches('\n').count() + 1);
             anyhow::anyhow!("line {line}: {}", e.message())
         })?;
+        let n = &config.network;
         for (name, secs) in [
-            (
-                "refresh_interval_secs",
-                config.network.refresh_interval_secs,
-            ),
-            (
-                "reconnect_interval_secs",
-                config.network.reconnect_interval_secs,
-            ),
-            ("query_timeout_secs", config.network.query_timeout_secs),
-            ("request_timeout_secs", config.network.request_timeout_secs),
+            ("refresh_interval_secs", n.refresh_interval().as_secs()),
+            ("reconnect_interval_secs", n.reconnect_interval_secs),
+            ("query_timeout_secs", n.query_timeout_secs),
+            ("request_timeout_secs", n.request_timeout_secs),
         ] {
             if secs == 0 {
                 bail!("network.{name} must be at least 1");
@@ -276,9 +293,8 @@ impl ConfigFile {
         if config.space.replicas == 0 || config.space.repair_interval_secs == 0 {
             bail!("space.replicas and space.repair_interval_secs must be at least 1");
         }
-        let idle = config.network.idle_connection_timeout_secs;
-        if config.network.connections == Connections::OnDemand
-            && !(1..=MAX_ON_DEMAND_IDLE_SECS).contains(&idle)
+        let idle = n.idle_connection_timeout().as_secs();
+        if n.connections == Connections::OnDemand && !(1..=MAX_ON_DEMAND_IDLE_SECS).contains(&idle)
         {
             bail!(
                 "network.connections = \"on-demand\" closes connections unused for idle_connection_timeout_secs; set that to 1..={MAX_ON_DEMAND_IDLE_SECS} (e.g. 30), not {idle}"
@@ -365,9 +381,9 @@ impl ConfigFile {
         Ok(NetworkConfig {
             listen: parse_addrs(listen, "listen address")?,
             bootstrap: parse_addrs(self.seeds.iter().chain(bootstrap), "seed address")?,
-            refresh_interval: Duration::from_secs(n.refresh_interval_secs),
+            refresh_interval: n.refresh_interval(),
             reconnect_interval: Duration::from_secs(n.reconnect_interval_secs),
-            idle_connection_timeout: Duration::from_secs(n.idle_connection_timeout_secs),
+            idle_connection_timeout: n.idle_connection_timeout(),
             connections: n.connections,
             query_timeout: Duration::from_secs(n.query_timeout_secs),
             request_timeout: Duration::from_secs(n.request_timeout_secs),
@@ -453,24 +469,48 @@ mod tests {
 
     #[test]
     fn on_demand_connections_need_a_short_idle_time() {
-        let err = ConfigFile::parse("[network]\nconnections = \"on-demand\"").unwrap_err();
+        let err = ConfigFile::parse(
+            "[network]\nconnections = \"on-demand\"\nidle_connection_timeout_secs = 3600",
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("idle_connection_timeout_secs"),
             "{err}"
         );
         let config = ConfigFile::parse(
-            "[network]\nconnections = \"on-demand\"\nidle_connection_timeout_secs = 30",
+            "[network]\nconnections = \"on-demand\"\nidle_connection_timeout_secs = 10",
         )
         .unwrap();
         let net = config.network(&[], &[]).unwrap();
         assert_eq!(net.connections, Connections::OnDemand);
-        assert_eq!(net.idle_connection_timeout, Duration::from_secs(30));
+        assert_eq!(net.idle_connection_timeout, Duration::from_secs(10));
         let err = ConfigFile::parse("[network]\nconnections = \"some\"").unwrap_err();
         assert!(err.to_string().contains("on-demand"), "{err}");
         assert_eq!(
             ConfigFile::default().network(&[], &[]).unwrap().connections,
             Connections::All
         );
+    }
+
+    #[test]
+    fn unset_timings_follow_the_connection_policy() {
+        let all = ConfigFile::default().network(&[], &[]).unwrap();
+        assert_eq!(all.refresh_interval, Duration::from_secs(60));
+        assert_eq!(all.idle_connection_timeout, Duration::from_secs(3600));
+        let on_demand = ConfigFile::parse("[network]\nconnections = \"on-demand\"")
+            .unwrap()
+            .network(&[], &[])
+            .unwrap();
+        assert_eq!(on_demand.refresh_interval, Duration::from_secs(300));
+        assert_eq!(on_demand.idle_connection_timeout, Duration::from_secs(30));
+        let set =
+            ConfigFile::parse("[network]\nconnections = \"on-demand\"\nrefresh_interval_secs = 90")
+                .unwrap()
+                .network(&[], &[])
+                .unwrap();
+        assert_eq!(set.refresh_interval, Duration::from_secs(90));
+        let err = ConfigFile::parse("[network]\nrefresh_interval_secs = 0").unwrap_err();
+        assert!(err.to_string().contains("refresh_interval_secs"), "{err}");
     }
 
     #[test]

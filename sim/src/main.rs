@@ -50,11 +50,13 @@ struct Args {
     #[arg(long, default_value = "all", value_parser = connections)]
     connections: p3_dht::Connections,
     /// How long an unused connection (and, on demand, request stream) lives,
-    /// in milliseconds (default: the node's, an hour).
+    /// in milliseconds (default: the node's for the connection policy: an
+    /// hour with `all`, 30 s on demand).
     #[arg(long)]
     idle_ms: Option<u64>,
     /// How often each node refreshes its Kademlia table with lookups, in
-    /// seconds (`[network] refresh_interval_secs`; default: the node's).
+    /// seconds (`[network] refresh_interval_secs`; default: the node's for
+    /// the connection policy: 60 with `all`, 300 on demand).
     #[arg(long)]
     refresh_secs: Option<u64>,
     /// Raft entries each node applies between snapshots of its map (a
@@ -119,14 +121,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             seed: args.seed,
             failure_timeout: Duration::from_millis(args.failure_timeout_ms),
             connections: args.connections,
-            idle: args
-                .idle_ms
-                .map_or(SimConfig::default().idle, Duration::from_millis),
+            idle: args.idle_ms.map_or(
+                args.connections.default_idle_connection_timeout(),
+                Duration::from_millis,
+            ),
             snapshot_every: args.map_snapshot_every,
             watch: Duration::from_secs(args.watch_secs),
-            refresh: args
-                .refresh_secs
-                .map_or(SimConfig::default().refresh, Duration::from_secs),
+            refresh: args.refresh_secs.map_or(
+                args.connections.default_refresh_interval(),
+                Duration::from_secs,
+            ),
             data_dir: args.data_dir.as_ref().map(|d| d.join(format!("n{nodes}"))),
             ..SimConfig::default()
         };

@@ -8,6 +8,11 @@
 //! duplicate tokens, no acknowledged write lost, no conflict that was applied;
 //! and the majority side completes operations during the fault.
 //!
+//! Each nemesis runs twice: with the default connection policy (every node
+//! connected to every other) and with `connections = "on-demand"`, where a
+//! node holds a connection only while it talks to the peer, so the fault
+//! also meets connections being closed and dialled again.
+//!
 //! Without network namespaces (not root, or a kernel without them) the suite
 //! says so in one line and runs the pause and kill nemeses on 127.0.0.1.
 
@@ -42,6 +47,11 @@ const DOWN: Duration = Duration::from_secs(5);
 /// Clients run this long after the fault is healed.
 const AFTER: Duration = Duration::from_secs(6);
 
+/// The configuration file of a node under on-demand connections: idle
+/// connections close after a second, so they come and go during the run.
+const ON_DEMAND: &str =
+    "[network]\nconnections = \"on-demand\"\nidle_connection_timeout_secs = 1\n";
+
 /// One run at a time: each one is five nodes and twenty clients on this machine.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -63,12 +73,14 @@ struct Nodes {
     // Dropped in order: the nodes are killed before their namespaces go.
     nodes: Vec<NodeProc>,
     listen: Vec<String>,
+    /// Each node's `config.toml`, if not the defaults.
+    config: Option<&'static str>,
     net: Option<Net>,
     root: tempfile::TempDir,
 }
 
 impl Nodes {
-    fn start(net: Option<Net>) -> Nodes {
+    fn start(net: Option<Net>, config: Option<&'static str>) -> Nodes {
         let root = tempfile::tempdir().expect("cannot create temp dir");
         let listen: Vec<String> = (0..NODES)
             .map(|i| match net {
@@ -79,6 +91,7 @@ impl Nodes {
         let mut nodes = Nodes {
             nodes: Vec::new(),
             listen,
+            config,
             net,
             root,
         };
@@ -95,6 +108,10 @@ impl Nodes {
         let dir = self.root.path().join(format!("node{i}"));
         let seeds: Vec<&str> = seed.into_iter().collect();
         let ns = self.net.as_ref().map(|net| net.ns(i));
+        if let Some(config) = self.config {
+            std::fs::create_dir_all(&dir).expect("cannot create data dir");
+            std::fs::write(dir.join("config.toml"), config).expect("cannot write config.toml");
+        }
         NodeProc::start_in(
             ns,
             Path::new(p3ctl_bin()),
@@ -189,7 +206,7 @@ fn until_ok(nodes: &Nodes, i: usize, args: &[&str], input: &[u8]) -> String {
     )
 }
 
-fn run(nemesis: Nemesis) {
+fn run(nemesis: Nemesis, config: Option<&'static str>) {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let net = match Net::create(NODES) {
         Ok(net) => Some(net),
@@ -209,7 +226,7 @@ fn run(nemesis: Nemesis) {
             None
         }
     };
-    let mut nodes = Nodes::start(net);
+    let mut nodes = Nodes::start(net, config);
     // The pause and the 1|4 split take the group's leader away with the
     // counter's primary (an election comes before the takeover: the slowest
     // case); the others hit whichever node the counter's name gives.
@@ -455,20 +472,40 @@ fn report(
 
 #[test]
 fn partition_two_three() {
-    run(Nemesis::SplitTwoThree);
+    run(Nemesis::SplitTwoThree, None);
+}
+
+#[test]
+fn partition_two_three_on_demand() {
+    run(Nemesis::SplitTwoThree, Some(ON_DEMAND));
 }
 
 #[test]
 fn partition_one_four() {
-    run(Nemesis::SplitOneFour);
+    run(Nemesis::SplitOneFour, None);
+}
+
+#[test]
+fn partition_one_four_on_demand() {
+    run(Nemesis::SplitOneFour, Some(ON_DEMAND));
 }
 
 #[test]
 fn pause_the_primary() {
-    run(Nemesis::Pause);
+    run(Nemesis::Pause, None);
+}
+
+#[test]
+fn pause_the_primary_on_demand() {
+    run(Nemesis::Pause, Some(ON_DEMAND));
 }
 
 #[test]
 fn kill_and_restart_the_primary() {
-    run(Nemesis::KillRestart);
+    run(Nemesis::KillRestart, None);
+}
+
+#[test]
+fn kill_and_restart_the_primary_on_demand() {
+    run(Nemesis::KillRestart, Some(ON_DEMAND));
 }
