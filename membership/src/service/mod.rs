@@ -404,7 +404,10 @@ impl Membership {
 
     /// The leader's peer id, if this node knows it.
     fn leader(&self) -> Option<PeerId> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: the leader's metrics carry a replication
+        // entry per member, and this runs on every heartbeat.
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
         metrics
             .membership_config
@@ -414,7 +417,8 @@ impl Membership {
     }
 
     fn leading(&self) -> bool {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.id)
     }
 
