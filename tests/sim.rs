@@ -53,6 +53,16 @@ fn fifty_nodes_through_churn(extra: &[&str]) -> (Value, String) {
     assert_eq!(report["agreement"]["after_join"], 1.0, "{context}");
     assert_eq!(report["lookups"]["failed"], 0, "{context}");
     assert_eq!(report["lookups"]["answered"], 20, "{context}");
+    // Replayed over the live routing tables, every lookup reaches the
+    // key's owners, within the bound on hops.
+    let lookups = &report["lookups"];
+    assert_eq!(lookups["hops_unfound"], 0, "{context}");
+    assert_eq!(lookups["hops"]["n"], 20, "{context}");
+    let (hops, bound) = (
+        lookups["hops"]["max"].as_f64(),
+        lookups["hop_bound"].as_f64(),
+    );
+    assert!(hops.zip(bound).is_some_and(|(h, b)| h <= b), "{context}");
 
     let churn = &report["churn"];
     let rounds = churn["rounds"].as_array().unwrap();

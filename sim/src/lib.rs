@@ -15,6 +15,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod hops;
 pub mod node;
 pub mod report;
 pub mod resources;

@@ -153,8 +153,13 @@ impl Display for Report {
         let l = &self.lookups;
         writeln!(
             f,
-            "lookups    {} answered, {} failed; requests: {} (log2 N / 2 + 2 = {:.1}); ms: {}",
-            l.answered, l.failed, l.requests, l.hop_bound, l.ms
+            "lookups    {} answered, {} failed; requests: {}; ms: {}",
+            l.answered, l.failed, l.requests, l.ms
+        )?;
+        writeln!(
+            f,
+            "           hops to know the R owners (replayed over the routing tables): {} (log2 N / 2 + 2 = {:.1}); {} ran out of peers",
+            l.hops, l.hop_bound, l.hops_unfound
         )?;
         let a = &self.agreement;
         writeln!(
