@@ -62,6 +62,18 @@ mod tests {
         (0..n).map(|_| PeerId::random()).collect()
     }
 
+    /// Ten peers ordered nearest to "key" first, each knowing the `links`
+    /// next closer ones.
+    fn chain(links: usize) -> (Vec<PeerId>, HashMap<PeerId, Vec<PeerId>>) {
+        let chain = by_distance(b"key", peers(10).into_iter());
+        let tables = chain
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, chain[i.saturating_sub(links)..i].to_vec()))
+            .collect();
+        (chain, tables)
+    }
+
     #[test]
     fn a_node_that_knows_everyone_needs_no_round() {
         let all = peers(30);
@@ -73,12 +85,7 @@ mod tests {
     fn a_chain_toward_the_key_takes_one_round_per_link() {
         // Each peer knows only the next one closer to the key, so every
         // round can ask just one new peer.
-        let chain = by_distance(b"key", peers(10).into_iter());
-        let tables: HashMap<PeerId, Vec<PeerId>> = chain
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, i.checked_sub(1).map(|j| chain[j]).into_iter().collect()))
-            .collect();
+        let (chain, tables) = chain(1);
         // From the farthest: it knows the 9th closest; asking the 9th
         // through the 2nd (8 rounds) reveals the closest.
         assert_eq!(hops(&tables, chain[9], b"key", 1), Some(8));
@@ -91,12 +98,7 @@ mod tests {
     fn each_round_asks_alpha_peers_at_once() {
         // Each peer knows the three next closer ones: a round asks three
         // peers and learns the next three.
-        let chain = by_distance(b"key", peers(10).into_iter());
-        let tables: HashMap<PeerId, Vec<PeerId>> = chain
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, chain[i.saturating_sub(3)..i].to_vec()))
-            .collect();
+        let (chain, tables) = chain(3);
         // From the 10th: knows 7th–9th; asking them reveals 4th–6th, asking
         // those the three owners.
         assert_eq!(hops(&tables, chain[9], b"key", 3), Some(2));
