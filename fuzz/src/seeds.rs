@@ -435,24 +435,43 @@ pub fn api_responses() -> Vec<Vec<u8>> {
 /// Membership messages (requests, then answers), unframed and framed.
 pub fn membership() -> Vec<Vec<u8>> {
     use p3_membership::{
+        follow::Catchup,
         wire::{Request, Response},
         Change, Map,
     };
     let mut map = Map::default();
-    map.apply(&Change::Join {
+    let change = Change::Join {
         peer: "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
         addrs: vec!["/ip4/127.0.0.1/tcp/4370".into()],
         incarnation: 9,
-    });
+    };
+    map.apply(&change);
     let mut out = vec![
         cbor(&Request::Join {
             addrs: vec!["/ip4/127.0.0.1/tcp/4370".into()],
             incarnation: 9,
+            epoch: 0,
         }),
-        cbor(&Request::Heartbeat { incarnation: 9 }),
+        cbor(&Request::Heartbeat {
+            incarnation: 9,
+            epoch: 1,
+        }),
         cbor(&Request::Map),
-        cbor(&Response::Joined { epoch: 2 }),
-        cbor(&Response::Renewed { epoch: 2 }),
+        cbor(&Response::Joined {
+            epoch: 1,
+            catchup: Catchup::Whole(map.clone()),
+        }),
+        cbor(&Response::Renewed {
+            epoch: 2,
+            catchup: Catchup::Changes {
+                from: 1,
+                changes: vec![change.clone()],
+            },
+        }),
+        cbor(&Response::Renewed {
+            epoch: 2,
+            catchup: Catchup::Current,
+        }),
         cbor(&Response::NotMember),
         cbor(&Response::NotLeader { leader: None }),
         cbor(&Response::Map(map)),

@@ -83,6 +83,10 @@ pub struct Beats {
     /// milliseconds a loaded member may never catch up with the newest
     /// epoch, and each join again it made was one more entry for everybody.
     lagging: Option<(Instant, u64)>,
+    /// The peer that last renewed this node's lease or took its join: the
+    /// leader, for a node Raft tells nothing (it does not vote). Forgotten
+    /// when it fails, refuses or says it does not lead.
+    followed: Option<PeerId>,
     /// Round robin over connected peers when no leader is known.
     next_peer: usize,
     /// Whom [`Beats::target`] chose last, and the leader Raft knew of then.
@@ -100,19 +104,26 @@ impl Beats {
         }
     }
 
-    /// Whether a leader is known, by a peer's word or by Raft's
-    /// (`raft_leader`): if not, [`Beats::target`] needs the connected peers.
+    /// The leader this node follows when Raft tells it of none.
+    pub fn followed(&self) -> Option<PeerId> {
+        self.followed
+    }
+
+    /// Whether a leader is known, by a peer's word, by Raft's
+    /// (`raft_leader`) or by having renewed the lease: if not,
+    /// [`Beats::target`] needs the connected peers.
     pub fn knows_leader(&mut self, raft_leader: Option<PeerId>) -> bool {
         self.leader(raft_leader).is_some()
     }
 
-    /// The named leader while Raft has learnt nothing newer, else Raft's.
+    /// The named leader while Raft has learnt nothing newer, else Raft's,
+    /// else the one followed.
     fn leader(&mut self, raft_leader: Option<PeerId>) -> Option<PeerId> {
         match self.hint {
             Some((named, raft_then)) if raft_then == raft_leader => Some(named),
             _ => {
                 self.hint = None;
-                raft_leader
+                raft_leader.or(self.followed)
             }
         }
     }
@@ -157,6 +168,7 @@ impl Beats {
                     self.rejoin = false;
                     self.joined = true;
                 }
+                self.followed = Some(target);
                 match self.lagging {
                     _ if map_epoch >= epoch => self.lagging = None,
                     Some((since, at)) if at == map_epoch => {
@@ -181,6 +193,7 @@ impl Beats {
             }
             Answer::NotLeader(leader) => {
                 self.hint = leader.filter(|l| *l != target).map(|l| (l, raft_leader));
+                self.forget(target);
                 soon(None)
             }
             Answer::NotMember => {
@@ -193,8 +206,16 @@ impl Beats {
                 if self.hint.is_some_and(|(named, _)| named == target) {
                     self.hint = None;
                 }
+                self.forget(target);
                 soon(None)
             }
+        }
+    }
+
+    /// Stops following `target`, which no longer leads or cannot be reached.
+    fn forget(&mut self, target: PeerId) {
+        if self.followed == Some(target) {
+            self.followed = None;
         }
     }
 }
@@ -312,6 +333,33 @@ mod tests {
         let mut beats = Beats::default();
         exchange(&mut beats, None, &ps[1..2], Answer::NotLeader(Some(ps[1])));
         assert_eq!(beats.target(None, &ps[2..]), Some(ps[2]));
+    }
+
+    /// A node that does not vote learns of no leader from Raft: it keeps
+    /// asking the one that renewed its lease, and looks around once that
+    /// one fails or no longer leads.
+    #[test]
+    fn a_node_outside_the_group_follows_the_leader_that_renewed_it() {
+        let [first, leader, other] = peers(3)[..] else {
+            unreachable!()
+        };
+        let mut beats = Beats::default();
+        exchange(&mut beats, None, &[first], Answer::NotLeader(Some(leader)));
+        exchange(&mut beats, None, &[], Answer::Joined(3));
+        assert_eq!(beats.followed(), Some(leader));
+        for epoch in 4..8 {
+            let (asked, _) = exchange(&mut beats, None, &[other], Answer::Renewed(epoch));
+            assert_eq!(asked, Some(leader), "no peer asked while the leader renews");
+        }
+        // Deposed: it names its successor, who renews from then on.
+        let (asked, _) = exchange(&mut beats, None, &[], Answer::NotLeader(Some(other)));
+        assert_eq!((asked, beats.followed()), (Some(leader), None));
+        let (asked, _) = exchange(&mut beats, None, &[], Answer::Renewed(9));
+        assert_eq!((asked, beats.followed()), (Some(other), Some(other)));
+        // Gone: asked once more, then peers in turn.
+        let (asked, _) = exchange(&mut beats, None, &[first], Answer::Failed);
+        assert_eq!((asked, beats.followed()), (Some(other), None));
+        assert_eq!(beats.target(None, &[first]), Some(first));
     }
 
     #[test]

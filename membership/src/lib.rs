@@ -2,14 +2,18 @@
 //!
 //! Which nodes are members of the network, at which epoch, agreed through
 //! Raft ([`openraft`]) in a small group of voters (at most five, chosen
-//! automatically) that every other node follows as a learner. Owners of a key
+//! automatically). Every other node follows the map through its lease
+//! renewals: the leader answers each with the committed changes the node
+//! lacks ([`follow`]), so the group's Raft traffic does not grow with the
+//! number of nodes. Owners of a key
 //! are computed from this [`Map`] ([`placement`]), not from a node's own
 //! connections, so every node that holds the same epoch agrees on them. A
 //! node acts as an owner only while it holds a membership [`lease`]; the
 //! leader removes a member only after that lease has surely run out.
 //!
 //! The decisions — the map, placement, leases, voters, a member's heartbeats
-//! ([`beats`]), batching leadership confirmations ([`confirm`]) — are pure
+//! ([`beats`]), batching leadership confirmations ([`confirm`]), the
+//! window of changes members follow ([`follow`]) — are pure
 //! modules with
 //! deterministic tests; [`raft`] and [`service`] are the glue to openraft, the
 //! node's RocksDB and its libp2p swarm. `docs/consistency.md` has the design
@@ -23,6 +27,7 @@
 pub mod beats;
 pub mod confirm;
 pub mod error;
+pub mod follow;
 pub mod lease;
 pub mod map;
 pub mod placement;

@@ -17,12 +17,13 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
     error::{MembershipError, Result},
+    follow::Catchup,
     map::Map,
     raft::{NodeId, TypeConfig},
 };
 
 /// Stream protocol id of the membership protocol.
-pub const MEMBERSHIP_PROTOCOL: &str = "/p3/membership/2.0.0";
+pub const MEMBERSHIP_PROTOCOL: &str = "/p3/membership/3.0.0";
 
 /// The largest request or answer: a snapshot of a map of thousands of
 /// members fits; a peer cannot make the node buffer more.
@@ -44,12 +45,17 @@ pub enum Request {
         addrs: Vec<String>,
         /// The sender's incarnation.
         incarnation: u64,
+        /// The epoch of the map the sender holds.
+        epoch: u64,
     },
     /// The sender renews its membership lease. Only the leader answers.
     Heartbeat {
         /// The sender's incarnation (a heartbeat of an older incarnation
         /// renews nothing).
         incarnation: u64,
+        /// The epoch of the map the sender holds: the answer carries what
+        /// it lacks.
+        epoch: u64,
     },
     /// The current map, from whoever is asked.
     Map,
@@ -73,12 +79,16 @@ pub enum Response {
     Joined {
         /// The map's epoch with the sender in it.
         epoch: u64,
+        /// What the sender's map lacks to reach the leader's.
+        catchup: Catchup,
     },
     /// The heartbeat is acknowledged by a leader that confirmed its
     /// leadership with a quorum after receiving it.
     Renewed {
         /// The map's epoch at the leader.
         epoch: u64,
+        /// What the sender's map lacks to reach it.
+        catchup: Catchup,
     },
     /// The sender is not in the map (as this incarnation): it must join.
     NotMember,

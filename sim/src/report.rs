@@ -115,8 +115,8 @@ impl Display for Report {
         )?;
         writeln!(
             f,
-            "           KiB sent during a join: {}; map snapshots installed: {}",
-            j.kib_per_join, j.snapshots_installed
+            "           KiB sent during a join: {}; maps taken whole: {}",
+            j.kib_per_join, j.maps_whole
         )?;
         match j.settle_s {
             Some(s) => writeln!(

@@ -74,10 +74,16 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
     match &membership {
         None => println!("membership:    unknown"),
         Some(m) => println!(
-            "membership:    epoch {}, {} members, {} voters, leader {}; {}",
+            "membership:    epoch {}, {} members, {}, leader {}; {}",
             m.epoch,
             m.members.len(),
-            m.voters.len(),
+            // Raft tells its voters only to the group: a node that follows
+            // the map through its renewals does not know them.
+            if m.voters.is_empty() {
+                "following the map (not in the Raft group)".to_owned()
+            } else {
+                format!("{} voters", m.voters.len())
+            },
             m.leader.as_deref().unwrap_or("unknown"),
             if m.lease_ms > 0 {
                 format!("lease for {} ms", m.lease_ms)

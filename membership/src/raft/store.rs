@@ -1,7 +1,8 @@
 //! openraft's storage: the log, the vote and snapshots in the node's RocksDB
 //! (column family [`COLUMN_FAMILY`], every write synced: Raft's safety rests
 //! on them), and the state machine — the [`Map`] — in memory, published to
-//! the rest of the node through a `watch` channel.
+//! the rest of the node through a `watch` channel, with the [`Window`] of
+//! its last changes that members outside the group follow.
 //!
 //! Writes are few (one per membership change, one per vote), so they run on
 //! the calling task rather than the blocking pool.
@@ -27,7 +28,10 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{Applied, NodeId, RaftPeer, TypeConfig};
-use crate::map::Map;
+use crate::{
+    follow::{Catchup, Window},
+    map::Map,
+};
 
 /// The column family that holds the membership group's Raft state.
 pub const COLUMN_FAMILY: &str = "membership";
@@ -286,35 +290,81 @@ struct StoredSnapshot {
     machine: Machine,
 }
 
+/// The map this node holds, shared by whoever moves it forward: Raft's
+/// state machine on the group's members, lease renewals on every node. Only
+/// a newer epoch replaces it: both sources hand out committed maps, and two
+/// committed maps at the same epoch are the same map.
+#[derive(Clone)]
+pub struct Published {
+    sender: Arc<watch::Sender<Arc<Map>>>,
+}
+
+impl Published {
+    /// Publishes `map` if its epoch is above the one held; whether it did.
+    pub fn offer(&self, map: Arc<Map>) -> bool {
+        self.sender.send_if_modified(|current| {
+            let newer = map.epoch() > current.epoch();
+            if newer {
+                *current = map;
+            }
+            newer
+        })
+    }
+}
+
 /// The state machine: the membership map. Each applied change is published.
 #[derive(Clone)]
 pub struct MapMachine {
     column: Column,
-    machine: Arc<std::sync::Mutex<Machine>>,
-    published: Arc<watch::Sender<Arc<Map>>>,
+    /// The machine and the window of its last changes, which always ends at
+    /// the machine's map: changed together, under this one lock.
+    machine: Arc<std::sync::Mutex<(Machine, Window)>>,
+    published: Published,
     /// Snapshots installed from the leader.
     installed: Arc<AtomicU64>,
 }
 
 impl MapMachine {
-    /// The state machine of `db`, starting from its last snapshot; returns it
-    /// and a receiver of the map as changes are applied.
-    pub fn open(db: Database) -> Result<(Self, watch::Receiver<Arc<Map>>), std::io::Error> {
+    /// The state machine of `db`, starting from its last snapshot, keeping
+    /// the last `window` changes for members to follow; returns it and a
+    /// receiver of the map as it moves.
+    pub fn open(
+        db: Database,
+        window: usize,
+    ) -> Result<(Self, watch::Receiver<Arc<Map>>), std::io::Error> {
         let column = Column { db };
         let machine = column
             .get::<StoredSnapshot>(SNAPSHOT)?
             .map(|s| s.machine)
             .unwrap_or_default();
+        let window = Window::new(machine.map.epoch(), window);
         let (published, receiver) = watch::channel(Arc::new(machine.map.clone()));
         Ok((
             MapMachine {
                 column,
-                machine: Arc::new(std::sync::Mutex::new(machine)),
-                published: Arc::new(published),
+                machine: Arc::new(std::sync::Mutex::new((machine, window))),
+                published: Published {
+                    sender: Arc::new(published),
+                },
                 installed: Arc::default(),
             },
             receiver,
         ))
+    }
+
+    /// Who else may publish a newer map (a lease renewal's answer).
+    pub fn published(&self) -> Published {
+        self.published.clone()
+    }
+
+    /// What a member whose map is at `epoch` lacks of this machine's
+    /// applied map, which is at the returned epoch. Applied means
+    /// committed: a deposed leader's answer holds nothing the group can
+    /// take back.
+    pub fn catchup(&self, epoch: u64) -> (u64, Catchup) {
+        let guard = self.lock();
+        let (machine, window) = &*guard;
+        (machine.map.epoch(), window.catchup(epoch, &machine.map))
     }
 
     /// Counts the snapshots this machine installs from the leader.
@@ -322,7 +372,7 @@ impl MapMachine {
         self.installed.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Machine> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Machine, Window)> {
         // The machine is only ever replaced whole; a panic elsewhere leaves it valid.
         self.machine
             .lock()
@@ -330,19 +380,13 @@ impl MapMachine {
     }
 
     fn publish(&self, map: Map) {
-        self.published.send_if_modified(|current| {
-            let changed = **current != map;
-            if changed {
-                *current = Arc::new(map);
-            }
-            changed
-        });
+        self.published.offer(Arc::new(map));
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for MapMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let machine = self.lock().clone();
+        let machine = self.lock().0.clone();
         let snapshot_id = match machine.last_applied {
             Some(id) => format!("{}-{}", id.leader_id, id.index),
             None => "empty".to_owned(),
@@ -373,8 +417,8 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
     async fn applied_state(
         &mut self,
     ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, RaftPeer>)> {
-        let machine = self.lock();
-        Ok((machine.last_applied, machine.membership.clone()))
+        let guard = self.lock();
+        Ok((guard.0.last_applied, guard.0.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Applied>>
@@ -384,13 +428,16 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
     {
         let mut answers = Vec::new();
         let map = {
-            let mut machine = self.lock();
+            let mut guard = self.lock();
+            let (machine, window) = &mut *guard;
             for entry in entries {
                 machine.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(change) => {
-                        machine.map.apply(&change);
+                        if machine.map.apply(&change) {
+                            window.record(machine.map.epoch(), change);
+                        }
                     }
                     EntryPayload::Membership(membership) => {
                         machine.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -429,7 +476,11 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
             .put(SNAPSHOT, &stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let map = machine.map.clone();
-        *self.lock() = machine;
+        {
+            let mut guard = self.lock();
+            guard.1.reset(map.epoch());
+            guard.0 = machine;
+        }
         self.publish(map);
         self.installed.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -1,5 +1,6 @@
 //! A member's own side: joining the map, then renewing its lease with
-//! heartbeats to the group's leader. The lease arithmetic is
+//! heartbeats to the group's leader, each answer bringing the map changes
+//! this node lacks ([`crate::follow`]). The lease arithmetic is
 //! [`crate::lease::Lease`]; this is the loop that feeds it.
 
 use std::time::Instant;
@@ -29,22 +30,24 @@ impl Membership {
         let mut beats = Beats::default();
         loop {
             let me = self.inner.me;
-            let in_map = self
-                .inner
-                .map
-                .borrow()
-                .member(&me)
-                .is_some_and(|m| m.incarnation == self.inner.incarnation);
+            let (in_map, epoch) = {
+                let map = self.inner.map.borrow();
+                let member = map.member(&me);
+                let in_map = member.is_some_and(|m| m.incarnation == self.inner.incarnation);
+                (in_map, map.epoch())
+            };
             let request = match beats.ask(in_map) {
                 Ask::Heartbeat => Request::Heartbeat {
                     incarnation: self.inner.incarnation,
+                    epoch,
                 },
                 Ask::Join => Request::Join {
                     addrs: self.addresses().await,
                     incarnation: self.inner.incarnation,
+                    epoch,
                 },
             };
-            let leader = self.leader();
+            let leader = self.raft_leader();
             let peers = if beats.knows_leader(leader) {
                 Vec::new()
             } else {
@@ -64,14 +67,21 @@ impl Membership {
                 if let Some(epoch) = next.renew {
                     self.renew(sent, epoch);
                 }
+                *locked(&self.inner.followed) = beats.followed();
                 pace = next.pace;
             }
             self.write_status();
-            tokio::time::sleep(match pace {
+            let wait = match pace {
                 Pace::Beat => times.heartbeat_every(),
                 Pace::Soon => LEAD_EVERY,
-            })
-            .await;
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                // Renewing early costs the leader one more answer; a peer
+                // waiting for this node's map would otherwise wait up to a
+                // third of a lease.
+                () = self.inner.behind.notified() => {}
+            }
         }
     }
 
@@ -91,7 +101,8 @@ impl Membership {
             Err(_) => {
                 let membership = self.clone();
                 tokio::spawn(async move {
-                    if let Ok(Ok(Response::Renewed { epoch })) = call.await {
+                    if let Ok(Ok(Response::Renewed { epoch, catchup })) = call.await {
+                        membership.follow(catchup);
                         membership.renew(sent, epoch);
                     }
                 });
@@ -99,8 +110,14 @@ impl Membership {
             }
         };
         match answer {
-            Ok(Response::Renewed { epoch }) => Answer::Renewed(epoch),
-            Ok(Response::Joined { epoch }) => Answer::Joined(epoch),
+            Ok(Response::Renewed { epoch, catchup }) => {
+                self.follow(catchup);
+                Answer::Renewed(epoch)
+            }
+            Ok(Response::Joined { epoch, catchup }) => {
+                self.follow(catchup);
+                Answer::Joined(epoch)
+            }
             Ok(Response::NotLeader { leader }) => {
                 Answer::NotLeader(leader.and_then(|l| l.parse().ok()))
             }

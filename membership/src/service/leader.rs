@@ -15,7 +15,7 @@ use crate::{
     error::{MembershipError, Result},
     lease::LeaseTimes,
     map::Change,
-    raft::{node_id, NodeId},
+    raft::{node_id, NodeId, RaftPeer},
     voters,
 };
 
@@ -63,37 +63,72 @@ impl Membership {
         }
     }
 
-    /// Applies [`voters::plan`] and drops from the group nodes that left the map.
+    /// Applies [`voters::plan`]: a new voter joins the group as a learner
+    /// first (it gets the log or a snapshot), then the voters are replaced.
+    /// A voter that loses its seat stays a learner until it holds the
+    /// configuration that says so (a node that never learns it was removed
+    /// campaigns as the voter it was), then leaves the group; so do learners
+    /// that left the map. Only the voters and these few are in the group:
+    /// every other member follows the map through its renewals.
     async fn place_voters(&self, now: Instant, times: &LeaseTimes) -> Result<()> {
         let raft = &self.inner.raft;
-        let _changing = self.inner.changing_group.lock().await;
-        let stored = raft.metrics().borrow().membership_config.clone();
-        let membership = stored.membership();
-        let peer_of = |id: &NodeId| -> Option<PeerId> {
-            membership.get_node(id).and_then(|n| n.peer.parse().ok())
-        };
-        let current: BTreeSet<PeerId> = membership
-            .voter_ids()
-            .filter_map(|id| peer_of(&id))
-            .collect();
-        // The map is borrowed (not held across an await, which would stall
-        // whoever applies the next one).
-        let (plan, gone) = {
-            let map = self.inner.map.borrow();
-            let liveness = locked(&self.inner.liveness);
-            let plan = voters::plan(&map, &current, &self.inner.me, |p| {
-                liveness.alive(p, now, times)
-            });
-            // By node id: decoding every learner's peer id every tick was
-            // 0.7 % of an idle N = 150 cluster's profile.
-            let listed: BTreeSet<NodeId> = map.members().map(|(p, _)| node_id(p)).collect();
-            let gone: BTreeSet<NodeId> = membership
-                .learner_ids()
-                .filter(|id| !listed.contains(id))
+        let (plan, learners, surplus) = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            let stored = &metrics.membership_config;
+            let membership = stored.membership();
+            let peer_of = |id: &NodeId| -> Option<PeerId> {
+                membership.get_node(id).and_then(|n| n.peer.parse().ok())
+            };
+            let current: BTreeSet<PeerId> = membership
+                .voter_ids()
+                .filter_map(|id| peer_of(&id))
                 .collect();
-            (plan, gone)
+            let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+            // The map is borrowed (not held across an await, which would
+            // stall whoever applies the next one).
+            let map = self.inner.map.borrow();
+            let plan = {
+                let liveness = locked(&self.inner.liveness);
+                voters::plan(&map, &current, &self.inner.me, |p| {
+                    liveness.alive(p, now, times)
+                })
+            };
+            let configured = stored.log_id().map(|l| l.index);
+            let matched = |id: &NodeId| {
+                let replication = metrics.replication.as_ref()?;
+                replication.get(id).copied().flatten().map(|l| l.index)
+            };
+            let surplus: BTreeSet<NodeId> = learners
+                .iter()
+                .filter(|id| {
+                    let listed = peer_of(id).is_some_and(|p| map.member(&p).is_some());
+                    !listed || matched(id) >= configured
+                })
+                .copied()
+                .collect();
+            (plan, learners, surplus)
         };
         if let Some(next) = plan {
+            for peer in &next {
+                let id = node_id(peer);
+                if learners.contains(&id) || self.is_voter(id) {
+                    continue;
+                }
+                let node = RaftPeer {
+                    peer: peer.to_string(),
+                };
+                // Blocks until the learner has the log: a voter that lags
+                // would hold up every commit once it counts.
+                tokio::time::timeout(HANDLE_DEADLINE, raft.add_learner(id, node, true))
+                    .await
+                    .map_err(|_| {
+                        MembershipError::Raft(format!(
+                            "{peer} did not catch up within {HANDLE_DEADLINE:?}"
+                        ))
+                    })?
+                    .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            }
             let ids: BTreeSet<NodeId> = next.iter().map(node_id).collect();
             tracing::info!(voters = ?next, "changing the voters");
             raft.change_membership(ChangeMembers::ReplaceAllVoters(ids), true)
@@ -101,12 +136,23 @@ impl Membership {
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
             return Ok(());
         }
-        if !gone.is_empty() {
-            raft.change_membership(ChangeMembers::RemoveNodes(gone), true)
+        if !surplus.is_empty() {
+            raft.change_membership(ChangeMembers::RemoveNodes(surplus), true)
                 .await
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
         }
         Ok(())
+    }
+
+    fn is_voter(&self, id: NodeId) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
+        voter
     }
 
     /// Waits for a quorum to confirm that this node leads, in a round that

@@ -31,13 +31,14 @@ mod leader;
 use crate::{
     confirm::Rounds,
     error::{MembershipError, Result},
+    follow::{self, Catchup},
     lease::{Lease, LeaseTimes, Liveness},
     map::{Change, Map},
     placement,
     raft::{
         network::Network,
         node_id,
-        store::{LogStore, MapMachine},
+        store::{LogStore, MapMachine, Published},
         NodeId, Raft, RaftPeer,
     },
     wire::{self, Request, Response, MEMBERSHIP_PROTOCOL},
@@ -56,7 +57,7 @@ pub struct MembershipConfig {
     pub status_file: Option<PathBuf>,
     /// Raft entries applied between snapshots of the map
     /// ([`DEFAULT_SNAPSHOT_EVERY`]); a member further behind than a quarter
-    /// of that gets the snapshot instead of the entries.
+    /// of that gets the map whole instead of the changes.
     pub snapshot_every: u64,
 }
 
@@ -73,7 +74,8 @@ pub struct MembershipStatus {
     pub epoch: u64,
     /// The members of that map (peer ids).
     pub members: Vec<String>,
-    /// The voters of the Raft group, as far as this node knows.
+    /// The voters of the Raft group, on a node that is one of them (Raft
+    /// tells only its voters); empty on a node that follows the map.
     pub voters: Vec<String>,
     /// The leader of the group, if known.
     pub leader: Option<String>,
@@ -97,20 +99,27 @@ struct Inner {
     incarnation: u64,
     config: MembershipConfig,
     map: watch::Receiver<Arc<Map>>,
+    /// Raft's state machine: what a leader answers members from.
+    machine: MapMachine,
+    /// Where a renewal's answer publishes a newer map.
+    published: Published,
+    /// The leader that last renewed this node's lease, as far as this node
+    /// knows when it does not vote (Raft tells only the group's members).
+    followed: Mutex<Option<PeerId>>,
+    /// Woken when this node needs a newer map now (a peer asked at a newer
+    /// epoch): the next renewal, which brings it, goes out at once.
+    behind: Notify,
     lease: Mutex<Lease>,
     /// Woken whenever the lease is renewed, for [`Membership::lease_within`].
     renewed: Notify,
     liveness: Mutex<Liveness>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Held by the leader while it adds a node to the group and then to the
-    /// map, and while it changes the group's members: a node between the
-    /// two steps is a learner not yet in the map, which must not be taken
-    /// for one that left it.
-    changing_group: tokio::sync::Mutex<()>,
     /// Heartbeats waiting for a quorum to confirm this node leads.
     confirmations: Mutex<Rounds<oneshot::Sender<Confirmed>>>,
     /// Snapshots of the map this node installed from its leader.
     snapshots_installed: Arc<AtomicU64>,
+    /// Whole maps this node took from a renewal's answer.
+    followed_whole: AtomicU64,
 }
 
 /// A confirmation round's outcome: a quorum followed this node after the
@@ -167,9 +176,14 @@ impl Membership {
         }
         .validate()
         .map_err(|e| MembershipError::Raft(e.to_string()))?;
-        let (machine, map) =
-            MapMachine::open(db.clone()).map_err(|e| MembershipError::Storage(e.to_string()))?;
+        // A member further behind than the entries a new member would be
+        // sent before a snapshot gets the map whole, as a learner would.
+        let window = (config.snapshot_every / 4).max(1) as usize;
+        let (machine, map) = MapMachine::open(db.clone(), window)
+            .map_err(|e| MembershipError::Storage(e.to_string()))?;
         let snapshots_installed = machine.installed();
+        let published = machine.published();
+        let answering = machine.clone();
         let (channel, incoming) = node
             .channel(MEMBERSHIP_PROTOCOL, wire::MAX_FRAME as u64)
             .map_err(|e| MembershipError::Raft(e.to_string()))?;
@@ -208,13 +222,17 @@ impl Membership {
                 incarnation: rand::random(),
                 config,
                 map,
+                machine: answering,
+                published,
+                followed: Mutex::default(),
+                behind: Notify::new(),
                 lease: Mutex::default(),
                 renewed: Notify::new(),
                 liveness: Mutex::default(),
                 tasks: Mutex::default(),
-                changing_group: tokio::sync::Mutex::new(()),
                 confirmations: Mutex::default(),
                 snapshots_installed,
+                followed_whole: AtomicU64::new(0),
             }),
         };
         let tasks = vec![
@@ -252,10 +270,11 @@ impl Membership {
         Ok(peers)
     }
 
-    /// How many snapshots of the map this node installed from its leader
-    /// (it was too far behind for entries).
-    pub fn snapshots_installed(&self) -> u64 {
+    /// How many times this node took the map whole — a Raft snapshot, or
+    /// a renewal's answer — because it was too far behind for the changes.
+    pub fn maps_whole(&self) -> u64 {
         self.inner.snapshots_installed.load(Ordering::Relaxed)
+            + self.inner.followed_whole.load(Ordering::Relaxed)
     }
 
     /// A receiver that sees every map this node applies.
@@ -304,6 +323,9 @@ impl Membership {
     /// this node has not applied yet.
     pub async fn reach_epoch(&self, epoch: u64, deadline: Duration) -> bool {
         let mut maps = self.inner.map.clone();
+        if maps.borrow().epoch() < epoch {
+            self.inner.behind.notify_one();
+        }
         let reached = tokio::time::timeout(deadline, maps.wait_for(|m| m.epoch() >= epoch)).await;
         matches!(reached, Ok(Ok(_)))
     }
@@ -375,17 +397,24 @@ impl Membership {
     /// What `membership.json` says.
     pub fn status(&self) -> MembershipStatus {
         let map = self.map();
-        let metrics = self.inner.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let peer_of = |id: &NodeId| membership.get_node(id).map(|n| n.peer.clone());
+        let voters = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            if membership.voter_ids().any(|v| v == self.inner.id) {
+                membership
+                    .voter_ids()
+                    .filter_map(|id| membership.get_node(&id).map(|n| n.peer.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
         MembershipStatus {
             epoch: map.epoch(),
             members: map.members().map(|(p, _)| p.to_string()).collect(),
-            voters: membership
-                .voter_ids()
-                .filter_map(|id| peer_of(&id))
-                .collect(),
-            leader: metrics.current_leader.and_then(|id| peer_of(&id)),
+            voters,
+            leader: self.leader().map(|p| p.to_string()),
             lease_ms: locked(&self.inner.lease)
                 .remaining(Instant::now())
                 .as_millis() as u64,
@@ -402,18 +431,44 @@ impl Membership {
         }
     }
 
-    /// The leader's peer id, if this node knows it.
+    /// The leader's peer id, if this node knows it: Raft's word on a
+    /// voter, else the leader that last renewed its lease.
     fn leader(&self) -> Option<PeerId> {
+        self.raft_leader().or(*locked(&self.inner.followed))
+    }
+
+    /// The leader Raft knows of, on a voter. A node that does not vote is
+    /// told nothing by Raft (or, once it stopped voting, nothing new).
+    fn raft_leader(&self) -> Option<PeerId> {
         // Borrowed, not cloned: the leader's metrics carry a replication
         // entry per member, and this runs on every heartbeat.
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        if !membership.voter_ids().any(|v| v == self.inner.id) {
+            return None;
+        }
         let leader = metrics.current_leader?;
-        metrics
-            .membership_config
-            .membership()
+        membership
             .get_node(&leader)
             .and_then(|n| n.peer.parse().ok())
+    }
+
+    /// What a member whose map is at `epoch` lacks, with the epoch it
+    /// reaches: from Raft's state machine, so only committed changes.
+    fn catchup(&self, epoch: u64) -> (u64, Catchup) {
+        self.inner.machine.catchup(epoch)
+    }
+
+    /// Moves this node's map forward with what a leader answered.
+    fn follow(&self, catchup: Catchup) {
+        let whole = matches!(catchup, Catchup::Whole(_));
+        let map = self.map();
+        if let Some(next) = follow::follow(&map, catchup) {
+            if self.inner.published.offer(Arc::new(next)) && whole {
+                self.inner.followed_whole.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn leading(&self) -> bool {
@@ -469,7 +524,11 @@ impl Membership {
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
             Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
             Request::Map => Response::Map(Map::clone(&self.map())),
-            Request::Join { addrs, incarnation } => {
+            Request::Join {
+                addrs,
+                incarnation,
+                epoch,
+            } => {
                 if addrs.len() > MAX_ADDRS || addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
                     return Response::Refused(format!(
                         "at most {MAX_ADDRS} addresses of at most {MAX_ADDR_LEN} bytes"
@@ -478,9 +537,9 @@ impl Membership {
                 if !self.leading() {
                     return self.not_leader();
                 }
-                self.join(peer, addrs, incarnation).await
+                self.join(peer, addrs, incarnation, epoch).await
             }
-            Request::Heartbeat { incarnation } => {
+            Request::Heartbeat { incarnation, epoch } => {
                 let received = Instant::now();
                 if !self.leading() {
                     return self.not_leader();
@@ -501,9 +560,8 @@ impl Membership {
                     return Response::Refused(format!("not confirmed as leader: {e}"));
                 }
                 locked(&self.inner.liveness).heard(peer, received);
-                Response::Renewed {
-                    epoch: self.inner.map.borrow().epoch(),
-                }
+                let (epoch, catchup) = self.catchup(epoch);
+                Response::Renewed { epoch, catchup }
             }
         }
     }
@@ -514,27 +572,12 @@ impl Membership {
         }
     }
 
-    /// Adds `peer` to the group (as a learner: it receives the map) and to
-    /// the map.
-    async fn join(&self, peer: PeerId, addrs: Vec<String>, incarnation: u64) -> Response {
+    /// Adds `peer` to the map: one Raft entry. It follows the map through
+    /// its renewals from then on, starting with this answer; only the
+    /// voters ([`Membership::place_voters`]) join the Raft group.
+    async fn join(&self, peer: PeerId, addrs: Vec<String>, incarnation: u64, has: u64) -> Response {
         let raft = &self.inner.raft;
         let received = Instant::now();
-        let _changing = self.inner.changing_group.lock().await;
-        let known = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&node_id(&peer))
-            .is_some();
-        if !known {
-            let learner = RaftPeer {
-                peer: peer.to_string(),
-            };
-            if let Err(e) = raft.add_learner(node_id(&peer), learner, false).await {
-                return Response::Refused(format!("cannot add {peer} to the group: {e}"));
-            }
-        }
         let change = Change::Join {
             peer: peer.to_string(),
             addrs,
@@ -546,6 +589,7 @@ impl Membership {
                 tracing::info!(%peer, epoch = written.data.epoch, "member joined");
                 Response::Joined {
                     epoch: written.data.epoch,
+                    catchup: self.catchup(has).1,
                 }
             }
             Err(e) => Response::Refused(format!("cannot commit the join of {peer}: {e}")),

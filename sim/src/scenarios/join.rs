@@ -21,9 +21,10 @@ pub struct Join {
     pub kib_per_join: Spread,
     /// From the last join until every node holds the same map, seconds.
     pub settle_s: Option<f64>,
-    /// Snapshots of the map the nodes installed from their leader (a node
-    /// too far behind for entries gets one).
-    pub snapshots_installed: u64,
+    /// Times the nodes took the map whole (a Raft snapshot or a renewal's
+    /// answer) because they were too far behind for the changes: every new
+    /// member once the group's epoch is past the window.
+    pub maps_whole: u64,
 }
 
 /// Starts `config.nodes` nodes in `cluster`, one after another.
@@ -48,10 +49,10 @@ pub async fn run(cluster: &mut Cluster, config: &SimConfig) -> Result<Join, SimE
         join_ms: Spread::of(&times),
         kib_per_join: Spread::of(&sent),
         settle_s: settle.map(|d: Duration| d.as_secs_f64()),
-        snapshots_installed: cluster
+        maps_whole: cluster
             .up()
             .filter_map(crate::node::SimNode::membership)
-            .map(p3_membership::Membership::snapshots_installed)
+            .map(p3_membership::Membership::maps_whole)
             .sum(),
     })
 }
