@@ -145,3 +145,47 @@ fn when_the_leader_is_killed_the_others_elect_another_and_remove_it() {
     );
     assert_ne!(next, leader);
 }
+
+/// Beyond five nodes, the others are not in the Raft group: they follow the
+/// map through their lease renewals, learn who leads from the leader that
+/// renews them, and find the next one when it is killed.
+#[test]
+fn beyond_five_voters_the_others_follow_the_map_and_find_a_new_leader() {
+    let mut cluster = Cluster::start(7);
+    let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let (_, leader) = {
+        let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
+        agreed(&nodes, &all, "seven nodes to agree on the map")
+    };
+    // A voter lists the voters; a node that follows lists none.
+    let five_voters = |nodes: &[&NodeProc]| {
+        wait_for("five voters, the others following", CONVERGE, || {
+            let lists: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| membership(n).map(|m| strings(&m["voters"])))
+                .collect::<Option<_>>()?;
+            let voters: Vec<&Vec<String>> = lists.iter().filter(|l| !l.is_empty()).collect();
+            let agreed = voters.iter().all(|l| *l == voters[0]);
+            (voters.len() == 5 && voters[0].len() == 5 && agreed).then(|| voters[0].clone())
+        })
+    };
+    let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
+    let voters = five_voters(&nodes);
+    assert!(voters.contains(&leader), "{leader} leads without a vote");
+
+    let index = cluster
+        .index_of(&leader)
+        .expect("the leader is one of the nodes");
+    cluster.nodes[index].stop("KILL");
+    let alive = all_but(&cluster, index);
+    // `agreed` asks every survivor — the two that follow too — for the same
+    // map, the same leader and a lease: they found the new leader.
+    let (_, next) = agreed(
+        &alive,
+        &peers(&alive),
+        "the survivors to elect a leader, remove the old one and follow it",
+    );
+    assert_ne!(next, leader);
+    let voters = five_voters(&alive);
+    assert!(!voters.contains(&leader), "the killed leader still votes");
+}
