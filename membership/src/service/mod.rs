@@ -540,7 +540,6 @@ impl Membership {
                 self.join(peer, addrs, incarnation, epoch).await
             }
             Request::Heartbeat { incarnation, epoch } => {
-                let received = Instant::now();
                 if !self.leading() {
                     return self.not_leader();
                 }
@@ -559,7 +558,7 @@ impl Membership {
                 if let Err(e) = self.confirm_leading().await {
                     return Response::Refused(format!("not confirmed as leader: {e}"));
                 }
-                locked(&self.inner.liveness).heard(peer, received);
+                locked(&self.inner.liveness).heard(peer, Instant::now());
                 let (epoch, catchup) = self.catchup(epoch);
                 Response::Renewed { epoch, catchup }
             }
@@ -577,7 +576,6 @@ impl Membership {
     /// voters ([`Membership::place_voters`]) join the Raft group.
     async fn join(&self, peer: PeerId, addrs: Vec<String>, incarnation: u64, has: u64) -> Response {
         let raft = &self.inner.raft;
-        let received = Instant::now();
         let change = Change::Join {
             peer: peer.to_string(),
             addrs,
@@ -585,7 +583,7 @@ impl Membership {
         };
         match raft.client_write(change).await {
             Ok(written) => {
-                locked(&self.inner.liveness).heard(peer, received);
+                locked(&self.inner.liveness).heard(peer, Instant::now());
                 tracing::info!(%peer, epoch = written.data.epoch, "member joined");
                 Response::Joined {
                     epoch: written.data.epoch,
