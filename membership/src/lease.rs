@@ -123,9 +123,7 @@ impl Liveness {
     /// before it sent the request, so a later time only removes it later.
     /// The time of the answer keeps a leader that was slow to answer (a
     /// slow commit, a slow confirmation) from counting its own delay
-    /// against the member: a join committed 1.9 s after it arrived was
-    /// removed 0.2 s later, before the member could beat once, and at
-    /// N = 180 such removals and rejoins fed on themselves.
+    /// against the member.
     pub fn heard(&mut self, peer: PeerId, at: Instant) {
         let last = self.heard.entry(peer).or_insert(at);
         if *last < at {

@@ -576,6 +576,11 @@ impl Membership {
     /// voters ([`Membership::place_voters`]) join the Raft group.
     async fn join(&self, peer: PeerId, addrs: Vec<String>, incarnation: u64, has: u64) -> Response {
         let raft = &self.inner.raft;
+        // Heard before the entry can apply: the map lists the member as soon
+        // as it applies, before the write returns here, and a member listed
+        // but never heard counts as silent since this node began to lead
+        // (loaded, the leader removed members 0.1 s after their joins).
+        locked(&self.inner.liveness).heard(peer, Instant::now());
         let change = Change::Join {
             peer: peer.to_string(),
             addrs,
