@@ -125,25 +125,35 @@ fn a_killed_member_leaves_only_after_its_lease_and_returns_as_a_new_incarnation(
     );
 }
 
-#[test]
-fn when_the_leader_is_killed_the_others_elect_another_and_remove_it() {
-    let mut cluster = Cluster::start(3);
-    let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
-    let (_, leader) = {
-        let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
-        agreed(&nodes, &all, "three nodes to agree on the map")
-    };
+/// `n` nodes once they agree on the map; their leader.
+fn agreed_cluster(n: usize) -> (Cluster, String) {
+    let cluster = Cluster::start(n);
+    let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
+    let (_, leader) = agreed(&nodes, &peers(&nodes), "the nodes to agree on the map");
+    (cluster, leader)
+}
+
+/// Kills `leader` and waits until every survivor holds a map without it,
+/// the same other leader and a lease; returns the killed node's index.
+fn kill_the_leader(cluster: &mut Cluster, leader: &str) -> usize {
     let index = cluster
-        .index_of(&leader)
+        .index_of(leader)
         .expect("the leader is one of the nodes");
     cluster.nodes[index].stop("KILL");
-    let alive = all_but(&cluster, index);
+    let alive = all_but(cluster, index);
     let (_, next) = agreed(
         &alive,
         &peers(&alive),
         "the survivors to elect a leader and remove the old one",
     );
     assert_ne!(next, leader);
+    index
+}
+
+#[test]
+fn when_the_leader_is_killed_the_others_elect_another_and_remove_it() {
+    let (mut cluster, leader) = agreed_cluster(3);
+    kill_the_leader(&mut cluster, &leader);
 }
 
 /// Beyond five nodes, the others are not in the Raft group: they follow the
@@ -151,12 +161,7 @@ fn when_the_leader_is_killed_the_others_elect_another_and_remove_it() {
 /// renews them, and find the next one when it is killed.
 #[test]
 fn beyond_five_voters_the_others_follow_the_map_and_find_a_new_leader() {
-    let mut cluster = Cluster::start(7);
-    let all: Vec<String> = cluster.nodes.iter().map(|n| n.peer_id.clone()).collect();
-    let (_, leader) = {
-        let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
-        agreed(&nodes, &all, "seven nodes to agree on the map")
-    };
+    let (mut cluster, leader) = agreed_cluster(7);
     // A voter lists the voters; a node that follows lists none.
     let five_voters = |nodes: &[&NodeProc]| {
         wait_for("five voters, the others following", CONVERGE, || {
@@ -165,27 +170,19 @@ fn beyond_five_voters_the_others_follow_the_map_and_find_a_new_leader() {
                 .map(|n| membership(n).map(|m| strings(&m["voters"])))
                 .collect::<Option<_>>()?;
             let voters: Vec<&Vec<String>> = lists.iter().filter(|l| !l.is_empty()).collect();
-            let agreed = voters.iter().all(|l| *l == voters[0]);
-            (voters.len() == 5 && voters[0].len() == 5 && agreed).then(|| voters[0].clone())
+            let first = *voters.first()?;
+            let agreed = voters.iter().all(|l| *l == first);
+            (voters.len() == 5 && first.len() == 5 && agreed).then(|| first.clone())
         })
     };
     let nodes: Vec<&NodeProc> = cluster.nodes.iter().collect();
     let voters = five_voters(&nodes);
     assert!(voters.contains(&leader), "{leader} leads without a vote");
 
-    let index = cluster
-        .index_of(&leader)
-        .expect("the leader is one of the nodes");
-    cluster.nodes[index].stop("KILL");
+    // Every survivor — the two that follow too — holds the same map, the
+    // same leader and a lease: they found the new leader.
+    let index = kill_the_leader(&mut cluster, &leader);
     let alive = all_but(&cluster, index);
-    // `agreed` asks every survivor — the two that follow too — for the same
-    // map, the same leader and a lease: they found the new leader.
-    let (_, next) = agreed(
-        &alive,
-        &peers(&alive),
-        "the survivors to elect a leader, remove the old one and follow it",
-    );
-    assert_ne!(next, leader);
     let voters = five_voters(&alive);
     assert!(!voters.contains(&leader), "the killed leader still votes");
 }
