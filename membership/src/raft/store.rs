@@ -290,28 +290,6 @@ struct StoredSnapshot {
     machine: Machine,
 }
 
-/// The map this node holds, shared by whoever moves it forward: Raft's
-/// state machine on the group's members, lease renewals on every node. Only
-/// a newer epoch replaces it: both sources hand out committed maps, and two
-/// committed maps at the same epoch are the same map.
-#[derive(Clone)]
-pub struct Published {
-    sender: Arc<watch::Sender<Arc<Map>>>,
-}
-
-impl Published {
-    /// Publishes `map` if its epoch is above the one held; whether it did.
-    pub fn offer(&self, map: Arc<Map>) -> bool {
-        self.sender.send_if_modified(|current| {
-            let newer = map.epoch() > current.epoch();
-            if newer {
-                *current = map;
-            }
-            newer
-        })
-    }
-}
-
 /// The state machine: the membership map. Each applied change is published.
 #[derive(Clone)]
 pub struct MapMachine {
@@ -319,7 +297,8 @@ pub struct MapMachine {
     /// The machine and the window of its last changes, which always ends at
     /// the machine's map: changed together, under this one lock.
     machine: Arc<std::sync::Mutex<(Machine, Window)>>,
-    published: Published,
+    /// The map this node holds.
+    published: Arc<watch::Sender<Arc<Map>>>,
     /// Snapshots installed from the leader.
     installed: Arc<AtomicU64>,
 }
@@ -343,18 +322,26 @@ impl MapMachine {
             MapMachine {
                 column,
                 machine: Arc::new(std::sync::Mutex::new((machine, window))),
-                published: Published {
-                    sender: Arc::new(published),
-                },
+                published: Arc::new(published),
                 installed: Arc::default(),
             },
             receiver,
         ))
     }
 
-    /// Who else may publish a newer map (a lease renewal's answer).
-    pub fn published(&self) -> Published {
-        self.published.clone()
+    /// Publishes `map` as the map this node holds if its epoch is above
+    /// the one held; whether it did. Whoever moves the map forward offers
+    /// it here — this machine on the group's members, lease renewals on
+    /// every node — and both hand out committed maps, so two maps at the
+    /// same epoch are the same map.
+    pub fn offer(&self, map: Arc<Map>) -> bool {
+        self.published.send_if_modified(|current| {
+            let newer = map.epoch() > current.epoch();
+            if newer {
+                *current = map;
+            }
+            newer
+        })
     }
 
     /// What a member whose map is at `epoch` lacks of this machine's
@@ -380,7 +367,7 @@ impl MapMachine {
     }
 
     fn publish(&self, map: Map) {
-        self.published.offer(Arc::new(map));
+        self.offer(Arc::new(map));
     }
 }
 

@@ -72,7 +72,7 @@ impl Membership {
     /// every other member follows the map through its renewals.
     async fn place_voters(&self, now: Instant, times: &LeaseTimes) -> Result<()> {
         let raft = &self.inner.raft;
-        let (plan, learners, surplus) = {
+        let (plan, known, surplus) = {
             let metrics = raft.metrics();
             let metrics = metrics.borrow();
             let stored = &metrics.membership_config;
@@ -84,7 +84,6 @@ impl Membership {
                 .voter_ids()
                 .filter_map(|id| peer_of(&id))
                 .collect();
-            let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
             // The map is borrowed (not held across an await, which would
             // stall whoever applies the next one).
             let map = self.inner.map.borrow();
@@ -99,20 +98,20 @@ impl Membership {
                 let replication = metrics.replication.as_ref()?;
                 replication.get(id).copied().flatten().map(|l| l.index)
             };
-            let surplus: BTreeSet<NodeId> = learners
-                .iter()
+            let surplus: BTreeSet<NodeId> = membership
+                .learner_ids()
                 .filter(|id| {
                     let listed = peer_of(id).is_some_and(|p| map.member(&p).is_some());
                     !listed || matched(id) >= configured
                 })
-                .copied()
                 .collect();
-            (plan, learners, surplus)
+            let known: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+            (plan, known, surplus)
         };
         if let Some(next) = plan {
             for peer in &next {
                 let id = node_id(peer);
-                if learners.contains(&id) || self.is_voter(id) {
+                if known.contains(&id) {
                     continue;
                 }
                 let node = RaftPeer {
@@ -142,17 +141,6 @@ impl Membership {
                 .map_err(|e| MembershipError::Raft(e.to_string()))?;
         }
         Ok(())
-    }
-
-    fn is_voter(&self, id: NodeId) -> bool {
-        let metrics = self.inner.raft.metrics();
-        let metrics = metrics.borrow();
-        let voter = metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == id);
-        voter
     }
 
     /// Waits for a quorum to confirm that this node leads, in a round that

@@ -38,7 +38,7 @@ use crate::{
     raft::{
         network::Network,
         node_id,
-        store::{LogStore, MapMachine, Published},
+        store::{LogStore, MapMachine},
         NodeId, Raft, RaftPeer,
     },
     wire::{self, Request, Response, MEMBERSHIP_PROTOCOL},
@@ -99,10 +99,9 @@ struct Inner {
     incarnation: u64,
     config: MembershipConfig,
     map: watch::Receiver<Arc<Map>>,
-    /// Raft's state machine: what a leader answers members from.
+    /// Raft's state machine: what a leader answers members from, and
+    /// where a renewal's answer publishes a newer map.
     machine: MapMachine,
-    /// Where a renewal's answer publishes a newer map.
-    published: Published,
     /// The leader that last renewed this node's lease, as far as this node
     /// knows when it does not vote (Raft tells only the group's members).
     followed: Mutex<Option<PeerId>>,
@@ -182,7 +181,6 @@ impl Membership {
         let (machine, map) = MapMachine::open(db.clone(), window)
             .map_err(|e| MembershipError::Storage(e.to_string()))?;
         let snapshots_installed = machine.installed();
-        let published = machine.published();
         let answering = machine.clone();
         let (channel, incoming) = node
             .channel(MEMBERSHIP_PROTOCOL, wire::MAX_FRAME as u64)
@@ -223,7 +221,6 @@ impl Membership {
                 config,
                 map,
                 machine: answering,
-                published,
                 followed: Mutex::default(),
                 behind: Notify::new(),
                 lease: Mutex::default(),
@@ -454,18 +451,12 @@ impl Membership {
             .and_then(|n| n.peer.parse().ok())
     }
 
-    /// What a member whose map is at `epoch` lacks, with the epoch it
-    /// reaches: from Raft's state machine, so only committed changes.
-    fn catchup(&self, epoch: u64) -> (u64, Catchup) {
-        self.inner.machine.catchup(epoch)
-    }
-
     /// Moves this node's map forward with what a leader answered.
     fn follow(&self, catchup: Catchup) {
         let whole = matches!(catchup, Catchup::Whole(_));
         let map = self.map();
         if let Some(next) = follow::follow(&map, catchup) {
-            if self.inner.published.offer(Arc::new(next)) && whole {
+            if self.inner.machine.offer(Arc::new(next)) && whole {
                 self.inner.followed_whole.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -559,7 +550,7 @@ impl Membership {
                     return Response::Refused(format!("not confirmed as leader: {e}"));
                 }
                 locked(&self.inner.liveness).heard(peer, Instant::now());
-                let (epoch, catchup) = self.catchup(epoch);
+                let (epoch, catchup) = self.inner.machine.catchup(epoch);
                 Response::Renewed { epoch, catchup }
             }
         }
@@ -592,7 +583,7 @@ impl Membership {
                 tracing::info!(%peer, epoch = written.data.epoch, "member joined");
                 Response::Joined {
                     epoch: written.data.epoch,
-                    catchup: self.catchup(has).1,
+                    catchup: self.inner.machine.catchup(has).1,
                 }
             }
             Err(e) => Response::Refused(format!("cannot commit the join of {peer}: {e}")),
