@@ -3,7 +3,10 @@
 //! this node lacks ([`crate::follow`]). The lease arithmetic is
 //! [`crate::lease::Lease`]; this is the loop that feeds it.
 
-use std::time::Instant;
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
 
 use p3_dht::PeerId;
 
@@ -11,6 +14,7 @@ use super::{locked, Membership, LEAD_EVERY, MAX_ADDRS};
 use crate::{
     beats::{Answer, Ask, Beats, Pace},
     error::MembershipError,
+    follow::{self, Catchup},
     wire::{Request, Response},
 };
 
@@ -81,6 +85,17 @@ impl Membership {
                 // waiting for this node's map would otherwise wait up to a
                 // third of a lease.
                 () = self.inner.behind.notified() => {}
+            }
+        }
+    }
+
+    /// Moves this node's map forward with what a leader answered.
+    fn follow(&self, catchup: Catchup) {
+        let whole = matches!(catchup, Catchup::Whole(_));
+        let map = self.map();
+        if let Some(next) = follow::follow(&map, catchup) {
+            if self.inner.machine.offer(Arc::new(next)) && whole {
+                self.inner.followed_whole.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -2,9 +2,10 @@
 //! peers' membership requests, this node's heartbeats (its lease), and — on
 //! the leader — removing silent members and choosing voters. The decisions
 //! are in [`crate::lease`] and [`crate::voters`]; this is the async glue.
-//! `heartbeat.rs` is the member's own loop (join, renew the lease),
-//! `leader.rs` the leader's duties, `addresses.rs` the members' addresses
-//! for the network layer; this file starts them and answers peers.
+//! `heartbeat.rs` is the member's own loop (join, renew the lease, follow
+//! the map), `answer.rs` the answers to peers, `leader.rs` the leader's
+//! duties, `addresses.rs` the members' addresses for the network layer;
+//! this file starts them and holds the node's view.
 
 use std::{
     collections::BTreeMap,
@@ -17,23 +18,23 @@ use std::{
 };
 
 use openraft::{ServerState, SnapshotPolicy};
-use p3_dht::{Channel, Database, InboundRequest, Node, PeerId};
+use p3_dht::{Channel, Database, Node, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{mpsc, oneshot, watch, Notify},
+    sync::{oneshot, watch, Notify},
     task::JoinHandle,
 };
 
 mod addresses;
+mod answer;
 mod heartbeat;
 mod leader;
 
 use crate::{
     confirm::Rounds,
     error::{MembershipError, Result},
-    follow::{self, Catchup},
     lease::{Lease, LeaseTimes, Liveness},
-    map::{Change, Map},
+    map::Map,
     placement,
     raft::{
         network::Network,
@@ -451,143 +452,10 @@ impl Membership {
             .and_then(|n| n.peer.parse().ok())
     }
 
-    /// Moves this node's map forward with what a leader answered.
-    fn follow(&self, catchup: Catchup) {
-        let whole = matches!(catchup, Catchup::Whole(_));
-        let map = self.map();
-        if let Some(next) = follow::follow(&map, catchup) {
-            if self.inner.machine.offer(Arc::new(next)) && whole {
-                self.inner.followed_whole.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
     fn leading(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.id)
-    }
-
-    /// Answers membership requests from peers, each on its own task, at most
-    /// [`MAX_ANSWERING`] at once (beyond that the requests wait in their
-    /// peers' streams, which slows those peers down).
-    async fn serve(self, mut incoming: mpsc::Receiver<InboundRequest>) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERING));
-        while let Some(inbound) = incoming.recv().await {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let membership = self.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                let peer = inbound.peer;
-                let request = match wire::decode::<Request>(&inbound.body, &peer) {
-                    Ok(request) => request,
-                    Err(e) => {
-                        // Dropped unanswered: the peer's request fails.
-                        tracing::debug!(%peer, error = %e, "bad membership request");
-                        return;
-                    }
-                };
-                let response = membership.handle(peer, request).await;
-                if let Err(e) = inbound.respond(&response) {
-                    tracing::debug!(%peer, error = %e, "cannot answer a membership request");
-                }
-            });
-        }
-    }
-
-    /// Answers one request from `peer` (which may be this node), within
-    /// [`HANDLE_DEADLINE`].
-    async fn handle(&self, peer: PeerId, request: Request) -> Response {
-        match tokio::time::timeout(HANDLE_DEADLINE, self.handle_now(peer, request)).await {
-            Ok(response) => response,
-            Err(_) => Response::Refused(format!(
-                "the membership group did not decide within {HANDLE_DEADLINE:?}"
-            )),
-        }
-    }
-
-    async fn handle_now(&self, peer: PeerId, request: Request) -> Response {
-        let raft = &self.inner.raft;
-        match request {
-            Request::Append(rpc) => Response::Append(raft.append_entries(rpc).await),
-            Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
-            Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
-            Request::Map => Response::Map(Map::clone(&self.map())),
-            Request::Join {
-                addrs,
-                incarnation,
-                epoch,
-            } => {
-                if addrs.len() > MAX_ADDRS || addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
-                    return Response::Refused(format!(
-                        "at most {MAX_ADDRS} addresses of at most {MAX_ADDR_LEN} bytes"
-                    ));
-                }
-                if !self.leading() {
-                    return self.not_leader();
-                }
-                self.join(peer, addrs, incarnation, epoch).await
-            }
-            Request::Heartbeat { incarnation, epoch } => {
-                if !self.leading() {
-                    return self.not_leader();
-                }
-                // Borrowed, not cloned: every member asks twice a lease.
-                let member = self
-                    .inner
-                    .map
-                    .borrow()
-                    .member(&peer)
-                    .is_some_and(|m| m.incarnation == incarnation);
-                if !member {
-                    return Response::NotMember;
-                }
-                // Acknowledge only as a leader a quorum still follows: a
-                // deposed leader must not extend anybody's lease.
-                if let Err(e) = self.confirm_leading().await {
-                    return Response::Refused(format!("not confirmed as leader: {e}"));
-                }
-                locked(&self.inner.liveness).heard(peer, Instant::now());
-                let (epoch, catchup) = self.inner.machine.catchup(epoch);
-                Response::Renewed { epoch, catchup }
-            }
-        }
-    }
-
-    fn not_leader(&self) -> Response {
-        Response::NotLeader {
-            leader: self.leader().map(|p| p.to_string()),
-        }
-    }
-
-    /// Adds `peer` to the map: one Raft entry. It follows the map through
-    /// its renewals from then on, starting with this answer; only the
-    /// voters ([`Membership::place_voters`]) join the Raft group.
-    async fn join(&self, peer: PeerId, addrs: Vec<String>, incarnation: u64, has: u64) -> Response {
-        let raft = &self.inner.raft;
-        // Heard before the entry can apply: the map lists the member as soon
-        // as it applies, before the write returns here, and a member listed
-        // but never heard counts as silent since this node began to lead
-        // (loaded, the leader removed members 0.1 s after their joins).
-        locked(&self.inner.liveness).heard(peer, Instant::now());
-        let change = Change::Join {
-            peer: peer.to_string(),
-            addrs,
-            incarnation,
-        };
-        match raft.client_write(change).await {
-            Ok(written) => {
-                locked(&self.inner.liveness).heard(peer, Instant::now());
-                tracing::info!(%peer, epoch = written.data.epoch, "member joined");
-                Response::Joined {
-                    epoch: written.data.epoch,
-                    catchup: self.inner.machine.catchup(has).1,
-                }
-            }
-            Err(e) => Response::Refused(format!("cannot commit the join of {peer}: {e}")),
-        }
     }
 
     /// Sends `request` to `target`, or handles it here when that is this node.
