@@ -6,7 +6,8 @@
 //! new name when closed; an existing file opened with `O_TRUNC` is written
 //! without its old version being read. Reads stream too: a read at any
 //! offset (inside a received frame, across two, back, forward, past the end)
-//! returns the file's bytes. Real node and mount processes on 127.0.0.1,
+//! returns the file's bytes; a large file is read past the kernel's page
+//! cache and can still be mapped. Real node and mount processes on 127.0.0.1,
 //! each in a temp dir.
 
 mod common;
@@ -262,5 +263,89 @@ fn reads_at_any_offset_return_the_files_bytes() {
                 "wrong length"
             }
         );
+    }
+}
+
+/// Pages of the first `len` bytes of `file` in the kernel's page cache, seen
+/// through a shared map of it (which direct I/O allows only with
+/// `FUSE_DIRECT_IO_ALLOW_MMAP`), and those bytes read through the map.
+fn cached_pages_and_mapped_bytes(file: &fs::File, len: usize) -> (usize, Vec<u8>) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh read-only shared map of an open file, read within its
+    // length and unmapped before returning; `mincore` writes one byte per
+    // page into a vector of that many.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            map,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut resident = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0, "mincore");
+        let cached = resident.iter().filter(|&&r| r & 1 == 1).count();
+        let bytes = std::slice::from_raw_parts(map as *const u8, len).to_vec();
+        libc::munmap(map, len);
+        (cached, bytes)
+    }
+}
+
+#[test]
+fn large_files_are_read_past_the_page_cache_and_can_still_be_mapped() {
+    skip_without_fuse!();
+    // Large: at least the mount's `DIRECT_FROM` (4 MiB), read with direct
+    // I/O; small: read through the page cache.
+    let (cluster, _m1, m3) = two_mounts();
+    for (name, size, cached_after_read) in [
+        ("large.bin", 5 * MIB + 7, false),
+        ("small.bin", 65_536, true),
+    ] {
+        let file = cluster.root.path().join(name);
+        write_pseudo_random_file(&file, size, 23);
+        let want = fs::read(&file).unwrap();
+        p3ctl_ok(
+            &cluster.nodes[0].dir,
+            &["put", &format!("{NS}/{name}"), file.to_str().unwrap()],
+        );
+        eventually(
+            &format!("{name}'s full size to show in mount 3"),
+            &format!("[ \"$(stat -c %s {})\" = {size} ]", m3.q(name)),
+        );
+        let path = m3.path(name);
+        let (done, result) = mpsc::channel();
+        // On a thread, so a hung mount fails the test instead of hanging it.
+        thread::spawn(move || {
+            use std::io::Read;
+            let mut file = fs::File::open(&path).unwrap();
+            let mut read = Vec::new();
+            file.read_to_end(&mut read).unwrap();
+            let (cached, mapped) = cached_pages_and_mapped_bytes(&file, read.len());
+            let _ = done.send((read, cached, mapped));
+        });
+        let (read, cached, mapped) = result
+            .recv_timeout(DEADLINE)
+            .expect("the read and the map did not finish before the deadline");
+        assert!(read == want, "{name}: read differs ({} bytes)", read.len());
+        assert!(mapped == want, "{name}: the map differs");
+        if cached_after_read {
+            assert!(
+                cached > 0,
+                "{name}: the read left no page in the kernel's cache"
+            );
+        } else {
+            assert_eq!(
+                cached, 0,
+                "{name}: the read went through the kernel's cache"
+            );
+        }
     }
 }

@@ -35,6 +35,22 @@ use crate::{
 /// most the kernel passes in one write request by default.
 const PREFERRED_IO: u32 = 1 << 20;
 
+/// Files of this size and more are read past the kernel's page cache
+/// (`FOPEN_DIRECT_IO`), each read answered from the mount's stream straight
+/// into the reader's buffer. Through the page cache every byte is copied
+/// twice more (into the kernel's pages, then out of them) and the pages are
+/// allocated and reclaimed: a 1 GiB `cat` ran at 0.9–1.1 GB/s that way and
+/// at 1.4–1.7 GB/s past it, here. Smaller files keep the cache, where a
+/// program's many small reads cost no request each. The same size from
+/// which writes stream: what is large to one is large to the other.
+pub const DIRECT_FROM: u64 = crate::handles::stream::STREAM_FROM;
+
+/// The kernel's `FUSE_DIRECT_IO_ALLOW_MMAP` (init flags, ABI 7.39; not in
+/// `fuser`'s constants): a file read with direct I/O can still be mapped
+/// shared. Without it such a map fails (ENODEV), so reads keep the page
+/// cache.
+const FUSE_DIRECT_IO_ALLOW_MMAP: u64 = 1 << 36;
+
 /// How long the kernel may trust an attribute or a name without asking again:
 /// changes made elsewhere show within this.
 const TTL: Duration = Duration::from_secs(1);
@@ -52,6 +68,9 @@ pub struct P3Fs {
     uid: u32,
     gid: u32,
     mounted: SystemTime,
+    /// Large files are read with direct I/O (see [`DIRECT_FROM`]): the
+    /// kernel allows such files to be mapped.
+    direct_reads: bool,
 }
 
 fn time(ms: u64) -> SystemTime {
@@ -88,6 +107,7 @@ impl P3Fs {
             uid,
             gid,
             mounted: SystemTime::now(),
+            direct_reads: false,
         }
     }
 
@@ -280,6 +300,18 @@ impl P3Fs {
         let stat = self.client.stat_if_present(&self.object(name))?;
         self.listings().answered(name, ticket, stat.clone());
         Ok(stat)
+    }
+
+    /// The flags of a read-only open of `path`: past the page cache if it
+    /// is large (see [`DIRECT_FROM`]). A size that cannot be known now
+    /// counts as small; the reads then say what went wrong.
+    fn read_flags(&mut self, path: &str) -> u32 {
+        match self.resolve(path) {
+            Ok(Some(Entry::File(stat))) if self.direct_reads && stat.size >= DIRECT_FROM => {
+                fuser::consts::FOPEN_DIRECT_IO
+            }
+            _ => 0,
+        }
     }
 
     fn attr_of(&mut self, path: &str) -> Result<FileAttr, c_int> {

@@ -10,7 +10,9 @@ use fuser::{
     Request, TimeOrNow,
 };
 
-use super::{attributes::requested, empty, text, xattrs::reply_xattr, P3Fs, TTL};
+use super::{
+    attributes::requested, empty, text, xattrs::reply_xattr, P3Fs, FUSE_DIRECT_IO_ALLOW_MMAP, TTL,
+};
 use crate::{
     errno::errno,
     handles::{Handle, Reads},
@@ -38,6 +40,12 @@ impl Filesystem for P3Fs {
         {
             tracing::info!(
                 "the kernel cannot read directories with attributes; each entry is looked up"
+            );
+        }
+        self.direct_reads = config.add_capabilities(FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
+        if !self.direct_reads {
+            tracing::info!(
+                "the kernel cannot map files read with direct I/O; large files are read through its page cache"
             );
         }
         Ok(())
@@ -241,7 +249,9 @@ impl Filesystem for P3Fs {
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let result = (|| {
             let path = self.path_of(ino)?;
+            let mut open_flags = 0;
             let handle = if flags & libc::O_ACCMODE == libc::O_RDONLY {
+                open_flags = self.read_flags(&path);
                 Handle::Read(Reads::new(self.client.node().clone(), self.object(&path)))
             } else {
                 self.writable()?;
@@ -255,10 +265,10 @@ impl Filesystem for P3Fs {
                     Handle::Write(self.spool_of(&path)?)
                 }
             };
-            Ok(self.add_handle(path, handle))
+            Ok((self.add_handle(path, handle), open_flags))
         })();
         match result {
-            Ok(fh) => reply.opened(fh, 0),
+            Ok((fh, open_flags)) => reply.opened(fh, open_flags),
             Err(e) => reply.error(e),
         }
     }
