@@ -7,9 +7,10 @@
 //! files; `git clone` of a 5,000-file repository.
 //!
 //! The large file is compared in four rounds, each a put and a `cp` into the
-//! mount (with contents of their own), then a get and a `cp` out, in turns
-//! (see [`in_turns`]), after an untimed first write; the median of the
-//! rounds' ratios is reported.
+//! mount (with contents of their own), then three gets and three `cat`s out,
+//! in turns (see [`in_turns`]), after an untimed first write. A round's read
+//! ratio is that of the medians of its reads (see [`READS`]); the median of
+//! the rounds' ratios is reported.
 //!
 //! Run with `cargo bench --bench mount` (1 GiB, 10,000 files; `P3_BENCH_QUICK=1`
 //! for 64 MiB and 1,000 files; `P3_BENCH_MIB=N` for an N MiB large file).
@@ -63,6 +64,12 @@ fn is_mounted(dir: &Path) -> bool {
 /// the mount of the object they made.
 const ROUNDS: u64 = 4;
 
+/// Reads of each kind per round, alternating, compared by their medians. A
+/// read takes about a second, and the owners' background work (compacting
+/// away what the round before removed) slowed whichever read it met by up
+/// to half: one pair per round swung from 69 % to 234 %.
+const READS: u64 = 3;
+
 fn timed(what: &str, bytes: u64, run: impl FnOnce()) -> f64 {
     let start = Instant::now();
     run();
@@ -73,14 +80,14 @@ fn timed(what: &str, bytes: u64, run: impl FnOnce()) -> f64 {
 }
 
 /// Runs the two timed operations of a comparison, `space` (the `p3ctl`
-/// command) first in even rounds and `mount` first in odd ones, and returns
-/// the mount's rate over the command's. The one that runs second finds
+/// command) first in even turns and `mount` first in odd ones, and returns
+/// their rates, the command's first. The one that runs second finds
 /// more on disk and its object overwritten, or its value already in the
 /// page cache, so neither order alone is fair. Each starts after a `sync`:
 /// the dirty pages the one before left (a file got, a spool) are not
 /// written back on its time.
-fn in_turns(round: u64, space: impl FnOnce() -> f64, mount: impl FnOnce() -> f64) -> f64 {
-    let (space, mount) = if round % 2 == 0 {
+fn in_turns(turn: u64, space: impl FnOnce() -> f64, mount: impl FnOnce() -> f64) -> (f64, f64) {
+    if turn % 2 == 0 {
         sh("sync");
         let space = space();
         sh("sync");
@@ -90,8 +97,14 @@ fn in_turns(round: u64, space: impl FnOnce() -> f64, mount: impl FnOnce() -> f64
         let mount = mount();
         sh("sync");
         (space(), mount)
-    };
-    mount / space
+    }
+}
+
+/// The middle of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    (values[(n - 1) / 2] + values[n / 2]) / 2.0
 }
 
 /// The middle of `ratios` (the mean of the middle two for an even count),
@@ -101,9 +114,7 @@ fn summary(ratios: &mut [f64]) -> String {
         .iter()
         .map(|r| format!("{:.0}%", r * 100.0))
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    let n = ratios.len();
-    let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
+    let median = median(ratios);
     format!("median {:.0}% (rounds: {})", median * 100.0, all.join(", "))
 }
 
@@ -257,7 +268,7 @@ fn large_file(mounted: &Mounted, bytes: u64) {
         // from the primary, decides much of a write's time.
         let name = format!("large-{round}.bin");
         let object = format!("bench/{name}");
-        writes.push(in_turns(
+        let (put, cp) = in_turns(
             round,
             || {
                 timed("p3ctl put", bytes, || {
@@ -269,25 +280,32 @@ fn large_file(mounted: &Mounted, bytes: u64) {
                     sh(&format!("cp {} {m}/{name}", cp_from.display()))
                 })
             },
-        ));
+        );
+        writes.push(cp / put);
         // Both read what the second write left, into /dev/null: what is
         // compared is the read path, not the local disk's writeback (which
         // `get -o`'s fsync waits for and `cp` leaves for later). Both are
         // then checked, untimed, through files.
         let stored = if round % 2 == 0 { &cp_hash } else { &put_hash };
-        reads.push(in_turns(
-            round,
-            || {
-                timed("p3ctl get -o /dev/null", bytes, || {
-                    p3ctl_ok(node, &["get", &object, "-o", "/dev/null"]);
-                })
-            },
-            || {
-                timed("mount: cat out of it > /dev/null", bytes, || {
-                    sh(&format!("cat {m}/{name} > /dev/null"))
-                })
-            },
-        ));
+        let (mut gets, mut cats) = (Vec::new(), Vec::new());
+        for turn in 0..READS {
+            let (get, cat) = in_turns(
+                round + turn,
+                || {
+                    timed("p3ctl get -o /dev/null", bytes, || {
+                        p3ctl_ok(node, &["get", &object, "-o", "/dev/null"]);
+                    })
+                },
+                || {
+                    timed("mount: cat out of it > /dev/null", bytes, || {
+                        sh(&format!("cat {m}/{name} > /dev/null"))
+                    })
+                },
+            );
+            gets.push(get);
+            cats.push(cat);
+        }
+        reads.push(median(&mut cats) / median(&mut gets));
         let (got, back) = (work.join("got.bin"), work.join("back.bin"));
         p3ctl_ok(node, &["get", &object, "-o", &got.to_string_lossy()]);
         sh(&format!("cp {m}/{name} {}", back.display()));
