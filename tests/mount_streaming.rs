@@ -185,6 +185,20 @@ fn overwriting_a_file_never_reads_its_old_version() {
     );
 }
 
+/// What `work` returns, run on a thread so that a hung mount fails the test
+/// (saying `what` did not finish) instead of hanging it.
+fn off_thread<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    match result.recv_timeout(DEADLINE) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what} did not finish before the deadline"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} failed (its panic is above)"),
+    }
+}
+
 #[test]
 fn reads_at_any_offset_return_the_files_bytes() {
     skip_without_fuse!();
@@ -217,10 +231,9 @@ fn reads_at_any_offset_return_the_files_bytes() {
         (mib / 2, 1),
     ];
     let path = m3.path("random.bin");
-    let (done, result) = mpsc::channel();
     // O_DIRECT: each read reaches the mount as asked, not through the page
-    // cache. On a thread, so a hung mount fails the test instead of hanging it.
-    thread::spawn(move || {
+    // cache.
+    let (reads, got) = off_thread("the reads", move || {
         use std::os::unix::fs::{FileExt, OpenOptionsExt};
         let file = fs::OpenOptions::new()
             .read(true)
@@ -245,11 +258,8 @@ fn reads_at_any_offset_return_the_files_bytes() {
                 bytes
             })
             .collect();
-        let _ = done.send((reads, got));
+        (reads, got)
     });
-    let (reads, got) = result
-        .recv_timeout(DEADLINE)
-        .expect("the reads did not finish before the deadline");
     for ((offset, size), bytes) in reads.into_iter().zip(got) {
         let from = offset.min(SIZE);
         let upto = offset.saturating_add(size).min(SIZE);
@@ -321,19 +331,14 @@ fn large_files_are_read_past_the_page_cache_and_can_still_be_mapped() {
             &format!("[ \"$(stat -c %s {})\" = {size} ]", m3.q(name)),
         );
         let path = m3.path(name);
-        let (done, result) = mpsc::channel();
-        // On a thread, so a hung mount fails the test instead of hanging it.
-        thread::spawn(move || {
+        let (read, cached, mapped) = off_thread("the read and the map", move || {
             use std::io::Read;
             let mut file = fs::File::open(&path).unwrap();
             let mut read = Vec::new();
             file.read_to_end(&mut read).unwrap();
             let (cached, mapped) = cached_pages_and_mapped_bytes(&file, read.len());
-            let _ = done.send((read, cached, mapped));
+            (read, cached, mapped)
         });
-        let (read, cached, mapped) = result
-            .recv_timeout(DEADLINE)
-            .expect("the read and the map did not finish before the deadline");
         assert!(read == want, "{name}: read differs ({} bytes)", read.len());
         assert!(mapped == want, "{name}: the map differs");
         if cached_after_read {

@@ -249,21 +249,21 @@ impl Filesystem for P3Fs {
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let result = (|| {
             let path = self.path_of(ino)?;
-            let mut open_flags = 0;
-            let handle = if flags & libc::O_ACCMODE == libc::O_RDONLY {
-                open_flags = self.read_flags(&path);
-                Handle::Read(Reads::new(self.client.node().clone(), self.object(&path)))
+            let (handle, open_flags) = if flags & libc::O_ACCMODE == libc::O_RDONLY {
+                let reads = Reads::new(self.client.node().clone(), self.object(&path));
+                (Handle::Read(reads), self.read_flags(&path))
             } else {
                 self.writable()?;
-                if flags & libc::O_TRUNC != 0 {
+                let spool = if flags & libc::O_TRUNC != 0 {
                     let base = match self.resolve(&path).map_err(|e| errno("open", &path, &e))? {
                         Some(Entry::File(stat)) => Some(stat),
                         _ => None,
                     };
-                    Handle::Write(self.new_spool(&path, base)?)
+                    self.new_spool(&path, base)?
                 } else {
-                    Handle::Write(self.spool_of(&path)?)
-                }
+                    self.spool_of(&path)?
+                };
+                (Handle::Write(spool), 0)
             };
             Ok((self.add_handle(path, handle), open_flags))
         })();
