@@ -25,6 +25,7 @@
 mod admission;
 pub mod api;
 pub mod blob;
+pub mod buffers;
 pub mod error;
 pub mod event;
 pub mod index;

@@ -17,6 +17,7 @@ use tokio::{sync::Semaphore, time::timeout};
 
 use crate::{
     blob::{BlobHash, Manifest, Verifier, CHUNK_SIZE},
+    buffers,
     error::{Result, SpaceError},
     store::{BlobWriter, Pin, Store},
 };
@@ -70,7 +71,7 @@ async fn read_frame(stream: &mut Stream, max: usize) -> std::io::Result<Vec<u8>>
                 format!("frame of {len} bytes is over the {max}-byte limit"),
             ));
         }
-        let mut buf = vec![0u8; len];
+        let mut buf = buffers::filled(len);
         stream.read_exact(&mut buf).await?;
         Ok(buf)
     })
@@ -140,6 +141,7 @@ async fn serve_one(mut stream: Stream, store: Store) -> std::io::Result<()> {
             .flatten()
             .ok_or_else(|| std::io::Error::other(format!("chunk {chunk} of {hash} is missing")))?;
         write_frame(&mut stream, &bytes).await?;
+        buffers::give_back(bytes);
     }
     stream.close().await
 }
@@ -272,10 +274,12 @@ impl Fetch<'_> {
             let chunk = manifest.chunks()[index];
             let writer = &mut self.writer;
             tokio::task::block_in_place(|| writer.write_chunk(chunk, &bytes))?;
-            if let Some(sink) = self.sink {
-                sink.send(bytes)
+            match self.sink {
+                Some(sink) => sink
+                    .send(bytes)
                     .await
-                    .map_err(|_| SpaceError::Unavailable("the reader went away".into()))?;
+                    .map_err(|_| SpaceError::Unavailable("the reader went away".into()))?,
+                None => buffers::give_back(bytes),
             }
             self.next += 1;
         }

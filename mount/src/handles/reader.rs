@@ -8,7 +8,7 @@
 use std::{borrow::Cow, collections::VecDeque};
 
 use fuser::ReplyData;
-use p3_objectspace::SpaceError;
+use p3_objectspace::{buffers, SpaceError};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
@@ -111,7 +111,9 @@ impl Stream {
                         break;
                     }
                     self.start += first;
-                    self.frames.pop_front();
+                    if let Some(frame) = self.frames.pop_front() {
+                        buffers::give_back(frame);
+                    }
                 }
                 Ok(true)
             }
@@ -153,6 +155,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.task.abort();
+        self.frames.drain(..).for_each(buffers::give_back);
     }
 }
 

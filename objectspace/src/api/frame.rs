@@ -16,6 +16,7 @@ use super::{
     protocol::{Hello, Request, Response},
     FrameError, MAX_FRAME,
 };
+use crate::buffers;
 
 /// A message of the API, as read by [`read_frame`].
 pub trait Message: Serialize + DeserializeOwned {
@@ -200,18 +201,20 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: Message>(
     io.read_exact(&mut head[..head_len]).await?;
     let head = &head[..head_len];
     if let (Some(data), Some(at)) = (T::DATA, data_start(head, len)) {
-        let mut bytes = vec![0u8; len - at];
+        let mut bytes = buffers::filled(len - at);
         let had = head_len - at;
         bytes[..had].copy_from_slice(&head[at..]);
         io.read_exact(&mut bytes[had..]).await?;
         return Ok(Some(data(bytes)));
     }
-    let mut body = vec![0u8; len];
+    let mut body = buffers::filled(len);
     body[..head_len].copy_from_slice(head);
     io.read_exact(&mut body[head_len..]).await?;
-    ciborium::from_reader(body.as_slice())
+    let message = ciborium::from_reader(body.as_slice())
         .map(Some)
-        .map_err(|e| FrameError::Malformed(e.to_string()))
+        .map_err(|e| FrameError::Malformed(e.to_string()));
+    buffers::give_back(body);
+    message
 }
 
 /// Where the bytes of a `Data` frame of `len` bytes begin, judged by its
@@ -277,6 +280,23 @@ mod tests {
             assert_eq!(got, Some(Response::End));
             let got: Option<Request> = read_frame(&mut wire.as_slice()).await.unwrap();
             assert_eq!(got, Some(Request::Data(bytes)));
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_read_into_reused_buffers_hold_only_their_own_bytes() {
+        let mut wire = Vec::new();
+        for (len, byte) in [(1 << 20, 0xAA), (100_000, 0x55), ((1 << 20) + 3, 0x11)] {
+            write_data(&mut wire, &vec![byte; len]).await.unwrap();
+        }
+        let mut reader = wire.as_slice();
+        for (len, byte) in [(1 << 20, 0xAA), (100_000, 0x55), ((1 << 20) + 3, 0x11)] {
+            let Some(Response::Data(bytes)) = read_frame(&mut reader).await.unwrap() else {
+                panic!("not a data frame");
+            };
+            assert_eq!(bytes.len(), len);
+            assert!(bytes.iter().all(|&b| b == byte), "{len} bytes of {byte:#x}");
+            buffers::give_back(bytes);
         }
     }
 

@@ -194,6 +194,7 @@ async fn send_value(
             for piece in chunk.chunks(DATA_FRAME) {
                 write_data(stream, piece).await?;
             }
+            crate::buffers::give_back(chunk);
         }
         Ok::<_, FrameError>(stream)
     };

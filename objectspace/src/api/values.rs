@@ -12,6 +12,7 @@ use super::{
     protocol::{Request, Response, Wait, Written, DATA_FRAME, WHOLE_MAX},
 };
 use crate::{
+    buffers,
     error::{Result, SpaceError},
     object::{PutOptions, Stat},
 };
@@ -231,6 +232,7 @@ impl Space {
             |e: std::io::Error| SpaceError::Invalid(format!("cannot write the value: {e}"));
         while let Some(bytes) = incoming.next().await? {
             out.write_all(&bytes).await.map_err(cannot)?;
+            buffers::give_back(bytes);
             progress(&incoming.stat, incoming.received);
         }
         out.flush().await.map_err(cannot)?;
@@ -286,7 +288,8 @@ impl Incoming<'_> {
 
     /// The value's next bytes; `None` once all of them (and no more than the
     /// metadata's size) have arrived. A value that ends short is an error, so
-    /// a reader never takes a truncated value for a whole one.
+    /// a reader never takes a truncated value for a whole one. Bytes done
+    /// with may go to [`buffers::give_back`] for the next frames.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
         if self.ended {
             return Ok(None);

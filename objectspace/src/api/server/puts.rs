@@ -8,6 +8,7 @@ use crate::{
         protocol::{Request, Response, Written, DATA_FRAME, WHOLE_MAX},
         read_frame, write_frame, FrameError,
     },
+    buffers,
     error::{Result, SpaceError},
     name::ObjectPath,
     object::{PutOptions, VOLATILE_MAX},
@@ -69,6 +70,7 @@ pub(super) async fn put(
                         ingest = Err(e);
                     }
                 }
+                buffers::give_back(bytes);
             }
             Some(ValueFrame::End(None)) => break,
             Some(ValueFrame::End(Some(last))) => {
@@ -128,6 +130,7 @@ async fn put_volatile(
                         value = Vec::new();
                     }
                 }
+                buffers::give_back(bytes);
             }
             Some(ValueFrame::End(None)) => break,
             Some(ValueFrame::End(Some(last))) => {
