@@ -2,7 +2,8 @@
 //!
 //! The data model of P³ on top of [`p3_dht`]:
 //! - [`blob`]: immutable values addressed by their blake3 hash, chunked and
-//!   verified chunk by chunk; [`transfer`] moves them over libp2p streams.
+//!   verified chunk by chunk; [`transfer`] moves them over libp2p streams,
+//!   received into [`buffers`] that are reused rather than zeroed anew.
 //! - [`object`]: mutable names `(namespace, name)` pointing at blobs, with a
 //!   version, type, metadata and TTL.
 //! - [`space`]: the engine — the R nodes closest to an object's key own it; the
