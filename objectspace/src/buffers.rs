@@ -36,7 +36,8 @@ pub fn give_back(buffer: Vec<u8>) {
     POOL.give_back(buffer)
 }
 
-/// The buffers kept, longest first to be handed out.
+/// The buffers kept, in no order: [`Pool::filled`] looks for the one with
+/// the most initialised bytes.
 struct Pool(Mutex<Vec<Vec<u8>>>);
 
 impl Pool {

@@ -285,12 +285,13 @@ mod tests {
 
     #[tokio::test]
     async fn frames_read_into_reused_buffers_hold_only_their_own_bytes() {
+        const FRAMES: [(usize, u8); 3] = [(1 << 20, 0xAA), (100_000, 0x55), ((1 << 20) + 3, 0x11)];
         let mut wire = Vec::new();
-        for (len, byte) in [(1 << 20, 0xAA), (100_000, 0x55), ((1 << 20) + 3, 0x11)] {
+        for (len, byte) in FRAMES {
             write_data(&mut wire, &vec![byte; len]).await.unwrap();
         }
         let mut reader = wire.as_slice();
-        for (len, byte) in [(1 << 20, 0xAA), (100_000, 0x55), ((1 << 20) + 3, 0x11)] {
+        for (len, byte) in FRAMES {
             let Some(Response::Data(bytes)) = read_frame(&mut reader).await.unwrap() else {
                 panic!("not a data frame");
             };
