@@ -45,6 +45,35 @@ impl LeaseTimes {
     pub fn removal_after(&self) -> Duration {
         self.lease + self.drift
     }
+
+    /// The Raft group's heartbeat interval: ten per lease, so a leader
+    /// confirms a renewal within a small part of the lease it extends.
+    ///
+    /// Every period of the membership layer is a fixed fraction of the
+    /// lease, so scaling the lease scales the whole protocol in time and
+    /// keeps every ratio its safety argument rests on (the simulator's
+    /// `--time-scale` relies on this).
+    pub fn raft_heartbeat(&self) -> Duration {
+        self.lease / 10
+    }
+
+    /// The Raft election timeout's range: four to eight heartbeats.
+    pub fn election_timeout(&self) -> (Duration, Duration) {
+        (self.lease * 2 / 5, self.lease * 4 / 5)
+    }
+
+    /// How often the leader looks for silent members and voter changes,
+    /// and how soon a member that could not renew tries again.
+    pub fn lead_every(&self) -> Duration {
+        self.lease / 15
+    }
+
+    /// How long the leader works on one join or heartbeat: a leader that
+    /// lost its quorum cannot commit or confirm anything, and must not pile
+    /// up tasks.
+    pub fn handle_deadline(&self) -> Duration {
+        self.lease * 4 / 3
+    }
 }
 
 /// A member's own lease.
@@ -243,5 +272,31 @@ mod tests {
             liveness.expired(&map, &me, t0 + 13_501 * MS, &times).len(),
             1
         );
+    }
+
+    #[test]
+    fn every_period_scales_with_the_lease_and_the_defaults_stay_as_they_were() {
+        let d = LeaseTimes::default();
+        assert_eq!(d.raft_heartbeat(), 150 * MS);
+        assert_eq!(d.election_timeout(), (600 * MS, 1200 * MS));
+        assert_eq!(d.lead_every(), 100 * MS);
+        assert_eq!(d.handle_deadline(), 2000 * MS);
+        // The shortest lease a node accepts still makes a valid Raft
+        // configuration: a heartbeat below the election timeout's range.
+        let short = LeaseTimes {
+            lease: 300 * MS,
+            drift: 0 * MS,
+        };
+        let (low, high) = short.election_timeout();
+        assert!(short.raft_heartbeat() > 0 * MS && short.raft_heartbeat() < low && low < high);
+        // Four times the lease: four times every period, same ratios.
+        let slow = LeaseTimes {
+            lease: d.lease * 4,
+            drift: d.drift * 4,
+        };
+        assert_eq!(slow.raft_heartbeat(), d.raft_heartbeat() * 4);
+        assert_eq!(slow.election_timeout().1, d.election_timeout().1 * 4);
+        assert_eq!(slow.lead_every(), d.lead_every() * 4);
+        assert_eq!(slow.removal_after(), d.removal_after() * 4);
     }
 }

@@ -1,13 +1,13 @@
 //! Answers to peers' membership requests: Raft's messages, joins and
 //! heartbeats (only the leader takes those), and the map. Each request runs
-//! on its own task within [`HANDLE_DEADLINE`].
+//! on its own task within [`crate::LeaseTimes::handle_deadline`].
 
 use std::{sync::Arc, time::Instant};
 
 use p3_dht::{InboundRequest, PeerId};
 use tokio::sync::mpsc;
 
-use super::{locked, Membership, HANDLE_DEADLINE, MAX_ADDRS, MAX_ADDR_LEN, MAX_ANSWERING};
+use super::{locked, Membership, MAX_ADDRS, MAX_ADDR_LEN, MAX_ANSWERING};
 use crate::{
     map::{Change, Map},
     wire::{self, Request, Response},
@@ -44,12 +44,13 @@ impl Membership {
     }
 
     /// Answers one request from `peer` (which may be this node), within
-    /// [`HANDLE_DEADLINE`].
+    /// [`crate::LeaseTimes::handle_deadline`].
     pub(super) async fn handle(&self, peer: PeerId, request: Request) -> Response {
-        match tokio::time::timeout(HANDLE_DEADLINE, self.handle_now(peer, request)).await {
+        let deadline = self.inner.config.times.handle_deadline();
+        match tokio::time::timeout(deadline, self.handle_now(peer, request)).await {
             Ok(response) => response,
             Err(_) => Response::Refused(format!(
-                "the membership group did not decide within {HANDLE_DEADLINE:?}"
+                "the membership group did not decide within {deadline:?}"
             )),
         }
     }

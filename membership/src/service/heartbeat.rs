@@ -10,7 +10,7 @@ use std::{
 
 use p3_dht::PeerId;
 
-use super::{locked, Membership, LEAD_EVERY, MAX_ADDRS};
+use super::{locked, Membership, MAX_ADDRS};
 use crate::{
     beats::{Answer, Ask, Beats, Pace},
     error::MembershipError,
@@ -77,7 +77,7 @@ impl Membership {
             self.write_status();
             let wait = match pace {
                 Pace::Beat => times.heartbeat_every(),
-                Pace::Soon => LEAD_EVERY,
+                Pace::Soon => times.lead_every(),
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

@@ -10,7 +10,7 @@ use p3_dht::PeerId;
 
 use tokio::sync::oneshot;
 
-use super::{locked, Confirmed, Membership, HANDLE_DEADLINE, LEAD_EVERY};
+use super::{locked, Confirmed, Membership};
 use crate::{
     error::{MembershipError, Result},
     lease::LeaseTimes,
@@ -20,13 +20,13 @@ use crate::{
 };
 
 impl Membership {
-    /// The leader's duties, checked every [`LEAD_EVERY`]: remove members
+    /// The leader's duties, checked every [`LeaseTimes::lead_every`]: remove members
     /// whose leases surely ran out, then give the group the voters the map
     /// wants.
     pub(super) async fn lead(self) {
         let times = self.inner.config.times;
         loop {
-            tokio::time::sleep(LEAD_EVERY).await;
+            tokio::time::sleep(times.lead_every()).await;
             let now = Instant::now();
             let leading = self.leading();
             {
@@ -119,11 +119,12 @@ impl Membership {
                 };
                 // Blocks until the learner has the log: a voter that lags
                 // would hold up every commit once it counts.
-                tokio::time::timeout(HANDLE_DEADLINE, raft.add_learner(id, node, true))
+                let deadline = times.handle_deadline();
+                tokio::time::timeout(deadline, raft.add_learner(id, node, true))
                     .await
                     .map_err(|_| {
                         MembershipError::Raft(format!(
-                            "{peer} did not catch up within {HANDLE_DEADLINE:?}"
+                            "{peer} did not catch up within {deadline:?}"
                         ))
                     })?
                     .map_err(|e| MembershipError::Raft(e.to_string()))?;
@@ -164,13 +165,12 @@ impl Membership {
             };
             // openraft bounds each voter's answer by a heartbeat interval;
             // the deadline keeps a stuck round from holding every later one.
+            let deadline = self.inner.config.times.handle_deadline();
             let outcome =
-                match tokio::time::timeout(HANDLE_DEADLINE, self.inner.raft.ensure_linearizable())
-                    .await
-                {
+                match tokio::time::timeout(deadline, self.inner.raft.ensure_linearizable()).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no quorum answered within {HANDLE_DEADLINE:?}")),
+                    Err(_) => Err(format!("no quorum answered within {deadline:?}")),
                 };
             for answer in waiting {
                 let _ = answer.send(outcome.clone());

@@ -126,6 +126,11 @@ struct Inner {
 /// round started, or why not.
 type Confirmed = std::result::Result<(), String>;
 
+/// A period in whole milliseconds, as openraft's configuration takes it.
+fn millis(period: Duration) -> u64 {
+    u64::try_from(period.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -133,9 +138,6 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// At most this many addresses, each at most this long, in a join.
 const MAX_ADDRS: usize = 16;
 const MAX_ADDR_LEN: usize = 256;
-/// How long the leader works on one join or heartbeat: a leader that lost
-/// its quorum cannot commit or confirm anything, and must not pile up tasks.
-const HANDLE_DEADLINE: Duration = Duration::from_secs(2);
 /// Membership requests answered at once.
 const MAX_ANSWERING: usize = 256;
 /// Raft entries sent in one append.
@@ -144,8 +146,6 @@ const MAX_PAYLOAD_ENTRIES: u64 = 32;
 /// ([`MembershipConfig::snapshot_every`]): below this, a snapshot would
 /// follow nearly every entry.
 pub const MIN_SNAPSHOT_EVERY: u64 = 4;
-/// How often the leader looks for silent members and voter changes.
-const LEAD_EVERY: Duration = Duration::from_millis(100);
 
 impl Membership {
     /// Starts the membership layer of `node`, its Raft state in `db` (opened
@@ -159,11 +159,13 @@ impl Membership {
                 config.snapshot_every
             )));
         }
+        let times = config.times;
+        let election = times.election_timeout();
         let raft_config = openraft::Config {
             cluster_name: "p3-membership".into(),
-            heartbeat_interval: 150,
-            election_timeout_min: 600,
-            election_timeout_max: 1200,
+            heartbeat_interval: millis(times.raft_heartbeat()),
+            election_timeout_min: millis(election.0),
+            election_timeout_max: millis(election.1),
             // Every append (a catch-up batch too) must be answered within a
             // heartbeat interval or is retried after a back-off: a batch of
             // openraft's default 300 entries, each join's membership entry
