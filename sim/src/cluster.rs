@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use p3_dht::{Multiaddr, PeerId};
@@ -137,9 +137,9 @@ impl Cluster {
     }
 
     /// Waits until [`Cluster::settled`] holds, at most `deadline`; the time
-    /// it took, or `None` if it did not settle.
+    /// it took, or `None` if it did not settle (both simulated time).
     pub async fn settle(&self, deadline: Duration) -> Option<Duration> {
-        let start = Instant::now();
+        let start = self.settings.dilation.stopwatch();
         loop {
             if self.settled() {
                 return Some(start.elapsed());

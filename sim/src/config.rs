@@ -3,9 +3,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::SimError;
+use crate::{clock::Dilation, SimError};
 
-/// What to simulate.
+/// What to simulate. Its durations are simulated time ([`Dilation`]).
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// Nodes started.
@@ -46,6 +46,8 @@ pub struct SimConfig {
     pub watch: Duration,
     /// Raft entries each node applies between snapshots of its map.
     pub snapshot_every: u64,
+    /// How much slower than real time every node's timers run.
+    pub dilation: Dilation,
     /// Seed of the random choices (which node fails, which node serves an
     /// operation), so a run can be repeated.
     pub seed: u64,
@@ -73,6 +75,7 @@ impl Default for SimConfig {
             refresh: p3_dht::NetworkConfig::default().refresh_interval,
             snapshot_every: p3_membership::DEFAULT_SNAPSHOT_EVERY,
             watch: Duration::ZERO,
+            dilation: Dilation::default(),
             seed: 1,
             data_dir: None,
         }

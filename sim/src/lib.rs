@@ -4,7 +4,9 @@
 //! `membership` group and the `objectspace` engine, each on RocksDB in its
 //! own directory — in one process, connected over libp2p's in-process memory
 //! transport instead of TCP, each node on a Tokio runtime of its own so
-//! that failing a node stops everything it runs. It then plays the
+//! that failing a node stops everything it runs, every node's timers
+//! optionally slowed down alike ([`clock`]) so that large N fits the
+//! machine's CPU. It then plays the
 //! scenarios of [`scenarios`] (join, lookups, owner agreement, churn,
 //! resources) and reports what each cost ([`report`]).
 //!
@@ -13,6 +15,7 @@
 //! (nodes reach each other only through in-process memory addresses), or
 //! leave a node running or its data behind when it ends.
 
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod hops;

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use p3_sim::{scenarios, SimConfig};
+use p3_sim::{clock::Dilation, scenarios, SimConfig};
 
 /// Many P³ nodes in one process over in-process connections: join, lookups,
 /// owner agreement, churn and resources, for each N.
@@ -67,6 +67,12 @@ struct Args {
     /// connections sampled every 5 s, CPU and traffic over the window.
     #[arg(long, default_value_t = 0)]
     watch_secs: u64,
+    /// Run every node's timers this many times slower than real time (leases,
+    /// Raft, pings, idle and refresh periods, timeouts), so each node gets
+    /// that many times more CPU per simulated second; every time and rate
+    /// reported, and every duration given above, is simulated time.
+    #[arg(long, default_value_t = 1)]
+    time_scale: u32,
     /// Keep the nodes' databases here instead of in a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -106,6 +112,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
+    let dilation = Dilation::new(args.time_scale)?;
     let mut reports = Vec::new();
     for &nodes in &args.nodes {
         let config = SimConfig {
@@ -127,6 +134,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             ),
             snapshot_every: args.map_snapshot_every,
             watch: Duration::from_secs(args.watch_secs),
+            dilation,
             refresh: args.refresh_secs.map_or(
                 args.connections.default_refresh_interval(),
                 Duration::from_secs,

@@ -18,7 +18,7 @@ use p3_objectspace::{
 };
 use tokio::runtime::Runtime;
 
-use crate::SimError;
+use crate::{clock::Dilation, SimError};
 
 /// Memory-transport ports are never reused in a process: libp2p's memory
 /// transport keeps a port registered after its listener is dropped, so a
@@ -30,9 +30,12 @@ static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 /// its database.
 const REOPEN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How a simulated node runs.
+/// How a simulated node runs. Its durations are simulated time; the node's
+/// timers are set to their real equivalents ([`Dilation::real`]).
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
+    /// How much slower than real time the node's timers run.
+    pub dilation: Dilation,
     /// Owners per object (R).
     pub replicas: usize,
     /// How long a starting node waits to be a member before it counts as
@@ -51,6 +54,54 @@ pub struct NodeSettings {
     pub refresh: Duration,
     /// Raft entries between snapshots of the map.
     pub snapshot_every: u64,
+}
+
+impl NodeSettings {
+    /// The node's network settings: every timer, the defaults' included,
+    /// `dilation` times slower.
+    fn network(&self, listen: Vec<Multiaddr>, bootstrap: Vec<Multiaddr>) -> NetworkConfig {
+        let real = |simulated| self.dilation.real(simulated);
+        let defaults = NetworkConfig::default();
+        NetworkConfig {
+            listen,
+            bootstrap,
+            failure_timeout: real(self.failure_timeout),
+            connections: self.connections,
+            idle_connection_timeout: real(self.idle),
+            refresh_interval: real(self.refresh),
+            reconnect_interval: real(defaults.reconnect_interval),
+            query_timeout: real(defaults.query_timeout),
+            request_timeout: real(defaults.request_timeout),
+            ..defaults
+        }
+    }
+
+    /// The node's membership settings: the default lease, dilated (every
+    /// other membership period is a fraction of it).
+    fn membership(&self, found: bool) -> MembershipConfig {
+        let lease = LeaseTimes::default();
+        MembershipConfig {
+            times: LeaseTimes {
+                lease: self.dilation.real(lease.lease),
+                drift: self.dilation.real(lease.drift),
+            },
+            found,
+            status_file: None,
+            snapshot_every: self.snapshot_every,
+        }
+    }
+
+    /// The node's object-space settings, its periods dilated.
+    fn space(&self) -> SpaceConfig {
+        let defaults = SpaceConfig::default();
+        SpaceConfig {
+            replicas: self.replicas,
+            cache_bytes: self.cache_bytes,
+            repair_interval: self.dilation.real(defaults.repair_interval),
+            rpc_timeout: self.dilation.real(defaults.rpc_timeout),
+            ..defaults
+        }
+    }
 }
 
 /// A node of the simulation: its identity and data survive a failure.
@@ -111,7 +162,7 @@ impl SimNode {
     }
 
     /// Starts it, bootstrapping from `seeds` (founding the group if `found`),
-    /// and returns once it is a member: the time that took.
+    /// and returns once it is a member: the (simulated) time that took.
     pub async fn start(
         &mut self,
         seeds: Vec<Multiaddr>,
@@ -144,7 +195,7 @@ impl SimNode {
             found,
             settings: settings.clone(),
         };
-        let started = Instant::now();
+        let started = settings.dilation.stopwatch();
         let booted = runtime.spawn(boot.run()).await;
         let (node, membership, local) = match booted {
             Ok(Ok(parts)) => parts,
@@ -230,28 +281,12 @@ impl Boot {
     async fn run(self) -> Result<(Node, Membership, Local), SimError> {
         let db = open(&self.db, &store::node_column_families()).await?;
         let store = Store::open(db.clone(), self.settings.cache_bytes)?;
-        let network = NetworkConfig {
-            listen: vec![self.listen],
-            bootstrap: self.seeds,
-            failure_timeout: self.settings.failure_timeout,
-            connections: self.settings.connections,
-            idle_connection_timeout: self.settings.idle,
-            refresh_interval: self.settings.refresh,
-            ..NetworkConfig::default()
-        };
+        let network = self.settings.network(vec![self.listen], self.seeds);
         let (node, inbound) = Node::start(network, self.key, db.clone()).await?;
-        let membership = Membership::start(
-            node.clone(),
-            db,
-            MembershipConfig {
-                times: LeaseTimes::default(),
-                found: self.found,
-                status_file: None,
-                snapshot_every: self.settings.snapshot_every,
-            },
-        )
-        .await?;
-        if !membership.joined(self.settings.join_deadline).await {
+        let membership =
+            Membership::start(node.clone(), db, self.settings.membership(self.found)).await?;
+        let deadline = self.settings.dilation.real(self.settings.join_deadline);
+        if !membership.joined(deadline).await {
             let status = membership.status();
             let listed = status.members.contains(&node.peer_id().to_string());
             let seen = format!(
@@ -268,11 +303,7 @@ impl Boot {
             node.clone(),
             membership.clone(),
             store,
-            SpaceConfig {
-                replicas: self.settings.replicas,
-                cache_bytes: self.settings.cache_bytes,
-                ..SpaceConfig::default()
-            },
+            self.settings.space(),
         );
         service::start(&space, inbound)?;
         Ok((node, membership, Local::new(space)))
@@ -291,5 +322,49 @@ async fn open(path: &std::path::Path, column_families: &[&str]) -> Result<Databa
             }
             Err(e) => return Err(SimError::Db(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_timer_of_a_node_is_dilated_alike() {
+        let settings = |scale| NodeSettings {
+            dilation: Dilation::new(scale).expect("in range"),
+            replicas: 3,
+            join_deadline: Duration::from_secs(30),
+            cache_bytes: 1 << 20,
+            failure_timeout: Duration::from_secs(3),
+            connections: p3_dht::Connections::OnDemand,
+            idle: Duration::from_secs(30),
+            refresh: Duration::from_secs(300),
+            snapshot_every: 1000,
+        };
+        let (one, four) = (settings(1), settings(4));
+        let (a, b) = (one.network(vec![], vec![]), four.network(vec![], vec![]));
+        for (x, y) in [
+            (a.failure_timeout, b.failure_timeout),
+            (a.idle_connection_timeout, b.idle_connection_timeout),
+            (a.refresh_interval, b.refresh_interval),
+            (a.reconnect_interval, b.reconnect_interval),
+            (a.query_timeout, b.query_timeout),
+            (a.request_timeout, b.request_timeout),
+        ] {
+            assert_eq!(y, x * 4);
+        }
+        assert_eq!(
+            a.failure_timeout,
+            Duration::from_secs(3),
+            "scale 1 is real time"
+        );
+        let (a, b) = (one.membership(false).times, four.membership(false).times);
+        assert_eq!((b.lease, b.drift), (a.lease * 4, a.drift * 4));
+        assert_eq!(b.raft_heartbeat(), a.raft_heartbeat() * 4);
+        let (a, b) = (one.space(), four.space());
+        assert_eq!(b.repair_interval, a.repair_interval * 4);
+        assert_eq!(b.rpc_timeout, a.rpc_timeout * 4);
+        assert_eq!((b.replicas, b.cache_bytes), (3, 1 << 20));
     }
 }

@@ -79,6 +79,9 @@ pub struct Report {
     pub p_fail: f64,
     /// Seed of the random choices.
     pub seed: u64,
+    /// How many times slower than real time the nodes' timers ran; every
+    /// time and rate here is simulated time.
+    pub time_scale: u32,
     /// Which peers each node kept connections to.
     pub connections: p3_dht::Connections,
     /// How long an unused connection lived, in milliseconds.
@@ -107,6 +110,13 @@ impl Display for Report {
             "N = {}, R = {}, p_f = {}, seed {}, connections {:?} (idle {} ms), table refreshed every {} s",
             self.nodes, self.replicas, self.p_fail, self.seed, self.connections, self.idle_ms, self.refresh_s
         )?;
+        if self.time_scale > 1 {
+            writeln!(
+                f,
+                "time       every node's timers {}x slower than real time; times and rates below are simulated time",
+                self.time_scale
+            )?;
+        }
         let j = &self.join;
         writeln!(
             f,

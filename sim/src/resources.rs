@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{cluster::Cluster, node::SimNode};
+use crate::{clock::Dilation, cluster::Cluster, node::SimNode};
 
 /// Resources per node, over the running nodes.
 #[derive(Debug, Clone, Serialize)]
@@ -25,19 +25,20 @@ pub struct Resources {
     /// Members in each node's map (every node holds the whole map today).
     pub map_members_max: usize,
     /// CPU the whole process used while the settled cluster did nothing but
-    /// keep itself up (leases, Raft, Kademlia, gossip), in cores.
+    /// keep itself up (leases, Raft, Kademlia, gossip), in cores (CPU
+    /// seconds per simulated second).
     pub idle_cores: f64,
     /// Bytes each node sent per second over the same idle window (mean).
     pub idle_bytes_per_node_s: f64,
 }
 
-/// How long idle CPU is measured.
+/// How long idle CPU is measured (simulated time).
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Measures the running nodes of `cluster`.
-pub async fn measure(cluster: &Cluster) -> Resources {
+pub async fn measure(cluster: &Cluster, dilation: Dilation) -> Resources {
     let (before, sent_before) = (cpu_seconds(), p3_dht::memory::bytes_sent());
-    tokio::time::sleep(IDLE_WINDOW).await;
+    tokio::time::sleep(dilation.real(IDLE_WINDOW)).await;
     let idle_cores = (cpu_seconds() - before) / IDLE_WINDOW.as_secs_f64();
     let idle_sent = p3_dht::memory::bytes_sent().saturating_sub(sent_before);
     let mut connections = Vec::new();
@@ -71,7 +72,7 @@ pub async fn measure(cluster: &Cluster) -> Resources {
 /// refresh dials most of the table), which one sample can miss.
 #[derive(Debug, Clone, Serialize)]
 pub struct Watched {
-    /// How long the cluster was watched, seconds.
+    /// How long the cluster was watched, simulated seconds.
     pub secs: f64,
     /// Samples taken.
     pub samples: usize,
@@ -79,22 +80,24 @@ pub struct Watched {
     pub connections_mean: f64,
     /// The highest per-node mean of any one sample.
     pub connections_peak: f64,
-    /// CPU the whole process used over the window, in cores.
+    /// CPU the whole process used over the window, in cores (CPU seconds
+    /// per simulated second).
     pub cores: f64,
     /// Bytes each node sent per second over the window (mean).
     pub bytes_per_node_s: f64,
 }
 
-/// How often [`watch`] samples the connections.
+/// How often [`watch`] samples the connections (simulated time).
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// Watches the running nodes of `cluster` for `window`.
-pub async fn watch(cluster: &Cluster, window: Duration) -> Watched {
-    let start = std::time::Instant::now();
+/// Watches the running nodes of `cluster` for `window` (simulated time).
+pub async fn watch(cluster: &Cluster, window: Duration, dilation: Dilation) -> Watched {
+    let start = dilation.stopwatch();
     let (before, sent_before) = (cpu_seconds(), p3_dht::memory::bytes_sent());
     let mut means = Vec::new();
     while start.elapsed() < window {
-        tokio::time::sleep(SAMPLE_EVERY.min(window.saturating_sub(start.elapsed()))).await;
+        let next = SAMPLE_EVERY.min(window.saturating_sub(start.elapsed()));
+        tokio::time::sleep(dilation.real(next)).await;
         let mut connections = Vec::new();
         for node in cluster.up() {
             if let Some(status) = status(node).await {
@@ -103,7 +106,7 @@ pub async fn watch(cluster: &Cluster, window: Duration) -> Watched {
         }
         means.push(mean(&connections));
     }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = start.secs();
     let nodes = cluster.up().count().max(1) as f64;
     let sent = p3_dht::memory::bytes_sent().saturating_sub(sent_before) as f64;
     Watched {

@@ -4,8 +4,6 @@
 //! is read back. At the end every node is back and each acknowledged write
 //! must still be there with its value: one that is not is lost.
 
-use std::time::Instant;
-
 use futures::future::join_all;
 use p3_objectspace::{object::PutOptions, SpaceError};
 use rand::{rngs::StdRng, seq::IteratorRandom, Rng};
@@ -123,11 +121,11 @@ pub async fn run(
     }
     let (mut reads, mut reads_ok) = (0, 0);
     for round in 1..=config.rounds {
-        let start = Instant::now();
+        let start = config.dilation.stopwatch();
         let before = p3_dht::memory::bytes_sent();
         let restarted = down.len();
         restart(cluster, &mut down).await;
-        let restart_s = start.elapsed().as_secs_f64();
+        let restart_s = start.secs();
         let failing: Vec<usize> = cluster
             .up()
             .filter(|_| rng.gen_bool(config.p_fail))
@@ -143,7 +141,7 @@ pub async fn run(
         let writes = join_all(targets.into_iter().enumerate().map(|(i, node)| async move {
             let path = format!("{NAMESPACE}/r{round}-w{i}");
             let value = format!("{path} written in round {round}").into_bytes();
-            let started = Instant::now();
+            let started = config.dilation.stopwatch();
             let result = write(node, &path, &value).await;
             (Written { path, value }, result, started.elapsed())
         }));
@@ -168,7 +166,7 @@ pub async fn run(
             }
         }
         let agreement_after = cluster.agreement(keys);
-        let reads_started = Instant::now();
+        let reads_started = config.dilation.stopwatch();
         let readers: Vec<Option<&SimNode>> = written.iter().map(|_| pick(cluster, rng)).collect();
         let answers = join_all(written.iter().zip(readers).map(|(w, node)| read(node, w))).await;
         let ok = answers.iter().filter(|a| matches!(a, Read::Ok)).count();
@@ -193,9 +191,9 @@ pub async fn run(
             reads_missing: missing,
             restart_s,
             writes_s,
-            reads_s: reads_started.elapsed().as_secs_f64(),
+            reads_s: reads_started.secs(),
             kib_sent: (p3_dht::memory::bytes_sent() - before) as f64 / 1024.0,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds: start.secs(),
         });
         tracing::info!(round, failed = failing.len(), "churn round done");
     }

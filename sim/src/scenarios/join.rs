@@ -1,7 +1,7 @@
 //! Join: N nodes start one after another, each bootstrapping from the
 //! seeds, and each start is timed until the node is a member.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -29,7 +29,7 @@ pub struct Join {
 
 /// Starts `config.nodes` nodes in `cluster`, one after another.
 pub async fn run(cluster: &mut Cluster, config: &SimConfig) -> Result<Join, SimError> {
-    let start = Instant::now();
+    let start = config.dilation.stopwatch();
     let mut times = Vec::with_capacity(config.nodes);
     let mut sent = Vec::with_capacity(config.nodes);
     for i in 0..config.nodes {

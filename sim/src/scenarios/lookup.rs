@@ -4,7 +4,7 @@
 //! the membership map every node holds, with no message at all; these
 //! lookups are what the DHT costs a node that does not hold the map.)
 
-use std::{collections::HashMap, time::Instant};
+use std::collections::HashMap;
 
 use p3_dht::PeerId;
 
@@ -51,10 +51,10 @@ pub async fn run(cluster: &Cluster, config: &SimConfig, rng: &mut StdRng) -> Loo
             Some(n) => rounds.push(n as f64),
             None => hops_unfound += 1,
         }
-        let start = Instant::now();
+        let start = config.dilation.stopwatch();
         match node.lookup(key.to_vec()).await {
             Ok(lookup) => {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
+                times.push(start.ms());
                 requests.push(f64::from(lookup.requests));
             }
             Err(e) => {

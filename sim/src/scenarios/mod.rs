@@ -38,6 +38,7 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
         }
     };
     let settings = NodeSettings {
+        dilation: config.dilation,
         replicas: config.replicas,
         join_deadline: config.join_deadline,
         failure_timeout: config.failure_timeout,
@@ -62,12 +63,12 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
         // (lookups, the map's first copies) part once idle — a stream
         // within 1.25 idle times (`p3_dht` checks every quarter of it), its
         // connection one idle time after that.
-        tokio::time::sleep(config.idle * 5 / 2).await;
+        tokio::time::sleep(config.dilation.real(config.idle * 5 / 2)).await;
     }
-    let resources = resources::measure(cluster).await;
+    let resources = resources::measure(cluster, config.dilation).await;
     let watched = match config.watch {
         w if w.is_zero() => None,
-        w => Some(resources::watch(cluster, w).await),
+        w => Some(resources::watch(cluster, w, config.dilation).await),
     };
     let keys: Vec<[u8; 32]> = (0..config.keys).map(|_| rng.gen()).collect();
     let settled = cluster.agreement(&keys);
@@ -78,6 +79,7 @@ async fn play(cluster: &mut Cluster, config: &SimConfig) -> Result<Report, SimEr
         replicas: config.replicas,
         p_fail: config.p_fail,
         seed: config.seed,
+        time_scale: config.dilation.scale(),
         connections: config.connections,
         idle_ms: config.idle.as_millis() as u64,
         refresh_s: config.refresh.as_secs(),
