@@ -1,7 +1,8 @@
 //! `p3sim` at N = 50: fifty real nodes in one process over in-process
 //! connections join, agree on every sampled key's owners, and lose no
 //! acknowledged write across ten rounds of churn, with every node connected
-//! to every other and with connections made on demand. The simulator is a
+//! to every other and with connections made on demand; and N = 20 with
+//! every node's timers dilated (`--time-scale`). The simulator is a
 //! separate process, killed when the test ends.
 
 mod common;
@@ -14,22 +15,18 @@ use std::{
 use common::KillOnDrop;
 use serde_json::Value;
 
-/// Runs `p3sim` at N = 50 through ten rounds of churn with `extra`
-/// arguments, checks what holds whatever the connections, and returns the
-/// report and the output to show with a failure.
-fn fifty_nodes_through_churn(extra: &[&str]) -> (Value, String) {
-    // One simulation at a time: two would share the two cores, and the
-    // figures (and deadlines) are for one.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// One simulation at a time: two would share the two cores, and the
+/// figures (and deadlines) are for one.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `p3sim` with `args` in a directory of its own, asserts it succeeded,
+/// and returns its report and the output to show with a failure.
+fn p3sim(args: &[&str]) -> (Value, String) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let child = Command::new(env!("CARGO_BIN_EXE_p3sim"))
-        .args(["--nodes", "50", "--rounds", "10", "--writes", "10"])
-        .args(["--keys", "500", "--lookups", "20", "--settle-secs", "30"])
-        // Kwan & Reed's p_f = 0.022: about one of fifty nodes fails a round.
-        .args(["--p-fail", "0.022", "--seed", "7"])
-        .args(extra)
+        .args(args)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--json")
@@ -42,8 +39,19 @@ fn fifty_nodes_through_churn(extra: &[&str]) -> (Value, String) {
     let table = String::from_utf8_lossy(&stdout);
     assert!(ok, "p3sim failed:\n{table}\n{stderr}");
     let mut reports: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let report = reports[0].take();
-    let context = format!("{table}\n{stderr}");
+    (reports[0].take(), format!("{table}\n{stderr}"))
+}
+
+/// Runs `p3sim` at N = 50 through ten rounds of churn with `extra`
+/// arguments, checks what holds whatever the connections, and returns the
+/// report and the output to show with a failure.
+fn fifty_nodes_through_churn(extra: &[&str]) -> (Value, String) {
+    let mut args = vec!["--nodes", "50", "--rounds", "10", "--writes", "10"];
+    args.extend(["--keys", "500", "--lookups", "20", "--settle-secs", "30"]);
+    // Kwan & Reed's p_f = 0.022: about one of fifty nodes fails a round.
+    args.extend(["--p-fail", "0.022", "--seed", "7"]);
+    args.extend(extra);
+    let (report, context) = p3sim(&args);
     assert_eq!(report["join"]["nodes"], 50, "{context}");
     assert!(
         report["join"]["settle_s"].is_f64(),
@@ -119,4 +127,33 @@ fn with_connections_on_demand_fifty_nodes_keep_few_and_lose_nothing() {
     // with.
     let mean = report["resources"]["connections_mean"].as_f64().unwrap();
     assert!(mean <= 10.0, "{mean} connections per node: {context}");
+}
+
+#[test]
+fn with_timers_dilated_nodes_join_agree_and_lose_nothing() {
+    // Every node's timers three times slower (`--time-scale 3`): leases,
+    // Raft, pings and timeouts all stretch alike, and the protocol keeps
+    // its promises; the report says which time it is in.
+    let args = "--nodes 20 --rounds 3 --writes 10 --keys 200 --lookups 10 --settle-secs 30 \
+                --p-fail 0.1 --seed 3 --time-scale 3 --connections on-demand --idle-ms 1000";
+    let (report, context) = p3sim(&args.split_whitespace().collect::<Vec<_>>());
+    assert!(context.contains("3x slower than real time"), "{context}");
+    assert_eq!(report["time_scale"], 3, "{context}");
+    assert_eq!(report["join"]["nodes"], 20, "{context}");
+    assert_eq!(report["agreement"]["after_join"], 1.0, "{context}");
+    assert_eq!(report["lookups"]["failed"], 0, "{context}");
+    let churn = &report["churn"];
+    let rounds = churn["rounds"].as_array().unwrap();
+    let failed: u64 = rounds.iter().map(|r| r["failed"].as_u64().unwrap()).sum();
+    assert!(failed >= 1, "no node failed: {context}");
+    for round in rounds {
+        assert!(
+            round["settle_s"].is_f64(),
+            "a round never settled: {context}"
+        );
+        assert_eq!(round["reads_missing"], 0, "{context}");
+    }
+    assert!(churn["acknowledged"].as_u64().unwrap() > 0, "{context}");
+    assert_eq!(churn["lost"], 0, "{context}");
+    assert_eq!(report["agreement"]["after_churn"], 1.0, "{context}");
 }
