@@ -17,8 +17,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::SimError;
 
 /// The largest factor accepted: beyond it, a simulated second of protocol
@@ -26,8 +24,7 @@ use crate::SimError;
 pub const MAX_SCALE: u32 = 100;
 
 /// How many times slower than real time every node's timers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dilation(u32);
 
 impl Default for Dilation {
