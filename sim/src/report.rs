@@ -181,11 +181,11 @@ impl Display for Report {
             pct(a.after_churn)
         )?;
         let c = &self.churn;
-        writeln!(f, "churn      round failed back up agree% settle_s acked refused reads ok missing KiB s (restart, writes, reads)")?;
+        writeln!(f, "churn      round failed back up agree% settle_s acked refused reads ok missing unheld KiB s (restart, writes, reads)")?;
         for r in &c.rounds {
             writeln!(
                 f,
-                "           {:>5} {:>6} {:>4} {:>2} {:>6.2} {:>8} {:>5} {:>7} {:>5} {:>5} {:>7} {:>8.0} {:.1} ({:.1}, {:.1}, {:.1})",
+                "           {:>5} {:>6} {:>4} {:>2} {:>6.2} {:>8} {:>5} {:>7} {:>5} {:>5} {:>7} {:>6} {:>8.0} {:.1} ({:.1}, {:.1}, {:.1})",
                 r.round,
                 r.failed,
                 r.restarted,
@@ -197,6 +197,7 @@ impl Display for Report {
                 r.reads,
                 r.reads_ok,
                 r.reads_missing,
+                r.reads_unheld,
                 r.kib_sent,
                 r.seconds,
                 r.restart_s,

@@ -5,7 +5,7 @@
 //! must still be there with its value: one that is not is lost.
 
 use futures::future::join_all;
-use p3_objectspace::{object::PutOptions, SpaceError};
+use p3_objectspace::{name::ObjectPath, object::PutOptions, SpaceError};
 use rand::{rngs::StdRng, seq::IteratorRandom, Rng};
 use serde::Serialize;
 
@@ -47,8 +47,13 @@ pub struct Round {
     pub reads: usize,
     /// Reads that returned the written value.
     pub reads_ok: usize,
-    /// Reads that found no such object (or another value).
+    /// Reads that found no such object (or another value) although a
+    /// running node held it: the owners had not caught up.
     pub reads_missing: usize,
+    /// Reads that found no such object because every node holding it had
+    /// failed: unavailable until one comes back, not lost (the final reads
+    /// say whether it was).
+    pub reads_unheld: usize,
     /// Seconds the restarts at its start took.
     pub restart_s: f64,
     /// Seconds the slowest write of the round took (they go out at once,
@@ -170,10 +175,16 @@ pub async fn run(
         let readers: Vec<Option<&SimNode>> = written.iter().map(|_| pick(cluster, rng)).collect();
         let answers = join_all(written.iter().zip(readers).map(|(w, node)| read(node, w))).await;
         let ok = answers.iter().filter(|a| matches!(a, Read::Ok)).count();
-        let missing = answers
-            .iter()
-            .filter(|a| matches!(a, Read::Missing))
-            .count();
+        let (mut missing, mut unheld) = (0, 0);
+        for (w, answer) in written.iter().zip(&answers) {
+            if let Read::Missing = answer {
+                if held_by_a_running_node(cluster, w).await {
+                    missing += 1;
+                } else {
+                    unheld += 1;
+                }
+            }
+        }
         reads += written.len();
         reads_ok += ok;
         rounds.push(Round {
@@ -189,6 +200,7 @@ pub async fn run(
             reads: written.len(),
             reads_ok: ok,
             reads_missing: missing,
+            reads_unheld: unheld,
             restart_s,
             writes_s,
             reads_s: reads_started.secs(),
@@ -276,6 +288,24 @@ async fn read(node: Option<&SimNode>, w: &Written) -> Read {
         }
         Err(_) => Read::Failed,
     }
+}
+
+/// Whether some running node has `w` in its own store, whatever the map
+/// says about its owners.
+async fn held_by_a_running_node(cluster: &Cluster, w: &Written) -> bool {
+    let Ok(path) = ObjectPath::parse(&w.path) else {
+        return false;
+    };
+    for node in cluster.up() {
+        let path = path.clone();
+        let held = node
+            .on(|local| async move { local.engine().store().record(&path.namespace, &path.name) })
+            .await;
+        if matches!(held, Ok(Ok(Some(_)))) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Reads `w` through a few nodes: a write counts as lost only if none of
