@@ -23,7 +23,7 @@ use libp2p::{
     swarm::{ConnectionId, SwarmEvent},
     Multiaddr, PeerId, Swarm,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
     addresses::{by_distance, is_loopback, peer_of, worth_dialling},
@@ -68,6 +68,8 @@ struct EventLoop {
     silence: Silence<ConnectionId>,
     /// Addresses whose handshake failed, already reported to the user.
     handshake_failures: HashSet<String>,
+    /// How many peers were identified as P³ nodes so far ([`crate::Node::identified`]).
+    identified: watch::Sender<u64>,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -77,6 +79,7 @@ pub(crate) fn spawn(
     db: Database,
     commands: mpsc::Receiver<Command>,
     requests: mpsc::Sender<InboundRequest>,
+    identified: watch::Sender<u64>,
 ) -> Result<libp2p_stream::Control, DhtError> {
     let behaviour = Behaviour::new(&key, &config, db)?;
     let streams = behaviour.streams.new_control();
@@ -108,6 +111,7 @@ pub(crate) fn spawn(
         redials: Redials::default(),
         silence: Silence::new(failure_timeout),
         handshake_failures: HashSet::new(),
+        identified,
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -408,8 +412,10 @@ impl EventLoop {
                 info,
                 connection_id,
             }) if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) => {
-                if info.protocols.iter().any(|p| p.as_ref() == RPC_PROTOCOL) {
-                    self.p3_peers.insert(peer_id);
+                if info.protocols.iter().any(|p| p.as_ref() == RPC_PROTOCOL)
+                    && self.p3_peers.insert(peer_id)
+                {
+                    self.identified.send_modify(|n| *n += 1);
                 }
                 let via_loopback = self.remotes.get(&connection_id).is_some_and(is_loopback);
                 for addr in info

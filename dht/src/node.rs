@@ -13,7 +13,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
     channel::Channel,
@@ -185,6 +185,8 @@ pub struct Node {
     /// How long a request stream may go unused before it is closed
     /// (with [`Connections::OnDemand`]).
     idle_streams: Option<Duration>,
+    /// Counts the peers identified as P³ nodes.
+    identified: watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -225,7 +227,15 @@ impl Node {
         let connections = config.connections;
         let idle_streams =
             (connections == Connections::OnDemand).then_some(config.idle_connection_timeout);
-        let streams = event_loop::spawn(config, key, db, command_rx, request_tx.clone())?;
+        let (identified_tx, identified) = watch::channel(0);
+        let streams = event_loop::spawn(
+            config,
+            key,
+            db,
+            command_rx,
+            request_tx.clone(),
+            identified_tx,
+        )?;
         let incoming = streams
             .clone()
             .accept(StreamProtocol::new(crate::REQUEST_STREAM_PROTOCOL))
@@ -247,9 +257,18 @@ impl Node {
                 rpc: std::sync::Arc::new(rpc),
                 connections,
                 idle_streams,
+                identified,
             },
             Inbound { requests },
         ))
+    }
+
+    /// A count that moves each time a peer is first identified as a P³ node
+    /// (it speaks P³'s request protocol): a layer with nobody to ask yet
+    /// awaits a change instead of polling [`Node::connected`]. Stops
+    /// changing (`changed` fails) once the node has stopped.
+    pub fn identified(&self) -> watch::Receiver<u64> {
+        self.identified.clone()
     }
 
     /// This node's PeerId.

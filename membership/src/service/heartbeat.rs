@@ -32,6 +32,7 @@ impl Membership {
     pub(super) async fn keep_lease(self) {
         let times = self.inner.config.times;
         let mut beats = Beats::default();
+        let mut identified = self.inner.node.identified();
         loop {
             let me = self.inner.me;
             let (in_map, epoch) = {
@@ -58,7 +59,8 @@ impl Membership {
                 self.everyone().await.unwrap_or_default()
             };
             let mut pace = Pace::Soon;
-            if let Some(target) = beats.target(leader, &peers) {
+            let target = beats.target(leader, &peers);
+            if let Some(target) = target {
                 let sent = Instant::now();
                 let answer = self.beat(target, request, sent).await;
                 let next = beats.answered(
@@ -78,6 +80,7 @@ impl Membership {
             let wait = match pace {
                 Pace::Beat => times.heartbeat_every(),
                 Pace::Soon => times.lead_every(),
+                Pace::Now => continue,
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -85,6 +88,10 @@ impl Membership {
                 // waiting for this node's map would otherwise wait up to a
                 // third of a lease.
                 () = self.inner.behind.notified() => {}
+                // Nobody to ask yet (a node starting, its seeds not yet
+                // connected): ask the first peer as soon as it is
+                // identified, not a tick later.
+                Ok(()) = identified.changed(), if target.is_none() => {}
             }
         }
     }
