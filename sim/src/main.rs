@@ -100,8 +100,7 @@ struct Args {
     /// reported, and every duration given above, is simulated time.
     #[arg(long, default_value_t = 1)]
     time_scale: u32,
-    /// Keep the nodes' databases here instead of in a temporary directory
-    /// (which is removed at the end, or when stopped by Ctrl-C or SIGTERM).
+    /// Keep the nodes' databases here instead of in a temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Also write the reports, one JSON array, to this file.
@@ -132,27 +131,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Removes the temporary directory `dir` and exits when the simulation is
-/// stopped with Ctrl-C or SIGTERM: the nodes' databases take gigabytes at
-/// large N, and a stopped run would otherwise leave them behind.
-async fn remove_on_signal(dir: PathBuf) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    // The nodes still run; their open files go with the directory.
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        eprintln!("p3sim: stopped; cannot remove {}: {e}", dir.display());
-    } else {
-        eprintln!("p3sim: stopped; removed {}", dir.display());
-    }
-    std::process::exit(130);
-}
-
 fn connections(text: &str) -> Result<p3_dht::Connections, String> {
     match text {
         "all" => Ok(p3_dht::Connections::All),
@@ -166,15 +144,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    // Held to the end: dropping it removes the directory.
-    let (root, _temp) = match &args.data_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let temp = tempfile::Builder::new().prefix("p3sim-").tempdir()?;
-            runtime.spawn(remove_on_signal(temp.path().to_owned()));
-            (temp.path().to_owned(), Some(temp))
-        }
-    };
     let dilation = Dilation::new(args.time_scale)?;
     let mut reports = Vec::new();
     for &nodes in &args.nodes {
@@ -202,7 +171,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 args.connections.default_refresh_interval(),
                 Duration::from_secs,
             ),
-            data_dir: Some(root.join(format!("n{nodes}"))),
+            data_dir: args.data_dir.as_ref().map(|d| d.join(format!("n{nodes}"))),
             ..SimConfig::default()
         };
         let report = runtime.block_on(scenarios::run(&config))?;
