@@ -27,10 +27,33 @@ pub(crate) struct AddressBook {
 
 impl AddressBook {
     /// Replaces the whole book: the peers of the latest map and their
-    /// addresses (peers left out are forgotten).
-    pub fn replace(&mut self, peers: HashMap<PeerId, Vec<Multiaddr>>) {
+    /// addresses (peers left out are forgotten). Returns what changed, so
+    /// the routing table can follow the map by its differences instead of
+    /// being rebuilt from every member on each of the map's changes.
+    pub fn replace(&mut self, peers: HashMap<PeerId, Vec<Multiaddr>>) -> Changes {
+        let removed = self
+            .peers
+            .keys()
+            .filter(|p| !peers.contains_key(p))
+            .copied()
+            .collect();
+        let added = peers
+            .iter()
+            .filter(|(p, addrs)| self.peers.get(p) != Some(addrs))
+            .map(|(p, addrs)| (*p, addrs.clone()))
+            .collect();
         self.peers = peers;
+        Changes { added, removed }
     }
+}
+
+/// How one [`AddressBook::replace`] changed the book.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Peers that are new, or whose addresses changed, with their addresses.
+    pub added: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Peers the book no longer names.
+    pub removed: Vec<PeerId>,
 }
 
 impl NetworkBehaviour for AddressBook {
@@ -113,5 +136,31 @@ mod tests {
             offered(&mut book, a).is_empty(),
             "a peer left out is forgotten"
         );
+    }
+
+    #[test]
+    fn a_replacement_reports_new_moved_and_departed_peers_only() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (one, two): (Multiaddr, Multiaddr) =
+            ("/memory/1".parse().unwrap(), "/memory/2".parse().unwrap());
+        let mut book = AddressBook::default();
+        let first = book.replace(HashMap::from([
+            (a, vec![one.clone()]),
+            (b, vec![one.clone()]),
+        ]));
+        assert_eq!(first.added.len(), 2);
+        assert!(first.removed.is_empty());
+
+        let second = book.replace(HashMap::from([
+            (a, vec![one.clone()]),
+            (c, vec![two.clone()]),
+        ]));
+        assert_eq!(second.added, vec![(c, vec![two.clone()])], "a is unchanged");
+        assert_eq!(second.removed, vec![b]);
+
+        let third = book.replace(HashMap::from([(a, vec![two.clone()]), (c, vec![two])]));
+        assert_eq!(third.added.len(), 1, "only a moved");
+        assert_eq!(third.added[0].0, a);
+        assert!(third.removed.is_empty());
     }
 }

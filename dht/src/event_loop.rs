@@ -4,6 +4,7 @@
 //! channels, so one slow caller never stalls the network.
 
 mod gossip;
+mod members;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -70,6 +71,9 @@ struct EventLoop {
     handshake_failures: HashSet<String>,
     /// How many peers were identified as P³ nodes so far ([`crate::Node::identified`]).
     identified: watch::Sender<u64>,
+    /// Whether a membership map has filled the routing table, which makes
+    /// Kademlia's own bootstraps redundant (`members.rs`).
+    table_follows_map: bool,
 }
 
 /// Builds the swarm, listens, dials the seeds and spawns the loop.
@@ -112,6 +116,7 @@ pub(crate) fn spawn(
         silence: Silence::new(failure_timeout),
         handshake_failures: HashSet::new(),
         identified,
+        table_follows_map: false,
     };
     event_loop.dial_seeds();
     tokio::spawn(event_loop.run());
@@ -126,7 +131,10 @@ impl EventLoop {
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.on_swarm_event(event);
+                    self.cut_bootstrap();
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(done)) => break Some(done),
                     Some(command) => self.on_command(command),
@@ -272,9 +280,7 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::MemberAddresses(members) => {
-                self.swarm.behaviour_mut().address_book.replace(members);
-            }
+            Command::MemberAddresses(members) => self.follow_members(members),
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -455,10 +461,11 @@ impl EventLoop {
                 ..
             }) => {
                 tracing::debug!(%peer, "added to routing table");
-                // Keep a connection to every peer in the table: the layers above
-                // see the network through connected peers (owners, listings), so
-                // a node that just joined must not see only its seed.
-                if !self.swarm.is_connected(&peer) {
+                // With `Connections::All`, keep a connection to every peer in
+                // the table: the layers above see the network through connected
+                // peers (owners, listings), so a node that just joined must not
+                // see only its seed. On demand, a request dials its peer.
+                if self.config.connections == Connections::All && !self.swarm.is_connected(&peer) {
                     if let Err(error) = self.swarm.dial(peer) {
                         tracing::debug!(%peer, %error, "cannot dial a new routing-table peer");
                     }

@@ -1,0 +1,49 @@
+//! Kademlia's routing table following the membership map. The map names
+//! every member with its addresses, so a node can fill its table from it
+//! instead of discovering the network with lookups: libp2p-kad bootstraps
+//! (a lookup of the node itself, then one per bucket, each until the k
+//! closest peers answer) whenever a peer enters a table of fewer than k
+//! entries, and again every refresh period. At N = 200 that was about two
+//! bootstraps and 122 new connections per join (`docs/scale.md`), the
+//! dominant cost of a join; once the table follows the map it buys nothing.
+
+use std::collections::HashMap;
+
+use libp2p::{kad::QueryInfo, Multiaddr, PeerId};
+
+use super::EventLoop;
+
+impl EventLoop {
+    /// Takes the members of the latest map: the address book offers their
+    /// addresses to dials, and the routing table gains the members that are
+    /// new (each bucket keeps at most k; the rest are dropped, as Kademlia
+    /// would) and loses those that left the map.
+    pub(super) fn follow_members(&mut self, members: HashMap<PeerId, Vec<Multiaddr>>) {
+        let changes = self.swarm.behaviour_mut().address_book.replace(members);
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for peer in &changes.removed {
+            kad.remove_peer(peer);
+        }
+        for (peer, addrs) in changes.added {
+            for addr in addrs {
+                kad.add_address(&peer, addr);
+            }
+        }
+        self.table_follows_map = true;
+    }
+
+    /// Ends any bootstrap Kademlia has started on its own, once the table
+    /// follows the map. Finishing one step makes the next begin (one per
+    /// bucket), so this runs after every swarm event: each step is cut
+    /// before it sends more than its first few requests.
+    pub(super) fn cut_bootstrap(&mut self) {
+        if !self.table_follows_map {
+            return;
+        }
+        for mut query in self.swarm.behaviour_mut().kad.iter_queries_mut() {
+            if matches!(query.info(), QueryInfo::Bootstrap { .. }) {
+                query.finish();
+            }
+        }
+    }
+}
