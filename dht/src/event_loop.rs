@@ -280,7 +280,7 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::MemberAddresses(members) => self.follow_members(members),
+            Command::MemberChanges(changes) => self.follow_members(changes),
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }

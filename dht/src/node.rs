@@ -3,19 +3,17 @@
 //! Each method sends a command to the swarm task ([`crate::event_loop`]) and awaits
 //! its answer, so the handle is cheap to clone and safe to use from any task.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use libp2p::{
     identity::{Keypair, PublicKey},
-    Multiaddr, PeerId, StreamProtocol,
+    PeerId, StreamProtocol,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
+    address_book::MemberChanges,
     channel::Channel,
     config::{Connections, NetworkConfig},
     db::Database,
@@ -27,7 +25,7 @@ use crate::{
 /// What the swarm task is asked to do.
 pub(crate) enum Command {
     Status(oneshot::Sender<NodeStatus>),
-    MemberAddresses(HashMap<PeerId, Vec<Multiaddr>>),
+    MemberChanges(MemberChanges),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Closest {
         key: Vec<u8>,
@@ -312,15 +310,12 @@ impl Node {
         self.ask(Command::Status).await
     }
 
-    /// Gives the swarm the addresses of every member the layer above knows
-    /// (replacing the last set): dials to those peers use them even when
-    /// Kademlia's table has no room for them.
-    pub async fn set_member_addresses(
-        &self,
-        members: HashMap<PeerId, Vec<Multiaddr>>,
-    ) -> Result<(), DhtError> {
+    /// Tells the swarm how the members the layer above knows changed:
+    /// dials to members use their addresses even when Kademlia's table has
+    /// no room for them, and the routing table follows the members.
+    pub async fn update_members(&self, changes: MemberChanges) -> Result<(), DhtError> {
         self.commands
-            .send(Command::MemberAddresses(members))
+            .send(Command::MemberChanges(changes))
             .await
             .map_err(|_| DhtError::Stopped)
     }

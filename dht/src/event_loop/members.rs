@@ -7,19 +7,18 @@
 //! bootstraps and 122 new connections per join (`docs/scale.md`), the
 //! dominant cost of a join; once the table follows the map it buys nothing.
 
-use std::collections::HashMap;
-
-use libp2p::{kad::QueryInfo, Multiaddr, PeerId};
+use libp2p::kad::QueryInfo;
 
 use super::EventLoop;
+use crate::MemberChanges;
 
 impl EventLoop {
-    /// Takes the members of the latest map: the address book offers their
+    /// Takes the map's latest changes: the address book offers the members'
     /// addresses to dials, and the routing table gains the members that are
     /// new (each bucket keeps at most k; the rest are dropped, as Kademlia
     /// would) and loses those that left the map.
-    pub(super) fn follow_members(&mut self, members: HashMap<PeerId, Vec<Multiaddr>>) {
-        let changes = self.swarm.behaviour_mut().address_book.replace(members);
+    pub(super) fn follow_members(&mut self, changes: MemberChanges) {
+        self.swarm.behaviour_mut().address_book.apply(&changes);
         let kad = &mut self.swarm.behaviour_mut().kad;
         for peer in &changes.removed {
             kad.remove_peer(peer);
