@@ -36,8 +36,8 @@ impl AddressBook {
         for peer in &changes.removed {
             self.peers.remove(peer);
         }
-        for (peer, addrs) in &changes.added {
-            self.peers.insert(*peer, addrs.clone());
+        for member in &changes.added {
+            self.peers.insert(member.peer, member.addrs.clone());
         }
     }
 }
@@ -46,17 +46,30 @@ impl AddressBook {
 /// ([`crate::Node::update_members`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MemberChanges {
-    /// Peers that are new, or whose addresses changed, with their addresses.
-    pub added: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Members that are new, or whose entry changed.
+    pub added: Vec<MemberAddrs>,
     /// Peers that are no longer members.
     pub removed: Vec<PeerId>,
+    /// Whether this node is itself a member as its current run (the layer
+    /// above's map then comes from a live leader): from then on the routing
+    /// table follows the map and Kademlia's own bootstraps are cut.
+    pub joined: bool,
 }
 
-impl MemberChanges {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
-    }
+/// A member with the addresses it announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAddrs {
+    /// The member.
+    pub peer: PeerId,
+    /// Its addresses.
+    pub addrs: Vec<Multiaddr>,
+    /// Whether its entry was written while this node runs, so its addresses
+    /// are current. An entry only loaded from disk may name the addresses of
+    /// a run that has ended (after a whole cluster restarts, every node
+    /// listens on new ports): dials are offered it, since it is often still
+    /// right, but the routing table takes only current entries, or a node
+    /// would cut its bootstrap with a table of addresses nobody listens on.
+    pub current: bool,
 }
 
 impl NetworkBehaviour for AddressBook {
@@ -132,20 +145,25 @@ mod tests {
             )
             .unwrap()
         };
+        let member = |peer, addr: &Multiaddr| MemberAddrs {
+            peer,
+            addrs: vec![addr.clone()],
+            current: true,
+        };
         book.apply(&MemberChanges {
-            added: vec![(a, vec![one.clone()])],
-            removed: vec![],
+            added: vec![member(a, &one)],
+            ..MemberChanges::default()
         });
         assert_eq!(offered(&mut book, a), vec![one]);
         assert!(offered(&mut book, b).is_empty());
         book.apply(&MemberChanges {
-            added: vec![(a, vec![two.clone()]), (b, vec![two.clone()])],
-            removed: vec![],
+            added: vec![member(a, &two), member(b, &two)],
+            ..MemberChanges::default()
         });
         assert_eq!(offered(&mut book, a), vec![two.clone()], "moved");
         book.apply(&MemberChanges {
-            added: vec![],
             removed: vec![a],
+            ..MemberChanges::default()
         });
         assert!(
             offered(&mut book, a).is_empty(),

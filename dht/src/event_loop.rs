@@ -71,8 +71,9 @@ struct EventLoop {
     handshake_failures: HashSet<String>,
     /// How many peers were identified as P³ nodes so far ([`crate::Node::identified`]).
     identified: watch::Sender<u64>,
-    /// Whether a membership map has filled the routing table, which makes
-    /// Kademlia's own bootstraps redundant (`members.rs`).
+    /// Whether this node has joined the membership map, from when on the
+    /// routing table follows the map and Kademlia's own bootstraps are
+    /// redundant (`members.rs`).
     table_follows_map: bool,
 }
 

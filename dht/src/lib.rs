@@ -39,7 +39,7 @@ mod rpc;
 mod silence;
 mod transport;
 
-pub use address_book::MemberChanges;
+pub use address_book::{MemberAddrs, MemberChanges};
 pub use addresses::by_distance;
 pub use channel::Channel;
 pub use config::{Connections, NetworkConfig, MIN_FAILURE_TIMEOUT};

@@ -6,6 +6,11 @@
 //! entries, and again every refresh period. At N = 200 that was about two
 //! bootstraps and 122 new connections per join (`docs/scale.md`), the
 //! dominant cost of a join; once the table follows the map it buys nothing.
+//!
+//! Only once this node's own join is in its map: a node restarting loads
+//! the map of its previous run, whose members may since have restarted on
+//! new addresses, and until a live leader has answered it the bootstrap
+//! through the seeds is what finds them.
 
 use libp2p::kad::QueryInfo;
 
@@ -14,21 +19,22 @@ use crate::MemberChanges;
 
 impl EventLoop {
     /// Takes the map's latest changes: the address book offers the members'
-    /// addresses to dials, and the routing table gains the members that are
-    /// new (each bucket keeps at most k; the rest are dropped, as Kademlia
-    /// would) and loses those that left the map.
+    /// addresses to dials, and the routing table gains the members whose
+    /// entries are current (each bucket keeps at most k; the rest are
+    /// dropped, as Kademlia would) and loses those that left the map. Once
+    /// this node is a member itself, the table follows the map.
     pub(super) fn follow_members(&mut self, changes: MemberChanges) {
         self.swarm.behaviour_mut().address_book.apply(&changes);
         let kad = &mut self.swarm.behaviour_mut().kad;
         for peer in &changes.removed {
             kad.remove_peer(peer);
         }
-        for (peer, addrs) in changes.added {
-            for addr in addrs {
-                kad.add_address(&peer, addr);
+        for member in changes.added.into_iter().filter(|m| m.current) {
+            for addr in member.addrs {
+                kad.add_address(&member.peer, addr);
             }
         }
-        self.table_follows_map = true;
+        self.table_follows_map |= changes.joined;
     }
 
     /// Ends any bootstrap Kademlia has started on its own, once the table
