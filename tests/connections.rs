@@ -84,3 +84,79 @@ fn idle_peers_part_and_a_request_dials_them_again() {
     only_the_leader(a);
     only_the_leader(b);
 }
+
+/// A whole cluster of on-demand nodes stopped and started again: every node
+/// listens on a new port, so the membership map each loads from disk names
+/// addresses nobody listens on. A node must still find the others (its
+/// routing table takes only the entries written in this run, and it keeps
+/// bootstrapping through its seed until it has joined) and serve every
+/// object through any node.
+#[test]
+fn a_whole_cluster_restarted_on_new_ports_serves_every_object() {
+    const NODES: usize = 4;
+    let root = tempfile::tempdir().expect("temp dir");
+    let dirs: Vec<_> = (0..NODES)
+        .map(|i| root.path().join(format!("node{i}")))
+        .collect();
+    let start_all = |dirs: &[std::path::PathBuf]| -> Vec<NodeProc> {
+        let first = start(&dirs[0], &[]);
+        let seed = first.addr.clone();
+        let mut nodes = vec![first];
+        nodes.extend(dirs[1..].iter().map(|dir| start(dir, &[&seed])));
+        nodes
+    };
+    let formed = |nodes: &[NodeProc]| {
+        for node in nodes {
+            leader_once_members(node, NODES);
+            let others: Vec<&String> = nodes
+                .iter()
+                .map(|n| &n.peer_id)
+                .filter(|p| **p != node.peer_id)
+                .collect();
+            wait_for(
+                &format!("{}'s routing table to hold the others", node.peer_id),
+                DEADLINE,
+                || {
+                    let table = node.routing_table();
+                    others.iter().all(|p| table.contains(p)).then_some(())
+                },
+            );
+        }
+    };
+    let mut nodes = start_all(&dirs);
+    formed(&nodes);
+    let objects: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| {
+            (
+                format!("global/restart-{i}"),
+                format!("value {i}").into_bytes(),
+            )
+        })
+        .collect();
+    for (i, (path, value)) in objects.iter().enumerate() {
+        let file = root.path().join(format!("value{i}"));
+        fs::write(&file, value).expect("write value");
+        p3ctl_ok(
+            &nodes[i % NODES].dir,
+            &["put", path, file.to_str().expect("utf-8")],
+        );
+    }
+    let before: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    for node in &mut nodes {
+        node.stop("KILL");
+    }
+    drop(nodes);
+
+    let nodes = start_all(&dirs);
+    let after: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    // Ports are the kernel's choice: that all four came back is as
+    // likely as drawing the same four of ~28,000 again.
+    assert_ne!(before, after, "the nodes must listen on new ports");
+    formed(&nodes);
+    for (i, (path, value)) in objects.iter().enumerate() {
+        for reader in [(i + 1) % NODES, (i + 2) % NODES] {
+            let read = p3ctl_ok(&nodes[reader].dir, &["get", path]);
+            assert_eq!(read.stdout, *value, "{path} through node {reader}");
+        }
+    }
+}
