@@ -31,7 +31,7 @@ impl Membership {
     /// ask and whom is [`Beats`]'s decision.
     pub(super) async fn keep_lease(self) {
         let times = self.inner.config.times;
-        let mut beats = Beats::default();
+        let mut beats = Beats::starting_at(rand::random());
         let mut identified = self.inner.node.identified();
         loop {
             let me = self.inner.me;
