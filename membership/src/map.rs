@@ -3,6 +3,7 @@
 //! Pure data, no I/O.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use p3_dht::PeerId;
 use serde::{Deserialize, Serialize};
@@ -46,30 +47,58 @@ pub enum Change {
 /// The agreed map of members. Owners of keys are computed from it
 /// ([`crate::placement`]), so every node holding the same epoch computes the
 /// same owners.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Every node clones the map once per change it applies (to publish it), so
+/// a clone must not copy what the change left alone: members and earlier
+/// member sets are shared (`Arc`), and a clone costs pointers, not the N
+/// members' addresses and 16 × N peer ids it copied before (the `memmove` at
+/// the top of the profile at N = 1,000, `docs/scale.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(try_from = "MapWire", into = "MapWire")]
 pub struct Map {
     epoch: u64,
-    members: BTreeMap<PeerId, Member>,
+    members: BTreeMap<PeerId, Arc<Member>>,
     /// The epoch at which the current set of members began.
     since: u64,
     /// The earlier sets of members, newest first, each with the epoch at
     /// which it began; at most [`PAST`]. Part of the agreed state, so every
     /// node (a newcomer too) knows where a key lived before: peering needs it.
     past: VecDeque<Past>,
+    /// The members touched by the latest changes, one per epoch, oldest
+    /// first; at most [`RECENT`]. Not agreed state (not
+    /// sent, not compared): it lets a reader of successive maps find what
+    /// changed without comparing all N members ([`Map::touched_since`]).
+    recent: VecDeque<PeerId>,
 }
+
+/// Two maps are equal when their agreed state is: [`Map::touched_since`]'s
+/// record depends on how a map was reached (changes or a whole copy).
+impl PartialEq for Map {
+    fn eq(&self, other: &Self) -> bool {
+        self.epoch == other.epoch
+            && self.members == other.members
+            && self.since == other.since
+            && self.past == other.past
+    }
+}
+
+impl Eq for Map {}
 
 /// An earlier set of members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Past {
     /// The epoch at which this set began.
     pub since: u64,
-    /// Its members.
-    pub members: Vec<PeerId>,
+    /// Its members, in peer-id order; shared by every clone of the map.
+    pub members: Arc<[PeerId]>,
 }
 
 /// How many earlier member sets a map remembers.
 pub const PAST: usize = 16;
+
+/// How many changes a map remembers the touched member of: more than a
+/// watcher falls behind between two looks while nodes join one by one.
+pub const RECENT: usize = 256;
 
 /// The map as it goes on the wire and to disk: peer ids as text.
 #[derive(Serialize, Deserialize)]
@@ -94,7 +123,7 @@ impl From<Map> for MapWire {
             members: map
                 .members
                 .into_iter()
-                .map(|(peer, member)| (peer.to_string(), member))
+                .map(|(peer, member)| (peer.to_string(), Arc::unwrap_or_clone(member)))
                 .collect(),
             since: map.since,
             past: map
@@ -113,7 +142,7 @@ impl TryFrom<MapWire> for Map {
         let members = wire
             .members
             .into_iter()
-            .map(|(peer, member)| Ok((parse_peer(&peer)?, member)))
+            .map(|(peer, member)| Ok((parse_peer(&peer)?, Arc::new(member))))
             .collect::<Result<_, String>>()?;
         let past = wire
             .past
@@ -123,8 +152,11 @@ impl TryFrom<MapWire> for Map {
                 let members = members
                     .iter()
                     .map(|p| parse_peer(p))
-                    .collect::<Result<_, _>>()?;
-                Ok(Past { since, members })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Past {
+                    since,
+                    members: members.into(),
+                })
             })
             .collect::<Result<_, String>>()?;
         Ok(Map {
@@ -132,6 +164,7 @@ impl TryFrom<MapWire> for Map {
             members,
             since: wire.since,
             past,
+            recent: VecDeque::new(),
         })
     }
 }
@@ -144,12 +177,35 @@ impl Map {
 
     /// The members, in peer-id order.
     pub fn members(&self) -> impl Iterator<Item = (&PeerId, &Member)> {
-        self.members.iter()
+        self.members.iter().map(|(peer, member)| (peer, &**member))
     }
 
     /// The member `peer`, if it is one.
     pub fn member(&self, peer: &PeerId) -> Option<&Member> {
-        self.members.get(peer)
+        self.members.get(peer).map(|member| &**member)
+    }
+
+    /// Whether `peer`'s run `incarnation` is a member: a node has joined
+    /// (and its lease may be renewed) only as the run the map names.
+    pub fn holds(&self, peer: &PeerId, incarnation: u64) -> bool {
+        self.member(peer)
+            .is_some_and(|member| member.incarnation == incarnation)
+    }
+
+    /// The peers whose entries the changes after `epoch` touched (joined,
+    /// moved, restarted or left), oldest first and possibly repeated; `None`
+    /// when this map does not remember all of them (it was read whole, or
+    /// `epoch` is too far back): then compare every member.
+    pub fn touched_since(&self, epoch: u64) -> Option<impl Iterator<Item = &PeerId>> {
+        if epoch > self.epoch {
+            return None;
+        }
+        let wanted = (self.epoch - epoch) as usize;
+        if wanted > self.recent.len() {
+            return None;
+        }
+        let skip = self.recent.len() - wanted;
+        Some(self.recent.iter().skip(skip))
     }
 
     /// The epoch at which the current set of members began.
@@ -176,8 +232,7 @@ impl Map {
     /// went up by one). A change whose peer id does not parse changes nothing:
     /// entries come from peers and must never stop the state machine.
     pub fn apply(&mut self, change: &Change) -> bool {
-        let before: Vec<PeerId> = self.members.keys().copied().collect();
-        let changed = match change {
+        let (peer, entry) = match change {
             Change::Join {
                 peer,
                 addrs,
@@ -186,58 +241,49 @@ impl Map {
                 let Ok(peer) = peer.parse::<PeerId>() else {
                     return false;
                 };
-                match self.members.get(&peer) {
-                    Some(m) if m.incarnation == *incarnation && m.addrs == *addrs => false,
-                    Some(m) if m.incarnation == *incarnation => {
-                        let joined = m.joined;
-                        self.members.insert(
-                            peer,
-                            Member {
-                                addrs: addrs.clone(),
-                                incarnation: *incarnation,
-                                joined,
-                            },
-                        );
-                        true
-                    }
-                    _ => {
-                        self.members.insert(
-                            peer,
-                            Member {
-                                addrs: addrs.clone(),
-                                incarnation: *incarnation,
-                                joined: self.epoch + 1,
-                            },
-                        );
-                        true
-                    }
-                }
+                let joined = match self.members.get(&peer) {
+                    Some(m) if m.incarnation == *incarnation && m.addrs == *addrs => return false,
+                    Some(m) if m.incarnation == *incarnation => m.joined,
+                    _ => self.epoch + 1,
+                };
+                let member = Member {
+                    addrs: addrs.clone(),
+                    incarnation: *incarnation,
+                    joined,
+                };
+                (peer, Some(member))
             }
             Change::Remove { peer, incarnation } => {
                 let Ok(peer) = peer.parse::<PeerId>() else {
                     return false;
                 };
-                match self.members.get(&peer) {
-                    Some(m) if m.incarnation == *incarnation => {
-                        self.members.remove(&peer);
-                        true
-                    }
-                    _ => false,
+                if !self.holds(&peer, *incarnation) {
+                    return false;
                 }
+                (peer, None)
             }
         };
-        if changed {
-            self.epoch += 1;
-            if !self.members.keys().copied().eq(before.iter().copied()) {
-                self.past.push_front(Past {
-                    since: self.since,
-                    members: before,
-                });
-                self.past.truncate(PAST);
-                self.since = self.epoch;
-            }
+        // Only a join of a new peer or a removal changes the set of members;
+        // only then is the set before it copied into the past.
+        if entry.is_some() != self.members.contains_key(&peer) {
+            let before: Arc<[PeerId]> = self.members.keys().copied().collect();
+            self.past.push_front(Past {
+                since: self.since,
+                members: before,
+            });
+            self.past.truncate(PAST);
+            self.since = self.epoch + 1;
         }
-        changed
+        match entry {
+            Some(member) => self.members.insert(peer, Arc::new(member)),
+            None => self.members.remove(&peer),
+        };
+        self.epoch += 1;
+        self.recent.push_back(peer);
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+        true
     }
 }
 
@@ -333,6 +379,40 @@ mod tests {
         };
         let back: Map = ciborium::from_reader(bytes.as_slice()).unwrap();
         assert_eq!(back, map);
+    }
+
+    #[test]
+    fn a_map_names_the_members_recent_changes_touched() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut map = Map::default();
+        map.apply(&join(a, 1));
+        map.apply(&join(b, 1));
+        assert!(!map.apply(&join(a, 1)), "no change, no epoch, not touched");
+        map.apply(&Change::Remove {
+            peer: a.to_string(),
+            incarnation: 1,
+        });
+        let touched = |map: &Map, epoch| {
+            map.touched_since(epoch)
+                .map(|t| t.copied().collect::<Vec<_>>())
+        };
+        assert_eq!(touched(&map, 0), Some(vec![a, b, a]));
+        assert_eq!(touched(&map, 2), Some(vec![a]));
+        assert_eq!(touched(&map, 3), Some(vec![]));
+        assert_eq!(touched(&map, 4), None, "an epoch this map has not reached");
+
+        for i in 0..RECENT as u64 {
+            map.apply(&join(b, 2 + i));
+        }
+        assert_eq!(touched(&map, 3).map(|t| t.len()), Some(RECENT));
+        assert_eq!(touched(&map, 2), None, "forgotten");
+
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&map, &mut bytes).unwrap();
+        let whole: Map = ciborium::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(whole, map, "the record is not agreed state");
+        assert_eq!(touched(&whole, map.epoch() - 1), None, "read whole");
+        assert_eq!(touched(&whole, map.epoch()), Some(vec![]));
     }
 
     #[test]

@@ -34,9 +34,10 @@ impl Membership {
 type Entry = (u64, Vec<String>);
 
 /// What the network layer has been told of the map. Each map change reaches
-/// every node, so only the members whose entries differ are parsed and
-/// sent: parsing all N on every change made a join cost O(N) per node, the
-/// top of the profile at N = 750 (`docs/scale.md`).
+/// every node, so only the members the map says were touched since the last
+/// look are compared and sent: walking all N on every change made a join
+/// cost O(N) per node, at the top of the profiles at N = 750 and 1,000
+/// (`docs/scale.md`).
 struct Told {
     me: PeerId,
     incarnation: u64,
@@ -45,6 +46,8 @@ struct Told {
     loaded: HashMap<PeerId, Entry>,
     /// Every member's entry as last sent.
     known: HashMap<PeerId, Entry>,
+    /// The epoch of the map last looked at; `None` before the first look.
+    seen: Option<u64>,
     /// Whether this node's own join has been seen (and sent).
     joined: bool,
 }
@@ -65,6 +68,7 @@ impl Told {
             incarnation,
             loaded: loaded.members().map(|(p, m)| (*p, entry(m))).collect(),
             known: HashMap::new(),
+            seen: None,
             joined: false,
         }
     }
@@ -75,34 +79,47 @@ impl Told {
     /// that left, and whether this node has joined as its current run.
     /// Addresses that do not parse are left out.
     fn changes(&mut self, map: &Map) -> Option<MemberChanges> {
-        let removed: Vec<PeerId> = self
-            .known
-            .keys()
-            .filter(|peer| map.member(peer).is_none())
-            .copied()
-            .collect();
-        for peer in &removed {
-            self.known.remove(peer);
-            self.loaded.remove(peer);
-        }
+        let touched: Vec<PeerId> = match self.seen.and_then(|seen| map.touched_since(seen)) {
+            Some(touched) => touched.copied().collect(),
+            // The first look, or the map was read whole: compare everyone,
+            // and everyone told before.
+            None => self
+                .known
+                .keys()
+                .chain(map.members().map(|(p, _)| p))
+                .copied()
+                .collect(),
+        };
+        self.seen = Some(map.epoch());
         let mut added = Vec::new();
-        for (peer, member) in map.members().filter(|(peer, _)| **peer != self.me) {
+        let mut removed = Vec::new();
+        for peer in touched {
+            if peer == self.me {
+                continue;
+            }
+            let Some(member) = map.member(&peer) else {
+                if self.known.remove(&peer).is_some() {
+                    self.loaded.remove(&peer);
+                    removed.push(peer);
+                }
+                continue;
+            };
             if self
                 .known
-                .get(peer)
+                .get(&peer)
                 .is_some_and(|known| same(known, member))
             {
                 continue;
             }
-            self.known.insert(*peer, entry(member));
+            self.known.insert(peer, entry(member));
             // An incarnation is random: an entry that changed never returns
             // to the one loaded.
-            let current = !self.loaded.get(peer).is_some_and(|l| same(l, member));
+            let current = !self.loaded.get(&peer).is_some_and(|l| same(l, member));
             if current {
-                self.loaded.remove(peer);
+                self.loaded.remove(&peer);
             }
             added.push(MemberAddrs {
-                peer: *peer,
+                peer,
                 addrs: member
                     .addrs
                     .iter()
@@ -111,9 +128,7 @@ impl Told {
                 current,
             });
         }
-        let joined = map
-            .member(&self.me)
-            .is_some_and(|m| m.incarnation == self.incarnation);
+        let joined = map.holds(&self.me, self.incarnation);
         let newly_joined = joined && !self.joined;
         self.joined |= joined;
         (newly_joined || !added.is_empty() || !removed.is_empty()).then_some(MemberChanges {
@@ -226,5 +241,30 @@ mod tests {
         join(&mut map, b, "/memory/3", 2);
         let fourth = told.changes(&map).expect("b restarted on the same address");
         assert_eq!(added(&fourth), vec![(b, vec![addr("/memory/3")], true)]);
+    }
+
+    /// A map that arrives whole (a snapshot) does not say what changed:
+    /// every member is compared, and one that is gone is reported removed.
+    #[test]
+    fn a_map_read_whole_is_compared_member_by_member() {
+        let (me, a, b) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut map = Map::default();
+        join(&mut map, me, "/memory/1", 1);
+        join(&mut map, a, "/memory/2", 1);
+        let mut told = Told::new(&Map::default(), me, 1);
+        told.changes(&map).expect("a is new");
+
+        join(&mut map, b, "/memory/3", 1);
+        map.apply(&Change::Remove {
+            peer: a.to_string(),
+            incarnation: 1,
+        });
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&map, &mut bytes).unwrap();
+        let whole: Map = ciborium::from_reader(bytes.as_slice()).unwrap();
+        let changes = told.changes(&whole).expect("b joined, a left");
+        assert_eq!(added(&changes), vec![(b, vec![addr("/memory/3")], true)]);
+        assert_eq!(changes.removed, vec![a]);
+        assert_eq!(told.changes(&whole), None);
     }
 }

@@ -82,12 +82,7 @@ impl Membership {
                     return self.not_leader();
                 }
                 // Borrowed, not cloned: every member asks twice a lease.
-                let member = self
-                    .inner
-                    .map
-                    .borrow()
-                    .member(&peer)
-                    .is_some_and(|m| m.incarnation == incarnation);
+                let member = self.inner.map.borrow().holds(&peer, incarnation);
                 if !member {
                     return Response::NotMember;
                 }

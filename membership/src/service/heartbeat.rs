@@ -37,9 +37,7 @@ impl Membership {
             let me = self.inner.me;
             let (in_map, epoch) = {
                 let map = self.inner.map.borrow();
-                let member = map.member(&me);
-                let in_map = member.is_some_and(|m| m.incarnation == self.inner.incarnation);
-                (in_map, map.epoch())
+                (map.holds(&me, self.inner.incarnation), map.epoch())
             };
             let request = match beats.ask(in_map) {
                 Ask::Heartbeat => Request::Heartbeat {

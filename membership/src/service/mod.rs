@@ -382,8 +382,7 @@ impl Membership {
                 .inner
                 .map
                 .borrow()
-                .member(&self.inner.me)
-                .is_some_and(|m| m.incarnation == self.inner.incarnation);
+                .holds(&self.inner.me, self.inner.incarnation);
             if member && self.has_lease() {
                 return true;
             }
