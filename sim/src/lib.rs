@@ -19,6 +19,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod hops;
+pub mod limits;
 pub mod node;
 pub mod report;
 pub mod resources;

@@ -3,7 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, InfoLogger, LogLevel, Options, DB};
 
 mod blob_gc;
 
@@ -69,6 +69,7 @@ impl Database {
         // logs per node after a few 1 GiB puts. Past the cap, RocksDB
         // flushes the families that hold the oldest log.
         options.set_max_total_wal_size(MAX_LOG_BYTES);
+        options.set_info_logger(rocksdb_to_tracing());
         let mut names: Vec<String> = DB::list_cf(&options, path).unwrap_or_default();
         // The default family, unused, opened with the others' options: the
         // binding would give it RocksDB's defaults, whose 64 MiB memtables
@@ -131,6 +132,21 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// RocksDB's own messages, warnings and worse, go to the node's log like
+/// every other layer's, instead of to a `LOG` file in each database: that
+/// file (its statistics dumps at info level) was read by no one, and held
+/// one descriptor a node open — `p3sim` at N = 1,000 needs every one under
+/// a 20,000 open-file limit (`docs/scale.md`).
+fn rocksdb_to_tracing() -> InfoLogger {
+    InfoLogger::new_callback_logger(LogLevel::Warn, |level, message| {
+        let message = message.trim_end();
+        match level {
+            LogLevel::Error | LogLevel::Fatal => tracing::error!(target: "rocksdb", "{message}"),
+            _ => tracing::warn!(target: "rocksdb", "{message}"),
+        }
+    })
 }
 
 /// Options of every column family. Large values (blob chunks) go to RocksDB's

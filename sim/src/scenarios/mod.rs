@@ -26,6 +26,7 @@ const CACHE_BYTES: u64 = 4 << 20;
 /// Runs every scenario on `config.nodes` nodes and reports the figures.
 pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
     config.validate()?;
+    crate::limits::ensure_open_files(config.nodes)?;
     let temp;
     let root = match &config.data_dir {
         Some(dir) => {
