@@ -134,17 +134,23 @@ impl Database {
     }
 }
 
-/// RocksDB's own messages, warnings and worse, go to the node's log like
-/// every other layer's, instead of to a `LOG` file in each database: that
-/// file (its statistics dumps at info level) was read by no one, and held
-/// one descriptor a node open — `p3sim` at N = 1,000 needs every one under
-/// a 20,000 open-file limit (`docs/scale.md`).
+/// RocksDB's own messages go to the node's log like every other layer's,
+/// under the target `rocksdb`, instead of to a `LOG` file in each database:
+/// that file was read by no one, and held one descriptor a node open —
+/// `p3sim` at N = 1,000 needs every one under a 20,000 open-file limit
+/// (`docs/scale.md`). Its errors are logged as errors; its warnings (write
+/// stalls, a failed open that the node reports in its own words) at debug
+/// level, so that a user's error stays one line; its header (the options
+/// dump at every open) at trace level.
 fn rocksdb_to_tracing() -> InfoLogger {
     InfoLogger::new_callback_logger(LogLevel::Warn, |level, message| {
         let message = message.trim_end();
         match level {
             LogLevel::Error | LogLevel::Fatal => tracing::error!(target: "rocksdb", "{message}"),
-            _ => tracing::warn!(target: "rocksdb", "{message}"),
+            LogLevel::Warn => tracing::debug!(target: "rocksdb", "{message}"),
+            LogLevel::Header | LogLevel::Info | LogLevel::Debug => {
+                tracing::trace!(target: "rocksdb", "{message}")
+            }
         }
     })
 }
