@@ -94,13 +94,40 @@ pub struct Beats {
     /// Round robin over connected peers when no leader is known, from a
     /// place of this node's own ([`Beats::starting_at`]).
     next_peer: usize,
-    /// Whom [`Beats::target`] chose last, and the leader Raft knew of then.
-    asked: Option<(PeerId, Option<PeerId>)>,
+    /// Whom [`Beats::target`] or [`Beats::relay`] chose last.
+    asked: Option<Asked>,
+    /// Which of the relays [`crate::relays::choose`] ranks to ask: the
+    /// first, or the next after each that failed.
+    relay_at: usize,
+    /// Relays that failed in a row since the last renewal through one.
+    relay_misses: u32,
+    /// Renew with the leader directly until then: the relays asked in a
+    /// row failed ([`RELAY_TRIES`]).
+    direct_until: Option<Instant>,
     /// Redirects followed at once since an answer that was not one: peers
     /// that name each other (a stale view of who leads) are asked at
     /// [`Pace::Soon`] after [`QUICK_REDIRECTS`], not in a tight loop.
     redirects: u32,
 }
+
+/// Whom the loop asked last.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    peer: PeerId,
+    /// The leader Raft knew of then.
+    raft_leader: Option<PeerId>,
+    /// Whether `peer` was asked as a relay.
+    relayed: bool,
+}
+
+/// Relays asked in a row before renewing with the leader directly: a
+/// relay that hangs costs a heartbeat period, and a lease has three.
+pub const RELAY_TRIES: u32 = 2;
+
+/// How many leases a member renews directly after [`RELAY_TRIES`] relays
+/// failed, before it tries relays again: long enough for the leader to
+/// remove a dead relay and the map to name another.
+const DIRECT_LEASES: u32 = 3;
 
 /// Redirects in a row followed at once ([`Pace::Now`]); a peer names the
 /// leader itself when it knows one, so one is what a healthy group needs.
@@ -154,6 +181,23 @@ impl Beats {
         }
     }
 
+    /// The relay to renew through, from `relays` as
+    /// [`crate::relays::choose`] ranks them for this node: `None` when there
+    /// are none, or while renewing directly after relays failed. Asked only
+    /// for a heartbeat ([`Ask::Heartbeat`]): a join goes to the leader.
+    pub fn relay(&mut self, relays: &[PeerId], now: Instant) -> Option<PeerId> {
+        if relays.is_empty() || self.direct_until.is_some_and(|until| now < until) {
+            return None;
+        }
+        let relay = relays[self.relay_at % relays.len()];
+        self.asked = Some(Asked {
+            peer: relay,
+            raft_leader: None,
+            relayed: true,
+        });
+        Some(relay)
+    }
+
     /// Whom to ask: the leader a peer named, else the one Raft knows, else
     /// the connected peers in turn (any of them redirects).
     pub fn target(&mut self, raft_leader: Option<PeerId>, peers: &[PeerId]) -> Option<PeerId> {
@@ -163,11 +207,16 @@ impl Beats {
                 peers[self.next_peer % peers.len()]
             })
         });
-        self.asked = target.map(|t| (t, raft_leader));
+        self.asked = target.map(|peer| Asked {
+            peer,
+            raft_leader,
+            relayed: false,
+        });
         target
     }
 
-    /// Takes `answer` from the last [`Beats::target`], asked at `sent`;
+    /// Takes `answer` from the last [`Beats::target`] or [`Beats::relay`],
+    /// asked at `sent`;
     /// `map_epoch` is this node's map's epoch now, `lease` the lease's length.
     pub fn answered(
         &mut self,
@@ -177,16 +226,21 @@ impl Beats {
         now: Instant,
         lease: Duration,
     ) -> Next {
-        let Some((target, raft_leader)) = self.asked.take() else {
-            return Next {
-                renew: None,
-                pace: Pace::Soon,
-            };
-        };
         let soon = |renew| Next {
             renew,
             pace: Pace::Soon,
         };
+        let Some(asked) = self.asked.take() else {
+            return soon(None);
+        };
+        if asked.relayed {
+            return self.relayed(answer, map_epoch, sent, now, lease);
+        }
+        let Asked {
+            peer: target,
+            raft_leader,
+            ..
+        } = asked;
         if !matches!(answer, Answer::NotLeader(_)) {
             self.redirects = 0;
         }
@@ -198,21 +252,7 @@ impl Beats {
                     self.joined = true;
                 }
                 self.followed = Some(target);
-                match self.lagging {
-                    _ if map_epoch >= epoch => self.lagging = None,
-                    Some((since, at)) if at == map_epoch => {
-                        if now.duration_since(since) > lease {
-                            tracing::warn!(
-                                epoch,
-                                have = map_epoch,
-                                "the map lags the group's and stands still; joining again"
-                            );
-                            self.rejoin = true;
-                            self.lagging = None;
-                        }
-                    }
-                    _ => self.lagging = Some((sent, map_epoch)),
-                }
+                self.track_lag(epoch, map_epoch, sent, now, lease);
                 // A joined node gets the map through Raft shortly: beat soon.
                 let pace = if joined { Pace::Soon } else { Pace::Beat };
                 Next {
@@ -245,6 +285,78 @@ impl Beats {
                 self.forget(target);
                 soon(None)
             }
+        }
+    }
+
+    /// Takes the answer of a relay: a renewal as the leader's own, a failure
+    /// as a reason to ask the next relay, and after [`RELAY_TRIES`] of them
+    /// the leader directly for a while.
+    fn relayed(
+        &mut self,
+        answer: Answer,
+        map_epoch: u64,
+        sent: Instant,
+        now: Instant,
+        lease: Duration,
+    ) -> Next {
+        self.redirects = 0;
+        match answer {
+            Answer::Renewed(epoch) => {
+                self.relay_misses = 0;
+                self.track_lag(epoch, map_epoch, sent, now, lease);
+                Next {
+                    renew: Some(epoch),
+                    pace: Pace::Beat,
+                }
+            }
+            Answer::NotMember => {
+                self.rejoin = true;
+                Next {
+                    renew: None,
+                    pace: Pace::Soon,
+                }
+            }
+            // A relay that knows no leader, cannot reach it, or is gone.
+            Answer::Joined(_) | Answer::NotLeader(_) | Answer::Refused | Answer::Failed => {
+                self.relay_at = self.relay_at.wrapping_add(1);
+                self.relay_misses += 1;
+                if self.relay_misses >= RELAY_TRIES {
+                    self.relay_misses = 0;
+                    self.direct_until = Some(now + lease * DIRECT_LEASES);
+                }
+                Next {
+                    renew: None,
+                    pace: Pace::Soon,
+                }
+            }
+        }
+    }
+
+    /// Notes whether this node's map keeps up with the `epoch` a renewal
+    /// (sent at `sent`) acknowledged; one that stands still behind it for a
+    /// lease makes this node join again ([`Beats::lagging`]).
+    fn track_lag(
+        &mut self,
+        epoch: u64,
+        map_epoch: u64,
+        sent: Instant,
+        now: Instant,
+        lease: Duration,
+    ) {
+        match self.lagging {
+            _ if map_epoch >= epoch => self.lagging = None,
+            Some((since, at)) if at == map_epoch => {
+                if now.duration_since(since) > lease {
+                    tracing::warn!(
+                        epoch,
+                        have = map_epoch,
+                        "the map lags the group's and stands still; joining again"
+                    );
+                    self.rejoin = true;
+                    self.lagging = None;
+                }
+            }
+            _ => self.lagging = Some((sent, map_epoch)),
         }
     }
 
@@ -505,6 +617,70 @@ mod tests {
         // Removed meanwhile: join again, map or not.
         exchange(&mut beats, Some(leader), &[], Answer::NotMember);
         assert_eq!(beats.ask(false), Ask::Join);
+        assert_eq!(beats.ask(true), Ask::Join);
+    }
+
+    /// Relayed renewals: a renewal through a relay renews the lease but
+    /// does not make the relay the leader followed; a relay that fails
+    /// sends the next heartbeat to the next relay, and two in a row to the
+    /// leader for a while, after which relays are asked again.
+    #[test]
+    fn a_member_renews_through_its_relays_and_the_leader_when_they_fail() {
+        let [leader, first, second] = peers(3)[..] else {
+            unreachable!()
+        };
+        let relays = [first, second];
+        let start = Instant::now();
+        let mut beats = Beats::default();
+        let relayed = |beats: &mut Beats, answer, at| {
+            let asked = beats.relay(&relays, at);
+            (asked, beats.answered(answer, 4, at, at, LEASE))
+        };
+        let (asked, next) = relayed(&mut beats, Answer::Renewed(4), start);
+        assert_eq!(asked, Some(first));
+        assert_eq!(
+            next,
+            Next {
+                renew: Some(4),
+                pace: Pace::Beat
+            }
+        );
+        assert_eq!(beats.followed(), None, "a relay is not the leader");
+        // The first relay fails: the next beat goes to the second, which
+        // then stays the one asked.
+        let (_, next) = relayed(&mut beats, Answer::Failed, start);
+        assert_eq!(
+            next,
+            Next {
+                renew: None,
+                pace: Pace::Soon
+            }
+        );
+        let (asked, _) = relayed(&mut beats, Answer::Renewed(4), start);
+        assert_eq!(asked, Some(second));
+        let (asked, _) = relayed(&mut beats, Answer::Renewed(4), start);
+        assert_eq!(asked, Some(second));
+        // Two relays fail in a row: the leader, directly, for three leases.
+        relayed(&mut beats, Answer::Refused, start);
+        relayed(&mut beats, Answer::NotLeader(None), start);
+        assert_eq!(beats.relay(&relays, start), None);
+        let (asked, next) = exchange(&mut beats, Some(leader), &[], Answer::Renewed(5));
+        assert_eq!((asked, next.renew), (Some(leader), Some(5)));
+        let later = start + LEASE * DIRECT_LEASES;
+        assert_eq!(beats.relay(&relays, later - Duration::from_millis(1)), None);
+        assert!(beats.relay(&relays, later).is_some(), "relays again");
+        // No relays (a small map, or this node relays): always direct.
+        assert_eq!(Beats::default().relay(&[], start), None);
+    }
+
+    #[test]
+    fn a_member_its_relay_reports_unknown_joins_again() {
+        let relay = PeerId::random();
+        let mut beats = Beats::default();
+        let now = Instant::now();
+        beats.relay(&[relay], now);
+        let next = beats.answered(Answer::NotMember, 4, now, now, LEASE);
+        assert_eq!(next.renew, None);
         assert_eq!(beats.ask(true), Ask::Join);
     }
 

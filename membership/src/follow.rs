@@ -98,6 +98,60 @@ impl Window {
             changes: self.changes.iter().skip(skip).cloned().collect(),
         }
     }
+
+    /// What a batch of members at `epochs` needs, with `map` (the map at
+    /// this window's end).
+    pub fn shared(&self, epochs: impl IntoIterator<Item = u64>, map: &Map) -> Shared {
+        let start = self.start();
+        let (mut oldest, mut behind) = (None::<u64>, false);
+        for epoch in epochs.into_iter().filter(|e| *e < self.end) {
+            if epoch < start {
+                behind = true;
+            } else {
+                oldest = Some(oldest.map_or(epoch, |o| o.min(epoch)));
+            }
+        }
+        Shared {
+            run: oldest.map_or(Catchup::Current, |o| self.catchup(o, map)),
+            whole: behind.then(|| map.clone()),
+        }
+    }
+}
+
+/// What a leader tells a relay about the map for a batch of heartbeats from
+/// members at various epochs (`service/relay.rs`): one run of changes from
+/// the oldest epoch inside the window, which every member inside it can
+/// take its part of, and the whole map once if any member is further
+/// behind. Answering each member separately would repeat the same changes
+/// up to a relay's fan-in times in one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shared {
+    /// The changes from the oldest epoch inside the window.
+    pub run: Catchup,
+    /// The map, when a member of the batch is behind the window.
+    pub whole: Option<Map>,
+}
+
+impl Shared {
+    /// What a member whose map is at `epoch` needs of this.
+    pub fn for_member(&self, epoch: u64) -> Catchup {
+        if let Catchup::Changes { from, changes } = &self.run {
+            if epoch >= *from {
+                let skip = usize::try_from(epoch - from).unwrap_or(usize::MAX);
+                return match changes.get(skip..) {
+                    Some(rest) if !rest.is_empty() => Catchup::Changes {
+                        from: epoch,
+                        changes: rest.to_vec(),
+                    },
+                    _ => Catchup::Current,
+                };
+            }
+        }
+        match &self.whole {
+            Some(map) if epoch < map.epoch() => Catchup::Whole(map.clone()),
+            _ => Catchup::Current,
+        }
+    }
 }
 
 /// The map a member holding `map` moves to with `catchup`; `None` when it
@@ -198,6 +252,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A relay's batch holds members at every epoch: each gets what takes
+    /// it to the leader's map from one shared answer.
+    #[test]
+    fn one_shared_answer_takes_every_member_of_a_batch_to_the_leaders_map() {
+        let (maps, changes) = history(30);
+        let end = maps.len() - 1;
+        let mut window = Window::new(0, 10);
+        for (i, change) in changes.iter().enumerate() {
+            window.record(i as u64 + 1, change.clone());
+        }
+        let epochs = [3, 22, 25, 30, 31];
+        let shared = window.shared(epochs, &maps[end]);
+        assert!(matches!(shared.run, Catchup::Changes { from: 22, .. }));
+        assert_eq!(
+            shared.whole.as_ref(),
+            Some(&maps[end]),
+            "3 is behind the window"
+        );
+        for have in epochs.into_iter().filter(|e| *e < 30) {
+            let next = follow(&maps[have as usize], shared.for_member(have));
+            assert_eq!(next.as_ref(), Some(&maps[end]), "from {have}");
+        }
+        assert_eq!(shared.for_member(30), Catchup::Current);
+        assert_eq!(
+            shared.for_member(31),
+            Catchup::Current,
+            "ahead of the answer"
+        );
+        // Everyone inside the window: no map in the answer.
+        let shared = window.shared([25, 28], &maps[end]);
+        assert_eq!(shared.whole, None);
+        assert_eq!(
+            follow(&maps[28], shared.for_member(28)),
+            Some(maps[end].clone())
+        );
+        // Everyone current: nothing at all.
+        let shared = window.shared([30], &maps[end]);
+        assert_eq!((shared.run, shared.whole), (Catchup::Current, None));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!
 //! The decisions — the map, placement, leases, voters, a member's heartbeats
 //! ([`beats`]), batching leadership confirmations ([`confirm`]), the
-//! window of changes members follow ([`follow`]) — are pure
+//! window of changes members follow ([`follow`]), the members that relay
+//! renewals so the leader does not talk to every member ([`relays`]) — are
+//! pure
 //! modules with
 //! deterministic tests; [`raft`] and [`service`] are the glue to openraft, the
 //! node's RocksDB and its libp2p swarm. `docs/consistency.md` has the design
@@ -32,6 +34,7 @@ pub mod lease;
 pub mod map;
 pub mod placement;
 pub mod raft;
+pub mod relays;
 pub mod service;
 pub mod voters;
 pub mod wire;
@@ -40,7 +43,8 @@ pub use error::{MembershipError, Result};
 pub use lease::LeaseTimes;
 pub use map::{Change, Map, Member};
 pub use service::{
-    Membership, MembershipConfig, MembershipStatus, DEFAULT_SNAPSHOT_EVERY, MIN_SNAPSHOT_EVERY,
+    Membership, MembershipConfig, MembershipStatus, DEFAULT_MEMBERS_PER_RELAY,
+    DEFAULT_SNAPSHOT_EVERY, MIN_SNAPSHOT_EVERY,
 };
 
 /// Column families the membership layer needs in the node's database.

@@ -17,17 +17,33 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
     error::{MembershipError, Result},
-    follow::Catchup,
+    follow::{Catchup, Shared},
     map::Map,
     raft::{NodeId, TypeConfig},
 };
 
 /// Stream protocol id of the membership protocol.
-pub const MEMBERSHIP_PROTOCOL: &str = "/p3/membership/3.0.0";
+pub const MEMBERSHIP_PROTOCOL: &str = "/p3/membership/4.0.0";
 
 /// The largest request or answer: a snapshot of a map of thousands of
 /// members fits; a peer cannot make the node buffer more.
 pub const MAX_FRAME: usize = 4 << 20;
+
+/// The most heartbeats in one relayed batch ([`Request::Batch`]): a relay
+/// has about `members_per_relay` members; a leader refuses more.
+pub const MAX_BATCH: usize = 1024;
+
+/// One member's heartbeat, as a relay forwards it to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Beat {
+    /// The member's peer id, as text: the peer that sent the heartbeat to
+    /// the relay (libp2p authenticated it).
+    pub peer: String,
+    /// The member's incarnation.
+    pub incarnation: u64,
+    /// The epoch of the map the member holds.
+    pub epoch: u64,
+}
 
 /// A request to a member of the membership group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +73,18 @@ pub enum Request {
         /// it lacks.
         epoch: u64,
     },
+    /// The sender renews its membership lease through the node asked, a
+    /// relay ([`crate::relays`]), which forwards it to the leader in its
+    /// next batch and answers as the leader would have.
+    Relay {
+        /// The sender's incarnation.
+        incarnation: u64,
+        /// The epoch of the map the sender holds.
+        epoch: u64,
+    },
+    /// A relay forwards its members' heartbeats. Only the leader answers,
+    /// after one confirmation of its leadership for the whole batch.
+    Batch(Vec<Beat>),
     /// The current map, from whoever is asked.
     Map,
 }
@@ -89,6 +117,17 @@ pub enum Response {
         epoch: u64,
         /// What the sender's map lacks to reach it.
         catchup: Catchup,
+    },
+    /// A relayed batch is acknowledged, as [`Response::Renewed`] is, for
+    /// the members the leader holds.
+    Batch {
+        /// The map's epoch at the leader.
+        epoch: u64,
+        /// Per heartbeat of the batch, in order: whether the leader holds
+        /// that member (as that incarnation); one it does not must join.
+        held: Vec<bool>,
+        /// What the members lack of the leader's map.
+        shared: Shared,
     },
     /// The sender is not in the map (as this incarnation): it must join.
     NotMember,

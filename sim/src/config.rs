@@ -46,6 +46,9 @@ pub struct SimConfig {
     pub watch: Duration,
     /// Raft entries each node applies between snapshots of its map.
     pub snapshot_every: u64,
+    /// Members per relay of lease renewals (0: every member renews with
+    /// the leader).
+    pub members_per_relay: usize,
     /// How much slower than real time every node's timers run.
     pub dilation: Dilation,
     /// Seed of the random choices (which node fails, which node serves an
@@ -74,6 +77,7 @@ impl Default for SimConfig {
             idle: p3_dht::NetworkConfig::default().idle_connection_timeout,
             refresh: p3_dht::NetworkConfig::default().refresh_interval,
             snapshot_every: p3_membership::DEFAULT_SNAPSHOT_EVERY,
+            members_per_relay: p3_membership::DEFAULT_MEMBERS_PER_RELAY,
             watch: Duration::ZERO,
             dilation: Dilation::default(),
             seed: 1,

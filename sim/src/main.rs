@@ -90,6 +90,11 @@ struct Args {
     /// member further behind than a quarter of it gets the snapshot).
     #[arg(long, default_value_t = p3_membership::DEFAULT_SNAPSHOT_EVERY)]
     map_snapshot_every: u64,
+    /// Members per relay of lease renewals: above this many members, each
+    /// renews through one of ⌈N / this⌉ relays instead of with the leader
+    /// (0: every member with the leader).
+    #[arg(long, default_value_t = p3_membership::DEFAULT_MEMBERS_PER_RELAY)]
+    members_per_relay: usize,
     /// Watch the settled cluster this many seconds before the lookups:
     /// connections sampled every 5 s, CPU and traffic over the window.
     #[arg(long, default_value_t = 0)]
@@ -165,6 +170,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Duration::from_millis,
             ),
             snapshot_every: args.map_snapshot_every,
+            members_per_relay: args.members_per_relay,
             watch: Duration::from_secs(args.watch_secs),
             dilation,
             refresh: args.refresh_secs.map_or(

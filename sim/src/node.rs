@@ -54,6 +54,8 @@ pub struct NodeSettings {
     pub refresh: Duration,
     /// Raft entries between snapshots of the map.
     pub snapshot_every: u64,
+    /// Members per relay of lease renewals (0: none).
+    pub members_per_relay: usize,
 }
 
 impl NodeSettings {
@@ -88,6 +90,7 @@ impl NodeSettings {
             found,
             status_file: None,
             snapshot_every: self.snapshot_every,
+            members_per_relay: self.members_per_relay,
         }
     }
 
@@ -341,6 +344,7 @@ mod tests {
             idle: Duration::from_secs(30),
             refresh: Duration::from_secs(300),
             snapshot_every: 1000,
+            members_per_relay: 40,
         };
         let (one, four) = (settings(1), settings(4));
         let (a, b) = (one.network(vec![], vec![]), four.network(vec![], vec![]));

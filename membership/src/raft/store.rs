@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use super::{Applied, NodeId, RaftPeer, TypeConfig};
 use crate::{
-    follow::{Catchup, Window},
+    follow::{Catchup, Shared, Window},
     map::Map,
 };
 
@@ -352,6 +352,14 @@ impl MapMachine {
         let guard = self.lock();
         let (machine, window) = &*guard;
         (machine.map.epoch(), window.catchup(epoch, &machine.map))
+    }
+
+    /// What a relay's batch of members at `epochs` lacks of this machine's
+    /// applied map, which is at the returned epoch ([`Window::shared`]).
+    pub fn shared(&self, epochs: impl IntoIterator<Item = u64>) -> (u64, Shared) {
+        let guard = self.lock();
+        let (machine, window) = &*guard;
+        (machine.map.epoch(), window.shared(epochs, &machine.map))
     }
 
     /// Counts the snapshots this machine installs from the leader.

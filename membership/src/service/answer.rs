@@ -1,5 +1,6 @@
 //! Answers to peers' membership requests: Raft's messages, joins and
-//! heartbeats (only the leader takes those), and the map. Each request runs
+//! heartbeats (only the leader takes those; a relay forwards the ones sent
+//! through it, `relay.rs`), and the map. Each request runs
 //! on its own task within [`crate::LeaseTimes::handle_deadline`].
 
 use std::{sync::Arc, time::Instant};
@@ -81,24 +82,44 @@ impl Membership {
                 if !self.leading() {
                     return self.not_leader();
                 }
-                // Borrowed, not cloned: every member asks twice a lease.
-                let member = self.inner.map.borrow().holds(&peer, incarnation);
-                if !member {
-                    return Response::NotMember;
+                self.heartbeat(peer, incarnation, epoch).await
+            }
+            // A relay that leads answers as the leader; any other member
+            // relays (the member chose it from its map, which may differ
+            // from this node's for a moment: the leader decides).
+            Request::Relay { incarnation, epoch } => {
+                if self.leading() {
+                    return self.heartbeat(peer, incarnation, epoch).await;
                 }
-                // Acknowledge only as a leader a quorum still follows: a
-                // deposed leader must not extend anybody's lease.
-                if let Err(e) = self.confirm_leading().await {
-                    return Response::Refused(format!("not confirmed as leader: {e}"));
+                self.relay(peer, incarnation, epoch).await
+            }
+            Request::Batch(beats) => {
+                if !self.leading() {
+                    return self.not_leader();
                 }
-                locked(&self.inner.liveness).heard(peer, Instant::now());
-                let (epoch, catchup) = self.inner.machine.catchup(epoch);
-                Response::Renewed { epoch, catchup }
+                self.answer_batch(beats).await
             }
         }
     }
 
-    fn not_leader(&self) -> Response {
+    /// The leader renews `peer`'s lease.
+    async fn heartbeat(&self, peer: PeerId, incarnation: u64, epoch: u64) -> Response {
+        // Borrowed, not cloned: every member asks twice a lease.
+        let member = self.inner.map.borrow().holds(&peer, incarnation);
+        if !member {
+            return Response::NotMember;
+        }
+        // Acknowledge only as a leader a quorum still follows: a deposed
+        // leader must not extend anybody's lease.
+        if let Err(e) = self.confirm_leading().await {
+            return Response::Refused(format!("not confirmed as leader: {e}"));
+        }
+        locked(&self.inner.liveness).heard(peer, Instant::now());
+        let (epoch, catchup) = self.inner.machine.catchup(epoch);
+        Response::Renewed { epoch, catchup }
+    }
+
+    pub(super) fn not_leader(&self) -> Response {
         Response::NotLeader {
             leader: self.leader().map(|p| p.to_string()),
         }

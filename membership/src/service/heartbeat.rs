@@ -15,6 +15,7 @@ use crate::{
     beats::{Answer, Ask, Beats, Pace},
     error::MembershipError,
     follow::{self, Catchup},
+    relays,
     wire::{Request, Response},
 };
 
@@ -27,37 +28,54 @@ impl Membership {
     }
 
     /// Joins the map, then renews this node's lease every third of a lease,
+    /// through a relay when the map names relays ([`crate::relays`]), else
     /// asking the leader (found through any peer when not known). What to
     /// ask and whom is [`Beats`]'s decision.
     pub(super) async fn keep_lease(self) {
         let times = self.inner.config.times;
         let mut beats = Beats::starting_at(rand::random());
         let mut identified = self.inner.node.identified();
+        // The relays this node renews through, for the map's epoch: ranking
+        // them sorts the members, once per map, not once per beat.
+        let mut relays: (Option<u64>, Vec<PeerId>) = (None, Vec::new());
         loop {
             let me = self.inner.me;
+            let incarnation = self.inner.incarnation;
             let (in_map, epoch) = {
                 let map = self.inner.map.borrow();
-                (map.holds(&me, self.inner.incarnation), map.epoch())
+                if relays.0 != Some(map.epoch()) {
+                    let chosen = relays::choose(&map, &me, self.inner.config.members_per_relay);
+                    relays = (Some(map.epoch()), chosen);
+                }
+                (map.holds(&me, incarnation), map.epoch())
             };
-            let request = match beats.ask(in_map) {
-                Ask::Heartbeat => Request::Heartbeat {
-                    incarnation: self.inner.incarnation,
-                    epoch,
-                },
-                Ask::Join => Request::Join {
+            let ask = beats.ask(in_map);
+            let relay = match ask {
+                Ask::Heartbeat => beats.relay(&relays.1, Instant::now()),
+                Ask::Join => None,
+            };
+            let request = match (ask, relay) {
+                (Ask::Heartbeat, Some(_)) => Request::Relay { incarnation, epoch },
+                (Ask::Heartbeat, None) => Request::Heartbeat { incarnation, epoch },
+                (Ask::Join, _) => Request::Join {
                     addrs: self.addresses().await,
-                    incarnation: self.inner.incarnation,
+                    incarnation,
                     epoch,
                 },
             };
-            let leader = self.raft_leader();
-            let peers = if beats.knows_leader(leader) {
-                Vec::new()
-            } else {
-                self.everyone().await.unwrap_or_default()
+            let target = match relay {
+                Some(relay) => Some(relay),
+                None => {
+                    let leader = self.raft_leader();
+                    let peers = if beats.knows_leader(leader) {
+                        Vec::new()
+                    } else {
+                        self.everyone().await.unwrap_or_default()
+                    };
+                    beats.target(leader, &peers)
+                }
             };
             let mut pace = Pace::Soon;
-            let target = beats.target(leader, &peers);
             if let Some(target) = target {
                 let sent = Instant::now();
                 let answer = self.beat(target, request, sent).await;

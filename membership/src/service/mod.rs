@@ -29,6 +29,7 @@ mod addresses;
 mod answer;
 mod heartbeat;
 mod leader;
+mod relay;
 
 use crate::{
     confirm::Rounds,
@@ -60,7 +61,18 @@ pub struct MembershipConfig {
     /// ([`DEFAULT_SNAPSHOT_EVERY`]); a member further behind than a quarter
     /// of that gets the map whole instead of the changes.
     pub snapshot_every: u64,
+    /// Members per relay of lease renewals ([`crate::relays`]): a map of
+    /// more members renews through `⌈N / members_per_relay⌉` relays, so
+    /// no node talks to many more than this many members for its leases;
+    /// 0 renews every member with the leader directly.
+    /// [`DEFAULT_MEMBERS_PER_RELAY`] by default.
+    pub members_per_relay: usize,
 }
+
+/// Members per relay of lease renewals by default: 40 on average puts the
+/// fullest of 25 relays at N = 1,000 near 55 (rendezvous hashing spreads
+/// members binomially), under the 60 connections a node should need.
+pub const DEFAULT_MEMBERS_PER_RELAY: usize = 40;
 
 /// How many Raft entries a node applies between snapshots of its map by
 /// default: a member joining a group of hundreds gets the map (O(N)) and at
@@ -116,6 +128,8 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Heartbeats waiting for a quorum to confirm this node leads.
     confirmations: Mutex<Rounds<oneshot::Sender<Confirmed>>>,
+    /// Members' heartbeats waiting in this relay for the next batch.
+    relaying: Mutex<Rounds<relay::Waiting>>,
     /// Snapshots of the map this node installed from its leader.
     snapshots_installed: Arc<AtomicU64>,
     /// Whole maps this node took from a renewal's answer.
@@ -231,6 +245,7 @@ impl Membership {
                 liveness: Mutex::default(),
                 tasks: Mutex::default(),
                 confirmations: Mutex::default(),
+                relaying: Mutex::default(),
                 snapshots_installed,
                 followed_whole: AtomicU64::new(0),
             }),

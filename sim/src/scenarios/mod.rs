@@ -47,6 +47,7 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
         idle: config.idle,
         refresh: config.refresh,
         snapshot_every: config.snapshot_every,
+        members_per_relay: config.members_per_relay,
         cache_bytes: CACHE_BYTES,
     };
     let mut cluster = Cluster::new(&root, settings, config.seeds);
