@@ -1,14 +1,19 @@
 //! The membership map agreed through Raft, with separate `p3ctl` nodes on
 //! 127.0.0.1: every node holds the same map and a lease; a killed member
 //! leaves the map only after its lease could have run out and comes back as a
-//! new incarnation; a killed leader is replaced.
+//! new incarnation; a killed leader is replaced; members renewing through a
+//! relay keep their leases when it is killed.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use common::{wait_for, Cluster, NodeProc};
 use serde_json::Value;
+use tempfile::TempDir;
 
 /// Long enough for an election (≤ 2 s), a lease and its drift (3.5 s) and the
 /// commit, on a loaded 2-core machine.
@@ -185,4 +190,110 @@ fn beyond_five_voters_the_others_follow_the_map_and_find_a_new_leader() {
     let alive = all_but(&cluster, index);
     let voters = five_voters(&alive);
     assert!(!voters.contains(&leader), "the killed leader still votes");
+}
+
+/// `n` nodes with `[membership] members_per_relay` set, started one at a
+/// time so that join order is age order: the oldest ⌈n / per_relay⌉ relay.
+/// Returns them (in join order, under `root`) and their leader.
+fn relaying_cluster(root: &Path, n: usize, per_relay: usize) -> (Vec<NodeProc>, String) {
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for i in 0..n {
+        let dir = root.join(format!("node{i}"));
+        std::fs::create_dir_all(&dir).expect("cannot create data dir");
+        let config = format!("[membership]\nmembers_per_relay = {per_relay}\n");
+        std::fs::write(dir.join("config.toml"), config).expect("cannot write config.toml");
+        let seed = nodes.first().map(|n| n.addr.clone());
+        let seeds: Vec<&str> = seed.iter().map(String::as_str).collect();
+        nodes.push(NodeProc::start(&dir, &seeds));
+        let joined: Vec<&NodeProc> = nodes.iter().collect();
+        agreed(
+            &joined,
+            &peers(&joined),
+            "the nodes so far to agree on the map",
+        );
+    }
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (_, leader) = agreed(&all, &peers(&all), "the nodes to agree on the map");
+    (nodes, leader)
+}
+
+/// Nine nodes with `members_per_relay = 3`: the three longest-lived relay
+/// (⌈9 / 3⌉), the other six renew through them. The relay most of them
+/// renew through, among those that do not lead, is killed: its members move
+/// to another relay (or the leader) and none of them is ever without a
+/// lease meanwhile.
+#[test]
+fn members_keep_their_leases_through_relays_and_when_a_relay_is_killed() {
+    let relay_of = |node: &NodeProc| membership(node)?["relay"].as_str().map(str::to_owned);
+    // Each member ranks the relays by a hash of its own (random) id: all
+    // six pick the leader once in 3⁶ = 729 clusters, and there is no other
+    // relay to kill then. A new cluster is the way out, not a weaker test.
+    let mut attempts = 0;
+    let (root, mut nodes, through, victim) = loop {
+        attempts += 1;
+        let root = TempDir::new().expect("cannot create temp dir");
+        let (nodes, leader) = relaying_cluster(root.path(), 9, 3);
+        let relays = peers(&nodes.iter().take(3).collect::<Vec<_>>());
+        let through = wait_for("the members to renew through relays", CONVERGE, || {
+            let through: Vec<String> = nodes[3..].iter().map(relay_of).collect::<Option<_>>()?;
+            through
+                .iter()
+                .all(|r| relays.contains(r))
+                .then_some(through)
+        });
+        for relay in &nodes[..3] {
+            let m = membership(relay).expect("status");
+            assert!(m["relay"].is_null(), "a relay renews with the leader: {m}");
+        }
+        let busiest = (0..3)
+            .filter(|&i| nodes[i].peer_id != leader)
+            .map(|i| {
+                (
+                    through.iter().filter(|r| **r == nodes[i].peer_id).count(),
+                    i,
+                )
+            })
+            .max()
+            .filter(|(members, _)| *members > 0);
+        match busiest {
+            Some((_, victim)) => break (root, nodes, through, victim),
+            None if attempts < 3 => continue,
+            None => panic!("three clusters in a row renewed only through the leader"),
+        }
+    };
+    let killed = nodes[victim].peer_id.clone();
+    nodes[victim].stop("KILL");
+    let alive: Vec<&NodeProc> = (0..nodes.len())
+        .filter(|&i| i != victim)
+        .map(|i| &nodes[i])
+        .collect();
+    // Until the group removed it (lease + drift after its last heartbeat),
+    // and a lease after that: every member keeps holding a lease, the ones
+    // that renewed through the killed relay too, and those move.
+    let times = p3::membership::LeaseTimes::default();
+    let watch_until = Instant::now() + times.removal_after() + times.lease;
+    let mut moved = vec![false; through.len()];
+    while Instant::now() < watch_until {
+        for ((node, relay), moved) in alive[2..].iter().zip(&through).zip(&mut moved) {
+            let m = membership(node).expect("status");
+            assert!(
+                m["lease_ms"].as_u64().is_some_and(|ms| ms > 0),
+                "{} lost its lease after relay {killed} was killed: {m}",
+                node.peer_id
+            );
+            *moved |= *relay != killed || m["relay"].as_str() != Some(killed.as_str());
+        }
+        // Sampling a window, not waiting for a condition: every sample
+        // must show a lease.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        moved.iter().all(|m| *m),
+        "a member still renews through the killed relay: {moved:?}"
+    );
+    agreed(
+        &alive,
+        &peers(&alive),
+        "the survivors to remove the killed relay",
+    );
 }

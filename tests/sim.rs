@@ -132,7 +132,10 @@ fn with_connections_on_demand_fifty_nodes_keep_few_and_lose_nothing() {
     let mean = report["resources"]["connections_mean"].as_f64().unwrap();
     assert!(mean <= 10.0, "{mean} connections per node: {context}");
     let max = report["resources"]["connections_max"].as_u64().unwrap();
-    assert!(max <= 25, "{max} connections at the busiest node: {context}");
+    assert!(
+        max <= 25,
+        "{max} connections at the busiest node: {context}"
+    );
 }
 
 #[test]

@@ -120,6 +120,10 @@ pub struct MembershipSection {
     /// Bound, in milliseconds, on how far two nodes' clocks drift apart over
     /// one lease.
     pub drift_ms: u64,
+    /// Above this many members, each renews its lease through one of
+    /// ⌈N / this⌉ relays instead of with the leader, so the leader does not
+    /// hold a connection to every member; 0 turns relaying off.
+    pub members_per_relay: usize,
 }
 
 impl Default for MembershipSection {
@@ -128,6 +132,7 @@ impl Default for MembershipSection {
         Self {
             lease_ms: d.lease.as_millis() as u64,
             drift_ms: d.drift.as_millis() as u64,
+            members_per_relay: p3_membership::DEFAULT_MEMBERS_PER_RELAY,
         }
     }
 }
@@ -308,6 +313,9 @@ impl ConfigFile {
         let membership = &config.membership;
         if membership.lease_ms < 300 || membership.drift_ms >= membership.lease_ms {
             bail!("membership.lease_ms must be at least 300 and more than membership.drift_ms");
+        }
+        if membership.members_per_relay == 1 {
+            bail!("membership.members_per_relay must be 0 (no relays) or at least 2: with 1, every member would relay for nobody");
         }
         Ok(config)
     }
@@ -523,6 +531,8 @@ mod tests {
         assert!(err.to_string().contains("query_timeout_secs"), "{err}");
         let err = ConfigFile::parse("[membership]\nlease_ms = 500\ndrift_ms = 500").unwrap_err();
         assert!(err.to_string().contains("membership.lease_ms"), "{err}");
+        let err = ConfigFile::parse("[membership]\nmembers_per_relay = 1").unwrap_err();
+        assert!(err.to_string().contains("members_per_relay"), "{err}");
         let lease = ConfigFile::parse("[membership]\nlease_ms = 1500")
             .unwrap()
             .lease_times();

@@ -79,7 +79,7 @@ pub async fn run(dir: DataDir, args: NodeArgs, registry: Registry) -> Result<()>
             found,
             status_file: Some(dir.root().join(MEMBERSHIP_FILE)),
             snapshot_every: p3_membership::DEFAULT_SNAPSHOT_EVERY,
-            members_per_relay: p3_membership::DEFAULT_MEMBERS_PER_RELAY,
+            members_per_relay: config.membership.members_per_relay,
         },
     )
     .await

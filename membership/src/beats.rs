@@ -94,6 +94,9 @@ pub struct Beats {
     /// Round robin over connected peers when no leader is known, from a
     /// place of this node's own ([`Beats::starting_at`]).
     next_peer: usize,
+    /// The relay through which the lease was last renewed; `None` when it
+    /// was renewed with the leader directly.
+    relayed_by: Option<PeerId>,
     /// Whom [`Beats::target`] or [`Beats::relay`] chose last.
     asked: Option<Asked>,
     /// Which of the relays [`crate::relays::choose`] ranks to ask: the
@@ -155,6 +158,11 @@ impl Beats {
         } else {
             Ask::Heartbeat
         }
+    }
+
+    /// The relay through which the lease was last renewed, if it was.
+    pub fn relayed_by(&self) -> Option<PeerId> {
+        self.relayed_by
     }
 
     /// The leader this node follows when Raft tells it of none.
@@ -234,7 +242,7 @@ impl Beats {
             return soon(None);
         };
         if asked.relayed {
-            return self.relayed(answer, map_epoch, sent, now, lease);
+            return self.relayed(asked.peer, answer, map_epoch, sent, now, lease);
         }
         let Asked {
             peer: target,
@@ -252,6 +260,7 @@ impl Beats {
                     self.joined = true;
                 }
                 self.followed = Some(target);
+                self.relayed_by = None;
                 self.track_lag(epoch, map_epoch, sent, now, lease);
                 // A joined node gets the map through Raft shortly: beat soon.
                 let pace = if joined { Pace::Soon } else { Pace::Beat };
@@ -293,6 +302,7 @@ impl Beats {
     /// the leader directly for a while.
     fn relayed(
         &mut self,
+        relay: PeerId,
         answer: Answer,
         map_epoch: u64,
         sent: Instant,
@@ -303,6 +313,7 @@ impl Beats {
         match answer {
             Answer::Renewed(epoch) => {
                 self.relay_misses = 0;
+                self.relayed_by = Some(relay);
                 self.track_lag(epoch, map_epoch, sent, now, lease);
                 Next {
                     renew: Some(epoch),
@@ -646,6 +657,7 @@ mod tests {
             }
         );
         assert_eq!(beats.followed(), None, "a relay is not the leader");
+        assert_eq!(beats.relayed_by(), Some(first));
         // The first relay fails: the next beat goes to the second, which
         // then stays the one asked.
         let (_, next) = relayed(&mut beats, Answer::Failed, start);
@@ -666,6 +678,7 @@ mod tests {
         assert_eq!(beats.relay(&relays, start), None);
         let (asked, next) = exchange(&mut beats, Some(leader), &[], Answer::Renewed(5));
         assert_eq!((asked, next.renew), (Some(leader), Some(5)));
+        assert_eq!(beats.relayed_by(), None);
         let later = start + LEASE * DIRECT_LEASES;
         assert_eq!(beats.relay(&relays, later - Duration::from_millis(1)), None);
         assert!(beats.relay(&relays, later).is_some(), "relays again");

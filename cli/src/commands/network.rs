@@ -74,7 +74,7 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
     match &membership {
         None => println!("membership:    unknown"),
         Some(m) => println!(
-            "membership:    epoch {}, {} members, {}, leader {}; {}",
+            "membership:    epoch {}, {} members, {}, leader {}; {}{}",
             m.epoch,
             m.members.len(),
             // Raft tells its voters only to the group: a node that follows
@@ -89,7 +89,11 @@ pub async fn status(opts: &NodeOpts) -> Result<()> {
                 format!("lease for {} ms", m.lease_ms)
             } else {
                 "no lease: not acting as an owner".to_owned()
-            }
+            },
+            m.relay
+                .as_deref()
+                .map(|relay| format!(", renewed through relay {relay}"))
+                .unwrap_or_default()
         ),
     }
     println!(

@@ -90,6 +90,7 @@ impl Membership {
                     self.renew(sent, epoch);
                 }
                 *locked(&self.inner.followed) = beats.followed();
+                *locked(&self.inner.relayed_by) = beats.relayed_by();
                 pace = next.pace;
             }
             self.write_status();

@@ -92,6 +92,10 @@ pub struct MembershipStatus {
     pub voters: Vec<String>,
     /// The leader of the group, if known.
     pub leader: Option<String>,
+    /// The relay through which this node last renewed its lease; `None`
+    /// when it renews with the leader directly ([`crate::relays`]).
+    #[serde(default)]
+    pub relay: Option<String>,
     /// How long this node's lease still holds, in milliseconds (0: none).
     pub lease_ms: u64,
 }
@@ -118,6 +122,8 @@ struct Inner {
     /// The leader that last renewed this node's lease, as far as this node
     /// knows when it does not vote (Raft tells only the group's members).
     followed: Mutex<Option<PeerId>>,
+    /// The relay that last renewed this node's lease, if one did.
+    relayed_by: Mutex<Option<PeerId>>,
     /// Woken when this node needs a newer map now (a peer asked at a newer
     /// epoch): the next renewal, which brings it, goes out at once.
     behind: Notify,
@@ -239,6 +245,7 @@ impl Membership {
                 map,
                 machine: answering,
                 followed: Mutex::default(),
+                relayed_by: Mutex::default(),
                 behind: Notify::new(),
                 lease: Mutex::default(),
                 renewed: Notify::new(),
@@ -429,6 +436,7 @@ impl Membership {
             members: map.members().map(|(p, _)| p.to_string()).collect(),
             voters,
             leader: self.leader().map(|p| p.to_string()),
+            relay: locked(&self.inner.relayed_by).map(|p| p.to_string()),
             lease_ms: locked(&self.inner.lease)
                 .remaining(Instant::now())
                 .as_millis() as u64,
