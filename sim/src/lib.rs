@@ -61,4 +61,7 @@ pub enum SimError {
     /// The data directory could not be made.
     #[error("cannot make the data directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The process's limit on open files could not be read or raised.
+    #[error("cannot read or raise the open-file limit: {0}")]
+    FileLimit(std::io::Error),
 }

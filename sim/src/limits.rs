@@ -27,13 +27,13 @@ pub fn ensure_open_files(nodes: usize) -> Result<(), SimError> {
     // passed, which lives across the calls.
     let allowed = unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(SimError::Io(std::io::Error::last_os_error()));
+            return Err(SimError::FileLimit(std::io::Error::last_os_error()));
         }
         let hard = limit.rlim_max;
         if limit.rlim_cur < hard {
             limit.rlim_cur = hard;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(SimError::Io(std::io::Error::last_os_error()));
+                return Err(SimError::FileLimit(std::io::Error::last_os_error()));
             }
         }
         hard

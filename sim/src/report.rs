@@ -138,10 +138,13 @@ impl Display for Report {
         let r = &self.resources;
         writeln!(
             f,
-            "resources  {:.1} MiB per node; connections mean {:.1}, max {}; routing table mean {:.1}, max {}; map {} members; idle CPU {:.2} cores, {:.1} KiB/s sent per node",
+            "resources  {:.1} MiB per node; connections mean {:.1}, max {} (leader {}, relays {}, others {}); routing table mean {:.1}, max {}; map {} members; idle CPU {:.2} cores, {:.1} KiB/s sent per node",
             r.rss_mib_per_node,
             r.connections_mean,
             r.connections_max,
+            r.connections_max_by_role.leader,
+            r.connections_max_by_role.relay,
+            r.connections_max_by_role.other,
             r.routing_mean,
             r.routing_max,
             r.map_members_max,

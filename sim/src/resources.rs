@@ -18,6 +18,10 @@ pub struct Resources {
     pub connections_mean: f64,
     /// See `connections_mean`.
     pub connections_max: usize,
+    /// The most connections by a node's role in lease renewals: the
+    /// membership leader, a relay (a node some member renewed through
+    /// last), and every other node.
+    pub connections_max_by_role: ByRole,
     /// Kademlia routing-table entries per node: mean and most.
     pub routing_mean: f64,
     /// See `routing_mean`.
@@ -32,6 +36,17 @@ pub struct Resources {
     pub idle_bytes_per_node_s: f64,
 }
 
+/// A figure per role in lease renewals ([`Resources::connections_max_by_role`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ByRole {
+    /// The membership leader.
+    pub leader: usize,
+    /// The busiest relay (0 without relays).
+    pub relay: usize,
+    /// The busiest of the other nodes.
+    pub other: usize,
+}
+
 /// How long idle CPU is measured (simulated time).
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
@@ -44,14 +59,35 @@ pub async fn measure(cluster: &Cluster, dilation: Dilation) -> Resources {
     let mut connections = Vec::new();
     let mut routing = Vec::new();
     let mut map_members = 0;
+    // (peer id, connections, whether it leads), and the relays renewed through.
+    let mut roles = Vec::new();
+    let mut relays = std::collections::BTreeSet::new();
     for node in cluster.up() {
+        let membership = node.membership().map(|m| m.status());
         if let Some(status) = status(node).await {
             connections.push(status.connected_peers);
             routing.push(status.routing_table_size);
+            let peer = status.peer_id.clone();
+            let leads = membership
+                .as_ref()
+                .is_some_and(|m| m.leader.as_ref() == Some(&peer));
+            roles.push((peer, status.connected_peers, leads));
         }
-        if let Some(m) = node.membership() {
-            map_members = map_members.max(m.map().len());
+        if let Some(m) = membership {
+            map_members = map_members.max(m.members.len());
+            relays.extend(m.relay);
         }
+    }
+    let mut by_role = ByRole::default();
+    for (peer, count, leads) in roles {
+        let most = if leads {
+            &mut by_role.leader
+        } else if relays.contains(&peer) {
+            &mut by_role.relay
+        } else {
+            &mut by_role.other
+        };
+        *most = (*most).max(count);
     }
     let nodes = cluster.up().count();
     Resources {
@@ -59,6 +95,7 @@ pub async fn measure(cluster: &Cluster, dilation: Dilation) -> Resources {
         rss_mib_per_node: rss_bytes() as f64 / (1 << 20) as f64 / nodes.max(1) as f64,
         connections_mean: mean(&connections),
         connections_max: connections.iter().copied().max().unwrap_or(0),
+        connections_max_by_role: by_role,
         routing_mean: mean(&routing),
         routing_max: routing.iter().copied().max().unwrap_or(0),
         map_members_max: map_members,
