@@ -217,50 +217,38 @@ fn relaying_cluster(root: &Path, n: usize, per_relay: usize) -> (Vec<NodeProc>, 
     (nodes, leader)
 }
 
-/// Nine nodes with `members_per_relay = 3`: the three longest-lived relay
-/// (⌈9 / 3⌉), the other six renew through them. The relay most of them
-/// renew through, among those that do not lead, is killed: its members move
-/// to another relay (or the leader) and none of them is ever without a
-/// lease meanwhile.
+/// Nine nodes with `members_per_relay = 3`: three relay (⌈9 / 3⌉, the
+/// longest-lived after the five voters), the other six — voters too —
+/// renew through them. The relay most of them renew through is killed: its
+/// members move to another relay (or the leader) and none of them is ever
+/// without a lease meanwhile.
 #[test]
 fn members_keep_their_leases_through_relays_and_when_a_relay_is_killed() {
     let relay_of = |node: &NodeProc| membership(node)?["relay"].as_str().map(str::to_owned);
-    // Each member ranks the relays by a hash of its own (random) id: all
-    // six pick the leader once in 3⁶ = 729 clusters, and there is no other
-    // relay to kill then. A new cluster is the way out, not a weaker test.
-    let mut attempts = 0;
-    let (root, mut nodes, through, victim) = loop {
-        attempts += 1;
-        let root = TempDir::new().expect("cannot create temp dir");
-        let (nodes, leader) = relaying_cluster(root.path(), 9, 3);
-        let relays = peers(&nodes.iter().take(3).collect::<Vec<_>>());
-        let through = wait_for("the members to renew through relays", CONVERGE, || {
-            let through: Vec<String> = nodes[3..].iter().map(relay_of).collect::<Option<_>>()?;
-            through
-                .iter()
-                .all(|r| relays.contains(r))
-                .then_some(through)
-        });
-        for relay in &nodes[..3] {
-            let m = membership(relay).expect("status");
-            assert!(m["relay"].is_null(), "a relay renews with the leader: {m}");
-        }
-        let busiest = (0..3)
-            .filter(|&i| nodes[i].peer_id != leader)
-            .map(|i| {
-                (
-                    through.iter().filter(|r| **r == nodes[i].peer_id).count(),
-                    i,
-                )
-            })
-            .max()
-            .filter(|(members, _)| *members > 0);
-        match busiest {
-            Some((_, victim)) => break (root, nodes, through, victim),
-            None if attempts < 3 => continue,
-            None => panic!("three clusters in a row renewed only through the leader"),
-        }
-    };
+    let root = TempDir::new().expect("cannot create temp dir");
+    let (mut nodes, leader) = relaying_cluster(root.path(), 9, 3);
+    let (relays, members): (Vec<usize>, Vec<usize>) = (0..9).partition(|i| (5..8).contains(i));
+    let relay_ids: Vec<String> = relays.iter().map(|&i| nodes[i].peer_id.clone()).collect();
+    assert!(!relay_ids.contains(&leader), "a voter leads, not a relay");
+    let through = wait_for("the members to renew through relays", CONVERGE, || {
+        let through: Vec<String> = members
+            .iter()
+            .map(|&i| relay_of(&nodes[i]))
+            .collect::<Option<_>>()?;
+        through
+            .iter()
+            .all(|r| relay_ids.contains(r))
+            .then_some(through)
+    });
+    for &i in &relays {
+        let m = membership(&nodes[i]).expect("status");
+        assert!(m["relay"].is_null(), "a relay renews with the leader: {m}");
+    }
+    let victim = relays
+        .iter()
+        .copied()
+        .max_by_key(|&i| through.iter().filter(|r| **r == nodes[i].peer_id).count())
+        .expect("three relays");
     let killed = nodes[victim].peer_id.clone();
     nodes[victim].stop("KILL");
     let alive: Vec<&NodeProc> = (0..nodes.len())
@@ -274,7 +262,8 @@ fn members_keep_their_leases_through_relays_and_when_a_relay_is_killed() {
     let watch_until = Instant::now() + times.removal_after() + times.lease;
     let mut moved = vec![false; through.len()];
     while Instant::now() < watch_until {
-        for ((node, relay), moved) in alive[2..].iter().zip(&through).zip(&mut moved) {
+        for ((&i, relay), moved) in members.iter().zip(&through).zip(&mut moved) {
+            let node = &nodes[i];
             let m = membership(node).expect("status");
             assert!(
                 m["lease_ms"].as_u64().is_some_and(|ms| ms > 0),

@@ -13,22 +13,27 @@
 
 use p3_dht::PeerId;
 
-use crate::map::Map;
+use crate::{map::Map, voters::MAX_VOTERS};
 
 /// The members that relay renewals in `map`: none up to `per_relay`
-/// members (or when `per_relay` is 0), else the `⌈N / per_relay⌉`
-/// longest-lived (lowest join epoch, then peer id): they change least as
-/// nodes come and go.
+/// members (or when `per_relay` is 0), else `⌈N / per_relay⌉` of the
+/// longest-lived (lowest join epoch, then peer id), which change least as
+/// nodes come and go — after the [`MAX_VOTERS`] longest-lived of all,
+/// which are the voters while they live ([`crate::voters::plan`]): the
+/// leader relaying held its members' connections on top of every relay's
+/// (66 at N = 1,000 in `p3sim`, where 29 is the leader's own share).
 pub fn relays(map: &Map, per_relay: usize) -> Vec<PeerId> {
     let n = map.len();
     if per_relay == 0 || n <= per_relay {
         return Vec::new();
     }
+    let count = n.div_ceil(per_relay);
     let mut members: Vec<(u64, PeerId)> = map.members().map(|(p, m)| (m.joined, *p)).collect();
     members.sort_unstable();
     members
         .into_iter()
-        .take(n.div_ceil(per_relay))
+        .skip(MAX_VOTERS.min(n - count))
+        .take(count)
         .map(|(_, p)| p)
         .collect()
 }
@@ -83,9 +88,18 @@ mod tests {
         assert!(choose(&map, &peers[39], 40).is_empty());
         let (map, peers) = map_of(101);
         let chosen = relays(&map, 40);
-        assert_eq!(chosen, peers[..3].to_vec(), "⌈101 / 40⌉ = 3, oldest first");
-        // A relay renews with the leader; every other member through relays.
-        assert!(choose(&map, &peers[0], 40).is_empty());
+        assert_eq!(
+            chosen,
+            peers[5..8].to_vec(),
+            "⌈101 / 40⌉ = 3, oldest first after the five voters"
+        );
+        // A relay renews with the leader; every other member, the voters
+        // too, through relays.
+        assert!(choose(&map, &peers[5], 40).is_empty());
+        assert_eq!(choose(&map, &peers[0], 40).len(), 3);
+        // Few members a relay: fewer voters skipped, never fewer relays.
+        let (small, few) = map_of(6);
+        assert_eq!(relays(&small, 2), few[3..].to_vec());
         let mut ranked = choose(&map, &peers[50], 40);
         assert_eq!(ranked.len(), 3);
         ranked.sort_unstable_by_key(|p| chosen.iter().position(|c| c == p));
@@ -98,7 +112,7 @@ mod tests {
         let chosen = relays(&map, 40);
         assert_eq!(chosen.len(), 25);
         let mut load = vec![0usize; chosen.len()];
-        for member in &peers[25..] {
+        for member in peers.iter().filter(|p| !chosen.contains(p)) {
             let first = choose(&map, member, 40);
             assert_eq!(
                 first,
@@ -117,17 +131,17 @@ mod tests {
     #[test]
     fn a_relay_more_moves_only_the_members_it_takes() {
         let (mut map, peers) = map_of(120);
-        let before: Vec<Vec<PeerId>> = peers[3..].iter().map(|p| choose(&map, p, 40)).collect();
-        // A 121st member makes ⌈121 / 40⌉ = 4 relays: peers[3] relays too.
+        let before: Vec<Vec<PeerId>> = peers[8..].iter().map(|p| choose(&map, p, 40)).collect();
+        // A 121st member makes ⌈121 / 40⌉ = 4 relays: peers[8] relays too.
         let join = Change::Join {
             peer: PeerId::random().to_string(),
             addrs: Vec::new(),
             incarnation: 1,
         };
         assert!(map.apply(&join));
-        let new_relay = peers[3];
+        let new_relay = peers[8];
         let mut moved = 0;
-        for (member, old) in peers[4..].iter().zip(&before[1..]) {
+        for (member, old) in peers[9..].iter().zip(&before[1..]) {
             let new = choose(&map, member, 40);
             assert_eq!(new.len(), 4);
             if new[0] != old[0] {
